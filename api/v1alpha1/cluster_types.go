@@ -1,0 +1,235 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ProviderName names the provider that owns a Cluster's lifecycle.
+// +kubebuilder:validation:Enum=local;import
+type ProviderName string
+
+const (
+	// ProviderLocal runs the cluster's control plane on the hub's machine, with kwok nodes.
+	ProviderLocal ProviderName = "local"
+	// ProviderImport registers an existing cluster from a kubeconfig; Convoy never changes its lifecycle.
+	ProviderImport ProviderName = "import"
+)
+
+// MaxNodesPerPool is the largest node count one pool accepts.
+const MaxNodesPerPool = 500
+
+// Labels the hub keeps on every Cluster, mirrored from its spec, so that label selectors
+// (kubectl -l, Placements) can choose clusters by topology.
+const (
+	LabelProvider    = "convoy.dev/provider"
+	LabelRegion      = "convoy.dev/region"
+	LabelEnvironment = "convoy.dev/environment"
+)
+
+// Cluster is one member Kubernetes cluster of the fleet. The hub reconciles it with the
+// provider named in spec.provider.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,categories=convoy
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.spec.provider`
+// +kubebuilder:printcolumn:name="Region",type=string,JSONPath=`.spec.region`
+// +kubebuilder:printcolumn:name="Env",type=string,JSONPath=`.spec.environment`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.kubernetesVersion`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40",message="cluster name must be at most 40 characters; pick a shorter name"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="cluster name must be lower-case letters, digits and '-', start with a letter and end with a letter or digit (for example us-east-1)"
+type Cluster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec   ClusterSpec   `json:"spec"`
+	Status ClusterStatus `json:"status,omitempty"`
+}
+
+// ClusterSpec is what the user wants the cluster to be.
+//
+// +kubebuilder:validation:XValidation:rule="self.provider != 'import' || has(self.kubeconfigSecretRef)",message="an imported cluster needs spec.kubeconfigSecretRef naming the Secret that holds its kubeconfig"
+// +kubebuilder:validation:XValidation:rule="self.provider == 'import' || !has(self.kubeconfigSecretRef)",message="spec.kubeconfigSecretRef is only for provider import; a local cluster's kubeconfig is made by the hub"
+// +kubebuilder:validation:XValidation:rule="self.provider != 'import' || !has(self.nodePools) || size(self.nodePools) == 0",message="an imported cluster's nodes are managed outside Convoy; remove spec.nodePools"
+// +kubebuilder:validation:XValidation:rule="!has(self.nodePools) || !has(self.zones) || self.nodePools.all(p, !has(p.zone) || p.zone in self.zones)",message="every spec.nodePools[].zone must be one of spec.zones"
+// +kubebuilder:validation:XValidation:rule="!has(self.nodePools) || self.nodePools.map(p, p.count).sum() <= 1000",message="a cluster may have at most 1000 nodes in all its pools together"
+type ClusterSpec struct {
+	// Provider owns the cluster's lifecycle: "local" (a control plane on the hub's machine with
+	// simulated nodes) or "import" (an existing cluster, read-only). It cannot change later.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.provider cannot change; delete the cluster and create it again with the other provider"
+	Provider ProviderName `json:"provider"`
+
+	// Region is where the cluster runs, for example us-east. It is mirrored to the label convoy.dev/region.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Region string `json:"region,omitempty"`
+
+	// Zones are the failure zones inside the region that the cluster's nodes spread over.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Zones []string `json:"zones,omitempty"`
+
+	// Environment is the stage the cluster serves, for example prod or staging. It is mirrored to
+	// the label convoy.dev/environment.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Environment string `json:"environment,omitempty"`
+
+	// KubernetesVersion is the control-plane version, for example v1.37.2. Empty means the
+	// hub's default version. The hub must have binaries for it.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^v[0-9]+\.[0-9]+\.[0-9]+$`
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+
+	// NodePools are groups of identical nodes.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=20
+	NodePools []NodePool `json:"nodePools,omitempty"`
+
+	// KubeconfigSecretRef names a Secret in the convoy-system namespace whose key "kubeconfig"
+	// holds the kubeconfig of an imported cluster.
+	// +optional
+	KubeconfigSecretRef *SecretReference `json:"kubeconfigSecretRef,omitempty"`
+}
+
+// SecretReference names a Secret in the hub's convoy-system namespace.
+type SecretReference struct {
+	// Name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// NodePool is a group of identical nodes.
+type NodePool struct {
+	// Name of the pool, unique in the cluster.
+	// +required
+	// +kubebuilder:validation:MaxLength=30
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// Count is the number of nodes, from 0 to 500.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=500
+	Count int32 `json:"count"`
+
+	// CPU each node offers.
+	// +optional
+	// +kubebuilder:default="4"
+	CPU *resource.Quantity `json:"cpu,omitempty"`
+
+	// Memory each node offers.
+	// +optional
+	// +kubebuilder:default="16Gi"
+	Memory *resource.Quantity `json:"memory,omitempty"`
+
+	// Pods is the most pods each node runs.
+	// +optional
+	// +kubebuilder:default=110
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	Pods int32 `json:"pods,omitempty"`
+
+	// Zone the pool's nodes are in; it must be one of spec.zones when those are set.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Zone string `json:"zone,omitempty"`
+
+	// Labels added to every node of the pool.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// Taints added to every node of the pool.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	Taints []corev1.Taint `json:"taints,omitempty"`
+}
+
+// ClusterPhase is a one-word summary of a Cluster's state; the conditions say why.
+// +kubebuilder:validation:Enum=Pending;Provisioning;Ready;Updating;Deleting;Failed;Unreachable
+type ClusterPhase string
+
+// The phases a Cluster goes through.
+const (
+	ClusterPending      ClusterPhase = "Pending"
+	ClusterProvisioning ClusterPhase = "Provisioning"
+	ClusterReady        ClusterPhase = "Ready"
+	ClusterUpdating     ClusterPhase = "Updating"
+	ClusterDeleting     ClusterPhase = "Deleting"
+	ClusterFailed       ClusterPhase = "Failed"
+	ClusterUnreachable  ClusterPhase = "Unreachable"
+)
+
+// Condition types on a Cluster.
+const (
+	// ClusterAccepted is True when the hub understood the spec and has a provider for it.
+	ClusterAccepted = "Accepted"
+	// ClusterProvisioned is True when the provider has made the cluster's control plane.
+	ClusterProvisioned = "Provisioned"
+	// ClusterReadyCondition is True when the cluster answers and its nodes are Ready.
+	ClusterReadyCondition = "Ready"
+)
+
+// ClusterStatus is what the hub last observed of the cluster.
+type ClusterStatus struct {
+	// ObservedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Phase summarises the state; see the conditions for the reasons.
+	// +optional
+	Phase ClusterPhase `json:"phase,omitempty"`
+
+	// KubernetesVersion the cluster's API server reports.
+	// +optional
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+
+	// Endpoint is the URL of the cluster's API server.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// Nodes counts the cluster's nodes.
+	// +optional
+	Nodes NodeCounts `json:"nodes,omitempty"`
+
+	// Allocatable is the sum of the nodes' allocatable resources.
+	// +optional
+	Allocatable corev1.ResourceList `json:"allocatable,omitempty"`
+
+	// Conditions say why the cluster is in its phase.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// NodeCounts counts a cluster's nodes.
+type NodeCounts struct {
+	// Total nodes registered.
+	Total int32 `json:"total"`
+	// Ready nodes.
+	Ready int32 `json:"ready"`
+}
+
+// ClusterList is a list of Clusters.
+// +kubebuilder:object:root=true
+type ClusterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Cluster `json:"items"`
+}

@@ -1,0 +1,14 @@
+// Package version says which Convoy this is and which upstream versions it is pinned to.
+// Anything may import it.
+package version
+
+// Convoy is the Convoy version; `make` sets it from git describe with -ldflags -X.
+var Convoy = "dev"
+
+// Pinned upstream versions. The Makefile builds exactly these into bin/; a test checks that
+// the two agree.
+const (
+	Kubernetes = "v1.37.2"
+	Kwok       = "v0.8.0"
+	Kine       = "v0.17.5"
+)
