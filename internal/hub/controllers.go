@@ -1,0 +1,90 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
+)
+
+// newScheme knows the built-in Kubernetes types and Convoy's.
+func newScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// watched lists the types the hub's controllers watch.
+var watched = []client.Object{&v1alpha1.Cluster{}}
+
+// startControllers runs Convoy's controllers in this process and waits until their caches
+// have synced. If the controller manager stops on its own later, the error goes to h.fatal.
+func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config) error {
+	scheme, err := newScheme()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Logger:                 logr.FromSlogHandler(h.log.Handler()),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Controller names are checked for uniqueness process-wide, for metrics; a process
+		// may run more than one hub over its life (tests, restarts), and the hub serves no
+		// controller-runtime metrics.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return fmt.Errorf("create controller manager: %w", err)
+	}
+	if err := (&clustercontroller.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up cluster controller: %w", err)
+	}
+
+	mctx, cancel := context.WithCancel(context.Background())
+	h.stopManager = cancel
+	h.managerDone = make(chan error, 1)
+	go func() {
+		err := mgr.Start(mctx)
+		if err != nil && mctx.Err() == nil {
+			h.fatal <- fmt.Errorf("hub controllers stopped: %w", err)
+		}
+		h.managerDone <- err
+	}()
+
+	// The controllers create their informers only when they start, so an empty cache would
+	// count as synced at once. Asking for each watched type's informer here creates them now
+	// and blocks until they have synced; the controllers then share them.
+	sctx, scancel := context.WithTimeout(ctx, h.opts.StepTimeout)
+	defer scancel()
+	for _, obj := range watched {
+		if _, err := mgr.GetCache().GetInformer(sctx, obj); err != nil {
+			return fmt.Errorf("hub controllers: cache of %T did not sync within %s: %w", obj, h.opts.StepTimeout, err)
+		}
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

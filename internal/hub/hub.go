@@ -1,0 +1,466 @@
+// Package hub is the composition root of `convoy hub`.
+//
+// It locks the data dir, starts the datastore (kine, or an external etcd), kube-apiserver and
+// the few kube-controller-manager controllers a hub needs as supervised children, installs
+// Convoy's CRDs, and runs Convoy's controllers in-process. The hub stores workload templates
+// and never runs them: no workload controller and no scheduler run here. Only the CLI and
+// hubtest import this package.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+// DefaultAPIServerPort is the port a new hub's API server takes when it is free.
+const DefaultAPIServerPort = 6443
+
+// hubControllers are the kube-controller-manager controllers the hub runs: enough for
+// namespaces to delete, owner references to collect garbage, service accounts to get tokens
+// and RBAC aggregation to work. Deployment, ReplicaSet and the other workload controllers
+// are left out on purpose: the hub stores templates and never runs them.
+var hubControllers = []string{
+	"namespace-controller",
+	"garbage-collector-controller",
+	"serviceaccount-controller",
+	"serviceaccount-token-controller",
+	"root-ca-certificate-publisher-controller",
+	"clusterrole-aggregation-controller",
+}
+
+// Options configure a hub.
+type Options struct {
+	// DataDir holds everything the hub keeps: PKI, datastore, logs, kubeconfig.
+	DataDir string
+	// BinDir holds the upstream binaries (see kubeproc.DefaultBinDir).
+	BinDir string
+	// DatastoreEndpoint is empty for SQLite in DataDir, or a postgres://, mysql://, nats://,
+	// sqlite:// DSN for kine, or etcd URLs (http://, https://) for the API server directly.
+	DatastoreEndpoint string
+	// DatastoreTLS is the client certificate for the datastore, if it needs one.
+	DatastoreTLS kubeproc.DatastoreTLS
+	// APIServerPort is the API server's port on 127.0.0.1. Zero means the port of the last
+	// run in DataDir, else 6443 when free, else any free port.
+	APIServerPort int
+	// HealthAddr is where /healthz and /readyz are served; empty turns them off.
+	HealthAddr string
+	// StepTimeout bounds each start-up step, such as waiting for the API server. Zero means 60s.
+	StepTimeout time.Duration
+	// Log receives the hub's structured logs.
+	Log *slog.Logger
+}
+
+// Hub is a running hub. Stop it with Stop.
+type Hub struct {
+	opts    Options
+	layout  Layout
+	log     *slog.Logger
+	started time.Time
+
+	releaseLock func()
+	procs       []*kubeproc.Process // in start order
+	health      *http.Server
+	healthAddr  string
+
+	apiserverURL string
+	admin        *rest.Config
+	readyz       *http.Client
+
+	stopManager context.CancelFunc
+	managerDone chan error
+
+	phase     atomic.Value // string: what start-up is doing, for /readyz
+	ready     atomic.Bool
+	readyTook time.Duration
+
+	fatal    chan error // the in-process controllers failed
+	stopOnce sync.Once
+}
+
+// Start brings a hub up and returns once it is ready: the API server answers, the CRDs are
+// established and the controllers' caches are synced. On error nothing is left running.
+func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
+	if opts.StepTimeout == 0 {
+		opts.StepTimeout = 60 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.DataDir == "" {
+		opts.DataDir = DefaultDataDir()
+	}
+	if opts.DataDir, err = filepath.Abs(opts.DataDir); err != nil {
+		return nil, fmt.Errorf("resolve data dir: %w", err)
+	}
+	h := &Hub{
+		opts:    opts,
+		layout:  Layout{Dir: opts.DataDir},
+		log:     opts.Log,
+		started: time.Now(),
+		fatal:   make(chan error, 1),
+	}
+	h.phase.Store("starting")
+	defer func() {
+		if err != nil {
+			h.shutdown(context.Background())
+		}
+	}()
+
+	// Everything that can be checked without side effects comes first.
+	bins := kubeproc.Binaries{Dir: opts.BinDir}
+	apiserverBin, err := bins.Path(kubeproc.KubeAPIServer)
+	if err != nil {
+		return nil, err
+	}
+	kcmBin, err := bins.Path(kubeproc.KubeControllerManager)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := parseDatastore(opts.DatastoreEndpoint, kubeproc.SQLiteEndpoint(filepath.Join(h.layout.DB(), "state.db")))
+	if err != nil {
+		return nil, err
+	}
+	var kineBin string
+	if ds.kind == viaKine {
+		if kineBin, err = bins.Path(kubeproc.Kine); err != nil {
+			return nil, err
+		}
+	}
+
+	for _, dir := range []string{h.layout.Dir, h.layout.DB(), h.layout.Logs(), h.layout.Run(), h.layout.Internal()} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+	}
+	if h.releaseLock, err = lockDataDir(h.layout); err != nil {
+		return nil, err
+	}
+	if err := h.serveHealth(); err != nil {
+		return nil, err
+	}
+	if _, err := kubeproc.ReapStale(h.layout.Run(), h.log); err != nil {
+		return nil, err
+	}
+	h.setPhase("checking datastore")
+	if err := ds.preflight(ctx); err != nil {
+		return nil, err
+	}
+
+	port, err := h.choosePort()
+	if err != nil {
+		return nil, err
+	}
+	h.apiserverURL = "https://127.0.0.1:" + strconv.Itoa(port)
+
+	h.setPhase("preparing certificates")
+	pki, err := kubeproc.EnsurePKI(h.layout.PKI(), "convoy-hub-ca")
+	if err != nil {
+		return nil, fmt.Errorf("prepare hub PKI: %w", err)
+	}
+	controllers, err := pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
+		Name: "hub-controllers", CommonName: "convoy-hub-controllers", Organization: []string{"system:masters"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("prepare hub PKI: %w", err)
+	}
+	adminCfg := kubeproc.Kubeconfig("convoy-hub", h.apiserverURL, pki.CA.CertPEM, pki.Admin)
+	if err := kubeproc.WriteKubeconfig(h.layout.Kubeconfig(), adminCfg); err != nil {
+		return nil, err
+	}
+	kcmKubeconfig := filepath.Join(h.layout.Internal(), "controller-manager.kubeconfig")
+	if err := kubeproc.WriteKubeconfig(kcmKubeconfig, kubeproc.Kubeconfig("convoy-hub", h.apiserverURL, pki.CA.CertPEM, pki.ControllerManager)); err != nil {
+		return nil, err
+	}
+	if h.admin, err = kubeproc.RESTConfig(adminCfg); err != nil {
+		return nil, err
+	}
+	if h.readyz, err = rest.HTTPClientFor(h.admin); err != nil {
+		return nil, fmt.Errorf("build readiness client: %w", err)
+	}
+	controllersCfg, err := kubeproc.RESTConfig(kubeproc.Kubeconfig("convoy-hub", h.apiserverURL, pki.CA.CertPEM, controllers))
+	if err != nil {
+		return nil, err
+	}
+
+	etcdServers, etcdTLS := ds.etcd, opts.DatastoreTLS
+	if ds.kind == viaKine {
+		h.setPhase("starting kine")
+		kinePort, err := kubeproc.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		kine, err := h.startChild(kubeproc.Kine, kineBin, kubeproc.KineConfig{Endpoint: ds.endpoint, Port: kinePort, TLS: opts.DatastoreTLS}.Args())
+		if err != nil {
+			return nil, err
+		}
+		if err := kubeproc.WaitTCP(ctx, "127.0.0.1:"+strconv.Itoa(kinePort), kine, opts.StepTimeout); err != nil {
+			return nil, fmt.Errorf("datastore %s: %w", redact(ds.endpoint), err)
+		}
+		etcdServers, etcdTLS = []string{"http://127.0.0.1:" + strconv.Itoa(kinePort)}, kubeproc.DatastoreTLS{}
+	}
+
+	h.setPhase("starting kube-apiserver")
+	apiserver, err := h.startChild(kubeproc.KubeAPIServer, apiserverBin, kubeproc.APIServerConfig{
+		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki,
+	}.Args())
+	if err != nil {
+		return nil, err
+	}
+	if err := kubeproc.WaitAPIServer(ctx, h.admin, apiserver, opts.StepTimeout); err != nil {
+		return nil, fmt.Errorf("hub API server (datastore %s): %w", redact(ds.endpoint), err)
+	}
+
+	h.setPhase("starting kube-controller-manager")
+	if _, err := h.startChild(kubeproc.KubeControllerManager, kcmBin, kubeproc.ControllerManagerConfig{
+		Kubeconfig: kcmKubeconfig, PKI: pki, Controllers: hubControllers,
+	}.Args()); err != nil {
+		return nil, err
+	}
+
+	h.setPhase("installing CRDs")
+	if err := installCRDs(ctx, controllersCfg, opts.StepTimeout, h.log); err != nil {
+		return nil, err
+	}
+
+	h.setPhase("starting controllers")
+	if err := h.startControllers(ctx, controllersCfg); err != nil {
+		return nil, err
+	}
+
+	h.readyTook = time.Since(h.started)
+	h.setPhase("ready")
+	h.ready.Store(true)
+	h.log.Info("hub ready", "took", h.readyTook.Round(time.Millisecond), "apiserver", h.apiserverURL, "kubeconfig", h.layout.Kubeconfig(), "health", h.healthAddr)
+	return h, nil
+}
+
+func (h *Hub) setPhase(p string) {
+	h.phase.Store(p)
+	h.log.Debug("hub start-up", "phase", p)
+}
+
+// choosePort picks the API server port and remembers it in the data dir.
+func (h *Hub) choosePort() (int, error) {
+	st, err := loadState(h.layout)
+	if err != nil {
+		return 0, err
+	}
+	port := h.opts.APIServerPort
+	switch {
+	case port != 0:
+		if !kubeproc.PortFree(port) {
+			return 0, fmt.Errorf("port %d for the hub's API server is in use; free it or pass another --apiserver-port", port)
+		}
+	case st.APIServerPort != 0:
+		port = st.APIServerPort
+		if !kubeproc.PortFree(port) {
+			return 0, fmt.Errorf("port %d, which this data dir's API server used before, is in use by another program; free it, or pass --apiserver-port (kubeconfigs copied earlier then need the new port)", port)
+		}
+	case kubeproc.PortFree(DefaultAPIServerPort):
+		port = DefaultAPIServerPort
+	default:
+		if port, err = kubeproc.FreePort(); err != nil {
+			return 0, err
+		}
+	}
+	if port != st.APIServerPort {
+		st.APIServerPort = port
+		if err := saveState(h.layout, st); err != nil {
+			return 0, err
+		}
+	}
+	return port, nil
+}
+
+func (h *Hub) startChild(name, bin string, args []string) (*kubeproc.Process, error) {
+	p, err := kubeproc.Start(kubeproc.Spec{
+		Name:    name,
+		Path:    bin,
+		Args:    args,
+		LogPath: filepath.Join(h.layout.Logs(), name+".log"),
+		PIDPath: filepath.Join(h.layout.Run(), name+".pid"),
+	}, h.log)
+	if err != nil {
+		return nil, err
+	}
+	h.procs = append(h.procs, p)
+	return p, nil
+}
+
+// serveHealth serves /healthz (the hub process is alive) and /readyz (the hub is ready, its
+// children run and its API server is ready; 503 with the reason otherwise).
+func (h *Hub) serveHealth() error {
+	if h.opts.HealthAddr == "" {
+		return nil
+	}
+	l, err := net.Listen("tcp", h.opts.HealthAddr)
+	if err != nil {
+		return fmt.Errorf("serve health on %s: %w; pass --health-addr with a free address", h.opts.HealthAddr, err)
+	}
+	h.healthAddr = l.Addr().String()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := h.Ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		writeJSON(w, h.Status())
+	})
+	h.health = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := h.health.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			h.log.Error("health server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Ready returns nil when the hub is ready to serve, or the reason it is not.
+func (h *Hub) Ready(ctx context.Context) error {
+	if !h.ready.Load() {
+		return fmt.Errorf("hub is starting: %s", h.phase.Load())
+	}
+	for _, p := range h.procs {
+		if st := p.Status(); !st.Running {
+			return fmt.Errorf("%s is not running (restarts %d, last exit: %s)", st.Name, st.Restarts, st.LastExit)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := kubeproc.CheckReadyz(ctx, h.readyz, h.apiserverURL); err != nil {
+		return fmt.Errorf("hub API server: %w", err)
+	}
+	return nil
+}
+
+// Status is what /status reports.
+type Status struct {
+	Phase      string            `json:"phase"`
+	Ready      bool              `json:"ready"`
+	ReadyAfter string            `json:"readyAfter,omitempty"`
+	APIServer  string            `json:"apiserver"`
+	Kubeconfig string            `json:"kubeconfig"`
+	Children   []kubeproc.Status `json:"children"`
+}
+
+// Status reports the hub's phase and its children.
+func (h *Hub) Status() Status {
+	s := Status{
+		Phase:      h.phase.Load().(string),
+		Ready:      h.ready.Load(),
+		APIServer:  h.apiserverURL,
+		Kubeconfig: h.layout.Kubeconfig(),
+	}
+	if s.Ready {
+		s.ReadyAfter = h.readyTook.Round(time.Millisecond).String()
+	}
+	for _, p := range h.procs {
+		s.Children = append(s.Children, p.Status())
+	}
+	return s
+}
+
+// Kubeconfig is the path of the admin kubeconfig.
+func (h *Hub) Kubeconfig() string { return h.layout.Kubeconfig() }
+
+// APIServerURL is the hub API server's address.
+func (h *Hub) APIServerURL() string { return h.apiserverURL }
+
+// AdminConfig is a client configuration with the admin identity.
+func (h *Hub) AdminConfig() *rest.Config { return rest.CopyConfig(h.admin) }
+
+// HealthAddr is the address /healthz and /readyz are served on, if any.
+func (h *Hub) HealthAddr() string { return h.healthAddr }
+
+// ReadyAfter is how long start-up took.
+func (h *Hub) ReadyAfter() time.Duration { return h.readyTook }
+
+// Children reports each supervised child.
+func (h *Hub) Children() []kubeproc.Status {
+	out := make([]kubeproc.Status, 0, len(h.procs))
+	for _, p := range h.procs {
+		out = append(out, p.Status())
+	}
+	return out
+}
+
+// Failed delivers an error if the hub's in-process controllers stop on their own.
+func (h *Hub) Failed() <-chan error { return h.fatal }
+
+// Stop stops the controllers, then the children in reverse start order (controller-manager,
+// API server, datastore), and releases the data dir. It is safe to call more than once.
+func (h *Hub) Stop(ctx context.Context) {
+	h.shutdown(ctx)
+}
+
+func (h *Hub) shutdown(ctx context.Context) {
+	h.stopOnce.Do(func() {
+		h.ready.Store(false)
+		h.setPhase("stopping")
+		if h.stopManager != nil {
+			h.stopManager()
+			<-h.managerDone
+		}
+		kubeproc.StopAll(ctx, h.procs)
+		if h.health != nil {
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_ = h.health.Shutdown(sctx)
+			cancel()
+		}
+		if h.releaseLock != nil {
+			h.releaseLock()
+		}
+		h.log.Info("hub stopped")
+	})
+}
+
+// Run starts a hub, tells the user how to reach it, and runs until ctx ends or the hub fails.
+func Run(ctx context.Context, opts Options, out io.Writer) error {
+	h, err := Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer h.Stop(context.Background())
+	fmt.Fprintf(out, `Convoy hub is ready (took %s).
+  API server:  %s
+  Kubeconfig:  %s
+`, h.ReadyAfter().Round(100*time.Millisecond), h.APIServerURL(), h.Kubeconfig())
+	if h.HealthAddr() != "" {
+		fmt.Fprintf(out, "  Health:      http://%s/readyz\n", h.HealthAddr())
+	}
+	fmt.Fprintf(out, `
+Next:
+  export KUBECONFIG=%s
+  kubectl get clusters          # or: convoy get clusters
+Stop the hub with Ctrl-C.
+`, h.Kubeconfig())
+
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-h.Failed():
+		return err
+	}
+}
