@@ -1,0 +1,383 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/internal/hub"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+var convoyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "convoy-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	convoyBin = filepath.Join(dir, "convoy")
+	out, err := exec.Command("go", "build", "-o", convoyBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build convoy: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// hubProcess is `convoy hub` running as a real process.
+type hubProcess struct {
+	cmd     *exec.Cmd
+	dataDir string
+	health  string
+	out     *syncBuffer
+	exited  chan error
+}
+
+func startHubProcess(t *testing.T, dataDir string, apiPort int) *hubProcess {
+	t.Helper()
+	healthPort, err := kubeproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp := &hubProcess{dataDir: dataDir, health: fmt.Sprintf("127.0.0.1:%d", healthPort), out: &syncBuffer{}, exited: make(chan error, 1)}
+	hp.cmd = exec.Command(convoyBin, "hub", "--data-dir", dataDir, "--apiserver-port", fmt.Sprint(apiPort), "--health-addr", hp.health)
+	hp.cmd.Env = append(os.Environ(), "CONVOY_BIN_DIR="+hubtest.BinDir(t))
+	hp.cmd.Stdout = hp.out
+	hp.cmd.Stderr = hp.out
+	if err := hp.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { hp.exited <- hp.cmd.Wait() }()
+	t.Cleanup(func() {
+		if hp.cmd.ProcessState == nil {
+			_ = hp.cmd.Process.Kill()
+			<-hp.exited
+		}
+		if t.Failed() {
+			t.Logf("convoy hub output:\n%s", hp.out.String())
+		}
+	})
+
+	err = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 90*time.Second, true, func(context.Context) (bool, error) {
+		select {
+		case err := <-hp.exited:
+			hp.exited <- err
+			return false, fmt.Errorf("convoy hub exited: %v", err)
+		default:
+		}
+		resp, err := http.Get("http://" + hp.health + "/readyz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		t.Fatalf("convoy hub not ready: %v\n%s", err, hp.out.String())
+	}
+	return hp
+}
+
+func (hp *hubProcess) status(t *testing.T) hub.Status {
+	t.Helper()
+	resp, err := http.Get("http://" + hp.health + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st hub.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func (hp *hubProcess) wait(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-hp.exited:
+		return err
+	case <-time.After(60 * time.Second):
+		t.Fatal("convoy hub did not exit within 60s")
+		return nil
+	}
+}
+
+func (hp *hubProcess) client(t *testing.T) client.Client {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(hp.dataDir, "kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func childPIDs(t *testing.T, st hub.Status) []int {
+	t.Helper()
+	var pids []int
+	for _, c := range st.Children {
+		if !c.Running || c.PID == 0 {
+			t.Fatalf("child %s not running: %+v", c.Name, c)
+		}
+		pids = append(pids, c.PID)
+	}
+	if len(pids) < 3 {
+		t.Fatalf("want kine, kube-apiserver and kube-controller-manager, got %+v", st.Children)
+	}
+	return pids
+}
+
+func waitGone(t *testing.T, pids []int) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
+		for _, pid := range pids {
+			if alive(pid) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		for _, pid := range pids {
+			if alive(pid) {
+				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				t.Errorf("child %d survived its hub: %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))
+			}
+		}
+	}
+}
+
+func alive(pid int) bool {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(raw)
+	return !strings.HasPrefix(s[strings.LastIndexByte(s, ')')+2:], "Z")
+}
+
+func TestHubSIGTERMStopsEveryChild(t *testing.T) {
+	t.Parallel()
+	port, _ := kubeproc.FreePort()
+	hp := startHubProcess(t, t.TempDir(), port)
+	pids := childPIDs(t, hp.status(t))
+
+	out := hp.out.String()
+	kubeconfig := filepath.Join(hp.dataDir, "kubeconfig")
+	if !strings.Contains(out, "Convoy hub is ready") || !strings.Contains(out, "Kubeconfig:  "+kubeconfig) {
+		t.Errorf("start-up output does not say where the kubeconfig is:\n%s", out)
+	}
+	if n := strings.Count(out, `msg="hub ready"`); n != 1 {
+		t.Errorf("readiness logged %d times, want once", n)
+	}
+
+	if err := hp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := hp.wait(t); err != nil {
+		t.Errorf("convoy hub exited with %v after SIGTERM, want status 0", err)
+	}
+	waitGone(t, pids)
+	// Children stop in reverse order: the controller-manager before the API server before kine.
+	logs := hp.out.String()
+	order := []int{
+		strings.Index(logs, `msg="child stopped" child=kube-controller-manager`),
+		strings.Index(logs, `msg="child stopped" child=kube-apiserver`),
+		strings.Index(logs, `msg="child stopped" child=kine`),
+		strings.Index(logs, `msg="hub stopped"`),
+	}
+	for i := range order {
+		if order[i] < 0 || (i > 0 && order[i] < order[i-1]) {
+			t.Fatalf("children did not stop in order controller-manager, apiserver, kine (positions %v):\n%s", order, logs)
+		}
+	}
+	if entries, _ := filepath.Glob(filepath.Join(hp.dataDir, "run", "*.pid")); len(entries) != 0 {
+		t.Errorf("pid files left behind: %v", entries)
+	}
+}
+
+func TestHubKilledWithSIGKILLRestartsWithItsObjects(t *testing.T) {
+	t.Parallel()
+	port, _ := kubeproc.FreePort()
+	dataDir := t.TempDir()
+	hp := startHubProcess(t, dataDir, port)
+	pids := childPIDs(t, hp.status(t))
+
+	ctx := context.Background()
+	c := hp.client(t)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "survivor"}, Data: map[string]string{"k": "v"}}
+	if err := c.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := hp.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = hp.wait(t)
+	// No child outlives a hub killed with SIGKILL.
+	waitGone(t, pids)
+
+	hp2 := startHubProcess(t, dataDir, port)
+	got := &corev1.ConfigMap{}
+	if err := hp2.client(t).Get(ctx, client.ObjectKeyFromObject(cm), got); err != nil {
+		t.Fatalf("object lost across kill -9 and restart: %v", err)
+	}
+	if got.Data["k"] != "v" {
+		t.Errorf("object changed across restart: %v", got.Data)
+	}
+	if err := hp2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := hp2.wait(t); err != nil {
+		t.Errorf("second hub exited with %v", err)
+	}
+}
+
+// TestCLIAndKubectlAgainstTheHub uses the printed kubeconfig with convoy and kubectl, the way
+// a user would after `convoy hub`.
+func TestCLIAndKubectlAgainstTheHub(t *testing.T) {
+	t.Parallel()
+	port, _ := kubeproc.FreePort()
+	hp := startHubProcess(t, t.TempDir(), port)
+	kubeconfig := filepath.Join(hp.dataDir, "kubeconfig")
+	kubectl := filepath.Join(hubtest.BinDir(t), "kubectl")
+
+	manifest := filepath.Join(t.TempDir(), "clusters.yaml")
+	if err := os.WriteFile(manifest, []byte(`apiVersion: convoy.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: us-east
+spec:
+  provider: local
+  region: us-east
+  environment: prod
+  zones: [a, b]
+  nodePools:
+  - {name: default, count: 3, zone: a}
+---
+apiVersion: convoy.dev/v1alpha1
+kind: Placement
+metadata:
+  name: web
+  namespace: default
+spec:
+  resources:
+  - {group: apps, kind: Deployment, name: web}
+  replicas: {type: Divided}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, nil, kubectl, "--kubeconfig", kubeconfig, "apply", "-f", manifest)
+	out := run(t, nil, kubectl, "--kubeconfig", kubeconfig, "get", "clusters")
+	if !strings.Contains(out, "us-east") || !strings.Contains(out, "local") {
+		t.Errorf("kubectl get clusters:\n%s", out)
+	}
+
+	// kubectl shows the API's own validation message.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("apiVersion: convoy.dev/v1alpha1\nkind: Cluster\nmetadata: {name: bad}\nspec: {provider: local, nodePools: [{name: p, count: 9999}]}\n"), 0o644)
+	cmd := exec.Command(kubectl, "--kubeconfig", kubeconfig, "apply", "-f", bad)
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "should be less than or equal to 500") {
+		t.Errorf("kubectl apply of 9999 nodes: err=%v\n%s", err, b)
+	}
+
+	env := []string{"CONVOY_KUBECONFIG=" + kubeconfig}
+	out = run(t, env, convoyBin, "get", "clusters")
+	for _, want := range []string{"NAME", "PROVIDER", "us-east", "local", "prod", "0/0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("convoy get clusters lacks %q:\n%s", want, out)
+		}
+	}
+	out = run(t, nil, convoyBin, "--kubeconfig", kubeconfig, "get", "clusters", "us-east", "-o", "yaml")
+	if !strings.Contains(out, "kind: Cluster") || !strings.Contains(out, "region: us-east") {
+		t.Errorf("convoy get clusters us-east -o yaml:\n%s", out)
+	}
+	out = run(t, env, convoyBin, "get", "clusters", "-o", "json")
+	var list struct {
+		Kind  string `json:"kind"`
+		Items []struct {
+			Metadata struct {
+				Name   string            `json:"name"`
+				Labels map[string]string `json:"labels"`
+			} `json:"metadata"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil || list.Kind != "List" || len(list.Items) != 1 || list.Items[0].Metadata.Name != "us-east" {
+		t.Errorf("convoy get clusters -o json: %v\n%s", err, out)
+	}
+	out = run(t, env, convoyBin, "get", "placements", "-A")
+	for _, want := range []string{"NAMESPACE", "default", "web", "Divided"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("convoy get placements -A lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Errors a user can act on.
+	cmd = exec.Command(convoyBin, "get", "clusters", "nope")
+	cmd.Env = append(os.Environ(), env...)
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), `cluster "nope" not found`) {
+		t.Errorf("get of a missing cluster: err=%v\n%s", err, b)
+	}
+	cmd = exec.Command(convoyBin, "get", "clusters", "--kubeconfig", filepath.Join(t.TempDir(), "none"))
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "start a hub with `convoy hub`") {
+		t.Errorf("get without a hub: err=%v\n%s", err, b)
+	}
+	cmd = exec.Command(convoyBin, "get", "widgets")
+	cmd.Env = append(os.Environ(), env...)
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "use clusters or placements") {
+		t.Errorf("get widgets: err=%v\n%s", err, b)
+	}
+}
+
+func run(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,39 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/convoy-dev/convoy/internal/hub"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+func newHubCmd(g *globals) *cobra.Command {
+	opts := hub.Options{}
+	cmd := &cobra.Command{
+		Use:   "hub",
+		Short: "Run the hub: the fleet's API server, datastore and controllers",
+		Long: `Run the hub in the foreground until SIGINT or SIGTERM.
+
+The hub runs an upstream kube-apiserver on kine (SQLite in the data dir by default) and
+Convoy's controllers. It writes an admin kubeconfig to DATA-DIR/kubeconfig, which convoy,
+kubectl and helm use.`,
+		Example: `  convoy hub
+  convoy hub --data-dir /var/lib/convoy --datastore-endpoint 'postgres://convoy:secret@db:5432/convoy'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.Log = g.log
+			return hub.Run(cmd.Context(), opts, g.streams.Out)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.DataDir, "data-dir", hub.DefaultDataDir(), "directory for the hub's datastore, PKI, logs and kubeconfig ($CONVOY_DATA_DIR)")
+	f.StringVar(&opts.BinDir, "bin-dir", kubeproc.DefaultBinDir(), "directory with kube-apiserver, kube-controller-manager and kine ($CONVOY_BIN_DIR)")
+	f.StringVar(&opts.DatastoreEndpoint, "datastore-endpoint", "", "datastore: empty for SQLite in the data dir, or postgres://, mysql://, nats://, sqlite://, or etcd URLs (http(s)://HOST:2379,...)")
+	f.StringVar(&opts.DatastoreTLS.CAFile, "datastore-cafile", "", "CA certificate to verify the datastore")
+	f.StringVar(&opts.DatastoreTLS.CertFile, "datastore-certfile", "", "client certificate for the datastore")
+	f.StringVar(&opts.DatastoreTLS.KeyFile, "datastore-keyfile", "", "client key for the datastore")
+	f.IntVar(&opts.APIServerPort, "apiserver-port", 0, "port of the hub's API server on 127.0.0.1 (default: the port used last time, else 6443 if free)")
+	f.StringVar(&opts.HealthAddr, "health-addr", "127.0.0.1:9440", "address for /healthz and /readyz; empty turns them off")
+	cmd.MarkFlagsRequiredTogether("datastore-certfile", "datastore-keyfile")
+	return cmd
+}
