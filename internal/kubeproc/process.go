@@ -53,6 +53,7 @@ type Process struct {
 	running  bool
 	restarts int
 	lastExit error
+	exitTail string
 	stopping bool
 
 	stop chan struct{} // closed by Stop
@@ -135,12 +136,16 @@ func (p *Process) supervise() {
 		if stopping {
 			return
 		}
+		tail := p.Tail(2048)
+		p.mu.Lock()
+		p.exitTail = tail
+		p.mu.Unlock()
 
 		if time.Since(started) > stableAfter {
 			delay = minBackoff
 		}
 		wait := delay + rand.N(delay/5+1)
-		p.log.Warn("child exited; restarting", "err", err, "in", wait.Round(time.Millisecond), "lastLine", lastLine(p.Tail(2048)))
+		p.log.Warn("child exited; restarting", "err", err, "in", wait.Round(time.Millisecond), "lastLine", lastLine(tail))
 		for {
 			select {
 			case <-p.stop:
@@ -214,6 +219,8 @@ type Status struct {
 	PID      int    `json:"pid,omitempty"`
 	Restarts int    `json:"restarts"`
 	LastExit string `json:"lastExit,omitempty"`
+	// ExitTail is the end of the child's log when it last exited on its own.
+	ExitTail string `json:"exitTail,omitempty"`
 }
 
 // Status reports whether the child runs now, its pid, and how often it was restarted.
@@ -227,6 +234,7 @@ func (p *Process) Status() Status {
 	if p.lastExit != nil {
 		s.LastExit = p.lastExit.Error()
 	}
+	s.ExitTail = p.exitTail
 	return s
 }
 
