@@ -1,0 +1,75 @@
+package local
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+// dir is one local cluster's directory, DATA/clusters/NAME. The hub writes config.json; the
+// runtime process owns everything else.
+type dir string
+
+func (d dir) config() string     { return filepath.Join(string(d), "config.json") }
+func (d dir) lock() string       { return filepath.Join(string(d), "runtime.lock") }
+func (d dir) status() string     { return filepath.Join(string(d), "status.json") }
+func (d dir) ports() string      { return filepath.Join(string(d), "ports.json") }
+func (d dir) kubeconfig() string { return filepath.Join(string(d), "kubeconfig") }
+func (d dir) pki() string        { return filepath.Join(string(d), "pki") }
+func (d dir) db() string         { return filepath.Join(string(d), "db") }
+func (d dir) logs() string       { return filepath.Join(string(d), "logs") }
+func (d dir) run() string        { return filepath.Join(string(d), "run") }
+func (d dir) internal() string   { return filepath.Join(string(d), "internal") }
+
+// config is what the hub asks the runtime to run.
+type config struct {
+	// Name of the cluster.
+	Name string `json:"name"`
+	// KubernetesVersion of the control plane.
+	KubernetesVersion string `json:"kubernetesVersion"`
+	// BinDir holds the binaries of the default Kubernetes version; other versions are in
+	// BinDir/kubernetes/VERSION.
+	BinDir string `json:"binDir"`
+}
+
+// ports are the loopback ports a runtime chose; kept so that kubeconfigs stay valid.
+type ports struct {
+	APIServer int `json:"apiserver"`
+	Kine      int `json:"kine"`
+}
+
+// runtimeStatus is what the runtime reports about itself, rewritten on every change.
+type runtimeStatus struct {
+	PID        int               `json:"pid"`
+	Phase      string            `json:"phase"`
+	Version    string            `json:"version"`
+	Components []kubeproc.Status `json:"components"`
+}
+
+func readJSON(path string, v any) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	raw, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return kubeproc.WriteFileAtomic(path, append(raw, '\n'), 0o644)
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, os.ErrNotExist)
+}

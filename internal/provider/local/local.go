@@ -1,0 +1,298 @@
+// Package local is the provider of clusters that run on the hub's own machine, without Docker:
+// each is a real control plane (kine, kube-apiserver, kube-controller-manager, kube-scheduler
+// from bin/) with nodes simulated by kwok.
+//
+// Each cluster lives in DATA/clusters/NAME and runs as its own detached process, the runtime
+// (`convoy local-runtime --dir DIR`, see Runtime), which supervises the cluster's components.
+// A cluster therefore keeps running while the hub is down; the hub adopts it again when it
+// comes back, or starts it again from its directory. Only the hub's composition root and the
+// CLI's `up`/`down` import this package.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/provider"
+	"github.com/convoy-dev/convoy/internal/version"
+)
+
+// Provider runs local clusters.
+type Provider struct {
+	// Root holds one directory per cluster (DATA/clusters).
+	Root string
+	// BinDir holds the upstream binaries.
+	BinDir string
+	// Convoy is the convoy executable, which runs each cluster as `convoy local-runtime`.
+	Convoy string
+	// Log receives the provider's logs.
+	Log *slog.Logger
+
+	mu      sync.Mutex
+	members map[string]*member
+}
+
+var _ provider.Provider = (*Provider)(nil)
+
+// member is a cached client of one cluster's API server.
+type member struct {
+	kubeconfig string
+	config     *rest.Config
+	client     kubernetes.Interface
+}
+
+// Name is "local".
+func (p *Provider) Name() v1alpha1.ProviderName { return v1alpha1.ProviderLocal }
+
+// ReadOnly is false: the local provider does the whole lifecycle.
+func (p *Provider) ReadOnly() bool { return false }
+
+func (p *Provider) dir(name string) dir { return dir(filepath.Join(p.Root, name)) }
+
+// Validate checks that the hub has binaries for the cluster's Kubernetes version.
+func (p *Provider) Validate(_ context.Context, c *v1alpha1.Cluster) error {
+	return checkVersion(p.BinDir, c.Spec.KubernetesVersion)
+}
+
+// Create writes the cluster's config on first use and starts its runtime unless it runs.
+func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
+	d := p.dir(c.Name)
+	if _, running := kubeproc.LockHolder(d.lock()); running {
+		return nil
+	}
+	if err := os.MkdirAll(d.logs(), 0o700); err != nil {
+		return fmt.Errorf("create cluster dir: %w", err)
+	}
+	var cfg config
+	switch err := readJSON(d.config(), &cfg); {
+	case errors.Is(err, os.ErrNotExist):
+		cfg = config{Name: c.Name, KubernetesVersion: versionOf(c)}
+	case err != nil:
+		return err
+	}
+	// The hub may have moved its binaries since the cluster was made.
+	cfg.BinDir = p.BinDir
+	if err := checkVersion(cfg.BinDir, cfg.KubernetesVersion); err != nil {
+		return err
+	}
+	if err := writeJSON(d.config(), cfg); err != nil {
+		return err
+	}
+	return p.startRuntime(ctx, d)
+}
+
+func versionOf(c *v1alpha1.Cluster) string {
+	if c.Spec.KubernetesVersion != "" {
+		return c.Spec.KubernetesVersion
+	}
+	return version.Kubernetes
+}
+
+// startRuntime starts `convoy local-runtime` for d in its own session, so that it outlives the
+// hub, and waits until it holds the cluster's lock.
+func (p *Provider) startRuntime(ctx context.Context, d dir) error {
+	logPath := filepath.Join(d.logs(), "runtime.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open runtime log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(p.Convoy, "local-runtime", "--dir", string(d))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start local runtime (%s): %w", p.Convoy, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // reap it if it ends while the hub runs
+	p.Log.Info("local cluster runtime started", "cluster", filepath.Base(string(d)), "pid", cmd.Process.Pid)
+
+	deadline := time.NewTimer(15 * time.Second)
+	defer deadline.Stop()
+	for {
+		if pid, held := kubeproc.LockHolder(d.lock()); held && pid == cmd.Process.Pid {
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("local runtime exited at start (%v): %s", err, lastLines(tail(logPath), 3))
+		case <-deadline.C:
+			return fmt.Errorf("local runtime did not start within 15s: %s", lastLines(tail(logPath), 3))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Upgrade records the new version and asks the runtime to roll its components onto it.
+func (p *Provider) Upgrade(_ context.Context, c *v1alpha1.Cluster) error {
+	d := p.dir(c.Name)
+	var cfg config
+	if err := readJSON(d.config(), &cfg); err != nil {
+		return err
+	}
+	want := versionOf(c)
+	if cfg.KubernetesVersion == want {
+		return nil
+	}
+	if err := checkVersion(p.BinDir, want); err != nil {
+		return err
+	}
+	cfg.KubernetesVersion = want
+	if err := writeJSON(d.config(), cfg); err != nil {
+		return err
+	}
+	if pid, held := kubeproc.LockHolder(d.lock()); held && pid > 0 {
+		return syscall.Kill(pid, syscall.SIGHUP)
+	}
+	return nil // not running: Create starts it on the new version
+}
+
+// Delete stops the cluster's runtime, which stops its components, and removes its directory.
+func (p *Provider) Delete(_ context.Context, name string) error {
+	d := p.dir(name)
+	if !exists(string(d)) {
+		return nil
+	}
+	if err := stopRuntime(d, p.Log); err != nil {
+		return err
+	}
+	if _, err := kubeproc.ReapStale(d.run(), p.Log); err != nil {
+		return err
+	}
+	p.forget(name)
+	if err := os.RemoveAll(string(d)); err != nil {
+		return fmt.Errorf("remove cluster data: %w", err)
+	}
+	p.Log.Info("local cluster deleted", "cluster", name)
+	return nil
+}
+
+// Kubeconfig returns the cluster's admin kubeconfig.
+func (p *Provider) Kubeconfig(_ context.Context, c *v1alpha1.Cluster) ([]byte, error) {
+	raw, err := os.ReadFile(p.dir(c.Name).kubeconfig())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, provider.ErrNotFound
+	}
+	return raw, err
+}
+
+// StopAll stops every local cluster's runtime under root, keeping their data, so that the
+// next hub starts them again. `convoy down` and tests use it.
+// It returns the names of the clusters it stopped.
+func StopAll(root string, log *slog.Logger) ([]string, error) {
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var stopped []string
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		d := dir(filepath.Join(root, e.Name()))
+		if _, running := kubeproc.LockHolder(d.lock()); !running {
+			continue
+		}
+		if err := stopRuntime(d, log); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		stopped = append(stopped, e.Name())
+	}
+	return stopped, errors.Join(errs...)
+}
+
+// stopRuntime sends SIGTERM to the runtime holding d's lock and waits until it has let go.
+func stopRuntime(d dir, log *slog.Logger) error {
+	pid, held := kubeproc.LockHolder(d.lock())
+	if !held {
+		return nil
+	}
+	if pid <= 0 {
+		return fmt.Errorf("cluster %s: its runtime holds the lock but recorded no pid", filepath.Base(string(d)))
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(40 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, held := kubeproc.LockHolder(d.lock()); !held {
+			log.Info("local cluster stopped", "cluster", filepath.Base(string(d)))
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for range 100 {
+		if _, held := kubeproc.LockHolder(d.lock()); !held {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("cluster %s: runtime (pid %d) did not stop", filepath.Base(string(d)), pid)
+}
+
+// client returns a cached client of the cluster's API server, rebuilt when its kubeconfig
+// changes (a new port after a restart).
+func (p *Provider) client(name string) (*member, error) {
+	raw, err := os.ReadFile(p.dir(name).kubeconfig())
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if m, ok := p.members[name]; ok && m.kubeconfig == string(raw) {
+		return m, nil
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("read kubeconfig of %s: %w", name, err)
+	}
+	cfg.Timeout = 15 * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := &member{kubeconfig: string(raw), config: cfg, client: cs}
+	if p.members == nil {
+		p.members = map[string]*member{}
+	}
+	p.members[name] = m
+	return m, nil
+}
+
+func (p *Provider) forget(name string) {
+	p.mu.Lock()
+	delete(p.members, name)
+	p.mu.Unlock()
+}
+
+func tail(path string) string {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(raw) > 4096 {
+		raw = raw[len(raw)-4096:]
+	}
+	return strings.TrimSpace(string(raw))
+}

@@ -1,0 +1,258 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/provider"
+)
+
+// fieldManager is the local provider's server-side apply identity on member clusters.
+const fieldManager = "convoy-local-provider"
+
+// drainTimeout bounds how long one node may take to drain before scaling reports an error.
+const drainTimeout = 2 * time.Minute
+
+// nodeShape is everything the provider decides about one node.
+type nodeShape struct {
+	name        string
+	pool        string
+	labels      map[string]string
+	taints      []corev1.Taint
+	allocatable corev1.ResourceList
+	version     string
+}
+
+// desiredNodes turns a Cluster's node pools into the nodes it should have. Nodes are named
+// CLUSTER-POOL-INDEX; a pool without a zone spreads its nodes over spec.zones in turn.
+func desiredNodes(c *v1alpha1.Cluster) []nodeShape {
+	var out []nodeShape
+	for _, pool := range c.Spec.NodePools {
+		res := corev1.ResourceList{
+			corev1.ResourceCPU:    orQuantity(pool.CPU, "4"),
+			corev1.ResourceMemory: orQuantity(pool.Memory, "16Gi"),
+			corev1.ResourcePods:   *resource.NewQuantity(int64(orInt(pool.Pods, 110)), resource.DecimalSI),
+		}
+		for i := range int(pool.Count) {
+			name := nodeName(c.Name, pool.Name, i)
+			labels := map[string]string{}
+			maps.Copy(labels, pool.Labels)
+			maps.Copy(labels, map[string]string{
+				"kubernetes.io/hostname":           name,
+				"kubernetes.io/os":                 "linux",
+				"kubernetes.io/arch":               "amd64",
+				"node.kubernetes.io/instance-type": "kwok",
+				"type":                             "kwok",
+				provider.LabelPool:                 pool.Name,
+			})
+			zone := pool.Zone
+			if zone == "" && len(c.Spec.Zones) > 0 {
+				zone = c.Spec.Zones[i%len(c.Spec.Zones)]
+			}
+			if zone != "" {
+				labels[corev1.LabelTopologyZone] = zone
+			}
+			if c.Spec.Region != "" {
+				labels[corev1.LabelTopologyRegion] = c.Spec.Region
+			}
+			out = append(out, nodeShape{name: name, pool: pool.Name, labels: labels, taints: pool.Taints, allocatable: res, version: versionOf(c)})
+		}
+	}
+	return out
+}
+
+// nodeName is CLUSTER-POOL-INDEX, with the cluster part shortened so that the name fits the
+// 63 characters of the kubernetes.io/hostname label.
+func nodeName(cluster, pool string, i int) string {
+	suffix := "-" + pool + "-" + strconv.Itoa(i)
+	if room := 63 - len(suffix); len(cluster) > room {
+		cluster = strings.TrimRight(cluster[:room], "-")
+	}
+	return cluster + suffix
+}
+
+func orQuantity(q *resource.Quantity, def string) resource.Quantity {
+	if q == nil {
+		return resource.MustParse(def)
+	}
+	return *q
+}
+
+func orInt(v, def int32) int32 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// ScalePools makes the member's kwok nodes match spec.nodePools.
+func (p *Provider) ScalePools(ctx context.Context, c *v1alpha1.Cluster) error {
+	m, err := p.client(c.Name)
+	if err != nil {
+		return err
+	}
+	cs := m.client
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: provider.LabelPool})
+	if err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	have := map[string]*corev1.Node{}
+	for i := range nodes.Items {
+		have[nodes.Items[i].Name] = &nodes.Items[i]
+	}
+	want := desiredNodes(c)
+	wanted := map[string]bool{}
+	for _, w := range want {
+		wanted[w.name] = true
+		if n, ok := have[w.name]; ok && matches(n, w) {
+			continue
+		}
+		if err := applyNode(ctx, cs, w); err != nil {
+			return err
+		}
+	}
+	// Remove surplus nodes, highest index first, each drained before it goes.
+	var surplus []string
+	for name := range have {
+		if !wanted[name] {
+			surplus = append(surplus, name)
+		}
+	}
+	slices.SortFunc(surplus, func(a, b string) int { return strings.Compare(b, a) })
+	for _, name := range surplus {
+		if err := drainAndDelete(ctx, cs, name); err != nil {
+			return err
+		}
+		p.Log.Info("node removed", "cluster", c.Name, "node", name)
+	}
+	return nil
+}
+
+// matches reports whether node n already has shape w.
+func matches(n *corev1.Node, w nodeShape) bool {
+	for k, v := range w.labels {
+		if n.Labels[k] != v {
+			return false
+		}
+	}
+	if len(n.Spec.Taints) != len(w.taints) {
+		return false
+	}
+	for i := range w.taints {
+		if !n.Spec.Taints[i].MatchTaint(&w.taints[i]) || n.Spec.Taints[i].Value != w.taints[i].Value {
+			return false
+		}
+	}
+	if n.Status.NodeInfo.KubeletVersion != w.version {
+		return false
+	}
+	for name, q := range w.allocatable {
+		if got, ok := n.Status.Allocatable[name]; !ok || got.Cmp(q) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// applyNode creates or updates one node with server-side apply: labels, kwok's annotation
+// and taints on the object, then capacity on its status. Labels the provider set before but
+// no longer wants are removed by apply's field ownership.
+func applyNode(ctx context.Context, cs kubernetes.Interface, w nodeShape) error {
+	spec := corev1ac.NodeSpec()
+	for _, t := range w.taints {
+		spec.WithTaints(corev1ac.Taint().WithKey(t.Key).WithValue(t.Value).WithEffect(t.Effect))
+	}
+	node := corev1ac.Node(w.name).
+		WithLabels(w.labels).
+		WithAnnotations(map[string]string{kwokNodeAnnotation: "fake", "node.alpha.kubernetes.io/ttl": "0"}).
+		WithSpec(spec)
+	opts := metav1.ApplyOptions{FieldManager: fieldManager, Force: true}
+	if _, err := cs.CoreV1().Nodes().Apply(ctx, node, opts); err != nil {
+		return fmt.Errorf("apply node %s: %w", w.name, err)
+	}
+	status := corev1ac.Node(w.name).WithStatus(corev1ac.NodeStatus().
+		WithCapacity(w.allocatable).
+		WithAllocatable(w.allocatable).
+		WithNodeInfo(corev1ac.NodeSystemInfo().WithKubeletVersion(w.version)))
+	if _, err := cs.CoreV1().Nodes().ApplyStatus(ctx, status, opts); err != nil {
+		return fmt.Errorf("apply status of node %s: %w", w.name, err)
+	}
+	return nil
+}
+
+// drainAndDelete cordons a node, evicts its pods through the Eviction API (so that
+// PodDisruptionBudgets hold), waits until they are gone, then deletes the node.
+func drainAndDelete(ctx context.Context, cs kubernetes.Interface, name string) error {
+	cordon := []byte(`{"spec":{"unschedulable":true}}`)
+	if _, err := cs.CoreV1().Nodes().Patch(ctx, name, types.MergePatchType, cordon, metav1.PatchOptions{FieldManager: fieldManager}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("cordon node %s: %w", name, err)
+	}
+	deadline := time.Now().Add(drainTimeout)
+	for {
+		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + name})
+		if err != nil {
+			return fmt.Errorf("list pods on node %s: %w", name, err)
+		}
+		var blocked error
+		left := 0
+		for i := range pods.Items {
+			pod := &pods.Items[i]
+			if ownedByDaemonSet(pod) || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			left++
+			if pod.DeletionTimestamp != nil {
+				continue
+			}
+			ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name}}
+			if err := cs.CoreV1().Pods(pod.Namespace).EvictV1(ctx, ev); err != nil && !apierrors.IsNotFound(err) {
+				blocked = fmt.Errorf("evict %s/%s: %w", pod.Namespace, pod.Name, err)
+			}
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			if blocked == nil {
+				blocked = fmt.Errorf("%d pods still terminating", left)
+			}
+			return fmt.Errorf("drain node %s: not done after %s: %w", name, drainTimeout, blocked)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if err := cs.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete node %s: %w", name, err)
+	}
+	return nil
+}
+
+func ownedByDaemonSet(pod *corev1.Pod) bool {
+	for _, o := range pod.OwnerReferences {
+		if o.Kind == "DaemonSet" {
+			return true
+		}
+	}
+	return false
+}

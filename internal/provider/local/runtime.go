@@ -1,0 +1,354 @@
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+// Runtime is the process that runs one local cluster (`convoy local-runtime --dir DIR`). The hub
+// starts it detached, so the cluster keeps running while the hub is down, just as a real
+// member cluster would. It supervises the cluster's kine, kube-apiserver,
+// kube-controller-manager, kube-scheduler and kwok, restarting any that crash; they die with it.
+type Runtime struct {
+	dir dir
+	log *slog.Logger
+
+	mu     sync.Mutex
+	cfg    config
+	procs  map[string]*kubeproc.Process
+	order  []string
+	phase  string
+	pki    *kubeproc.PKI
+	ports  ports
+	lastSt []byte
+}
+
+// RunRuntime runs the cluster in clusterDir until ctx ends. A value on reload makes it re-read
+// its config and move the control plane to a new Kubernetes version if that changed.
+func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, log *slog.Logger) error {
+	r := &Runtime{dir: dir(clusterDir), log: log, procs: map[string]*kubeproc.Process{}}
+	if err := readJSON(r.dir.config(), &r.cfg); err != nil {
+		return fmt.Errorf("read cluster config: %w", err)
+	}
+	r.log = log.With("cluster", r.cfg.Name)
+	for _, d := range []string{r.dir.db(), r.dir.logs(), r.dir.run(), r.dir.internal()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create cluster dir: %w", err)
+		}
+	}
+	release, err := kubeproc.Lock(r.dir.lock())
+	if err != nil {
+		return fmt.Errorf("cluster %s: %w", r.cfg.Name, err)
+	}
+	defer release()
+	if _, err := kubeproc.ReapStale(r.dir.run(), r.log); err != nil {
+		return err
+	}
+
+	stopStatus := r.reportStatus()
+	defer stopStatus()
+	defer func() {
+		r.setPhase("stopped")
+		r.stopAll()
+		r.writeStatus()
+	}()
+
+	if err := r.prepare(); err != nil {
+		return err
+	}
+	if err := r.startAll(ctx); err != nil {
+		return err
+	}
+	r.setPhase("running")
+	r.log.Info("local cluster running", "apiserver", r.endpoint())
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-reload:
+			if err := r.reload(ctx); err != nil {
+				r.log.Error("reload failed", "err", err)
+			}
+		}
+	}
+}
+
+func (r *Runtime) setPhase(p string) {
+	r.mu.Lock()
+	r.phase = p
+	r.mu.Unlock()
+	r.writeStatus()
+}
+
+func (r *Runtime) endpoint() string { return "https://127.0.0.1:" + strconv.Itoa(r.ports.APIServer) }
+
+// prepare makes the PKI, chooses ports and writes the kubeconfigs and kwok's configuration.
+func (r *Runtime) prepare() error {
+	r.setPhase("preparing certificates")
+	pki, err := kubeproc.EnsurePKI(r.dir.pki(), "convoy-cluster-"+r.cfg.Name+"-ca")
+	if err != nil {
+		return fmt.Errorf("prepare PKI: %w", err)
+	}
+	r.pki = pki
+	kwokCert, err := pki.CA.LoadOrIssue(r.dir.pki(), kubeproc.CertRequest{Name: "kwok", CommonName: "kwok-controller", Organization: []string{"system:masters"}})
+	if err != nil {
+		return fmt.Errorf("prepare PKI: %w", err)
+	}
+
+	if err := readJSON(r.dir.ports(), &r.ports); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	changed := false
+	for _, p := range []*int{&r.ports.APIServer, &r.ports.Kine} {
+		if *p == 0 || !kubeproc.PortFree(*p) {
+			if *p, err = kubeproc.FreePort(); err != nil {
+				return err
+			}
+			changed = true
+		}
+	}
+	if changed {
+		if err := writeJSON(r.dir.ports(), r.ports); err != nil {
+			return err
+		}
+	}
+
+	server := r.endpoint()
+	kubeconfigs := map[string]kubeproc.KeyPair{
+		r.dir.kubeconfig(): pki.Admin,
+		filepath.Join(r.dir.internal(), "controller-manager.kubeconfig"): pki.ControllerManager,
+		filepath.Join(r.dir.internal(), "scheduler.kubeconfig"):          pki.Scheduler,
+		filepath.Join(r.dir.internal(), "kwok.kubeconfig"):               kwokCert,
+	}
+	for path, kp := range kubeconfigs {
+		if err := kubeproc.WriteKubeconfig(path, kubeproc.Kubeconfig("convoy-"+r.cfg.Name, server, pki.CA.CertPEM, kp)); err != nil {
+			return err
+		}
+	}
+	return kubeproc.WriteFileAtomic(filepath.Join(r.dir.internal(), "kwok.yaml"), []byte(kwokStages()), 0o644)
+}
+
+// component is how to run one control-plane binary.
+type component struct {
+	name string
+	bin  string
+	args []string
+}
+
+func (r *Runtime) components() ([]component, error) {
+	kube := binariesFor(r.cfg.BinDir, r.cfg.KubernetesVersion)
+	always := kubeproc.Binaries{Dir: r.cfg.BinDir}
+	path := func(b kubeproc.Binaries, name string) (string, error) { return b.Path(name) }
+	var comps []component
+	add := func(b kubeproc.Binaries, name string, args []string) error {
+		p, err := path(b, name)
+		if err != nil {
+			return err
+		}
+		comps = append(comps, component{name: name, bin: p, args: args})
+		return nil
+	}
+	internal := r.dir.internal()
+	errs := []error{
+		add(always, kubeproc.Kine, kubeproc.KineConfig{
+			Endpoint: kubeproc.SQLiteEndpoint(filepath.Join(r.dir.db(), "state.db")), Port: r.ports.Kine,
+		}.Args()),
+		add(kube, kubeproc.KubeAPIServer, kubeproc.APIServerConfig{
+			EtcdServers: []string{"http://127.0.0.1:" + strconv.Itoa(r.ports.Kine)}, Port: r.ports.APIServer, PKI: r.pki,
+		}.Args()),
+		add(kube, kubeproc.KubeControllerManager, kubeproc.ControllerManagerConfig{
+			Kubeconfig: filepath.Join(internal, "controller-manager.kubeconfig"), PKI: r.pki,
+			// Node IPAM needs a cluster CIDR per node; kwok assigns pod IPs itself.
+			Controllers: []string{"*", "-node-ipam-controller"},
+		}.Args()),
+		add(kube, kubeproc.KubeScheduler, []string{
+			"--kubeconfig=" + filepath.Join(internal, "scheduler.kubeconfig"),
+			"--leader-elect=false", "--secure-port=0", "--profiling=false",
+		}),
+		add(always, kubeproc.Kwok, []string{
+			"--kubeconfig=" + filepath.Join(internal, "kwok.kubeconfig"),
+			"--config=" + filepath.Join(internal, "kwok.yaml"),
+			"--manage-all-nodes=false",
+			"--manage-nodes-with-annotation-selector=" + kwokNodeAnnotation + "=fake",
+			"--cidr=10.244.0.0/16",
+			"--node-ip=10.0.0.1",
+		}),
+	}
+	return comps, errors.Join(errs...)
+}
+
+// startAll starts the components in order, waiting for kine and the API server to answer
+// before starting what needs them. A component that fails to get ready is left to its
+// supervisor, which keeps restarting it; the status file shows why.
+func (r *Runtime) startAll(ctx context.Context) error {
+	comps, err := r.components()
+	if err != nil {
+		return err
+	}
+	for _, c := range comps {
+		r.setPhase("starting " + c.name)
+		p, err := r.start(c)
+		if err != nil {
+			return err
+		}
+		switch c.name {
+		case kubeproc.Kine:
+			if err := kubeproc.WaitTCP(ctx, "127.0.0.1:"+strconv.Itoa(r.ports.Kine), p, time.Minute); err != nil {
+				r.log.Error("kine not ready", "err", err)
+			}
+		case kubeproc.KubeAPIServer:
+			if err := r.waitAPIServer(ctx, p); err != nil {
+				r.log.Error("kube-apiserver not ready", "err", err)
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (r *Runtime) waitAPIServer(ctx context.Context, p *kubeproc.Process) error {
+	cfg, err := kubeproc.RESTConfig(kubeproc.Kubeconfig("admin", r.endpoint(), r.pki.CA.CertPEM, r.pki.Admin))
+	if err != nil {
+		return err
+	}
+	return kubeproc.WaitAPIServer(ctx, cfg, p, time.Minute)
+}
+
+func (r *Runtime) start(c component) (*kubeproc.Process, error) {
+	p, err := kubeproc.Start(kubeproc.Spec{
+		Name:    c.name,
+		Path:    c.bin,
+		Args:    c.args,
+		LogPath: filepath.Join(r.dir.logs(), c.name+".log"),
+		PIDPath: filepath.Join(r.dir.run(), c.name+".pid"),
+	}, r.log)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if _, ok := r.procs[c.name]; !ok {
+		r.order = append(r.order, c.name)
+	}
+	r.procs[c.name] = p
+	r.mu.Unlock()
+	return p, nil
+}
+
+func (r *Runtime) stopAll() {
+	r.mu.Lock()
+	procs := make([]*kubeproc.Process, 0, len(r.order))
+	for _, name := range r.order {
+		procs = append(procs, r.procs[name])
+	}
+	r.mu.Unlock()
+	kubeproc.StopAll(context.Background(), procs)
+}
+
+// reload re-reads the config. A new Kubernetes version restarts kube-apiserver, then
+// kube-controller-manager, then kube-scheduler on the new binaries, one at a time; kine and
+// kwok, and with them the cluster's data and workloads, stay up throughout.
+func (r *Runtime) reload(ctx context.Context) error {
+	var cfg config
+	if err := readJSON(r.dir.config(), &cfg); err != nil {
+		return err
+	}
+	if cfg.KubernetesVersion == r.cfg.KubernetesVersion {
+		return nil
+	}
+	from := r.cfg.KubernetesVersion
+	r.cfg = cfg
+	comps, err := r.components()
+	if err != nil {
+		return err
+	}
+	r.log.Info("upgrading control plane", "from", from, "to", cfg.KubernetesVersion)
+	for _, c := range comps {
+		if c.name == kubeproc.Kine || c.name == kubeproc.Kwok {
+			continue
+		}
+		r.setPhase("upgrading " + c.name)
+		r.mu.Lock()
+		old := r.procs[c.name]
+		r.mu.Unlock()
+		old.Stop(ctx)
+		p, err := r.start(c)
+		if err != nil {
+			return err
+		}
+		if c.name == kubeproc.KubeAPIServer {
+			if err := r.waitAPIServer(ctx, p); err != nil {
+				return err
+			}
+		}
+	}
+	r.setPhase("running")
+	return nil
+}
+
+// reportStatus rewrites status.json whenever the runtime's state changes.
+func (r *Runtime) reportStatus() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				r.writeStatus()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+func (r *Runtime) writeStatus() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := runtimeStatus{PID: os.Getpid(), Phase: r.phase, Version: r.cfg.KubernetesVersion}
+	for _, name := range r.order {
+		p := r.procs[name]
+		cs := p.Status()
+		cs.ExitTail = lastLines(cs.ExitTail, 5)
+		st.Components = append(st.Components, cs)
+	}
+	raw, err := json.MarshalIndent(st, "", "  ")
+	if err != nil || string(raw) == string(r.lastSt) {
+		return
+	}
+	if err := kubeproc.WriteFileAtomic(r.dir.status(), raw, 0o644); err != nil {
+		r.log.Warn("cannot write status", "err", err)
+		return
+	}
+	r.lastSt = raw
+}
+
+// lastLines keeps the last n non-empty lines of s, without convoy's own start markers.
+func lastLines(s string, n int) string {
+	var keep []string
+	for line := range strings.SplitSeq(s, "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "=== convoy:") {
+			keep = append(keep, line)
+		}
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return strings.Join(keep, "\n")
+}
