@@ -7,17 +7,22 @@ import (
 	"io"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
+	"github.com/convoy-dev/convoy/internal/provider"
+	"github.com/convoy-dev/convoy/internal/provider/importer"
+	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
 // newScheme knows the built-in Kubernetes types and Convoy's.
@@ -33,15 +38,11 @@ func newScheme() (*runtime.Scheme, error) {
 }
 
 // watched lists the types the hub's controllers watch.
-var watched = []client.Object{&v1alpha1.Cluster{}}
+var watched = []client.Object{&v1alpha1.Cluster{}, &corev1.Secret{}}
 
 // startControllers runs Convoy's controllers in this process and waits until their caches
 // have synced. If the controller manager stops on its own later, the error goes to h.fatal.
-func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config) error {
-	scheme, err := newScheme()
-	if err != nil {
-		return err
-	}
+func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Logger:                 logr.FromSlogHandler(h.log.Handler()),
@@ -51,11 +52,27 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config) error {
 		// may run more than one hub over its life (tests, restarts), and the hub serves no
 		// controller-runtime metrics.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		// The hub reads Secrets only in its own namespace; caching every Secret of every
+		// tenant namespace would cost memory for nothing.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{clustercontroller.SystemNamespace: {}}},
+		}},
 	})
 	if err != nil {
 		return fmt.Errorf("create controller manager: %w", err)
 	}
-	if err := (&clustercontroller.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	providers := map[v1alpha1.ProviderName]provider.Provider{}
+	for _, p := range []provider.Provider{
+		&local.Provider{Root: h.layout.Clusters(), BinDir: h.opts.BinDir, Convoy: h.opts.ConvoyBinary, Log: h.log.With("provider", "local")},
+		&importer.Provider{Client: mgr.GetClient(), Namespace: clustercontroller.SystemNamespace},
+	} {
+		providers[p.Name()] = p
+	}
+	if err := (&clustercontroller.Reconciler{
+		Client:    mgr.GetClient(),
+		Providers: providers,
+		Recorder:  mgr.GetEventRecorder("convoy-hub"),
+	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up cluster controller: %w", err)
 	}
 

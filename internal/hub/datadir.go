@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
@@ -37,6 +35,9 @@ func (l Layout) Logs() string { return filepath.Join(l.Dir, "logs") }
 // Run holds the children's pid files.
 func (l Layout) Run() string { return filepath.Join(l.Dir, "run") }
 
+// Clusters holds one directory per local cluster.
+func (l Layout) Clusters() string { return filepath.Join(l.Dir, "clusters") }
+
 // Internal holds kubeconfigs of the hub's own components.
 func (l Layout) Internal() string { return filepath.Join(l.Dir, "internal") }
 
@@ -52,33 +53,21 @@ func DefaultDataDir() string {
 	return filepath.Join(home, ".convoy")
 }
 
-// lockDataDir takes an exclusive flock on the data dir's lock file and writes our pid in it.
-// The kernel drops the lock when this process dies, however it dies, so a hub killed with
-// SIGKILL never leaves the data dir locked.
+// lockDataDir marks the data dir as in use by this hub until release is called or the
+// process dies.
 func lockDataDir(l Layout) (release func(), err error) {
-	f, err := os.OpenFile(l.Lock(), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		raw, _ := os.ReadFile(l.Lock())
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			holder := strings.TrimSpace(string(raw))
-			if _, perr := strconv.Atoi(holder); perr != nil {
-				holder = "unknown"
-			}
-			return nil, fmt.Errorf("data dir %s is in use by a running hub (pid %s); stop that hub first, or pass --data-dir with another directory", l.Dir, holder)
+	release, err = kubeproc.Lock(l.Lock())
+	if errors.Is(err, kubeproc.ErrLocked) {
+		holder := "unknown"
+		if pid, ok := kubeproc.LockHolder(l.Lock()); ok && pid > 0 {
+			holder = strconv.Itoa(pid)
 		}
+		return nil, fmt.Errorf("data dir %s is in use by a running hub (pid %s); stop that hub first, or pass --data-dir with another directory", l.Dir, holder)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("lock data dir %s: %w", l.Dir, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return func() {
-		_ = f.Truncate(0)
-		_ = f.Close() // closing the descriptor drops the flock
-	}, nil
+	return release, nil
 }
 
 // state is what the hub remembers in hub.json across restarts.

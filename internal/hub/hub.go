@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
 // DefaultAPIServerPort is the port a new hub's API server takes when it is free.
@@ -61,6 +62,9 @@ type Options struct {
 	HealthAddr string
 	// StepTimeout bounds each start-up step, such as waiting for the API server. Zero means 60s.
 	StepTimeout time.Duration
+	// ConvoyBinary is the convoy executable, which runs each local cluster as
+	// `convoy local-runtime`. Empty means this process's own executable.
+	ConvoyBinary string
 	// Log receives the hub's structured logs.
 	Log *slog.Logger
 }
@@ -103,6 +107,11 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	}
 	if opts.DataDir == "" {
 		opts.DataDir = DefaultDataDir()
+	}
+	if opts.ConvoyBinary == "" {
+		if opts.ConvoyBinary, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("find the convoy executable: %w", err)
+		}
 	}
 	if opts.DataDir, err = filepath.Abs(opts.DataDir); err != nil {
 		return nil, fmt.Errorf("resolve data dir: %w", err)
@@ -237,8 +246,17 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 		return nil, err
 	}
 
+	scheme, err := newScheme()
+	if err != nil {
+		return nil, err
+	}
+	versions := local.AvailableVersions(opts.BinDir)
+	if err := installAdmission(ctx, controllersCfg, scheme, versions); err != nil {
+		return nil, err
+	}
+
 	h.setPhase("starting controllers")
-	if err := h.startControllers(ctx, controllersCfg); err != nil {
+	if err := h.startControllers(ctx, controllersCfg, scheme); err != nil {
 		return nil, err
 	}
 
@@ -459,8 +477,10 @@ Stop the hub with Ctrl-C.
 
 	select {
 	case <-ctx.Done():
-		return nil
-	case err := <-h.Failed():
-		return err
+	case err = <-h.Failed():
 	}
+	if entries, _ := os.ReadDir(h.layout.Clusters()); len(entries) > 0 {
+		fmt.Fprintf(out, "Stopping the hub. Its %d local clusters keep running, as members do; `convoy down` stops them.\n", len(entries))
+	}
+	return err
 }

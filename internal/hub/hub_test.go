@@ -53,15 +53,14 @@ func TestObjectsSurviveRestart(t *testing.T) {
 	}
 	must(t, h.Client.Create(ctx, placement))
 
-	// The cluster controller mirrors the topology into labels and says why nothing runs yet.
+	// The cluster controller mirrors the topology into labels and accepts the cluster.
 	waitFor(t, "cluster labels and status", func() (bool, error) {
 		got := &v1alpha1.Cluster{}
 		if err := h.Client.Get(ctx, client.ObjectKey{Name: "eu-west"}, got); err != nil {
 			return false, err
 		}
-		cond := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ClusterAccepted)
 		return got.Labels[v1alpha1.LabelRegion] == "eu-west" && got.Labels[v1alpha1.LabelEnvironment] == "prod" &&
-			cond != nil && got.Status.Phase == v1alpha1.ClusterPending, nil
+			meta.IsStatusConditionTrue(got.Status.Conditions, v1alpha1.ClusterAccepted), nil
 	})
 
 	h.Restart()

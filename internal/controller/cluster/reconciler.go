@@ -1,66 +1,324 @@
-// Package cluster holds the hub's Cluster reconciler. It keeps each Cluster's topology labels
-// in step with its spec and reports in status whether the hub can act on it. Only the hub's
-// composition root imports it.
+// Package cluster holds the hub's Cluster reconciler. It drives each Cluster's provider toward
+// the spec (create, scale, upgrade, delete), keeps the topology labels in step with the spec,
+// publishes the member's kubeconfig as a Secret, and reports status and conditions. Only the
+// hub's composition root imports it.
 package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/provider"
 )
+
+const (
+	// Finalizer keeps a Cluster until its provider has removed it.
+	Finalizer = "convoy.dev/cluster"
+	// SystemNamespace holds the hub's own Secrets and ConfigMaps.
+	SystemNamespace = "convoy-system"
+)
+
+// KubeconfigSecretName is the Secret in convoy-system that holds a cluster's admin kubeconfig
+// under the key "kubeconfig".
+func KubeconfigSecretName(cluster string) string { return "cluster-" + cluster + "-kubeconfig" }
 
 // Reconciler reconciles Cluster objects.
 type Reconciler struct {
-	Client client.Client
+	Client    client.Client
+	Providers map[v1alpha1.ProviderName]provider.Provider
+	// Recorder, when set, records an Event for each lifecycle step.
+	Recorder events.EventRecorder
+	// Resync is how often a Ready cluster is observed again. Zero means 10s.
+	Resync time.Duration
 }
 
 // SetupWithManager registers the reconciler with mgr.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.Cluster{}).Named("cluster").Complete(r)
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.Cluster{}).
+		Named("cluster").
+		// Creating, draining and stopping clusters take seconds; one slow cluster must not
+		// hold up the others.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
 }
 
-// Reconcile brings one Cluster's labels and status up to date. It is idempotent.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+// Reconcile brings one Cluster toward its spec. It is idempotent and safe to rerun after a
+// crash at any point: each step asks the provider, which observes before it acts.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	c := &v1alpha1.Cluster{}
 	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	p := r.Providers[c.Spec.Provider]
 
-	if labels, changed := TopologyLabels(c.Labels, c.Spec); changed {
-		before := c.DeepCopy()
-		c.Labels = labels
-		if err := r.Client.Patch(ctx, c, client.MergeFrom(before)); err != nil {
-			return ctrl.Result{}, fmt.Errorf("patch cluster labels: %w", err)
-		}
+	if !c.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.delete(ctx, c, p)
+	}
+	if err := r.ensureMetadata(ctx, c); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	before := c.DeepCopy()
-	c.Status.ObservedGeneration = c.Generation
-	meta.SetStatusCondition(&c.Status.Conditions, metav1.Condition{
-		Type:               v1alpha1.ClusterAccepted,
-		Status:             metav1.ConditionFalse,
-		Reason:             "ProviderNotAvailable",
-		Message:            fmt.Sprintf("this hub has no %q provider yet; the cluster is recorded but not provisioned", c.Spec.Provider),
-		ObservedGeneration: c.Generation,
-	})
-	if c.Status.Phase == "" {
+	defer func() {
+		c.Status.ObservedGeneration = c.Generation
+		if equality.Semantic.DeepEqual(before.Status, c.Status) {
+			return
+		}
+		if perr := r.Client.Status().Patch(ctx, c, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
+			err = errors.Join(err, fmt.Errorf("patch cluster status: %w", perr))
+			res = ctrl.Result{} // an error requeues with backoff by itself
+		}
+	}()
+
+	if p == nil {
+		r.setCondition(c, v1alpha1.ClusterAccepted, false, "ProviderNotAvailable",
+			fmt.Sprintf("this hub has no %q provider", c.Spec.Provider))
 		c.Status.Phase = v1alpha1.ClusterPending
-	}
-	if equality.Semantic.DeepEqual(before.Status, c.Status) {
 		return ctrl.Result{}, nil
 	}
-	if err := r.Client.Status().Patch(ctx, c, client.MergeFrom(before)); err != nil {
-		return ctrl.Result{}, fmt.Errorf("patch cluster status: %w", err)
+	if verr := p.Validate(ctx, c); verr != nil {
+		r.setCondition(c, v1alpha1.ClusterAccepted, false, "InvalidSpec", verr.Error())
+		c.Status.Phase = v1alpha1.ClusterFailed
+		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 	}
-	return ctrl.Result{}, nil
+	r.setCondition(c, v1alpha1.ClusterAccepted, true, "ProviderAccepted", fmt.Sprintf("the %s provider manages this cluster", p.Name()))
+
+	if cerr := p.Create(ctx, c); cerr != nil {
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "CreateFailed", cerr.Error())
+		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "CreateFailed", cerr.Error())
+		c.Status.Phase = v1alpha1.ClusterFailed
+		return ctrl.Result{}, cerr
+	}
+
+	st, oerr := p.Status(ctx, c)
+	if oerr != nil {
+		log.FromContext(ctx).V(1).Info("cannot observe cluster yet", "err", oerr)
+	}
+	acting := ""
+	if st.APIReady && !p.ReadOnly() {
+		acting, err = r.converge(ctx, c, p, st)
+		if err != nil {
+			r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "ReconcileFailed", err.Error())
+			c.Status.Phase = phaseWhileChanging(before.Status.Phase)
+			return ctrl.Result{}, err
+		}
+		if acting != "" {
+			// Observe again: scaling changed the node counts.
+			if st2, err := p.Status(ctx, c); err == nil {
+				st = st2
+			}
+		}
+	}
+	if err := r.publishKubeconfig(ctx, c, p); err != nil {
+		log.FromContext(ctx).V(1).Info("cannot publish kubeconfig yet", "err", err)
+	}
+	ready := r.report(c, p, st, acting, before.Status.Phase)
+	if !ready {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	return ctrl.Result{RequeueAfter: r.resync()}, nil
+}
+
+func (r *Reconciler) resync() time.Duration {
+	if r.Resync == 0 {
+		return 10 * time.Second
+	}
+	return r.Resync
+}
+
+// converge upgrades or scales the cluster when it differs from the spec, and says what it did.
+func (r *Reconciler) converge(ctx context.Context, c *v1alpha1.Cluster, p provider.Provider, st provider.Status) (string, error) {
+	if want := c.Spec.KubernetesVersion; want != "" && st.Version != "" && st.Version != want {
+		if err := p.Upgrade(ctx, c); err != nil {
+			return "", fmt.Errorf("upgrade to %s: %w", want, err)
+		}
+		r.event(c, corev1.EventTypeNormal, "Upgrading", "Upgrade", "upgrading the control plane from %s to %s", st.Version, want)
+		return fmt.Sprintf("upgrading from %s to %s", st.Version, want), nil
+	}
+	if !poolsMatch(c, st) {
+		from := st.Nodes.Total
+		if err := p.ScalePools(ctx, c); err != nil {
+			return "", fmt.Errorf("scale node pools: %w", err)
+		}
+		r.event(c, corev1.EventTypeNormal, "Scaled", "Scale", "node pools scaled from %d to %d nodes", from, desiredNodes(c))
+		return fmt.Sprintf("scaling from %d to %d nodes", from, desiredNodes(c)), nil
+	}
+	return "", nil
+}
+
+func poolsMatch(c *v1alpha1.Cluster, st provider.Status) bool {
+	want := map[string]int32{}
+	for _, p := range c.Spec.NodePools {
+		if p.Count > 0 {
+			want[p.Name] = p.Count
+		}
+	}
+	return maps.Equal(want, st.Pools)
+}
+
+func desiredNodes(c *v1alpha1.Cluster) int32 {
+	var n int32
+	for _, p := range c.Spec.NodePools {
+		n += p.Count
+	}
+	return n
+}
+
+// report turns the provider's observation into status and conditions, and says whether the
+// cluster is Ready.
+func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provider.Status, acting string, was v1alpha1.ClusterPhase) bool {
+	c.Status.Endpoint = st.Endpoint
+	if st.Version != "" {
+		c.Status.KubernetesVersion = st.Version
+	}
+	c.Status.Nodes = st.Nodes
+	c.Status.Allocatable = st.Allocatable
+
+	switch {
+	case st.Exists && st.Running:
+		r.setCondition(c, v1alpha1.ClusterProvisioned, true, "ControlPlaneRunning", "the control plane is running")
+	case st.Exists:
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "ControlPlaneStopped", "the control plane is not running: "+st.Progress)
+	default:
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Provisioning", "the provider is creating the cluster")
+	}
+
+	want := desiredNodes(c)
+	ready := false
+	switch {
+	case st.Failure != "":
+		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "Failed", st.Failure)
+		c.Status.Phase = v1alpha1.ClusterFailed
+	case !st.APIReady:
+		msg := "the API server is not ready"
+		if st.Progress != "" {
+			msg += ": " + st.Progress
+		}
+		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "APIServerNotReady", msg)
+		c.Status.Phase = phaseWhileChanging(was)
+		if was == v1alpha1.ClusterReady {
+			c.Status.Phase = v1alpha1.ClusterUnreachable
+		}
+	case acting != "":
+		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "Converging", acting)
+		c.Status.Phase = phaseWhileChanging(was)
+	case !p.ReadOnly() && (st.Nodes.Ready < want || st.Nodes.Total != want):
+		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "NodesNotReady", fmt.Sprintf("%d of %d nodes are Ready", st.Nodes.Ready, want))
+		c.Status.Phase = phaseWhileChanging(was)
+	default:
+		ready = true
+		r.setCondition(c, v1alpha1.ClusterReadyCondition, true, "Ready", fmt.Sprintf("the API server is ready and %d of %d nodes are Ready", st.Nodes.Ready, st.Nodes.Total))
+		if was != v1alpha1.ClusterReady {
+			r.event(c, corev1.EventTypeNormal, "Ready", "Provision", "cluster is Ready with %d nodes", st.Nodes.Ready)
+		}
+		c.Status.Phase = v1alpha1.ClusterReady
+	}
+	return ready
+}
+
+// phaseWhileChanging is Provisioning for a cluster that was never Ready, else Updating.
+func phaseWhileChanging(was v1alpha1.ClusterPhase) v1alpha1.ClusterPhase {
+	switch was {
+	case v1alpha1.ClusterReady, v1alpha1.ClusterUpdating, v1alpha1.ClusterUnreachable:
+		return v1alpha1.ClusterUpdating
+	}
+	return v1alpha1.ClusterProvisioning
+}
+
+// delete removes the cluster through its provider, then lets the object go.
+func (r *Reconciler) delete(ctx context.Context, c *v1alpha1.Cluster, p provider.Provider) error {
+	if !controllerutil.ContainsFinalizer(c, Finalizer) {
+		return nil
+	}
+	if c.Status.Phase != v1alpha1.ClusterDeleting {
+		before := c.DeepCopy()
+		c.Status.Phase = v1alpha1.ClusterDeleting
+		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "Deleting", "the provider is removing the cluster")
+		if err := r.Client.Status().Patch(ctx, c, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("patch cluster status: %w", err)
+		}
+	}
+	if p != nil {
+		if err := p.Delete(ctx, c.Name); err != nil {
+			r.event(c, corev1.EventTypeWarning, "DeleteFailed", "Delete", "%v", err)
+			return fmt.Errorf("delete cluster %s: %w", c.Name, err)
+		}
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: SystemNamespace, Name: KubeconfigSecretName(c.Name)}}
+	if err := r.Client.Delete(ctx, secret); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete kubeconfig secret: %w", err)
+	}
+	before := c.DeepCopy()
+	controllerutil.RemoveFinalizer(c, Finalizer)
+	if err := r.Client.Patch(ctx, c, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove finalizer: %w", err)
+	}
+	return nil
+}
+
+// ensureMetadata adds the finalizer and mirrors the topology into labels.
+func (r *Reconciler) ensureMetadata(ctx context.Context, c *v1alpha1.Cluster) error {
+	labels, changed := TopologyLabels(c.Labels, c.Spec)
+	if !changed && controllerutil.ContainsFinalizer(c, Finalizer) {
+		return nil
+	}
+	before := c.DeepCopy()
+	c.Labels = labels
+	controllerutil.AddFinalizer(c, Finalizer)
+	if err := r.Client.Patch(ctx, c, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("patch cluster metadata: %w", err)
+	}
+	return nil
+}
+
+// publishKubeconfig keeps the member's admin kubeconfig in a Secret in convoy-system, owned by
+// the Cluster, so that `convoy cluster kubeconfig` can hand it out.
+func (r *Reconciler) publishKubeconfig(ctx context.Context, c *v1alpha1.Cluster, p provider.Provider) error {
+	raw, err := p.Kubeconfig(ctx, c)
+	if err != nil {
+		return err
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: SystemNamespace, Name: KubeconfigSecretName(c.Name)}}
+	_, err = controllerutil.CreateOrPatch(ctx, r.Client, secret, func() error {
+		secret.Labels = map[string]string{"convoy.dev/cluster": c.Name}
+		secret.Type = corev1.SecretTypeOpaque
+		secret.Data = map[string][]byte{"kubeconfig": raw}
+		return controllerutil.SetOwnerReference(c, secret, r.Client.Scheme())
+	})
+	return err
+}
+
+func (r *Reconciler) setCondition(c *v1alpha1.Cluster, typ string, ok bool, reason, msg string) {
+	status := metav1.ConditionFalse
+	if ok {
+		status = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&c.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: c.Generation,
+	})
+}
+
+func (r *Reconciler) event(c *v1alpha1.Cluster, typ, reason, action, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(c, nil, typ, reason, action, note, args...)
+	}
 }
 
 // TopologyLabels returns labels with the convoy.dev provider, region and environment labels

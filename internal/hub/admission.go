@@ -1,0 +1,84 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
+)
+
+// VersionsConfigMap lists, in convoy-system, the Kubernetes versions this hub can run for
+// local clusters (key "versions", comma-separated). The admission policy below reads it.
+const VersionsConfigMap = "kubernetes-versions"
+
+const versionPolicy = "convoy-cluster-kubernetes-version"
+
+// installAdmission creates the convoy-system namespace, records the Kubernetes versions the
+// hub has binaries for, and installs a ValidatingAdmissionPolicy that refuses a local Cluster
+// asking for any other version. The API server itself enforces it, so kubectl, helm and
+// convoy all get the same refusal and nothing is stored.
+func installAdmission(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, versions []string) error {
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: clustercontroller.SystemNamespace}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, c, ns, func() error { return nil }); err != nil {
+		return fmt.Errorf("create namespace %s: %w", ns.Name, err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: VersionsConfigMap}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, c, cm, func() error {
+		cm.Data = map[string]string{"versions": strings.Join(versions, ",")}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("record available versions: %w", err)
+	}
+
+	policy := &admissionv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: versionPolicy}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, c, policy, func() error {
+		policy.Spec = admissionv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionv1.Fail),
+			ParamKind:     &admissionv1.ParamKind{APIVersion: "v1", Kind: "ConfigMap"},
+			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionv1.RuleWithOperations{
+					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
+					Rule:       admissionv1.Rule{APIGroups: []string{"convoy.dev"}, APIVersions: []string{"*"}, Resources: []string{"clusters"}},
+				},
+			}}},
+			Validations: []admissionv1.Validation{{
+				// Only a version the request sets or changes is checked, so a cluster made
+				// when its version was available can still be scaled or deleted.
+				Expression: `object.spec.provider != 'local' || !has(object.spec.kubernetesVersion) ||
+  (oldObject != null && has(oldObject.spec.kubernetesVersion) && oldObject.spec.kubernetesVersion == object.spec.kubernetesVersion) ||
+  object.spec.kubernetesVersion in params.data.versions.split(',')`,
+				MessageExpression: `'spec.kubernetesVersion: Kubernetes ' + object.spec.kubernetesVersion + ' is not available on this hub (available: ' + params.data.versions + '); pick one of those'`,
+				Reason:            ptr.To(metav1.StatusReasonInvalid),
+			}},
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("install admission policy %s: %w", versionPolicy, err)
+	}
+	binding := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: versionPolicy}}
+	if _, err := controllerutil.CreateOrUpdate(ctx, c, binding, func() error {
+		binding.Spec = admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        versionPolicy,
+			ParamRef:          &admissionv1.ParamRef{Name: VersionsConfigMap, Namespace: ns.Name, ParameterNotFoundAction: ptr.To(admissionv1.DenyAction)},
+			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("install admission policy binding: %w", err)
+	}
+	return nil
+}
