@@ -20,6 +20,9 @@ import (
 // kubeconfigPath finds the hub's kubeconfig: --kubeconfig, then $CONVOY_KUBECONFIG, then the
 // kubeconfig in the default data dir.
 func (g *globals) kubeconfigPath() string {
+	if g.hubKubeconfig != "" {
+		return g.hubKubeconfig
+	}
 	if g.kubeconfig != "" {
 		return g.kubeconfig
 	}

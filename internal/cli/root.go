@@ -25,10 +25,11 @@ type IOStreams struct {
 
 // globals are the flags every command has.
 type globals struct {
-	streams    IOStreams
-	kubeconfig string
-	logLevel   string
-	log        *slog.Logger
+	streams       IOStreams
+	kubeconfig    string
+	hubKubeconfig string
+	logLevel      string
+	log           *slog.Logger
 }
 
 // Run executes the command line args and returns the process exit code.
@@ -61,11 +62,16 @@ an agent on each member cluster applies them and reports back.`,
 		},
 	}
 	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig of the hub (default $CONVOY_KUBECONFIG, else the default data dir's kubeconfig)")
+	root.PersistentFlags().StringVar(&g.hubKubeconfig, "hub-kubeconfig", "", "the same as --kubeconfig, for commands whose --kubeconfig means another cluster (cluster import)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.AddCommand(
 		newVersionCmd(g),
 		newHubCmd(g),
 		newGetCmd(g),
+		newClusterCmd(g),
+		newUpCmd(g),
+		newDownCmd(g),
+		newLocalRuntimeCmd(g),
 	)
 	return root
 }

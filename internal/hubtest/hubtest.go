@@ -6,8 +6,10 @@ package hubtest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,6 +26,7 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
 // Hub is a hub started for a test.
@@ -53,6 +56,7 @@ func Start(t testing.TB, opts ...func(*hub.Options)) *Hub {
 		BinDir:        BinDir(t),
 		APIServerPort: port,
 		HealthAddr:    "127.0.0.1:0",
+		ConvoyBinary:  ConvoyBinary(t),
 		Log:           Logger(t),
 	}
 	for _, f := range opts {
@@ -60,7 +64,13 @@ func Start(t testing.TB, opts ...func(*hub.Options)) *Hub {
 	}
 	h := &Hub{Options: o, t: t}
 	h.start()
-	t.Cleanup(func() { h.Stop(context.Background()) })
+	t.Cleanup(func() {
+		h.Stop(context.Background())
+		// Local clusters outlive their hub on purpose; a test's must not outlive the test.
+		if _, err := local.StopAll(hub.Layout{Dir: o.DataDir}.Clusters(), o.Log); err != nil {
+			t.Errorf("stop local clusters: %v", err)
+		}
+	})
 	return h
 }
 
@@ -107,6 +117,46 @@ func Scheme() *runtime.Scheme {
 		panic(err)
 	}
 	return s
+}
+
+var (
+	convoyOnce sync.Once
+	convoyPath string
+	convoyErr  error
+)
+
+// ConvoyBinary builds the convoy executable from this checkout, once per test process, into
+// bin/.test/convoy, and returns its path. The hub runs local clusters with it.
+func ConvoyBinary(t testing.TB) string {
+	t.Helper()
+	root := RepoRoot(t)
+	convoyOnce.Do(func() {
+		dir := filepath.Join(root, "bin", ".test")
+		if convoyErr = os.MkdirAll(dir, 0o755); convoyErr != nil {
+			return
+		}
+		// Several test processes may build at once: each builds its own file and renames it
+		// into place, which is atomic, and a running copy keeps its inode.
+		tmp, err := os.CreateTemp(dir, "convoy-*")
+		if err != nil {
+			convoyErr = err
+			return
+		}
+		tmp.Close()
+		cmd := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/convoy")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(tmp.Name())
+			convoyErr = fmt.Errorf("build convoy: %v\n%s", err, out)
+			return
+		}
+		convoyPath = filepath.Join(dir, "convoy")
+		convoyErr = os.Rename(tmp.Name(), convoyPath)
+	})
+	if convoyErr != nil {
+		t.Fatal(convoyErr)
+	}
+	return convoyPath
 }
 
 // RepoRoot is the root of the Convoy checkout the test runs in.

@@ -1,0 +1,484 @@
+package main_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+// fleetHub is a `convoy hub` process plus the environment the CLI needs to reach it.
+type fleetHub struct {
+	*hubProcess
+	env []string
+}
+
+// startFleetHub starts a hub process and makes sure that, whatever happens, the test ends with
+// `convoy down`, which stops the hub and every local cluster it started.
+func startFleetHub(t *testing.T) *fleetHub {
+	t.Helper()
+	port, _ := kubeproc.FreePort()
+	dataDir := t.TempDir()
+	t.Cleanup(func() {
+		out, err := exec.Command(convoyBin, "down", "--data-dir", dataDir).CombinedOutput()
+		if err != nil {
+			t.Errorf("convoy down: %v\n%s", err, out)
+		}
+	})
+	hp := startHubProcess(t, dataDir, port)
+	return &fleetHub{hubProcess: hp, env: []string{"CONVOY_KUBECONFIG=" + filepath.Join(dataDir, "kubeconfig")}}
+}
+
+func (f *fleetHub) convoy(t *testing.T, args ...string) string {
+	t.Helper()
+	return run(t, f.env, convoyBin, args...)
+}
+
+// convoyFails runs convoy and returns its output, failing the test if the command succeeds.
+func (f *fleetHub) convoyFails(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(convoyBin, args...)
+	cmd.Env = append(os.Environ(), f.env...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("convoy %s succeeded, want a refusal:\n%s", strings.Join(args, " "), out)
+	}
+	return string(out)
+}
+
+// member returns a client of a member cluster, from `convoy cluster kubeconfig`.
+func (f *fleetHub) member(t *testing.T, name string) (kubernetes.Interface, string) {
+	t.Helper()
+	raw := f.convoy(t, "cluster", "kubeconfig", name)
+	path := filepath.Join(t.TempDir(), name+".kubeconfig")
+	if err := os.WriteFile(path, []byte(raw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, path
+}
+
+func eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
+	t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		ok, err := cond()
+		last = err
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
+	}
+}
+
+func readyNodes(t *testing.T, cs kubernetes.Interface) []string {
+	t.Helper()
+	nodes, err := cs.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready []string
+	for _, n := range nodes.Items {
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				ready = append(ready, n.Name)
+			}
+		}
+	}
+	return ready
+}
+
+// processesMentioning lists running processes whose command line contains s.
+func processesMentioning(s string) []string {
+	var found []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		cmdline := strings.ReplaceAll(string(raw), "\x00", " ")
+		if strings.Contains(cmdline, s) && alive(atoi(e.Name())) {
+			found = append(found, e.Name()+": "+cmdline)
+		}
+	}
+	return found
+}
+
+func atoi(s string) int {
+	var n int
+	fmt.Sscan(s, &n)
+	return n
+}
+
+// TestClusterLifecycle drives the local provider through the CLI, as a user would: two
+// clusters, a Deployment on one, scaling a pool up and down, a hub restart, and a delete.
+func TestClusterLifecycle(t *testing.T) {
+	t.Parallel()
+	f := startFleetHub(t)
+	ctx := context.Background()
+
+	out := f.convoy(t, "cluster", "create", "alpha", "--nodes", "3", "--region", "us-east", "--zones", "a,b,c", "--env", "prod")
+	for _, want := range []string{`Creating cluster "alpha"`, "Provisioning", `Cluster "alpha" is Ready`, "convoy cluster kubeconfig alpha"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cluster create output lacks %q:\n%s", want, out)
+		}
+	}
+	f.convoy(t, "cluster", "create", "beta", "--nodes", "1", "--region", "eu-west")
+
+	alpha, alphaKubeconfig := f.member(t, "alpha")
+	if nodes := readyNodes(t, alpha); len(nodes) != 3 {
+		t.Fatalf("alpha has Ready nodes %v, want 3", nodes)
+	}
+
+	// A Deployment applied straight to the member runs on its kwok nodes.
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](6),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx"}}},
+			},
+		},
+	}
+	if _, err := alpha.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	runningPods := func() map[string]string {
+		pods, err := alpha.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil {
+			return nil
+		}
+		running := map[string]string{}
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && strings.HasPrefix(p.Spec.NodeName, "alpha-default-") {
+				running[p.Name] = p.Spec.NodeName
+			}
+		}
+		return running
+	}
+	eventually(t, "6 Running pods on kwok nodes", time.Minute, func() (bool, error) { return len(runningPods()) == 6, nil })
+
+	// Scale the pool up, then down again: the removed nodes are drained first.
+	out = f.convoy(t, "cluster", "scale", "alpha", "--nodes", "5")
+	if !strings.Contains(out, `Cluster "alpha" is Ready with 5 nodes`) {
+		t.Errorf("scale up output:\n%s", out)
+	}
+	if nodes := readyNodes(t, alpha); len(nodes) != 5 {
+		t.Fatalf("after scaling to 5: Ready nodes %v", nodes)
+	}
+	f.convoy(t, "cluster", "scale", "alpha", "--nodes", "3")
+	eventually(t, "3 nodes, and 6 pods again on them", time.Minute, func() (bool, error) {
+		nodes := readyNodes(t, alpha)
+		pods := runningPods()
+		for _, node := range pods {
+			if node == "alpha-default-3" || node == "alpha-default-4" {
+				return false, nil
+			}
+		}
+		return len(nodes) == 3 && len(pods) == 6, nil
+	})
+	podsBefore := runningPods()
+
+	// The hub goes away; the members keep running; the hub comes back and finds them.
+	if err := f.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.wait(t); err != nil {
+		t.Fatalf("hub exit: %v", err)
+	}
+	if nodes := readyNodes(t, alpha); len(nodes) != 3 {
+		t.Errorf("while the hub is down, alpha has Ready nodes %v, want 3", nodes)
+	}
+	f.hubProcess = startHubProcess(t, f.dataDir, apiPort(t, f.dataDir))
+	eventually(t, "both clusters Ready after the hub restart", time.Minute, func() (bool, error) {
+		list := f.convoy(t, "cluster", "list")
+		return strings.Count(list, " Ready ") == 2, nil
+	})
+	if after := runningPods(); fmt.Sprint(after) != fmt.Sprint(podsBefore) {
+		t.Errorf("the hub restart disturbed alpha's pods: before %v, after %v", podsBefore, after)
+	}
+
+	out = f.convoy(t, "cluster", "describe", "alpha")
+	for _, want := range []string{"Provider:     local", "Nodes:        3/3 Ready", "Conditions:", "Ready", "Scaled"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe lacks %q:\n%s", want, out)
+		}
+	}
+
+	// kubectl, given the merged kubeconfig, reaches the member.
+	userKubeconfig := filepath.Join(t.TempDir(), "config")
+	cmd := exec.Command(convoyBin, "cluster", "kubeconfig", "alpha", "--merge")
+	cmd.Env = append(os.Environ(), append(f.env, "KUBECONFIG="+userKubeconfig)...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubeconfig --merge: %v\n%s", err, b)
+	}
+	out = run(t, nil, filepath.Join(hubtest.BinDir(t), "kubectl"), "--kubeconfig", userKubeconfig, "--context", "convoy-alpha", "get", "nodes")
+	if strings.Count(out, " Ready ") != 3 {
+		t.Errorf("kubectl get nodes through the merged kubeconfig:\n%s", out)
+	}
+	_ = alphaKubeconfig
+
+	// Delete leaves no process, port or file behind.
+	betaDir := filepath.Join(f.dataDir, "clusters", "beta")
+	if _, err := os.Stat(betaDir); err != nil {
+		t.Fatalf("beta's directory is missing before delete: %v", err)
+	}
+	out = f.convoy(t, "cluster", "delete", "beta")
+	if !strings.Contains(out, `Cluster "beta" deleted`) {
+		t.Errorf("delete output:\n%s", out)
+	}
+	if _, err := os.Stat(betaDir); !os.IsNotExist(err) {
+		t.Errorf("beta's directory survived its delete: %v", err)
+	}
+	if procs := processesMentioning(betaDir); len(procs) != 0 {
+		t.Errorf("beta's processes survived its delete: %v", procs)
+	}
+	if out := f.convoy(t, "cluster", "list"); strings.Contains(out, "beta") || !strings.Contains(out, "alpha") {
+		t.Errorf("cluster list after deleting beta:\n%s", out)
+	}
+}
+
+func apiPort(t *testing.T, dataDir string) int {
+	t.Helper()
+	var st struct {
+		APIServerPort int `json:"apiserverPort"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dataDir, "hub.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.APIServerPort
+}
+
+// TestClusterBadInput checks that the CLI and the API refuse bad clusters with clear errors,
+// and that a refusal creates nothing.
+func TestClusterBadInput(t *testing.T) {
+	t.Parallel()
+	f := startFleetHub(t)
+	ctx := context.Background()
+
+	refusals := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cluster", "create", "Bad_Name"}, `cluster name "Bad_Name" is invalid`},
+		{[]string{"cluster", "create", strings.Repeat("x", 41)}, "use at most 40"},
+		{[]string{"cluster", "create", "neg", "--nodes", "-1"}, "--nodes -1 is out of range; use 0 to 500"},
+		{[]string{"cluster", "create", "huge", "--nodes", "501"}, "--nodes 501 is out of range"},
+		{[]string{"cluster", "create", "cloudy", "--provider", "gke"}, `provider "gke" is unknown`},
+		{[]string{"cluster", "create", "ancient", "--version", "v1.20.0"}, "Kubernetes v1.20.0 is not available on this hub (available: v1.37.2)"},
+		{[]string{"cluster", "scale", "ghost", "--nodes", "2"}, `cluster "ghost" not found`},
+	}
+	for _, r := range refusals {
+		out := f.convoyFails(t, r.args...)
+		if !strings.Contains(out, r.want) {
+			t.Errorf("convoy %s:\n%s\nwant it to say %q", strings.Join(r.args, " "), out, r.want)
+		}
+	}
+
+	// The API refuses on its own too, so kubectl users get the same answers.
+	c := f.client(t)
+	bad := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "ancient"}, Spec: v1alpha1.ClusterSpec{Provider: "local", KubernetesVersion: "v1.20.0"}}
+	err := c.Create(ctx, bad)
+	if err == nil || !strings.Contains(err.Error(), "Kubernetes v1.20.0 is not available on this hub") {
+		t.Errorf("API create with an unknown version: %v", err)
+	}
+
+	// A duplicate name is refused, and the first cluster is left alone.
+	f.convoy(t, "cluster", "create", "dup", "--nodes", "0", "--wait=false")
+	out := f.convoyFails(t, "cluster", "create", "dup", "--nodes", "2")
+	if !strings.Contains(out, `cluster "dup" already exists; pick another name`) {
+		t.Errorf("duplicate create:\n%s", out)
+	}
+	got := &v1alpha1.Cluster{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "dup"}, got); err != nil || got.Spec.NodePools[0].Count != 0 {
+		t.Errorf("the first dup cluster changed: %+v, %v", got.Spec, err)
+	}
+
+	// Changing a stored cluster to an unknown version is refused and changes nothing.
+	got.Spec.KubernetesVersion = "v1.99.0"
+	if err := c.Update(ctx, got); err == nil || !strings.Contains(err.Error(), "not available on this hub") {
+		t.Errorf("update to an unknown version: %v", err)
+	}
+
+	// Nothing half-made: only dup exists, on the hub and on disk.
+	var list v1alpha1.ClusterList
+	if err := c.List(ctx, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 || list.Items[0].Name != "dup" {
+		t.Errorf("clusters after the refusals: %v", list.Items)
+	}
+	eventually(t, "dup's directory", 30*time.Second, func() (bool, error) {
+		entries, _ := os.ReadDir(filepath.Join(f.dataDir, "clusters"))
+		return len(entries) == 1 && entries[0].Name() == "dup", nil
+	})
+	f.convoy(t, "cluster", "delete", "dup")
+}
+
+// TestClusterCrashLoopFails breaks a member's API server for good and expects the Cluster to
+// turn Failed with the reason from the API server's log.
+func TestClusterCrashLoopFails(t *testing.T) {
+	t.Parallel()
+	f := startFleetHub(t)
+	f.convoy(t, "cluster", "create", "crashy", "--nodes", "1")
+
+	dir := filepath.Join(f.dataDir, "clusters", "crashy")
+	for _, name := range []string{"apiserver.crt", "apiserver.key"} {
+		if err := os.Remove(filepath.Join(dir, "pki", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st struct {
+		Components []kubeproc.Status `json:"components"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "status.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(raw, &st)
+	for _, c := range st.Components {
+		if c.Name == "kube-apiserver" {
+			syscall.Kill(c.PID, syscall.SIGKILL)
+		}
+	}
+
+	c := f.client(t)
+	var got v1alpha1.Cluster
+	eventually(t, "the cluster to fail", 2*time.Minute, func() (bool, error) {
+		err := c.Get(context.Background(), client.ObjectKey{Name: "crashy"}, &got)
+		return err == nil && got.Status.Phase == v1alpha1.ClusterFailed, err
+	})
+	out := f.convoy(t, "cluster", "describe", "crashy")
+	for _, want := range []string{"Phase:        Failed", "kube-apiserver keeps crashing", "apiserver.crt: no such file or directory"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe of the failed cluster lacks %q:\n%s", want, out)
+		}
+	}
+	// A failed cluster can still be deleted.
+	f.convoy(t, "cluster", "delete", "crashy")
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("directory left after deleting the failed cluster: %v", err)
+	}
+}
+
+// TestDeleteInterruptedByHubCrash kills the hub with SIGKILL in the middle of a delete; the
+// next hub finishes it.
+func TestDeleteInterruptedByHubCrash(t *testing.T) {
+	t.Parallel()
+	f := startFleetHub(t)
+	f.convoy(t, "cluster", "create", "doomed", "--nodes", "1")
+	dir := filepath.Join(f.dataDir, "clusters", "doomed")
+
+	c := f.client(t)
+	ctx := context.Background()
+	if err := c.Delete(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "doomed"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the delete to start", 30*time.Second, func() (bool, error) {
+		got := &v1alpha1.Cluster{}
+		err := c.Get(ctx, client.ObjectKey{Name: "doomed"}, got)
+		return err == nil && got.Status.Phase == v1alpha1.ClusterDeleting, err
+	})
+	if err := f.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	f.wait(t)
+	_, dirErr := os.Stat(dir)
+	t.Logf("hub killed during the delete; the cluster's directory then: %v", dirErr)
+
+	f.hubProcess = startHubProcess(t, f.dataDir, apiPort(t, f.dataDir))
+	c = f.client(t)
+	eventually(t, "the delete to finish", time.Minute, func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKey{Name: "doomed"}, &v1alpha1.Cluster{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("directory left after the finished delete: %v", err)
+	}
+	if procs := processesMentioning(dir); len(procs) != 0 {
+		t.Errorf("processes left after the finished delete: %v", procs)
+	}
+}
+
+// TestUpAndDown runs `convoy up` twice and `convoy down --purge`, as the README says.
+func TestUpAndDown(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "convoy")
+	healthPort, _ := kubeproc.FreePort()
+	health := fmt.Sprintf("127.0.0.1:%d", healthPort)
+	env := []string{"CONVOY_BIN_DIR=" + hubtest.BinDir(t), "CONVOY_DATA_DIR=" + dataDir}
+	t.Cleanup(func() {
+		cmd := exec.Command(convoyBin, "down")
+		cmd.Env = append(os.Environ(), env...)
+		cmd.Run()
+	})
+
+	out := run(t, env, convoyBin, "up", "--health-addr", health, "--nodes", "2")
+	for _, want := range []string{"hub ready", "us-east created", "Convoy is up", "NAME", "us-west", "eu-west", "convoy down"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("convoy up output lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, " Ready "); n != 3 {
+		t.Errorf("convoy up shows %d Ready clusters, want 3:\n%s", n, out)
+	}
+
+	out = run(t, env, convoyBin, "up", "--health-addr", health, "--nodes", "2")
+	if !strings.Contains(out, "hub already running") || strings.Count(out, "exists; reusing it") != 3 {
+		t.Errorf("second convoy up did not reuse what exists:\n%s", out)
+	}
+
+	kubeconfig := filepath.Join(t.TempDir(), "us-east.kubeconfig")
+	os.WriteFile(kubeconfig, []byte(run(t, env, convoyBin, "cluster", "kubeconfig", "us-east")), 0o600)
+	nodes := run(t, nil, filepath.Join(hubtest.BinDir(t), "kubectl"), "--kubeconfig", kubeconfig, "get", "nodes")
+	if strings.Count(nodes, " Ready ") != 2 || !strings.Contains(nodes, "us-east-default-0") {
+		t.Errorf("kubectl get nodes on us-east:\n%s", nodes)
+	}
+
+	out = run(t, env, convoyBin, "down", "--purge")
+	for _, want := range []string{"Stopping the hub", "Stopped local cluster us-east", "Removed " + dataDir, "Convoy is down."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("convoy down output lacks %q:\n%s", want, out)
+		}
+	}
+	if procs := processesMentioning(dataDir); len(procs) != 0 {
+		t.Errorf("processes left after convoy down: %v", procs)
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("data dir left after --purge: %v", err)
+	}
+}

@@ -1,0 +1,640 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
+	"github.com/convoy-dev/convoy/internal/provider/importer"
+)
+
+func newClusterCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "cluster",
+		Aliases: []string{"clusters"},
+		Short:   "Create, inspect, scale and delete member clusters",
+	}
+	cmd.AddCommand(
+		newClusterCreateCmd(g),
+		newClusterImportCmd(g),
+		newClusterListCmd(g),
+		newClusterDescribeCmd(g),
+		newClusterScaleCmd(g),
+		newClusterDeleteCmd(g),
+		newClusterKubeconfigCmd(g),
+	)
+	return cmd
+}
+
+var clusterName = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])?$`)
+
+// checkName refuses a cluster name the API would refuse, with the same advice.
+func checkName(name string) error {
+	if len(name) > 40 {
+		return usageError("cluster name %q is %d characters; use at most 40", name, len(name))
+	}
+	if !clusterName.MatchString(name) {
+		return usageError("cluster name %q is invalid: use lower-case letters, digits and '-', start with a letter and end with a letter or digit (for example us-east-1)", name)
+	}
+	return nil
+}
+
+type createOptions struct {
+	provider    string
+	nodes       int32
+	region      string
+	zones       []string
+	env         string
+	version     string
+	cpu, memory string
+	pods        int32
+	wait        bool
+	timeout     time.Duration
+}
+
+func newClusterCreateCmd(g *globals) *cobra.Command {
+	o := &createOptions{}
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a cluster and wait until it is Ready",
+		Example: `  convoy cluster create us-east --nodes 3 --region us-east --zones a,b,c --env prod
+  convoy cluster create dev --nodes 1 --wait=false`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			name := args[0]
+			c, err := o.cluster(name)
+			if err != nil {
+				return err
+			}
+			hc, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			if err := checkCreatable(ctx, hc, c); err != nil {
+				return err
+			}
+			out := g.streams.Out
+			start := time.Now()
+			fmt.Fprintf(out, "Creating cluster %q (%s, %d nodes, region %s, environment %s)\n", name, c.Spec.Provider, o.nodes, dash(o.region), dash(o.env))
+			if err := hc.Create(ctx, c); err != nil {
+				if apierrors.IsAlreadyExists(err) {
+					return fmt.Errorf("cluster %q already exists; pick another name, or delete it first with `convoy cluster delete %s`", name, name)
+				}
+				return hubError("the hub", err)
+			}
+			if !o.wait {
+				fmt.Fprintf(out, "Cluster %q accepted; follow it with `convoy cluster describe %s`.\n", name, name)
+				return nil
+			}
+			res, err := waitClusters(ctx, hc, []string{name}, out, start, o.timeout, isReady)
+			if err != nil {
+				return err
+			}
+			printReached(out, res[name])
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.provider, "provider", "local", "provider: local (import clusters with `convoy cluster import`)")
+	f.Int32Var(&o.nodes, "nodes", 3, "number of nodes (0 to 500)")
+	f.StringVar(&o.region, "region", "", "region, for example us-east")
+	f.StringSliceVar(&o.zones, "zones", nil, "zones the nodes spread over, for example a,b,c")
+	f.StringVar(&o.env, "env", "", "environment, for example prod")
+	f.StringVar(&o.version, "version", "", "Kubernetes version (default: the hub's default)")
+	f.StringVar(&o.cpu, "cpu", "4", "CPU of each node")
+	f.StringVar(&o.memory, "memory", "16Gi", "memory of each node")
+	f.Int32Var(&o.pods, "pods", 110, "most pods per node")
+	f.BoolVar(&o.wait, "wait", true, "wait until the cluster is Ready, showing progress")
+	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait")
+	return cmd
+}
+
+// cluster builds the Cluster the flags describe, refusing bad input before anything is sent.
+func (o *createOptions) cluster(name string) (*v1alpha1.Cluster, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	switch o.provider {
+	case "local":
+	case "import":
+		return nil, usageError("import a cluster with `convoy cluster import %s --kubeconfig FILE`", name)
+	default:
+		return nil, usageError("provider %q is unknown; use local (or `convoy cluster import` for an existing cluster)", o.provider)
+	}
+	if o.nodes < 0 || o.nodes > v1alpha1.MaxNodesPerPool {
+		return nil, usageError("--nodes %d is out of range; use 0 to %d", o.nodes, v1alpha1.MaxNodesPerPool)
+	}
+	if o.version != "" && !regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+$`).MatchString(o.version) {
+		return nil, usageError("--version %q is not a Kubernetes version such as v1.37.2", o.version)
+	}
+	cpu, err := resource.ParseQuantity(o.cpu)
+	if err != nil {
+		return nil, usageError("--cpu %q is not a quantity such as 4 or 500m", o.cpu)
+	}
+	mem, err := resource.ParseQuantity(o.memory)
+	if err != nil {
+		return nil, usageError("--memory %q is not a quantity such as 16Gi", o.memory)
+	}
+	return &v1alpha1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1alpha1.ClusterSpec{
+			Provider:          v1alpha1.ProviderLocal,
+			Region:            o.region,
+			Zones:             o.zones,
+			Environment:       o.env,
+			KubernetesVersion: o.version,
+			NodePools:         []v1alpha1.NodePool{{Name: "default", Count: o.nodes, CPU: &cpu, Memory: &mem, Pods: o.pods}},
+		},
+	}, nil
+}
+
+// checkCreatable refuses a cluster that exists already or asks for a version the hub lacks.
+func checkCreatable(ctx context.Context, hc client.Client, c *v1alpha1.Cluster) error {
+	err := hc.Get(ctx, client.ObjectKey{Name: c.Name}, &v1alpha1.Cluster{})
+	if err == nil {
+		return fmt.Errorf("cluster %q already exists; pick another name, or delete it first with `convoy cluster delete %s`", c.Name, c.Name)
+	}
+	if !apierrors.IsNotFound(err) {
+		return hubError("the hub", err)
+	}
+	if c.Spec.KubernetesVersion == "" {
+		return nil
+	}
+	cm := &corev1.ConfigMap{}
+	if err := hc.Get(ctx, client.ObjectKey{Namespace: clustercontroller.SystemNamespace, Name: "kubernetes-versions"}, cm); err != nil {
+		return nil // the API's own check still applies
+	}
+	avail := strings.Split(cm.Data["versions"], ",")
+	if !slices.Contains(avail, c.Spec.KubernetesVersion) {
+		return fmt.Errorf("Kubernetes %s is not available on this hub (available: %s); pick one of those", c.Spec.KubernetesVersion, strings.Join(avail, ", "))
+	}
+	return nil
+}
+
+func printReached(out io.Writer, r waitResult) {
+	c := r.cluster
+	fmt.Fprintf(out, "Cluster %q is Ready after %.1fs: Kubernetes %s, %d nodes, API server %s\n",
+		c.Name, r.took.Seconds(), c.Status.KubernetesVersion, c.Status.Nodes.Ready, c.Status.Endpoint)
+	fmt.Fprintf(out, `Reach it:
+  convoy cluster kubeconfig %[1]s > %[1]s.kubeconfig
+  kubectl --kubeconfig %[1]s.kubeconfig get nodes
+or merge it into your kubeconfig:
+  convoy cluster kubeconfig %[1]s --merge && kubectl --context convoy-%[1]s get nodes
+`, c.Name)
+}
+
+func newClusterImportCmd(g *globals) *cobra.Command {
+	var kubeconfig, region, env string
+	var zones []string
+	cmd := &cobra.Command{
+		Use:   "import NAME --kubeconfig FILE",
+		Short: "Register an existing cluster (EKS, GKE, kind, ...) from its kubeconfig; Convoy only observes it",
+		Long: `Register an existing cluster from its kubeconfig. Convoy observes it but never changes its
+nodes or version. The hub's own kubeconfig then comes from --hub-kubeconfig or $CONVOY_KUBECONFIG.`,
+		Example: `  convoy cluster import prod-eks --kubeconfig ~/.kube/eks.yaml --region us-east --env prod`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			name := args[0]
+			if err := checkName(name); err != nil {
+				return err
+			}
+			if kubeconfig == "" {
+				return usageError("--kubeconfig FILE is required: the kubeconfig of the cluster to import")
+			}
+			raw, host, err := memberKubeconfig(kubeconfig)
+			if err != nil {
+				return err
+			}
+			hc, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			c := &v1alpha1.Cluster{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: v1alpha1.ClusterSpec{
+					Provider: v1alpha1.ProviderImport, Region: region, Zones: zones, Environment: env,
+					KubeconfigSecretRef: &v1alpha1.SecretReference{Name: "import-" + name + "-kubeconfig"},
+				},
+			}
+			if err := checkCreatable(ctx, hc, c); err != nil {
+				return err
+			}
+			out := g.streams.Out
+			start := time.Now()
+			fmt.Fprintf(out, "Importing cluster %q from %s (%s)\n", name, kubeconfig, host)
+			// The Secret comes first, so the hub finds it as soon as it sees the Cluster; then
+			// it is made owned by the Cluster, so deleting the Cluster removes it.
+			secret := &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Namespace: clustercontroller.SystemNamespace, Name: c.Spec.KubeconfigSecretRef.Name},
+				Data:       map[string][]byte{importer.SecretKey: raw},
+			}
+			if err := hc.Create(ctx, secret); err != nil {
+				if apierrors.IsAlreadyExists(err) {
+					return fmt.Errorf("secret %s/%s exists already; delete it or pick another cluster name", secret.Namespace, secret.Name)
+				}
+				return fmt.Errorf("store the kubeconfig: %w", hubError("the hub", err))
+			}
+			if err := hc.Create(ctx, c); err != nil {
+				_ = hc.Delete(context.Background(), secret) // leave nothing half-made
+				if apierrors.IsAlreadyExists(err) {
+					return fmt.Errorf("cluster %q already exists; pick another name", name)
+				}
+				return hubError("the hub", err)
+			}
+			before := secret.DeepCopy()
+			if err := controllerutil.SetOwnerReference(c, secret, hc.Scheme()); err != nil {
+				return err
+			}
+			if err := hc.Patch(ctx, secret, client.MergeFrom(before)); err != nil {
+				return hubError("the hub", err)
+			}
+			res, err := waitClusters(ctx, hc, []string{name}, out, start, 2*time.Minute, isReady)
+			if err != nil {
+				return err
+			}
+			r := res[name]
+			fmt.Fprintf(out, "Cluster %q imported after %.1fs: Kubernetes %s, %d/%d nodes Ready, API server %s\n",
+				name, r.took.Seconds(), r.cluster.Status.KubernetesVersion, r.cluster.Status.Nodes.Ready, r.cluster.Status.Nodes.Total, r.cluster.Status.Endpoint)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to import (its current context is used)")
+	f.StringVar(&region, "region", "", "region of the cluster")
+	f.StringSliceVar(&zones, "zones", nil, "zones of the cluster")
+	f.StringVar(&env, "env", "", "environment of the cluster")
+	return cmd
+}
+
+// memberKubeconfig reads a kubeconfig, keeps only its current context and inlines every file
+// it refers to, so that the hub can use it from anywhere.
+func memberKubeconfig(path string) ([]byte, string, error) {
+	cfg, err := clientcmd.LoadFromFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("read kubeconfig %s: %w", path, err)
+	}
+	if err := clientcmdapi.MinifyConfig(cfg); err != nil {
+		return nil, "", fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	if err := clientcmdapi.FlattenConfig(cfg); err != nil {
+		return nil, "", fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	raw, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	rc, err := clientcmd.RESTConfigFromKubeConfig(raw)
+	if err != nil {
+		return nil, "", fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return raw, rc.Host, nil
+}
+
+func newClusterListCmd(g *globals) *cobra.Command {
+	o := &getOptions{}
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List clusters",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sel, err := labels.Parse(o.selector)
+			if err != nil {
+				return usageError("-l %q is not a label selector: %v", o.selector, err)
+			}
+			hc, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			return getObjects(cmd.Context(), hc, o, "", sel, &v1alpha1.ClusterList{}, &v1alpha1.Cluster{}, g.streams.Out, clusterTable)
+		},
+	}
+	cmd.Flags().StringVarP(&o.output, "output", "o", "table", "output format: table, yaml or json")
+	cmd.Flags().StringVarP(&o.selector, "selector", "l", "", "label selector, for example convoy.dev/region=us-east")
+	return cmd
+}
+
+func newClusterDescribeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "describe NAME",
+		Short: "Show a cluster's spec, status, conditions and recent events",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			hc, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			c, err := getCluster(ctx, hc, args[0])
+			if err != nil {
+				return err
+			}
+			var events corev1.EventList
+			_ = hc.List(ctx, &events, client.MatchingFieldsSelector{Selector: fields.SelectorFromSet(fields.Set{
+				"involvedObject.kind": "Cluster", "involvedObject.name": c.Name,
+			})})
+			describeCluster(g.streams.Out, c, events.Items)
+			return nil
+		},
+	}
+}
+
+func getCluster(ctx context.Context, hc client.Client, name string) (*v1alpha1.Cluster, error) {
+	c := &v1alpha1.Cluster{}
+	if err := hc.Get(ctx, client.ObjectKey{Name: name}, c); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("cluster %q not found; `convoy cluster list` shows the clusters", name)
+		}
+		return nil, hubError("the hub", err)
+	}
+	return c, nil
+}
+
+func describeCluster(w io.Writer, c *v1alpha1.Cluster, events []corev1.Event) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	version := c.Spec.KubernetesVersion
+	if version == "" {
+		version = "hub default"
+	}
+	fmt.Fprintf(tw, "Name:\t%s\n", c.Name)
+	fmt.Fprintf(tw, "Provider:\t%s\n", c.Spec.Provider)
+	fmt.Fprintf(tw, "Region:\t%s\n", dash(c.Spec.Region))
+	fmt.Fprintf(tw, "Zones:\t%s\n", dash(strings.Join(c.Spec.Zones, ", ")))
+	fmt.Fprintf(tw, "Environment:\t%s\n", dash(c.Spec.Environment))
+	fmt.Fprintf(tw, "Kubernetes:\t%s (wanted: %s)\n", dash(c.Status.KubernetesVersion), version)
+	fmt.Fprintf(tw, "Phase:\t%s\n", dash(string(c.Status.Phase)))
+	fmt.Fprintf(tw, "Endpoint:\t%s\n", dash(c.Status.Endpoint))
+	fmt.Fprintf(tw, "Nodes:\t%d/%d Ready\n", c.Status.Nodes.Ready, c.Status.Nodes.Total)
+	var alloc []string
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods} {
+		if q, ok := c.Status.Allocatable[r]; ok {
+			alloc = append(alloc, fmt.Sprintf("%s %s", r, q.String()))
+		}
+	}
+	fmt.Fprintf(tw, "Allocatable:\t%s\n", dash(strings.Join(alloc, ", ")))
+	tw.Flush()
+
+	if len(c.Spec.NodePools) > 0 {
+		fmt.Fprintln(w, "Node pools:")
+		tw = tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+		fmt.Fprintln(tw, "  NAME\tCOUNT\tCPU\tMEMORY\tPODS\tZONE\tTAINTS")
+		for _, p := range c.Spec.NodePools {
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%d\t%s\t%d\n", p.Name, p.Count, quantity(p.CPU), quantity(p.Memory), p.Pods, dash(p.Zone), len(p.Taints))
+		}
+		tw.Flush()
+	}
+	fmt.Fprintln(w, "Conditions:")
+	tw = tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tAGE\tMESSAGE")
+	for _, cond := range c.Status.Conditions {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", cond.Type, cond.Status, cond.Reason, age(cond.LastTransitionTime), cond.Message)
+	}
+	tw.Flush()
+	if len(events) > 0 {
+		sort.Slice(events, func(i, j int) bool { return eventTime(events[i]).Before(eventTime(events[j])) })
+		if len(events) > 10 {
+			events = events[len(events)-10:]
+		}
+		fmt.Fprintln(w, "Events:")
+		tw = tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+		fmt.Fprintln(tw, "  AGE\tTYPE\tREASON\tMESSAGE")
+		for _, e := range events {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", age(metav1.NewTime(eventTime(e))), e.Type, e.Reason, e.Message)
+		}
+		tw.Flush()
+	}
+}
+
+func eventTime(e corev1.Event) time.Time {
+	switch {
+	case !e.EventTime.IsZero():
+		return e.EventTime.Time
+	case !e.LastTimestamp.IsZero():
+		return e.LastTimestamp.Time
+	}
+	return e.CreationTimestamp.Time
+}
+
+func quantity(q *resource.Quantity) string {
+	if q == nil {
+		return "-"
+	}
+	return q.String()
+}
+
+func newClusterScaleCmd(g *globals) *cobra.Command {
+	var pool string
+	var nodes int32
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:     "scale NAME --nodes N",
+		Short:   "Change the number of nodes in a node pool; removed nodes are drained first",
+		Example: `  convoy cluster scale us-east --nodes 5`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if !cmd.Flags().Changed("nodes") {
+				return usageError("--nodes N is required")
+			}
+			if nodes < 0 || nodes > v1alpha1.MaxNodesPerPool {
+				return usageError("--nodes %d is out of range; use 0 to %d", nodes, v1alpha1.MaxNodesPerPool)
+			}
+			hc, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			name := args[0]
+			var from int32
+			err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				c, err := getCluster(ctx, hc, name)
+				if err != nil {
+					return err
+				}
+				if c.Spec.Provider == v1alpha1.ProviderImport {
+					return fmt.Errorf("cluster %q is imported; scale it with the tools that made it", name)
+				}
+				i := slices.IndexFunc(c.Spec.NodePools, func(p v1alpha1.NodePool) bool { return p.Name == pool })
+				if i < 0 {
+					var names []string
+					for _, p := range c.Spec.NodePools {
+						names = append(names, p.Name)
+					}
+					return fmt.Errorf("cluster %q has no node pool %q (pools: %s); pass --pool", name, pool, dash(strings.Join(names, ", ")))
+				}
+				from = c.Spec.NodePools[i].Count
+				c.Spec.NodePools[i].Count = nodes
+				return hc.Update(ctx, c)
+			})
+			if err != nil {
+				return hubError("the hub", err)
+			}
+			out := g.streams.Out
+			start := time.Now()
+			fmt.Fprintf(out, "Scaling pool %q of cluster %q from %d to %d nodes\n", pool, name, from, nodes)
+			if !wait {
+				return nil
+			}
+			res, err := waitClusters(ctx, hc, []string{name}, out, start, timeout, isReady)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "Cluster %q is Ready with %d nodes after %.1fs\n", name, res[name].cluster.Status.Nodes.Ready, res[name].took.Seconds())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&pool, "pool", "default", "node pool to scale")
+	f.Int32Var(&nodes, "nodes", 0, "number of nodes (0 to 500)")
+	f.BoolVar(&wait, "wait", true, "wait until the cluster is Ready again")
+	f.DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
+	return cmd
+}
+
+func newClusterDeleteCmd(g *globals) *cobra.Command {
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "delete NAME...",
+		Short: "Delete clusters: their processes, ports and data (imported clusters are only forgotten)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			hc, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			out := g.streams.Out
+			start := time.Now()
+			for _, name := range args {
+				c, err := getCluster(ctx, hc, name)
+				if err != nil {
+					return err
+				}
+				if err := hc.Delete(ctx, c); err != nil && !apierrors.IsNotFound(err) {
+					return hubError("the hub", err)
+				}
+				fmt.Fprintf(out, "Deleting cluster %q\n", name)
+			}
+			if !wait {
+				return nil
+			}
+			res, err := waitClusters(ctx, hc, args, out, start, timeout, isGone)
+			if err != nil {
+				return err
+			}
+			for _, name := range args {
+				fmt.Fprintf(out, "Cluster %q deleted after %.1fs\n", name, res[name].took.Seconds())
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", true, "wait until the clusters are gone")
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait")
+	return cmd
+}
+
+func newClusterKubeconfigCmd(g *globals) *cobra.Command {
+	var merge bool
+	cmd := &cobra.Command{
+		Use:   "kubeconfig NAME",
+		Short: "Print a cluster's admin kubeconfig, or merge it into your kubeconfig",
+		Example: `  convoy cluster kubeconfig us-east > us-east.kubeconfig
+  convoy cluster kubeconfig us-east --merge   # adds context convoy-us-east to ~/.kube/config`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			hc, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			name := args[0]
+			if _, err := getCluster(ctx, hc, name); err != nil {
+				return err
+			}
+			secret := &corev1.Secret{}
+			key := client.ObjectKey{Namespace: clustercontroller.SystemNamespace, Name: clustercontroller.KubeconfigSecretName(name)}
+			if err := hc.Get(ctx, key, secret); err != nil {
+				if apierrors.IsNotFound(err) {
+					return fmt.Errorf("cluster %q has no kubeconfig yet; wait until it is provisioned (`convoy cluster describe %s`)", name, name)
+				}
+				return hubError("the hub", err)
+			}
+			raw := secret.Data["kubeconfig"]
+			if !merge {
+				_, err := g.streams.Out.Write(raw)
+				return err
+			}
+			path, ctxName, err := mergeKubeconfig(raw, "convoy-"+name)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.streams.Out, "Merged cluster %q into %s as context %q; use it with: kubectl --context %s get nodes\n", name, path, ctxName, ctxName)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&merge, "merge", false, "merge into $KUBECONFIG (its first file) or ~/.kube/config instead of printing")
+	return cmd
+}
+
+// mergeKubeconfig adds the single-context kubeconfig raw to the user's kubeconfig file under
+// the names ctxName, replacing entries of that name, and leaves the current context alone.
+func mergeKubeconfig(raw []byte, ctxName string) (string, string, error) {
+	src, err := clientcmd.Load(raw)
+	if err != nil {
+		return "", "", fmt.Errorf("read cluster kubeconfig: %w", err)
+	}
+	srcCtx := src.Contexts[src.CurrentContext]
+	if srcCtx == nil {
+		return "", "", errors.New("the cluster kubeconfig has no current context")
+	}
+	path := clientcmd.RecommendedHomeFile
+	if env := os.Getenv(clientcmd.RecommendedConfigPathEnvVar); env != "" {
+		path = filepath.SplitList(env)[0]
+	}
+	dst, err := clientcmd.LoadFromFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		dst = clientcmdapi.NewConfig()
+	} else if err != nil {
+		return "", "", fmt.Errorf("read %s: %w", path, err)
+	}
+	dst.Clusters[ctxName] = src.Clusters[srcCtx.Cluster]
+	dst.AuthInfos[ctxName] = src.AuthInfos[srcCtx.AuthInfo]
+	dst.Contexts[ctxName] = &clientcmdapi.Context{Cluster: ctxName, AuthInfo: ctxName}
+	if dst.CurrentContext == "" {
+		dst.CurrentContext = ctxName
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", "", err
+	}
+	if err := clientcmd.WriteToFile(*dst, path); err != nil {
+		return "", "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return path, ctxName, nil
+}

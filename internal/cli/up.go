@@ -1,0 +1,241 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hub"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/provider/local"
+)
+
+// fleet is the default set of clusters `convoy up` brings up: one per region, three zones each.
+var fleet = []struct{ name, region string }{
+	{"us-east", "us-east"},
+	{"us-west", "us-west"},
+	{"eu-west", "eu-west"},
+}
+
+type upOptions struct {
+	dataDir, binDir, healthAddr string
+	nodes                       int32
+	timeout                     time.Duration
+}
+
+func newUpCmd(g *globals) *cobra.Command {
+	o := &upOptions{}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start a hub in the background and a fleet of three local clusters, and wait until all are Ready",
+		Long: `Start a hub in the background (unless one runs on the data dir already) and the clusters
+us-east, us-west and eu-west (zones a, b, c; environment prod), then wait until all are Ready.
+Running it again reuses what exists. ` + "`convoy down`" + ` stops everything.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context(), g) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dataDir, "data-dir", hub.DefaultDataDir(), "the hub's data dir ($CONVOY_DATA_DIR)")
+	f.StringVar(&o.binDir, "bin-dir", kubeproc.DefaultBinDir(), "directory with the upstream binaries ($CONVOY_BIN_DIR)")
+	f.StringVar(&o.healthAddr, "health-addr", "127.0.0.1:9440", "health address of the hub")
+	f.Int32Var(&o.nodes, "nodes", 3, "nodes per cluster")
+	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long to wait for the fleet")
+	return cmd
+}
+
+func (o *upOptions) run(ctx context.Context, g *globals) error {
+	out := g.streams.Out
+	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return err
+	}
+	layout := hub.Layout{Dir: dataDir}
+	fmt.Fprintf(out, "Bringing up Convoy: a hub and %d local clusters (data in %s)\n", len(fleet), dataDir)
+
+	start := time.Now()
+	if pid, running := kubeproc.LockHolder(layout.Lock()); running {
+		fmt.Fprintf(out, "  %6.1fs  hub already running (pid %d); reusing it\n", 0.0, pid)
+	} else {
+		fmt.Fprintf(out, "  %6.1fs  hub starting (log: %s)\n", 0.0, filepath.Join(layout.Logs(), "hub.log"))
+		if err := o.startHub(ctx, layout); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "  %6.1fs  hub ready\n", time.Since(start).Seconds())
+	}
+
+	g.hubKubeconfig = layout.Kubeconfig()
+	hc, err := g.hubClient()
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, f := range fleet {
+		names = append(names, f.name)
+		c := &v1alpha1.Cluster{}
+		err := hc.Get(ctx, client.ObjectKey{Name: f.name}, c)
+		switch {
+		case err == nil:
+			fmt.Fprintf(out, "  %6.1fs  %s exists; reusing it\n", time.Since(start).Seconds(), f.name)
+			continue
+		case !apierrors.IsNotFound(err):
+			return hubError("the hub", err)
+		}
+		co := &createOptions{provider: "local", nodes: o.nodes, region: f.region, zones: []string{"a", "b", "c"}, env: "prod", cpu: "4", memory: "16Gi", pods: 110}
+		c, err = co.cluster(f.name)
+		if err != nil {
+			return err
+		}
+		if err := hc.Create(ctx, c); err != nil && !apierrors.IsAlreadyExists(err) {
+			return hubError("the hub", err)
+		}
+		fmt.Fprintf(out, "  %6.1fs  %s created (%d nodes in %s, zones a,b,c)\n", time.Since(start).Seconds(), f.name, o.nodes, f.region)
+	}
+	if _, err := waitClusters(ctx, hc, names, out, start, o.timeout, isReady); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nConvoy is up after %.1fs.\n\n", time.Since(start).Seconds())
+	if err := getObjects(ctx, hc, &getOptions{output: "table"}, "", labels.Everything(), &v1alpha1.ClusterList{}, &v1alpha1.Cluster{}, out, clusterTable); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, `
+Next:
+  export KUBECONFIG=%[1]s      # the hub
+  convoy cluster list
+  convoy cluster kubeconfig us-east > us-east.kubeconfig
+  kubectl --kubeconfig us-east.kubeconfig get nodes
+  convoy down                    # stop everything (--purge also removes %[2]s)
+`, layout.Kubeconfig(), dataDir)
+	return nil
+}
+
+// startHub runs `convoy hub` in its own session, so that it keeps running after `up` returns,
+// and waits until its /readyz answers.
+func (o *upOptions) startHub(ctx context.Context, layout hub.Layout) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(layout.Logs(), 0o700); err != nil {
+		return err
+	}
+	logPath := filepath.Join(layout.Logs(), "hub.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(self, "hub", "--data-dir", layout.Dir, "--bin-dir", o.binDir, "--health-addr", o.healthAddr)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the hub: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	deadline := time.After(2 * time.Minute)
+	for {
+		if resp, err := http.Get("http://" + o.healthAddr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("the hub exited (%v):\n%s", err, lastLogLines(logPath, 5))
+		case <-deadline:
+			return fmt.Errorf("the hub was not ready within 2 minutes; see %s", logPath)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func lastLogLines(path string, n int) string {
+	raw, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func newDownCmd(g *globals) *cobra.Command {
+	var dataDir string
+	var purge bool
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Stop the hub and every local cluster; --purge also deletes their data",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := g.streams.Out
+			dir, err := filepath.Abs(dataDir)
+			if err != nil {
+				return err
+			}
+			layout := hub.Layout{Dir: dir}
+			if pid, running := kubeproc.LockHolder(layout.Lock()); running && pid > 0 {
+				fmt.Fprintf(out, "Stopping the hub (pid %d)\n", pid)
+				if err := stopAndWait(pid, layout.Lock(), time.Minute); err != nil {
+					return err
+				}
+			}
+			stopped, err := local.StopAll(layout.Clusters(), g.log)
+			for _, name := range stopped {
+				fmt.Fprintf(out, "Stopped local cluster %s\n", name)
+			}
+			if err != nil {
+				return err
+			}
+			if purge {
+				if !kubeprocExists(layout.State()) && !kubeprocExists(layout.Lock()) {
+					return fmt.Errorf("%s does not look like a Convoy data dir (no hub.json or hub.lock); not removing it", dir)
+				}
+				if err := os.RemoveAll(dir); err != nil {
+					return fmt.Errorf("remove %s: %w", dir, err)
+				}
+				fmt.Fprintf(out, "Removed %s\n", dir)
+			}
+			fmt.Fprintln(out, "Convoy is down.")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", hub.DefaultDataDir(), "the hub's data dir ($CONVOY_DATA_DIR)")
+	cmd.Flags().BoolVar(&purge, "purge", false, "also delete the data dir: the hub's objects and every local cluster's data")
+	return cmd
+}
+
+// stopAndWait sends SIGTERM to pid and waits until it releases the lock at lockPath.
+func stopAndWait(pid int, lockPath string, timeout time.Duration) error {
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("stop pid %d: %w", pid, err)
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, held := kubeproc.LockHolder(lockPath); !held {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("pid %d did not stop within %s", pid, timeout)
+}
+
+func kubeprocExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// clusterState is a one-line summary of where a cluster is, for progress output.
+func clusterState(c *v1alpha1.Cluster) string {
+	phase := string(c.Status.Phase)
+	if phase == "" {
+		phase = "Pending"
+	}
+	if cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterReadyCondition); cond != nil && cond.Message != "" {
+		return phase + ": " + cond.Message
+	}
+	if cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterAccepted); cond != nil && cond.Status != "True" {
+		return phase + ": " + cond.Message
+	}
+	return phase
+}
+
+// waitResult is what a wait ended with.
+type waitResult struct {
+	cluster *v1alpha1.Cluster // nil when the cluster is gone
+	took    time.Duration
+}
+
+// waitClusters polls the named clusters until done says each is finished, printing every
+// change of state as a progress line. A Failed cluster ends the wait with its reason.
+// Times are printed from start.
+func waitClusters(ctx context.Context, c client.Client, names []string, out io.Writer, start time.Time, timeout time.Duration,
+	done func(*v1alpha1.Cluster) bool) (map[string]waitResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := map[string]string{}
+	results := map[string]waitResult{}
+	width := 0
+	for _, n := range names {
+		width = max(width, len(n))
+	}
+	for {
+		for _, name := range names {
+			if _, finished := results[name]; finished {
+				continue
+			}
+			cl := &v1alpha1.Cluster{}
+			err := c.Get(ctx, client.ObjectKey{Name: name}, cl)
+			if apierrors.IsNotFound(err) {
+				cl = nil
+			} else if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				return results, hubError("the hub", err)
+			}
+			state := "deleted"
+			if cl != nil {
+				state = clusterState(cl)
+			}
+			if state != last[name] {
+				fmt.Fprintf(out, "  %6.1fs  %-*s  %s\n", time.Since(start).Seconds(), width, name, state)
+				last[name] = state
+			}
+			if cl != nil && cl.Status.Phase == v1alpha1.ClusterFailed && cl.Status.ObservedGeneration == cl.Generation {
+				return results, fmt.Errorf("cluster %q failed: %s", name, state)
+			}
+			if done(cl) {
+				results[name] = waitResult{cluster: cl, took: time.Since(start)}
+			}
+		}
+		if len(results) == len(names) {
+			return results, nil
+		}
+		select {
+		case <-ctx.Done():
+			var pending []string
+			for _, n := range names {
+				if _, ok := results[n]; !ok {
+					pending = append(pending, fmt.Sprintf("%s (%s)", n, last[n]))
+				}
+			}
+			return results, fmt.Errorf("gave up after %s waiting for %v; the hub keeps working on it (see `convoy cluster describe`)", timeout, pending)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// isReady reports whether a cluster is Ready for its current spec.
+func isReady(cl *v1alpha1.Cluster) bool {
+	return cl != nil && cl.Status.Phase == v1alpha1.ClusterReady && cl.Status.ObservedGeneration == cl.Generation
+}
+
+func isGone(cl *v1alpha1.Cluster) bool { return cl == nil }
