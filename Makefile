@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/convoy-dev/convoy/internal/version.Convoy=$(VERSION)
 
-.PHONY: all tools build generate verify-generated up test test-short bench clean
+.PHONY: all tools build generate verify-generated up down test test-short bench clean
 
 all: tools build
 
@@ -28,9 +28,13 @@ generate: tools
 verify-generated: generate
 	@git diff --exit-code -- api config >/dev/null || { git diff --stat -- api config; echo "generated files are stale: run 'make generate' and commit the result"; exit 1; }
 
-## up: build everything and run the hub in the foreground (Ctrl-C stops it)
+## up: build everything, then start a hub and three local clusters (convoy up); `bin/convoy down` stops them
 up: all
-	bin/convoy hub
+	bin/convoy up
+
+## down: stop the hub and every local cluster (data kept; bin/convoy down --purge removes it)
+down:
+	bin/convoy down
 
 ## test: vet and run every test (real kube-apiserver and kine from bin/)
 test: all verify-generated

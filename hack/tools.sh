@@ -75,6 +75,8 @@ go_install() {
 
 go_install kine "$KINE_VERSION" github.com/k3s-io/kine
 go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+# kwokctl is only the reference that `make bench` measures local clusters against.
+go_install kwokctl "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwokctl
 
 # controller-gen is pinned by hack/tools/go.mod (a tool directive).
 cg_version=$(cd hack/tools && go list -m -f '{{.Version}}' sigs.k8s.io/controller-tools)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -16,6 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -61,17 +64,31 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if err != nil {
 		return fmt.Errorf("create controller manager: %w", err)
 	}
+	localProvider := &local.Provider{Root: h.layout.Clusters(), BinDir: h.opts.BinDir, Convoy: h.opts.ConvoyBinary, Log: h.log.With("provider", "local")}
 	providers := map[v1alpha1.ProviderName]provider.Provider{}
 	for _, p := range []provider.Provider{
-		&local.Provider{Root: h.layout.Clusters(), BinDir: h.opts.BinDir, Convoy: h.opts.ConvoyBinary, Log: h.log.With("provider", "local")},
+		localProvider,
 		&importer.Provider{Client: mgr.GetClient(), Namespace: clustercontroller.SystemNamespace},
 	} {
 		providers[p.Name()] = p
+	}
+	changes := make(chan event.TypedGenericEvent[*v1alpha1.Cluster], 64)
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		localProvider.Watch(ctx, func(name string) {
+			select {
+			case changes <- event.TypedGenericEvent[*v1alpha1.Cluster]{Object: &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name}}}:
+			case <-ctx.Done():
+			}
+		})
+		return nil
+	})); err != nil {
+		return err
 	}
 	if err := (&clustercontroller.Reconciler{
 		Client:    mgr.GetClient(),
 		Providers: providers,
 		Recorder:  mgr.GetEventRecorder("convoy-hub"),
+		Changes:   changes,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up cluster controller: %w", err)
 	}

@@ -21,7 +21,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/provider"
@@ -46,17 +49,23 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	// Resync is how often a Ready cluster is observed again. Zero means 10s.
 	Resync time.Duration
+	// Changes, when set, names clusters whose provider saw something change (a process
+	// crashed), so that they are reconciled at once.
+	Changes <-chan event.TypedGenericEvent[*v1alpha1.Cluster]
 }
 
 // SetupWithManager registers the reconciler with mgr.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.Cluster{}).
 		Named("cluster").
 		// Creating, draining and stopping clusters take seconds; one slow cluster must not
 		// hold up the others.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
-		Complete(r)
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4})
+	if r.Changes != nil {
+		b = b.WatchesRawSource(source.Channel(r.Changes, &handler.TypedEnqueueRequestForObject[*v1alpha1.Cluster]{}))
+	}
+	return b.Complete(r)
 }
 
 // Reconcile brings one Cluster toward its spec. It is idempotent and safe to rerun after a
@@ -131,7 +140,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	}
 	ready := r.report(c, p, st, acting, before.Status.Phase)
 	if !ready {
-		return ctrl.Result{RequeueAfter: time.Second}, nil
+		// Provisioning moves in steps of a second or less; look again soon.
+		return ctrl.Result{RequeueAfter: 250 * time.Millisecond}, nil
 	}
 	return ctrl.Result{RequeueAfter: r.resync()}, nil
 }

@@ -296,3 +296,39 @@ func tail(path string) string {
 	}
 	return strings.TrimSpace(string(raw))
 }
+
+// Watch calls notify with a cluster's name whenever its runtime starts or stops or reports a
+// change in its components (a crash, a restart), so that the hub reacts within a second
+// instead of at its next periodic look. It polls the cluster directories until ctx ends.
+func (p *Provider) Watch(ctx context.Context, notify func(cluster string)) {
+	type seen struct {
+		running bool
+		status  time.Time
+	}
+	last := map[string]seen{}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		entries, _ := os.ReadDir(p.Root)
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			d := p.dir(e.Name())
+			var now seen
+			_, now.running = kubeproc.LockHolder(d.lock())
+			if st, err := os.Stat(d.status()); err == nil {
+				now.status = st.ModTime()
+			}
+			if before, ok := last[e.Name()]; ok && before != now {
+				notify(e.Name())
+			}
+			last[e.Name()] = now
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

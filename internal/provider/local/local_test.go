@@ -2,10 +2,13 @@ package local_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -81,5 +84,118 @@ func TestAvailableVersions(t *testing.T) {
 	err := p.Validate(context.Background(), &v1alpha1.Cluster{Spec: v1alpha1.ClusterSpec{KubernetesVersion: "v1.35.0"}})
 	if err == nil || !strings.Contains(err.Error(), "available: v1.36.3, "+version.Kubernetes) {
 		t.Errorf("Validate of an unknown version: %v", err)
+	}
+}
+
+// TestUpgradeRollsTheControlPlane checks the mechanics of Upgrade: the API server,
+// controller-manager and scheduler restart on the new version's binaries, one at a time,
+// while kine and kwok, and with them the data and nodes, stay up. Only one Kubernetes version
+// is built here, so the "new version" directory holds the same binaries under another name;
+// what is checked is which binaries run, not what version they report.
+func TestUpgradeRollsTheControlPlane(t *testing.T) {
+	t.Parallel()
+	real := hubtest.BinDir(t)
+	bin := t.TempDir()
+	for _, name := range []string{"kine", "kwok", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		must(t, os.Symlink(filepath.Join(real, name), filepath.Join(bin, name)))
+	}
+	next := filepath.Join(bin, "kubernetes", "v1.99.0")
+	must(t, os.MkdirAll(next, 0o755))
+	for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		must(t, os.Symlink(filepath.Join(real, name), filepath.Join(next, name)))
+	}
+	root := t.TempDir()
+	p := &local.Provider{Root: root, BinDir: bin, Convoy: hubtest.ConvoyBinary(t), Log: hubtest.Logger(t)}
+	t.Cleanup(func() { _ = p.Delete(context.Background(), "up") })
+	ctx := context.Background()
+	c := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "up"}, Spec: v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderLocal, NodePools: []v1alpha1.NodePool{{Name: "default", Count: 1}}}}
+	must(t, p.Create(ctx, c))
+	waitReady(t, p, c, 1)
+	must(t, p.ScalePools(ctx, c))
+	waitReady(t, p, c, 1)
+	before := components(t, root, "up")
+
+	c.Spec.KubernetesVersion = "v1.99.0"
+	must(t, p.Upgrade(ctx, c))
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		now := components(t, root, "up")
+		if strings.HasPrefix(argv0(now["kube-scheduler"]), next) && now["kube-scheduler"] != before["kube-scheduler"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the control plane did not move to %s: %v", next, now)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	now := components(t, root, "up")
+	for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
+		if now[name] == before[name] || !strings.HasPrefix(argv0(now[name]), next) {
+			t.Errorf("%s was not restarted on the new binaries (pid %d, %s)", name, now[name], argv0(now[name]))
+		}
+	}
+	for _, name := range []string{"kine", "kwok"} {
+		if now[name] != before[name] {
+			t.Errorf("%s restarted during the upgrade (pid %d -> %d)", name, before[name], now[name])
+		}
+	}
+	waitReady(t, p, c, 1)
+	// A second Upgrade to the same version changes nothing.
+	must(t, p.Upgrade(ctx, c))
+	if again := components(t, root, "up"); again["kube-apiserver"] != now["kube-apiserver"] {
+		t.Errorf("a repeated Upgrade restarted the API server")
+	}
+}
+
+func waitReady(t *testing.T, p *local.Provider, c *v1alpha1.Cluster, nodes int32) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		st, err := p.Status(context.Background(), c)
+		if err == nil && st.APIReady && (st.Nodes.Ready == nodes || st.Nodes.Total == 0) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not ready: %+v, %v", st, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// components reads the running components' pids from the runtime's status file.
+func components(t *testing.T, root, name string) map[string]int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root, name, "status.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Components []struct {
+			Name    string `json:"name"`
+			PID     int    `json:"pid"`
+			Running bool   `json:"running"`
+		} `json:"components"`
+	}
+	must(t, json.Unmarshal(raw, &st))
+	out := map[string]int{}
+	for _, c := range st.Components {
+		if c.Running {
+			out[c.Name] = c.PID
+		}
+	}
+	return out
+}
+
+func argv0(pid int) string {
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	a, _, _ := strings.Cut(string(raw), "\x00")
+	return a
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
