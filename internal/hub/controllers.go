@@ -65,12 +65,30 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		return fmt.Errorf("create controller manager: %w", err)
 	}
 	localProvider := &local.Provider{Root: h.layout.Clusters(), BinDir: h.opts.BinDir, Convoy: h.opts.ConvoyBinary, Log: h.log.With("provider", "local")}
+	if !h.opts.SkipTemplates {
+		localProvider.Templates = h.layout.Templates()
+	}
 	providers := map[v1alpha1.ProviderName]provider.Provider{}
 	for _, p := range []provider.Provider{
 		localProvider,
 		&importer.Provider{Client: mgr.GetClient(), Namespace: clustercontroller.SystemNamespace},
 	} {
 		providers[p.Name()] = p
+	}
+	// Datastore templates make new local clusters start faster; making them costs one API
+	// server start per version, in the background, after the hub is ready.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if h.opts.SkipTemplates {
+			return nil
+		}
+		for _, v := range local.AvailableVersions(h.opts.BinDir) {
+			if err := local.EnsureTemplate(ctx, h.layout.Templates(), h.opts.BinDir, v, h.log); err != nil && ctx.Err() == nil {
+				h.log.Warn("no datastore template; new local clusters start from an empty datastore", "version", v, "err", err)
+			}
+		}
+		return nil
+	})); err != nil {
+		return err
 	}
 	changes := make(chan event.TypedGenericEvent[*v1alpha1.Cluster], 64)
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

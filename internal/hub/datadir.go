@@ -38,6 +38,9 @@ func (l Layout) Run() string { return filepath.Join(l.Dir, "run") }
 // Clusters holds one directory per local cluster.
 func (l Layout) Clusters() string { return filepath.Join(l.Dir, "clusters") }
 
+// Templates holds the local clusters' datastore templates, one per Kubernetes version.
+func (l Layout) Templates() string { return filepath.Join(l.Dir, "templates") }
+
 // Internal holds kubeconfigs of the hub's own components.
 func (l Layout) Internal() string { return filepath.Join(l.Dir, "internal") }
 
@@ -96,5 +99,5 @@ func saveState(l Layout, s state) error {
 	if err != nil {
 		return err
 	}
-	return kubeproc.WriteFileAtomic(l.State(), append(raw, '\n'), 0o644)
+	return kubeproc.WriteFileDurable(l.State(), append(raw, '\n'), 0o644)
 }

@@ -62,6 +62,9 @@ type Options struct {
 	HealthAddr string
 	// StepTimeout bounds each start-up step, such as waiting for the API server. Zero means 60s.
 	StepTimeout time.Duration
+	// SkipTemplates turns off the datastore templates that make new local clusters start
+	// faster (tests that make few clusters save the CPU).
+	SkipTemplates bool
 	// ConvoyBinary is the convoy executable, which runs each local cluster as
 	// `convoy local-runtime`. Empty means this process's own executable.
 	ConvoyBinary string

@@ -57,6 +57,7 @@ func Start(t testing.TB, opts ...func(*hub.Options)) *Hub {
 		APIServerPort: port,
 		HealthAddr:    "127.0.0.1:0",
 		ConvoyBinary:  ConvoyBinary(t),
+		SkipTemplates: true,
 		Log:           Logger(t),
 	}
 	for _, f := range opts {

@@ -81,9 +81,11 @@ func (c KineConfig) Args() []string {
 	return args
 }
 
-// SQLiteEndpoint is kine's endpoint for a SQLite database file at path.
+// SQLiteEndpoint is kine's endpoint for a SQLite database file at path, with kine's own
+// default parameters (WAL, synchronous=NORMAL: a committed write survives a crash of any
+// process; only a power loss may take the last ones).
 func SQLiteEndpoint(path string) string {
-	return "sqlite://" + path + "?_journal=WAL&cache=shared&_busy_timeout=30000"
+	return "sqlite://" + path + "?_journal_mode=WAL&_busy_timeout=30000&_synchronous=NORMAL&_txlock=immediate&_stmt_cache_size=20&cache=shared"
 }
 
 // APIServerConfig is the configuration of one kube-apiserver.

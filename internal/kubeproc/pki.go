@@ -64,7 +64,7 @@ func LoadOrCreateCA(dir, commonName string) (*CA, error) {
 		return nil, fmt.Errorf("sign CA: %w", err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writePair(certPath, keyPath, certPEM, key); err != nil {
+	if err := writePair(certPath, keyPath, certPEM, key, WriteFileDurable); err != nil {
 		return nil, err
 	}
 	cert, _ := x509.ParseCertificate(der)
@@ -133,7 +133,7 @@ func (ca *CA) LoadOrIssue(dir string, req CertRequest) (KeyPair, error) {
 	if kp.KeyPEM, err = encodeKey(key); err != nil {
 		return kp, err
 	}
-	return kp, writePair(kp.CertPath, kp.KeyPath, kp.CertPEM, key)
+	return kp, writePair(kp.CertPath, kp.KeyPath, kp.CertPEM, key, WriteFileAtomic)
 }
 
 // fits reports whether cert was signed by ca, says what req asks for, and is not near expiry.
@@ -176,11 +176,11 @@ func LoadOrCreateSigningKey(dir, name string) (keyPath, pubPath string, err erro
 	if err != nil {
 		return "", "", fmt.Errorf("encode %s public key: %w", name, err)
 	}
-	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := WriteFileDurable(keyPath, keyPEM, 0o600); err != nil {
 		return "", "", err
 	}
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
-	return keyPath, pubPath, WriteFileAtomic(pubPath, pubPEM, 0o644)
+	return keyPath, pubPath, WriteFileDurable(pubPath, pubPEM, 0o644)
 }
 
 func serial() *big.Int {
@@ -231,21 +231,33 @@ func encodeKey(key crypto.Signer) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-func writePair(certPath, keyPath string, certPEM []byte, key crypto.Signer) error {
+func writePair(certPath, keyPath string, certPEM []byte, key crypto.Signer, write func(string, []byte, os.FileMode) error) error {
 	keyPEM, err := encodeKey(key)
 	if err != nil {
 		return err
 	}
 	// The key goes first: a certificate on disk without its key would look like a broken pair.
-	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := write(keyPath, keyPEM, 0o600); err != nil {
 		return err
 	}
-	return WriteFileAtomic(certPath, certPEM, 0o644)
+	return write(certPath, certPEM, 0o644)
 }
 
-// WriteFileAtomic replaces path with data, so that a crash leaves the old or the new file,
-// never half of one.
+// WriteFileAtomic replaces path with data through a rename, so that a crash of any process
+// leaves the old or the new file, never half of one. It does not fsync: after a power loss
+// the file may be empty, so use it for what can be made again (leaf certificates,
+// kubeconfigs, status); WriteFileDurable is for what cannot.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, false)
+}
+
+// WriteFileDurable is WriteFileAtomic plus an fsync before the rename, for files that cannot
+// be made again without breaking trust, such as a CA key.
+func WriteFileDurable(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, true)
+}
+
+func writeFile(path string, data []byte, perm os.FileMode, durable bool) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
 	}
@@ -254,22 +266,20 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(perm)
 	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	if err == nil && durable {
+		err = tmp.Sync()
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

@@ -74,7 +74,7 @@ func failedChecks(body string) string {
 func poll(ctx context.Context, proc *Process, timeout time.Duration, check func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
 	var last error
 	for {

@@ -141,7 +141,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	ready := r.report(c, p, st, acting, before.Status.Phase)
 	if !ready {
 		// Provisioning moves in steps of a second or less; look again soon.
-		return ctrl.Result{RequeueAfter: 250 * time.Millisecond}, nil
+		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 	return ctrl.Result{RequeueAfter: r.resync()}, nil
 }

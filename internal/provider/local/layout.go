@@ -7,6 +7,9 @@ import (
 	"os"
 	"path/filepath"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
 
@@ -34,6 +37,21 @@ type config struct {
 	// BinDir holds the binaries of the default Kubernetes version; other versions are in
 	// BinDir/kubernetes/VERSION.
 	BinDir string `json:"binDir"`
+	// Region, Zones and NodePools shape the cluster's nodes.
+	Region    string              `json:"region,omitempty"`
+	Zones     []string            `json:"zones,omitempty"`
+	NodePools []v1alpha1.NodePool `json:"nodePools,omitempty"`
+}
+
+// cluster is the Cluster that config describes, for desiredNodes.
+func (c config) cluster() *v1alpha1.Cluster {
+	return &v1alpha1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{Name: c.Name},
+		Spec: v1alpha1.ClusterSpec{
+			Provider: v1alpha1.ProviderLocal, KubernetesVersion: c.KubernetesVersion,
+			Region: c.Region, Zones: c.Zones, NodePools: c.NodePools,
+		},
+	}
 }
 
 // ports are the loopback ports a runtime chose; kept so that kubeconfigs stay valid.
@@ -48,6 +66,8 @@ type runtimeStatus struct {
 	Phase      string            `json:"phase"`
 	Version    string            `json:"version"`
 	Components []kubeproc.Status `json:"components"`
+	// NodesError is why the nodes do not match the config yet, if they failed to.
+	NodesError string `json:"nodesError,omitempty"`
 }
 
 func readJSON(path string, v any) error {

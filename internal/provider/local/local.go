@@ -17,11 +17,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -40,6 +42,8 @@ type Provider struct {
 	BinDir string
 	// Convoy is the convoy executable, which runs each cluster as `convoy local-runtime`.
 	Convoy string
+	// Templates holds datastore templates (see EnsureTemplate); empty means none.
+	Templates string
 	// Log receives the provider's logs.
 	Log *slog.Logger
 
@@ -81,7 +85,10 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	var cfg config
 	switch err := readJSON(d.config(), &cfg); {
 	case errors.Is(err, os.ErrNotExist):
-		cfg = config{Name: c.Name, KubernetesVersion: versionOf(c)}
+		cfg = config{Name: c.Name, KubernetesVersion: versionOf(c), Region: c.Spec.Region, Zones: c.Spec.Zones, NodePools: c.Spec.NodePools}
+		if err := seedDatastore(p.Templates, cfg.KubernetesVersion, d); err != nil {
+			return fmt.Errorf("seed datastore: %w", err)
+		}
 	case err != nil:
 		return err
 	}
@@ -140,6 +147,33 @@ func (p *Provider) startRuntime(ctx context.Context, d dir) error {
 	}
 }
 
+// ScalePools records the wanted node pools and asks the runtime to make the nodes match; the
+// runtime adds nodes and drains surplus ones. Status shows when it is done.
+func (p *Provider) ScalePools(_ context.Context, c *v1alpha1.Cluster) error {
+	d := p.dir(c.Name)
+	var cfg config
+	if err := readJSON(d.config(), &cfg); err != nil {
+		return err
+	}
+	if equality.Semantic.DeepEqual(cfg.NodePools, c.Spec.NodePools) && cfg.Region == c.Spec.Region && slices.Equal(cfg.Zones, c.Spec.Zones) {
+		return nil
+	}
+	cfg.Region, cfg.Zones, cfg.NodePools = c.Spec.Region, c.Spec.Zones, c.Spec.NodePools
+	if err := writeJSON(d.config(), cfg); err != nil {
+		return err
+	}
+	return signalRuntime(d)
+}
+
+// signalRuntime tells a running runtime to re-read its config. A stopped one reads it when
+// Create starts it.
+func signalRuntime(d dir) error {
+	if pid, held := kubeproc.LockHolder(d.lock()); held && pid > 0 {
+		return syscall.Kill(pid, syscall.SIGHUP)
+	}
+	return nil
+}
+
 // Upgrade records the new version and asks the runtime to roll its components onto it.
 func (p *Provider) Upgrade(_ context.Context, c *v1alpha1.Cluster) error {
 	d := p.dir(c.Name)
@@ -158,10 +192,7 @@ func (p *Provider) Upgrade(_ context.Context, c *v1alpha1.Cluster) error {
 	if err := writeJSON(d.config(), cfg); err != nil {
 		return err
 	}
-	if pid, held := kubeproc.LockHolder(d.lock()); held && pid > 0 {
-		return syscall.Kill(pid, syscall.SIGHUP)
-	}
-	return nil // not running: Create starts it on the new version
+	return signalRuntime(d)
 }
 
 // Delete stops the cluster's runtime, which stops its components, and removes its directory.
@@ -299,14 +330,15 @@ func tail(path string) string {
 
 // Watch calls notify with a cluster's name whenever its runtime starts or stops or reports a
 // change in its components (a crash, a restart), so that the hub reacts within a second
-// instead of at its next periodic look. It polls the cluster directories until ctx ends.
+// instead of at its next periodic look. It polls the cluster directories five times a second
+// (a stat and a lock probe each) until ctx ends.
 func (p *Provider) Watch(ctx context.Context, notify func(cluster string)) {
 	type seen struct {
 		running bool
 		status  time.Time
 	}
 	last := map[string]seen{}
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		entries, _ := os.ReadDir(p.Root)

@@ -153,7 +153,7 @@ func waitReady(t *testing.T, p *local.Provider, c *v1alpha1.Cluster, nodes int32
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		st, err := p.Status(context.Background(), c)
-		if err == nil && st.APIReady && (st.Nodes.Ready == nodes || st.Nodes.Total == 0) {
+		if err == nil && st.APIReady && st.Nodes.Ready == nodes {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -197,5 +197,35 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDatastoreTemplate makes a template and starts a cluster from it.
+func TestDatastoreTemplate(t *testing.T) {
+	t.Parallel()
+	p := newProvider(t)
+	p.Templates = t.TempDir()
+	ctx := context.Background()
+	must(t, local.EnsureTemplate(ctx, p.Templates, p.BinDir, version.Kubernetes, p.Log))
+	tmpl := filepath.Join(p.Templates, version.Kubernetes, "state.db")
+	info, err := os.Stat(tmpl)
+	if err != nil || info.Size() == 0 {
+		t.Fatalf("no template database: %v", err)
+	}
+	must(t, local.EnsureTemplate(ctx, p.Templates, p.BinDir, version.Kubernetes, p.Log)) // a second call keeps it
+	if again, _ := os.Stat(tmpl); !again.ModTime().Equal(info.ModTime()) {
+		t.Error("a second EnsureTemplate made the template again")
+	}
+
+	c := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "seeded"}, Spec: v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderLocal, NodePools: []v1alpha1.NodePool{{Name: "default", Count: 2}}}}
+	t.Cleanup(func() { _ = p.Delete(context.Background(), c.Name) })
+	must(t, p.Create(ctx, c))
+	if _, err := os.Stat(filepath.Join(p.Root, "seeded", "db", "state.db")); err != nil {
+		t.Fatalf("the new cluster's datastore was not seeded: %v", err)
+	}
+	waitReady(t, p, c, 2)
+	if entries, _ := filepath.Glob(filepath.Join(p.Templates, ".making-*")); len(entries) != 0 {
+		t.Errorf("scratch directories left: %v", entries)
 	}
 }

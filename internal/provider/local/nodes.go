@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -100,13 +101,10 @@ func orInt(v, def int32) int32 {
 	return v
 }
 
-// ScalePools makes the member's kwok nodes match spec.nodePools.
-func (p *Provider) ScalePools(ctx context.Context, c *v1alpha1.Cluster) error {
-	m, err := p.client(c.Name)
-	if err != nil {
-		return err
-	}
-	cs := m.client
+// syncNodes makes the cluster's kwok nodes match c's node pools: it applies missing or changed
+// nodes, then drains and deletes surplus ones, highest index first. The runtime runs it, so
+// that nodes join as soon as the API server is ready, as kubelets would, hub or no hub.
+func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster, log *slog.Logger) error {
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: provider.LabelPool})
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
@@ -126,7 +124,6 @@ func (p *Provider) ScalePools(ctx context.Context, c *v1alpha1.Cluster) error {
 			return err
 		}
 	}
-	// Remove surplus nodes, highest index first, each drained before it goes.
 	var surplus []string
 	for name := range have {
 		if !wanted[name] {
@@ -138,7 +135,7 @@ func (p *Provider) ScalePools(ctx context.Context, c *v1alpha1.Cluster) error {
 		if err := drainAndDelete(ctx, cs, name); err != nil {
 			return err
 		}
-		p.Log.Info("node removed", "cluster", c.Name, "node", name)
+		log.Info("node removed", "node", name)
 	}
 	return nil
 }

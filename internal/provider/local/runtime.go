@@ -13,6 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
 
@@ -24,20 +27,23 @@ type Runtime struct {
 	dir dir
 	log *slog.Logger
 
-	mu     sync.Mutex
-	cfg    config
-	procs  map[string]*kubeproc.Process
-	order  []string
-	phase  string
-	pki    *kubeproc.PKI
-	ports  ports
-	lastSt []byte
+	mu       sync.Mutex
+	cfg      config
+	procs    map[string]*kubeproc.Process
+	order    []string
+	phase    string
+	nodesErr string
+	pki      *kubeproc.PKI
+	ports    ports
+	lastSt   []byte
+
+	nodes chan struct{} // asks the node loop to sync the nodes
 }
 
 // RunRuntime runs the cluster in clusterDir until ctx ends. A value on reload makes it re-read
 // its config and move the control plane to a new Kubernetes version if that changed.
 func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, log *slog.Logger) error {
-	r := &Runtime{dir: dir(clusterDir), log: log, procs: map[string]*kubeproc.Process{}}
+	r := &Runtime{dir: dir(clusterDir), log: log, procs: map[string]*kubeproc.Process{}, nodes: make(chan struct{}, 1)}
 	if err := readJSON(r.dir.config(), &r.cfg); err != nil {
 		return fmt.Errorf("read cluster config: %w", err)
 	}
@@ -73,6 +79,12 @@ func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, 
 	r.setPhase("running")
 	r.log.Info("local cluster running", "apiserver", r.endpoint())
 
+	nctx, stopNodes := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { r.nodeLoop(nctx) })
+	defer func() { stopNodes(); wg.Wait() }()
+	r.syncNodesSoon()
+
 	for {
 		select {
 		case <-ctx.Done():
@@ -83,6 +95,62 @@ func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, 
 			}
 		}
 	}
+}
+
+func (r *Runtime) syncNodesSoon() {
+	select {
+	case r.nodes <- struct{}{}:
+	default:
+	}
+}
+
+// nodeLoop makes the nodes match the config whenever asked, and retries every two seconds
+// while it cannot (API server down, a drain blocked by a PodDisruptionBudget).
+func (r *Runtime) nodeLoop(ctx context.Context) {
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.nodes:
+		case <-retry:
+		}
+		err := r.syncNodes(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		r.mu.Lock()
+		r.nodesErr = ""
+		if err != nil {
+			r.nodesErr = err.Error()
+		}
+		r.mu.Unlock()
+		r.writeStatus()
+		retry = nil
+		if err != nil {
+			r.log.Warn("nodes not in step yet; retrying", "err", err)
+			retry = time.After(2 * time.Second)
+		}
+	}
+}
+
+func (r *Runtime) syncNodes(ctx context.Context) error {
+	raw, err := os.ReadFile(r.dir.kubeconfig())
+	if err != nil {
+		return err
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(raw)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	c := r.cfg.cluster()
+	r.mu.Unlock()
+	return syncNodes(ctx, cs, c, r.log)
 }
 
 func (r *Runtime) setPhase(p string) {
@@ -189,32 +257,51 @@ func (r *Runtime) components() ([]component, error) {
 	return comps, errors.Join(errs...)
 }
 
-// startAll starts the components in order, waiting for kine and the API server to answer
-// before starting what needs them. A component that fails to get ready is left to its
+// startAll starts kine and waits until it answers (an API server that starts first backs off
+// for a second or more), then the API server together with kwok (which retries until the API
+// server answers, so that it is ready for the first nodes), waits until the API server is
+// ready, then starts the controller-manager and scheduler, which would only compete with the
+// API server for CPU while it starts. A component that fails to get ready is left to its
 // supervisor, which keeps restarting it; the status file shows why.
 func (r *Runtime) startAll(ctx context.Context) error {
 	comps, err := r.components()
 	if err != nil {
 		return err
 	}
+	byName := map[string]component{}
 	for _, c := range comps {
-		r.setPhase("starting " + c.name)
-		p, err := r.start(c)
+		byName[c.name] = c
+	}
+	r.setPhase("starting kine")
+	kine, err := r.start(byName[kubeproc.Kine])
+	if err != nil {
+		return err
+	}
+	if err := kubeproc.WaitTCP(ctx, "127.0.0.1:"+strconv.Itoa(r.ports.Kine), kine, time.Minute); err != nil {
+		r.log.Error("kine not ready", "err", err)
+	}
+	r.setPhase("starting kube-apiserver and kwok")
+	var apiserver *kubeproc.Process
+	for _, name := range []string{kubeproc.KubeAPIServer, kubeproc.Kwok} {
+		p, err := r.start(byName[name])
 		if err != nil {
 			return err
 		}
-		switch c.name {
-		case kubeproc.Kine:
-			if err := kubeproc.WaitTCP(ctx, "127.0.0.1:"+strconv.Itoa(r.ports.Kine), p, time.Minute); err != nil {
-				r.log.Error("kine not ready", "err", err)
-			}
-		case kubeproc.KubeAPIServer:
-			if err := r.waitAPIServer(ctx, p); err != nil {
-				r.log.Error("kube-apiserver not ready", "err", err)
-			}
+		if name == kubeproc.KubeAPIServer {
+			apiserver = p
 		}
-		if ctx.Err() != nil {
-			return nil
+	}
+	r.setPhase("waiting for kube-apiserver")
+	if err := r.waitAPIServer(ctx, apiserver); err != nil {
+		r.log.Error("kube-apiserver not ready", "err", err)
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	r.setPhase("starting kube-controller-manager and kube-scheduler")
+	for _, name := range []string{kubeproc.KubeControllerManager, kubeproc.KubeScheduler} {
+		if _, err := r.start(byName[name]); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -266,11 +353,14 @@ func (r *Runtime) reload(ctx context.Context) error {
 	if err := readJSON(r.dir.config(), &cfg); err != nil {
 		return err
 	}
-	if cfg.KubernetesVersion == r.cfg.KubernetesVersion {
-		return nil
-	}
+	r.mu.Lock()
 	from := r.cfg.KubernetesVersion
 	r.cfg = cfg
+	r.mu.Unlock()
+	r.syncNodesSoon()
+	if cfg.KubernetesVersion == from {
+		return nil
+	}
 	comps, err := r.components()
 	if err != nil {
 		return err
@@ -321,7 +411,7 @@ func (r *Runtime) reportStatus() (stop func()) {
 func (r *Runtime) writeStatus() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := runtimeStatus{PID: os.Getpid(), Phase: r.phase, Version: r.cfg.KubernetesVersion}
+	st := runtimeStatus{PID: os.Getpid(), Phase: r.phase, Version: r.cfg.KubernetesVersion, NodesError: r.nodesErr}
 	for _, name := range r.order {
 		p := r.procs[name]
 		cs := p.Status()

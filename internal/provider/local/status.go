@@ -34,6 +34,9 @@ func (p *Provider) Status(ctx context.Context, c *v1alpha1.Cluster) (provider.St
 		return st, err
 	}
 	st.Progress = rs.Phase
+	if rs.NodesError != "" {
+		st.Progress = "nodes: " + rs.NodesError
+	}
 	m, err := p.client(c.Name)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
