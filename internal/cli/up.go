@@ -110,14 +110,18 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 	if err := getObjects(ctx, hc, &getOptions{output: "table"}, "", labels.Everything(), &v1alpha1.ClusterList{}, &v1alpha1.Cluster{}, out, clusterTable); err != nil {
 		return err
 	}
+	self := "convoy"
+	if strings.Contains(os.Args[0], "/") {
+		self = os.Args[0] // as the user called it, for example bin/convoy
+	}
 	fmt.Fprintf(out, `
 Next:
   export KUBECONFIG=%[1]s      # the hub
-  convoy cluster list
-  convoy cluster kubeconfig us-east > us-east.kubeconfig
+  kubectl get clusters
+  %[3]s cluster kubeconfig us-east > us-east.kubeconfig
   kubectl --kubeconfig us-east.kubeconfig get nodes
-  convoy down                    # stop everything (--purge also removes %[2]s)
-`, layout.Kubeconfig(), dataDir)
+  %[3]s down                    # stop everything (--purge also removes %[2]s)
+`, layout.Kubeconfig(), dataDir, self)
 	return nil
 }
 

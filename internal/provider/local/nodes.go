@@ -103,11 +103,13 @@ func orInt(v, def int32) int32 {
 
 // syncNodes makes the cluster's kwok nodes match c's node pools: it applies missing or changed
 // nodes, then drains and deletes surplus ones, highest index first. The runtime runs it, so
-// that nodes join as soon as the API server is ready, as kubelets would, hub or no hub.
-func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster, log *slog.Logger) error {
+// that nodes join as soon as the API server is ready, as kubelets would, hub or no hub. It
+// reports whether it changed anything: kwok initialises a new node's status from what it read,
+// which can be older than the provider's capacity, so a changed set is checked again.
+func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster, log *slog.Logger) (changed bool, err error) {
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: provider.LabelPool})
 	if err != nil {
-		return fmt.Errorf("list nodes: %w", err)
+		return false, fmt.Errorf("list nodes: %w", err)
 	}
 	have := map[string]*corev1.Node{}
 	for i := range nodes.Items {
@@ -120,8 +122,9 @@ func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster
 		if n, ok := have[w.name]; ok && matches(n, w) {
 			continue
 		}
+		changed = true
 		if err := applyNode(ctx, cs, w); err != nil {
-			return err
+			return changed, err
 		}
 	}
 	var surplus []string
@@ -132,12 +135,13 @@ func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster
 	}
 	slices.SortFunc(surplus, func(a, b string) int { return strings.Compare(b, a) })
 	for _, name := range surplus {
+		changed = true
 		if err := drainAndDelete(ctx, cs, name); err != nil {
-			return err
+			return changed, err
 		}
 		log.Info("node removed", "node", name)
 	}
-	return nil
+	return changed, nil
 }
 
 // matches reports whether node n already has shape w.

@@ -115,7 +115,7 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 		case <-r.nodes:
 		case <-retry:
 		}
-		err := r.syncNodes(ctx)
+		changed, err := r.syncNodes(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -126,26 +126,30 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		r.writeStatus()
-		retry = nil
-		if err != nil {
+		switch {
+		case err != nil:
 			r.log.Warn("nodes not in step yet; retrying", "err", err)
 			retry = time.After(2 * time.Second)
+		case changed:
+			retry = time.After(time.Second) // look once more (see syncNodes)
+		default:
+			retry = nil
 		}
 	}
 }
 
-func (r *Runtime) syncNodes(ctx context.Context) error {
+func (r *Runtime) syncNodes(ctx context.Context) (bool, error) {
 	raw, err := os.ReadFile(r.dir.kubeconfig())
 	if err != nil {
-		return err
+		return false, err
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(raw)
 	if err != nil {
-		return err
+		return false, err
 	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return err
+		return false, err
 	}
 	r.mu.Lock()
 	c := r.cfg.cluster()
