@@ -482,3 +482,79 @@ func TestUpAndDown(t *testing.T) {
 		t.Errorf("data dir left after --purge: %v", err)
 	}
 }
+
+// TestMemberProcessCrashesAreRestarted kills a member's scheduler, then the member's whole
+// runtime, and expects both back, with the member's data intact.
+func TestMemberProcessCrashesAreRestarted(t *testing.T) {
+	t.Parallel()
+	f := startFleetHub(t)
+	f.convoy(t, "cluster", "create", "phoenix", "--nodes", "1")
+	dir := filepath.Join(f.dataDir, "clusters", "phoenix")
+	member, _ := f.member(t, "phoenix")
+	ctx := context.Background()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "keep", Namespace: "default"}, Data: map[string]string{"k": "v"}}
+	if _, err := member.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	type component struct {
+		Name     string `json:"name"`
+		PID      int    `json:"pid"`
+		Running  bool   `json:"running"`
+		Restarts int    `json:"restarts"`
+	}
+	status := func() (int, map[string]component) {
+		var st struct {
+			PID        int         `json:"pid"`
+			Components []component `json:"components"`
+		}
+		raw, _ := os.ReadFile(filepath.Join(dir, "status.json"))
+		json.Unmarshal(raw, &st)
+		out := map[string]component{}
+		for _, c := range st.Components {
+			out[c.Name] = c
+		}
+		return st.PID, out
+	}
+
+	// A crashed component is restarted by the cluster's runtime.
+	_, before := status()
+	if err := syscall.Kill(before["kube-scheduler"].PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the scheduler restarted", 30*time.Second, func() (bool, error) {
+		_, now := status()
+		s := now["kube-scheduler"]
+		return s.Running && s.PID != before["kube-scheduler"].PID && s.Restarts == 1, nil
+	})
+
+	// A crashed runtime takes its components along, and the hub starts it again.
+	runtimePID, _ := status()
+	if err := syscall.Kill(runtimePID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a new runtime with every component running", time.Minute, func() (bool, error) {
+		pid, now := status()
+		if pid == runtimePID || len(now) != 5 {
+			return false, nil
+		}
+		for _, c := range now {
+			if !c.Running {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	eventually(t, "phoenix Ready again", time.Minute, func() (bool, error) {
+		out := f.convoy(t, "cluster", "list")
+		return strings.Contains(out, "phoenix") && strings.Contains(out, " Ready "), nil
+	})
+	member, _ = f.member(t, "phoenix")
+	got, err := member.CoreV1().ConfigMaps("default").Get(ctx, "keep", metav1.GetOptions{})
+	if err != nil || got.Data["k"] != "v" {
+		t.Errorf("the member's data did not survive its runtime's crash: %v, %v", got, err)
+	}
+	if nodes := readyNodes(t, member); len(nodes) != 1 {
+		t.Errorf("Ready nodes after the restart: %v", nodes)
+	}
+}
