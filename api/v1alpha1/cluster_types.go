@@ -179,10 +179,15 @@ const (
 const (
 	// ClusterAccepted is True when the hub understood the spec and has a provider for it.
 	ClusterAccepted = "Accepted"
-	// ClusterProvisioned is True when the provider has made the cluster's control plane.
+	// ClusterProvisioned is True when the provider reports the control plane running and in
+	// step with the spec (for local clusters: API server ready, every node Ready).
 	ClusterProvisioned = "Provisioned"
-	// ClusterReadyCondition is True when the cluster answers and its nodes are Ready.
+	// ClusterReadyCondition is True when the cluster's agent heartbeats and reports a healthy
+	// API server: the cluster can take work.
 	ClusterReadyCondition = "Ready"
+	// ClusterUnreachableCondition is True when the agent has joined before but its heartbeat
+	// is older than the hub's grace period.
+	ClusterUnreachableCondition = "Unreachable"
 )
 
 // ClusterStatus is what the hub last observed of the cluster.
@@ -211,11 +216,41 @@ type ClusterStatus struct {
 	// +optional
 	Allocatable corev1.ResourceList `json:"allocatable,omitempty"`
 
+	// Inventory is what the cluster's agent last reported.
+	// +optional
+	Inventory *Inventory `json:"inventory,omitempty"`
+
 	// Conditions say why the cluster is in its phase.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Inventory is the agent's report of its cluster, sent when something changes (at most every
+// few seconds).
+type Inventory struct {
+	// KubernetesVersion the cluster's API server reports.
+	// +optional
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+	// APIHealthy is true when the API server answers /readyz.
+	APIHealthy bool `json:"apiHealthy"`
+	// Nodes counts the nodes.
+	Nodes NodeCounts `json:"nodes"`
+	// Zones are the topology.kubernetes.io/zone values of the Ready nodes.
+	// +optional
+	Zones []string `json:"zones,omitempty"`
+	// Allocatable sums the Ready nodes' allocatable cpu, memory and pods.
+	// +optional
+	Allocatable corev1.ResourceList `json:"allocatable,omitempty"`
+	// Requested sums the requests of the pods that run or wait to run.
+	// +optional
+	Requested corev1.ResourceList `json:"requested,omitempty"`
+	// AgentVersion is the version of the reporting agent.
+	// +optional
+	AgentVersion string `json:"agentVersion,omitempty"`
+	// ReportedAt is when the agent sent this report.
+	ReportedAt metav1.Time `json:"reportedAt"`
 }
 
 // NodeCounts counts a cluster's nodes.

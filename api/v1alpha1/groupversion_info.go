@@ -22,6 +22,7 @@ func AddToScheme(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&Cluster{}, &ClusterList{},
 		&Placement{}, &PlacementList{},
+		&Work{}, &WorkList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
