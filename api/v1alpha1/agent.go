@@ -1,14 +1,19 @@
 package v1alpha1
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // The contract between the hub and a cluster's agent: where the agent's things live on the
 // hub and what they are called.
 const (
 	// ClusterNamespacePrefix starts the name of each cluster's namespace on the hub.
 	ClusterNamespacePrefix = "convoy-cluster-"
-	// AgentServiceAccount is the agent's identity in its cluster's namespace.
-	AgentServiceAccount = "agent"
+	// AnnotationAgentGeneration counts a cluster's agent credentials: revoking moves it on, and
+	// only the current generation's ServiceAccount and bootstrap tokens have any rights, so a
+	// revocation holds at once, even while the API server still caches the old tokens.
+	AnnotationAgentGeneration = "convoy.dev/agent-generation"
 	// AgentLease is the Lease the agent renews as its heartbeat.
 	AgentLease = "agent"
 	// AgentConfigMap holds the settings the hub gives the agent (key heartbeatInterval).
@@ -16,7 +21,7 @@ const (
 	// LabelCluster marks hub objects that belong to one cluster.
 	LabelCluster = "convoy.dev/cluster"
 	// BootstrapGroupPrefix starts the extra group a cluster's bootstrap tokens carry; the
-	// cluster's name follows it.
+	// cluster's name and credential generation follow it (see BootstrapGroup).
 	BootstrapGroupPrefix = "system:bootstrappers:convoy:"
 	// AgentFinalizer holds a Work until its agent has removed (or orphaned) its resources.
 	AgentFinalizer = "convoy.dev/agent"
@@ -32,6 +37,23 @@ const (
 	// otherwise.
 	DefaultHeartbeatInterval = 2 * time.Second
 )
+
+// AgentGeneration is the cluster's current credential generation, 1 when never revoked.
+func AgentGeneration(c *Cluster) int {
+	g, err := strconv.Atoi(c.Annotations[AnnotationAgentGeneration])
+	if err != nil || g < 1 {
+		return 1
+	}
+	return g
+}
+
+// AgentServiceAccount is the name of the agent's ServiceAccount in a credential generation.
+func AgentServiceAccount(generation int) string { return "agent-" + strconv.Itoa(generation) }
+
+// BootstrapGroup is the group of a cluster's bootstrap tokens in a credential generation.
+func BootstrapGroup(cluster string, generation int) string {
+	return BootstrapGroupPrefix + cluster + ":" + strconv.Itoa(generation)
+}
 
 // ClusterNamespace is the hub namespace of a cluster's Works, Lease and agent identity.
 func ClusterNamespace(cluster string) string { return ClusterNamespacePrefix + cluster }

@@ -161,13 +161,14 @@ type NodePool struct {
 }
 
 // ClusterPhase is a one-word summary of a Cluster's state; the conditions say why.
-// +kubebuilder:validation:Enum=Pending;Provisioning;Ready;Updating;Deleting;Failed;Unreachable
+// +kubebuilder:validation:Enum=Pending;Provisioning;Joining;Ready;Updating;Deleting;Failed;Unreachable
 type ClusterPhase string
 
 // The phases a Cluster goes through.
 const (
 	ClusterPending      ClusterPhase = "Pending"
 	ClusterProvisioning ClusterPhase = "Provisioning"
+	ClusterJoining      ClusterPhase = "Joining"
 	ClusterReady        ClusterPhase = "Ready"
 	ClusterUpdating     ClusterPhase = "Updating"
 	ClusterDeleting     ClusterPhase = "Deleting"
@@ -256,9 +257,11 @@ type Inventory struct {
 // NodeCounts counts a cluster's nodes.
 type NodeCounts struct {
 	// Total nodes registered.
-	Total int32 `json:"total"`
+	// +optional
+	Total int32 `json:"total,omitempty"`
 	// Ready nodes.
-	Ready int32 `json:"ready"`
+	// +optional
+	Ready int32 `json:"ready,omitempty"`
 }
 
 // ClusterList is a list of Clusters.

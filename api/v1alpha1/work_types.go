@@ -131,12 +131,18 @@ type ResourceStatus struct {
 
 // WorkSummary counts the resources by state.
 type WorkSummary struct {
-	Total     int32 `json:"total"`
-	Applied   int32 `json:"applied"`
-	Available int32 `json:"available"`
-	Failed    int32 `json:"failed"`
-	Drifted   int32 `json:"drifted"`
-	Deleting  int32 `json:"deleting"`
+	// +optional
+	Total int32 `json:"total,omitempty"`
+	// +optional
+	Applied int32 `json:"applied,omitempty"`
+	// +optional
+	Available int32 `json:"available,omitempty"`
+	// +optional
+	Failed int32 `json:"failed,omitempty"`
+	// +optional
+	Drifted int32 `json:"drifted,omitempty"`
+	// +optional
+	Deleting int32 `json:"deleting,omitempty"`
 }
 
 // Condition types on a Work.

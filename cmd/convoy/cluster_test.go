@@ -40,6 +40,17 @@ func startFleetHub(t *testing.T) *fleetHub {
 	port, _ := kubeproc.FreePort()
 	dataDir := t.TempDir()
 	t.Cleanup(func() {
+		if t.Failed() {
+			// The agents' logs say what the members saw.
+			logs, _ := filepath.Glob(filepath.Join(dataDir, "clusters", "*", "logs", "convoy-agent.log"))
+			for _, l := range logs {
+				raw, _ := os.ReadFile(l)
+				if len(raw) > 6000 {
+					raw = raw[len(raw)-6000:]
+				}
+				t.Logf("%s:\n%s", l, raw)
+			}
+		}
 		out, err := exec.Command(convoyBin, "down", "--data-dir", dataDir).CombinedOutput()
 		if err != nil {
 			t.Errorf("convoy down: %v\n%s", err, out)
@@ -157,6 +168,12 @@ func TestClusterLifecycle(t *testing.T) {
 	if nodes := readyNodes(t, alpha); len(nodes) != 3 {
 		t.Fatalf("alpha has Ready nodes %v, want 3", nodes)
 	}
+	// kwok renews a Lease per node, or the controller-manager would call the nodes NotReady
+	// after 50 s and take their pods' Ready condition away.
+	eventually(t, "a Lease per node", 30*time.Second, func() (bool, error) {
+		leases, err := alpha.CoordinationV1().Leases("kube-node-lease").List(ctx, metav1.ListOptions{})
+		return err == nil && len(leases.Items) == 3, err
+	})
 
 	// A Deployment applied straight to the member runs on its kwok nodes.
 	dep := &appsv1.Deployment{
@@ -535,7 +552,7 @@ func TestMemberProcessCrashesAreRestarted(t *testing.T) {
 	}
 	eventually(t, "a new runtime with every component running", time.Minute, func() (bool, error) {
 		pid, now := status()
-		if pid == runtimePID || len(now) != 5 {
+		if pid == runtimePID || len(now) != 6 {
 			return false, nil
 		}
 		for _, c := range now {

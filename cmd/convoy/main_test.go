@@ -15,11 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/hubtest"
@@ -29,6 +32,7 @@ import (
 var convoyBin string
 
 func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard()) // the tests' clients log nothing worth reading
 	dir, err := os.MkdirTemp("", "convoy-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -124,12 +128,18 @@ func (hp *hubProcess) wait(t *testing.T) error {
 	}
 }
 
-func (hp *hubProcess) client(t *testing.T) client.Client {
+func (hp *hubProcess) restConfig(t *testing.T) *rest.Config {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(hp.dataDir, "kubeconfig"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+func (hp *hubProcess) client(t *testing.T) client.Client {
+	t.Helper()
+	cfg := hp.restConfig(t)
 	c, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
 	if err != nil {
 		t.Fatal(err)

@@ -46,6 +46,8 @@ func newClusterCmd(g *globals) *cobra.Command {
 		newClusterScaleCmd(g),
 		newClusterDeleteCmd(g),
 		newClusterKubeconfigCmd(g),
+		newClusterJoinCmd(g),
+		newClusterRevokeCmd(g),
 	)
 	return cmd
 }
@@ -274,13 +276,14 @@ nodes or version. The hub's own kubeconfig then comes from --hub-kubeconfig or $
 			if err := hc.Patch(ctx, secret, client.MergeFrom(before)); err != nil {
 				return hubError("the hub", err)
 			}
-			res, err := waitClusters(ctx, hc, []string{name}, out, start, 2*time.Minute, isReady)
+			res, err := waitClusters(ctx, hc, []string{name}, out, start, 2*time.Minute, isProvisioned)
 			if err != nil {
 				return err
 			}
 			r := res[name]
 			fmt.Fprintf(out, "Cluster %q imported after %.1fs: Kubernetes %s, %d/%d nodes Ready, API server %s\n",
 				name, r.took.Seconds(), r.cluster.Status.KubernetesVersion, r.cluster.Status.Nodes.Ready, r.cluster.Status.Nodes.Total, r.cluster.Status.Endpoint)
+			fmt.Fprintf(out, "It takes work once its agent runs; get the agent with:\n  convoy cluster join %s | kubectl --kubeconfig %s apply -f -\n", name, kubeconfig)
 			return nil
 		},
 	}

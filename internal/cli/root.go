@@ -72,6 +72,7 @@ an agent on each member cluster applies them and reports back.`,
 		newUpCmd(g),
 		newDownCmd(g),
 		newLocalRuntimeCmd(g),
+		newAgentCmd(g),
 	)
 	return root
 }

@@ -8,6 +8,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -18,6 +19,9 @@ func clusterState(c *v1alpha1.Cluster) string {
 	phase := string(c.Status.Phase)
 	if phase == "" {
 		phase = "Pending"
+	}
+	if cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterProvisioned); cond != nil && cond.Status != metav1.ConditionTrue && cond.Message != "" {
+		return phase + ": " + cond.Message
 	}
 	if cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterReadyCondition); cond != nil && cond.Message != "" {
 		return phase + ": " + cond.Message
@@ -94,9 +98,24 @@ func waitClusters(ctx context.Context, c client.Client, names []string, out io.W
 	}
 }
 
-// isReady reports whether a cluster is Ready for its current spec.
+// isReady reports whether a cluster is Ready (its agent reports it healthy) and provisioned
+// as its current spec says.
 func isReady(cl *v1alpha1.Cluster) bool {
-	return cl != nil && cl.Status.Phase == v1alpha1.ClusterReady && cl.Status.ObservedGeneration == cl.Generation
+	if cl == nil || cl.Status.Phase != v1alpha1.ClusterReady {
+		return false
+	}
+	p := meta.FindStatusCondition(cl.Status.Conditions, v1alpha1.ClusterProvisioned)
+	return p != nil && p.Status == metav1.ConditionTrue && p.ObservedGeneration == cl.Generation
+}
+
+// isProvisioned reports whether the provider has a cluster in line with its current spec,
+// whether or not its agent has joined.
+func isProvisioned(cl *v1alpha1.Cluster) bool {
+	if cl == nil {
+		return false
+	}
+	p := meta.FindStatusCondition(cl.Status.Conditions, v1alpha1.ClusterProvisioned)
+	return p != nil && p.Status == metav1.ConditionTrue && p.ObservedGeneration == cl.Generation
 }
 
 func isGone(cl *v1alpha1.Cluster) bool { return cl == nil }

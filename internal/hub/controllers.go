@@ -7,7 +7,10 @@ import (
 	"io"
 
 	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/clock"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -22,7 +25,10 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/controller/access"
 	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
+	"github.com/convoy-dev/convoy/internal/controller/health"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider"
 	"github.com/convoy-dev/convoy/internal/provider/importer"
 	"github.com/convoy-dev/convoy/internal/provider/local"
@@ -41,7 +47,18 @@ func newScheme() (*runtime.Scheme, error) {
 }
 
 // watched lists the types the hub's controllers watch.
-var watched = []client.Object{&v1alpha1.Cluster{}, &corev1.Secret{}}
+var watched = []client.Object{&v1alpha1.Cluster{}, &corev1.Secret{}, &corev1.ServiceAccount{}, &coordinationv1.Lease{}, &v1alpha1.Work{}}
+
+// clusterLabelled selects the hub objects that belong to one cluster.
+var clusterLabelled = mustSelector(v1alpha1.LabelCluster)
+
+func mustSelector(s string) labels.Selector {
+	sel, err := labels.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return sel
+}
 
 // startControllers runs Convoy's controllers in this process and waits until their caches
 // have synced. If the controller manager stops on its own later, the error goes to h.fatal.
@@ -58,13 +75,21 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		// The hub reads Secrets only in its own namespace; caching every Secret of every
 		// tenant namespace would cost memory for nothing.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Namespaces: map[string]cache.Config{clustercontroller.SystemNamespace: {}}},
+			&corev1.Secret{}: {Namespaces: map[string]cache.Config{
+				clustercontroller.SystemNamespace: {},
+				metav1.NamespaceSystem:            {LabelSelector: clusterLabelled},
+			}},
+			&corev1.ServiceAccount{}:    {Label: clusterLabelled},
+			&coordinationv1.Lease{}:     {Label: clusterLabelled},
 		}},
 	})
 	if err != nil {
 		return fmt.Errorf("create controller manager: %w", err)
 	}
-	localProvider := &local.Provider{Root: h.layout.Clusters(), BinDir: h.opts.BinDir, Convoy: h.opts.ConvoyBinary, Log: h.log.With("provider", "local")}
+	localProvider := &local.Provider{
+		Root: h.layout.Clusters(), BinDir: h.opts.BinDir, Convoy: h.opts.ConvoyBinary, Log: h.log.With("provider", "local"),
+		HubURL: h.apiserverURL, HubCAFile: kubeproc.CACertPath(h.layout.PKI()),
+	}
 	if !h.opts.SkipTemplates {
 		localProvider.Templates = h.layout.Templates()
 	}
@@ -109,6 +134,12 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		Changes:   changes,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up cluster controller: %w", err)
+	}
+	if err := (&access.Reconciler{Client: mgr.GetClient(), HeartbeatInterval: h.opts.HeartbeatInterval}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up agent access controller: %w", err)
+	}
+	if err := (&health.Reconciler{Client: mgr.GetClient(), UnreachableAfter: h.opts.UnreachableAfter, Clock: clock.RealClock{}}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up cluster health controller: %w", err)
 	}
 
 	mctx, cancel := context.WithCancel(context.Background())

@@ -42,6 +42,8 @@ var hubControllers = []string{
 	"serviceaccount-token-controller",
 	"root-ca-certificate-publisher-controller",
 	"clusterrole-aggregation-controller",
+	// Expired bootstrap tokens (from convoy cluster join) are deleted.
+	"token-cleaner-controller",
 }
 
 // Options configure a hub.
@@ -62,6 +64,11 @@ type Options struct {
 	HealthAddr string
 	// StepTimeout bounds each start-up step, such as waiting for the API server. Zero means 60s.
 	StepTimeout time.Duration
+	// HeartbeatInterval is how often agents renew their Lease; zero means 2s.
+	HeartbeatInterval time.Duration
+	// UnreachableAfter is how long without a heartbeat makes a cluster Unreachable; zero
+	// means 6s.
+	UnreachableAfter time.Duration
 	// SkipTemplates turns off the datastore templates that make new local clusters start
 	// faster (tests that make few clusters save the CPU).
 	SkipTemplates bool
@@ -229,6 +236,8 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	h.setPhase("starting kube-apiserver")
 	apiserver, err := h.startChild(kubeproc.KubeAPIServer, apiserverBin, kubeproc.APIServerConfig{
 		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki,
+		// Agents join with bootstrap tokens (see package join).
+		Extra: []string{"--enable-bootstrap-token-auth=true"},
 	}.Args())
 	if err != nil {
 		return nil, err
@@ -282,14 +291,24 @@ func (h *Hub) choosePort() (int, error) {
 		return 0, err
 	}
 	port := h.opts.APIServerPort
+	// The API server of a hub that was just killed may take a moment to let go of its port.
+	freeSoon := func(port int) bool {
+		for range 50 {
+			if kubeproc.PortFree(port) {
+				return true
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return false
+	}
 	switch {
 	case port != 0:
-		if !kubeproc.PortFree(port) {
+		if !freeSoon(port) {
 			return 0, fmt.Errorf("port %d for the hub's API server is in use; free it or pass another --apiserver-port", port)
 		}
 	case st.APIServerPort != 0:
 		port = st.APIServerPort
-		if !kubeproc.PortFree(port) {
+		if !freeSoon(port) {
 			return 0, fmt.Errorf("port %d, which this data dir's API server used before, is in use by another program; free it, or pass --apiserver-port (kubeconfigs copied earlier then need the new port)", port)
 		}
 	case kubeproc.PortFree(DefaultAPIServerPort):

@@ -59,6 +59,18 @@ type Provider interface {
 	Status(ctx context.Context, c *v1alpha1.Cluster) (Status, error)
 }
 
+// AgentHost is implemented by providers that run their clusters' agents themselves (local).
+// The Cluster controller gives such an agent its bootstrap token; other agents get theirs
+// from `convoy cluster join`.
+type AgentHost interface {
+	// AgentJoined reports whether the cluster's agent holds a hub identity (it may since have
+	// been revoked).
+	AgentJoined(c *v1alpha1.Cluster) bool
+	// DeliverBootstrapToken hands a bootstrap token to the cluster's agent, which uses it
+	// when it has no working identity. Delivering the same token again changes nothing.
+	DeliverBootstrapToken(c *v1alpha1.Cluster, token string) error
+}
+
 // Status is a provider's observation of one cluster.
 type Status struct {
 	// Exists is true when the provider has the cluster (made it, or imported it).

@@ -27,6 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/clusterphase"
+	"github.com/convoy-dev/convoy/internal/join"
 	"github.com/convoy-dev/convoy/internal/provider"
 )
 
@@ -65,11 +67,20 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Changes != nil {
 		b = b.WatchesRawSource(source.Channel(r.Changes, &handler.TypedEnqueueRequestForObject[*v1alpha1.Cluster]{}))
 	}
+	// A new bootstrap token (convoy cluster join) is handed to an agent the provider runs.
+	b = b.Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
+		if o.GetNamespace() == metav1.NamespaceSystem && o.GetLabels()[v1alpha1.LabelCluster] != "" {
+			return []ctrl.Request{{NamespacedName: client.ObjectKey{Name: o.GetLabels()[v1alpha1.LabelCluster]}}}
+		}
+		return nil
+	}))
 	return b.Complete(r)
 }
 
 // Reconcile brings one Cluster toward its spec. It is idempotent and safe to rerun after a
-// crash at any point: each step asks the provider, which observes before it acts.
+// crash at any point: each step asks the provider, which observes before it acts. It owns the
+// Accepted and Provisioned conditions; the cluster-health controller owns Ready and
+// Unreachable, and both derive the phase the same way (package clusterphase).
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	c := &v1alpha1.Cluster{}
 	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
@@ -87,10 +98,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	before := c.DeepCopy()
 	defer func() {
 		c.Status.ObservedGeneration = c.Generation
+		c.Status.Phase = clusterphase.Of(c)
 		if equality.Semantic.DeepEqual(before.Status, c.Status) {
 			return
 		}
-		if perr := r.Client.Status().Patch(ctx, c, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
+		perr := r.Client.Status().Patch(ctx, c, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+		if perr != nil && !apierrors.IsNotFound(perr) {
+			if apierrors.IsConflict(perr) {
+				res, err = ctrl.Result{Requeue: true}, nil // another controller wrote first; look again
+				return
+			}
 			err = errors.Join(err, fmt.Errorf("patch cluster status: %w", perr))
 			res = ctrl.Result{} // an error requeues with backoff by itself
 		}
@@ -99,20 +116,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if p == nil {
 		r.setCondition(c, v1alpha1.ClusterAccepted, false, "ProviderNotAvailable",
 			fmt.Sprintf("this hub has no %q provider", c.Spec.Provider))
-		c.Status.Phase = v1alpha1.ClusterPending
 		return ctrl.Result{}, nil
 	}
 	if verr := p.Validate(ctx, c); verr != nil {
 		r.setCondition(c, v1alpha1.ClusterAccepted, false, "InvalidSpec", verr.Error())
-		c.Status.Phase = v1alpha1.ClusterFailed
 		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 	}
 	r.setCondition(c, v1alpha1.ClusterAccepted, true, "ProviderAccepted", fmt.Sprintf("the %s provider manages this cluster", p.Name()))
 
+	if host, ok := p.(provider.AgentHost); ok {
+		if err := r.deliverBootstrapToken(ctx, c, host); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if cerr := p.Create(ctx, c); cerr != nil {
-		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "CreateFailed", cerr.Error())
-		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "CreateFailed", cerr.Error())
-		c.Status.Phase = v1alpha1.ClusterFailed
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Failed", "create: "+cerr.Error())
 		return ctrl.Result{}, cerr
 	}
 
@@ -124,12 +142,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if st.APIReady && !p.ReadOnly() {
 		acting, err = r.converge(ctx, c, p, st)
 		if err != nil {
-			r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "ReconcileFailed", err.Error())
-			c.Status.Phase = phaseWhileChanging(before.Status.Phase)
+			r.setCondition(c, v1alpha1.ClusterProvisioned, false, "ConvergeFailed", err.Error())
 			return ctrl.Result{}, err
 		}
 		if acting != "" {
-			// Observe again: scaling changed the node counts.
 			if st2, err := p.Status(ctx, c); err == nil {
 				st = st2
 			}
@@ -138,12 +154,32 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if err := r.publishKubeconfig(ctx, c, p); err != nil {
 		log.FromContext(ctx).V(1).Info("cannot publish kubeconfig yet", "err", err)
 	}
-	ready := r.report(c, p, st, acting, before.Status.Phase)
-	if !ready {
+	if !r.report(c, p, st, acting, before) {
 		// Provisioning moves in steps of a second or less; look again soon.
 		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 	return ctrl.Result{RequeueAfter: r.resync()}, nil
+}
+
+// deliverBootstrapToken hands the cluster's newest valid bootstrap token to the agent the
+// provider runs itself. A cluster whose agent never joined gets one made for it; a revoked
+// one only gets what `convoy cluster join` issues.
+func (r *Reconciler) deliverBootstrapToken(ctx context.Context, c *v1alpha1.Cluster, host provider.AgentHost) error {
+	tokens, err := join.Valid(ctx, r.Client, c.Name)
+	if err != nil {
+		return fmt.Errorf("list bootstrap tokens: %w", err)
+	}
+	if len(tokens) == 0 {
+		if host.AgentJoined(c) {
+			return nil
+		}
+		t, err := join.Issue(ctx, r.Client, c.Name, join.DefaultTTL)
+		if err != nil {
+			return err
+		}
+		tokens = append(tokens, t)
+	}
+	return host.DeliverBootstrapToken(c, tokens[0].Value)
 }
 
 func (r *Reconciler) resync() time.Duration {
@@ -191,9 +227,9 @@ func desiredNodes(c *v1alpha1.Cluster) int32 {
 	return n
 }
 
-// report turns the provider's observation into status and conditions, and says whether the
-// cluster is Ready.
-func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provider.Status, acting string, was v1alpha1.ClusterPhase) bool {
+// report turns the provider's observation into status and the Provisioned condition, and
+// says whether the cluster is provisioned.
+func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provider.Status, acting string, before *v1alpha1.Cluster) bool {
 	c.Status.Endpoint = st.Endpoint
 	if st.Version != "" {
 		c.Status.KubernetesVersion = st.Version
@@ -201,55 +237,37 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 	c.Status.Nodes = st.Nodes
 	c.Status.Allocatable = st.Allocatable
 
-	switch {
-	case st.Exists && st.Running:
-		r.setCondition(c, v1alpha1.ClusterProvisioned, true, "ControlPlaneRunning", "the control plane is running")
-	case st.Exists:
-		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "ControlPlaneStopped", "the control plane is not running: "+st.Progress)
-	default:
-		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Provisioning", "the provider is creating the cluster")
-	}
-
 	want := desiredNodes(c)
-	ready := false
+	done := false
 	switch {
 	case st.Failure != "":
-		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "Failed", st.Failure)
-		c.Status.Phase = v1alpha1.ClusterFailed
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Failed", st.Failure)
+	case !st.Exists:
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Provisioning", "the provider is creating the cluster")
+	case !st.Running:
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "ControlPlaneStopped", "the control plane is not running: "+st.Progress)
 	case !st.APIReady:
 		msg := "the API server is not ready"
 		if st.Progress != "" {
 			msg += ": " + st.Progress
 		}
-		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "APIServerNotReady", msg)
-		c.Status.Phase = phaseWhileChanging(was)
-		if was == v1alpha1.ClusterReady {
-			c.Status.Phase = v1alpha1.ClusterUnreachable
-		}
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "APIServerNotReady", msg)
 	case acting != "":
-		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "Converging", acting)
-		c.Status.Phase = phaseWhileChanging(was)
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Converging", acting)
 	case !p.ReadOnly() && (st.Nodes.Ready < want || st.Nodes.Total != want):
-		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "NodesNotReady", fmt.Sprintf("%d of %d nodes are Ready", st.Nodes.Ready, want))
-		c.Status.Phase = phaseWhileChanging(was)
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "NodesNotReady", fmt.Sprintf("%d of %d nodes are Ready", st.Nodes.Ready, want))
 	default:
-		ready = true
-		r.setCondition(c, v1alpha1.ClusterReadyCondition, true, "Ready", fmt.Sprintf("the API server is ready and %d of %d nodes are Ready", st.Nodes.Ready, st.Nodes.Total))
-		if was != v1alpha1.ClusterReady {
-			r.event(c, corev1.EventTypeNormal, "Ready", "Provision", "cluster is Ready with %d nodes", st.Nodes.Ready)
+		done = true
+		msg := "the cluster's API server answers"
+		if !p.ReadOnly() {
+			msg = fmt.Sprintf("the API server is ready and %d of %d nodes are Ready", st.Nodes.Ready, st.Nodes.Total)
 		}
-		c.Status.Phase = v1alpha1.ClusterReady
+		r.setCondition(c, v1alpha1.ClusterProvisioned, true, "Provisioned", msg)
+		if !meta.IsStatusConditionTrue(before.Status.Conditions, v1alpha1.ClusterProvisioned) {
+			r.event(c, corev1.EventTypeNormal, "Provisioned", "Provision", "control plane ready with %d nodes", st.Nodes.Ready)
+		}
 	}
-	return ready
-}
-
-// phaseWhileChanging is Provisioning for a cluster that was never Ready, else Updating.
-func phaseWhileChanging(was v1alpha1.ClusterPhase) v1alpha1.ClusterPhase {
-	switch was {
-	case v1alpha1.ClusterReady, v1alpha1.ClusterUpdating, v1alpha1.ClusterUnreachable:
-		return v1alpha1.ClusterUpdating
-	}
-	return v1alpha1.ClusterProvisioning
+	return done
 }
 
 // delete removes the cluster through its provider, then lets the object go.
@@ -260,10 +278,15 @@ func (r *Reconciler) delete(ctx context.Context, c *v1alpha1.Cluster, p provider
 	if c.Status.Phase != v1alpha1.ClusterDeleting {
 		before := c.DeepCopy()
 		c.Status.Phase = v1alpha1.ClusterDeleting
-		r.setCondition(c, v1alpha1.ClusterReadyCondition, false, "Deleting", "the provider is removing the cluster")
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Deleting", "the provider is removing the cluster")
 		if err := r.Client.Status().Patch(ctx, c, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("patch cluster status: %w", err)
 		}
+	}
+	// The cluster leaves the fleet: its Works let go of the member's resources (they are left
+	// in place), so that the cluster's hub namespace can go.
+	if err := r.releaseWorks(ctx, c.Name); err != nil {
+		return err
 	}
 	if p != nil {
 		if err := p.Delete(ctx, c.Name); err != nil {
@@ -279,6 +302,26 @@ func (r *Reconciler) delete(ctx context.Context, c *v1alpha1.Cluster, p provider
 	controllerutil.RemoveFinalizer(c, Finalizer)
 	if err := r.Client.Patch(ctx, c, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove finalizer: %w", err)
+	}
+	return nil
+}
+
+// releaseWorks removes the agent's finalizer from the cluster's Works.
+func (r *Reconciler) releaseWorks(ctx context.Context, cluster string) error {
+	var works v1alpha1.WorkList
+	if err := r.Client.List(ctx, &works, client.InNamespace(v1alpha1.ClusterNamespace(cluster))); err != nil {
+		return fmt.Errorf("list works: %w", err)
+	}
+	for i := range works.Items {
+		w := &works.Items[i]
+		if !controllerutil.ContainsFinalizer(w, v1alpha1.AgentFinalizer) {
+			continue
+		}
+		before := w.DeepCopy()
+		controllerutil.RemoveFinalizer(w, v1alpha1.AgentFinalizer)
+		if err := r.Client.Patch(ctx, w, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("release work %s: %w", w.Name, err)
+		}
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ func (d dir) db() string         { return filepath.Join(string(d), "db") }
 func (d dir) logs() string       { return filepath.Join(string(d), "logs") }
 func (d dir) run() string        { return filepath.Join(string(d), "run") }
 func (d dir) internal() string   { return filepath.Join(string(d), "internal") }
+func (d dir) agent() string      { return filepath.Join(string(d), "agent") }
 
 // config is what the hub asks the runtime to run.
 type config struct {
@@ -37,10 +38,18 @@ type config struct {
 	// BinDir holds the binaries of the default Kubernetes version; other versions are in
 	// BinDir/kubernetes/VERSION.
 	BinDir string `json:"binDir"`
+	// Agent, when set, makes the runtime run the cluster's agent.
+	Agent *agentConfig `json:"agent,omitempty"`
 	// Region, Zones and NodePools shape the cluster's nodes.
 	Region    string              `json:"region,omitempty"`
 	Zones     []string            `json:"zones,omitempty"`
 	NodePools []v1alpha1.NodePool `json:"nodePools,omitempty"`
+}
+
+// agentConfig is how the cluster's agent reaches the hub.
+type agentConfig struct {
+	HubURL    string `json:"hubURL"`
+	HubCAFile string `json:"hubCAFile"`
 }
 
 // cluster is the Cluster that config describes, for desiredNodes.

@@ -44,6 +44,9 @@ type Provider struct {
 	Convoy string
 	// Templates holds datastore templates (see EnsureTemplate); empty means none.
 	Templates string
+	// HubURL and HubCAFile, when set, make each cluster run its agent, which reaches the hub
+	// there.
+	HubURL, HubCAFile string
 	// Log receives the provider's logs.
 	Log *slog.Logger
 
@@ -51,7 +54,27 @@ type Provider struct {
 	members map[string]*member
 }
 
-var _ provider.Provider = (*Provider)(nil)
+var (
+	_ provider.Provider  = (*Provider)(nil)
+	_ provider.AgentHost = (*Provider)(nil)
+)
+
+// AgentJoined reports whether the cluster's agent has a hub identity on disk.
+func (p *Provider) AgentJoined(c *v1alpha1.Cluster) bool {
+	return exists(filepath.Join(p.dir(c.Name).agent(), "token.json"))
+}
+
+// DeliverBootstrapToken writes the token where the cluster's agent looks for one.
+func (p *Provider) DeliverBootstrapToken(c *v1alpha1.Cluster, token string) error {
+	path := filepath.Join(p.dir(c.Name).agent(), "bootstrap-token")
+	if raw, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(raw)) == token {
+		return nil
+	}
+	if err := os.MkdirAll(p.dir(c.Name).agent(), 0o700); err != nil {
+		return err
+	}
+	return kubeproc.WriteFileAtomic(path, []byte(token), 0o600)
+}
 
 // member is a cached client of one cluster's API server.
 type member struct {
@@ -92,8 +115,12 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	case err != nil:
 		return err
 	}
-	// The hub may have moved its binaries since the cluster was made.
+	// The hub may have moved its binaries, or its address, since the cluster was made.
 	cfg.BinDir = p.BinDir
+	cfg.Agent = nil
+	if p.HubURL != "" {
+		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile}
+	}
 	if err := checkVersion(cfg.BinDir, cfg.KubernetesVersion); err != nil {
 		return err
 	}

@@ -256,7 +256,23 @@ func (r *Runtime) components() ([]component, error) {
 			"--manage-nodes-with-annotation-selector=" + kwokNodeAnnotation + "=fake",
 			"--cidr=10.244.0.0/16",
 			"--node-ip=10.0.0.1",
+			// Without it kwok renews no node Leases, the controller-manager marks the nodes
+			// NotReady after its 50 s grace, and their pods lose their Ready condition. kwok
+			// renews every quarter of it.
+			"--node-lease-duration-seconds=40",
 		}),
+	}
+	if a := r.cfg.Agent; a != nil {
+		self, err := os.Executable()
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			comps = append(comps, component{name: agentComponent, bin: self, args: []string{
+				"agent", "--cluster", r.cfg.Name, "--hub-url", a.HubURL, "--hub-ca-file", a.HubCAFile,
+				"--bootstrap-token-file", filepath.Join(r.dir.agent(), "bootstrap-token"),
+				"--state-dir", r.dir.agent(), "--kubeconfig", r.dir.kubeconfig(),
+			}})
+		}
 	}
 	return comps, errors.Join(errs...)
 }
@@ -303,13 +319,18 @@ func (r *Runtime) startAll(ctx context.Context) error {
 		return nil
 	}
 	r.setPhase("starting kube-controller-manager and kube-scheduler")
-	for _, name := range []string{kubeproc.KubeControllerManager, kubeproc.KubeScheduler} {
-		if _, err := r.start(byName[name]); err != nil {
-			return err
+	for _, name := range []string{kubeproc.KubeControllerManager, kubeproc.KubeScheduler, agentComponent} {
+		if c, ok := byName[name]; ok {
+			if _, err := r.start(c); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
+
+// agentComponent is the cluster's agent, run by the runtime like a control-plane component.
+const agentComponent = "convoy-agent"
 
 func (r *Runtime) waitAPIServer(ctx context.Context, p *kubeproc.Process) error {
 	cfg, err := kubeproc.RESTConfig(kubeproc.Kubeconfig("admin", r.endpoint(), r.pki.CA.CertPEM, r.pki.Admin))
@@ -371,7 +392,7 @@ func (r *Runtime) reload(ctx context.Context) error {
 	}
 	r.log.Info("upgrading control plane", "from", from, "to", cfg.KubernetesVersion)
 	for _, c := range comps {
-		if c.name == kubeproc.Kine || c.name == kubeproc.Kwok {
+		if c.name == kubeproc.Kine || c.name == kubeproc.Kwok || c.name == agentComponent {
 			continue
 		}
 		r.setPhase("upgrading " + c.name)

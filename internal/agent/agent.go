@@ -1,0 +1,207 @@
+// Package agent is the composition root of `convoy agent`, the process that links one member
+// cluster to the hub. It only makes outbound connections to the hub: it joins with a bootstrap
+// token and keeps its own ServiceAccount token (identity.go), renews a Lease as its heartbeat
+// (heartbeat.go), reports its cluster's inventory (inventory.go), and applies the cluster's
+// Works with server-side apply, reporting each resource's state (works.go).
+//
+// It fails static: losing the hub, an error, or an empty answer never deletes anything on the
+// member. A resource leaves the member only when a Work the agent has read drops it, or when a
+// Work is deleted (with its finalizer still in place). Only the CLI imports this package.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// Options configure an agent.
+type Options struct {
+	// Cluster is the name of the agent's Cluster on the hub.
+	Cluster string
+	// HubURL is the hub's API server, for example https://hub.example:6443.
+	HubURL string
+	// HubCA is the PEM certificate authority of the hub's API server.
+	HubCA []byte
+	// BootstrapTokenFile holds a bootstrap token from `convoy cluster join`; the agent reads
+	// it when it has no working identity.
+	BootstrapTokenFile string
+	// StateDir keeps the agent's hub token across restarts, unless StateSecret is set.
+	StateDir string
+	// StateSecret, NAMESPACE/NAME, keeps the token in a Secret of the member instead: for an
+	// agent run as a Deployment.
+	StateSecret string
+	// Member is the client configuration of the member cluster.
+	Member *rest.Config
+	// Version is reported in the inventory.
+	Version string
+	// Log receives the agent's logs.
+	Log *slog.Logger
+}
+
+// Agent is a running agent.
+type Agent struct {
+	opts Options
+	ns   string
+	log  *slog.Logger
+	id   *identity
+
+	hub      client.Client // uncached, for writes
+	hubCache cache.Cache   // Works and the agent's settings, in the cluster's namespace only
+	hubCS    kubernetes.Interface
+
+	memberCS  kubernetes.Interface
+	member    dynamic.Interface
+	mapper    *restmapper.DeferredDiscoveryRESTMapper
+	memberCfg *rest.Config
+}
+
+// Run runs the agent until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	if o.Cluster == "" || o.HubURL == "" || len(o.HubCA) == 0 || (o.StateDir == "" && o.StateSecret == "") || o.Member == nil {
+		return errors.New("the agent needs a cluster name, the hub's URL and CA, a state directory or Secret, and a member cluster")
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	a := &Agent{opts: o, ns: v1alpha1.ClusterNamespace(o.Cluster), log: o.Log.With("cluster", o.Cluster), memberCfg: o.Member}
+
+	base := &rest.Config{
+		Host:            o.HubURL,
+		TLSClientConfig: rest.TLSClientConfig{CAData: o.HubCA},
+		UserAgent:       "convoy-agent/" + o.Version,
+		QPS:             20,
+		Burst:           40,
+	}
+	var err error
+	if a.memberCS, err = kubernetes.NewForConfig(o.Member); err != nil {
+		return fmt.Errorf("member client: %w", err)
+	}
+	var store stateStore
+	if ns, name, ok := strings.Cut(o.StateSecret, "/"); ok {
+		store = secretStore{client: a.memberCS, namespace: ns, name: name}
+	} else {
+		if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+			return fmt.Errorf("create state dir: %w", err)
+		}
+		store = fileStore(filepath.Join(o.StateDir, "token.json"))
+	}
+	a.id = newIdentity(ctx, o.Cluster, base, store, o.BootstrapTokenFile, a.log)
+	hubCfg := rest.CopyConfig(base)
+	hubCfg.WrapTransport = a.id.wrap
+
+	if a.member, err = dynamic.NewForConfig(o.Member); err != nil {
+		return err
+	}
+	disco, err := discovery.NewDiscoveryClientForConfig(o.Member)
+	if err != nil {
+		return err
+	}
+	a.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
+
+	// The hub's clients come once the agent has an identity: even discovery needs one.
+	ready := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { a.id.run(ctx, ready) })
+	a.log.Info("agent starting", "hub", o.HubURL, "joined", a.id.joined())
+	select {
+	case <-ctx.Done():
+		wg.Wait()
+		return nil
+	case <-ready:
+	}
+
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{v1alpha1.AddToScheme, corev1.AddToScheme, coordinationv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return err
+		}
+	}
+	if a.hub, err = client.New(hubCfg, client.Options{Scheme: scheme}); err != nil {
+		return fmt.Errorf("hub client: %w", err)
+	}
+	if a.hubCS, err = kubernetes.NewForConfig(hubCfg); err != nil {
+		return err
+	}
+	// Making the cache asks the hub about its API; the hub may be down just now.
+	for fails := 1; ; fails++ {
+		a.hubCache, err = cache.New(hubCfg, cache.Options{
+			Scheme:            scheme,
+			DefaultNamespaces: map[string]cache.Config{a.ns: {}},
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.ConfigMap{}: {Field: fieldsName(v1alpha1.AgentConfigMap)},
+			},
+		})
+		if err == nil {
+			break
+		}
+		a.log.Warn("cannot reach the hub's API yet; retrying", "err", err)
+		if !sleep(ctx, backoff(time.Second, fails)) {
+			wg.Wait()
+			return nil
+		}
+	}
+
+	wg.Go(func() {
+		if err := a.hubCache.Start(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("hub cache stopped", "err", err)
+		}
+	})
+	wg.Go(func() { a.heartbeat(ctx) })
+	wg.Go(func() { a.inventory(ctx) })
+	works, err := newWorkController(a)
+	if err != nil {
+		return err
+	}
+	wg.Go(func() { works.run(ctx) })
+	wg.Wait()
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// backoff is the wait after the n-th failure in a row: it doubles from base up to a cap, with
+// half of it random, so that many agents coming back after a hub outage spread out.
+func backoff(base time.Duration, n int) time.Duration {
+	d := base
+	for range n {
+		d *= 2
+		if d >= 30*time.Second {
+			d = 30 * time.Second
+			break
+		}
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends, and says whether to go on.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

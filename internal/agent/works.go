@@ -1,0 +1,521 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/manifest"
+)
+
+// workController applies the cluster's Works and keeps their status.
+//
+// It applies a manifest only when it is new or changed (its hash differs from what the Work's
+// status says was applied), when its object is missing on the member, or when the member
+// changed fields the agent applied (drift). So a restarted agent, or one whose hub came back,
+// does not apply everything again blindly.
+type workController struct {
+	a      *Agent
+	queue  workqueue.TypedRateLimitingInterface[string] // Work names
+	drifts workqueue.TypedRateLimitingInterface[driftKey]
+
+	informers dynamicinformer.DynamicSharedInformerFactory
+	stop      <-chan struct{} // stops the member informers
+	mu        sync.Mutex
+	watched   map[schema.GroupVersionResource]toolscache.SharedIndexInformer
+	drifted   map[string]map[string]string // Work name -> resource key -> what drifted (report-only)
+}
+
+// driftKey names one applied object of one Work.
+type driftKey struct {
+	work string
+	gvr  schema.GroupVersionResource
+	ns   string
+	name string
+}
+
+func newWorkController(a *Agent) (*workController, error) {
+	w := &workController{
+		a:       a,
+		// Failed items come back after 100 ms, doubling up to 30 s: never minutes, so a hub
+		// or member that was away is picked up again soon.
+		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second)),
+		drifts:  workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[driftKey](100*time.Millisecond, 30*time.Second)),
+		watched: map[schema.GroupVersionResource]toolscache.SharedIndexInformer{},
+		drifted: map[string]map[string]string{},
+	}
+	// The agent watches only what it applied.
+	w.informers = dynamicinformer.NewFilteredDynamicSharedInformerFactory(a.member, 10*time.Minute, metav1.NamespaceAll, func(o *metav1.ListOptions) {
+		o.LabelSelector = v1alpha1.LabelManagedBy + "=" + v1alpha1.ManagedByAgent
+	})
+	return w, nil
+}
+
+func (w *workController) run(ctx context.Context) {
+	w.stop = ctx.Done()
+	defer w.queue.ShutDown()
+	defer w.drifts.ShutDown()
+	defer w.informers.Shutdown()
+	inf, err := w.a.hubCache.GetInformer(ctx, &v1alpha1.Work{})
+	if err != nil {
+		w.a.log.Error("cannot watch Works", "err", err)
+		return
+	}
+	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { w.enqueueWork(o) },
+		UpdateFunc: func(_, o any) { w.enqueueWork(o) },
+		// A Work that is gone from the hub's answer is not a reason to delete anything: a
+		// deleted Work is handled while its finalizer holds it (see finalize).
+	})
+	w.a.hubCache.WaitForCacheSync(ctx)
+	w.a.log.Info("watching the cluster's Works", "namespace", w.a.ns)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for w.next(ctx) {
+			}
+		})
+	}
+	wg.Go(func() {
+		for w.nextDrift(ctx) {
+		}
+	})
+	<-ctx.Done()
+	w.queue.ShutDown()
+	w.drifts.ShutDown()
+	wg.Wait()
+}
+
+func (w *workController) enqueueWork(o any) {
+	if work, ok := o.(*v1alpha1.Work); ok {
+		w.queue.Add(work.Name)
+	}
+}
+
+func (w *workController) next(ctx context.Context) bool {
+	name, shutdown := w.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer w.queue.Done(name)
+	requeue, err := w.reconcile(ctx, name)
+	switch {
+	case err != nil:
+		w.a.log.Warn("work not reconciled; retrying", "work", name, "err", err)
+		w.queue.AddRateLimited(name)
+	case requeue > 0:
+		w.queue.Forget(name)
+		w.queue.AddAfter(name, requeue)
+	default:
+		w.queue.Forget(name)
+	}
+	return true
+}
+
+// reconcile brings one Work's resources on the member in line with it and writes its status.
+// It returns how soon to look again, when something is still under way.
+func (w *workController) reconcile(ctx context.Context, name string) (time.Duration, error) {
+	work := &v1alpha1.Work{}
+	if err := w.a.hubCache.Get(ctx, client.ObjectKey{Namespace: w.a.ns, Name: name}, work); err != nil {
+		// Not found (or not readable) is never a reason to delete anything.
+		return 0, client.IgnoreNotFound(err)
+	}
+	if !work.DeletionTimestamp.IsZero() {
+		return w.finalize(ctx, work)
+	}
+	if !controllerutil.ContainsFinalizer(work, v1alpha1.AgentFinalizer) {
+		before := work.DeepCopy()
+		controllerutil.AddFinalizer(work, v1alpha1.AgentFinalizer)
+		if err := w.a.hub.Patch(ctx, work, client.MergeFrom(before)); err != nil {
+			return 0, fmt.Errorf("add finalizer: %w", err)
+		}
+	}
+
+	prev := map[string]v1alpha1.ResourceStatus{}
+	for _, r := range work.Status.Resources {
+		prev[manifest.Key(r.ResourceIdentifier)] = r
+	}
+	var statuses []v1alpha1.ResourceStatus
+	var requeue time.Duration
+	desired := map[string]bool{}
+	for _, o := range manifest.Order(manifest.Decode(work.Spec.Manifests)) {
+		key := manifest.Key(o.ID)
+		desired[key] = true
+		st := v1alpha1.ResourceStatus{ResourceIdentifier: o.ID, Hash: o.Hash}
+		if o.Err != nil {
+			st.State, st.Message = v1alpha1.ResourceFailed, o.Err.Error()
+			statuses = append(statuses, st)
+			continue
+		}
+		live, applied, err := w.applyIfNeeded(ctx, work, o, prev[key])
+		if applied {
+			w.setDrift(work.Name, key, "") // what was applied is current again
+		}
+		if err != nil {
+			st.State, st.Message = v1alpha1.ResourceFailed, err.Error()
+			if errors.Is(err, errKindUnknown) {
+				requeue = 2 * time.Second // its CRD may be on the way
+			}
+			statuses = append(statuses, st)
+			continue
+		}
+		st.State = v1alpha1.ResourceApplied
+		st.Health, st.Message = manifest.Assess(live)
+		if st.Health != v1alpha1.HealthHealthy {
+			requeue = max(requeue, 5*time.Second) // look at its health again
+		}
+		if msg := w.driftOf(work.Name, key); msg != "" {
+			st.Drifted, st.Message = true, msg
+		}
+		statuses = append(statuses, st)
+	}
+
+	// Tombstones: what the Work applied before but no longer lists leaves the member, and
+	// stays listed as Deleting until the member confirms it is gone.
+	var gone []v1alpha1.ResourceIdentifier
+	for key, p := range prev {
+		if !desired[key] {
+			gone = append(gone, p.ResourceIdentifier)
+		}
+	}
+	for _, id := range manifest.OrderIDs(gone) {
+		done, err := w.deleteIfOurs(ctx, work, id)
+		if done {
+			continue
+		}
+		st := v1alpha1.ResourceStatus{ResourceIdentifier: id, State: v1alpha1.ResourceDeleting, Message: "waiting for the member to delete it"}
+		if err != nil {
+			st.Message = "delete: " + err.Error()
+		}
+		statuses = append(statuses, st)
+		requeue = time.Second
+	}
+	return requeue, w.writeStatus(ctx, work, statuses)
+}
+
+var errKindUnknown = errors.New("kind not served")
+
+// applyIfNeeded applies o unless the member already has what the Work last applied, and
+// returns the object as it is on the member and whether it applied.
+func (w *workController) applyIfNeeded(ctx context.Context, work *v1alpha1.Work, o manifest.Object, prev v1alpha1.ResourceStatus) (*unstructured.Unstructured, bool, error) {
+	gvr, namespaced, err := w.mapping(o.ID)
+	if err != nil {
+		return nil, false, err
+	}
+	ns := o.ID.Namespace
+	if namespaced && ns == "" {
+		ns = metav1.NamespaceDefault
+	}
+	if !namespaced {
+		ns = ""
+	}
+	informer := w.watch(gvr)
+	live := w.cached(informer, ns, o.ID.Name)
+	if live != nil && prev.State == v1alpha1.ResourceApplied && prev.Hash == o.Hash {
+		return live, false, nil
+	}
+	got, err := w.apply(ctx, work, gvr, ns, o.Obj, work.Spec.ForceConflicts, false)
+	if err == nil {
+		w.a.log.Info("applied", "work", work.Name, "kind", o.ID.Kind, "namespace", ns, "name", o.ID.Name)
+	}
+	return got, err == nil, err
+}
+
+// apply server-side applies obj as the agent's field manager. A conflict with another field
+// manager is an error that names it, unless force is set.
+func (w *workController) apply(ctx context.Context, work *v1alpha1.Work, gvr schema.GroupVersionResource, ns string, obj *unstructured.Unstructured, force, dryRun bool) (*unstructured.Unstructured, error) {
+	u := obj.DeepCopy()
+	if ns != "" {
+		u.SetNamespace(ns)
+	}
+	labels := u.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[v1alpha1.LabelManagedBy] = v1alpha1.ManagedByAgent
+	u.SetLabels(labels)
+	ann := u.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[v1alpha1.AnnotationWork] = work.Namespace + "/" + work.Name
+	u.SetAnnotations(ann)
+	for _, f := range []string{"resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"} {
+		unstructured.RemoveNestedField(u.Object, "metadata", f)
+	}
+	opts := metav1.ApplyOptions{FieldManager: v1alpha1.AgentFieldManager, Force: force}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	got, err := w.a.member.Resource(gvr).Namespace(ns).Apply(ctx, u.GetName(), u, opts)
+	if apierrors.IsConflict(err) {
+		return nil, fmt.Errorf("conflict with another field manager on the member: %v; set spec.forceConflicts to take the fields over", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	return got, nil
+}
+
+// mapping finds the resource of a kind on the member, refreshing discovery once when the kind
+// is unknown (a CRD applied a moment ago).
+func (w *workController) mapping(id v1alpha1.ResourceIdentifier) (schema.GroupVersionResource, bool, error) {
+	gk := schema.GroupKind{Group: id.Group, Kind: id.Kind}
+	m, err := w.a.mapper.RESTMapping(gk, id.Version)
+	if meta.IsNoMatchError(err) {
+		w.a.mapper.Reset()
+		m, err = w.a.mapper.RESTMapping(gk, id.Version)
+	}
+	if meta.IsNoMatchError(err) {
+		return schema.GroupVersionResource{}, false, fmt.Errorf("%w: the member does not serve %s %s/%s; if its CRD is in a Work it may not be established yet", errKindUnknown, id.Kind, id.Group, id.Version)
+	}
+	if err != nil {
+		return schema.GroupVersionResource{}, false, fmt.Errorf("discover %s: %w", id.Kind, err)
+	}
+	return m.Resource, m.Scope.Name() == meta.RESTScopeNameNamespace, nil
+}
+
+// watch starts (once) an informer on the member for the agent's objects of one resource. Its
+// events bring health changes and drift to the Works they belong to.
+func (w *workController) watch(gvr schema.GroupVersionResource) toolscache.SharedIndexInformer {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if inf, ok := w.watched[gvr]; ok {
+		return inf
+	}
+	inf := w.informers.ForResource(gvr).Informer()
+	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(oldObj, newObj any) {
+			oldU, ok1 := oldObj.(*unstructured.Unstructured)
+			newU, ok2 := newObj.(*unstructured.Unstructured)
+			if !ok1 || !ok2 {
+				return
+			}
+			work := workOf(newU)
+			if work == "" {
+				return
+			}
+			if specChanged(oldU, newU) {
+				w.drifts.AddAfter(driftKey{work: work, gvr: gvr, ns: newU.GetNamespace(), name: newU.GetName()}, 100*time.Millisecond)
+				return
+			}
+			w.queue.AddAfter(work, 300*time.Millisecond) // status moved: report health
+		},
+		DeleteFunc: func(o any) {
+			if u, ok := o.(*unstructured.Unstructured); ok {
+				if work := workOf(u); work != "" {
+					w.queue.Add(work) // apply it again if the Work still lists it
+				}
+			}
+		},
+	})
+	w.informers.Start(w.stop)
+	w.watched[gvr] = inf
+	return inf
+}
+
+// cached reads an object from its informer, or nil when it is not there. It waits for a new
+// informer to sync first, so that a restarted agent sees what it applied before and does not
+// apply it all again.
+func (w *workController) cached(inf toolscache.SharedIndexInformer, ns, name string) *unstructured.Unstructured {
+	if !inf.HasSynced() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		toolscache.WaitForCacheSync(ctx.Done(), inf.HasSynced)
+		cancel()
+		if !inf.HasSynced() {
+			return nil
+		}
+	}
+	key := name
+	if ns != "" {
+		key = ns + "/" + name
+	}
+	o, ok, err := inf.GetStore().GetByKey(key)
+	if err != nil || !ok {
+		return nil
+	}
+	u, _ := o.(*unstructured.Unstructured)
+	return u
+}
+
+// workOf is the name of the Work (in this agent's namespace) an object came from.
+func workOf(u *unstructured.Unstructured) string {
+	_, name, ok := strings.Cut(u.GetAnnotations()[v1alpha1.AnnotationWork], "/")
+	if !ok {
+		return ""
+	}
+	return name
+}
+
+// specChanged reports whether anything but status and bookkeeping changed.
+func specChanged(a, b *unstructured.Unstructured) bool {
+	strip := func(u *unstructured.Unstructured) map[string]any {
+		c := u.DeepCopy().Object
+		delete(c, "status")
+		if m, ok := c["metadata"].(map[string]any); ok {
+			for _, f := range []string{"resourceVersion", "managedFields", "generation"} {
+				delete(m, f)
+			}
+		}
+		return c
+	}
+	return !equality.Semantic.DeepEqual(strip(a), strip(b))
+}
+
+// deleteIfOurs deletes an object the Work dropped, if it is still the Work's, and reports
+// whether it is gone.
+func (w *workController) deleteIfOurs(ctx context.Context, work *v1alpha1.Work, id v1alpha1.ResourceIdentifier) (bool, error) {
+	gvr, namespaced, err := w.mapping(id)
+	if err != nil {
+		if errors.Is(err, errKindUnknown) {
+			return true, nil // the kind is gone, and with it the object
+		}
+		return false, err
+	}
+	ns := id.Namespace
+	if namespaced && ns == "" {
+		ns = metav1.NamespaceDefault
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res := w.a.member.Resource(gvr).Namespace(ns)
+	live, err := res.Get(ctx, id.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if live.GetAnnotations()[v1alpha1.AnnotationWork] != work.Namespace+"/"+work.Name {
+		return true, nil // another Work (or someone else) has it now; leave it
+	}
+	if live.GetDeletionTimestamp() != nil {
+		return false, nil
+	}
+	policy := metav1.DeletePropagationBackground
+	if err := res.Delete(ctx, id.Name, metav1.DeleteOptions{PropagationPolicy: &policy}); err != nil && !apierrors.IsNotFound(err) {
+		return false, err
+	}
+	w.a.log.Info("deleted a resource its Work dropped", "work", work.Name, "kind", id.Kind, "namespace", ns, "name", id.Name)
+	return false, nil // confirmed on the next look
+}
+
+// finalize handles a deleted Work: with deletionPolicy Delete it removes the Work's resources
+// from the member, last-applied first, and lets the Work go once they are all gone; with
+// Orphan it leaves them.
+func (w *workController) finalize(ctx context.Context, work *v1alpha1.Work) (time.Duration, error) {
+	if !controllerutil.ContainsFinalizer(work, v1alpha1.AgentFinalizer) {
+		return 0, nil
+	}
+	if work.Spec.DeletionPolicy != v1alpha1.DeletionOrphan {
+		ids := map[string]v1alpha1.ResourceIdentifier{}
+		for _, r := range work.Status.Resources {
+			ids[manifest.Key(r.ResourceIdentifier)] = r.ResourceIdentifier
+		}
+		for _, o := range manifest.Decode(work.Spec.Manifests) {
+			if o.Err == nil {
+				ids[manifest.Key(o.ID)] = o.ID
+			}
+		}
+		var list []v1alpha1.ResourceIdentifier
+		for _, id := range ids {
+			list = append(list, id)
+		}
+		pending := 0
+		for _, id := range manifest.OrderIDs(list) {
+			done, err := w.deleteIfOurs(ctx, work, id)
+			if err != nil {
+				return 0, err
+			}
+			if !done {
+				pending++
+			}
+		}
+		if pending > 0 {
+			return time.Second, nil
+		}
+	}
+	before := work.DeepCopy()
+	controllerutil.RemoveFinalizer(work, v1alpha1.AgentFinalizer)
+	if err := w.a.hub.Patch(ctx, work, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+		return 0, fmt.Errorf("remove finalizer: %w", err)
+	}
+	w.mu.Lock()
+	delete(w.drifted, work.Name)
+	w.mu.Unlock()
+	return 0, nil
+}
+
+// writeStatus records the resources' states and the Work's conditions, if they changed.
+func (w *workController) writeStatus(ctx context.Context, work *v1alpha1.Work, resources []v1alpha1.ResourceStatus) error {
+	before := work.DeepCopy()
+	s := &work.Status
+	s.Resources = resources
+	s.ObservedGeneration = work.Generation
+	s.Summary = v1alpha1.WorkSummary{}
+	for _, r := range resources {
+		s.Summary.Total++
+		switch r.State {
+		case v1alpha1.ResourceApplied:
+			s.Summary.Applied++
+			if r.Health == v1alpha1.HealthHealthy {
+				s.Summary.Available++
+			}
+		case v1alpha1.ResourceFailed:
+			s.Summary.Failed++
+		case v1alpha1.ResourceDeleting:
+			s.Summary.Deleting++
+		}
+		if r.Drifted {
+			s.Summary.Drifted++
+		}
+	}
+	set := func(typ string, ok bool, reason, msg string) {
+		st := metav1.ConditionFalse
+		if ok {
+			st = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: typ, Status: st, Reason: reason, Message: msg, ObservedGeneration: work.Generation})
+	}
+	want := int32(len(work.Spec.Manifests))
+	if s.Summary.Failed == 0 && s.Summary.Applied == want {
+		set(v1alpha1.WorkApplied, true, "Applied", fmt.Sprintf("%d of %d resources applied", s.Summary.Applied, want))
+	} else {
+		set(v1alpha1.WorkApplied, false, "ApplyFailed", fmt.Sprintf("%d of %d resources applied, %d failed", s.Summary.Applied, want, s.Summary.Failed))
+	}
+	if s.Summary.Available == want {
+		set(v1alpha1.WorkAvailable, true, "Available", fmt.Sprintf("%d of %d resources available", s.Summary.Available, want))
+	} else {
+		set(v1alpha1.WorkAvailable, false, "NotAvailable", fmt.Sprintf("%d of %d resources available", s.Summary.Available, want))
+	}
+	if s.Summary.Drifted > 0 {
+		set(v1alpha1.WorkDrifted, true, "Drifted", fmt.Sprintf("%d resources were changed on the member (drift policy ReportOnly)", s.Summary.Drifted))
+	} else {
+		set(v1alpha1.WorkDrifted, false, "InSync", "no drift")
+	}
+	if equality.Semantic.DeepEqual(before.Status, work.Status) {
+		return nil
+	}
+	if err := w.a.hub.Status().Patch(ctx, work, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/join"
+	"github.com/convoy-dev/convoy/internal/version"
+)
+
+func newClusterJoinCmd(g *globals) *cobra.Command {
+	var ttl time.Duration
+	var mode, image, hubURL string
+	cmd := &cobra.Command{
+		Use:   "join NAME",
+		Short: "Issue a short-lived bootstrap token for a cluster's agent, and print how to run the agent",
+		Long: `Issue a bootstrap token that lets the cluster's agent get its own identity on the hub, and
+print how to run the agent:
+
+  --mode deployment (the default for imported clusters): a manifest to apply to the member,
+                    which runs the agent there as a Deployment;
+  --mode process:   the command that runs the agent as a process next to the member.
+
+The hub runs the agents of local clusters by itself; for them, join hands the new token to
+that agent (which uses it when it has no working identity, for example after a revoke).`,
+		Example: `  convoy cluster join eks-prod | kubectl --kubeconfig eks.yaml apply -f -
+  convoy cluster join eks-prod --mode process --ttl 5m`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			hc, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			cfg, err := g.restConfig()
+			if err != nil {
+				return err
+			}
+			c, err := getCluster(ctx, hc, args[0])
+			if err != nil {
+				return err
+			}
+			if mode == "" {
+				mode = "deployment"
+				if c.Spec.Provider == v1alpha1.ProviderLocal {
+					mode = "local"
+				}
+			}
+			if mode != "deployment" && mode != "process" && mode != "local" {
+				return usageError("--mode %q: use deployment or process", mode)
+			}
+			if ttl < time.Minute || ttl > 24*time.Hour {
+				return usageError("--ttl %s: use between 1m and 24h", ttl)
+			}
+			token, err := join.Issue(ctx, hc, c.Name, ttl)
+			if err != nil {
+				return hubError("the hub", err)
+			}
+			if hubURL == "" {
+				hubURL = cfg.Host
+			}
+			ca := cfg.CAData
+			if len(ca) == 0 && cfg.CAFile != "" {
+				if ca, err = os.ReadFile(cfg.CAFile); err != nil {
+					return err
+				}
+			}
+			out, errOut := g.streams.Out, g.streams.ErrOut
+			fmt.Fprintf(errOut, "Bootstrap token for cluster %q, valid until %s (%s):\n  %s\n", c.Name, token.Expires.Format(time.RFC3339), ttl, token.Value)
+			switch mode {
+			case "local":
+				fmt.Fprintf(errOut, "The hub runs the agent of local cluster %q itself and hands it this token.\n", c.Name)
+			case "process":
+				fmt.Fprintf(out, "cat > hub-ca.crt <<'EOF'\n%sEOF\n", ca)
+				fmt.Fprintf(out, "convoy agent --cluster %s --hub-url %s --hub-ca-file hub-ca.crt --bootstrap-token %s --state-dir ./convoy-agent-%s --kubeconfig MEMBER_KUBECONFIG\n",
+					c.Name, hubURL, token.Value, c.Name)
+			case "deployment":
+				m, err := join.AgentManifest(c.Name, hubURL, ca, token.Value, image)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(errOut, "Apply the manifest below to the member, for example: convoy cluster join %s | kubectl --kubeconfig MEMBER apply -f -\n", c.Name)
+				fmt.Fprint(out, m)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&ttl, "ttl", join.DefaultTTL, "how long the token is valid (1m to 24h)")
+	f.StringVar(&mode, "mode", "", "how to run the agent: deployment or process (default: deployment; local clusters: the hub runs it)")
+	f.StringVar(&image, "image", "ghcr.io/convoy-dev/convoy:"+version.Convoy, "container image of convoy, for --mode deployment")
+	f.StringVar(&hubURL, "hub-url", "", "the hub's URL as the member sees it (default: the one in your hub kubeconfig)")
+	return cmd
+}
+
+func newClusterRevokeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Lock a cluster's agent out of the hub; `convoy cluster join` lets it back in",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			hc, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			c, err := getCluster(ctx, hc, args[0])
+			if err != nil {
+				return err
+			}
+			if err := join.Revoke(ctx, hc, c.Name); err != nil {
+				return hubError("the hub", err)
+			}
+			fmt.Fprintf(g.streams.Out, "The agent of cluster %q is locked out: its tokens no longer work. Nothing on the member changes. `convoy cluster join %s` lets it back in.\n", c.Name, c.Name)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,162 @@
+// Package access holds the hub controller that gives each Cluster's agent a place and an
+// identity on the hub: the namespace convoy-cluster-NAME, the ServiceAccount "agent" with RBAC
+// that reaches only that namespace and that Cluster's status, the RBAC that lets the
+// cluster's bootstrap tokens get that ServiceAccount a token, and the agent's settings. Only
+// the hub's composition root imports it.
+package access
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+const (
+	agentRole     = "convoy-agent"
+	bootstrapRole = "convoy-agent-bootstrap"
+)
+
+// Reconciler keeps each Cluster's agent access in place.
+type Reconciler struct {
+	Client client.Client
+	// HeartbeatInterval is what agents are told to use; zero means the default.
+	HeartbeatInterval time.Duration
+}
+
+// SetupWithManager registers the reconciler. A deleted agent ServiceAccount (a revocation) is
+// made again at once, empty: only a new bootstrap token can get it a token.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.Cluster{}).
+		Named("agent-access").
+		Watches(&corev1.ServiceAccount{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
+			if name := o.GetLabels()[v1alpha1.LabelCluster]; name != "" {
+				return []ctrl.Request{{NamespacedName: client.ObjectKey{Name: name}}}
+			}
+			return nil
+		})).
+		Complete(r)
+}
+
+// Reconcile makes or updates the cluster's namespace, identity, RBAC and agent settings.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	c := &v1alpha1.Cluster{}
+	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !c.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owner references take everything away with the Cluster
+	}
+	ns := v1alpha1.ClusterNamespace(c.Name)
+	gen := v1alpha1.AgentGeneration(c)
+	sa := v1alpha1.AgentServiceAccount(gen)
+	labels := map[string]string{v1alpha1.LabelCluster: c.Name}
+	interval := r.HeartbeatInterval
+	if interval == 0 {
+		interval = v1alpha1.DefaultHeartbeatInterval
+	}
+
+	objects := []struct {
+		obj    client.Object
+		mutate func()
+		owned  bool
+	}{
+		{obj: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, owned: true},
+		{obj: &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa}}},
+		{obj: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1alpha1.AgentConfigMap}}},
+		{obj: &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: agentRole}}},
+		{obj: &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: agentRole}}},
+		{obj: &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: bootstrapRole}}},
+		{obj: &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: bootstrapRole}}},
+		{obj: &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: agentRole + ":" + c.Name}}, owned: true},
+		{obj: &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: agentRole + ":" + c.Name}}, owned: true},
+	}
+	for _, o := range objects {
+		_, err := controllerutil.CreateOrUpdate(ctx, r.Client, o.obj, func() error {
+			o.obj.SetLabels(mergeLabels(o.obj.GetLabels(), labels))
+			fill(o.obj, c.Name, ns, sa, v1alpha1.BootstrapGroup(c.Name, gen), interval)
+			if o.owned {
+				return controllerutil.SetOwnerReference(c, o.obj, r.Client.Scheme())
+			}
+			return nil
+		})
+		if err != nil {
+			return ctrl.Result{}, fmt.Errorf("agent access of %s: %T %s: %w", c.Name, o.obj, o.obj.GetName(), err)
+		}
+	}
+	// ServiceAccounts of earlier generations go, and with them every token they were given.
+	var sas corev1.ServiceAccountList
+	if err := r.Client.List(ctx, &sas, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelCluster: c.Name}); err != nil {
+		return ctrl.Result{}, err
+	}
+	for i := range sas.Items {
+		if sas.Items[i].Name != sa {
+			if err := r.Client.Delete(ctx, &sas.Items[i]); client.IgnoreNotFound(err) != nil {
+				return ctrl.Result{}, fmt.Errorf("delete revoked service account: %w", err)
+			}
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+func mergeLabels(have, add map[string]string) map[string]string {
+	if have == nil {
+		have = map[string]string{}
+	}
+	for k, v := range add {
+		have[k] = v
+	}
+	return have
+}
+
+// fill sets the content of one access object. sa is the current generation's ServiceAccount
+// and group its bootstrap tokens' group.
+func fill(o client.Object, cluster, ns, sa, group string, interval time.Duration) {
+	agent := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}
+	switch o := o.(type) {
+	case *corev1.ConfigMap:
+		o.Data = map[string]string{"heartbeatInterval": interval.String(), "serviceAccount": sa}
+	case *rbacv1.Role:
+		if o.Name == bootstrapRole {
+			// A bootstrap token may read which ServiceAccount to ask for, and ask for its token.
+			o.Rules = []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}, ResourceNames: []string{v1alpha1.AgentConfigMap}},
+				{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}, ResourceNames: []string{sa}},
+			}
+			return
+		}
+		o.Rules = []rbacv1.PolicyRule{
+			{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"works"}, Verbs: []string{"get", "list", "watch", "update", "patch"}},
+			{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"works/status"}, Verbs: []string{"get", "update", "patch"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"configmaps", "secrets"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}, ResourceNames: []string{sa}},
+		}
+	case *rbacv1.RoleBinding:
+		o.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: o.Name}
+		if o.Name == bootstrapRole {
+			o.Subjects = []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: group}}
+			return
+		}
+		o.Subjects = []rbacv1.Subject{agent}
+	case *rbacv1.ClusterRole:
+		o.Rules = []rbacv1.PolicyRule{
+			{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"clusters"}, Verbs: []string{"get"}, ResourceNames: []string{cluster}},
+			{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"clusters/status"}, Verbs: []string{"get", "patch", "update"}, ResourceNames: []string{cluster}},
+		}
+	case *rbacv1.ClusterRoleBinding:
+		o.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: o.Name}
+		o.Subjects = []rbacv1.Subject{agent}
+	}
+}
