@@ -16,7 +16,9 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
-func fieldsName(name string) fields.Selector { return fields.OneTermEqualSelector("metadata.name", name) }
+func fieldsName(name string) fields.Selector {
+	return fields.OneTermEqualSelector("metadata.name", name)
+}
 
 // heartbeatInterval is what the hub's agent-config says, or the default.
 func (a *Agent) heartbeatInterval(ctx context.Context) time.Duration {

@@ -44,11 +44,11 @@ type identity struct {
 	bootstrap string // file with a bootstrap token; may be empty or missing
 	log       *slog.Logger
 
-	current atomic.Pointer[string]
-	mu      sync.Mutex
-	expires time.Time
+	current       atomic.Pointer[string]
+	mu            sync.Mutex
+	expires       time.Time
 	usedBootstrap string // the bootstrap token last traded, not to be tried again
-	revoked atomic.Bool
+	revoked       atomic.Bool
 }
 
 type savedToken struct {

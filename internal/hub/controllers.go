@@ -9,12 +9,12 @@ import (
 	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/utils/clock"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -79,8 +79,8 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 				clustercontroller.SystemNamespace: {},
 				metav1.NamespaceSystem:            {LabelSelector: clusterLabelled},
 			}},
-			&corev1.ServiceAccount{}:    {Label: clusterLabelled},
-			&coordinationv1.Lease{}:     {Label: clusterLabelled},
+			&corev1.ServiceAccount{}: {Label: clusterLabelled},
+			&coordinationv1.Lease{}:  {Label: clusterLabelled},
 		}},
 	})
 	if err != nil {
