@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -151,12 +152,17 @@ func TestAgentAppliesWorks(t *testing.T) {
 
 	// A member-side edit of a field the agent applied is drift: corrected by default...
 	editColor := func(color string) {
-		cm, err := member.CoreV1().ConfigMaps("shop").Get(ctx, "settings", metav1.GetOptions{})
+		// The agent may be writing the same object, so a conflict only means "read it again".
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cm, err := member.CoreV1().ConfigMaps("shop").Get(ctx, "settings", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			cm.Data["color"] = color
+			_, err = member.CoreV1().ConfigMaps("shop").Update(ctx, cm, metav1.UpdateOptions{})
+			return err
+		})
 		if err != nil {
-			t.Fatal(err)
-		}
-		cm.Data["color"] = color
-		if _, err := member.CoreV1().ConfigMaps("shop").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

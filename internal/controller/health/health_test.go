@@ -1,0 +1,54 @@
+package health
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+func TestJudge(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	lease := func(age time.Duration) *coordinationv1.Lease {
+		rt := metav1.NewMicroTime(now.Add(-age))
+		return &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{RenewTime: &rt}}
+	}
+	healthy := &v1alpha1.Inventory{APIHealthy: true, Nodes: v1alpha1.NodeCounts{Total: 3, Ready: 3}}
+	grace := 6 * time.Second
+	cases := []struct {
+		name        string
+		lease       *coordinationv1.Lease
+		inv         *v1alpha1.Inventory
+		ready       bool
+		reason      string
+		unreachable bool
+		recheck     time.Duration
+	}{
+		{"never joined", nil, nil, false, "AgentNotJoined", false, 0},
+		{"fresh, no report yet", lease(time.Second), nil, false, "WaitingForInventory", false, 5100 * time.Millisecond},
+		{"fresh and healthy", lease(2 * time.Second), healthy, true, "AgentReady", false, 4100 * time.Millisecond},
+		{"fresh, API down", lease(0), &v1alpha1.Inventory{APIHealthy: false}, false, "APIUnhealthy", false, 6100 * time.Millisecond},
+		{"just within grace", lease(grace), healthy, true, "AgentReady", false, 100 * time.Millisecond},
+		{"expired", lease(grace + time.Millisecond), healthy, false, "Unreachable", true, 0},
+		{"long gone", lease(time.Hour), healthy, false, "Unreachable", true, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := Judge(tc.lease, tc.inv, grace, now)
+			if v.Ready != tc.ready || v.ReadyReason != tc.reason || v.Unreachable != tc.unreachable || v.RecheckAfter != tc.recheck {
+				t.Errorf("Judge = %+v; want ready %v reason %s unreachable %v recheck %s", v, tc.ready, tc.reason, tc.unreachable, tc.recheck)
+			}
+		})
+	}
+	// The message of an unreachable cluster names the last heartbeat, not its age, so that it
+	// does not change (and cost a write) while the cluster stays unreachable.
+	l := lease(10 * time.Second)
+	a, b := Judge(l, healthy, grace, now), Judge(l, healthy, grace, now.Add(time.Second))
+	if a.Message != b.Message || !strings.Contains(a.Message, "no heartbeat") {
+		t.Errorf("messages move with time: %q vs %q", a.Message, b.Message)
+	}
+}

@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hub"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/join"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/provider/importer"
+)
+
+// BenchmarkAgent measures a member cluster's agent: its resident memory and CPU while idle,
+// how long a Work takes from its creation on the hub until the agent reports it applied, and
+// how long the hub takes to call a cluster Unreachable after its agent is killed.
+func BenchmarkAgent(b *testing.B) {
+	h := hubtest.Start(b)
+	ctx := context.Background()
+	cl := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Spec: v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderLocal, NodePools: []v1alpha1.NodePool{{Name: "default", Count: 3}}}}
+	if err := h.Client.Create(ctx, cl); err != nil {
+		b.Fatal(err)
+	}
+	waitPhase(b, h.Client, "bench", v1alpha1.ClusterReady, 3*time.Minute)
+	clusterDir := filepath.Join(hub.Layout{Dir: h.Options.DataDir}.Clusters(), "bench")
+
+	// Work to applied, one Work at a time.
+	const works = 60
+	var latencies []time.Duration
+	ns := v1alpha1.ClusterNamespace("bench")
+	for i := range works {
+		w := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("w%d", i)}, Spec: v1alpha1.WorkSpec{
+			Manifests: []runtime.RawExtension{{Raw: fmt.Appendf(nil, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c%d","namespace":"default"},"data":{"i":"%d"}}`, i, i)}},
+		}}
+		start := time.Now()
+		if err := h.Client.Create(ctx, w); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			got := &v1alpha1.Work{}
+			if err := h.Client.Get(ctx, client.ObjectKeyFromObject(w), got); err == nil &&
+				got.Status.ObservedGeneration == got.Generation && meta.IsStatusConditionTrue(got.Status.Conditions, v1alpha1.WorkApplied) {
+				latencies = append(latencies, time.Since(start))
+				break
+			}
+			if time.Since(start) > time.Minute {
+				b.Fatalf("work %s not applied within a minute", w.Name)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	p50, p99 := latencies[len(latencies)/2], latencies[len(latencies)*99/100]
+
+	// Idle cost of the agent, with its cluster and those Works in place.
+	agentPID := componentPID(b, clusterDir, "convoy-agent")
+	const settle, window = 15 * time.Second, 30 * time.Second
+	time.Sleep(settle)
+	cpu0, _ := CPUTime(agentPID)
+	time.Sleep(window)
+	cpu1, _ := CPUTime(agentPID)
+	rss, _ := RSS(agentPID)
+
+	// A killed agent: the local cluster's runtime restarts its agent at once, so this runs a
+	// second agent as its own process, for the same member imported as another cluster.
+	unreachable := killedAgent(b, h, clusterDir)
+
+	fmt.Printf("\nAgent benchmark (one local cluster, 3 kwok nodes, %d Works in place)\n", works)
+	fmt.Printf("machine: %s\n", Machine())
+	fmt.Printf("agent resident memory (idle):           %s\n", MiB(rss))
+	fmt.Printf("agent CPU (idle, over %s):              %.1f millicores\n", window, millicores(cpu1-cpu0, window))
+	fmt.Printf("Work created on the hub to Applied:     p50 %s, p99 %s (%d Works, one at a time)\n", p50.Round(time.Millisecond), p99.Round(time.Millisecond), works)
+	fmt.Printf("agent killed to cluster Unreachable:    %s (heartbeat every 2s, grace 6s)\n", unreachable.Round(100*time.Millisecond))
+	b.ReportMetric(float64(rss)/(1<<20), "MiB-agent-rss")
+	b.ReportMetric(millicores(cpu1-cpu0, window), "mcores-agent-idle")
+	b.ReportMetric(p50.Seconds()*1000, "ms-work-p50")
+	b.ReportMetric(p99.Seconds()*1000, "ms-work-p99")
+	b.ReportMetric(unreachable.Seconds(), "s-unreachable")
+}
+
+func waitPhase(b *testing.B, c client.Client, name string, phase v1alpha1.ClusterPhase, timeout time.Duration) time.Duration {
+	b.Helper()
+	start := time.Now()
+	for time.Since(start) < timeout {
+		cl := &v1alpha1.Cluster{}
+		if err := c.Get(context.Background(), client.ObjectKey{Name: name}, cl); err == nil && cl.Status.Phase == phase {
+			return time.Since(start)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Fatalf("cluster %s not %s within %s", name, phase, timeout)
+	return 0
+}
+
+func componentPID(b *testing.B, clusterDir, name string) int {
+	b.Helper()
+	raw, err := os.ReadFile(filepath.Join(clusterDir, "status.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var st struct {
+		Components []kubeproc.Status `json:"components"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range st.Components {
+		if c.Name == name && c.Running {
+			return c.PID
+		}
+	}
+	b.Fatalf("no running %s in %s", name, clusterDir)
+	return 0
+}
+
+// killedAgent imports the member again as "ext", runs an agent for it as a process, waits
+// until ext is Ready, kills the agent with SIGKILL and returns how long until ext is
+// Unreachable.
+func killedAgent(b *testing.B, h *hubtest.Hub, clusterDir string) time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	kubeconfig := filepath.Join(clusterDir, "kubeconfig")
+	raw, err := os.ReadFile(kubeconfig)
+	if err != nil {
+		b.Fatal(err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "convoy-system", Name: "ext-kubeconfig"}, Data: map[string][]byte{importer.SecretKey: raw}}
+	if err := h.Client.Create(ctx, secret); err != nil {
+		b.Fatal(err)
+	}
+	ext := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "ext"}, Spec: v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderImport, KubeconfigSecretRef: &v1alpha1.SecretReference{Name: secret.Name}}}
+	if err := h.Client.Create(ctx, ext); err != nil {
+		b.Fatal(err)
+	}
+	waitPhase(b, h.Client, "ext", v1alpha1.ClusterJoining, time.Minute)
+	token, err := join.Issue(ctx, h.Client, "ext", time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	state := b.TempDir()
+	agent := exec.Command(hubtest.ConvoyBinary(b), "agent", "--cluster", "ext", "--hub-url", h.APIServerURL(),
+		"--hub-ca-file", kubeproc.CACertPath(hub.Layout{Dir: h.Options.DataDir}.PKI()),
+		"--bootstrap-token", token.Value, "--state-dir", state, "--kubeconfig", kubeconfig)
+	if err := agent.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer agent.Wait()
+	waitPhase(b, h.Client, "ext", v1alpha1.ClusterReady, time.Minute)
+	time.Sleep(3 * time.Second)
+	if err := agent.Process.Kill(); err != nil {
+		b.Fatal(err)
+	}
+	return waitPhase(b, h.Client, "ext", v1alpha1.ClusterUnreachable, time.Minute)
+}
