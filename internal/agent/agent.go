@@ -85,14 +85,19 @@ func Run(ctx context.Context, o Options) error {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	// client-go's default of 5 requests a second would pace a burst of Works to a few a second.
+	o.Member = rest.CopyConfig(o.Member)
+	if o.Member.QPS == 0 {
+		o.Member.QPS, o.Member.Burst = 50, 100
+	}
 	a := &Agent{opts: o, ns: v1alpha1.ClusterNamespace(o.Cluster), log: o.Log.With("cluster", o.Cluster), memberCfg: o.Member}
 
 	base := &rest.Config{
 		Host:            o.HubURL,
 		TLSClientConfig: rest.TLSClientConfig{CAData: o.HubCA},
 		UserAgent:       "convoy-agent/" + o.Version,
-		QPS:             20,
-		Burst:           40,
+		QPS:             50,
+		Burst:           100,
 	}
 	var err error
 	if a.memberCS, err = kubernetes.NewForConfig(o.Member); err != nil {

@@ -40,6 +40,10 @@ type workController struct {
 	mu        sync.Mutex
 	watched   map[schema.GroupVersionResource]toolscache.SharedIndexInformer
 	drifted   map[string]map[string]string // Work name -> resource key -> what drifted (report-only)
+	// applied remembers, per Work and resource, the hash this agent last applied. The Work's
+	// status says the same once it is written, but the hub's answer may lag behind a
+	// reconcile that the agent's own finalizer patch set off.
+	applied map[string]map[string]string
 }
 
 // driftKey names one applied object of one Work.
@@ -59,6 +63,7 @@ func newWorkController(a *Agent) (*workController, error) {
 		drifts:  workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[driftKey](100*time.Millisecond, 30*time.Second)),
 		watched: map[schema.GroupVersionResource]toolscache.SharedIndexInformer{},
 		drifted: map[string]map[string]string{},
+		applied: map[string]map[string]string{},
 	}
 	// The agent watches only what it applied.
 	w.informers = dynamicinformer.NewFilteredDynamicSharedInformerFactory(a.member, 10*time.Minute, metav1.NamespaceAll, func(o *metav1.ListOptions) {
@@ -195,6 +200,7 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		}
 	}
 	for _, id := range manifest.OrderIDs(gone) {
+		w.rememberApplied(work.Name, manifest.Key(id), "")
 		done, err := w.deleteIfOurs(ctx, work, id)
 		if done {
 			continue
@@ -227,14 +233,38 @@ func (w *workController) applyIfNeeded(ctx context.Context, work *v1alpha1.Work,
 	}
 	informer := w.watch(gvr)
 	live := w.cached(informer, ns, o.ID.Name)
-	if live != nil && prev.State == v1alpha1.ResourceApplied && prev.Hash == o.Hash {
+	key := manifest.Key(o.ID)
+	if live != nil && ((prev.State == v1alpha1.ResourceApplied && prev.Hash == o.Hash) || w.lastApplied(work.Name, key) == o.Hash) {
 		return live, false, nil
 	}
 	got, err := w.apply(ctx, work, gvr, ns, o.Obj, work.Spec.ForceConflicts, false)
-	if err == nil {
-		w.a.log.Info("applied", "work", work.Name, "kind", o.ID.Kind, "namespace", ns, "name", o.ID.Name)
+	if err != nil {
+		w.rememberApplied(work.Name, key, "")
+		return nil, false, err
 	}
-	return got, err == nil, err
+	w.rememberApplied(work.Name, key, o.Hash)
+	w.a.log.Info("applied", "work", work.Name, "kind", o.ID.Kind, "namespace", ns, "name", o.ID.Name)
+	return got, true, nil
+}
+
+func (w *workController) lastApplied(work, key string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.applied[work][key]
+}
+
+// rememberApplied records the hash last applied for one resource of a Work; "" forgets it.
+func (w *workController) rememberApplied(work, key, hash string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if hash == "" {
+		delete(w.applied[work], key)
+		return
+	}
+	if w.applied[work] == nil {
+		w.applied[work] = map[string]string{}
+	}
+	w.applied[work][key] = hash
 }
 
 // apply server-side applies obj as the agent's field manager. A conflict with another field
@@ -460,6 +490,7 @@ func (w *workController) finalize(ctx context.Context, work *v1alpha1.Work) (tim
 	}
 	w.mu.Lock()
 	delete(w.drifted, work.Name)
+	delete(w.applied, work.Name)
 	w.mu.Unlock()
 	return 0, nil
 }

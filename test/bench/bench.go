@@ -74,7 +74,7 @@ func CPUTime(pid int) (time.Duration, error) {
 }
 
 // MiB formats bytes as MiB.
-func MiB(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+func MiB(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // Median of ds; ds is sorted in place.
 func Median(ds []time.Duration) time.Duration {
