@@ -1,0 +1,77 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// FuzzSchedule feeds arbitrary Placements and fleets to the scheduler. It must never panic,
+// must decide the same way twice and whatever the order of the fleet, must choose only
+// eligible clusters, each once, and Divide must hand out exactly the total. The seed corpus
+// is in testdata/fuzz/FuzzSchedule.
+func FuzzSchedule(f *testing.F) {
+	f.Add([]byte(`{"replicas":{"type":"Divided"}}`), []byte(`[{"name":"a","region":"r1"},{"name":"b","region":"r2"}]`), int32(6), int32(0))
+	f.Add([]byte(`{"numberOfClusters":2,"spread":[{"topology":"region","maxClustersPerGroup":1,"minGroups":2}]}`),
+		[]byte(`[{"name":"a","region":"r1"},{"name":"b","region":"r1"},{"name":"c","region":"r2"}]`), int32(5), int32(2))
+	f.Add([]byte(`{"replicas":{"type":"Divided","weights":[{"clusters":{"names":["a"]},"weight":0}]}}`), []byte(`[{"name":"a"}]`), int32(-1), int32(-1))
+	f.Fuzz(func(t *testing.T, specJSON, clustersJSON []byte, total, minPer int32) {
+		var spec v1alpha1.PlacementSpec
+		var clusters []Cluster
+		if json.Unmarshal(specJSON, &spec) != nil || json.Unmarshal(clustersJSON, &clusters) != nil {
+			return
+		}
+		d := Schedule(clusters, spec, nil)
+		reversed := slices.Clone(clusters)
+		slices.Reverse(reversed)
+		if d2 := Schedule(reversed, spec, nil); fmt.Sprint(d2) != fmt.Sprint(d) {
+			// Names may repeat in fuzzed fleets; only then may the order matter.
+			if !hasDuplicateNames(clusters) {
+				t.Fatalf("the fleet's order changed the decision:\n%v\n%v", d, d2)
+			}
+		}
+		if !d.OK && len(d.Clusters) > 0 {
+			t.Fatalf("a failed decision chose clusters: %v", d)
+		}
+		seen := map[string]bool{}
+		weights := make([]int64, 0, len(d.Clusters))
+		for _, c := range d.Clusters {
+			if seen[c.Name] && !hasDuplicateNames(clusters) {
+				t.Fatalf("cluster %s chosen twice", c.Name)
+			}
+			seen[c.Name] = true
+			weights = append(weights, c.Weight)
+		}
+		if spec.NumberOfClusters != nil && len(d.Clusters) > int(*spec.NumberOfClusters) {
+			t.Fatalf("chose %d clusters, more than %d", len(d.Clusters), *spec.NumberOfClusters)
+		}
+		shares := Divide(total, weights, minPer)
+		var sum int64
+		for _, s := range shares {
+			if s < 0 {
+				t.Fatalf("negative share in %v", shares)
+			}
+			sum += int64(s)
+		}
+		if len(shares) > 0 && total > 0 && sum != int64(total) {
+			t.Fatalf("Divide(%d, %v, %d) = %v sums to %d", total, weights, minPer, shares, sum)
+		}
+		if (len(shares) == 0 || total <= 0) && sum != 0 {
+			t.Fatalf("Divide handed out %d of nothing", sum)
+		}
+	})
+}
+
+func hasDuplicateNames(cs []Cluster) bool {
+	seen := map[string]bool{}
+	for _, c := range cs {
+		if seen[c.Name] {
+			return true
+		}
+		seen[c.Name] = true
+	}
+	return false
+}
