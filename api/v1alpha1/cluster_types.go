@@ -99,6 +99,13 @@ type ClusterSpec struct {
 	// +kubebuilder:validation:MaxItems=20
 	NodePools []NodePool `json:"nodePools,omitempty"`
 
+	// Taints keep Placements away from the cluster unless they tolerate them. NoSchedule keeps
+	// what is placed there and takes nothing new; NoExecute takes placed work away too.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(t, t.effect == 'NoSchedule' || t.effect == 'NoExecute')",message="a cluster taint's effect must be NoSchedule or NoExecute"
+	Taints []corev1.Taint `json:"taints,omitempty"`
+
 	// KubeconfigSecretRef names a Secret in the convoy-system namespace whose key "kubeconfig"
 	// holds the kubeconfig of an imported cluster.
 	// +optional

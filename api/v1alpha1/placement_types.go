@@ -63,6 +63,13 @@ type PlacementSpec struct {
 	// +kubebuilder:validation:MaxItems=64
 	Overrides []Override `json:"overrides,omitempty"`
 
+	// PropagateDependencies also sends what the selected resources need: the ConfigMaps,
+	// Secrets, ServiceAccounts and PersistentVolumeClaims a selected workload refers to, and
+	// the CRD of a selected custom resource. The namespace always goes. Default true.
+	// +optional
+	// +kubebuilder:default=true
+	PropagateDependencies *bool `json:"propagateDependencies,omitempty"`
+
 	// PreserveResourcesOnDeletion leaves the resources on the members when they stop being
 	// placed there, instead of deleting them.
 	// +optional
@@ -295,6 +302,20 @@ const (
 	PlacementApplied = "Applied"
 	// PlacementAvailable is True when the resources are Available on every chosen cluster.
 	PlacementAvailable = "Available"
+	// PlacementResourcesSelected is True when the resource selectors match templates.
+	PlacementResourcesSelected = "ResourcesSelected"
+)
+
+// Labels and annotations the propagation controller sets.
+const (
+	// LabelPlacementNamespace and LabelPlacement name the Placement a Work was written for.
+	LabelPlacementNamespace = "convoy.dev/placement-namespace"
+	LabelPlacement          = "convoy.dev/placement"
+	// AnnotationSummary on a template on the hub says how it is doing in the fleet, for
+	// example "available 6/6 replicas in 3 clusters". It is never propagated.
+	AnnotationSummary = "convoy.dev/summary"
+	// PlacementFinalizer holds a Placement until its Works are gone.
+	PlacementFinalizer = "convoy.dev/placement"
 )
 
 // PlacementStatus reports what the Placement decided and how the members are doing.
@@ -336,6 +357,15 @@ type ClusterPlacementStatus struct {
 	// Drifted counts resources changed on the member behind the hub's back.
 	// +optional
 	Drifted int32 `json:"drifted,omitempty"`
+	// Healthy is false while the cluster is Unreachable or not Ready; its share stays put.
+	// +optional
+	Healthy bool `json:"healthy,omitempty"`
+	// Resources counts the resources sent to the cluster.
+	// +optional
+	Resources int32 `json:"resources,omitempty"`
+	// AvailableReplicas are the replicas available on the cluster, over its workloads.
+	// +optional
+	AvailableReplicas *int32 `json:"availableReplicas,omitempty"`
 	// Error is the last error the cluster reported, if any.
 	// +optional
 	Error string `json:"error,omitempty"`

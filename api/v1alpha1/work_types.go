@@ -37,15 +37,16 @@ const (
 	DriftReportOnly DriftPolicy = "ReportOnly"
 )
 
-// DeletionPolicy says what happens to the applied resources when the Work is deleted.
+// DeletionPolicy says what happens to a resource the Work no longer lists, or to all of them
+// when the Work is deleted.
 // +kubebuilder:validation:Enum=Delete;Orphan
 type DeletionPolicy string
 
 // The deletion policies.
 const (
-	// DeletionDelete removes the resources from the member before the Work goes.
+	// DeletionDelete removes dropped resources from the member, and all of them before the Work goes.
 	DeletionDelete DeletionPolicy = "Delete"
-	// DeletionOrphan leaves the resources on the member.
+	// DeletionOrphan leaves dropped resources, and those of a deleted Work, on the member.
 	DeletionOrphan DeletionPolicy = "Orphan"
 )
 
@@ -62,8 +63,8 @@ type WorkSpec struct {
 	// +kubebuilder:default=Correct
 	DriftPolicy DriftPolicy `json:"driftPolicy,omitempty"`
 
-	// DeletionPolicy is Delete (the default: remove the resources when the Work is deleted)
-	// or Orphan (leave them on the member).
+	// DeletionPolicy is Delete (the default: remove a resource from the member when it is
+	// dropped from the Work or the Work is deleted) or Orphan (leave it on the member).
 	// +optional
 	// +kubebuilder:default=Delete
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
@@ -127,6 +128,11 @@ type ResourceStatus struct {
 	// Hash identifies the manifest last applied, so a restarted agent knows what is current.
 	// +optional
 	Hash string `json:"hash,omitempty"`
+	// Replicas and AvailableReplicas are a workload's desired and available replicas.
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+	// +optional
+	AvailableReplicas *int32 `json:"availableReplicas,omitempty"`
 }
 
 // WorkSummary counts the resources by state.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -90,6 +91,9 @@ func (w *workController) run(ctx context.Context) {
 	})
 	w.a.hubCache.WaitForCacheSync(ctx)
 	w.a.log.Info("watching the cluster's Works", "namespace", w.a.ns)
+	// Listing everything at start-up is the agent's biggest heap; once the first Works are
+	// applied, hand what that peak left behind back to the system rather than keep it.
+	time.AfterFunc(20*time.Second, debug.FreeOSMemory)
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {
@@ -182,6 +186,7 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		}
 		st.State = v1alpha1.ResourceApplied
 		st.Health, st.Message = manifest.Assess(live)
+		st.Replicas, st.AvailableReplicas = manifest.Replicas(live)
 		if st.Health != v1alpha1.HealthHealthy {
 			requeue = max(requeue, 5*time.Second) // look at its health again
 		}
@@ -201,6 +206,10 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 	}
 	for _, id := range manifest.OrderIDs(gone) {
 		w.rememberApplied(work.Name, manifest.Key(id), "")
+		if work.Spec.DeletionPolicy == v1alpha1.DeletionOrphan {
+			w.a.log.Info("left a resource its Work dropped on the member (deletionPolicy Orphan)", "work", work.Name, "kind", id.Kind, "namespace", id.Namespace, "name", id.Name)
+			continue
+		}
 		done, err := w.deleteIfOurs(ctx, work, id)
 		if done {
 			continue

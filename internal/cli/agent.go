@@ -55,9 +55,9 @@ in --state-dir. Without --kubeconfig it uses the in-cluster configuration (as a 
 			}
 			o.Version, o.Log = version.Convoy, g.log
 			if os.Getenv("GOGC") == "" {
-				// The agent's heap is small and its allocation rate low: collecting at half
+				// The agent's heap is small and its allocation rate low: collecting at a quarter
 				// growth keeps it small at a cost of little CPU. GOGC still overrides.
-				debug.SetGCPercent(50)
+				debug.SetGCPercent(25)
 			}
 			return agent.Run(cmd.Context(), o)
 		},

@@ -73,6 +73,8 @@ an agent on each member cluster applies them and reports back.`,
 		newDownCmd(g),
 		newLocalRuntimeCmd(g),
 		newAgentCmd(g),
+		newApplyCmd(g),
+		newStatusCmd(g),
 	)
 	return root
 }

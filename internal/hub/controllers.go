@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -28,6 +30,7 @@ import (
 	"github.com/convoy-dev/convoy/internal/controller/access"
 	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
 	"github.com/convoy-dev/convoy/internal/controller/health"
+	"github.com/convoy-dev/convoy/internal/controller/propagation"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider"
 	"github.com/convoy-dev/convoy/internal/provider/importer"
@@ -47,7 +50,7 @@ func newScheme() (*runtime.Scheme, error) {
 }
 
 // watched lists the types the hub's controllers watch.
-var watched = []client.Object{&v1alpha1.Cluster{}, &corev1.Secret{}, &corev1.ServiceAccount{}, &coordinationv1.Lease{}, &v1alpha1.Work{}}
+var watched = []client.Object{&v1alpha1.Cluster{}, &corev1.Secret{}, &corev1.ServiceAccount{}, &coordinationv1.Lease{}, &v1alpha1.Work{}, &v1alpha1.Placement{}}
 
 // clusterLabelled selects the hub objects that belong to one cluster.
 var clusterLabelled = mustSelector(v1alpha1.LabelCluster)
@@ -137,6 +140,22 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	}
 	if err := (&access.Reconciler{Client: mgr.GetClient(), HeartbeatInterval: h.opts.HeartbeatInterval}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up agent access controller: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	disco, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	placements := propagation.New(mgr.GetClient(), mgr.GetEventRecorder("convoy-hub"))
+	placements.Templates = propagation.NewTemplates(dyn, mgr.GetRESTMapper(), disco, placements.TemplatesChanged)
+	if err := mgr.Add(placements.Templates); err != nil {
+		return err
+	}
+	if err := placements.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up propagation controller: %w", err)
 	}
 	if err := (&health.Reconciler{Client: mgr.GetClient(), UnreachableAfter: h.opts.UnreachableAfter, Clock: clock.RealClock{}}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up cluster health controller: %w", err)

@@ -191,3 +191,27 @@ func generic(u *unstructured.Unstructured) (v1alpha1.Health, string) {
 	}
 	return v1alpha1.HealthHealthy, ""
 }
+
+// Replicas returns a workload's desired and available replicas as its status reports them,
+// or nils for an object that has no replicas.
+func Replicas(u *unstructured.Unstructured) (desired, available *int32) {
+	if u == nil {
+		return nil, nil
+	}
+	n := func(path ...string) *int32 {
+		v := int32(i64(u, path...))
+		return &v
+	}
+	group := u.GroupVersionKind().Group
+	switch kind := u.GetKind(); {
+	case group == "apps" && (kind == "Deployment" || kind == "StatefulSet" || kind == "ReplicaSet"):
+		d := int32(1)
+		if v, ok, _ := unstructured.NestedInt64(u.Object, "spec", "replicas"); ok {
+			d = int32(v)
+		}
+		return &d, n("status", "availableReplicas")
+	case group == "apps" && kind == "DaemonSet":
+		return n("status", "desiredNumberScheduled"), n("status", "numberAvailable")
+	}
+	return nil, nil
+}

@@ -6,7 +6,6 @@ package manifest
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
@@ -56,7 +56,8 @@ func decodeOne(i int, raw []byte) Object {
 		return o
 	}
 	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+	// utiljson keeps whole numbers int64, as the rest of Kubernetes' unstructured code expects.
+	if err := utiljson.Unmarshal(raw, &m); err != nil || m == nil {
 		return fail("not a JSON object; every manifest needs apiVersion, kind and metadata.name")
 	}
 	u := &unstructured.Unstructured{Object: m}

@@ -203,3 +203,36 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestReplicas(t *testing.T) {
+	obj := func(s string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	cases := []struct {
+		obj                *unstructured.Unstructured
+		desired, available int32
+		none               bool
+	}{
+		{obj(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"a"},"spec":{"replicas":3},"status":{"availableReplicas":2}}`), 3, 2, false},
+		{obj(`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"a"},"spec":{}}`), 1, 0, false},
+		{obj(`{"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"a"},"status":{"desiredNumberScheduled":4,"numberAvailable":4}}`), 4, 4, false},
+		{obj(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}`), 0, 0, true},
+		{nil, 0, 0, true},
+	}
+	for i, c := range cases {
+		d, a := Replicas(c.obj)
+		if c.none {
+			if d != nil || a != nil {
+				t.Errorf("%d: replicas %v/%v for an object without any", i, d, a)
+			}
+			continue
+		}
+		if d == nil || a == nil || *d != c.desired || *a != c.available {
+			t.Errorf("%d: got %v/%v, want %d/%d", i, d, a, c.desired, c.available)
+		}
+	}
+}

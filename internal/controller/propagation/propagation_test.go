@@ -1,0 +1,285 @@
+package propagation_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/manifest"
+)
+
+// These tests run a real hub with imported Clusters that have no member behind them: they
+// check what the propagation controller writes, and play the agents' part by writing Work
+// status by hand.
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
+}
+
+func addCluster(t *testing.T, c client.Client, name, region string, extra map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "convoy-system", Name: name + "-kubeconfig"},
+		StringData: map[string]string{"kubeconfig": "apiVersion: v1\nkind: Config\nclusters: []\n"}}
+	if err := c.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	cl := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: extra}, Spec: v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderImport, Region: region, Environment: "prod",
+		KubeconfigSecretRef: &v1alpha1.SecretReference{Name: secret.Name}}}
+	must(t, c.Create(ctx, cl))
+	eventually(t, "namespace of "+name, func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKey{Name: v1alpha1.ClusterNamespace(name)}, &corev1.Namespace{})
+		return err == nil, err
+	})
+}
+
+func work(t *testing.T, c client.Client, cluster string) *v1alpha1.Work {
+	t.Helper()
+	w := &v1alpha1.Work{}
+	err := c.Get(context.Background(), client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(cluster), Name: "shop.web"}, w)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	must(t, err)
+	return w
+}
+
+// sent returns the manifest of one kind in a cluster's Work.
+func sent(t *testing.T, c client.Client, cluster, kind string) *unstructured.Unstructured {
+	t.Helper()
+	w := work(t, c, cluster)
+	if w == nil {
+		return nil
+	}
+	for _, o := range manifest.Decode(w.Spec.Manifests) {
+		if o.Err == nil && o.ID.Kind == kind {
+			return o.Obj
+		}
+	}
+	return nil
+}
+
+func replicasSent(t *testing.T, c client.Client, cluster string) int64 {
+	d := sent(t, c, cluster, "Deployment")
+	if d == nil {
+		return -1
+	}
+	n, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
+	return n
+}
+
+// report plays the agent: every resource of the cluster's Work applied and healthy, with the
+// Deployment's replicas available.
+func report(t *testing.T, c client.Client, cluster string) {
+	t.Helper()
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		w := work(t, c, cluster)
+		w.Status.ObservedGeneration = w.Generation
+		w.Status.Resources = nil
+		for _, o := range manifest.Decode(w.Spec.Manifests) {
+			st := v1alpha1.ResourceStatus{ResourceIdentifier: o.ID, State: v1alpha1.ResourceApplied, Health: v1alpha1.HealthHealthy, Hash: o.Hash}
+			if o.ID.Kind == "Deployment" {
+				n, _, _ := unstructured.NestedInt64(o.Obj.Object, "spec", "replicas")
+				st.Replicas, st.AvailableReplicas = ptr.To(int32(n)), ptr.To(int32(n))
+			}
+			w.Status.Resources = append(w.Status.Resources, st)
+		}
+		meta.SetStatusCondition(&w.Status.Conditions, metav1.Condition{Type: v1alpha1.WorkApplied, Status: metav1.ConditionTrue, Reason: "Applied"})
+		meta.SetStatusCondition(&w.Status.Conditions, metav1.Condition{Type: v1alpha1.WorkAvailable, Status: metav1.ConditionTrue, Reason: "Available"})
+		return c.Status().Update(context.Background(), w)
+	}))
+}
+
+func TestPropagation(t *testing.T) {
+	h := hubtest.Start(t)
+	c := h.Client
+	ctx := context.Background()
+	for _, cl := range []struct{ name, region string }{{"us-east", "us-east"}, {"us-west", "us-west"}, {"eu-west", "eu-west"}} {
+		addCluster(t, c, cl.name, cl.region, map[string]string{"app": "shop"})
+	}
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}))
+	must(t, c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-conf"}, Data: map[string]string{"color": "blue"}}))
+	must(t, c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "unrelated"}}))
+	labels := map[string]string{"app": "web"}
+	must(t, c.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: appsv1.DeploymentSpec{
+		Replicas: ptr.To[int32](6), Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "app", Image: "nginx:1.27", EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web-conf"}}}}}},
+		}}}}))
+
+	p := &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: v1alpha1.PlacementSpec{
+		Resources: []v1alpha1.ResourceSelector{{Group: "apps", Kind: "Deployment", Name: "web"}},
+		Clusters:  v1alpha1.ClusterAffinity{LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "shop"}}},
+		Replicas:  &v1alpha1.ReplicaScheduling{Type: v1alpha1.Divided},
+		Overrides: []v1alpha1.Override{{Clusters: v1alpha1.ClusterAffinity{Regions: []string{"eu-west"}},
+			Images: []v1alpha1.ImageOverride{{Image: "nginx:1.28"}}}},
+	}}
+	must(t, c.Create(ctx, p))
+
+	// 6 replicas, divided equally: 2/2/2, with the ConfigMap it needs and its namespace.
+	eventually(t, "2/2/2", func() (bool, error) {
+		got := &v1alpha1.Placement{}
+		_ = c.Get(ctx, client.ObjectKeyFromObject(p), got)
+		return replicasSent(t, c, "us-east") == 2 && replicasSent(t, c, "us-west") == 2 && replicasSent(t, c, "eu-west") == 2, fmt.Errorf("placement status: %+v", got.Status)
+	})
+	for _, cl := range []string{"us-east", "us-west", "eu-west"} {
+		if sent(t, c, cl, "ConfigMap") == nil || sent(t, c, cl, "Namespace") == nil {
+			t.Errorf("%s: the ConfigMap the Deployment uses, or the namespace, was not sent", cl)
+		}
+		if n := len(work(t, c, cl).Spec.Manifests); n != 3 {
+			t.Errorf("%s: %d manifests, want 3 (namespace, ConfigMap, Deployment)", cl, n)
+		}
+	}
+	image := func(cluster string) string {
+		cs, _, _ := unstructured.NestedSlice(sent(t, c, cluster, "Deployment").Object, "spec", "template", "spec", "containers")
+		return cs[0].(map[string]any)["image"].(string)
+	}
+	if image("eu-west") != "nginx:1.28" || image("us-east") != "nginx:1.27" {
+		t.Errorf("images: eu-west %s, us-east %s", image("eu-west"), image("us-east"))
+	}
+
+	// Status comes from the Works.
+	for _, cl := range []string{"us-east", "us-west", "eu-west"} {
+		report(t, c, cl)
+	}
+	eventually(t, "Placement available", func() (bool, error) {
+		got := &v1alpha1.Placement{}
+		err := c.Get(ctx, client.ObjectKeyFromObject(p), got)
+		return err == nil && meta.IsStatusConditionTrue(got.Status.Conditions, v1alpha1.PlacementAvailable) && len(got.Status.Clusters) == 3, err
+	})
+	eventually(t, "the summary on the Deployment", func() (bool, error) {
+		d := &appsv1.Deployment{}
+		err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d)
+		return err == nil && d.Annotations[v1alpha1.AnnotationSummary] == "available 6/6 replicas in 3 clusters", err
+	})
+	gens := map[string]int64{}
+	for _, cl := range []string{"us-east", "us-west", "eu-west"} {
+		gens[cl] = work(t, c, cl).Generation
+	}
+
+	// A fourth cluster joins: it gets its share, and the others keep theirs until it is available.
+	addCluster(t, c, "ap-south", "ap-south", map[string]string{"app": "shop"})
+	eventually(t, "the new cluster's share", func() (bool, error) { return replicasSent(t, c, "ap-south") == 2, nil })
+	time.Sleep(2 * time.Second)
+	for _, cl := range []string{"us-east", "us-west", "eu-west"} {
+		if n := replicasSent(t, c, cl); n != 2 {
+			t.Errorf("%s gave up replicas before the new cluster had its own: %d", cl, n)
+		}
+	}
+	report(t, c, "ap-south")
+	eventually(t, "2/2/1/1 after the new cluster is available", func() (bool, error) {
+		return replicasSent(t, c, "ap-south")+replicasSent(t, c, "us-east")+replicasSent(t, c, "us-west")+replicasSent(t, c, "eu-west") == 6, nil
+	})
+
+	// A template change rewrites only what changed: the ConfigMap's content reaches every
+	// cluster; a change to an unrelated ConfigMap rewrites nothing.
+	for _, cl := range []string{"us-east", "us-west", "eu-west", "ap-south"} {
+		gens[cl] = work(t, c, cl).Generation
+	}
+	cm := &corev1.ConfigMap{}
+	must(t, c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "unrelated"}, cm))
+	cm.Data = map[string]string{"x": "y"}
+	must(t, c.Update(ctx, cm))
+	time.Sleep(2 * time.Second)
+	for cl, g := range gens {
+		if w := work(t, c, cl); w.Generation != g {
+			t.Errorf("%s: an unrelated change rewrote the Work (generation %d -> %d)", cl, g, w.Generation)
+		}
+	}
+
+	// Removing a cluster's label removes its Work (the agent deletes the resources).
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cl := &v1alpha1.Cluster{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "us-west"}, cl); err != nil {
+			return err
+		}
+		delete(cl.Labels, "app")
+		return c.Update(ctx, cl)
+	}))
+	eventually(t, "us-west's Work gone", func() (bool, error) { return work(t, c, "us-west") == nil, nil })
+
+	// Selectors that match nothing leave the Works alone and say so.
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		got := &v1alpha1.Placement{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
+			return err
+		}
+		got.Spec.Resources[0].Name = "nothing-by-this-name"
+		return c.Update(ctx, got)
+	}))
+	eventually(t, "the no-match condition", func() (bool, error) {
+		got := &v1alpha1.Placement{}
+		err := c.Get(ctx, client.ObjectKeyFromObject(p), got)
+		cond := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.PlacementResourcesSelected)
+		return err == nil && cond != nil && cond.Reason == "NoMatchingResources" && got.Status.ObservedGeneration == got.Generation, err
+	})
+	if work(t, c, "us-east") == nil || sent(t, c, "us-east", "Deployment") == nil {
+		t.Error("a selector that matches nothing removed what was placed")
+	}
+
+	// An override that cannot apply fails that cluster and keeps what it had.
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		got := &v1alpha1.Placement{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
+			return err
+		}
+		got.Spec.Resources[0].Name = "web"
+		got.Spec.Overrides = append(got.Spec.Overrides, v1alpha1.Override{Clusters: v1alpha1.ClusterAffinity{Names: []string{"eu-west"}},
+			JSONPatches: []v1alpha1.JSONPatch{{Op: "remove", Path: "/spec/nonexistent"}}})
+		return c.Update(ctx, got)
+	}))
+	eventually(t, "the override's error on eu-west", func() (bool, error) {
+		got := &v1alpha1.Placement{}
+		err := c.Get(ctx, client.ObjectKeyFromObject(p), got)
+		for _, s := range got.Status.Clusters {
+			if s.Cluster == "eu-west" && strings.Contains(s.Error, "jsonPatches on Deployment web") {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("%+v %v", got.Status.Clusters, err)
+	})
+	if sent(t, c, "eu-west", "Deployment") == nil {
+		t.Error("a failing override removed the Deployment from eu-west")
+	}
+
+	// Deleting the Placement deletes its Works.
+	must(t, c.Delete(ctx, p))
+	eventually(t, "every Work gone", func() (bool, error) {
+		var list v1alpha1.WorkList
+		err := c.List(ctx, &list, client.MatchingLabels{v1alpha1.LabelPlacement: "web"})
+		return err == nil && len(list.Items) == 0, err
+	})
+}
