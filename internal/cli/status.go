@@ -24,10 +24,10 @@ import (
 
 func newStatusCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "status NAMESPACE/NAME",
-		Short: "Show where a Placement's resources run and how they are doing, cluster by cluster",
+		Use:     "status NAMESPACE/NAME",
+		Short:   "Show where a Placement's resources run and how they are doing, cluster by cluster",
 		Example: `  convoy status shop/web`,
-		Args: cobra.ExactArgs(1),
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ns, name, ok := strings.Cut(args[0], "/")
 			if !ok || ns == "" || name == "" {
