@@ -16,6 +16,7 @@ mkdir -p "$stamps"
 KUBE_VERSION=v1.37.2
 KINE_VERSION=v0.17.5
 KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.22.0
 
 check=false
 [[ "${1:-}" == "--check" ]] && check=true
@@ -77,6 +78,8 @@ go_install kine "$KINE_VERSION" github.com/k3s-io/kine
 go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 # kwokctl is only the reference that `make bench` measures local clusters against.
 go_install kwokctl "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwokctl
+# helm is what users install charts into the hub with; the tests use the real CLI.
+go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
 
 # controller-gen is pinned by hack/tools/go.mod (a tool directive).
 cg_version=$(cd hack/tools && go list -m -f '{{.Version}}' sigs.k8s.io/controller-tools)
@@ -96,4 +99,4 @@ fi
 if $check; then
   exit "$missing"
 fi
-say "tools ready in bin/: kubernetes $KUBE_VERSION, kine $KINE_VERSION, kwok $KWOK_VERSION, controller-gen $cg_version"
+say "tools ready in bin/: kubernetes $KUBE_VERSION, kine $KINE_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, controller-gen $cg_version"

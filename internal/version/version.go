@@ -10,5 +10,6 @@ var Convoy = "dev"
 const (
 	Kubernetes = "v1.37.2"
 	Kwok       = "v0.8.0"
+	Helm       = "v3.22.0"
 	Kine       = "v0.17.5"
 )

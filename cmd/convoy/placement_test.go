@@ -1,0 +1,171 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+)
+
+// deploymentOn returns a member's Deployment replicas, available replicas and first image;
+// replicas is -1 when it is not there.
+func deploymentOn(t *testing.T, cs kubernetes.Interface, ns, name string) (replicas, available int32, image string) {
+	t.Helper()
+	d, err := cs.AppsV1().Deployments(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return -1, 0, ""
+	}
+	if err != nil {
+		return -2, 0, err.Error()
+	}
+	if d.Spec.Replicas != nil {
+		replicas = *d.Spec.Replicas
+	}
+	return replicas, d.Status.AvailableReplicas, d.Spec.Template.Spec.Containers[0].Image
+}
+
+// TestPlacementAcrossLocalClusters is issue 5's end-to-end test: plain manifests applied to the
+// hub with kubectl, a Helm chart installed into the hub with the Helm CLI, and Placements that
+// send them to three local clusters, then four, then fewer.
+func TestPlacementAcrossLocalClusters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a hub and four local clusters")
+	}
+	f := startFleetHub(t)
+	hubKubeconfig := filepath.Join(f.dataDir, "kubeconfig")
+	bin := hubtest.BinDir(t)
+	kubectl := func(args ...string) string {
+		return run(t, nil, filepath.Join(bin, "kubectl"), append([]string{"--kubeconfig", hubKubeconfig}, args...)...)
+	}
+	hub := f.client(t)
+	ctx := context.Background()
+
+	regions := []string{"us-east", "us-west", "eu-west"}
+	for _, r := range regions {
+		f.convoy(t, "cluster", "create", r, "--nodes", "2", "--region", r, "--zones", "a,b", "--env", "prod", "--wait=false")
+	}
+	members := map[string]kubernetes.Interface{}
+	for _, r := range regions {
+		waitClusterReady(t, hub, r)
+		members[r], _ = f.member(t, r)
+		kubectl("label", "cluster", r, "fleet=shop")
+	}
+
+	// Plain manifests, unchanged, with kubectl; the Placements with convoy apply.
+	kubectl("apply", "-f", "testdata/shop/")
+	f.convoy(t, "apply", "-f", "testdata/shop-placement.yaml")
+
+	// 6 replicas divided by equal weight: 2/2/2, available, and the image override only in eu-west.
+	for _, r := range regions {
+		eventually(t, "web 2/2 available in "+r, 3*time.Minute, func() (bool, error) {
+			n, avail, _ := deploymentOn(t, members[r], "shop", "web")
+			return n == 2 && avail == 2, fmt.Errorf("replicas %d, available %d", n, avail)
+		})
+		_, _, image := deploymentOn(t, members[r], "shop", "web")
+		if want := map[bool]string{true: "nginx:1.28", false: "nginx:1.27"}[r == "eu-west"]; image != want {
+			t.Errorf("%s runs %s, want %s", r, image, want)
+		}
+		if _, err := members[r].CoreV1().ConfigMaps("shop").Get(ctx, "web-config", metav1.GetOptions{}); err != nil {
+			t.Errorf("%s: the ConfigMap web uses was not sent: %v", r, err)
+		}
+	}
+	eventually(t, "the hub's summary of web", time.Minute, func() (bool, error) {
+		out := kubectl("get", "deployment", "web", "-n", "shop", "-o", "jsonpath={.metadata.annotations.convoy\\.dev/summary}")
+		return out == "available 6/6 replicas in 3 clusters", fmt.Errorf("summary %q", out)
+	})
+	status := f.convoy(t, "status", "shop/web")
+	for _, want := range []string{"CLUSTER", "eu-west", "us-east", "us-west", "Available"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("convoy status lacks %q:\n%s", want, status)
+		}
+	}
+	// The hub keeps templates only: nothing runs there.
+	if pods := kubectl("get", "pods", "-n", "shop", "-o", "name"); strings.TrimSpace(pods) != "" {
+		t.Errorf("pods on the hub: %s", pods)
+	}
+
+	// A fourth matching cluster takes its share; the others give theirs up once it is
+	// available: 2 (ap-south), 2 (eu-west), 1, 1.
+	f.convoy(t, "cluster", "create", "ap-south", "--nodes", "2", "--region", "ap-south", "--zones", "a", "--env", "prod")
+	members["ap-south"], _ = f.member(t, "ap-south")
+	kubectl("label", "cluster", "ap-south", "fleet=shop")
+	want := map[string]int32{"ap-south": 2, "eu-west": 2, "us-east": 1, "us-west": 1}
+	for r, n := range want {
+		eventually(t, fmt.Sprintf("web %d/%d in %s", n, n, r), 3*time.Minute, func() (bool, error) {
+			got, avail, _ := deploymentOn(t, members[r], "shop", "web")
+			return got == n && avail == n, fmt.Errorf("replicas %d, available %d", got, avail)
+		})
+	}
+
+	// A Helm chart installed into the hub reaches every fleet=shop cluster.
+	run(t, nil, filepath.Join(bin, "helm"), "install", "cache", "testdata/charts/cache", "--namespace", "shop", "--kubeconfig", hubKubeconfig)
+	for r, cs := range members {
+		eventually(t, "the cache chart in "+r, 3*time.Minute, func() (bool, error) {
+			n, avail, _ := deploymentOn(t, cs, "shop", "cache")
+			if n != 1 || avail != 1 {
+				return false, fmt.Errorf("cache replicas %d, available %d", n, avail)
+			}
+			if _, err := cs.CoreV1().Services("shop").Get(ctx, "cache", metav1.GetOptions{}); err != nil {
+				return false, err
+			}
+			_, err := cs.CoreV1().ConfigMaps("shop").Get(ctx, "cache-config", metav1.GetOptions{})
+			return err == nil, err
+		})
+	}
+
+	// Removing a cluster's label removes the apps there, and only there.
+	kubectl("label", "cluster", "us-west", "fleet-")
+	eventually(t, "web and cache gone from us-west", 2*time.Minute, func() (bool, error) {
+		web, _, _ := deploymentOn(t, members["us-west"], "shop", "web")
+		cache, _, _ := deploymentOn(t, members["us-west"], "shop", "cache")
+		return web == -1 && cache == -1, fmt.Errorf("web %d, cache %d", web, cache)
+	})
+	eventually(t, "us-west's share back with the others", 2*time.Minute, func() (bool, error) {
+		var total int32
+		for _, r := range []string{"ap-south", "eu-west", "us-east"} {
+			n, avail, _ := deploymentOn(t, members[r], "shop", "web")
+			if n != avail {
+				return false, nil
+			}
+			total += n
+		}
+		return total == 6, fmt.Errorf("total %d", total)
+	})
+
+	// Uninstalling the release removes it from the members: the hub's templates are the truth.
+	run(t, nil, filepath.Join(bin, "helm"), "uninstall", "cache", "--namespace", "shop", "--kubeconfig", hubKubeconfig)
+	p := &v1alpha1.Placement{}
+	eventually(t, "cache's Placement to say it matches nothing", time.Minute, func() (bool, error) {
+		err := hub.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "cache"}, p)
+		return err == nil && strings.Contains(fmt.Sprint(p.Status.Conditions), "NoMatchingResources"), err
+	})
+	// Nothing matches any more, so nothing is removed without an explicit change: deleting
+	// the Placement is that change.
+	if n, _, _ := deploymentOn(t, members["us-east"], "shop", "cache"); n != 1 {
+		t.Errorf("cache left us-east when its selector stopped matching (replicas %d)", n)
+	}
+	kubectl("delete", "placement", "cache", "-n", "shop")
+	eventually(t, "cache gone from us-east", 2*time.Minute, func() (bool, error) {
+		n, _, _ := deploymentOn(t, members["us-east"], "shop", "cache")
+		return n == -1, nil
+	})
+}
+
+func waitClusterReady(t *testing.T, c client.Client, name string) {
+	t.Helper()
+	eventually(t, name+" Ready", 3*time.Minute, func() (bool, error) {
+		cl := &v1alpha1.Cluster{}
+		err := c.Get(context.Background(), client.ObjectKey{Name: name}, cl)
+		return err == nil && cl.Status.Phase == v1alpha1.ClusterReady, err
+	})
+}
