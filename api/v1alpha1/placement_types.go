@@ -15,6 +15,7 @@ import (
 // +kubebuilder:printcolumn:name="Replicas",type=string,JSONPath=`.spec.replicas.type`
 // +kubebuilder:printcolumn:name="Clusters",type=integer,JSONPath=`.status.scheduledClusters`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="placement name must be at most 63 characters, since it labels the Works written for it; pick a shorter name"
 type Placement struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -159,6 +159,18 @@ func TestPlacementAcrossLocalClusters(t *testing.T) {
 		n, _, _ := deploymentOn(t, members["us-east"], "shop", "cache")
 		return n == -1, nil
 	})
+
+	// With preserveResourcesOnDeletion, a cluster that stops matching keeps what it had.
+	kubectl("patch", "placement", "web", "-n", "shop", "--type", "merge", "-p", `{"spec":{"preserveResourcesOnDeletion":true}}`)
+	kubectl("label", "cluster", "ap-south", "fleet-")
+	eventually(t, "ap-south's Work gone", 2*time.Minute, func() (bool, error) {
+		w := &v1alpha1.Work{}
+		err := hub.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace("ap-south"), Name: "shop.web"}, w)
+		return apierrors.IsNotFound(err), err
+	})
+	if n, _, _ := deploymentOn(t, members["ap-south"], "shop", "web"); n < 1 {
+		t.Errorf("web left ap-south although the Placement preserves resources (replicas %d)", n)
+	}
 }
 
 func waitClusterReady(t *testing.T, c client.Client, name string) {

@@ -66,6 +66,10 @@ func mustSelector(s string) labels.Selector {
 // startControllers runs Convoy's controllers in this process and waits until their caches
 // have synced. If the controller manager stops on its own later, the error goes to h.fatal.
 func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme) error {
+	// The API server is local and protects itself (priority and fairness); client-go's
+	// default pace would make writing one Work per cluster take seconds for ten clusters.
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = 1000, 2000
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Logger:                 logr.FromSlogHandler(h.log.Handler()),

@@ -17,8 +17,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -364,7 +366,7 @@ func (r *Reconciler) propagate(ctx context.Context, p *v1alpha1.Placement, templ
 		return err
 	}
 	chosen := map[string]bool{}
-	var errs []error
+	var writes []func() error
 	for _, choice := range d.Clusters {
 		chosen[choice.Name] = true
 		c := byName[choice.Name]
@@ -414,18 +416,29 @@ func (r *Reconciler) propagate(ctx context.Context, p *v1alpha1.Placement, templ
 		if len(failed) > 0 {
 			renderErrs[c.Name] = strings.Join(failed, "; ")
 		}
-		if err := r.writeWork(ctx, p, c.Name, old, manifests); err != nil {
-			errs = append(errs, err)
-		}
+		writes = append(writes, func() error { return r.writeWork(ctx, p, c.Name, old, manifests) })
 	}
 	for name, w := range works {
-		if chosen[name] {
-			continue
-		}
-		if err := r.removeWork(ctx, p, w); err != nil {
-			errs = append(errs, err)
+		if !chosen[name] {
+			writes = append(writes, func() error { return r.removeWork(ctx, p, w) })
 		}
 	}
+	// Works are independent objects: write them side by side, a few at a time.
+	var g errgroup.Group
+	g.SetLimit(16)
+	var mu sync.Mutex
+	var errs []error
+	for _, write := range writes {
+		g.Go(func() error {
+			if err := write(); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
 	return errors.Join(errs...)
 }
 

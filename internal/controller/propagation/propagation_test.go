@@ -283,3 +283,70 @@ func TestPropagation(t *testing.T) {
 		return err == nil && len(list.Items) == 0, err
 	})
 }
+
+// TestPlacementBadInput checks that the API refuses invalid Placements with a message that
+// says what to fix, stores nothing, and that a valid Placement matching no cluster is explained.
+func TestPlacementBadInput(t *testing.T) {
+	h := hubtest.Start(t)
+	c := h.Client
+	ctx := context.Background()
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}))
+	base := func() *v1alpha1.Placement {
+		return &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "bad"}, Spec: v1alpha1.PlacementSpec{
+			Resources: []v1alpha1.ResourceSelector{{Group: "apps", Kind: "Deployment"}}}}
+	}
+	cases := []struct {
+		name   string
+		change func(*v1alpha1.Placement)
+		want   string
+	}{
+		{"weight 0", func(p *v1alpha1.Placement) {
+			p.Spec.Replicas = &v1alpha1.ReplicaScheduling{Type: v1alpha1.Divided, Weights: []v1alpha1.ClusterWeight{{Weight: 0}}}
+		}, "should be greater than or equal to 1"},
+		{"negative weight", func(p *v1alpha1.Placement) {
+			p.Spec.Replicas = &v1alpha1.ReplicaScheduling{Type: v1alpha1.Divided, Weights: []v1alpha1.ClusterWeight{{Weight: -3}}}
+		}, "should be greater than or equal to 1"},
+		{"negative minimum", func(p *v1alpha1.Placement) {
+			p.Spec.Replicas = &v1alpha1.ReplicaScheduling{Type: v1alpha1.Divided, MinReplicasPerCluster: ptr.To[int32](-1)}
+		}, "should be greater than or equal to 0"},
+		{"weights when duplicating", func(p *v1alpha1.Placement) {
+			p.Spec.Replicas = &v1alpha1.ReplicaScheduling{Type: v1alpha1.Duplicated, Weights: []v1alpha1.ClusterWeight{{Weight: 2}}}
+		}, "apply only to type Divided"},
+		{"no resources", func(p *v1alpha1.Placement) { p.Spec.Resources = nil }, "spec.resources"},
+		{"a selector for everything", func(p *v1alpha1.Placement) { p.Spec.Resources = []v1alpha1.ResourceSelector{{}} }, "cannot select everything by accident"},
+		{"zero clusters wanted", func(p *v1alpha1.Placement) { p.Spec.NumberOfClusters = ptr.To[int32](0) }, "should be greater than or equal to 1"},
+		{"an override that changes nothing", func(p *v1alpha1.Placement) { p.Spec.Overrides = []v1alpha1.Override{{}} }, "an override must change something"},
+		{"a bad JSON patch op", func(p *v1alpha1.Placement) {
+			p.Spec.Overrides = []v1alpha1.Override{{JSONPatches: []v1alpha1.JSONPatch{{Op: "move", Path: "/a"}}}}
+		}, "Unsupported value: \"move\""},
+		{"a long name", func(p *v1alpha1.Placement) { p.Name = strings.Repeat("p", 64) }, "at most 63 characters"},
+	}
+	for _, tc := range cases {
+		p := base()
+		tc.change(p)
+		err := c.Create(ctx, p)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+	var list v1alpha1.PlacementList
+	must(t, c.List(ctx, &list))
+	if len(list.Items) != 0 {
+		t.Errorf("refused Placements were stored: %d", len(list.Items))
+	}
+
+	// Valid, but no cluster matches: a condition says so.
+	p := base()
+	p.Spec.Clusters.Regions = []string{"mars"}
+	must(t, c.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: appsv1.DeploymentSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"a": "b"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"a": "b"}}, Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "c", Image: "x"}}}}}}))
+	must(t, c.Create(ctx, p))
+	eventually(t, "the no-cluster condition", func() (bool, error) {
+		got := &v1alpha1.Placement{}
+		err := c.Get(ctx, client.ObjectKeyFromObject(p), got)
+		cond := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.PlacementScheduled)
+		return err == nil && cond != nil && cond.Reason == "NoMatchingClusters" && strings.Contains(cond.Message, "the hub has no clusters"), fmt.Errorf("%v", got.Status.Conditions)
+	})
+}
