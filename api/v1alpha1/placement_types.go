@@ -64,6 +64,11 @@ type PlacementSpec struct {
 	// +kubebuilder:validation:MaxItems=64
 	Overrides []Override `json:"overrides,omitempty"`
 
+	// Failover moves the Divided replicas of a lost cluster to the healthy ones, and back once
+	// it is stable again. It is on by default.
+	// +optional
+	Failover *FailoverPolicy `json:"failover,omitempty"`
+
 	// PropagateDependencies also sends what the selected resources need: the ConfigMaps,
 	// Secrets, ServiceAccounts and PersistentVolumeClaims a selected workload refers to, and
 	// the CRD of a selected custom resource. The namespace always goes. Default true.
@@ -334,6 +339,12 @@ type PlacementStatus struct {
 	// +listType=map
 	// +listMapKey=cluster
 	Clusters []ClusterPlacementStatus `json:"clusters,omitempty"`
+
+	// FailedOver lists the clusters whose Divided share was moved to the others, and since when.
+	// +optional
+	// +listType=map
+	// +listMapKey=cluster
+	FailedOver []FailedOverCluster `json:"failedOver,omitempty"`
 
 	// Conditions aggregate the per-cluster state.
 	// +optional

@@ -346,12 +346,12 @@ func TestAgentIsolationAndRevocation(t *testing.T) {
 	if !strings.Contains(out, "locked out") {
 		t.Errorf("revoke output: %s", out)
 	}
-	// At once: RBAC grants the old identity nothing (later, when the API server's token cache
-	// lets go, the token does not even authenticate).
-	err = c.List(ctx, &v1alpha1.WorkList{}, client.InNamespace(v1alpha1.ClusterNamespace("alpha")))
-	if !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
-		t.Errorf("the revoked token was not refused: %v", err)
-	}
+	// As soon as the API server's caches see the deleted ServiceAccount and the new RBAC
+	// (milliseconds), the old identity gets nothing.
+	eventually(t, "the revoked token refused", 5*time.Second, func() (bool, error) {
+		err := c.List(ctx, &v1alpha1.WorkList{}, client.InNamespace(v1alpha1.ClusterNamespace("alpha")))
+		return apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err), fmt.Errorf("not refused: %v", err)
+	})
 	eventually(t, "alpha Unreachable", 30*time.Second, func() (bool, error) {
 		cl := &v1alpha1.Cluster{}
 		err := admin.Get(ctx, client.ObjectKey{Name: "alpha"}, cl)

@@ -364,3 +364,18 @@ func setEnv(container map[string]any, name, value string) {
 	}
 	container["env"] = append(env, map[string]any{"name": name, "value": value})
 }
+
+// Stateful reports whether a workload keeps state on its cluster: a StatefulSet, or a
+// workload that mounts PersistentVolumeClaims. Failover moves those only when told to.
+func Stateful(u *unstructured.Unstructured) bool {
+	gvk := u.GroupVersionKind()
+	if gvk.Group == "apps" && gvk.Kind == "StatefulSet" {
+		return true
+	}
+	for _, r := range Dependencies(u) {
+		if r.Kind == "PersistentVolumeClaim" {
+			return true
+		}
+	}
+	return false
+}

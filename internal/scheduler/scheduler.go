@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +29,8 @@ type Cluster struct {
 	// Healthy is false while the cluster is Unreachable or not Ready. The scheduler keeps such
 	// a cluster chosen and only marks it (failover is a later policy's business).
 	Healthy bool `json:"healthy,omitempty"`
+	// Since is when Healthy last changed (the Ready condition's transition time).
+	Since time.Time `json:"since,omitempty"`
 	// Deleting clusters are never chosen.
 	Deleting bool `json:"deleting,omitempty"`
 	// Free is the capacity left on the cluster (allocatable minus requested), for dynamic

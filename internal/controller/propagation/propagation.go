@@ -31,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -50,6 +51,8 @@ type Reconciler struct {
 	Client    client.Client
 	Templates *Templates
 	Recorder  events.EventRecorder
+	// Clock is the time source for failover; nil means the real clock.
+	Clock clock.PassiveClock
 
 	changed chan event.TypedGenericEvent[*v1alpha1.Placement]
 }
@@ -101,6 +104,22 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Channel(r.changed, &handler.TypedEnqueueRequestForObject[*v1alpha1.Placement]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
+func failoverReason(fs []v1alpha1.FailedOverCluster, name string) string {
+	for _, f := range fs {
+		if f.Cluster == name {
+			return f.Reason
+		}
+	}
+	return ""
 }
 
 // WorkName is the name of a Placement's Work in each cluster's namespace. Namespace names
@@ -169,9 +188,46 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	setCondition(p, v1alpha1.PlacementScheduled, decision.OK, decision.Reason, schedMsg)
 
+	// Failover: lost clusters' Divided shares move to the healthy ones, and come back once
+	// the cluster is stable again. The decision lives in the status, not in memory.
+	requeue := time.Minute
+	failedOver := map[string]bool{}
+	if decision.OK {
+		fo := scheduler.Failover(decision.Clusters, byName, p.Spec.Failover, p.Status.FailedOver, r.now())
+		p.Status.FailedOver = fo.FailedOver
+		for _, f := range fo.FailedOver {
+			failedOver[f.Cluster] = true
+		}
+		for _, name := range fo.Added {
+			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "FailedOver", "Failover", "cluster %s is lost: %s; its Divided replicas move to the healthy clusters, and nothing is deleted on it", name, failoverReason(fo.FailedOver, name))
+		}
+		for _, name := range fo.Returned {
+			r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "FailedBack", "Failover", "cluster %s has been Ready long enough; its share is rebalanced back to it", name)
+		}
+		switch {
+		case len(fo.FailedOver) > 0:
+			var parts []string
+			for _, f := range fo.FailedOver {
+				parts = append(parts, f.Cluster+" ("+f.Reason+")")
+			}
+			msg := "Divided replicas moved away from " + strings.Join(parts, "; ")
+			if fo.Held != "" {
+				msg += "; " + fo.Held
+			}
+			setCondition(p, v1alpha1.PlacementFailedOver, true, "ClustersLost", msg)
+		case fo.Held != "":
+			setCondition(p, v1alpha1.PlacementFailedOver, false, "NowhereToGo", fo.Held)
+		default:
+			setCondition(p, v1alpha1.PlacementFailedOver, false, "AllClustersHealthy", "no cluster's share is failed over")
+		}
+		if fo.RecheckAfter > 0 && fo.RecheckAfter < requeue {
+			requeue = fo.RecheckAfter + 100*time.Millisecond
+		}
+	}
+
 	renderErrs := map[string]string{}
 	if selectErr == nil && len(templates) > 0 && decision.OK {
-		if err := r.propagate(ctx, p, templates, decision, byName, works, renderErrs); err != nil {
+		if err := r.propagate(ctx, p, templates, decision, byName, works, failedOver, renderErrs); err != nil {
 			return ctrl.Result{}, err
 		}
 		if works, err = r.works(ctx, p); err != nil {
@@ -187,8 +243,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.summarize(ctx, templates, works); err != nil {
 		return ctrl.Result{}, err
 	}
-	// Capacity changes and health do not always come with an event worth a wake-up.
-	return ctrl.Result{RequeueAfter: time.Minute}, nil
+	// Capacity changes and health do not always come with an event worth a wake-up; failover
+	// timings wake it when they expire.
+	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
 // works returns the Placement's Works by cluster.
@@ -220,7 +277,11 @@ func (r *Reconciler) snapshot(ctx context.Context) ([]scheduler.Cluster, map[str
 			Name: c.Name, Labels: c.Labels, Region: c.Spec.Region, Zones: c.Spec.Zones,
 			Environment: c.Spec.Environment, Taints: c.Spec.Taints,
 			Healthy:  c.Status.Phase == v1alpha1.ClusterReady,
+			Since:    c.CreationTimestamp.Time,
 			Deleting: !c.DeletionTimestamp.IsZero(),
+		}
+		if ready := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterReadyCondition); ready != nil {
+			sc.Since = ready.LastTransitionTime.Time
 		}
 		if inv := c.Status.Inventory; inv != nil && inv.Allocatable != nil {
 			free := func(name corev1.ResourceName) resource.Quantity {
@@ -358,8 +419,8 @@ func (r *Reconciler) addDependencies(ctx context.Context, p *v1alpha1.Placement,
 
 // propagate writes the Works of the chosen clusters and removes those of clusters left out.
 func (r *Reconciler) propagate(ctx context.Context, p *v1alpha1.Placement, templates []*template, d scheduler.Decision,
-	byName map[string]scheduler.Cluster, works map[string]*v1alpha1.Work, renderErrs map[string]string) error {
-	r.divide(p, templates, d, byName, works)
+	byName map[string]scheduler.Cluster, works map[string]*v1alpha1.Work, failedOver map[string]bool, renderErrs map[string]string) error {
+	r.divide(p, templates, d, byName, works, failedOver)
 
 	ns, err := r.Templates.Get(ctx, namespaceResource, "", p.Namespace)
 	if err != nil {
@@ -369,6 +430,9 @@ func (r *Reconciler) propagate(ctx context.Context, p *v1alpha1.Placement, templ
 	var writes []func() error
 	for _, choice := range d.Clusters {
 		chosen[choice.Name] = true
+		if failedOver[choice.Name] {
+			continue // its Work stays exactly as it was while the cluster is lost
+		}
 		c := byName[choice.Name]
 		old := works[c.Name]
 		oldManifests := map[string]runtime.RawExtension{}
@@ -444,7 +508,10 @@ func (r *Reconciler) propagate(ctx context.Context, p *v1alpha1.Placement, templ
 
 // divide sets each Divided workload's share per cluster. A cluster's share only shrinks once
 // every cluster whose share grows has its new replicas available (create before delete).
-func (r *Reconciler) divide(p *v1alpha1.Placement, templates []*template, d scheduler.Decision, byName map[string]scheduler.Cluster, works map[string]*v1alpha1.Work) {
+// Failed-over clusters get no new share: their Works stay as they were (fail static), and the
+// healthy clusters share the total; stateful workloads stay put unless the policy lets them
+// move.
+func (r *Reconciler) divide(p *v1alpha1.Placement, templates []*template, d scheduler.Decision, byName map[string]scheduler.Cluster, works map[string]*v1alpha1.Work, failedOver map[string]bool) {
 	rs := p.Spec.Replicas
 	if rs == nil || rs.Type != v1alpha1.Divided {
 		return
@@ -453,13 +520,20 @@ func (r *Reconciler) divide(p *v1alpha1.Placement, templates []*template, d sche
 	if rs.MinReplicasPerCluster != nil {
 		minPer = *rs.MinReplicasPerCluster
 	}
+	moveStateful := p.Spec.Failover != nil && p.Spec.Failover.Stateful
 	for _, t := range templates {
 		total, ok := render.Replicas(t.obj)
 		if !ok {
 			continue
 		}
-		weights := make([]int64, len(d.Clusters))
-		for i, ch := range d.Clusters {
+		var sharing []scheduler.Choice
+		for _, ch := range d.Clusters {
+			if !failedOver[ch.Name] || (render.Stateful(t.obj) && !moveStateful) {
+				sharing = append(sharing, ch)
+			}
+		}
+		weights := make([]int64, len(sharing))
+		for i, ch := range sharing {
 			weights[i] = ch.Weight
 			if rs.DynamicWeight != "" {
 				weights[i] = 0
@@ -478,13 +552,13 @@ func (r *Reconciler) divide(p *v1alpha1.Placement, templates []*template, d sche
 		// Shrinking waits until every cluster has its new share available, counted from
 		// what the agents report (a cluster that is not reporting holds the others).
 		allAvailable := true
-		for i, ch := range d.Clusters {
+		for i, ch := range sharing {
 			if target[i] > 0 && (!availableIn(works[ch.Name], t.key) || availableReplicas(works[ch.Name], t.key) < target[i]) {
 				allAvailable = false
 			}
 		}
 		t.shares = map[string]int32{}
-		for i, ch := range d.Clusters {
+		for i, ch := range sharing {
 			share := target[i]
 			if cur, ok := current[ch.Name]; ok && share < cur && !allAvailable {
 				share = cur // give up replicas only once the others have theirs
