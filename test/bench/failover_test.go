@@ -1,0 +1,137 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hub"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+)
+
+// BenchmarkFailover times, with the default failover settings (grace 5 s), how long after one
+// cluster's API server is killed its Divided replicas are Available on the other two. Three
+// local clusters, a Deployment of 6 replicas; the lost cluster's runtime is frozen so that
+// nothing restarts its API server, and resumed after each run.
+func BenchmarkFailover(b *testing.B) {
+	h := hubtest.Start(b)
+	ctx := context.Background()
+	names := []string{"a", "b", "c"}
+	members := map[string]kubernetes.Interface{}
+	for _, n := range names {
+		if err := h.Client.Create(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"fleet": "bench"}},
+			Spec: v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, NodePools: []v1alpha1.NodePool{{Name: "default", Count: 2}}}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	clustersDir := hub.Layout{Dir: h.Options.DataDir}.Clusters()
+	for _, n := range names {
+		waitPhase(b, h.Client, n, v1alpha1.ClusterReady, 3*time.Minute)
+		cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(clustersDir, n, "kubeconfig"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		members[n] = kubernetes.NewForConfigOrDie(cfg)
+	}
+	labels := map[string]string{"app": "web"}
+	if err := h.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
+		b.Fatal(err)
+	}
+	if err := h.Client.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: appsv1.DeploymentSpec{
+		Replicas: ptr.To[int32](6), Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "web", Image: "nginx"}}}}}}); err != nil {
+		b.Fatal(err)
+	}
+	// Default failover grace; a short stable period so that the runs follow each other.
+	if err := h.Client.Create(ctx, &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: v1alpha1.PlacementSpec{
+		Resources: []v1alpha1.ResourceSelector{{Group: "apps", Kind: "Deployment", Name: "web"}},
+		Clusters:  v1alpha1.ClusterAffinity{LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "bench"}}},
+		Replicas:  &v1alpha1.ReplicaScheduling{Type: v1alpha1.Divided},
+		Failover:  &v1alpha1.FailoverPolicy{StableSeconds: ptr.To[int32](5)}}}); err != nil {
+		b.Fatal(err)
+	}
+	available := func(n string, want int32) func() bool {
+		return func() bool {
+			d, err := members[n].AppsV1().Deployments("shop").Get(ctx, "web", metav1.GetOptions{})
+			return err == nil && d.Spec.Replicas != nil && *d.Spec.Replicas == want && d.Status.AvailableReplicas == want
+		}
+	}
+	for _, n := range names {
+		waitFor(b, "web 2/2 in "+n, 3*time.Minute, available(n, 2))
+	}
+
+	var times []time.Duration
+	for run := range 3 {
+		lost := names[run%len(names)]
+		var others []string
+		for _, n := range names {
+			if n != lost {
+				others = append(others, n)
+			}
+		}
+		runtimePID, apiserver := componentPIDs(b, filepath.Join(clustersDir, lost))
+		if err := syscall.Kill(runtimePID, syscall.SIGSTOP); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if err := syscall.Kill(apiserver, syscall.SIGKILL); err != nil {
+			_ = syscall.Kill(runtimePID, syscall.SIGCONT)
+			b.Fatal(err)
+		}
+		for _, n := range others {
+			waitFor(b, "web 3/3 in "+n, 2*time.Minute, available(n, 3))
+		}
+		times = append(times, time.Since(start))
+		_ = syscall.Kill(runtimePID, syscall.SIGCONT)
+		waitPhase(b, h.Client, lost, v1alpha1.ClusterReady, 2*time.Minute)
+		for _, n := range others {
+			waitFor(b, "web back to 2 in "+n, 2*time.Minute, available(n, 2))
+		}
+	}
+	sorted := append([]time.Duration(nil), times...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	fmt.Printf("\nFailover benchmark (3 local clusters, 6 replicas Divided, default grace 5s, heartbeat 2s)\nmachine: %s\n", Machine())
+	fmt.Printf("API server killed to its replicas Available on the other two: median %s (runs %v; target <= 15s)\n",
+		sorted[1].Round(100*time.Millisecond), times)
+	b.ReportMetric(sorted[1].Seconds(), "s-failover")
+}
+
+// componentPIDs reads a local cluster's runtime pid and its API server's pid.
+func componentPIDs(b *testing.B, dir string) (runtime, apiserver int) {
+	b.Helper()
+	var st struct {
+		PID        int `json:"pid"`
+		Components []struct {
+			Name string `json:"name"`
+			PID  int    `json:"pid"`
+		} `json:"components"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "status.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range st.Components {
+		if c.Name == "kube-apiserver" {
+			apiserver = c.PID
+		}
+	}
+	return st.PID, apiserver
+}
