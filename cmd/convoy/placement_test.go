@@ -142,23 +142,26 @@ func TestPlacementAcrossLocalClusters(t *testing.T) {
 		return total == 6, fmt.Errorf("total %d", total)
 	})
 
-	// Uninstalling the release removes it from the members: the hub's templates are the truth.
-	run(t, nil, filepath.Join(bin, "helm"), "uninstall", "cache", "--namespace", "shop", "--kubeconfig", hubKubeconfig)
+	// A selector that stops matching anything (here, a typo in an edit) removes nothing: the
+	// Placement says so, and what was placed stays until an explicit change.
+	kubectl("patch", "placement", "cache", "-n", "shop", "--type", "json", "-p",
+		`[{"op":"replace","path":"/spec/resources/0/labelSelector/matchLabels/app.kubernetes.io~1instance","value":"cahce"}]`)
 	p := &v1alpha1.Placement{}
 	eventually(t, "cache's Placement to say it matches nothing", time.Minute, func() (bool, error) {
 		err := hub.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "cache"}, p)
-		return err == nil && strings.Contains(fmt.Sprint(p.Status.Conditions), "NoMatchingResources"), err
+		return err == nil && p.Status.ObservedGeneration == p.Generation && strings.Contains(fmt.Sprint(p.Status.Conditions), "NoMatchingResources"), err
 	})
-	// Nothing matches any more, so nothing is removed without an explicit change: deleting
-	// the Placement is that change.
+	time.Sleep(2 * time.Second)
 	if n, _, _ := deploymentOn(t, members["us-east"], "shop", "cache"); n != 1 {
 		t.Errorf("cache left us-east when its selector stopped matching (replicas %d)", n)
 	}
+	// Deleting the Placement is an explicit change: the members lose the release.
 	kubectl("delete", "placement", "cache", "-n", "shop")
 	eventually(t, "cache gone from us-east", 2*time.Minute, func() (bool, error) {
 		n, _, _ := deploymentOn(t, members["us-east"], "shop", "cache")
 		return n == -1, nil
 	})
+	run(t, nil, filepath.Join(bin, "helm"), "uninstall", "cache", "--namespace", "shop", "--kubeconfig", hubKubeconfig)
 
 	// With preserveResourcesOnDeletion, a cluster that stops matching keeps what it had.
 	kubectl("patch", "placement", "web", "-n", "shop", "--type", "merge", "-p", `{"spec":{"preserveResourcesOnDeletion":true}}`)

@@ -1,0 +1,285 @@
+// Package rollout decides, wave by wave, which clusters get a Placement's new revision. It is a
+// pure state machine: the strategy, the clusters' observed state, the state persisted in the
+// Placement's status, the user's commands and the time go in; the next state, the revision each
+// cluster should run, the events to record and when to look again come out. It never calls a
+// client or reads a clock. The propagation controller is its only caller.
+package rollout
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Phase is where a rollout stands.
+type Phase string
+
+// The phases.
+const (
+	// Progressing: the current wave is being updated, or its gate is awaited.
+	Progressing Phase = "Progressing"
+	// Soaking: the current wave passed its gate; its soak time runs.
+	Soaking Phase = "Soaking"
+	// WaitingForApproval: the next wave needs `convoy rollout approve`.
+	WaitingForApproval Phase = "WaitingForApproval"
+	// Paused: stopped by the user or by a health regression; resume goes on.
+	Paused Phase = "Paused"
+	// Aborted: every cluster goes back to the stable revision.
+	Aborted Phase = "Aborted"
+	// Complete: every wave runs the target revision.
+	Complete Phase = "Complete"
+)
+
+// Wave is one ordered group of clusters.
+type Wave struct {
+	Name     string
+	Clusters []string
+	// MaxUnavailable is how many clusters of the wave may be not Available (or lost) while it
+	// is updated, and still let it pass.
+	MaxUnavailable int
+	Soak           time.Duration
+	// RequireApproval holds the wave until the user approves it.
+	RequireApproval bool
+}
+
+// Strategy is the rollout's shape.
+type Strategy struct {
+	Waves []Wave
+	// ProgressDeadline is how long a wave may take to pass its gate before the rollout pauses
+	// itself.
+	ProgressDeadline time.Duration
+}
+
+// Cluster is what is observed of one cluster.
+type Cluster struct {
+	Name string
+	// Revision is the revision its Work carries now.
+	Revision string
+	// Available is true when the member reports the Work's resources Available at Revision.
+	Available bool
+	// Lost is true when the cluster is Unreachable or not Ready.
+	Lost bool
+}
+
+// State is persisted in the Placement's status between decisions.
+type State struct {
+	// Target is the revision being rolled out; Stable the last one that completed.
+	Target, Stable string
+	Phase          Phase
+	Wave           int
+	WaveStarted    time.Time
+	SoakStarted    time.Time
+	Message        string
+}
+
+// Commands are what the user asked for. Pause holds the rollout for as long as it is set;
+// Resume (given once) also lifts a pause the rollout made itself.
+type Commands struct {
+	Pause, Resume, Abort bool
+	// Approved is the highest wave index the user approved.
+	Approved int
+}
+
+// Decision is the outcome of one step.
+type Decision struct {
+	State State
+	// Revisions says which revision each cluster should run.
+	Revisions map[string]string
+	Events    []string
+	// RecheckAfter is when the decision changes by itself; 0 if it does not.
+	RecheckAfter time.Duration
+}
+
+// Step advances the rollout. latest is the revision of the templates as they are now.
+func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands, now time.Time) Decision {
+	d := Decision{State: st, Revisions: map[string]string{}}
+	by := map[string]Cluster{}
+	for _, c := range clusters {
+		by[c.Name] = c
+	}
+	waves := resolve(s.Waves, clusters)
+	ev := func(format string, args ...any) { d.Events = append(d.Events, fmt.Sprintf(format, args...)) }
+
+	switch {
+	case st.Target == "":
+		// First sight: what runs now is stable.
+		d.State = State{Target: latest, Stable: latest, Phase: Complete}
+	case latest != st.Target && st.Phase != Aborted:
+		prevStable := st.Stable
+		if st.Phase == Complete {
+			prevStable = st.Target
+		}
+		d.State = State{Target: latest, Stable: prevStable, Phase: Progressing, Wave: 0, WaveStarted: now}
+		ev("rollout of revision %s started (stable revision %s)", latest, prevStable)
+	}
+	st = d.State
+
+	if cmd.Abort && st.Phase != Aborted && st.Phase != Complete {
+		st.Phase, st.Message = Aborted, "aborted: every cluster goes back to revision "+st.Stable
+		ev("rollout of %s aborted; back to %s", st.Target, st.Stable)
+	}
+	if cmd.Pause && (st.Phase == Progressing || st.Phase == Soaking || st.Phase == WaitingForApproval) {
+		st.Phase, st.Message = Paused, "paused by the user"
+		ev("rollout paused by the user at wave %s", waveName(waves, st.Wave))
+	}
+	if !cmd.Pause && st.Phase == Paused && (cmd.Resume || st.Message == "paused by the user") {
+		st.Phase, st.Message, st.WaveStarted = Progressing, "", now
+		ev("rollout resumed at wave %s", waveName(waves, st.Wave))
+	}
+
+	for st.Phase == Progressing || st.Phase == Soaking || st.Phase == WaitingForApproval {
+		if st.Wave >= len(waves) {
+			st.Phase, st.Stable, st.Message = Complete, st.Target, fmt.Sprintf("revision %s runs in every wave", st.Target)
+			ev("rollout of %s complete", st.Target)
+			break
+		}
+		w := waves[st.Wave]
+		if st.Phase == WaitingForApproval {
+			if cmd.Approved < st.Wave {
+				st.Message = fmt.Sprintf("wave %s waits for approval (convoy rollout approve)", w.Name)
+				break
+			}
+			st.Phase, st.WaveStarted = Progressing, now
+			ev("wave %s approved", w.Name)
+		}
+		// Earlier waves must stay healthy; a regression pauses the rollout.
+		if bad := regressed(waves[:st.Wave], by, st.Target); bad != "" {
+			st.Phase, st.Message = Paused, "health regressed: "+bad
+			ev("rollout paused: %s", bad)
+			break
+		}
+		unavailable, lost := gate(w, by, st.Target)
+		if st.Phase == Progressing {
+			if len(unavailable) > w.MaxUnavailable {
+				if s.ProgressDeadline > 0 && now.Sub(st.WaveStarted) >= s.ProgressDeadline {
+					st.Phase = Paused
+					st.Message = fmt.Sprintf("wave %s not Available within %s: %s", w.Name, s.ProgressDeadline, strings.Join(unavailable, ", "))
+					ev("rollout paused: %s", st.Message)
+					break
+				}
+				st.Message = fmt.Sprintf("wave %s: waiting for %s (Available needed in all but %d)", w.Name, strings.Join(unavailable, ", "), w.MaxUnavailable)
+				if s.ProgressDeadline > 0 {
+					d.RecheckAfter = st.WaveStarted.Add(s.ProgressDeadline).Sub(now)
+				}
+				break
+			}
+			st.Phase, st.SoakStarted = Soaking, now
+			if len(lost) > 0 {
+				ev("wave %s passed its gate with %s lost (within its budget of %d)", w.Name, strings.Join(lost, ", "), w.MaxUnavailable)
+			} else {
+				ev("wave %s passed its health gate", w.Name)
+			}
+		}
+		if st.Phase == Soaking {
+			if len(unavailable) > w.MaxUnavailable {
+				st.Phase, st.Message = Paused, fmt.Sprintf("health regressed in wave %s while soaking: %s", w.Name, strings.Join(unavailable, ", "))
+				ev("rollout paused: %s", st.Message)
+				break
+			}
+			if left := st.SoakStarted.Add(w.Soak).Sub(now); left > 0 {
+				st.Message = fmt.Sprintf("wave %s soaking, %s left", w.Name, left.Round(time.Second))
+				d.RecheckAfter = left
+				break
+			}
+			ev("wave %s done", w.Name)
+			st.Wave++
+			st.Phase, st.WaveStarted = Progressing, now
+			if st.Wave < len(waves) && waves[st.Wave].RequireApproval && cmd.Approved < st.Wave {
+				st.Phase = WaitingForApproval
+			}
+		}
+	}
+	d.State = st
+
+	// Which revision each cluster runs: waves up to the current one get the target (all of
+	// them once complete); the rest, and everyone when aborted, the stable revision.
+	for i, w := range waves {
+		for _, c := range w.Clusters {
+			switch {
+			case st.Phase == Aborted:
+				d.Revisions[c] = st.Stable
+			case st.Phase == Complete || i < st.Wave || (i == st.Wave && st.Phase != WaitingForApproval):
+				d.Revisions[c] = st.Target
+			default:
+				d.Revisions[c] = st.Stable
+			}
+		}
+	}
+	return d
+}
+
+// resolve keeps each wave's clusters that exist, in name order, and makes sure every cluster
+// is in exactly one wave: a cluster in two waves stays in the first, and clusters in none form
+// a last wave "rest".
+func resolve(waves []Wave, clusters []Cluster) []Wave {
+	seen := map[string]bool{}
+	exists := map[string]bool{}
+	for _, c := range clusters {
+		exists[c.Name] = true
+	}
+	var out []Wave
+	for _, w := range waves {
+		nw := w
+		nw.Clusters = nil
+		for _, c := range w.Clusters {
+			if exists[c] && !seen[c] {
+				seen[c] = true
+				nw.Clusters = append(nw.Clusters, c)
+			}
+		}
+		slices.Sort(nw.Clusters)
+		out = append(out, nw)
+	}
+	var rest []string
+	for _, c := range clusters {
+		if !seen[c.Name] {
+			rest = append(rest, c.Name)
+		}
+	}
+	if len(rest) > 0 {
+		slices.Sort(rest)
+		out = append(out, Wave{Name: "rest", Clusters: rest})
+	}
+	return out
+}
+
+// gate lists the wave's clusters that are not Available at the target (lost ones included),
+// and the lost ones.
+func gate(w Wave, by map[string]Cluster, target string) (unavailable, lost []string) {
+	for _, name := range w.Clusters {
+		c := by[name]
+		switch {
+		case c.Lost:
+			unavailable = append(unavailable, name+" (lost)")
+			lost = append(lost, name)
+		case c.Revision != target || !c.Available:
+			unavailable = append(unavailable, name)
+		}
+	}
+	return unavailable, lost
+}
+
+// regressed names a finished wave whose clusters, reachable and at the target, stopped being
+// Available beyond the wave's budget.
+func regressed(done []Wave, by map[string]Cluster, target string) string {
+	for _, w := range done {
+		var bad []string
+		for _, name := range w.Clusters {
+			if c := by[name]; !c.Lost && c.Revision == target && !c.Available {
+				bad = append(bad, name)
+			}
+		}
+		if len(bad) > w.MaxUnavailable {
+			return fmt.Sprintf("wave %s no longer Available in %s", w.Name, strings.Join(bad, ", "))
+		}
+	}
+	return ""
+}
+
+func waveName(waves []Wave, i int) string {
+	if i < len(waves) {
+		return waves[i].Name
+	}
+	return fmt.Sprint(i)
+}
