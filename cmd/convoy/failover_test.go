@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,36 +11,12 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
-	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/provider/local"
 )
-
-// runtimePIDs reads a local cluster's runtime pid and its components' pids.
-func runtimePIDs(t *testing.T, dataDir, cluster string) (int, map[string]int) {
-	t.Helper()
-	var st struct {
-		PID        int `json:"pid"`
-		Components []struct {
-			Name string `json:"name"`
-			PID  int    `json:"pid"`
-		} `json:"components"`
-	}
-	raw, err := os.ReadFile(filepath.Join(dataDir, "clusters", cluster, "status.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]int{}
-	for _, c := range st.Components {
-		out[c.Name] = c.PID
-	}
-	return st.PID, out
-}
 
 // TestFailoverAcrossLocalClusters kills one cluster's API server (with its runtime frozen, so
 // that nothing restarts it), expects its Divided replicas to become Available on the other two
@@ -51,23 +26,10 @@ func TestFailoverAcrossLocalClusters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a hub and three local clusters")
 	}
-	f := startFleetHub(t)
-	hubKubeconfig := filepath.Join(f.dataDir, "kubeconfig")
-	kubectl := func(args ...string) string {
-		return run(t, nil, filepath.Join(hubtest.BinDir(t), "kubectl"), append([]string{"--kubeconfig", hubKubeconfig}, args...)...)
-	}
+	f, members, kubectl := startShopFleet(t)
 	hub := f.client(t)
 	ctx := context.Background()
 	regions := []string{"us-east", "us-west", "eu-west"}
-	for _, r := range regions {
-		f.convoy(t, "cluster", "create", r, "--nodes", "2", "--region", r, "--env", "prod", "--wait=false")
-	}
-	members := map[string]kubernetes.Interface{}
-	for _, r := range regions {
-		waitClusterReady(t, hub, r)
-		members[r], _ = f.member(t, r)
-		kubectl("label", "cluster", r, "fleet=shop")
-	}
 	kubectl("apply", "-f", "testdata/shop/")
 	placement := filepath.Join(t.TempDir(), "placement.yaml")
 	if err := os.WriteFile(placement, []byte(`apiVersion: convoy.dev/v1alpha1
@@ -90,7 +52,12 @@ spec:
 	}
 
 	// Lose us-west: freeze its runtime so nothing restarts its API server, then kill that.
-	runtimePID, pids := runtimePIDs(t, f.dataDir, "us-west")
+	rs, err := local.ReadRuntimeStatus(filepath.Join(f.dataDir, "clusters", "us-west"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtimePID := rs.PID
+	apiserver, _ := rs.Component(kubeproc.KubeAPIServer)
 	if err := syscall.Kill(runtimePID, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +69,7 @@ spec:
 		}
 	}
 	t.Cleanup(resume)
-	if err := syscall.Kill(pids["kube-apiserver"], syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(apiserver.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	lost := time.Now()

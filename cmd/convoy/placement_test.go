@@ -41,25 +41,12 @@ func TestPlacementAcrossLocalClusters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a hub and four local clusters")
 	}
-	f := startFleetHub(t)
+	f, members, kubectl := startShopFleet(t)
 	hubKubeconfig := filepath.Join(f.dataDir, "kubeconfig")
 	bin := hubtest.BinDir(t)
-	kubectl := func(args ...string) string {
-		return run(t, nil, filepath.Join(bin, "kubectl"), append([]string{"--kubeconfig", hubKubeconfig}, args...)...)
-	}
 	hub := f.client(t)
 	ctx := context.Background()
-
 	regions := []string{"us-east", "us-west", "eu-west"}
-	for _, r := range regions {
-		f.convoy(t, "cluster", "create", r, "--nodes", "2", "--region", r, "--zones", "a,b", "--env", "prod", "--wait=false")
-	}
-	members := map[string]kubernetes.Interface{}
-	for _, r := range regions {
-		waitClusterReady(t, hub, r)
-		members[r], _ = f.member(t, r)
-		kubectl("label", "cluster", r, "fleet=shop")
-	}
 
 	// Plain manifests, unchanged, with kubectl; the Placements with convoy apply.
 	kubectl("apply", "-f", "testdata/shop/")
@@ -183,4 +170,28 @@ func waitClusterReady(t *testing.T, c client.Client, name string) {
 		err := c.Get(context.Background(), client.ObjectKey{Name: name}, cl)
 		return err == nil && cl.Status.Phase == v1alpha1.ClusterReady, err
 	})
+}
+
+// startShopFleet starts a hub with three local clusters, us-east, us-west and eu-west (two
+// nodes each, env prod), labelled fleet=shop, and returns clients of the members and a kubectl
+// that talks to the hub.
+func startShopFleet(t *testing.T) (*fleetHub, map[string]kubernetes.Interface, func(args ...string) string) {
+	t.Helper()
+	f := startFleetHub(t)
+	hubKubeconfig := filepath.Join(f.dataDir, "kubeconfig")
+	kubectl := func(args ...string) string {
+		return run(t, nil, filepath.Join(hubtest.BinDir(t), "kubectl"), append([]string{"--kubeconfig", hubKubeconfig}, args...)...)
+	}
+	hub := f.client(t)
+	regions := []string{"us-east", "us-west", "eu-west"}
+	for _, r := range regions {
+		f.convoy(t, "cluster", "create", r, "--nodes", "2", "--region", r, "--zones", "a,b", "--env", "prod", "--wait=false")
+	}
+	members := map[string]kubernetes.Interface{}
+	for _, r := range regions {
+		waitClusterReady(t, hub, r)
+		members[r], _ = f.member(t, r)
+		kubectl("label", "cluster", r, "fleet=shop")
+	}
+	return f, members, kubectl
 }

@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"syscall"
@@ -21,6 +19,8 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
 // BenchmarkFailover times, with the default failover settings (grace 5 s), how long after one
@@ -84,7 +84,13 @@ func BenchmarkFailover(b *testing.B) {
 				others = append(others, n)
 			}
 		}
-		runtimePID, apiserver := componentPIDs(b, filepath.Join(clustersDir, lost))
+		rs, err := local.ReadRuntimeStatus(filepath.Join(clustersDir, lost))
+		if err != nil {
+			b.Fatal(err)
+		}
+		runtimePID := rs.PID
+		api, _ := rs.Component(kubeproc.KubeAPIServer)
+		apiserver := api.PID
 		if err := syscall.Kill(runtimePID, syscall.SIGSTOP); err != nil {
 			b.Fatal(err)
 		}
@@ -109,29 +115,4 @@ func BenchmarkFailover(b *testing.B) {
 	fmt.Printf("API server killed to its replicas Available on the other two: median %s (runs %v; target <= 15s)\n",
 		sorted[1].Round(100*time.Millisecond), times)
 	b.ReportMetric(sorted[1].Seconds(), "s-failover")
-}
-
-// componentPIDs reads a local cluster's runtime pid and its API server's pid.
-func componentPIDs(b *testing.B, dir string) (runtime, apiserver int) {
-	b.Helper()
-	var st struct {
-		PID        int `json:"pid"`
-		Components []struct {
-			Name string `json:"name"`
-			PID  int    `json:"pid"`
-		} `json:"components"`
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, "status.json"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		b.Fatal(err)
-	}
-	for _, c := range st.Components {
-		if c.Name == "kube-apiserver" {
-			apiserver = c.PID
-		}
-	}
-	return st.PID, apiserver
 }

@@ -350,3 +350,30 @@ func TestPlacementBadInput(t *testing.T) {
 		return err == nil && cond != nil && cond.Reason == "NoMatchingClusters" && strings.Contains(cond.Message, "the hub has no clusters"), fmt.Errorf("%v", got.Status.Conditions)
 	})
 }
+
+// TestCustomResourceBringsItsCRD selects a custom resource and expects its CRD (without the
+// hub's status) and its namespace to go along.
+func TestCustomResourceBringsItsCRD(t *testing.T) {
+	h := hubtest.Start(t)
+	c := h.Client
+	ctx := context.Background()
+	addCluster(t, c, "one", "us-east", nil)
+	crd := &unstructured.Unstructured{}
+	must(t, crd.UnmarshalJSON([]byte(`{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition",
+		"metadata":{"name":"caches.shop.example.com"},
+		"spec":{"group":"shop.example.com","scope":"Namespaced","names":{"plural":"caches","singular":"cache","kind":"Cache"},
+		"versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}`)))
+	must(t, c.Create(ctx, crd))
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}))
+	cr := &unstructured.Unstructured{}
+	must(t, cr.UnmarshalJSON([]byte(`{"apiVersion":"shop.example.com/v1","kind":"Cache","metadata":{"name":"web","namespace":"shop"},"spec":{"size":"1Gi"}}`)))
+	eventually(t, "the custom resource stored", func() (bool, error) { err := c.Create(ctx, cr); return err == nil, err })
+	must(t, c.Create(ctx, &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: v1alpha1.PlacementSpec{
+		Resources: []v1alpha1.ResourceSelector{{Group: "shop.example.com", Kind: "Cache"}}}}))
+	eventually(t, "the Cache and its CRD in the Work", func() (bool, error) {
+		return sent(t, c, "one", "Cache") != nil && sent(t, c, "one", "CustomResourceDefinition") != nil && sent(t, c, "one", "Namespace") != nil, nil
+	})
+	if s := sent(t, c, "one", "CustomResourceDefinition"); s.GetName() != "caches.shop.example.com" || s.Object["status"] != nil {
+		t.Errorf("CRD sent: %s, status %v", s.GetName(), s.Object["status"])
+	}
+}

@@ -69,8 +69,27 @@ type ports struct {
 	Kine      int `json:"kine"`
 }
 
-// runtimeStatus is what the runtime reports about itself, rewritten on every change.
-type runtimeStatus struct {
+// ReadRuntimeStatus reads what the runtime of the local cluster in clusterDir last reported:
+// its pid and its components' pids, states and restarts. Tests and benchmarks use it to find
+// the processes of a member.
+func ReadRuntimeStatus(clusterDir string) (RuntimeStatus, error) {
+	var rs RuntimeStatus
+	err := readJSON(dir(clusterDir).status(), &rs)
+	return rs, err
+}
+
+// Component returns the status of one component by name.
+func (rs RuntimeStatus) Component(name string) (kubeproc.Status, bool) {
+	for _, c := range rs.Components {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return kubeproc.Status{}, false
+}
+
+// RuntimeStatus is what the runtime reports about itself, rewritten on every change.
+type RuntimeStatus struct {
 	PID        int               `json:"pid"`
 	Phase      string            `json:"phase"`
 	Version    string            `json:"version"`

@@ -436,7 +436,7 @@ func (r *Runtime) reportStatus() (stop func()) {
 func (r *Runtime) writeStatus() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := runtimeStatus{PID: os.Getpid(), Phase: r.phase, Version: r.cfg.KubernetesVersion, NodesError: r.nodesErr}
+	st := RuntimeStatus{PID: os.Getpid(), Phase: r.phase, Version: r.cfg.KubernetesVersion, NodesError: r.nodesErr}
 	for _, name := range r.order {
 		p := r.procs[name]
 		cs := p.Status()

@@ -29,7 +29,7 @@ func (p *Provider) Status(ctx context.Context, c *v1alpha1.Cluster) (provider.St
 		st.Progress = "runtime not running"
 		return st, nil
 	}
-	var rs runtimeStatus
+	var rs RuntimeStatus
 	if err := readJSON(d.status(), &rs); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return st, err
 	}
@@ -56,7 +56,7 @@ func (p *Provider) Status(ctx context.Context, c *v1alpha1.Cluster) (provider.St
 }
 
 // crashLoop explains a component that keeps crashing, with the last lines of its log.
-func crashLoop(rs runtimeStatus) string {
+func crashLoop(rs RuntimeStatus) string {
 	for _, c := range rs.Components {
 		if c.Restarts >= crashLoopRestarts {
 			reason := lastLines(c.ExitTail, 2)
