@@ -64,6 +64,11 @@ type PlacementSpec struct {
 	// +kubebuilder:validation:MaxItems=64
 	Overrides []Override `json:"overrides,omitempty"`
 
+	// Rollout rolls changes of the templates out in waves with health gates. Without it, every
+	// chosen cluster gets a change at once.
+	// +optional
+	Rollout *RolloutStrategy `json:"rollout,omitempty"`
+
 	// Failover moves the Divided replicas of a lost cluster to the healthy ones, and back once
 	// it is stable again. It is on by default.
 	// +optional
@@ -340,6 +345,10 @@ type PlacementStatus struct {
 	// +listMapKey=cluster
 	Clusters []ClusterPlacementStatus `json:"clusters,omitempty"`
 
+	// Rollout is the state of the wave-by-wave rollout, when the Placement has a strategy.
+	// +optional
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
+
 	// FailedOver lists the clusters whose Divided share was moved to the others, and since when.
 	// +optional
 	// +listType=map
@@ -369,6 +378,9 @@ type ClusterPlacementStatus struct {
 	// Drifted counts resources changed on the member behind the hub's back.
 	// +optional
 	Drifted int32 `json:"drifted,omitempty"`
+	// Revision is the template revision the cluster's Work carries.
+	// +optional
+	Revision string `json:"revision,omitempty"`
 	// Healthy is false while the cluster is Unreachable or not Ready; its share stays put.
 	// +optional
 	Healthy bool `json:"healthy,omitempty"`

@@ -46,3 +46,123 @@ type FailedOverCluster struct {
 
 // PlacementFailedOver is the condition type that lists clusters whose share was moved away.
 const PlacementFailedOver = "FailedOver"
+
+// RolloutStrategy rolls a new revision of a Placement's templates out in ordered waves of
+// clusters, each behind a health gate. Clusters in no wave form a last wave of their own.
+//
+// +kubebuilder:validation:XValidation:rule="self.waves.all(a, self.waves.exists_one(b, b.name == a.name))",message="wave names must be unique"
+// +kubebuilder:validation:XValidation:rule="self.waves.all(a, !has(a.clusters.names) || self.waves.all(b, a.name == b.name || !has(b.clusters.names) || !a.clusters.names.exists(n, n in b.clusters.names)))",message="waves overlap: a cluster name is listed in two waves; list each cluster in one wave only"
+type RolloutStrategy struct {
+	// Waves in order. The first is usually a canary.
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	Waves []RolloutWave `json:"waves"`
+
+	// ProgressDeadlineSeconds is how long a wave may take to pass its health gate before the
+	// rollout pauses itself. Default 300.
+	// +optional
+	// +kubebuilder:default=300
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=86400
+	ProgressDeadlineSeconds *int32 `json:"progressDeadlineSeconds,omitempty"`
+
+	// Paused holds the rollout where it is (convoy rollout pause / resume).
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+}
+
+// RolloutWave is one group of clusters.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.clusters.names) || has(self.clusters.labelSelector) || has(self.clusters.regions)",message="a wave must select clusters (names, labelSelector or regions); an empty wave selects nothing"
+type RolloutWave struct {
+	// Name of the wave, for example canary.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// Clusters of the wave, among those the Placement chose. A cluster matched by two waves
+	// (through labels or regions) belongs to the first.
+	// +required
+	Clusters WaveClusters `json:"clusters"`
+
+	// MaxUnavailable is how many clusters of the wave may be not Available (or lost) and still
+	// let the wave pass. Default 0.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	MaxUnavailable int32 `json:"maxUnavailable,omitempty"`
+
+	// SoakSeconds is how long the wave must stay healthy after passing its gate before the
+	// next wave starts.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=86400
+	SoakSeconds int32 `json:"soakSeconds,omitempty"`
+
+	// RequireApproval holds the wave until `convoy rollout approve`.
+	// +optional
+	RequireApproval bool `json:"requireApproval,omitempty"`
+}
+
+// RolloutStatus is the state of the rollout, kept so that a restarted hub resumes it.
+type RolloutStatus struct {
+	// Target is the revision being rolled out; Stable the last one that completed.
+	Target string `json:"target,omitempty"`
+	Stable string `json:"stable,omitempty"`
+	// Phase: Progressing, Soaking, WaitingForApproval, Paused, Aborted or Complete.
+	Phase string `json:"phase,omitempty"`
+	// Wave is the index of the current wave.
+	Wave int32 `json:"wave,omitempty"`
+	// WaveName names it.
+	WaveName string `json:"waveName,omitempty"`
+	// +optional
+	WaveStarted *metav1.Time `json:"waveStarted,omitempty"`
+	// +optional
+	SoakStarted *metav1.Time `json:"soakStarted,omitempty"`
+	// Message says why the rollout waits, if it does.
+	Message string `json:"message,omitempty"`
+	// Resumed is the last resume request handled (the annotation's value).
+	Resumed string `json:"resumed,omitempty"`
+}
+
+// Annotations that carry one-shot rollout commands on a Placement.
+const (
+	// AnnotationRolloutApprove holds the highest wave index the user approved.
+	AnnotationRolloutApprove = "convoy.dev/rollout-approve"
+	// AnnotationRolloutResume holds a token (a timestamp); a new value resumes a paused rollout.
+	AnnotationRolloutResume = "convoy.dev/rollout-resume"
+	// AnnotationRolloutAbort holds the target revision to abort; every cluster goes back to
+	// the stable revision.
+	AnnotationRolloutAbort = "convoy.dev/rollout-abort"
+	// AnnotationRevision on a Work names the template revision it carries.
+	AnnotationRevision = "convoy.dev/revision"
+	// LabelRevisionOf on a ControllerRevision names the Placement whose templates it keeps.
+	LabelRevisionOf = "convoy.dev/revision-of"
+)
+
+// WaveClusters selects the clusters of a wave; every field set must match.
+type WaveClusters struct {
+	// Names lists clusters by name.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=40
+	Names []string `json:"names,omitempty"`
+
+	// LabelSelector selects clusters by their labels.
+	// +optional
+	LabelSelector *metav1.LabelSelector `json:"labelSelector,omitempty"`
+
+	// Regions the clusters must be in.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=63
+	Regions []string `json:"regions,omitempty"`
+}
+
+// Affinity is the same selection as a ClusterAffinity.
+func (w WaveClusters) Affinity() ClusterAffinity {
+	return ClusterAffinity{Names: w.Names, LabelSelector: w.LabelSelector, Regions: w.Regions}
+}

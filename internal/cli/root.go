@@ -75,6 +75,7 @@ an agent on each member cluster applies them and reports back.`,
 		newAgentCmd(g),
 		newApplyCmd(g),
 		newStatusCmd(g),
+		newRolloutCmd(g),
 	)
 	return root
 }

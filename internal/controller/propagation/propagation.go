@@ -227,7 +227,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	renderErrs := map[string]string{}
 	if selectErr == nil && len(templates) > 0 && decision.OK {
-		if err := r.propagate(ctx, p, templates, decision, byName, works, failedOver, renderErrs); err != nil {
+		var pl *plan
+		if p.Spec.Rollout != nil {
+			var recheck time.Duration
+			if pl, recheck, err = r.planRollout(ctx, p, templates, decision, byName, works); err != nil {
+				return ctrl.Result{}, err
+			}
+			if recheck > 0 && recheck < requeue {
+				requeue = recheck + 100*time.Millisecond
+			}
+		} else {
+			p.Status.Rollout = nil
+			meta.RemoveStatusCondition(&p.Status.Conditions, "RolloutProgressing")
+		}
+		if err := r.propagate(ctx, p, templates, pl, decision, byName, works, failedOver, renderErrs); err != nil {
 			return ctrl.Result{}, err
 		}
 		if works, err = r.works(ctx, p); err != nil {
@@ -418,9 +431,17 @@ func (r *Reconciler) addDependencies(ctx context.Context, p *v1alpha1.Placement,
 }
 
 // propagate writes the Works of the chosen clusters and removes those of clusters left out.
-func (r *Reconciler) propagate(ctx context.Context, p *v1alpha1.Placement, templates []*template, d scheduler.Decision,
+// With a rollout plan, each cluster gets the templates of the revision the plan gives it.
+func (r *Reconciler) propagate(ctx context.Context, p *v1alpha1.Placement, templates []*template, pl *plan, d scheduler.Decision,
 	byName map[string]scheduler.Cluster, works map[string]*v1alpha1.Work, failedOver map[string]bool, renderErrs map[string]string) error {
 	r.divide(p, templates, d, byName, works, failedOver)
+	if pl != nil {
+		for rev, set := range pl.sets {
+			if rev != pl.latest {
+				r.divide(p, set, d, byName, works, failedOver)
+			}
+		}
+	}
 
 	ns, err := r.Templates.Get(ctx, namespaceResource, "", p.Namespace)
 	if err != nil {
@@ -458,7 +479,14 @@ func (r *Reconciler) propagate(ctx context.Context, p *v1alpha1.Placement, templ
 			manifests = append(manifests, runtime.RawExtension{Raw: raw})
 		}
 		var failed []string
-		for _, t := range templates {
+		set, revision := templates, ""
+		if pl != nil {
+			revision = pl.revisionOf[c.Name]
+			if s, ok := pl.sets[revision]; ok {
+				set = s
+			}
+		}
+		for _, t := range set {
 			var share *int32
 			if s, ok := t.shares[c.Name]; ok {
 				share = &s
@@ -480,7 +508,7 @@ func (r *Reconciler) propagate(ctx context.Context, p *v1alpha1.Placement, templ
 		if len(failed) > 0 {
 			renderErrs[c.Name] = strings.Join(failed, "; ")
 		}
-		writes = append(writes, func() error { return r.writeWork(ctx, p, c.Name, old, manifests) })
+		writes = append(writes, func() error { return r.writeWork(ctx, p, c.Name, old, manifests, revision) })
 	}
 	for name, w := range works {
 		if !chosen[name] {
@@ -605,7 +633,7 @@ func availableReplicas(w *v1alpha1.Work, key string) int32 {
 }
 
 // writeWork creates or updates one cluster's Work, only when its content changes.
-func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, cluster string, old *v1alpha1.Work, manifests []runtime.RawExtension) error {
+func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, cluster string, old *v1alpha1.Work, manifests []runtime.RawExtension, revision string) error {
 	policy := v1alpha1.DeletionDelete
 	if p.Spec.PreserveResourcesOnDeletion {
 		policy = v1alpha1.DeletionOrphan
@@ -617,7 +645,8 @@ func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, clust
 	}
 	if old == nil {
 		w := &v1alpha1.Work{
-			ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace(cluster), Name: WorkName(p), Labels: labels},
+			ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace(cluster), Name: WorkName(p), Labels: labels,
+				Annotations: map[string]string{v1alpha1.AnnotationRevision: revision}},
 			Spec:       v1alpha1.WorkSpec{Manifests: manifests, DeletionPolicy: policy, DriftPolicy: v1alpha1.DriftCorrect},
 		}
 		if err := r.Client.Create(ctx, w); err != nil {
@@ -626,11 +655,15 @@ func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, clust
 		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "WorkCreated", "Propagate", "cluster %s gets %d resource(s)", cluster, len(manifests))
 		return nil
 	}
-	if sameManifests(old.Spec.Manifests, manifests) && old.Spec.DeletionPolicy == policy {
+	if sameManifests(old.Spec.Manifests, manifests) && old.Spec.DeletionPolicy == policy && old.Annotations[v1alpha1.AnnotationRevision] == revision {
 		return nil
 	}
 	w := old.DeepCopy()
 	w.Spec.Manifests, w.Spec.DeletionPolicy = manifests, policy
+	if w.Annotations == nil {
+		w.Annotations = map[string]string{}
+	}
+	w.Annotations[v1alpha1.AnnotationRevision] = revision
 	for k, v := range labels {
 		w.Labels[k] = v
 	}

@@ -320,6 +320,22 @@ func TestPlacementBadInput(t *testing.T) {
 			p.Spec.Overrides = []v1alpha1.Override{{JSONPatches: []v1alpha1.JSONPatch{{Op: "move", Path: "/a"}}}}
 		}, "Unsupported value: \"move\""},
 		{"a long name", func(p *v1alpha1.Placement) { p.Name = strings.Repeat("p", 64) }, "at most 63 characters"},
+		{"an empty wave", func(p *v1alpha1.Placement) {
+			p.Spec.Rollout = &v1alpha1.RolloutStrategy{Waves: []v1alpha1.RolloutWave{{Name: "canary"}}}
+		}, "an empty wave selects nothing"},
+		{"overlapping waves", func(p *v1alpha1.Placement) {
+			p.Spec.Rollout = &v1alpha1.RolloutStrategy{Waves: []v1alpha1.RolloutWave{
+				{Name: "canary", Clusters: v1alpha1.WaveClusters{Names: []string{"a", "b"}}},
+				{Name: "rest", Clusters: v1alpha1.WaveClusters{Names: []string{"b", "c"}}}}}
+		}, "waves overlap"},
+		{"a negative soak", func(p *v1alpha1.Placement) {
+			p.Spec.Rollout = &v1alpha1.RolloutStrategy{Waves: []v1alpha1.RolloutWave{{Name: "canary", SoakSeconds: -5, Clusters: v1alpha1.WaveClusters{Names: []string{"a"}}}}}
+		}, "soakSeconds in body should be greater than or equal to 0"},
+		{"two waves of one name", func(p *v1alpha1.Placement) {
+			p.Spec.Rollout = &v1alpha1.RolloutStrategy{Waves: []v1alpha1.RolloutWave{
+				{Name: "w", Clusters: v1alpha1.WaveClusters{Names: []string{"a"}}}, {Name: "w", Clusters: v1alpha1.WaveClusters{Names: []string{"b"}}}}}
+		}, "wave names must be unique"},
+		{"no waves", func(p *v1alpha1.Placement) { p.Spec.Rollout = &v1alpha1.RolloutStrategy{} }, "spec.rollout.waves"},
 	}
 	for _, tc := range cases {
 		p := base()
@@ -376,4 +392,77 @@ func TestCustomResourceBringsItsCRD(t *testing.T) {
 	if s := sent(t, c, "one", "CustomResourceDefinition"); s.GetName() != "caches.shop.example.com" || s.Object["status"] != nil {
 		t.Errorf("CRD sent: %s, status %v", s.GetName(), s.Object["status"])
 	}
+}
+
+// TestRolloutSurvivesHubRestart stops a rollout at an approval, restarts the hub and expects it
+// to wait at the same wave, with the later wave's cluster still on the old revision.
+func TestRolloutSurvivesHubRestart(t *testing.T) {
+	h := hubtest.Start(t)
+	c := h.Client
+	ctx := context.Background()
+	addCluster(t, c, "one", "us-east", nil)
+	addCluster(t, c, "two", "us-west", nil)
+	must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}))
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "settings"}, Data: map[string]string{"color": "blue"}}
+	must(t, c.Create(ctx, cm))
+	// The imported clusters have no agent, so they count as lost: each wave's budget of one
+	// lost cluster lets it pass, which is also what this checks.
+	p := &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: v1alpha1.PlacementSpec{
+		Resources: []v1alpha1.ResourceSelector{{Kind: "ConfigMap", Name: "settings"}},
+		Failover:  &v1alpha1.FailoverPolicy{Disabled: true},
+		Rollout: &v1alpha1.RolloutStrategy{Waves: []v1alpha1.RolloutWave{
+			{Name: "canary", MaxUnavailable: 1, Clusters: v1alpha1.WaveClusters{Names: []string{"one"}}},
+			{Name: "second", MaxUnavailable: 1, RequireApproval: true, Clusters: v1alpha1.WaveClusters{Names: []string{"two"}}}}}}}
+	must(t, c.Create(ctx, p))
+	color := func(cluster string) string {
+		u := sent(t, c, cluster, "ConfigMap")
+		if u == nil {
+			return ""
+		}
+		v, _, _ := unstructured.NestedString(u.Object, "data", "color")
+		return v
+	}
+	rollout := func() *v1alpha1.RolloutStatus {
+		got := &v1alpha1.Placement{}
+		must(t, c.Get(ctx, client.ObjectKeyFromObject(p), got))
+		return got.Status.Rollout
+	}
+	eventually(t, "the first revision everywhere", func() (bool, error) {
+		rs := rollout()
+		return color("one") == "blue" && color("two") == "blue" && rs != nil && rs.Phase == "Complete", fmt.Errorf("%+v", rs)
+	})
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		must(t, c.Get(ctx, client.ObjectKeyFromObject(cm), cm))
+		cm.Data["color"] = "green"
+		return c.Update(ctx, cm)
+	}))
+	eventually(t, "the canary on the new revision, the second wave waiting", func() (bool, error) {
+		rs := rollout()
+		return color("one") == "green" && rs.Phase == "WaitingForApproval" && rs.Wave == 1, fmt.Errorf("%+v", rs)
+	})
+	if color("two") != "blue" {
+		t.Fatalf("the second wave got the change before its approval")
+	}
+
+	h.Restart()
+	c = h.Client
+	time.Sleep(3 * time.Second)
+	if rs := rollout(); rs.Phase != "WaitingForApproval" || rs.Wave != 1 || rs.WaveName != "second" {
+		t.Errorf("after a restart the rollout is at %+v, want waiting for approval of wave 1", rs)
+	}
+	if color("two") != "blue" || color("one") != "green" {
+		t.Errorf("after a restart: one %s, two %s", color("one"), color("two"))
+	}
+
+	// Approval lets it finish.
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		got := &v1alpha1.Placement{}
+		must(t, c.Get(ctx, client.ObjectKeyFromObject(p), got))
+		got.Annotations = map[string]string{v1alpha1.AnnotationRolloutApprove: "1"}
+		return c.Update(ctx, got)
+	}))
+	eventually(t, "the rollout complete", func() (bool, error) {
+		rs := rollout()
+		return color("two") == "green" && rs.Phase == "Complete", fmt.Errorf("%+v", rs)
+	})
 }

@@ -60,6 +60,7 @@ func (r *Reconciler) setStatus(p *v1alpha1.Placement, d scheduler.Decision, temp
 		w := works[e.name]
 		if w != nil {
 			st.Resources = int32(len(w.Spec.Manifests))
+			st.Revision = w.Annotations[v1alpha1.AnnotationRevision]
 			current := w.Status.ObservedGeneration == w.Generation
 			st.Applied = current && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkApplied)
 			st.Available = current && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkAvailable)

@@ -1,0 +1,127 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// TestRolloutAcrossLocalClusters rolls a good change out in three waves and checks the order and
+// the soak times, then a change that never becomes Available (kwok runs any image, so the bad
+// release asks for a node that does not exist), which must stop after the canary wave and pause
+// itself, and `convoy rollout undo`, which must bring the previous revision back everywhere.
+func TestRolloutAcrossLocalClusters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a hub and three local clusters")
+	}
+	f, members, kubectl := startShopFleet(t)
+	hub := f.client(t)
+	ctx := context.Background()
+	kubectl("apply", "-f", "testdata/shop/")
+	placement := filepath.Join(t.TempDir(), "placement.yaml")
+	if err := os.WriteFile(placement, []byte(`apiVersion: convoy.dev/v1alpha1
+kind: Placement
+metadata: {name: web, namespace: shop}
+spec:
+  resources: [{group: apps, kind: Deployment, name: web}]
+  clusters: {labelSelector: {matchLabels: {fleet: shop}}}
+  replicas: {type: Divided}
+  rollout:
+    progressDeadlineSeconds: 20
+    waves:
+    - {name: canary, clusters: {names: [us-east]}, soakSeconds: 5}
+    - {name: west, clusters: {regions: [us-west]}, soakSeconds: 5}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.convoy(t, "apply", "-f", placement)
+	regions := []string{"us-east", "us-west", "eu-west"}
+	for _, r := range regions {
+		eventually(t, "web 2/2 in "+r, 3*time.Minute, func() (bool, error) {
+			n, avail, _ := deploymentOn(t, members[r], "shop", "web")
+			return n == 2 && avail == 2, fmt.Errorf("replicas %d, available %d", n, avail)
+		})
+	}
+	rolloutPhase := func() string {
+		p := &v1alpha1.Placement{}
+		if err := hub.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, p); err != nil || p.Status.Rollout == nil {
+			return ""
+		}
+		return p.Status.Rollout.Phase
+	}
+	eventually(t, "the first revision recorded as complete", time.Minute, func() (bool, error) { return rolloutPhase() == "Complete", nil })
+
+	// A good change goes canary, then west, then the rest, each after the previous wave's soak.
+	kubectl("set", "image", "deployment/web", "web=nginx:1.28", "-n", "shop")
+	seen := map[string]time.Time{}
+	available := map[string]time.Time{}
+	deadline := time.Now().Add(3 * time.Minute)
+	for len(available) < 3 && time.Now().Before(deadline) {
+		for _, r := range regions {
+			n, avail, image := deploymentOn(t, members[r], "shop", "web")
+			if image == "nginx:1.28" && seen[r].IsZero() {
+				seen[r] = time.Now()
+			}
+			if image == "nginx:1.28" && n == avail && n > 0 && available[r].IsZero() {
+				available[r] = time.Now()
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(available) < 3 {
+		t.Fatalf("the good rollout did not reach every cluster: seen %v, available %v\n%s", seen, available, f.convoy(t, "rollout", "status", "shop/web"))
+	}
+	if !seen["us-east"].Before(seen["us-west"]) || !seen["us-west"].Before(seen["eu-west"]) {
+		t.Errorf("waves out of order: %v", seen)
+	}
+	if d := seen["us-west"].Sub(available["us-east"]); d < 4500*time.Millisecond {
+		t.Errorf("west started %s after the canary was available; the canary soaks 5s", d)
+	}
+	if d := seen["eu-west"].Sub(available["us-west"]); d < 4500*time.Millisecond {
+		t.Errorf("the rest started %s after west was available; west soaks 5s", d)
+	}
+	eventually(t, "the good rollout complete", time.Minute, func() (bool, error) { return rolloutPhase() == "Complete", nil })
+
+	// A bad change: its Pods can never be scheduled. The canary takes it, the rollout pauses
+	// itself at the deadline, and the other clusters never see it.
+	kubectl("patch", "deployment", "web", "-n", "shop", "--type", "merge", "-p",
+		`{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:broken"}],"nodeSelector":{"convoy.dev/no-such-node":"true"}}}}}`)
+	eventually(t, "the canary running the bad release", time.Minute, func() (bool, error) {
+		_, _, image := deploymentOn(t, members["us-east"], "shop", "web")
+		return image == "nginx:broken", nil
+	})
+	eventually(t, "the rollout paused by itself", time.Minute, func() (bool, error) { return rolloutPhase() == "Paused", nil })
+	status := f.convoy(t, "rollout", "status", "shop/web")
+	if !strings.Contains(status, "not Available within 20s") {
+		t.Errorf("rollout status does not say why it paused:\n%s", status)
+	}
+	for _, r := range []string{"us-west", "eu-west"} {
+		if _, _, image := deploymentOn(t, members[r], "shop", "web"); image != "nginx:1.28" {
+			t.Errorf("%s runs %s; the bad release went past the canary", r, image)
+		}
+	}
+
+	// Undo: the previous revision goes back to the hub and rolls out, in waves, everywhere.
+	out := f.convoy(t, "rollout", "undo", "shop/web")
+	if !strings.Contains(out, "put back on the hub") {
+		t.Errorf("undo: %s", out)
+	}
+	for _, r := range regions {
+		eventually(t, "nginx:1.28 available again in "+r, 2*time.Minute, func() (bool, error) {
+			n, avail, image := deploymentOn(t, members[r], "shop", "web")
+			return image == "nginx:1.28" && n == 2 && avail == 2, fmt.Errorf("%s %d/%d", image, avail, n)
+		})
+	}
+	if img := kubectl("get", "deployment", "web", "-n", "shop", "-o", "jsonpath={.spec.template.spec.containers[0].image}"); img != "nginx:1.28" {
+		t.Errorf("the hub's template after undo: %s", img)
+	}
+	eventually(t, "the undo complete", time.Minute, func() (bool, error) { return rolloutPhase() == "Complete", nil })
+}
