@@ -647,7 +647,7 @@ func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, clust
 		w := &v1alpha1.Work{
 			ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace(cluster), Name: WorkName(p), Labels: labels,
 				Annotations: map[string]string{v1alpha1.AnnotationRevision: revision}},
-			Spec:       v1alpha1.WorkSpec{Manifests: manifests, DeletionPolicy: policy, DriftPolicy: v1alpha1.DriftCorrect},
+			Spec: v1alpha1.WorkSpec{Manifests: manifests, DeletionPolicy: policy, DriftPolicy: v1alpha1.DriftCorrect},
 		}
 		if err := r.Client.Create(ctx, w); err != nil {
 			return fmt.Errorf("create the work for cluster %s: %w", cluster, err)
