@@ -14,7 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hub"
@@ -28,35 +30,9 @@ import (
 // local clusters, a Deployment of 6 replicas; the lost cluster's runtime is frozen so that
 // nothing restarts its API server, and resumed after each run.
 func BenchmarkFailover(b *testing.B) {
-	h := hubtest.Start(b)
+	h, members, clustersDir := benchFleet(b)
 	ctx := context.Background()
 	names := []string{"a", "b", "c"}
-	members := map[string]kubernetes.Interface{}
-	for _, n := range names {
-		if err := h.Client.Create(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"fleet": "bench"}},
-			Spec: v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, NodePools: []v1alpha1.NodePool{{Name: "default", Count: 2}}}}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	clustersDir := hub.Layout{Dir: h.Options.DataDir}.Clusters()
-	for _, n := range names {
-		waitPhase(b, h.Client, n, v1alpha1.ClusterReady, 3*time.Minute)
-		cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(clustersDir, n, "kubeconfig"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		members[n] = kubernetes.NewForConfigOrDie(cfg)
-	}
-	labels := map[string]string{"app": "web"}
-	if err := h.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
-		b.Fatal(err)
-	}
-	if err := h.Client.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: appsv1.DeploymentSpec{
-		Replicas: ptr.To[int32](6), Selector: &metav1.LabelSelector{MatchLabels: labels},
-		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
-			Containers: []corev1.Container{{Name: "web", Image: "nginx"}}}}}}); err != nil {
-		b.Fatal(err)
-	}
 	// Default failover grace; a short stable period so that the runs follow each other.
 	if err := h.Client.Create(ctx, &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: v1alpha1.PlacementSpec{
 		Resources: []v1alpha1.ResourceSelector{{Group: "apps", Kind: "Deployment", Name: "web"}},
@@ -115,4 +91,95 @@ func BenchmarkFailover(b *testing.B) {
 	fmt.Printf("API server killed to its replicas Available on the other two: median %s (runs %v; target <= 15s)\n",
 		sorted[1].Round(100*time.Millisecond), times)
 	b.ReportMetric(sorted[1].Seconds(), "s-failover")
+}
+
+// benchFleet starts a hub with three local clusters a, b and c (two nodes each, label
+// fleet=bench) and a Deployment shop/web of 6 replicas on the hub, and returns member clients.
+func benchFleet(b *testing.B) (*hubtest.Hub, map[string]kubernetes.Interface, string) {
+	h := hubtest.Start(b)
+	ctx := context.Background()
+	names := []string{"a", "b", "c"}
+	members := map[string]kubernetes.Interface{}
+	for _, n := range names {
+		if err := h.Client.Create(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"fleet": "bench"}},
+			Spec: v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, NodePools: []v1alpha1.NodePool{{Name: "default", Count: 2}}}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	clustersDir := hub.Layout{Dir: h.Options.DataDir}.Clusters()
+	for _, n := range names {
+		waitPhase(b, h.Client, n, v1alpha1.ClusterReady, 3*time.Minute)
+		cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(clustersDir, n, "kubeconfig"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		members[n] = kubernetes.NewForConfigOrDie(cfg)
+	}
+	labels := map[string]string{"app": "web"}
+	if err := h.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
+		b.Fatal(err)
+	}
+	if err := h.Client.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: appsv1.DeploymentSpec{
+		Replicas: ptr.To[int32](6), Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "web", Image: "nginx"}}}}}}); err != nil {
+		b.Fatal(err)
+	}
+	return h, members, clustersDir
+}
+
+// BenchmarkRollout times a change rolled out in three waves (one cluster each, no soak) from
+// the template's update on the hub until the last wave's cluster runs it Available and the
+// Placement says Complete.
+func BenchmarkRollout(b *testing.B) {
+	h, members, _ := benchFleet(b)
+	ctx := context.Background()
+	names := []string{"a", "b", "c"}
+	var waves []v1alpha1.RolloutWave
+	for _, n := range names {
+		waves = append(waves, v1alpha1.RolloutWave{Name: "wave-" + n, Clusters: v1alpha1.WaveClusters{Names: []string{n}}})
+	}
+	p := &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: v1alpha1.PlacementSpec{
+		Resources: []v1alpha1.ResourceSelector{{Group: "apps", Kind: "Deployment", Name: "web"}},
+		Clusters:  v1alpha1.ClusterAffinity{LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "bench"}}},
+		Replicas:  &v1alpha1.ReplicaScheduling{Type: v1alpha1.Divided},
+		Rollout:   &v1alpha1.RolloutStrategy{Waves: waves}}}
+	if err := h.Client.Create(ctx, p); err != nil {
+		b.Fatal(err)
+	}
+	runs := func(image string) func() bool {
+		return func() bool {
+			for _, n := range names {
+				d, err := members[n].AppsV1().Deployments("shop").Get(ctx, "web", metav1.GetOptions{})
+				if err != nil || d.Spec.Template.Spec.Containers[0].Image != image || d.Status.AvailableReplicas != 2 || d.Status.UpdatedReplicas != 2 {
+					return false
+				}
+			}
+			got := &v1alpha1.Placement{}
+			return h.Client.Get(ctx, client.ObjectKeyFromObject(p), got) == nil && got.Status.Rollout != nil && got.Status.Rollout.Phase == "Complete"
+		}
+	}
+	waitFor(b, "the first revision everywhere", 3*time.Minute, runs("nginx"))
+	var times []time.Duration
+	for i := 1; i <= 3; i++ {
+		image := fmt.Sprintf("nginx:%d", i)
+		start := time.Now()
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			d := &appsv1.Deployment{}
+			if err := h.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d); err != nil {
+				return err
+			}
+			d.Spec.Template.Spec.Containers[0].Image = image
+			return h.Client.Update(ctx, d)
+		}); err != nil {
+			b.Fatal(err)
+		}
+		waitFor(b, image+" in every wave", 3*time.Minute, runs(image))
+		times = append(times, time.Since(start))
+	}
+	sorted := append([]time.Duration(nil), times...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	fmt.Printf("\nRollout benchmark (3 local clusters, 3 waves of one cluster, no soak, 2 replicas each)\nmachine: %s\n", Machine())
+	fmt.Printf("template change to Complete (every wave Available): median %s (runs %v)\n", sorted[1].Round(100*time.Millisecond), times)
+	b.ReportMetric(sorted[1].Seconds(), "s-rollout-3-waves")
 }
