@@ -103,6 +103,35 @@ type RolloutWave struct {
 	// RequireApproval holds the wave until `convoy rollout approve`.
 	// +optional
 	RequireApproval bool `json:"requireApproval,omitempty"`
+
+	// Gate is an extra condition, on one of the Placement's resources, that must hold in every
+	// cluster of the wave (within its maxUnavailable) before the wave passes.
+	// +optional
+	Gate *ConditionGate `json:"gate,omitempty"`
+}
+
+// ConditionGate names a condition on one of the Placement's resources, as the member reports it.
+type ConditionGate struct {
+	// Group of the resource; empty is the core group.
+	// +optional
+	Group string `json:"group,omitempty"`
+	// Kind of the resource.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	Kind string `json:"kind"`
+	// Name of the resource.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Type of the condition, for example Ready.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	Type string `json:"type"`
+	// Status the condition must have. Default True.
+	// +optional
+	// +kubebuilder:default=True
+	// +kubebuilder:validation:Enum=True;False;Unknown
+	Status string `json:"status,omitempty"`
 }
 
 // RolloutStatus is the state of the rollout, kept so that a restarted hub resumes it.

@@ -133,6 +133,17 @@ type ResourceStatus struct {
 	Replicas *int32 `json:"replicas,omitempty"`
 	// +optional
 	AvailableReplicas *int32 `json:"availableReplicas,omitempty"`
+	// Conditions are the type and status of the member object's status.conditions (at most
+	// 16), for rollout gates.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []ResourceCondition `json:"conditions,omitempty"`
+}
+
+// ResourceCondition is one condition of a member object, without its message.
+type ResourceCondition struct {
+	Type   string `json:"type"`
+	Status string `json:"status"`
 }
 
 // WorkSummary counts the resources by state.

@@ -124,4 +124,21 @@ spec:
 		t.Errorf("the hub's template after undo: %s", img)
 	}
 	eventually(t, "the undo complete", time.Minute, func() (bool, error) { return rolloutPhase() == "Complete", nil })
+
+	// A wave's own gate: a condition on one of the resources must hold too. This one never
+	// does, so a healthy canary still does not let the rollout go on.
+	kubectl("patch", "placement", "web", "-n", "shop", "--type", "json", "-p",
+		`[{"op":"add","path":"/spec/rollout/waves/0/gate","value":{"group":"apps","kind":"Deployment","name":"web","type":"ReplicaFailure"}}]`)
+	kubectl("set", "image", "deployment/web", "web=nginx:1.29", "-n", "shop")
+	eventually(t, "the canary Available on nginx:1.29", time.Minute, func() (bool, error) {
+		n, avail, image := deploymentOn(t, members["us-east"], "shop", "web")
+		return image == "nginx:1.29" && n == avail, nil
+	})
+	eventually(t, "the gated rollout paused", time.Minute, func() (bool, error) { return rolloutPhase() == "Paused", nil })
+	if status := f.convoy(t, "rollout", "status", "shop/web"); !strings.Contains(status, "with Deployment web ReplicaFailure=True") {
+		t.Errorf("rollout status does not name the gate:\n%s", status)
+	}
+	if _, _, image := deploymentOn(t, members["us-west"], "shop", "web"); image != "nginx:1.28" {
+		t.Errorf("us-west runs %s past a gate that does not hold", image)
+	}
 }

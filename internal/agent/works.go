@@ -187,6 +187,7 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		st.State = v1alpha1.ResourceApplied
 		st.Health, st.Message = manifest.Assess(live)
 		st.Replicas, st.AvailableReplicas = manifest.Replicas(live)
+		st.Conditions = manifest.Conditions(live)
 		if st.Health != v1alpha1.HealthHealthy {
 			requeue = max(requeue, 5*time.Second) // look at its health again
 		}

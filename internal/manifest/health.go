@@ -215,3 +215,22 @@ func Replicas(u *unstructured.Unstructured) (desired, available *int32) {
 	}
 	return nil, nil
 }
+
+// Conditions returns the type and status of an object's status.conditions, at most 16.
+func Conditions(u *unstructured.Unstructured) []v1alpha1.ResourceCondition {
+	if u == nil {
+		return nil
+	}
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	var out []v1alpha1.ResourceCondition
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		typ, _ := m["type"].(string)
+		status, _ := m["status"].(string)
+		if typ == "" || len(out) == 16 {
+			continue
+		}
+		out = append(out, v1alpha1.ResourceCondition{Type: typ, Status: status})
+	}
+	return out
+}

@@ -41,6 +41,9 @@ type Wave struct {
 	Soak           time.Duration
 	// RequireApproval holds the wave until the user approves it.
 	RequireApproval bool
+	// Gate describes the wave's extra condition, if any, for messages; the caller folds it
+	// into each cluster's Available.
+	Gate string
 }
 
 // Strategy is the rollout's shape.
@@ -154,11 +157,19 @@ func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands,
 			if len(unavailable) > w.MaxUnavailable {
 				if s.ProgressDeadline > 0 && now.Sub(st.WaveStarted) >= s.ProgressDeadline {
 					st.Phase = Paused
-					st.Message = fmt.Sprintf("wave %s not Available within %s: %s", w.Name, s.ProgressDeadline, strings.Join(unavailable, ", "))
+					gate := ""
+					if w.Gate != "" {
+						gate = " (with " + w.Gate + ")"
+					}
+					st.Message = fmt.Sprintf("wave %s not Available%s within %s: %s", w.Name, gate, s.ProgressDeadline, strings.Join(unavailable, ", "))
 					ev("rollout paused: %s", st.Message)
 					break
 				}
-				st.Message = fmt.Sprintf("wave %s: waiting for %s (Available needed in all but %d)", w.Name, strings.Join(unavailable, ", "), w.MaxUnavailable)
+				need := "Available"
+				if w.Gate != "" {
+					need += " and " + w.Gate
+				}
+				st.Message = fmt.Sprintf("wave %s: waiting for %s (%s needed in all but %d)", w.Name, strings.Join(unavailable, ", "), need, w.MaxUnavailable)
 				if s.ProgressDeadline > 0 {
 					d.RecheckAfter = st.WaveStarted.Add(s.ProgressDeadline).Sub(now)
 				}

@@ -156,6 +156,9 @@ func (r *Reconciler) planRollout(ctx context.Context, p *v1alpha1.Placement, tem
 	}
 	for _, w := range p.Spec.Rollout.Waves {
 		wave := rollout.Wave{Name: w.Name, MaxUnavailable: int(w.MaxUnavailable), Soak: time.Duration(w.SoakSeconds) * time.Second, RequireApproval: w.RequireApproval}
+		if g := w.Gate; g != nil {
+			wave.Gate = fmt.Sprintf("%s %s %s=%s", g.Kind, g.Name, g.Type, gateStatus(g))
+		}
 		for _, ch := range d.Clusters {
 			if ok, _ := scheduler.Matches(w.Clusters.Affinity(), byName[ch.Name]); ok {
 				wave.Clusters = append(wave.Clusters, ch.Name)
@@ -163,12 +166,22 @@ func (r *Reconciler) planRollout(ctx context.Context, p *v1alpha1.Placement, tem
 		}
 		strategy.Waves = append(strategy.Waves, wave)
 	}
+	// A wave's own gate, if it has one, is part of its clusters' being Available.
+	gateOf := map[string]*v1alpha1.ConditionGate{}
+	for i, w := range p.Spec.Rollout.Waves {
+		for _, name := range strategy.Waves[i].Clusters {
+			if _, ok := gateOf[name]; !ok {
+				gateOf[name] = w.Gate
+			}
+		}
+	}
 	var observed []rollout.Cluster
 	for _, ch := range d.Clusters {
 		c := rollout.Cluster{Name: ch.Name, Lost: !ch.Healthy}
 		if w := works[ch.Name]; w != nil {
 			c.Revision = w.Annotations[v1alpha1.AnnotationRevision]
-			c.Available = w.Status.ObservedGeneration == w.Generation && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkAvailable)
+			c.Available = w.Status.ObservedGeneration == w.Generation && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkAvailable) &&
+				gateHolds(w, gateOf[ch.Name], p.Namespace)
 		}
 		observed = append(observed, c)
 	}
@@ -233,4 +246,30 @@ func StoredTemplates(cr *appsv1.ControllerRevision) ([]*unstructured.Unstructure
 		out[i] = &unstructured.Unstructured{Object: o}
 	}
 	return out, nil
+}
+
+func gateStatus(g *v1alpha1.ConditionGate) string {
+	if g.Status == "" {
+		return "True"
+	}
+	return g.Status
+}
+
+// gateHolds says whether a Work's member reports the gate's condition on its resource; no gate
+// always holds.
+func gateHolds(w *v1alpha1.Work, g *v1alpha1.ConditionGate, namespace string) bool {
+	if g == nil {
+		return true
+	}
+	for _, r := range w.Status.Resources {
+		if r.Group != g.Group || r.Kind != g.Kind || r.Name != g.Name || (r.Namespace != "" && r.Namespace != namespace) {
+			continue
+		}
+		for _, c := range r.Conditions {
+			if c.Type == g.Type {
+				return c.Status == gateStatus(g)
+			}
+		}
+	}
+	return false
 }
