@@ -78,23 +78,12 @@ wave behind a health gate. These commands show where it stands and steer it.`,
 			Short: a.short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				ns, name, ok := strings.Cut(args[0], "/")
-				if !ok || ns == "" || name == "" {
-					return usageError("%q: name the Placement as NAMESPACE/NAME, for example shop/web", args[0])
-				}
-				c, err := g.hubClient()
+				c, p, err := g.placement(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}
-				p := &v1alpha1.Placement{}
-				if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
-					if apierrors.IsNotFound(err) {
-						return fmt.Errorf("placement %s/%s not found; list them with `convoy get placements -A`", ns, name)
-					}
-					return err
-				}
 				if p.Spec.Rollout == nil {
-					return fmt.Errorf("placement %s/%s has no spec.rollout; changes reach every cluster at once. Add waves to roll out step by step", ns, name)
+					return fmt.Errorf("placement %s/%s has no spec.rollout; changes reach every cluster at once. Add waves to roll out step by step", p.Namespace, p.Name)
 				}
 				out, err := a.run(cmd.Context(), c, p)
 				if err != nil {

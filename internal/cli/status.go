@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -29,25 +30,34 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Example: `  convoy status shop/web`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ns, name, ok := strings.Cut(args[0], "/")
-			if !ok || ns == "" || name == "" {
-				return usageError("%q: name the Placement as NAMESPACE/NAME, for example shop/web", args[0])
-			}
-			c, err := g.hubClient()
+			_, p, err := g.placement(cmd.Context(), args[0])
 			if err != nil {
-				return err
-			}
-			p := &v1alpha1.Placement{}
-			if err := c.Get(cmd.Context(), client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
-				if apierrors.IsNotFound(err) {
-					return fmt.Errorf("placement %s/%s not found; list them with `convoy get placements -A`", ns, name)
-				}
 				return err
 			}
 			printPlacementStatus(g.streams.Out, p)
 			return nil
 		},
 	}
+}
+
+// placement reads the Placement named NAMESPACE/NAME from the hub.
+func (g *globals) placement(ctx context.Context, arg string) (client.Client, *v1alpha1.Placement, error) {
+	ns, name, ok := strings.Cut(arg, "/")
+	if !ok || ns == "" || name == "" {
+		return nil, nil, usageError("%q: name the Placement as NAMESPACE/NAME, for example shop/web", arg)
+	}
+	c, err := g.hubClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &v1alpha1.Placement{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil, fmt.Errorf("placement %s/%s not found; list them with `convoy get placements -A`", ns, name)
+		}
+		return nil, nil, err
+	}
+	return c, p, nil
 }
 
 func printPlacementStatus(out io.Writer, p *v1alpha1.Placement) {
