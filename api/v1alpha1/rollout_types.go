@@ -145,10 +145,12 @@ type RolloutStatus struct {
 	Wave int32 `json:"wave,omitempty"`
 	// WaveName names it.
 	WaveName string `json:"waveName,omitempty"`
+	// WaveStarted and SoakStarted keep microseconds, so that a soak restored from the status
+	// after a restart is not cut short.
 	// +optional
-	WaveStarted *metav1.Time `json:"waveStarted,omitempty"`
+	WaveStarted *metav1.MicroTime `json:"waveStarted,omitempty"`
 	// +optional
-	SoakStarted *metav1.Time `json:"soakStarted,omitempty"`
+	SoakStarted *metav1.MicroTime `json:"soakStarted,omitempty"`
 	// Message says why the rollout waits, if it does.
 	Message string `json:"message,omitempty"`
 	// Resumed is the last resume request handled (the annotation's value).

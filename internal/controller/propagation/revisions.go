@@ -208,10 +208,10 @@ func (r *Reconciler) planRollout(ctx context.Context, p *v1alpha1.Placement, tem
 		rs.WaveName = "rest"
 	}
 	if !ns.WaveStarted.IsZero() {
-		rs.WaveStarted = &metav1.Time{Time: ns.WaveStarted}
+		rs.WaveStarted = &metav1.MicroTime{Time: ns.WaveStarted}
 	}
 	if !ns.SoakStarted.IsZero() {
-		rs.SoakStarted = &metav1.Time{Time: ns.SoakStarted}
+		rs.SoakStarted = &metav1.MicroTime{Time: ns.SoakStarted}
 	}
 	p.Status.Rollout = rs
 	phaseOK := ns.Phase == rollout.Complete || ns.Phase == rollout.Progressing || ns.Phase == rollout.Soaking
