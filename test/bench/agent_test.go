@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"github.com/convoy-dev/convoy/internal/join"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/importer"
+	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
 // BenchmarkAgent measures a member cluster's agent: its resident memory and CPU while idle,
@@ -117,20 +117,12 @@ func waitPhase(b *testing.B, c client.Client, name string, phase v1alpha1.Cluste
 
 func componentPID(b *testing.B, clusterDir, name string) int {
 	b.Helper()
-	raw, err := os.ReadFile(filepath.Join(clusterDir, "status.json"))
+	rs, err := local.ReadRuntimeStatus(clusterDir)
 	if err != nil {
 		b.Fatal(err)
 	}
-	var st struct {
-		Components []kubeproc.Status `json:"components"`
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		b.Fatal(err)
-	}
-	for _, c := range st.Components {
-		if c.Name == name && c.Running {
-			return c.PID
-		}
+	if c, ok := rs.Component(name); ok && c.Running {
+		return c.PID
 	}
 	b.Fatalf("no running %s in %s", name, clusterDir)
 	return 0
