@@ -24,12 +24,8 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -50,10 +46,12 @@ type Options struct {
 	// StateDir keeps the agent's hub token across restarts, unless StateSecret is set.
 	StateDir string
 	// StateSecret, NAMESPACE/NAME, keeps the token in a Secret of the member instead: for an
-	// agent run as a Deployment.
+	// agent run as a Deployment. It needs a Member made by NewKubeMember.
 	StateSecret string
-	// Member is the client configuration of the member cluster.
-	Member *rest.Config
+	// Member is the member cluster: NewKubeMember for a real one.
+	Member Member
+	// HubQPS limits the agent's requests to the hub; zero means 50 a second.
+	HubQPS float32
 	// Version is reported in the inventory.
 	Version string
 	// Log receives the agent's logs.
@@ -70,11 +68,6 @@ type Agent struct {
 	hub      client.Client // uncached, for writes
 	hubCache cache.Cache   // Works and the agent's settings, in the cluster's namespace only
 	hubCS    kubernetes.Interface
-
-	memberCS  kubernetes.Interface
-	member    dynamic.Interface
-	mapper    *restmapper.DeferredDiscoveryRESTMapper
-	memberCfg *rest.Config
 }
 
 // Run runs the agent until ctx ends.
@@ -85,27 +78,26 @@ func Run(ctx context.Context, o Options) error {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	// client-go's default of 5 requests a second would pace a burst of Works to a few a second.
-	o.Member = rest.CopyConfig(o.Member)
-	if o.Member.QPS == 0 {
-		o.Member.QPS, o.Member.Burst = 50, 100
-	}
-	a := &Agent{opts: o, ns: v1alpha1.ClusterNamespace(o.Cluster), log: o.Log.With("cluster", o.Cluster), memberCfg: o.Member}
+	a := &Agent{opts: o, ns: v1alpha1.ClusterNamespace(o.Cluster), log: o.Log.With("cluster", o.Cluster)}
 
+	if o.HubQPS == 0 {
+		o.HubQPS = 50
+	}
 	base := &rest.Config{
 		Host:            o.HubURL,
 		TLSClientConfig: rest.TLSClientConfig{CAData: o.HubCA},
 		UserAgent:       "convoy-agent/" + o.Version,
-		QPS:             50,
-		Burst:           100,
+		QPS:             o.HubQPS,
+		Burst:           int(2 * o.HubQPS),
 	}
 	var err error
-	if a.memberCS, err = kubernetes.NewForConfig(o.Member); err != nil {
-		return fmt.Errorf("member client: %w", err)
-	}
 	var store stateStore
 	if ns, name, ok := strings.Cut(o.StateSecret, "/"); ok {
-		store = secretStore{client: a.memberCS, namespace: ns, name: name}
+		km, isKube := o.Member.(interface{ clientset() kubernetes.Interface })
+		if !isKube {
+			return errors.New("--state-secret needs a real member cluster")
+		}
+		store = secretStore{client: km.clientset(), namespace: ns, name: name}
 	} else {
 		if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 			return fmt.Errorf("create state dir: %w", err)
@@ -115,15 +107,6 @@ func Run(ctx context.Context, o Options) error {
 	a.id = newIdentity(ctx, o.Cluster, base, store, o.BootstrapTokenFile, a.log)
 	hubCfg := rest.CopyConfig(base)
 	hubCfg.WrapTransport = a.id.wrap
-
-	if a.member, err = dynamic.NewForConfig(o.Member); err != nil {
-		return err
-	}
-	disco, err := discovery.NewDiscoveryClientForConfig(o.Member)
-	if err != nil {
-		return err
-	}
-	a.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
 
 	// The hub's clients come once the agent has an identity: even discovery needs one.
 	ready := make(chan struct{})

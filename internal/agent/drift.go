@@ -64,7 +64,8 @@ func (w *workController) checkDrift(ctx context.Context, k driftKey) error {
 		if prev, ok := applied[key]; !ok || prev.State != v1alpha1.ResourceApplied || prev.Hash != o.Hash {
 			return nil
 		}
-		live := w.cached(w.watch(gvr), ns, o.ID.Name)
+		w.watch(gvr)
+		live := w.a.opts.Member.Cached(gvr, ns, o.ID.Name)
 		if live == nil {
 			return nil
 		}

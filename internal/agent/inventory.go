@@ -12,7 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -26,39 +27,18 @@ const (
 	inventoryRefresh = 5 * time.Minute
 )
 
-// inventory watches the member's nodes and pods and reports the cluster to the hub when what
-// it reports changes, at most every two seconds.
+// inventory reports the member to the hub when what it reports changes, looking at most
+// every two seconds.
 func (a *Agent) inventory(ctx context.Context) {
-	factory := informers.NewSharedInformerFactory(a.memberCS, 0)
-	nodes := factory.Core().V1().Nodes()
-	pods := factory.Core().V1().Pods()
-	// Only what the inventory needs of a pod stays in memory.
-	_ = pods.Informer().SetTransform(func(o any) (any, error) {
-		p, ok := o.(*corev1.Pod)
-		if !ok {
-			return o, nil
-		}
-		slim := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion}}
-		slim.Spec.NodeName = p.Spec.NodeName
-		slim.Status.Phase = p.Status.Phase
-		for _, c := range p.Spec.Containers {
-			slim.Spec.Containers = append(slim.Spec.Containers, corev1.Container{Resources: corev1.ResourceRequirements{Requests: c.Resources.Requests}})
-		}
-		for _, c := range p.Spec.InitContainers {
-			slim.Spec.InitContainers = append(slim.Spec.InitContainers, corev1.Container{Resources: corev1.ResourceRequirements{Requests: c.Resources.Requests}})
-		}
-		return slim, nil
-	})
-	_ = nodes.Informer()
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	factory.WaitForCacheSync(ctx.Done())
-
 	var last *v1alpha1.Inventory
 	var sent time.Time
 	fails := 0
 	for {
-		inv := a.observe(ctx, nodes.Lister().List, pods.Lister().List)
+		inv := a.opts.Member.Observe(ctx)
+		inv.AgentVersion, inv.ReportedAt = a.opts.Version, metav1.Now()
+		if ctx.Err() != nil {
+			return
+		}
 		if last == nil || !sameInventory(*last, inv) || time.Since(sent) > inventoryRefresh {
 			if err := a.report(ctx, inv); err != nil {
 				fails++
@@ -79,17 +59,21 @@ func (a *Agent) inventory(ctx context.Context) {
 	}
 }
 
-// observe builds the inventory from the informers' caches and a readiness check.
-func (a *Agent) observe(ctx context.Context, listNodes func(labels.Selector) ([]*corev1.Node, error), listPods func(labels.Selector) ([]*corev1.Pod, error)) v1alpha1.Inventory {
-	inv := v1alpha1.Inventory{AgentVersion: a.opts.Version, ReportedAt: metav1.Now()}
+// observeKube builds a real member's inventory from listers of its nodes and pods and a
+// readiness check.
+func observeKube(ctx context.Context, cs kubernetes.Interface, nodeLister corelisters.NodeLister, podLister corelisters.PodLister) v1alpha1.Inventory {
+	var inv v1alpha1.Inventory
+	if nodeLister == nil || podLister == nil {
+		return inv // ctx ended before the first list
+	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	body, err := a.memberCS.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(cctx)
+	body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(cctx)
 	cancel()
 	inv.APIHealthy = err == nil && string(body) == "ok"
-	if v, err := a.memberCS.Discovery().ServerVersion(); err == nil {
+	if v, err := cs.Discovery().ServerVersion(); err == nil {
 		inv.KubernetesVersion = v.GitVersion
 	}
-	ns, _ := listNodes(labels.Everything())
+	ns, _ := nodeLister.List(labels.Everything())
 	alloc := corev1.ResourceList{}
 	zones := map[string]bool{}
 	for _, n := range ns {
@@ -114,7 +98,7 @@ func (a *Agent) observe(ctx context.Context, listNodes func(labels.Selector) ([]
 	}
 	slices.Sort(inv.Zones)
 	requested := corev1.ResourceList{}
-	ps, _ := listPods(labels.Everything())
+	ps, _ := podLister.List(labels.Everything())
 	var running int64
 	for _, p := range ps {
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {

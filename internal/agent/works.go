@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,11 +35,9 @@ type workController struct {
 	queue  workqueue.TypedRateLimitingInterface[string] // Work names
 	drifts workqueue.TypedRateLimitingInterface[driftKey]
 
-	informers dynamicinformer.DynamicSharedInformerFactory
-	stop      <-chan struct{} // stops the member informers
-	mu        sync.Mutex
-	watched   map[schema.GroupVersionResource]toolscache.SharedIndexInformer
-	drifted   map[string]map[string]string // Work name -> resource key -> what drifted (report-only)
+	ctx     context.Context // ends the member watches
+	mu      sync.Mutex
+	drifted map[string]map[string]string // Work name -> resource key -> what drifted (report-only)
 	// applied remembers, per Work and resource, the hash this agent last applied. The Work's
 	// status says the same once it is written, but the hub's answer may lag behind a
 	// reconcile that the agent's own finalizer patch set off.
@@ -62,22 +59,16 @@ func newWorkController(a *Agent) (*workController, error) {
 		// or member that was away is picked up again soon.
 		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second)),
 		drifts:  workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[driftKey](100*time.Millisecond, 30*time.Second)),
-		watched: map[schema.GroupVersionResource]toolscache.SharedIndexInformer{},
 		drifted: map[string]map[string]string{},
 		applied: map[string]map[string]string{},
 	}
-	// The agent watches only what it applied.
-	w.informers = dynamicinformer.NewFilteredDynamicSharedInformerFactory(a.member, 10*time.Minute, metav1.NamespaceAll, func(o *metav1.ListOptions) {
-		o.LabelSelector = v1alpha1.LabelManagedBy + "=" + v1alpha1.ManagedByAgent
-	})
 	return w, nil
 }
 
 func (w *workController) run(ctx context.Context) {
-	w.stop = ctx.Done()
+	w.ctx = ctx
 	defer w.queue.ShutDown()
 	defer w.drifts.ShutDown()
-	defer w.informers.Shutdown()
 	inf, err := w.a.hubCache.GetInformer(ctx, &v1alpha1.Work{})
 	if err != nil {
 		w.a.log.Error("cannot watch Works", "err", err)
@@ -178,7 +169,7 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		}
 		if err != nil {
 			st.State, st.Message = v1alpha1.ResourceFailed, err.Error()
-			if errors.Is(err, errKindUnknown) {
+			if errors.Is(err, ErrKindUnknown) {
 				requeue = 2 * time.Second // its CRD may be on the way
 			}
 			statuses = append(statuses, st)
@@ -225,8 +216,6 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 	return requeue, w.writeStatus(ctx, work, statuses)
 }
 
-var errKindUnknown = errors.New("kind not served")
-
 // applyIfNeeded applies o unless the member already has what the Work last applied, and
 // returns the object as it is on the member and whether it applied.
 func (w *workController) applyIfNeeded(ctx context.Context, work *v1alpha1.Work, o manifest.Object, prev v1alpha1.ResourceStatus) (*unstructured.Unstructured, bool, error) {
@@ -241,8 +230,8 @@ func (w *workController) applyIfNeeded(ctx context.Context, work *v1alpha1.Work,
 	if !namespaced {
 		ns = ""
 	}
-	informer := w.watch(gvr)
-	live := w.cached(informer, ns, o.ID.Name)
+	w.watch(gvr)
+	live := w.a.opts.Member.Cached(gvr, ns, o.ID.Name)
 	key := manifest.Key(o.ID)
 	if live != nil && ((prev.State == v1alpha1.ResourceApplied && prev.Hash == o.Hash) || w.lastApplied(work.Name, key) == o.Hash) {
 		return live, false, nil
@@ -299,13 +288,9 @@ func (w *workController) apply(ctx context.Context, work *v1alpha1.Work, gvr sch
 	for _, f := range []string{"resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"} {
 		unstructured.RemoveNestedField(u.Object, "metadata", f)
 	}
-	opts := metav1.ApplyOptions{FieldManager: v1alpha1.AgentFieldManager, Force: force}
-	if dryRun {
-		opts.DryRun = []string{metav1.DryRunAll}
-	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	got, err := w.a.member.Resource(gvr).Namespace(ns).Apply(ctx, u.GetName(), u, opts)
+	got, err := w.a.opts.Member.Apply(ctx, gvr, ns, u, force, dryRun)
 	if apierrors.IsConflict(err) {
 		return nil, fmt.Errorf("conflict with another field manager on the member: %v; set spec.forceConflicts to take the fields over", err)
 	}
@@ -315,40 +300,16 @@ func (w *workController) apply(ctx context.Context, work *v1alpha1.Work, gvr sch
 	return got, nil
 }
 
-// mapping finds the resource of a kind on the member, refreshing discovery once when the kind
-// is unknown (a CRD applied a moment ago).
+// mapping finds the resource of a kind on the member.
 func (w *workController) mapping(id v1alpha1.ResourceIdentifier) (schema.GroupVersionResource, bool, error) {
-	gk := schema.GroupKind{Group: id.Group, Kind: id.Kind}
-	m, err := w.a.mapper.RESTMapping(gk, id.Version)
-	if meta.IsNoMatchError(err) {
-		w.a.mapper.Reset()
-		m, err = w.a.mapper.RESTMapping(gk, id.Version)
-	}
-	if meta.IsNoMatchError(err) {
-		return schema.GroupVersionResource{}, false, fmt.Errorf("%w: the member does not serve %s %s/%s; if its CRD is in a Work it may not be established yet", errKindUnknown, id.Kind, id.Group, id.Version)
-	}
-	if err != nil {
-		return schema.GroupVersionResource{}, false, fmt.Errorf("discover %s: %w", id.Kind, err)
-	}
-	return m.Resource, m.Scope.Name() == meta.RESTScopeNameNamespace, nil
+	return w.a.opts.Member.Mapping(schema.GroupKind{Group: id.Group, Kind: id.Kind}, id.Version)
 }
 
-// watch starts (once) an informer on the member for the agent's objects of one resource. Its
-// events bring health changes and drift to the Works they belong to.
-func (w *workController) watch(gvr schema.GroupVersionResource) toolscache.SharedIndexInformer {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if inf, ok := w.watched[gvr]; ok {
-		return inf
-	}
-	inf := w.informers.ForResource(gvr).Informer()
-	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(oldObj, newObj any) {
-			oldU, ok1 := oldObj.(*unstructured.Unstructured)
-			newU, ok2 := newObj.(*unstructured.Unstructured)
-			if !ok1 || !ok2 {
-				return
-			}
+// watch starts (once) watching the agent's objects of one resource on the member. Its events
+// bring health changes and drift to the Works they belong to.
+func (w *workController) watch(gvr schema.GroupVersionResource) {
+	w.a.opts.Member.Watch(w.ctx, gvr, WatchHandler{
+		Updated: func(oldU, newU *unstructured.Unstructured) {
 			work := workOf(newU)
 			if work == "" {
 				return
@@ -359,41 +320,12 @@ func (w *workController) watch(gvr schema.GroupVersionResource) toolscache.Share
 			}
 			w.queue.AddAfter(work, 300*time.Millisecond) // status moved: report health
 		},
-		DeleteFunc: func(o any) {
-			if u, ok := o.(*unstructured.Unstructured); ok {
-				if work := workOf(u); work != "" {
-					w.queue.Add(work) // apply it again if the Work still lists it
-				}
+		Deleted: func(u *unstructured.Unstructured) {
+			if work := workOf(u); work != "" {
+				w.queue.Add(work) // apply it again if the Work still lists it
 			}
 		},
 	})
-	w.informers.Start(w.stop)
-	w.watched[gvr] = inf
-	return inf
-}
-
-// cached reads an object from its informer, or nil when it is not there. It waits for a new
-// informer to sync first, so that a restarted agent sees what it applied before and does not
-// apply it all again.
-func (w *workController) cached(inf toolscache.SharedIndexInformer, ns, name string) *unstructured.Unstructured {
-	if !inf.HasSynced() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		toolscache.WaitForCacheSync(ctx.Done(), inf.HasSynced)
-		cancel()
-		if !inf.HasSynced() {
-			return nil
-		}
-	}
-	key := name
-	if ns != "" {
-		key = ns + "/" + name
-	}
-	o, ok, err := inf.GetStore().GetByKey(key)
-	if err != nil || !ok {
-		return nil
-	}
-	u, _ := o.(*unstructured.Unstructured)
-	return u
 }
 
 // workOf is the name of the Work (in this agent's namespace) an object came from.
@@ -425,7 +357,7 @@ func specChanged(a, b *unstructured.Unstructured) bool {
 func (w *workController) deleteIfOurs(ctx context.Context, work *v1alpha1.Work, id v1alpha1.ResourceIdentifier) (bool, error) {
 	gvr, namespaced, err := w.mapping(id)
 	if err != nil {
-		if errors.Is(err, errKindUnknown) {
+		if errors.Is(err, ErrKindUnknown) {
 			return true, nil // the kind is gone, and with it the object
 		}
 		return false, err
@@ -436,8 +368,7 @@ func (w *workController) deleteIfOurs(ctx context.Context, work *v1alpha1.Work, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	res := w.a.member.Resource(gvr).Namespace(ns)
-	live, err := res.Get(ctx, id.Name, metav1.GetOptions{})
+	live, err := w.a.opts.Member.Get(ctx, gvr, ns, id.Name)
 	if apierrors.IsNotFound(err) {
 		return true, nil
 	}
@@ -450,8 +381,7 @@ func (w *workController) deleteIfOurs(ctx context.Context, work *v1alpha1.Work, 
 	if live.GetDeletionTimestamp() != nil {
 		return false, nil
 	}
-	policy := metav1.DeletePropagationBackground
-	if err := res.Delete(ctx, id.Name, metav1.DeleteOptions{PropagationPolicy: &policy}); err != nil && !apierrors.IsNotFound(err) {
+	if err := w.a.opts.Member.Delete(ctx, gvr, ns, id.Name); err != nil && !apierrors.IsNotFound(err) {
 		return false, err
 	}
 	w.a.log.Info("deleted a resource its Work dropped", "work", work.Name, "kind", id.Kind, "namespace", ns, "name", id.Name)

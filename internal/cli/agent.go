@@ -45,13 +45,17 @@ in --state-dir. Without --kubeconfig it uses the in-cluster configuration (as a 
 					return err
 				}
 			}
+			var memberCfg *rest.Config
 			if memberKubeconfig != "" {
-				o.Member, err = clientcmd.BuildConfigFromFlags("", memberKubeconfig)
+				memberCfg, err = clientcmd.BuildConfigFromFlags("", memberKubeconfig)
 			} else {
-				o.Member, err = rest.InClusterConfig()
+				memberCfg, err = rest.InClusterConfig()
 			}
 			if err != nil {
 				return fmt.Errorf("member cluster: %w (pass --kubeconfig when not running inside the cluster)", err)
+			}
+			if o.Member, err = agent.NewKubeMember(memberCfg); err != nil {
+				return err
 			}
 			o.Version, o.Log = version.Convoy, g.log
 			if os.Getenv("GOGC") == "" {

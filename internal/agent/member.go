@@ -1,0 +1,246 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// Member is the cluster side of an agent: where it applies Works and what its inventory
+// describes. NewKubeMember is a real cluster reached through its API server; the sim package
+// has an in-memory one, so that one process can run many agents against a real hub.
+//
+// Every object the agent applies carries the label convoy.dev/managed-by=convoy-agent and the
+// annotation convoy.dev/work naming its Work; a Member watches only such objects.
+type Member interface {
+	// Mapping resolves a kind at a version to its resource, and says whether it is namespaced.
+	// A kind the member does not serve is an error wrapping ErrKindUnknown.
+	Mapping(gk schema.GroupKind, version string) (gvr schema.GroupVersionResource, namespaced bool, err error)
+	// Watch starts, once per resource, to watch the agent's objects of gvr until ctx ends, and
+	// calls h for every change and deletion after the first list.
+	Watch(ctx context.Context, gvr schema.GroupVersionResource, h WatchHandler)
+	// Cached returns an object as the watch of its resource last saw it, or nil when it has no
+	// such object. The first call after Watch waits for the watch's first list.
+	Cached(gvr schema.GroupVersionResource, namespace, name string) *unstructured.Unstructured
+	// Get reads an object from the member itself; a missing one is an error for which
+	// apierrors.IsNotFound holds.
+	Get(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*unstructured.Unstructured, error)
+	// Apply server-side applies obj with the agent's field manager and returns the object as
+	// stored. force takes fields over from other field managers; without it such a conflict
+	// is an error for which apierrors.IsConflict holds. dryRun changes nothing.
+	Apply(ctx context.Context, gvr schema.GroupVersionResource, namespace string, obj *unstructured.Unstructured, force, dryRun bool) (*unstructured.Unstructured, error)
+	// Delete deletes an object; its dependents go in the background.
+	Delete(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) error
+	// Observe describes the cluster for the inventory: API health, version, nodes, zones,
+	// allocatable and requested capacity. The agent fills in its own version and the time.
+	Observe(ctx context.Context) v1alpha1.Inventory
+}
+
+// WatchHandler receives a Member's events about the agent's objects.
+type WatchHandler struct {
+	Updated func(old, new *unstructured.Unstructured)
+	Deleted func(obj *unstructured.Unstructured)
+}
+
+// ErrKindUnknown is wrapped by Member.Mapping for a kind the member does not serve.
+var ErrKindUnknown = errors.New("kind not served")
+
+// kubeMember is a real cluster, through its API server.
+type kubeMember struct {
+	cs        kubernetes.Interface
+	dyn       dynamic.Interface
+	mapper    *restmapper.DeferredDiscoveryRESTMapper
+	informers dynamicinformer.DynamicSharedInformerFactory
+
+	mu      sync.Mutex
+	watched map[schema.GroupVersionResource]toolscache.SharedIndexInformer
+
+	inventoryOnce sync.Once
+	nodes         corelisters.NodeLister
+	pods          corelisters.PodLister
+}
+
+var _ Member = (*kubeMember)(nil)
+
+// NewKubeMember is the member cluster that cfg reaches.
+func NewKubeMember(cfg *rest.Config) (Member, error) {
+	// client-go's default of 5 requests a second would pace a burst of Works to a few a second.
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 {
+		cfg.QPS, cfg.Burst = 50, 100
+	}
+	m := &kubeMember{watched: map[schema.GroupVersionResource]toolscache.SharedIndexInformer{}}
+	var err error
+	if m.cs, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, fmt.Errorf("member client: %w", err)
+	}
+	if m.dyn, err = dynamic.NewForConfig(cfg); err != nil {
+		return nil, fmt.Errorf("member client: %w", err)
+	}
+	disco, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("member discovery: %w", err)
+	}
+	m.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
+	// The agent watches only what it applied.
+	m.informers = dynamicinformer.NewFilteredDynamicSharedInformerFactory(m.dyn, 10*time.Minute, metav1.NamespaceAll, func(o *metav1.ListOptions) {
+		o.LabelSelector = v1alpha1.LabelManagedBy + "=" + v1alpha1.ManagedByAgent
+	})
+	return m, nil
+}
+
+// Mapping refreshes discovery once when the kind is unknown (a CRD applied a moment ago).
+func (m *kubeMember) Mapping(gk schema.GroupKind, version string) (schema.GroupVersionResource, bool, error) {
+	rm, err := m.mapper.RESTMapping(gk, version)
+	if meta.IsNoMatchError(err) {
+		m.mapper.Reset()
+		rm, err = m.mapper.RESTMapping(gk, version)
+	}
+	if meta.IsNoMatchError(err) {
+		return schema.GroupVersionResource{}, false, fmt.Errorf("%w: the member does not serve %s %s/%s; if its CRD is in a Work it may not be established yet", ErrKindUnknown, gk.Kind, gk.Group, version)
+	}
+	if err != nil {
+		return schema.GroupVersionResource{}, false, fmt.Errorf("discover %s: %w", gk.Kind, err)
+	}
+	return rm.Resource, rm.Scope.Name() == meta.RESTScopeNameNamespace, nil
+}
+
+func (m *kubeMember) Watch(ctx context.Context, gvr schema.GroupVersionResource, h WatchHandler) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.watched[gvr]; ok {
+		return
+	}
+	inf := m.informers.ForResource(gvr).Informer()
+	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(oldObj, newObj any) {
+			oldU, ok1 := oldObj.(*unstructured.Unstructured)
+			newU, ok2 := newObj.(*unstructured.Unstructured)
+			if ok1 && ok2 && h.Updated != nil {
+				h.Updated(oldU, newU)
+			}
+		},
+		DeleteFunc: func(o any) {
+			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if u, ok := o.(*unstructured.Unstructured); ok && h.Deleted != nil {
+				h.Deleted(u)
+			}
+		},
+	})
+	if len(m.watched) == 0 {
+		go func() { <-ctx.Done(); m.informers.Shutdown() }()
+	}
+	m.informers.Start(ctx.Done())
+	m.watched[gvr] = inf
+}
+
+// Cached waits for a new watch's first list, so that a restarted agent sees what it applied
+// before and does not apply it all again.
+func (m *kubeMember) Cached(gvr schema.GroupVersionResource, ns, name string) *unstructured.Unstructured {
+	m.mu.Lock()
+	inf := m.watched[gvr]
+	m.mu.Unlock()
+	if inf == nil {
+		return nil
+	}
+	if !inf.HasSynced() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		toolscache.WaitForCacheSync(ctx.Done(), inf.HasSynced)
+		cancel()
+		if !inf.HasSynced() {
+			return nil
+		}
+	}
+	key := name
+	if ns != "" {
+		key = ns + "/" + name
+	}
+	o, ok, err := inf.GetStore().GetByKey(key)
+	if err != nil || !ok {
+		return nil
+	}
+	u, _ := o.(*unstructured.Unstructured)
+	return u
+}
+
+func (m *kubeMember) Get(ctx context.Context, gvr schema.GroupVersionResource, ns, name string) (*unstructured.Unstructured, error) {
+	return m.dyn.Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+}
+
+func (m *kubeMember) Apply(ctx context.Context, gvr schema.GroupVersionResource, ns string, obj *unstructured.Unstructured, force, dryRun bool) (*unstructured.Unstructured, error) {
+	opts := metav1.ApplyOptions{FieldManager: v1alpha1.AgentFieldManager, Force: force}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	return m.dyn.Resource(gvr).Namespace(ns).Apply(ctx, obj.GetName(), obj, opts)
+}
+
+func (m *kubeMember) Delete(ctx context.Context, gvr schema.GroupVersionResource, ns, name string) error {
+	policy := metav1.DeletePropagationBackground
+	err := m.dyn.Resource(gvr).Namespace(ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &policy})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// clientset lets an agent run as a Deployment keep its identity in a member Secret.
+func (m *kubeMember) clientset() kubernetes.Interface { return m.cs }
+
+// Observe builds the inventory from watches of the member's nodes and pods, started on the
+// first call, and a readiness check.
+func (m *kubeMember) Observe(ctx context.Context) v1alpha1.Inventory {
+	m.inventoryOnce.Do(func() {
+		factory := informers.NewSharedInformerFactory(m.cs, 0)
+		nodes := factory.Core().V1().Nodes()
+		pods := factory.Core().V1().Pods()
+		// Only what the inventory needs of a pod stays in memory.
+		_ = pods.Informer().SetTransform(slimPod)
+		_ = nodes.Informer()
+		factory.Start(ctx.Done())
+		go func() { <-ctx.Done(); factory.Shutdown() }()
+		factory.WaitForCacheSync(ctx.Done())
+		m.nodes, m.pods = nodes.Lister(), pods.Lister()
+	})
+	return observeKube(ctx, m.cs, m.nodes, m.pods)
+}
+
+func slimPod(o any) (any, error) {
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return o, nil
+	}
+	slim := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion}}
+	slim.Spec.NodeName = p.Spec.NodeName
+	slim.Status.Phase = p.Status.Phase
+	for _, c := range p.Spec.Containers {
+		slim.Spec.Containers = append(slim.Spec.Containers, corev1.Container{Resources: corev1.ResourceRequirements{Requests: c.Resources.Requests}})
+	}
+	for _, c := range p.Spec.InitContainers {
+		slim.Spec.InitContainers = append(slim.Spec.InitContainers, corev1.Container{Resources: corev1.ResourceRequirements{Requests: c.Resources.Requests}})
+	}
+	return slim, nil
+}
