@@ -53,7 +53,6 @@ type Cluster struct {
 
 // ClusterSpec is what the user wants the cluster to be.
 //
-// +kubebuilder:validation:XValidation:rule="self.provider != 'import' || has(self.kubeconfigSecretRef)",message="an imported cluster needs spec.kubeconfigSecretRef naming the Secret that holds its kubeconfig"
 // +kubebuilder:validation:XValidation:rule="self.provider == 'import' || !has(self.kubeconfigSecretRef)",message="spec.kubeconfigSecretRef is only for provider import; a local cluster's kubeconfig is made by the hub"
 // +kubebuilder:validation:XValidation:rule="self.provider != 'import' || !has(self.nodePools) || size(self.nodePools) == 0",message="an imported cluster's nodes are managed outside Convoy; remove spec.nodePools"
 // +kubebuilder:validation:XValidation:rule="!has(self.nodePools) || !has(self.zones) || self.nodePools.all(p, !has(p.zone) || p.zone in self.zones)",message="every spec.nodePools[].zone must be one of spec.zones"
@@ -107,7 +106,8 @@ type ClusterSpec struct {
 	Taints []corev1.Taint `json:"taints,omitempty"`
 
 	// KubeconfigSecretRef names a Secret in the convoy-system namespace whose key "kubeconfig"
-	// holds the kubeconfig of an imported cluster.
+	// holds the kubeconfig of an imported cluster. An imported cluster without it is registered
+	// through its agent alone (convoy cluster join): the hub never connects to it.
 	// +optional
 	KubeconfigSecretRef *SecretReference `json:"kubeconfigSecretRef,omitempty"`
 }

@@ -213,12 +213,17 @@ or merge it into your kubeconfig:
 func newClusterImportCmd(g *globals) *cobra.Command {
 	var kubeconfig, region, env string
 	var zones []string
+	var agentOnly bool
 	cmd := &cobra.Command{
-		Use:   "import NAME --kubeconfig FILE",
+		Use:   "import NAME (--kubeconfig FILE | --agent-only)",
 		Short: "Register an existing cluster (EKS, GKE, kind, ...) from its kubeconfig; Convoy only observes it",
 		Long: `Register an existing cluster from its kubeconfig. Convoy observes it but never changes its
-nodes or version. The hub's own kubeconfig then comes from --hub-kubeconfig or $CONVOY_KUBECONFIG.`,
-		Example: `  convoy cluster import prod-eks --kubeconfig ~/.kube/eks.yaml --region us-east --env prod`,
+nodes or version. The hub's own kubeconfig then comes from --hub-kubeconfig or $CONVOY_KUBECONFIG.
+
+With --agent-only the hub gets no kubeconfig at all: the cluster is known only through its
+agent, which connects out to the hub (convoy cluster join prints how to run it).`,
+		Example: `  convoy cluster import prod-eks --kubeconfig ~/.kube/eks.yaml --region us-east --env prod
+  convoy cluster import edge-7 --agent-only --region eu-west && convoy cluster join edge-7`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -226,8 +231,17 @@ nodes or version. The hub's own kubeconfig then comes from --hub-kubeconfig or $
 			if err := checkName(name); err != nil {
 				return err
 			}
+			if agentOnly {
+				if kubeconfig != "" {
+					return usageError("--agent-only and --kubeconfig exclude each other: the hub either holds the cluster's kubeconfig or knows it only through its agent")
+				}
+				return importAgentOnly(ctx, g, &v1alpha1.Cluster{
+					ObjectMeta: metav1.ObjectMeta{Name: name},
+					Spec:       v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderImport, Region: region, Zones: zones, Environment: env},
+				})
+			}
 			if kubeconfig == "" {
-				return usageError("--kubeconfig FILE is required: the kubeconfig of the cluster to import")
+				return usageError("--kubeconfig FILE is required: the kubeconfig of the cluster to import (or --agent-only, to know it only through its agent)")
 			}
 			raw, host, err := memberKubeconfig(kubeconfig)
 			if err != nil {
@@ -289,10 +303,30 @@ nodes or version. The hub's own kubeconfig then comes from --hub-kubeconfig or $
 	}
 	f := cmd.Flags()
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to import (its current context is used)")
+	f.BoolVar(&agentOnly, "agent-only", false, "register the cluster without a kubeconfig: the hub knows it only through its agent")
 	f.StringVar(&region, "region", "", "region of the cluster")
 	f.StringSliceVar(&zones, "zones", nil, "zones of the cluster")
 	f.StringVar(&env, "env", "", "environment of the cluster")
 	return cmd
+}
+
+// importAgentOnly registers a cluster that the hub will know only through its agent.
+func importAgentOnly(ctx context.Context, g *globals, c *v1alpha1.Cluster) error {
+	hc, err := g.hubClient()
+	if err != nil {
+		return err
+	}
+	if err := checkCreatable(ctx, hc, c); err != nil {
+		return err
+	}
+	if err := hc.Create(ctx, c); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("cluster %q already exists; pick another name", c.Name)
+		}
+		return hubError("the hub", err)
+	}
+	fmt.Fprintf(g.streams.Out, "Cluster %q registered; it becomes Ready when its agent joins. Get the agent with:\n  convoy cluster join %s\n", c.Name, c.Name)
+	return nil
 }
 
 // memberKubeconfig reads a kubeconfig, keeps only its current context and inlines every file

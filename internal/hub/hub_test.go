@@ -101,7 +101,6 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"name with dots", cluster("us.east", v1alpha1.ClusterSpec{Provider: "local"}), "cluster name must be lower-case letters, digits and '-'"},
 		{"long name", cluster(strings.Repeat("a", 41), v1alpha1.ClusterSpec{Provider: "local"}), "cluster name must be at most 40 characters"},
 		{"bad version", cluster("c5", v1alpha1.ClusterSpec{Provider: "local", KubernetesVersion: "1.37"}), `spec.kubernetesVersion: Invalid value: "1.37"`},
-		{"import without kubeconfig", cluster("c6", v1alpha1.ClusterSpec{Provider: "import"}), "an imported cluster needs spec.kubeconfigSecretRef"},
 		{"import with pools", cluster("c7", v1alpha1.ClusterSpec{Provider: "import", KubeconfigSecretRef: &v1alpha1.SecretReference{Name: "k"}, NodePools: pool(1)}), "remove spec.nodePools"},
 		{"zone not in zones", cluster("c8", v1alpha1.ClusterSpec{Provider: "local", Zones: []string{"a"}, NodePools: []v1alpha1.NodePool{{Name: "p", Count: 1, Zone: "z"}}}), "must be one of spec.zones"},
 		{"duplicate pools", cluster("c9", v1alpha1.ClusterSpec{Provider: "local", NodePools: []v1alpha1.NodePool{{Name: "p", Count: 1}, {Name: "p", Count: 2}}}), "Duplicate value"},

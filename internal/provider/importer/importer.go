@@ -49,13 +49,21 @@ func (p *Provider) Name() v1alpha1.ProviderName { return v1alpha1.ProviderImport
 func (p *Provider) ReadOnly() bool { return true }
 
 // Validate checks that the kubeconfig Secret exists and holds a usable kubeconfig.
+// A cluster without spec.kubeconfigSecretRef is registered through its agent alone: the hub
+// never connects to it, and knows it only from its agent's heartbeats and inventory.
 func (p *Provider) Validate(ctx context.Context, c *v1alpha1.Cluster) error {
+	if c.Spec.KubeconfigSecretRef == nil {
+		return nil
+	}
 	_, err := p.kubeconfig(ctx, c)
 	return err
 }
 
 // Create checks that the cluster answers; importing changes nothing on it.
 func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
+	if c.Spec.KubeconfigSecretRef == nil {
+		return nil // registered through its agent: nothing to reach
+	}
 	m, err := p.client(ctx, c)
 	if err != nil {
 		return err
@@ -91,7 +99,7 @@ func (p *Provider) Kubeconfig(ctx context.Context, c *v1alpha1.Cluster) ([]byte,
 func (p *Provider) Status(ctx context.Context, c *v1alpha1.Cluster) (provider.Status, error) {
 	st := provider.Status{Exists: true, Running: true}
 	if c.Spec.KubeconfigSecretRef == nil {
-		return provider.Status{}, nil // nothing to observe
+		return agentReported(c), nil
 	}
 	err := p.Client.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: c.Spec.KubeconfigSecretRef.Name}, &corev1.Secret{})
 	if apierrors.IsNotFound(err) {
@@ -109,9 +117,19 @@ func (p *Provider) Status(ctx context.Context, c *v1alpha1.Cluster) (provider.St
 	return st, nil
 }
 
+// agentReported is what the agent of a cluster registered without a kubeconfig last said.
+func agentReported(c *v1alpha1.Cluster) provider.Status {
+	st := provider.Status{Exists: true, Running: true, Progress: "waiting for the cluster's agent to join and report (convoy cluster join " + c.Name + ")"}
+	if inv := c.Status.Inventory; inv != nil {
+		st.APIReady, st.Version, st.Nodes, st.Allocatable = inv.APIHealthy, inv.KubernetesVersion, inv.Nodes, inv.Allocatable
+		st.Progress = "the agent reports that the cluster's API server is not ready"
+	}
+	return st
+}
+
 func (p *Provider) kubeconfig(ctx context.Context, c *v1alpha1.Cluster) ([]byte, error) {
 	if c.Spec.KubeconfigSecretRef == nil {
-		return nil, fmt.Errorf("spec.kubeconfigSecretRef is not set")
+		return nil, fmt.Errorf("cluster %q was registered through its agent alone; the hub holds no kubeconfig for it", c.Name)
 	}
 	secret := &corev1.Secret{}
 	key := client.ObjectKey{Namespace: p.Namespace, Name: c.Spec.KubeconfigSecretRef.Name}

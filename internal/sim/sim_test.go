@@ -1,0 +1,154 @@
+package sim_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/sim"
+)
+
+var deployments = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+
+func eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, err = cond(); ok {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s (last: %v)", what, timeout, err)
+}
+
+// TestSimulatedFleet runs three simulated clusters against a real hub: they join, become
+// Ready, take a Divided Deployment and report it available; a stopped agent makes its cluster
+// Unreachable and moves its share away without anything being deleted on its member.
+func TestSimulatedFleet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a hub")
+	}
+	h := hubtest.Start(t)
+	ctx := context.Background()
+	c := h.Client
+	fleet := sim.NewFleet(sim.Options{HubURL: h.Config.Host, HubCA: h.Config.CAData, StateDir: t.TempDir(),
+		AvailableAfter: 200 * time.Millisecond, Version: "test", Log: hubtest.Logger(t)})
+	t.Cleanup(fleet.StopAll)
+
+	names := []string{"sim-a", "sim-b", "sim-c"}
+	for _, n := range names {
+		token, err := sim.Register(ctx, c, n, map[string]string{"fleet": "sim"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fleet.Start(ctx, n, token); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range names {
+		eventually(t, n+" Ready", time.Minute, func() (bool, error) {
+			cl := &v1alpha1.Cluster{}
+			err := c.Get(ctx, client.ObjectKey{Name: n}, cl)
+			return err == nil && cl.Status.Phase == v1alpha1.ClusterReady, fmt.Errorf("phase %q, conditions %+v", cl.Status.Phase, cl.Status.Conditions)
+		})
+	}
+
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}
+	if err := c.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	six := int32(6)
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &six,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx:1.27"}}},
+			},
+		},
+	}
+	if err := c.Create(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	p := &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: v1alpha1.PlacementSpec{
+		Resources: []v1alpha1.ResourceSelector{{Group: "apps", Kind: "Deployment", Name: "web"}},
+		Clusters:  v1alpha1.ClusterAffinity{LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "sim"}}},
+		Replicas:  &v1alpha1.ReplicaScheduling{Type: v1alpha1.Divided},
+		Failover:  &v1alpha1.FailoverPolicy{GraceSeconds: ptr(int32(1)), StableSeconds: ptr(int32(5))},
+	}}
+	if err := c.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	available := func() (bool, error) {
+		got := &v1alpha1.Placement{}
+		err := c.Get(ctx, client.ObjectKeyFromObject(p), got)
+		return err == nil && meta.IsStatusConditionTrue(got.Status.Conditions, v1alpha1.PlacementAvailable), fmt.Errorf("status %+v", got.Status)
+	}
+	eventually(t, "the Placement available", time.Minute, available)
+	for _, n := range names {
+		obj := fleet.Get(n).Member.Object(deployments, "shop", "web")
+		if obj == nil {
+			t.Fatalf("%s: the Deployment is not on the member", n)
+		}
+		if r, _, _ := unstructuredInt(obj.Object, "spec", "replicas"); r != 2 {
+			t.Errorf("%s: %d replicas, want 2", n, r)
+		}
+	}
+
+	// sim-c's agent stops: the cluster becomes Unreachable, its share moves to the others,
+	// and nothing is deleted on its member.
+	fleet.Get("sim-c").Stop()
+	eventually(t, "sim-c Unreachable", time.Minute, func() (bool, error) {
+		cl := &v1alpha1.Cluster{}
+		err := c.Get(ctx, client.ObjectKey{Name: "sim-c"}, cl)
+		return err == nil && cl.Status.Phase == v1alpha1.ClusterUnreachable, fmt.Errorf("phase %q", cl.Status.Phase)
+	})
+	eventually(t, "3/3 on the others", time.Minute, func() (bool, error) {
+		a := fleet.Get("sim-a").Member.Object(deployments, "shop", "web")
+		b := fleet.Get("sim-b").Member.Object(deployments, "shop", "web")
+		ra, _, _ := unstructuredInt(a.Object, "spec", "replicas")
+		rb, _, _ := unstructuredInt(b.Object, "spec", "replicas")
+		return ra == 3 && rb == 3, fmt.Errorf("%d and %d", ra, rb)
+	})
+	if del := fleet.Get("sim-c").Member.Deleted(); len(del) > 0 {
+		t.Errorf("the stopped cluster's member lost %v", del)
+	}
+	// It comes back (with the identity it kept), becomes Ready and takes its share again.
+	if _, err := fleet.Start(ctx, "sim-c", ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "2/2/2 again", 2*time.Minute, func() (bool, error) {
+		var got []int64
+		for _, n := range names {
+			r, _, _ := unstructuredInt(fleet.Get(n).Member.Object(deployments, "shop", "web").Object, "spec", "replicas")
+			got = append(got, r)
+		}
+		return got[0] == 2 && got[1] == 2 && got[2] == 2, fmt.Errorf("%v", got)
+	})
+	for _, n := range names {
+		if del := fleet.Get(n).Member.Deleted(); len(del) > 0 {
+			t.Errorf("%s lost %v", n, del)
+		}
+	}
+}
+
+func unstructuredInt(obj map[string]any, path ...string) (int64, bool, error) {
+	return unstructured.NestedInt64(obj, path...)
+}
+func ptr[T any](v T) *T { return &v }
