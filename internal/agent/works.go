@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -82,9 +81,6 @@ func (w *workController) run(ctx context.Context) {
 	})
 	w.a.hubCache.WaitForCacheSync(ctx)
 	w.a.log.Info("watching the cluster's Works", "namespace", w.a.ns)
-	// Listing everything at start-up is the agent's biggest heap; once the first Works are
-	// applied, hand what that peak left behind back to the system rather than keep it.
-	time.AfterFunc(20*time.Second, debug.FreeOSMemory)
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {

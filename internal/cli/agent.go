@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
@@ -63,6 +64,10 @@ in --state-dir. Without --kubeconfig it uses the in-cluster configuration (as a 
 				// growth keeps it small at a cost of little CPU. GOGC still overrides.
 				debug.SetGCPercent(25)
 			}
+			// Listing everything at start-up is the agent's biggest heap; once the first Works
+			// are applied, hand what that peak left behind back to the system.
+			release := time.AfterFunc(20*time.Second, debug.FreeOSMemory)
+			defer release.Stop()
 			return agent.Run(cmd.Context(), o)
 		},
 	}

@@ -224,7 +224,7 @@ With --agent-only the hub gets no kubeconfig at all: the cluster is known only t
 agent, which connects out to the hub (convoy cluster join prints how to run it).`,
 		Example: `  convoy cluster import prod-eks --kubeconfig ~/.kube/eks.yaml --region us-east --env prod
   convoy cluster import edge-7 --agent-only --region eu-west && convoy cluster join edge-7`,
-		Args:    cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			name := args[0]
