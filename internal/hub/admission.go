@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
 )
 
@@ -80,5 +82,30 @@ func installAdmission(ctx context.Context, cfg *rest.Config, scheme *runtime.Sch
 	}); err != nil {
 		return fmt.Errorf("install admission policy binding: %w", err)
 	}
-	return nil
+	return waitAdmission(ctx, c)
+}
+
+// waitAdmission returns once the API server enforces the version policy: until it has loaded
+// the policy, its binding and their ConfigMap, it would let any version through, or refuse
+// every Cluster ("not yet synced"). A dry run of a Cluster with a version no hub has tells.
+func waitAdmission(ctx context.Context, c client.Client) error {
+	probe := &v1alpha1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{Name: "convoy-admission-probe"},
+		Spec:       v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, KubernetesVersion: "v0.0.0"},
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		if err != nil && strings.Contains(err.Error(), "is not available on this hub") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the API server does not enforce admission policy %s after a minute (last answer to a probe: %v)", versionPolicy, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
