@@ -36,7 +36,35 @@ const (
 	// DefaultHeartbeatInterval is how often an agent renews its Lease unless the hub says
 	// otherwise.
 	DefaultHeartbeatInterval = 2 * time.Second
+	// DefaultMaxHeartbeatRate is how many heartbeats a second the whole fleet may send the
+	// hub by default (see FleetHeartbeatInterval).
+	DefaultMaxHeartbeatRate = 50
 )
+
+// FleetHeartbeatInterval is the interval agents are told to use in a fleet of the given size:
+// base (DefaultHeartbeatInterval when zero) while the fleet's heartbeats stay within maxRate a
+// second (DefaultMaxHeartbeatRate when zero), else the first of 5s, 10s, 15s, 20s, 30s, 60s,
+// 120s that keeps them within it. Each heartbeat is a write to the hub's datastore, so a
+// fleet of a thousand clusters heartbeating every 2 seconds would keep two cores busy with
+// them alone. The steps keep agents from being told a new interval at every cluster added.
+func FleetHeartbeatInterval(base time.Duration, maxRate float64, clusters int) time.Duration {
+	if base <= 0 {
+		base = DefaultHeartbeatInterval
+	}
+	if maxRate <= 0 {
+		maxRate = DefaultMaxHeartbeatRate
+	}
+	need := time.Duration(float64(clusters) / maxRate * float64(time.Second))
+	if need <= base {
+		return base
+	}
+	for _, step := range []time.Duration{5 * time.Second, 10 * time.Second, 15 * time.Second, 20 * time.Second, 30 * time.Second, 60 * time.Second} {
+		if step >= base && step >= need {
+			return step
+		}
+	}
+	return max(base, 120*time.Second)
+}
 
 // AgentGeneration is the cluster's current credential generation, 1 when never revoked.
 func AgentGeneration(c *Cluster) int {

@@ -66,6 +66,9 @@ type Options struct {
 	StepTimeout time.Duration
 	// HeartbeatInterval is how often agents renew their Lease; zero means 2s.
 	HeartbeatInterval time.Duration
+	// MaxHeartbeatRate caps the heartbeats a second of the whole fleet; a larger fleet is
+	// told a longer interval (v1alpha1.FleetHeartbeatInterval). Zero means 50.
+	MaxHeartbeatRate float64
 	// UnreachableAfter is how long without a heartbeat makes a cluster Unreachable; zero
 	// means 6s.
 	UnreachableAfter time.Duration

@@ -8,6 +8,7 @@ package access
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,7 +17,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
@@ -29,14 +33,22 @@ const (
 // Reconciler keeps each Cluster's agent access in place.
 type Reconciler struct {
 	Client client.Client
-	// HeartbeatInterval is what agents are told to use; zero means the default.
+	// HeartbeatInterval is what agents are told to use while the fleet is small; zero means
+	// the default. MaxHeartbeatRate caps the fleet's heartbeats a second (zero: the default);
+	// a larger fleet is told a longer interval (v1alpha1.FleetHeartbeatInterval).
 	HeartbeatInterval time.Duration
+	MaxHeartbeatRate  float64
+
+	interval atomic.Int64 // the interval last told, to notice a change
+	retell   chan event.GenericEvent
 }
 
 // SetupWithManager registers the reconciler. A deleted agent ServiceAccount (a revocation) is
 // made again at once, empty: only a new bootstrap token can get it a token.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.retell = make(chan event.GenericEvent, 1024)
 	return ctrl.NewControllerManagedBy(mgr).
+		WatchesRawSource(source.Channel(r.retell, &handler.EnqueueRequestForObject{})).
 		For(&v1alpha1.Cluster{}).
 		Named("agent-access").
 		Watches(&corev1.ServiceAccount{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
@@ -61,9 +73,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	gen := v1alpha1.AgentGeneration(c)
 	sa := v1alpha1.AgentServiceAccount(gen)
 	labels := map[string]string{v1alpha1.LabelCluster: c.Name}
-	interval := r.HeartbeatInterval
-	if interval == 0 {
-		interval = v1alpha1.DefaultHeartbeatInterval
+	interval, err := r.fleetInterval(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
 
 	objects := []struct {
@@ -107,6 +119,25 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 	return ctrl.Result{}, nil
+}
+
+// fleetInterval is the heartbeat interval for the fleet's current size. When it changes,
+// every cluster is reconciled again, so that every agent is told.
+func (r *Reconciler) fleetInterval(ctx context.Context) (time.Duration, error) {
+	var list v1alpha1.ClusterList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return 0, err
+	}
+	interval := v1alpha1.FleetHeartbeatInterval(r.HeartbeatInterval, r.MaxHeartbeatRate, len(list.Items))
+	if prev := time.Duration(r.interval.Swap(int64(interval))); prev != 0 && prev != interval && r.retell != nil {
+		log.FromContext(ctx).Info("the fleet's heartbeat interval changes", "clusters", len(list.Items), "from", prev, "to", interval)
+		go func() {
+			for i := range list.Items {
+				r.retell <- event.GenericEvent{Object: &list.Items[i]}
+			}
+		}()
+	}
+	return interval, nil
 }
 
 func mergeLabels(have, add map[string]string) map[string]string {

@@ -110,6 +110,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if grace == 0 {
 		grace = DefaultUnreachableAfter
 	}
+	// In a large fleet agents heartbeat less often (v1alpha1.FleetHeartbeatInterval), and
+	// say so in their Lease's duration: the grace is never shorter than that.
+	if lease != nil && lease.Spec.LeaseDurationSeconds != nil {
+		grace = max(grace, time.Duration(*lease.Spec.LeaseDurationSeconds)*time.Second)
+	}
 	v := Judge(lease, c.Status.Inventory, grace, r.Clock.Now())
 
 	before := c.DeepCopy()
