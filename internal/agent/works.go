@@ -41,7 +41,26 @@ type workController struct {
 	// status says the same once it is written, but the hub's answer may lag behind a
 	// reconcile that the agent's own finalizer patch set off.
 	applied map[string]map[string]string
+	// written remembers the status last written per Work and when: a reconcile that its own
+	// write set off may still read the Work's old status from the cache, and must not write
+	// the same status again.
+	written map[string]writtenStatus
+	// settling marks Works whose status write waits a moment after an apply (see reconcile).
+	settling map[string]bool
 }
+
+type writtenStatus struct {
+	status v1alpha1.WorkStatus
+	at     time.Time
+}
+
+// statusSettle is how long after an apply the agent waits before it reports a resource that
+// is not healthy yet, so that a member that settles at once costs the hub one status write,
+// not two. It is the same pause that gathers the member's status changes (see watch).
+const statusSettle = 300 * time.Millisecond
+
+// writtenFresh is how long the agent trusts its memory of a status it wrote over the cache.
+const writtenFresh = 10 * time.Second
 
 // driftKey names one applied object of one Work.
 type driftKey struct {
@@ -59,7 +78,9 @@ func newWorkController(a *Agent) (*workController, error) {
 		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second)),
 		drifts:  workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[driftKey](100*time.Millisecond, 30*time.Second)),
 		drifted: map[string]map[string]string{},
-		applied: map[string]map[string]string{},
+		applied:  map[string]map[string]string{},
+		written:  map[string]writtenStatus{},
+		settling: map[string]bool{},
 	}
 	return w, nil
 }
@@ -150,6 +171,7 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 	var statuses []v1alpha1.ResourceStatus
 	var requeue time.Duration
 	desired := map[string]bool{}
+	appliedNow, failed, healthy := false, false, true
 	for _, o := range manifest.Order(manifest.Decode(work.Spec.Manifests)) {
 		key := manifest.Key(o.ID)
 		desired[key] = true
@@ -161,9 +183,11 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		}
 		live, applied, err := w.applyIfNeeded(ctx, work, o, prev[key])
 		if applied {
+			appliedNow = true
 			w.setDrift(work.Name, key, "") // what was applied is current again
 		}
 		if err != nil {
+			failed = true
 			st.State, st.Message = v1alpha1.ResourceFailed, err.Error()
 			if errors.Is(err, ErrKindUnknown) {
 				requeue = 2 * time.Second // its CRD may be on the way
@@ -176,6 +200,7 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		st.Replicas, st.AvailableReplicas = manifest.Replicas(live)
 		st.Conditions = manifest.Conditions(live)
 		if st.Health != v1alpha1.HealthHealthy {
+			healthy = false
 			requeue = max(requeue, 5*time.Second) // look at its health again
 		}
 		if msg := w.driftOf(work.Name, key); msg != "" {
@@ -208,6 +233,16 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		}
 		statuses = append(statuses, st)
 		requeue = time.Second
+	}
+	// Just applied and not healthy yet: report a moment later, once the member has had a
+	// chance to settle (its status changes bring the Work back sooner). Failures and
+	// deletions are reported at once.
+	w.mu.Lock()
+	settle := appliedNow && !failed && !healthy && len(gone) == 0 && !w.settling[work.Name]
+	w.settling[work.Name] = settle
+	w.mu.Unlock()
+	if settle {
+		return statusSettle, nil
 	}
 	return requeue, w.writeStatus(ctx, work, statuses)
 }
@@ -427,6 +462,8 @@ func (w *workController) finalize(ctx context.Context, work *v1alpha1.Work) (tim
 	w.mu.Lock()
 	delete(w.drifted, work.Name)
 	delete(w.applied, work.Name)
+	delete(w.written, work.Name)
+	delete(w.settling, work.Name)
 	w.mu.Unlock()
 	return 0, nil
 }
@@ -481,8 +518,17 @@ func (w *workController) writeStatus(ctx context.Context, work *v1alpha1.Work, r
 	if equality.Semantic.DeepEqual(before.Status, work.Status) {
 		return nil
 	}
+	w.mu.Lock()
+	last, ok := w.written[work.Name]
+	w.mu.Unlock()
+	if ok && time.Since(last.at) < writtenFresh && equality.Semantic.DeepEqual(last.status, work.Status) {
+		return nil // written a moment ago; the cache has not caught up yet
+	}
 	if err := w.a.hub.Status().Patch(ctx, work, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("write status: %w", err)
 	}
+	w.mu.Lock()
+	w.written[work.Name] = writtenStatus{status: *work.Status.DeepCopy(), at: time.Now()}
+	w.mu.Unlock()
 	return nil
 }
