@@ -13,6 +13,8 @@ package propagation
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -31,6 +33,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -55,6 +58,52 @@ type Reconciler struct {
 	Clock clock.PassiveClock
 
 	changed chan event.TypedGenericEvent[*v1alpha1.Placement]
+
+	// written remembers, per Work, what this hub last wrote into it and when: a reconcile
+	// soon after may read the Work as it was before from the cache, and must not write the
+	// same content again.
+	writtenMu sync.Mutex
+	written   map[client.ObjectKey]writtenWork
+}
+
+type writtenWork struct {
+	content string
+	at      time.Time
+}
+
+// writtenFresh is how long the reconciler trusts its memory of a write over the cache.
+const writtenFresh = 10 * time.Second
+
+// workContent identifies what a Work write sets.
+func workContent(manifests []runtime.RawExtension, policy v1alpha1.DeletionPolicy, revision string) string {
+	h := sha256.New()
+	for _, m := range manifests {
+		h.Write(m.Raw)
+		h.Write([]byte{0})
+	}
+	fmt.Fprintf(h, "%s\x00%s", policy, revision)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (r *Reconciler) wroteRecently(key client.ObjectKey, content string) bool {
+	r.writtenMu.Lock()
+	defer r.writtenMu.Unlock()
+	w, ok := r.written[key]
+	return ok && w.content == content && time.Since(w.at) < writtenFresh
+}
+
+func (r *Reconciler) remember(key client.ObjectKey, content string) {
+	r.writtenMu.Lock()
+	defer r.writtenMu.Unlock()
+	if r.written == nil {
+		r.written = map[client.ObjectKey]writtenWork{}
+	}
+	for k, w := range r.written {
+		if time.Since(w.at) > writtenFresh {
+			delete(r.written, k)
+		}
+	}
+	r.written[key] = writtenWork{content: content, at: time.Now()}
 }
 
 // New makes the reconciler; its Templates call back into it when templates change.
@@ -79,7 +128,7 @@ func (r *Reconciler) TemplatesChanged(namespace string) {
 // SetupWithManager registers the controller: Placements, their Works, every Cluster, and the
 // templates (through Templates).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
-	allPlacements := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []ctrl.Request {
+	allPlacements := coalesced(func(ctx context.Context, _ client.Object) []ctrl.Request {
 		var list v1alpha1.PlacementList
 		if err := r.Client.List(ctx, &list); err != nil {
 			return nil
@@ -94,7 +143,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.Placement{}).
 		Named("propagation").
 		Watches(&v1alpha1.Cluster{}, allPlacements).
-		Watches(&v1alpha1.Work{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
+		Watches(&v1alpha1.Work{}, coalesced(func(_ context.Context, o client.Object) []ctrl.Request {
 			ns, name := o.GetLabels()[v1alpha1.LabelPlacementNamespace], o.GetLabels()[v1alpha1.LabelPlacement]
 			if ns == "" || name == "" {
 				return nil
@@ -104,6 +153,33 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesRawSource(source.Channel(r.changed, &handler.TypedEnqueueRequestForObject[*v1alpha1.Placement]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
+}
+
+// coalesceWindow gathers the events of many Works and Clusters into one reconcile of their
+// Placement: with a thousand clusters reporting within a second or two, reconciling the
+// Placement (which looks at all its clusters) for each report would do the same work a
+// thousand times.
+const coalesceWindow = 250 * time.Millisecond
+
+// coalesced enqueues the Placements that f names, coalesceWindow after the event; the
+// queue keeps one entry per Placement, so the events in that window make one reconcile.
+func coalesced(f func(context.Context, client.Object) []ctrl.Request) handler.EventHandler {
+	add := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+		for _, req := range f(ctx, o) {
+			q.AddAfter(req, coalesceWindow)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+			add(ctx, e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+			add(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+			add(ctx, e.Object, q)
+		},
+	}
 }
 
 func (r *Reconciler) now() time.Time {
@@ -650,6 +726,11 @@ func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, clust
 			Spec: v1alpha1.WorkSpec{Manifests: manifests, DeletionPolicy: policy, DriftPolicy: v1alpha1.DriftCorrect},
 		}
 		if err := r.Client.Create(ctx, w); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				// Made by an earlier reconcile that this one's cache does not show yet; the
+				// next reconcile compares it.
+				return nil
+			}
 			return fmt.Errorf("create the work for cluster %s: %w", cluster, err)
 		}
 		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "WorkCreated", "Propagate", "cluster %s gets %d resource(s)", cluster, len(manifests))
@@ -658,18 +739,28 @@ func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, clust
 	if sameManifests(old.Spec.Manifests, manifests) && old.Spec.DeletionPolicy == policy && old.Annotations[v1alpha1.AnnotationRevision] == revision {
 		return nil
 	}
+	content := workContent(manifests, policy, revision)
+	if r.wroteRecently(client.ObjectKeyFromObject(old), content) {
+		return nil // this hub wrote it a moment ago; the cache is behind
+	}
+	// The hub alone writes a Work's spec, so a patch without a resourceVersion is safe, and
+	// does not fail because the agent wrote the status a moment ago.
 	w := old.DeepCopy()
 	w.Spec.Manifests, w.Spec.DeletionPolicy = manifests, policy
 	if w.Annotations == nil {
 		w.Annotations = map[string]string{}
 	}
 	w.Annotations[v1alpha1.AnnotationRevision] = revision
+	if w.Labels == nil {
+		w.Labels = map[string]string{}
+	}
 	for k, v := range labels {
 		w.Labels[k] = v
 	}
-	if err := r.Client.Update(ctx, w); err != nil {
+	if err := r.Client.Patch(ctx, w, client.MergeFrom(old)); err != nil {
 		return fmt.Errorf("update the work for cluster %s: %w", cluster, err)
 	}
+	r.remember(client.ObjectKeyFromObject(old), content)
 	return nil
 }
 
