@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/convoy-dev/convoy/internal/version.Convoy=$(VERSION)
 
-.PHONY: all tools build generate verify-generated up down test test-short bench clean
+.PHONY: all tools build generate verify-generated up down test test-short test-chaos bench bench-scale clean
 
 all: tools build
 
@@ -47,7 +47,12 @@ test-short: all
 
 ## bench: measure start-up time and memory; prints the figures and the machine
 bench: all
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench/
+	$(GO) test -count=1 -run '^$$' -bench . -skip Scale -benchtime 1x -timeout 30m ./test/bench/
+
+## bench-scale: simulated fleets of 10, 100 and 1,000 clusters against one hub; writes
+## docs/scale.json and docs/SCALE.md (CONVOY_SCALE_N=10,100 picks other sizes)
+bench-scale: all
+	CONVOY_SCALE_REPORT=$(CURDIR)/docs $(GO) test -count=1 -run '^$$' -bench Scale -benchtime 1x -timeout 90m ./test/bench/
 
 ## clean: remove bin/convoy (the upstream tools stay: they take minutes to build)
 clean:

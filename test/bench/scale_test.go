@@ -1,0 +1,623 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/sim"
+	"github.com/convoy-dev/convoy/internal/version"
+)
+
+// Percentiles of per-cluster times, in seconds.
+type Percentiles struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+func percentiles(ds []time.Duration) Percentiles {
+	if len(ds) == 0 {
+		return Percentiles{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	at := func(q float64) float64 {
+		i := int(q*float64(len(s))+0.999999) - 1 // nearest rank
+		return s[max(0, min(i, len(s)-1))].Seconds()
+	}
+	return Percentiles{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: s[len(s)-1].Seconds()}
+}
+
+// Usage is the hub's resident memory and CPU: the convoy hub process and its children.
+type Usage struct {
+	RSSMiB     map[string]float64 `json:"rssMiB"`
+	TotalMiB   float64            `json:"totalMiB"`
+	Millicores float64            `json:"millicores"`
+	// CPU is millicores per process.
+	CPU     map[string]float64 `json:"cpu"`
+	Seconds float64            `json:"seconds"`
+}
+
+// ScaleResult is one fleet size's figures.
+type ScaleResult struct {
+	Clusters          int         `json:"clusters"`
+	SetupSeconds      float64     `json:"setupSeconds"`
+	Registration      Percentiles `json:"registration"`
+	Idle              Usage       `json:"idle"`
+	InitialPlacement  Percentiles `json:"initialPlacement"`
+	Propagation       Percentiles `json:"propagation"`
+	DuringPropagation Usage       `json:"duringPropagation"`
+	Floor             Percentiles `json:"floor"`
+	// Requests counts the hub API server's requests during the propagation, by verb and
+	// resource (writes only).
+	Requests map[string]int `json:"requests"`
+	RatioP99          float64     `json:"ratioP99"`
+	SimProcessMiB     float64     `json:"simProcessMiB"`
+}
+
+// ScaleReport is what make bench-scale writes to docs/scale.json.
+type ScaleReport struct {
+	Date              string        `json:"date"`
+	Machine           string        `json:"machine"`
+	Kubernetes        string        `json:"kubernetes"`
+	Datastore         string        `json:"datastore"`
+	HeartbeatInterval string        `json:"heartbeatInterval"`
+	AvailableAfter    string        `json:"availableAfter"`
+	Results           []ScaleResult `json:"results"`
+}
+
+// BenchmarkScale runs fleets of 10, 100 and 1,000 simulated clusters (internal/sim: the real
+// agent against an in-memory member) against a real hub (`convoy hub`: kube-apiserver, kine
+// on SQLite, the controllers) on this machine. For each size it measures registration,
+// the hub's idle use, the propagation of a template change to every cluster, and the floor:
+// the same number of per-cluster objects written straight to the same API server and seen by
+// one watcher per cluster. CONVOY_SCALE_N="10,100" picks the sizes; CONVOY_SCALE_REPORT names
+// a directory to write scale.json and SCALE.md into.
+func BenchmarkScale(b *testing.B) {
+	ctrllog.SetLogger(logr.Discard())
+	sizes := []int{10, 100, 1000}
+	if s := os.Getenv("CONVOY_SCALE_N"); s != "" {
+		sizes = nil
+		for f := range strings.SplitSeq(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				b.Fatalf("CONVOY_SCALE_N: %q is not a list of sizes", s)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	convoy := buildConvoy(b)
+	rep := ScaleReport{
+		Date: time.Now().UTC().Format(time.RFC3339), Machine: Machine(), Kubernetes: version.Kubernetes,
+		Datastore: "kine " + version.Kine + " on SQLite (the hub's default)", HeartbeatInterval: v1alpha1.DefaultHeartbeatInterval.String(),
+		AvailableAfter: scaleAvailableAfter.String(),
+	}
+	for _, n := range sizes {
+		r := scaleRun(b, convoy, n)
+		rep.Results = append(rep.Results, r)
+		printScale(r)
+	}
+	fmt.Printf("\nmachine: %s\n", rep.Machine)
+	if dir := os.Getenv("CONVOY_SCALE_REPORT"); dir != "" {
+		raw, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(filepath.Join(dir, "scale.json"), append(raw, '\n'), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "SCALE.md"), []byte(scaleMarkdown(rep)), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("wrote %s and %s\n", filepath.Join(dir, "scale.json"), filepath.Join(dir, "SCALE.md"))
+	}
+}
+
+const scaleAvailableAfter = 100 * time.Millisecond
+
+func scaleRun(b *testing.B, convoy string, n int) ScaleResult {
+	res := ScaleResult{Clusters: n}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fmt.Printf("\n== %d simulated clusters ==\n", n)
+
+	// The hub, as its own process, so that its memory and CPU are its own.
+	port, _ := kubeproc.FreePort()
+	dataDir := b.TempDir()
+	h := startHub(b, convoy, dataDir, port)
+	defer h.stop()
+	pids := map[string]int{"convoy hub": h.cmd.Process.Pid}
+	for _, c := range h.status(b).Children {
+		pids[c.Name] = c.PID
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", h.status(b).Kubeconfig)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 2000, 4000
+	c, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ca := cfg.CAData
+	if len(ca) == 0 {
+		if ca, err = os.ReadFile(cfg.CAFile); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	// Setup, not timed as registration: the Clusters and their bootstrap tokens, then the
+	// hub's agent-access controller makes each one's namespace, ServiceAccount and RBAC.
+	names := make([]string, n)
+	tokens := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("sim-%04d", i)
+	}
+	setup := time.Now()
+	parallel(32, n, func(i int) {
+		t, err := sim.Register(ctx, c, names[i], map[string]string{"fleet": "scale"}, time.Hour)
+		if err != nil {
+			b.Error(err)
+		}
+		tokens[i] = t
+	})
+	if b.Failed() {
+		b.FailNow()
+	}
+	waitUntil(b, "every cluster's agent ServiceAccount", 10*time.Minute, func() (bool, string) {
+		list, err := cs.CoreV1().ServiceAccounts("").List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + v1alpha1.AgentServiceAccount(1)})
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(list.Items) >= n, fmt.Sprintf("%d of %d", len(list.Items), n)
+	})
+	res.SetupSeconds = time.Since(setup).Seconds()
+	fmt.Printf("setup (Clusters, tokens, namespaces, RBAC): %.1fs\n", res.SetupSeconds)
+
+	// Registration: every agent starts at once; each cluster's time is until the hub says
+	// it is Ready (joined, heartbeating, inventory reported).
+	readyAt := newFirstSeen()
+	clusters := watchClusters(b, ctx, cfg, func(cl *v1alpha1.Cluster) {
+		if cl.Status.Phase == v1alpha1.ClusterReady {
+			readyAt.see(cl.Name)
+		}
+	})
+	_ = clusters
+	var agentLog *slog.Logger
+	if f := os.Getenv("CONVOY_SCALE_AGENT_LOG"); f != "" {
+		out, err := os.Create(f)
+		must(b, err)
+		defer out.Close()
+		agentLog = slog.New(slog.NewTextHandler(out, nil))
+	}
+	fleet := sim.NewFleet(sim.Options{HubURL: cfg.Host, HubCA: ca, StateDir: b.TempDir(), AvailableAfter: scaleAvailableAfter, Version: version.Convoy, Log: agentLog})
+	defer fleet.StopAll()
+	start := time.Now()
+	for i, name := range names {
+		if _, err := fleet.Start(ctx, name, tokens[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitUntil(b, "every cluster Ready", 10*time.Minute, func() (bool, string) {
+		return readyAt.count() >= n, fmt.Sprintf("%d of %d Ready", readyAt.count(), n)
+	})
+	res.Registration = percentiles(readyAt.since(start))
+	fmt.Printf("registration, %d agents at once: p50 %.2fs p99 %.2fs max %.2fs\n", n, res.Registration.P50, res.Registration.P99, res.Registration.Max)
+
+	// Idle, every agent heartbeating.
+	time.Sleep(15 * time.Second)
+	res.Idle = measure(pids, func() {
+		if !profile(cs, fmt.Sprintf("idle-%d", n), 30) {
+			time.Sleep(30 * time.Second)
+		}
+	})
+	fmt.Printf("hub idle with %d clusters: %.0f MiB, %.0f millicores %v\n", n, res.Idle.TotalMiB, res.Idle.Millicores, res.Idle.CPU)
+
+	// A Deployment duplicated to every cluster, placed once (not timed as propagation).
+	must(b, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "scale"}}))
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "scale", Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx:1.27",
+					Ports: []corev1.ContainerPort{{ContainerPort: 80}}}}},
+			},
+		},
+	}
+	must(b, c.Create(ctx, d))
+	availableAt := newFirstSeen()
+	var image atomicString
+	image.set("nginx:1.27")
+	works := watchWorks(b, ctx, cfg, func(w *v1alpha1.Work) {
+		if w.Status.ObservedGeneration == w.Generation && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkAvailable) &&
+			len(w.Spec.Manifests) > 0 && strings.Contains(string(w.Spec.Manifests[len(w.Spec.Manifests)-1].Raw), `"`+image.get()+`"`) {
+			availableAt.see(w.Namespace)
+		}
+	})
+	start = time.Now()
+	must(b, c.Create(ctx, &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "scale", Name: "web"}, Spec: v1alpha1.PlacementSpec{
+		Resources: []v1alpha1.ResourceSelector{{Group: "apps", Kind: "Deployment", Name: "web"}},
+		Clusters:  v1alpha1.ClusterAffinity{LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"fleet": "scale"}}},
+		Replicas:  &v1alpha1.ReplicaScheduling{Type: v1alpha1.Duplicated},
+	}}))
+	waitUntil(b, "the first placement available everywhere", 10*time.Minute, func() (bool, string) {
+		return availableAt.count() >= n, fmt.Sprintf("%d of %d", availableAt.count(), n)
+	})
+	res.InitialPlacement = percentiles(availableAt.since(start))
+	fmt.Printf("first placement to %d clusters: p50 %.2fs p99 %.2fs\n", n, res.InitialPlacement.P50, res.InitialPlacement.P99)
+	time.Sleep(10 * time.Second)
+
+	// Propagation: the template changes; each cluster's time is until its Work reports the
+	// new image Available.
+	availableAt.reset()
+	image.set("nginx:1.28")
+	var peak Usage
+	peak = measure(pids, func() {
+		before := requestCounts(cs)
+		defer func() {
+			res.Requests = map[string]int{}
+			for k, v := range requestCounts(cs) {
+				if d := v - before[k]; d > 0 {
+					res.Requests[k] = d
+				}
+			}
+		}()
+		profiled := make(chan bool)
+		go func() { profiled <- profile(cs, fmt.Sprintf("propagation-%d", n), 3) }()
+		defer func() { <-profiled }()
+		start = time.Now()
+		must(b, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			got := &appsv1.Deployment{}
+			if err := c.Get(ctx, client.ObjectKeyFromObject(d), got); err != nil {
+				return err
+			}
+			got.Spec.Template.Spec.Containers[0].Image = "nginx:1.28"
+			return c.Update(ctx, got)
+		}))
+		waitUntil(b, "the change available everywhere", 10*time.Minute, func() (bool, string) {
+			return availableAt.count() >= n, fmt.Sprintf("%d of %d", availableAt.count(), n)
+		})
+	})
+	res.Propagation = percentiles(availableAt.since(start))
+	res.DuringPropagation = peak
+	fmt.Printf("template change -> Available in all %d clusters: p50 %.2fs p90 %.2fs p99 %.2fs max %.2fs (hub %.0f MiB peak, %.0f millicores %v)\n",
+		n, res.Propagation.P50, res.Propagation.P90, res.Propagation.P99, res.Propagation.Max, peak.TotalMiB, peak.Millicores, peak.CPU)
+	_ = works
+	fmt.Printf("writes to the hub during the propagation: %v\n", res.Requests)
+
+	// The floor, on the same API server with the same agents heartbeating: one object per
+	// cluster of the same size as its Work, written 16 at a time (as the hub writes Works),
+	// each seen by its own watcher.
+	w := &v1alpha1.Work{}
+	must(b, c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(names[0]), Name: "scale.web"}, w))
+	payload, _ := json.Marshal(w.Spec)
+	res.Floor = floor(b, ctx, cs, names, string(payload))
+	res.RatioP99 = res.Propagation.P99 / res.Floor.P99
+	fmt.Printf("floor, %d objects of %d bytes written straight, seen by %d watchers: p50 %.2fs p90 %.2fs p99 %.2fs; Convoy p99 / floor p99 = %.2f\n",
+		n, len(payload), n, res.Floor.P50, res.Floor.P90, res.Floor.P99, res.RatioP99)
+	if rss, err := RSS(os.Getpid()); err == nil {
+		res.SimProcessMiB = float64(rss) / (1 << 20)
+	}
+	return res
+}
+
+// requestCounts reads the API server's count of write requests by verb, resource and
+// subresource from its metrics.
+func requestCounts(cs kubernetes.Interface) map[string]int {
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		return nil
+	}
+	out := map[string]int{}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels, value, _ := strings.Cut(line[len("apiserver_request_total{"):], "} ")
+		l := map[string]string{}
+		for kv := range strings.SplitSeq(labels, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			l[k] = strings.Trim(v, `"`)
+		}
+		switch l["verb"] {
+		case "POST", "PUT", "PATCH", "DELETE", "APPLY":
+		default:
+			continue
+		}
+		n, _ := strconv.ParseFloat(value, 64)
+		key := l["verb"] + " " + l["resource"]
+		if l["subresource"] != "" {
+			key += "/" + l["subresource"]
+		}
+		out[key] += int(n)
+	}
+	return out
+}
+
+// profile saves a CPU profile of the hub's API server to $CONVOY_SCALE_PPROF/NAME.pprof, when
+// that is set, and says whether it did.
+func profile(cs kubernetes.Interface, name string, seconds int) bool {
+	dir := os.Getenv("CONVOY_SCALE_PPROF")
+	if dir == "" {
+		return false
+	}
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).Timeout(time.Duration(seconds+30) * time.Second).DoRaw(context.Background())
+	if err != nil {
+		fmt.Printf("profile %s: %v\n", name, err)
+		return false
+	}
+	_ = os.WriteFile(filepath.Join(dir, name+".pprof"), raw, 0o644)
+	return true
+}
+
+// floor writes one ConfigMap with payload into each cluster's namespace and returns how long
+// each took to reach a watcher of that namespace, from the first write.
+func floor(b *testing.B, ctx context.Context, cs kubernetes.Interface, names []string, payload string) Percentiles {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	seen := newFirstSeen()
+	var wg sync.WaitGroup
+	for _, name := range names {
+		ns := v1alpha1.ClusterNamespace(name)
+		wi, err := cs.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", "floor").String()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() {
+			defer wi.Stop()
+			for ev := range wi.ResultChan() {
+				if ev.Type == watch.Added {
+					seen.see(ns)
+					return
+				}
+			}
+		})
+	}
+	start := time.Now()
+	parallel(16, len(names), func(i int) {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace(names[i]), Name: "floor"}, Data: map[string]string{"work": payload}}
+		if _, err := cs.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			b.Error(err)
+		}
+	})
+	waitUntil(b, "every floor object seen", 10*time.Minute, func() (bool, string) {
+		return seen.count() >= len(names), fmt.Sprintf("%d of %d", seen.count(), len(names))
+	})
+	cancel()
+	wg.Wait()
+	return percentiles(seen.since(start))
+}
+
+// measure runs f and returns the hub's CPU use over it and its resident memory at the end
+// (the peak of samples every 250 ms).
+func measure(pids map[string]int, f func()) Usage {
+	cpu0 := map[string]time.Duration{}
+	for name, pid := range pids {
+		cpu0[name], _ = CPUTime(pid)
+	}
+	u := Usage{RSSMiB: map[string]float64{}, CPU: map[string]float64{}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			var total float64
+			for name, pid := range pids {
+				rss, _ := RSS(pid)
+				mib := float64(rss) / (1 << 20)
+				u.RSSMiB[name] = max(u.RSSMiB[name], mib)
+				total += mib
+			}
+			u.TotalMiB = max(u.TotalMiB, total)
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	start := time.Now()
+	f()
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	var used time.Duration
+	for name, pid := range pids {
+		c, _ := CPUTime(pid)
+		used += c - cpu0[name]
+		u.CPU[name] = millicores(c-cpu0[name], took)
+	}
+	u.Seconds = took.Seconds()
+	u.Millicores = millicores(used, took)
+	return u
+}
+
+// firstSeen records when each key was first seen.
+type firstSeen struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+func newFirstSeen() *firstSeen { return &firstSeen{at: map[string]time.Time{}} }
+
+func (f *firstSeen) see(k string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.at[k]; !ok {
+		f.at[k] = time.Now()
+	}
+}
+
+func (f *firstSeen) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.at)
+}
+
+func (f *firstSeen) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.at = map[string]time.Time{}
+}
+
+func (f *firstSeen) since(t time.Time) []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []time.Duration
+	for _, at := range f.at {
+		out = append(out, at.Sub(t))
+	}
+	return out
+}
+
+type atomicString struct {
+	mu sync.Mutex
+	s  string
+}
+
+func (a *atomicString) set(s string) { a.mu.Lock(); a.s = s; a.mu.Unlock() }
+func (a *atomicString) get() string  { a.mu.Lock(); defer a.mu.Unlock(); return a.s }
+
+func watchClusters(b *testing.B, ctx context.Context, cfg *rest.Config, f func(*v1alpha1.Cluster)) ctrlcache.Cache {
+	return watchKind(b, ctx, cfg, &v1alpha1.Cluster{}, func(o any) {
+		if cl, ok := o.(*v1alpha1.Cluster); ok {
+			f(cl)
+		}
+	})
+}
+
+func watchWorks(b *testing.B, ctx context.Context, cfg *rest.Config, f func(*v1alpha1.Work)) ctrlcache.Cache {
+	return watchKind(b, ctx, cfg, &v1alpha1.Work{}, func(o any) {
+		if w, ok := o.(*v1alpha1.Work); ok {
+			f(w)
+		}
+	})
+}
+
+func watchKind(b *testing.B, ctx context.Context, cfg *rest.Config, obj client.Object, f func(any)) ctrlcache.Cache {
+	cache, err := ctrlcache.New(cfg, ctrlcache.Options{Scheme: hubtest.Scheme()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	inf, err := cache.GetInformer(ctx, obj)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: f, UpdateFunc: func(_, o any) { f(o) }})
+	go cache.Start(ctx)
+	cache.WaitForCacheSync(ctx)
+	return cache
+}
+
+func parallel(workers, n int, f func(i int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				f(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+func waitUntil(b *testing.B, what string, timeout time.Duration, cond func() (bool, string)) {
+	b.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		if msg != last {
+			last = msg
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatalf("%s: not within %s (%s)", what, timeout, last)
+}
+
+func must(b *testing.B, err error) {
+	b.Helper()
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+func printScale(r ScaleResult) {
+	fmt.Printf("summary N=%d: registration p99 %.2fs; idle %.0f MiB %.0f mcores; propagation p50 %.2fs p90 %.2fs p99 %.2fs; floor p99 %.2fs; ratio %.2f\n",
+		r.Clusters, r.Registration.P99, r.Idle.TotalMiB, r.Idle.Millicores, r.Propagation.P50, r.Propagation.P90, r.Propagation.P99, r.Floor.P99, r.RatioP99)
+}
+
+// scaleMarkdown renders the report as docs/SCALE.md.
+func scaleMarkdown(rep ScaleReport) string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "# Scale: simulated fleets against one hub\n\n")
+	fmt.Fprintf(&s, "Written by `make bench-scale` (test/bench/scale_test.go, BenchmarkScale) on %s. Do not edit by hand;\n", rep.Date)
+	fmt.Fprintf(&s, "run it again. The same figures are in [scale.json](scale.json).\n\n")
+	fmt.Fprintf(&s, "## Method\n\n")
+	fmt.Fprintf(&s, "- **Machine:** %s.\n", rep.Machine)
+	fmt.Fprintf(&s, "- **Hub:** `convoy hub` as its own process, with kube-apiserver %s and %s, and the hub's controllers, all defaults.\n", rep.Kubernetes, rep.Datastore)
+	fmt.Fprintf(&s, "- **Members:** N simulated clusters in the benchmark's process (internal/sim). Each runs the real agent: it joins with a bootstrap token, trades it for its own ServiceAccount token, renews its Lease every %s, reports its inventory, watches its Works and writes their status. Only the member cluster is in memory; a workload reports itself available %s after it is applied.\n", rep.HeartbeatInterval, rep.AvailableAfter)
+	fmt.Fprintf(&s, "- **Registration:** the Clusters (imported, known only through their agents) and their bootstrap tokens are made first (the setup time), then all N agents start at once; each cluster's time runs until the hub reports it Ready.\n")
+	fmt.Fprintf(&s, "- **Idle:** 30 s with every agent heartbeating, 15 s after the last cluster became Ready. Memory is resident memory (RSS) of the hub process, kine, kube-apiserver and kube-controller-manager together; CPU is their CPU time over the window.\n")
+	fmt.Fprintf(&s, "- **Propagation:** a Deployment duplicated to all N clusters by one Placement; its image changes on the hub, and each cluster's time runs from that update until its Work reports the new image Available (p50, p90, p99 over clusters). The hub's memory is the peak, CPU the average over that time.\n")
+	fmt.Fprintf(&s, "- **Floor:** in the same run, with the same agents heartbeating, N objects of the same size as a Work are written straight to the same API server, 16 at a time (as the hub writes Works), and each is timed until a watcher of its own namespace sees it. The ratio is Convoy's p99 over the floor's p99.\n\n")
+	fmt.Fprintf(&s, "## Results\n\n")
+	fmt.Fprintf(&s, "| Clusters | Registration p99 | Hub idle RSS | Hub idle CPU | Propagation p50 | p90 | p99 | Floor p99 | p99 / floor | Hub RSS during | Hub CPU during |\n")
+	fmt.Fprintf(&s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rep.Results {
+		fmt.Fprintf(&s, "| %d | %.2f s | %.0f MiB | %.0f m | %.2f s | %.2f s | %.2f s | %.2f s | %.2f | %.0f MiB | %.0f m |\n",
+			r.Clusters, r.Registration.P99, r.Idle.TotalMiB, r.Idle.Millicores, r.Propagation.P50, r.Propagation.P90, r.Propagation.P99,
+			r.Floor.P99, r.RatioP99, r.DuringPropagation.TotalMiB, r.DuringPropagation.Millicores)
+	}
+	fmt.Fprintf(&s, "\nCPU is in millicores (1000 m = one core of the two). More detail per size:\n\n")
+	fmt.Fprintf(&s, "| Clusters | Setup | Registration p50 / max | First placement p50 / p99 | Floor p50 / p90 | Idle RSS: hub / kine / apiserver / controller-manager | Benchmark process RSS |\n")
+	fmt.Fprintf(&s, "|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rep.Results {
+		rss := r.Idle.RSSMiB
+		fmt.Fprintf(&s, "| %d | %.1f s | %.2f s / %.2f s | %.2f s / %.2f s | %.2f s / %.2f s | %.0f / %.0f / %.0f / %.0f MiB | %.0f MiB |\n",
+			r.Clusters, r.SetupSeconds, r.Registration.P50, r.Registration.Max, r.InitialPlacement.P50, r.InitialPlacement.P99,
+			r.Floor.P50, r.Floor.P90, rss["convoy hub"], rss[kubeproc.Kine], rss[kubeproc.KubeAPIServer], rss[kubeproc.KubeControllerManager], r.SimProcessMiB)
+	}
+	return s.String()
+}
