@@ -23,6 +23,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -126,16 +127,21 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
-	if a.hub, err = client.New(hubCfg, client.Options{Scheme: scheme}); err != nil {
+	// The agent uses four kinds of the hub, all known in advance: no discovery, which would
+	// cost the hub several large answers for every agent that starts or reconnects.
+	mapper := hubMapper()
+	if a.hub, err = client.New(hubCfg, client.Options{Scheme: scheme, Mapper: mapper}); err != nil {
 		return fmt.Errorf("hub client: %w", err)
 	}
 	if a.hubCS, err = kubernetes.NewForConfig(hubCfg); err != nil {
 		return err
 	}
-	// Making the cache asks the hub about its API; the hub may be down just now.
+	// Making the cache needs no answer from the hub with the static mapper, but keep
+	// retrying should that change: the hub may be down just now.
 	for fails := 1; ; fails++ {
 		a.hubCache, err = cache.New(hubCfg, cache.Options{
 			Scheme:            scheme,
+			Mapper:            mapper,
 			DefaultNamespaces: map[string]cache.Config{a.ns: {}},
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.ConfigMap{}: {Field: fieldsName(v1alpha1.AgentConfigMap)},
@@ -166,6 +172,16 @@ func Run(ctx context.Context, o Options) error {
 	wg.Wait()
 	a.log.Info("agent stopped")
 	return nil
+}
+
+// hubMapper maps the kinds the agent uses on the hub to their resources.
+func hubMapper() meta.RESTMapper {
+	m := meta.NewDefaultRESTMapper(nil)
+	m.Add(v1alpha1.GroupVersion.WithKind("Work"), meta.RESTScopeNamespace)
+	m.Add(v1alpha1.GroupVersion.WithKind("Cluster"), meta.RESTScopeRoot)
+	m.Add(corev1.SchemeGroupVersion.WithKind("ConfigMap"), meta.RESTScopeNamespace)
+	m.Add(coordinationv1.SchemeGroupVersion.WithKind("Lease"), meta.RESTScopeNamespace)
+	return m
 }
 
 // backoff is the wait after the n-th failure in a row: it doubles from base up to a cap, with

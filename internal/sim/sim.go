@@ -113,6 +113,9 @@ func (f *Fleet) Get(name string) *Cluster {
 	return f.clusters[name]
 }
 
+// StateDir is where a cluster's agent keeps its identity.
+func (f *Fleet) StateDir(name string) string { return filepath.Join(f.opts.StateDir, name) }
+
 // Clusters lists the fleet's clusters.
 func (f *Fleet) Clusters() []*Cluster {
 	f.mu.Lock()
