@@ -36,10 +36,20 @@ up: all
 down:
 	bin/convoy down
 
-## test: vet and run every test (real kube-apiserver and kine from bin/)
+## test: vet and run every test (real kube-apiserver and kine from bin/), then the fault tests
 test: all verify-generated
 	$(GO) vet ./...
+	$(GO) vet -tags chaos ./test/chaos/
 	$(GO) test -count=1 -timeout 40m ./...
+	@$(MAKE) --no-print-directory test-chaos
+
+## test-chaos: the fault tests (the hub killed in rollouts, down for a minute under 100
+## clusters, a partitioned agent, invalid input in bulk, agent isolation) and fuzzing of the
+## scheduler and of manifest decoding from their committed seed corpora
+test-chaos: all
+	$(GO) test -tags chaos -count=1 -timeout 30m ./test/chaos/
+	$(GO) test -run '^$$' -fuzz '^FuzzSchedule$$' -fuzztime 30s ./internal/scheduler/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 30s ./internal/manifest/
 
 ## test-short: the quick tests only
 test-short: all

@@ -134,7 +134,14 @@ func BenchmarkScale(b *testing.B) {
 		if err := os.WriteFile(filepath.Join(dir, "scale.json"), append(raw, '\n'), 0o644); err != nil {
 			b.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "SCALE.md"), []byte(scaleMarkdown(rep)), 0o644); err != nil {
+		doc := scaleMarkdown(rep)
+		// What people wrote after the marker (the findings) stays.
+		if old, err := os.ReadFile(filepath.Join(dir, "SCALE.md")); err == nil {
+			if i := strings.Index(string(old), findingsMarker); i >= 0 {
+				doc += "\n" + string(old[i:])
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "SCALE.md"), []byte(doc), 0o644); err != nil {
 			b.Fatal(err)
 		}
 		fmt.Printf("wrote %s and %s\n", filepath.Join(dir, "scale.json"), filepath.Join(dir, "SCALE.md"))
@@ -599,6 +606,9 @@ func printScale(r ScaleResult) {
 	fmt.Printf("summary N=%d: registration p99 %.2fs; idle %.0f MiB %.0f mcores; propagation p50 %.2fs p90 %.2fs p99 %.2fs; floor p99 %.2fs; ratio %.2f\n",
 		r.Clusters, r.Registration.P99, r.Idle.TotalMiB, r.Idle.Millicores, r.Propagation.P50, r.Propagation.P90, r.Propagation.P99, r.Floor.P99, r.RatioP99)
 }
+
+// findingsMarker starts the hand-written part of docs/SCALE.md, which make bench-scale keeps.
+const findingsMarker = "<!-- findings: written by hand; make bench-scale keeps everything from here on -->"
 
 // scaleMarkdown renders the report as docs/SCALE.md.
 func scaleMarkdown(rep ScaleReport) string {
