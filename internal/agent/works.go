@@ -75,9 +75,9 @@ func newWorkController(a *Agent) (*workController, error) {
 		a: a,
 		// Failed items come back after 100 ms, doubling up to 30 s: never minutes, so a hub
 		// or member that was away is picked up again soon.
-		queue:   workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second)),
-		drifts:  workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[driftKey](100*time.Millisecond, 30*time.Second)),
-		drifted: map[string]map[string]string{},
+		queue:    workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[string](100*time.Millisecond, 30*time.Second)),
+		drifts:   workqueue.NewTypedRateLimitingQueue(workqueue.NewTypedItemExponentialFailureRateLimiter[driftKey](100*time.Millisecond, 30*time.Second)),
+		drifted:  map[string]map[string]string{},
 		applied:  map[string]map[string]string{},
 		written:  map[string]writtenStatus{},
 		settling: map[string]bool{},

@@ -81,9 +81,9 @@ type ScaleResult struct {
 	Floor             Percentiles `json:"floor"`
 	// Requests counts the hub API server's requests during the propagation, by verb and
 	// resource (writes only).
-	Requests map[string]int `json:"requests"`
-	RatioP99          float64     `json:"ratioP99"`
-	SimProcessMiB     float64     `json:"simProcessMiB"`
+	Requests      map[string]int `json:"requests"`
+	RatioP99      float64        `json:"ratioP99"`
+	SimProcessMiB float64        `json:"simProcessMiB"`
 }
 
 // ScaleReport is what make bench-scale writes to docs/scale.json.
