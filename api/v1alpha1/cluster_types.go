@@ -112,6 +112,12 @@ type ClusterSpec struct {
 	KubeconfigSecretRef *SecretReference `json:"kubeconfigSecretRef,omitempty"`
 }
 
+// AgentOnly reports whether the cluster is known only through its agent: imported without a
+// kubeconfig, so the hub never connects to it.
+func (c *Cluster) AgentOnly() bool {
+	return c.Spec.Provider == ProviderImport && c.Spec.KubeconfigSecretRef == nil
+}
+
 // SecretReference names a Secret in the hub's convoy-system namespace.
 type SecretReference struct {
 	// Name of the Secret.

@@ -184,14 +184,18 @@ func hubMapper() meta.RESTMapper {
 	return m
 }
 
-// backoff is the wait after the n-th failure in a row: it doubles from base up to a cap, with
-// half of it random, so that many agents coming back after a hub outage spread out.
+// maxBackoff caps the wait between attempts to reach the hub: once the hub is back, every
+// agent is back within it. Attempts at a hub that is down cost it nothing.
+const maxBackoff = 10 * time.Second
+
+// backoff is the wait after the n-th failure in a row: it doubles from base up to maxBackoff,
+// with half of it random, so that many agents coming back after a hub outage spread out.
 func backoff(base time.Duration, n int) time.Duration {
-	d := base
+	d := min(base, maxBackoff)
 	for range n {
 		d *= 2
-		if d >= 30*time.Second {
-			d = 30 * time.Second
+		if d >= maxBackoff {
+			d = maxBackoff
 			break
 		}
 	}

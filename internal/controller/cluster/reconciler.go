@@ -154,9 +154,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if err := r.publishKubeconfig(ctx, c, p); err != nil {
 		log.FromContext(ctx).V(1).Info("cannot publish kubeconfig yet", "err", err)
 	}
-	if !r.report(c, p, st, acting, before) && !p.ReadOnly() {
-		// Provisioning moves in steps of a second or less; look again soon. (A read-only
-		// provider provisions nothing: its cluster's changes come as watch events.)
+	if !r.report(c, p, st, acting, before) && !c.AgentOnly() {
+		// Provisioning moves in steps of a second or less; look again soon. (A cluster known
+		// only through its agent changes by its agent's reports, which come as events.)
 		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 	return ctrl.Result{RequeueAfter: r.resync()}, nil
