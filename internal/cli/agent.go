@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,21 +12,47 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/agent"
+	"github.com/convoy-dev/convoy/internal/sim"
 	"github.com/convoy-dev/convoy/internal/version"
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
 	var o agent.Options
 	var caFile, memberKubeconfig, token string
+	var s simOptions
 	cmd := &cobra.Command{
-		Use:   "agent --cluster NAME --hub-url URL --hub-ca-file FILE --state-dir DIR",
+		Use:   "agent --cluster NAME --hub-url URL --hub-ca-file FILE --state-dir DIR | agent --simulate N --state-dir DIR",
 		Short: "Run a member cluster's agent: join the hub, heartbeat, report, apply Works",
 		Long: `Run the agent of one member cluster. It connects out to the hub only. The first time it
 needs a bootstrap token (from ` + "`convoy cluster join`" + `), which it trades for its own identity and keeps
-in --state-dir. Without --kubeconfig it uses the in-cluster configuration (as a Deployment).`,
-		Args: cobra.NoArgs,
+in --state-dir. Without --kubeconfig it uses the in-cluster configuration (as a Deployment).
+
+With --simulate N it registers N clusters on the hub (imported, known only through their agents)
+and runs their agents in this process against simulated, in-memory members, until interrupted: a
+fleet to try Placements and rollouts on, or to load a hub with. It finds the hub like the other
+commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
+		Example: `  convoy agent --simulate 50 --state-dir /tmp/sim --labels fleet=demo`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if s.clusters > 0 {
+				s.stateDir = o.StateDir
+				return runSimulated(cmd.Context(), g, s)
+			}
+			if s.clusters < 0 {
+				return usageError("--simulate takes a number of clusters, 1 or more")
+			}
+			for flag, v := range map[string]string{"cluster": o.Cluster, "hub-url": o.HubURL, "hub-ca-file": caFile} {
+				if v == "" {
+					return usageError("--%s is required (or run simulated clusters with --simulate N)", flag)
+				}
+			}
+			if o.StateDir == "" && o.StateSecret == "" {
+				return usageError("--state-dir or --state-secret is required: the agent keeps its identity there")
+			}
 			ca, err := os.ReadFile(caFile)
 			if err != nil {
 				return fmt.Errorf("read --hub-ca-file: %w", err)
@@ -80,9 +107,77 @@ in --state-dir. Without --kubeconfig it uses the in-cluster configuration (as a 
 	f.StringVar(&o.StateDir, "state-dir", "", "directory where the agent keeps its identity")
 	f.StringVar(&o.StateSecret, "state-secret", "", "NAMESPACE/NAME of a member Secret to keep the identity in (instead of --state-dir)")
 	f.StringVar(&memberKubeconfig, "kubeconfig", "", "kubeconfig of the member cluster (default: in-cluster)")
-	for _, name := range []string{"cluster", "hub-url", "hub-ca-file"} {
-		_ = cmd.MarkFlagRequired(name)
-	}
-	cmd.MarkFlagsOneRequired("state-dir", "state-secret")
+	f.IntVar(&s.clusters, "simulate", 0, "run N simulated clusters' agents in this process instead of one real agent")
+	f.StringVar(&s.prefix, "name-prefix", "sim", "with --simulate: the clusters are named PREFIX-0000, PREFIX-0001, ...")
+	f.StringToStringVar(&s.labels, "labels", nil, "with --simulate: labels of the simulated Clusters, for Placements to select")
+	f.DurationVar(&s.availableAfter, "available-after", 100*time.Millisecond, "with --simulate: how long a simulated workload takes to become available")
 	return cmd
+}
+
+type simOptions struct {
+	clusters       int
+	prefix         string
+	labels         map[string]string
+	availableAfter time.Duration
+	stateDir       string
+}
+
+// runSimulated registers simulated clusters and runs their agents until ctx ends.
+func runSimulated(ctx context.Context, g *globals, s simOptions) error {
+	if s.stateDir == "" {
+		return usageError("--state-dir is required: the simulated agents keep their identities there, so a second run reuses them")
+	}
+	if err := checkName(s.prefix + "-0000"); err != nil {
+		return usageError("--name-prefix %q: %v", s.prefix, err)
+	}
+	cfg, err := g.restConfig()
+	if err != nil {
+		return err
+	}
+	ca := cfg.CAData
+	if len(ca) == 0 {
+		if ca, err = os.ReadFile(cfg.CAFile); err != nil {
+			return fmt.Errorf("read the hub's CA: %w", err)
+		}
+	}
+	hc, err := g.hubClient()
+	if err != nil {
+		return err
+	}
+	fleet := sim.NewFleet(sim.Options{HubURL: cfg.Host, HubCA: ca, StateDir: s.stateDir, AvailableAfter: s.availableAfter, Version: version.Convoy, Log: g.log})
+	defer fleet.StopAll()
+	out := g.streams.Out
+	start := time.Now()
+	names := make([]string, s.clusters)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%04d", s.prefix, i)
+		token, err := sim.Register(ctx, hc, names[i], s.labels, 15*time.Minute)
+		if err != nil {
+			return hubError(cfg.Host, err)
+		}
+		if _, err := fleet.Start(ctx, names[i], token); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "%d simulated clusters registered (%s-0000 to %s); their agents run until interrupted\n", s.clusters, s.prefix, names[len(names)-1])
+	reported := 0
+	for ctx.Err() == nil {
+		ready := 0
+		for _, n := range names {
+			c := &v1alpha1.Cluster{}
+			if err := hc.Get(ctx, client.ObjectKey{Name: n}, c); err == nil && c.Status.Phase == v1alpha1.ClusterReady {
+				ready++
+			}
+		}
+		if ready != reported {
+			fmt.Fprintf(out, "%d of %d simulated clusters Ready after %.1fs\n", ready, s.clusters, time.Since(start).Seconds())
+			reported = ready
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+	fmt.Fprintf(out, "stopping %d simulated agents; the Clusters stay on the hub (convoy cluster delete removes them)\n", s.clusters)
+	return nil
 }

@@ -166,7 +166,17 @@ func Register(ctx context.Context, hub client.Client, name string, labels map[st
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 		Spec:       v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderImport},
 	}
-	if err := hub.Create(ctx, c); err != nil && !apierrors.IsAlreadyExists(err) {
+	err := hub.Create(ctx, c)
+	if apierrors.IsAlreadyExists(err) {
+		// Registered before (a second run): only a cluster known through its agent alone may
+		// be taken over by a simulated agent.
+		if err := hub.Get(ctx, client.ObjectKey{Name: name}, c); err != nil {
+			return "", fmt.Errorf("register cluster %s: %w", name, err)
+		}
+		if !c.AgentOnly() {
+			return "", fmt.Errorf("cluster %s exists and is a %s cluster; pick another name for the simulated ones", name, c.Spec.Provider)
+		}
+	} else if err != nil {
 		return "", fmt.Errorf("register cluster %s: %w", name, err)
 	}
 	t, err := join.Issue(ctx, hub, name, ttl)
