@@ -244,7 +244,11 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 	case st.Failure != "":
 		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Failed", st.Failure)
 	case !st.Exists:
-		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Provisioning", "the provider is creating the cluster")
+		msg := "the provider is creating the cluster"
+		if st.Progress != "" {
+			msg = st.Progress
+		}
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Provisioning", msg)
 	case !st.Running:
 		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "ControlPlaneStopped", "the control plane is not running: "+st.Progress)
 	case !st.APIReady:

@@ -118,13 +118,14 @@ func (p *Provider) Status(ctx context.Context, c *v1alpha1.Cluster) (provider.St
 }
 
 // agentReported is what the agent of a cluster registered without a kubeconfig last said.
+// Until its agent first reports, the cluster does not exist as far as the provider can tell.
 func agentReported(c *v1alpha1.Cluster) provider.Status {
-	st := provider.Status{Exists: true, Running: true, Progress: "waiting for the cluster's agent to join and report (convoy cluster join " + c.Name + ")"}
-	if inv := c.Status.Inventory; inv != nil {
-		st.APIReady, st.Version, st.Nodes, st.Allocatable = inv.APIHealthy, inv.KubernetesVersion, inv.Nodes, inv.Allocatable
-		st.Progress = "the agent reports that the cluster's API server is not ready"
+	inv := c.Status.Inventory
+	if inv == nil {
+		return provider.Status{Progress: "waiting for the cluster's agent to join and report (convoy cluster join " + c.Name + ")"}
 	}
-	return st
+	return provider.Status{Exists: true, Running: true, APIReady: inv.APIHealthy, Version: inv.KubernetesVersion, Nodes: inv.Nodes,
+		Allocatable: inv.Allocatable, Progress: "the agent reports that the cluster's API server is not ready"}
 }
 
 func (p *Provider) kubeconfig(ctx context.Context, c *v1alpha1.Cluster) ([]byte, error) {
