@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -161,7 +162,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if err := placements.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up propagation controller: %w", err)
 	}
-	if err := (&health.Reconciler{Client: mgr.GetClient(), UnreachableAfter: h.opts.UnreachableAfter, Clock: clock.RealClock{}}).SetupWithManager(mgr); err != nil {
+	if err := (&health.Reconciler{Client: mgr.GetClient(), UnreachableAfter: h.opts.UnreachableAfter, Clock: clock.RealClock{}, Since: time.Now()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up cluster health controller: %w", err)
 	}
 

@@ -118,15 +118,15 @@ func TestHubKilledDuringRollout(t *testing.T) {
 	converged := func(image string) {
 		t.Helper()
 		eventually(t, "every member runs "+image, 3*time.Minute, func() (bool, error) {
-			for _, n := range names {
-				got, ok := memberImage(fleet.Get(n).Member, "shop")
-				if got != image || !ok {
-					return false, fmt.Errorf("%s runs %q (available %v)", n, got, ok)
-				}
-			}
 			p := &v1alpha1.Placement{}
 			if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, p); err != nil {
 				return false, err
+			}
+			for _, n := range names {
+				got, ok := memberImage(fleet.Get(n).Member, "shop")
+				if got != image || !ok {
+					return false, fmt.Errorf("%s runs %q (available %v); rollout %+v; conditions %+v", n, got, ok, p.Status.Rollout, p.Status.Conditions)
+				}
 			}
 			if !meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.PlacementAvailable) {
 				return false, fmt.Errorf("placement not Available: %v", p.Status.Conditions)

@@ -27,6 +27,10 @@ import (
 // Unreachable, unless told otherwise.
 const DefaultUnreachableAfter = 6 * time.Second
 
+// ReconnectGrace is how much longer the hub waits, after it starts, for the heartbeat of a
+// cluster it last heard from before: an agent retries at least this often (its backoff cap).
+const ReconnectGrace = 10 * time.Second
+
 // Reconciler sets the Ready and Unreachable conditions of Clusters.
 type Reconciler struct {
 	Client client.Client
@@ -34,6 +38,10 @@ type Reconciler struct {
 	UnreachableAfter time.Duration
 	// Clock is the time source; tests may replace it.
 	Clock clock.PassiveClock
+	// Since is when this hub began to receive heartbeats. While it was down none could
+	// arrive, so its start counts as a heartbeat of every cluster that was not already
+	// Unreachable: a hub restart must not make the fleet look lost (and fail it all over).
+	Since time.Time
 }
 
 // SetupWithManager registers the reconciler; every heartbeat wakes its Cluster.
@@ -60,6 +68,18 @@ type Verdict struct {
 	UnreachableReason string
 	// RecheckAfter is when the verdict changes by itself if no heartbeat comes.
 	RecheckAfter time.Duration
+}
+
+// AfterRestart adjusts a Lease and the grace for a hub that started at since: a heartbeat
+// from before then is taken as one at since, with ReconnectGrace more to wait, unless the
+// cluster was Unreachable already. It is pure.
+func AfterRestart(lease *coordinationv1.Lease, unreachable bool, since time.Time, grace time.Duration) (*coordinationv1.Lease, time.Duration) {
+	if lease == nil || lease.Spec.RenewTime == nil || unreachable || !lease.Spec.RenewTime.Time.Before(since) {
+		return lease, grace
+	}
+	lease = lease.DeepCopy()
+	lease.Spec.RenewTime = &metav1.MicroTime{Time: since}
+	return lease, grace + ReconnectGrace
 }
 
 // Judge decides a cluster's health from its agent's Lease (nil if the agent never joined),
@@ -110,6 +130,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if grace == 0 {
 		grace = DefaultUnreachableAfter
 	}
+	lease, grace = AfterRestart(lease, meta.IsStatusConditionTrue(c.Status.Conditions, v1alpha1.ClusterUnreachableCondition), r.Since, grace)
 	// In a large fleet agents heartbeat less often (v1alpha1.FleetHeartbeatInterval), and
 	// say so in their Lease's duration: the grace is never shorter than that.
 	if lease != nil && lease.Spec.LeaseDurationSeconds != nil {

@@ -52,3 +52,37 @@ func TestJudge(t *testing.T) {
 		t.Errorf("messages move with time: %q vs %q", a.Message, b.Message)
 	}
 }
+
+// TestAfterRestart: a hub that was down heard no heartbeats, so its restart must not make
+// a cluster Unreachable that was heartbeating when it went down.
+func TestAfterRestart(t *testing.T) {
+	start := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	grace := 6 * time.Second
+	at := func(t time.Time) *coordinationv1.Lease {
+		rt := metav1.NewMicroTime(t)
+		return &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{RenewTime: &rt}}
+	}
+	healthy := &v1alpha1.Inventory{APIHealthy: true}
+	cases := []struct {
+		name        string
+		lease       *coordinationv1.Lease
+		unreachable bool
+		now         time.Time
+		want        bool // Unreachable
+	}{
+		{"heard before the restart, hub just up", at(start.Add(-20 * time.Second)), false, start.Add(time.Second), false},
+		{"heard before the restart, within the reconnect grace", at(start.Add(-time.Minute)), false, start.Add(grace + ReconnectGrace), false},
+		{"heard before the restart, no agent back in time", at(start.Add(-time.Minute)), false, start.Add(grace + ReconnectGrace + time.Millisecond), true},
+		{"already unreachable before the restart", at(start.Add(-time.Minute)), true, start.Add(time.Second), true},
+		{"heard after the restart: the normal grace", at(start.Add(time.Second)), false, start.Add(time.Second + grace + time.Millisecond), true},
+	}
+	for _, tc := range cases {
+		l, g := AfterRestart(tc.lease, tc.unreachable, start, grace)
+		if v := Judge(l, healthy, g, tc.now); v.Unreachable != tc.want {
+			t.Errorf("%s: Unreachable = %v, want %v (%s)", tc.name, v.Unreachable, tc.want, v.Message)
+		}
+	}
+	if l, g := AfterRestart(nil, false, start, grace); l != nil || g != grace {
+		t.Errorf("no lease: got %v, %s", l, g)
+	}
+}
