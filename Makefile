@@ -47,7 +47,7 @@ test: all verify-generated
 ## clusters, a partitioned agent, invalid input in bulk, agent isolation) and fuzzing of the
 ## scheduler and of manifest decoding from their committed seed corpora
 test-chaos: all
-	$(GO) test -tags chaos -count=1 -timeout 30m ./test/chaos/
+	$(GO) test -tags chaos -count=1 -v -timeout 30m ./test/chaos/
 	$(GO) test -run '^$$' -fuzz '^FuzzSchedule$$' -fuzztime 30s ./internal/scheduler/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 30s ./internal/manifest/
 
