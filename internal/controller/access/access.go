@@ -11,15 +11,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -39,7 +40,8 @@ type Reconciler struct {
 	HeartbeatInterval time.Duration
 	MaxHeartbeatRate  float64
 
-	interval atomic.Int64 // the interval last told, to notice a change
+	interval atomic.Int64 // the interval for the fleet's size, set as Clusters come and go
+	clusters atomic.Int64 // how many Clusters the cache holds
 	retell   chan event.GenericEvent
 }
 
@@ -47,6 +49,18 @@ type Reconciler struct {
 // made again at once, empty: only a new bootstrap token can get it a token.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.retell = make(chan event.GenericEvent, 1024)
+	// The fleet's size is counted as Clusters come and go, not listed on every reconcile.
+	logger := mgr.GetLogger().WithName("agent-access")
+	inf, err := mgr.GetCache().GetInformer(context.Background(), &v1alpha1.Cluster{})
+	if err != nil {
+		return err
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { r.fleetChanged(mgr.GetCache(), logger, +1) },
+		DeleteFunc: func(any) { r.fleetChanged(mgr.GetCache(), logger, -1) },
+	}); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		WatchesRawSource(source.Channel(r.retell, &handler.EnqueueRequestForObject{})).
 		For(&v1alpha1.Cluster{}).
@@ -73,10 +87,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	gen := v1alpha1.AgentGeneration(c)
 	sa := v1alpha1.AgentServiceAccount(gen)
 	labels := map[string]string{v1alpha1.LabelCluster: c.Name}
-	interval, err := r.fleetInterval(ctx)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
+	interval := r.fleetInterval()
 
 	objects := []struct {
 		obj    client.Object
@@ -121,24 +132,34 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{}, nil
 }
 
-// fleetInterval is the heartbeat interval for the fleet's current size. When it changes,
-// every cluster is reconciled again, so that every agent is told.
-func (r *Reconciler) fleetInterval(ctx context.Context) (time.Duration, error) {
-	// Only counted (and, rarely, named): the cache's own objects, not copies of them all.
-	var list v1alpha1.ClusterList
-	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-		return 0, err
+// fleetChanged counts a Cluster in or out of the fleet. When that changes the fleet's
+// heartbeat interval, every cluster is reconciled again to tell its agent.
+func (r *Reconciler) fleetChanged(cache client.Reader, logger logr.Logger, delta int64) {
+	n := r.clusters.Add(delta)
+	interval := v1alpha1.FleetHeartbeatInterval(r.HeartbeatInterval, r.MaxHeartbeatRate, int(n))
+	prev := time.Duration(r.interval.Swap(int64(interval)))
+	if prev == 0 || prev == interval || r.retell == nil {
+		return
 	}
-	interval := v1alpha1.FleetHeartbeatInterval(r.HeartbeatInterval, r.MaxHeartbeatRate, len(list.Items))
-	if prev := time.Duration(r.interval.Swap(int64(interval))); prev != 0 && prev != interval && r.retell != nil {
-		log.FromContext(ctx).Info("the fleet's heartbeat interval changes", "clusters", len(list.Items), "from", prev, "to", interval)
-		go func() {
-			for i := range list.Items {
-				r.retell <- event.GenericEvent{Object: &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: list.Items[i].Name}}}
-			}
-		}()
+	logger.Info("the fleet's heartbeat interval changes", "clusters", n, "from", prev, "to", interval)
+	go func() {
+		// Only named: the cache's own objects, not copies of them all.
+		var list v1alpha1.ClusterList
+		if err := cache.List(context.Background(), &list, client.UnsafeDisableDeepCopy); err != nil {
+			return // the cache lists from memory; it fails only when stopping
+		}
+		for i := range list.Items {
+			r.retell <- event.GenericEvent{Object: &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: list.Items[i].Name}}}
+		}
+	}()
+}
+
+// fleetInterval is the heartbeat interval for the fleet's current size.
+func (r *Reconciler) fleetInterval() time.Duration {
+	if v := r.interval.Load(); v != 0 {
+		return time.Duration(v)
 	}
-	return interval, nil
+	return v1alpha1.FleetHeartbeatInterval(r.HeartbeatInterval, r.MaxHeartbeatRate, 1)
 }
 
 func mergeLabels(have, add map[string]string) map[string]string {
