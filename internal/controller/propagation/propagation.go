@@ -64,6 +64,9 @@ type Reconciler struct {
 	// same content again.
 	writtenMu sync.Mutex
 	written   map[client.ObjectKey]writtenWork
+	// pruned is when expired entries of written were last dropped: at most once per
+	// writtenFresh, so that a change to a thousand Works does not scan the map a thousand times.
+	pruned time.Time
 }
 
 type writtenWork struct {
@@ -98,12 +101,16 @@ func (r *Reconciler) remember(key client.ObjectKey, content string) {
 	if r.written == nil {
 		r.written = map[client.ObjectKey]writtenWork{}
 	}
-	for k, w := range r.written {
-		if time.Since(w.at) > writtenFresh {
-			delete(r.written, k)
+	now := time.Now()
+	if now.Sub(r.pruned) > writtenFresh {
+		for k, w := range r.written {
+			if now.Sub(w.at) > writtenFresh {
+				delete(r.written, k)
+			}
 		}
+		r.pruned = now
 	}
-	r.written[key] = writtenWork{content: content, at: time.Now()}
+	r.written[key] = writtenWork{content: content, at: now}
 }
 
 // New makes the reconciler; its Templates call back into it when templates change.
