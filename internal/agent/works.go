@@ -150,7 +150,11 @@ func (w *workController) next(ctx context.Context) bool {
 func (w *workController) reconcile(ctx context.Context, name string) (time.Duration, error) {
 	work := &v1alpha1.Work{}
 	if err := w.a.hubCache.Get(ctx, client.ObjectKey{Namespace: w.a.ns, Name: name}, work); err != nil {
-		// Not found (or not readable) is never a reason to delete anything.
+		// Not found (or not readable) is never a reason to delete anything. A Work that is
+		// gone (its finalizer taken off while this agent was away) leaves no memory behind.
+		if apierrors.IsNotFound(err) {
+			w.forget(name)
+		}
 		return 0, client.IgnoreNotFound(err)
 	}
 	if !work.DeletionTimestamp.IsZero() {
@@ -459,13 +463,18 @@ func (w *workController) finalize(ctx context.Context, work *v1alpha1.Work) (tim
 	if err := w.a.hub.Patch(ctx, work, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 		return 0, fmt.Errorf("remove finalizer: %w", err)
 	}
-	w.mu.Lock()
-	delete(w.drifted, work.Name)
-	delete(w.applied, work.Name)
-	delete(w.written, work.Name)
-	delete(w.settling, work.Name)
-	w.mu.Unlock()
+	w.forget(work.Name)
 	return 0, nil
+}
+
+// forget drops what the agent remembers of a Work.
+func (w *workController) forget(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.drifted, name)
+	delete(w.applied, name)
+	delete(w.written, name)
+	delete(w.settling, name)
 }
 
 // writeStatus records the resources' states and the Work's conditions, if they changed.
