@@ -98,11 +98,6 @@ func (m *Member) Deleted() []string {
 // Applies counts the applies (not dry runs) the member has taken.
 func (m *Member) Applies() int64 { return m.applies.Load() }
 
-// Object returns a copy of a stored object, or nil.
-func (m *Member) Object(gvr schema.GroupVersionResource, namespace, name string) *unstructured.Unstructured {
-	return m.Cached(gvr, namespace, name)
-}
-
 // Count is how many objects of a resource the member holds.
 func (m *Member) Count(gvr schema.GroupVersionResource) int {
 	m.mu.Lock()

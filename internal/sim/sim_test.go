@@ -102,7 +102,7 @@ func TestSimulatedFleet(t *testing.T) {
 	}
 	eventually(t, "the Placement available", time.Minute, available)
 	for _, n := range names {
-		obj := fleet.Get(n).Member.Object(deployments, "shop", "web")
+		obj := fleet.Get(n).Member.Cached(deployments, "shop", "web")
 		if obj == nil {
 			t.Fatalf("%s: the Deployment is not on the member", n)
 		}
@@ -120,8 +120,8 @@ func TestSimulatedFleet(t *testing.T) {
 		return err == nil && cl.Status.Phase == v1alpha1.ClusterUnreachable, fmt.Errorf("phase %q", cl.Status.Phase)
 	})
 	eventually(t, "3/3 on the others", time.Minute, func() (bool, error) {
-		a := fleet.Get("sim-a").Member.Object(deployments, "shop", "web")
-		b := fleet.Get("sim-b").Member.Object(deployments, "shop", "web")
+		a := fleet.Get("sim-a").Member.Cached(deployments, "shop", "web")
+		b := fleet.Get("sim-b").Member.Cached(deployments, "shop", "web")
 		ra, _, _ := unstructuredInt(a.Object, "spec", "replicas")
 		rb, _, _ := unstructuredInt(b.Object, "spec", "replicas")
 		return ra == 3 && rb == 3, fmt.Errorf("%d and %d", ra, rb)
@@ -136,7 +136,7 @@ func TestSimulatedFleet(t *testing.T) {
 	eventually(t, "2/2/2 again", 2*time.Minute, func() (bool, error) {
 		var got []int64
 		for _, n := range names {
-			r, _, _ := unstructuredInt(fleet.Get(n).Member.Object(deployments, "shop", "web").Object, "spec", "replicas")
+			r, _, _ := unstructuredInt(fleet.Get(n).Member.Cached(deployments, "shop", "web").Object, "spec", "replicas")
 			got = append(got, r)
 		}
 		return got[0] == 2 && got[1] == 2 && got[2] == 2, fmt.Errorf("%v", got)

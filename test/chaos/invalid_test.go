@@ -283,7 +283,7 @@ func TestInvalidInputInBulk(t *testing.T) {
 	must(t, c.Create(ctx, good))
 	configmaps := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
 	eventually(t, "a good Work applied after the bad ones", time.Minute, func() (bool, error) {
-		return fleet.Get(names[0]).Member.Object(configmaps, "default", "still-works") != nil, nil
+		return fleet.Get(names[0]).Member.Cached(configmaps, "default", "still-works") != nil, nil
 	})
 	for _, n := range names {
 		cl := &v1alpha1.Cluster{}

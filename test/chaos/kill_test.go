@@ -46,7 +46,7 @@ func webDeployment(ns, image string, replicas int32) *appsv1.Deployment {
 // memberImage is the image of the web Deployment on a simulated member, and whether the
 // member reports it available.
 func memberImage(m *sim.Member, ns string) (string, bool) {
-	d := m.Object(deployments, ns, "web")
+	d := m.Cached(deployments, ns, "web")
 	if d == nil {
 		return "", false
 	}

@@ -110,7 +110,7 @@ func TestPartitionedAgent(t *testing.T) {
 	replicas := func() map[string]int64 {
 		out := map[string]int64{}
 		for n, m := range members {
-			if d := m.Object(deployments, "shop", "web"); d != nil {
+			if d := m.Cached(deployments, "shop", "web"); d != nil {
 				out[n], _, _ = unstructured.NestedInt64(d.Object, "spec", "replicas")
 			}
 		}
