@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,13 +89,30 @@ type ScaleResult struct {
 
 // ScaleReport is what make bench-scale writes to docs/scale.json.
 type ScaleReport struct {
-	Date              string        `json:"date"`
-	Machine           string        `json:"machine"`
-	Kubernetes        string        `json:"kubernetes"`
-	Datastore         string        `json:"datastore"`
-	HeartbeatInterval string        `json:"heartbeatInterval"`
-	AvailableAfter    string        `json:"availableAfter"`
-	Results           []ScaleResult `json:"results"`
+	Date              string `json:"date"`
+	Machine           string `json:"machine"`
+	Kubernetes        string `json:"kubernetes"`
+	Datastore         string `json:"datastore"`
+	HeartbeatInterval string `json:"heartbeatInterval"`
+	AvailableAfter    string `json:"availableAfter"`
+	// Cores is how many CPUs the machine has: the lower bound divides by it.
+	Cores int `json:"cores"`
+	// WriteCosts are the unit costs of the writes a propagation and a heartbeat make.
+	WriteCosts []WriteCost   `json:"writeCosts"`
+	Results    []ScaleResult `json:"results"`
+}
+
+// LowerBound is the shortest a propagation to n clusters can take on this machine: each
+// cluster costs the hub's write of its Work and the agent's write of its status, and the
+// machine's every core spends all its time on nothing else.
+func (rep ScaleReport) LowerBound(n int) float64 {
+	var perCluster float64
+	for _, c := range rep.WriteCosts {
+		if c.Write == hubWorkWrite || c.Write == agentWorkWrite {
+			perCluster += c.CPUMs()
+		}
+	}
+	return float64(n) * perCluster / 1000 / float64(max(rep.Cores, 1))
 }
 
 // BenchmarkScale runs fleets of 10, 100 and 1,000 simulated clusters (internal/sim: the real
@@ -121,12 +139,17 @@ func BenchmarkScale(b *testing.B) {
 	rep := ScaleReport{
 		Date: time.Now().UTC().Format(time.RFC3339), Machine: Machine(), Kubernetes: version.Kubernetes,
 		Datastore: "kine " + version.Kine + " on SQLite (the hub's default)", HeartbeatInterval: v1alpha1.DefaultHeartbeatInterval.String(),
-		AvailableAfter: scaleAvailableAfter.String(),
+		AvailableAfter: scaleAvailableAfter.String(), Cores: runtime.NumCPU(),
+	}
+	rep.WriteCosts = measureWriteCosts(b, 300)
+	for _, c := range rep.WriteCosts {
+		printWriteCost(c)
 	}
 	for _, n := range sizes {
 		r := scaleRun(b, convoy, n)
 		rep.Results = append(rep.Results, r)
 		printScale(r)
+		fmt.Printf("lower bound for N=%d on %d cores, from the write costs: %.2fs\n", n, rep.Cores, rep.LowerBound(n))
 	}
 	fmt.Printf("\nmachine: %s\n", rep.Machine)
 	if dir := os.Getenv("CONVOY_SCALE_REPORT"); dir != "" {
@@ -217,12 +240,11 @@ func scaleRun(b *testing.B, convoy string, n int) ScaleResult {
 	// Registration: every agent starts at once; each cluster's time is until the hub says
 	// it is Ready (joined, heartbeating, inventory reported).
 	readyAt := newFirstSeen()
-	clusters := watchClusters(b, ctx, cfg, func(cl *v1alpha1.Cluster) {
+	watchClusters(b, ctx, cfg, func(cl *v1alpha1.Cluster) {
 		if cl.Status.Phase == v1alpha1.ClusterReady {
 			readyAt.see(cl.Name)
 		}
 	})
-	_ = clusters
 	var agentLog *slog.Logger
 	if f := os.Getenv("CONVOY_SCALE_AGENT_LOG"); f != "" {
 		out, err := os.Create(f)
@@ -271,7 +293,7 @@ func scaleRun(b *testing.B, convoy string, n int) ScaleResult {
 	availableAt := newFirstSeen()
 	var image atomicString
 	image.set("nginx:1.27")
-	works := watchWorks(b, ctx, cfg, func(w *v1alpha1.Work) {
+	watchWorks(b, ctx, cfg, func(w *v1alpha1.Work) {
 		if w.Status.ObservedGeneration == w.Generation && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkAvailable) &&
 			len(w.Spec.Manifests) > 0 && strings.Contains(string(w.Spec.Manifests[len(w.Spec.Manifests)-1].Raw), `"`+image.get()+`"`) {
 			availableAt.see(w.Namespace)
@@ -325,7 +347,6 @@ func scaleRun(b *testing.B, convoy string, n int) ScaleResult {
 	res.DuringPropagation = peak
 	fmt.Printf("template change -> Available in all %d clusters: p50 %.2fs p90 %.2fs p99 %.2fs max %.2fs (hub %.0f MiB peak, %.0f millicores %v)\n",
 		n, res.Propagation.P50, res.Propagation.P90, res.Propagation.P99, res.Propagation.Max, peak.TotalMiB, peak.Millicores, peak.CPU)
-	_ = works
 	fmt.Printf("writes to the hub during the propagation: %v\n", res.Requests)
 
 	// The floor, on the same API server with the same agents heartbeating: one object per
@@ -530,23 +551,24 @@ type atomicString struct {
 func (a *atomicString) set(s string) { a.mu.Lock(); a.s = s; a.mu.Unlock() }
 func (a *atomicString) get() string  { a.mu.Lock(); defer a.mu.Unlock(); return a.s }
 
-func watchClusters(b *testing.B, ctx context.Context, cfg *rest.Config, f func(*v1alpha1.Cluster)) ctrlcache.Cache {
-	return watchKind(b, ctx, cfg, &v1alpha1.Cluster{}, func(o any) {
+func watchClusters(b *testing.B, ctx context.Context, cfg *rest.Config, f func(*v1alpha1.Cluster)) {
+	watchKind(b, ctx, cfg, &v1alpha1.Cluster{}, func(o any) {
 		if cl, ok := o.(*v1alpha1.Cluster); ok {
 			f(cl)
 		}
 	})
 }
 
-func watchWorks(b *testing.B, ctx context.Context, cfg *rest.Config, f func(*v1alpha1.Work)) ctrlcache.Cache {
-	return watchKind(b, ctx, cfg, &v1alpha1.Work{}, func(o any) {
+func watchWorks(b *testing.B, ctx context.Context, cfg *rest.Config, f func(*v1alpha1.Work)) {
+	watchKind(b, ctx, cfg, &v1alpha1.Work{}, func(o any) {
 		if w, ok := o.(*v1alpha1.Work); ok {
 			f(w)
 		}
 	})
 }
 
-func watchKind(b *testing.B, ctx context.Context, cfg *rest.Config, obj client.Object, f func(any)) ctrlcache.Cache {
+// watchKind calls f with each object of obj's kind the hub adds or changes, until ctx ends.
+func watchKind(b *testing.B, ctx context.Context, cfg *rest.Config, obj client.Object, f func(any)) {
 	cache, err := ctrlcache.New(cfg, ctrlcache.Options{Scheme: hubtest.Scheme()})
 	if err != nil {
 		b.Fatal(err)
@@ -558,7 +580,6 @@ func watchKind(b *testing.B, ctx context.Context, cfg *rest.Config, obj client.O
 	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: f, UpdateFunc: func(_, o any) { f(o) }})
 	go cache.Start(ctx)
 	cache.WaitForCacheSync(ctx)
-	return cache
 }
 
 func parallel(workers, n int, f func(i int)) {
@@ -587,9 +608,7 @@ func waitUntil(b *testing.B, what string, timeout time.Duration, cond func() (bo
 		if ok {
 			return
 		}
-		if msg != last {
-			last = msg
-		}
+		last = msg
 		time.Sleep(50 * time.Millisecond)
 	}
 	b.Fatalf("%s: not within %s (%s)", what, timeout, last)
@@ -632,7 +651,7 @@ func scaleMarkdown(rep ScaleReport) string {
 			r.Clusters, r.Registration.P99, r.Idle.TotalMiB, r.Idle.Millicores, r.Propagation.P50, r.Propagation.P90, r.Propagation.P99,
 			r.Floor.P99, r.RatioP99, r.DuringPropagation.TotalMiB, r.DuringPropagation.Millicores)
 	}
-	fmt.Fprintf(&s, "\nCPU is in millicores (1000 m = one core of the two). More detail per size:\n\n")
+	fmt.Fprintf(&s, "\nCPU is in millicores (1000 m = one core of the %d). More detail per size:\n\n", rep.Cores)
 	fmt.Fprintf(&s, "| Clusters | Setup | Registration p50 / max | First placement p50 / p99 | Floor p50 / p90 | Idle RSS: hub / kine / apiserver / controller-manager | Benchmark process RSS |\n")
 	fmt.Fprintf(&s, "|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.Results {
@@ -640,6 +659,17 @@ func scaleMarkdown(rep ScaleReport) string {
 		fmt.Fprintf(&s, "| %d | %.1f s | %.2f s / %.2f s | %.2f s / %.2f s | %.2f s / %.2f s | %.0f / %.0f / %.0f / %.0f MiB | %.0f MiB |\n",
 			r.Clusters, r.SetupSeconds, r.Registration.P50, r.Registration.Max, r.InitialPlacement.P50, r.InitialPlacement.P99,
 			r.Floor.P50, r.Floor.P90, rss["convoy hub"], rss[kubeproc.Kine], rss[kubeproc.KubeAPIServer], rss[kubeproc.KubeControllerManager], r.SimProcessMiB)
+	}
+	fmt.Fprintf(&s, "\n## What one write costs\n\n")
+	fmt.Fprintf(&s, "Measured first in the same run (BenchmarkWriteCost alone prints the same): a hub of its own, 300 namespaces, each kind written to all of them 16 at a time, three rounds, the median round. CPU is that of kube-apiserver and kine per write.\n\n")
+	fmt.Fprintf(&s, "| Write | Wall per write | kube-apiserver CPU | kine CPU | Together |\n|---|---:|---:|---:|---:|\n")
+	for _, c := range rep.WriteCosts {
+		fmt.Fprintf(&s, "| %s | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", c.Write, c.WallMs, c.APIServerCPUs, c.KineCPUMs, c.CPUMs())
+	}
+	fmt.Fprintf(&s, "\nA propagation costs each cluster one hub write of its Work and one agent write of its status. With nothing else running and all %d cores busy with only those writes, a propagation could not finish faster than:\n\n", rep.Cores)
+	fmt.Fprintf(&s, "| Clusters | Lower bound | Measured p99 |\n|---:|---:|---:|\n")
+	for _, r := range rep.Results {
+		fmt.Fprintf(&s, "| %d | %.2f s | %.2f s |\n", r.Clusters, rep.LowerBound(r.Clusters), r.Propagation.P99)
 	}
 	return s.String()
 }
