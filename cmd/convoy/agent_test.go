@@ -90,7 +90,7 @@ func TestAgentAppliesWorks(t *testing.T) {
 	f := startFleetHub(t)
 	f.convoy(t, "cluster", "create", "alpha", "--nodes", "2")
 	member, _ := f.member(t, "alpha")
-	hub := f.client(t)
+	hub := f.Client()
 	ctx := context.Background()
 
 	// Someone else already manages a field the Work will want.
@@ -198,25 +198,25 @@ func TestAgentAppliesWorks(t *testing.T) {
 	})
 
 	// The hub goes away: the member keeps everything; when it is back, nothing is applied again.
-	applied := strings.Count(agentLog(t, f.dataDir, "alpha"), `msg=applied`)
-	if err := f.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	applied := strings.Count(agentLog(t, f.DataDir, "alpha"), `msg=applied`)
+	if err := f.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	f.wait(t)
+	f.Wait()
 	time.Sleep(8 * time.Second)
 	if _, err := member.AppsV1().Deployments("shop").Get(ctx, "web", metav1.GetOptions{}); err != nil {
 		t.Fatalf("the hub's outage touched the member: %v", err)
 	}
-	if !strings.Contains(agentLog(t, f.dataDir, "alpha"), "heartbeat failed") {
+	if !strings.Contains(agentLog(t, f.DataDir, "alpha"), "heartbeat failed") {
 		t.Error("the agent did not notice the hub's outage")
 	}
-	f.hubProcess = startHubProcess(t, f.dataDir, apiPort(t, f.dataDir))
-	hub = f.client(t)
+	f.Process = startHubProcess(t, f.DataDir, apiPort(t, f.DataDir))
+	hub = f.Client()
 	eventually(t, "the heartbeat back", 30*time.Second, func() (bool, error) {
-		return strings.Contains(agentLog(t, f.dataDir, "alpha"), "heartbeat back"), nil
+		return strings.Contains(agentLog(t, f.DataDir, "alpha"), "heartbeat back"), nil
 	})
 	time.Sleep(3 * time.Second)
-	if again := strings.Count(agentLog(t, f.dataDir, "alpha"), `msg=applied`); again != applied {
+	if again := strings.Count(agentLog(t, f.DataDir, "alpha"), `msg=applied`); again != applied {
 		t.Errorf("the agent applied %d resources again after the hub came back", again-applied)
 	}
 	if pods, _ := member.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{}); len(pods.Items) != 2 {
@@ -273,7 +273,7 @@ func agentToken(t *testing.T, dataDir, cluster string) string {
 // as builds clients of the hub that present a bearer token.
 func as(t *testing.T, f *fleetHub, token string) (client.Client, kubernetes.Interface) {
 	t.Helper()
-	admin := f.restConfig(t)
+	admin := f.Config()
 	cfg := &rest.Config{Host: admin.Host, TLSClientConfig: rest.TLSClientConfig{CAData: admin.CAData}, BearerToken: token}
 	c, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
 	if err != nil {
@@ -295,12 +295,12 @@ func TestAgentIsolationAndRevocation(t *testing.T) {
 	f.convoy(t, "cluster", "create", "alpha", "--nodes", "1")
 	f.convoy(t, "cluster", "create", "beta", "--nodes", "1")
 	ctx := context.Background()
-	admin := f.client(t)
+	admin := f.Client()
 	if err := admin.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("beta"), Name: "beta-secret"}}); err != nil {
 		t.Fatal(err)
 	}
 
-	token := agentToken(t, f.dataDir, "alpha")
+	token := agentToken(t, f.DataDir, "alpha")
 	c, cs := as(t, f, token)
 	mustDeny := func(what string, err error) {
 		t.Helper()
@@ -378,7 +378,7 @@ func TestAgentIsolationAndRevocation(t *testing.T) {
 		err := admin.Get(ctx, client.ObjectKey{Name: "alpha"}, cl)
 		return err == nil && cl.Status.Phase == v1alpha1.ClusterReady, err
 	})
-	if agentToken(t, f.dataDir, "alpha") == token {
+	if agentToken(t, f.DataDir, "alpha") == token {
 		t.Error("the agent kept its revoked token")
 	}
 }
@@ -394,7 +394,7 @@ func TestAgentProcessForImportedCluster(t *testing.T) {
 	f.convoy(t, "cluster", "import", "ext", "--kubeconfig", targetKubeconfig, "--region", "eu-west")
 
 	ctx := context.Background()
-	admin := f.client(t)
+	admin := f.Client()
 	cl := &v1alpha1.Cluster{}
 	if err := admin.Get(ctx, client.ObjectKey{Name: "ext"}, cl); err != nil || cl.Status.Phase != v1alpha1.ClusterJoining {
 		t.Fatalf("an imported cluster without an agent: phase %s, %v", cl.Status.Phase, err)
@@ -434,10 +434,10 @@ func TestAgentProcessForImportedCluster(t *testing.T) {
 		t.Fatalf("join --mode process:\n%s", out)
 	}
 	caFile := filepath.Join(t.TempDir(), "hub-ca.crt")
-	os.WriteFile(caFile, f.restConfig(t).CAData, 0o600)
-	agent := exec.Command(convoyBin, "agent", "--cluster", "ext", "--hub-url", f.restConfig(t).Host, "--hub-ca-file", caFile,
+	os.WriteFile(caFile, f.Config().CAData, 0o600)
+	agent := exec.Command(convoyBin, "agent", "--cluster", "ext", "--hub-url", f.Config().Host, "--hub-ca-file", caFile,
 		"--bootstrap-token", token, "--state-dir", t.TempDir(), "--kubeconfig", targetKubeconfig)
-	agentOut := &syncBuffer{}
+	agentOut := &hubtest.SyncBuffer{}
 	agent.Stdout, agent.Stderr = agentOut, agentOut
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
@@ -30,7 +29,7 @@ import (
 
 // fleetHub is a `convoy hub` process plus the environment the CLI needs to reach it.
 type fleetHub struct {
-	*hubProcess
+	*hubtest.Process
 	env []string
 }
 
@@ -58,7 +57,7 @@ func startFleetHub(t *testing.T) *fleetHub {
 		}
 	})
 	hp := startHubProcess(t, dataDir, port)
-	return &fleetHub{hubProcess: hp, env: []string{"CONVOY_KUBECONFIG=" + filepath.Join(dataDir, "kubeconfig")}}
+	return &fleetHub{Process: hp, env: []string{"CONVOY_KUBECONFIG=" + filepath.Join(dataDir, "kubeconfig")}}
 }
 
 func (f *fleetHub) convoy(t *testing.T, args ...string) string {
@@ -97,18 +96,7 @@ func (f *fleetHub) member(t *testing.T, name string) (kubernetes.Interface, stri
 	return cs, path
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
-	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		ok, err := cond()
-		last = err
-		return ok, nil
-	})
-	if err != nil {
-		t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
-	}
-}
+var eventually = hubtest.Eventually
 
 func readyNodes(t *testing.T, cs kubernetes.Interface) []string {
 	t.Helper()
@@ -228,16 +216,16 @@ func TestClusterLifecycle(t *testing.T) {
 	podsBefore := runningPods()
 
 	// The hub goes away; the members keep running; the hub comes back and finds them.
-	if err := f.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := f.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.wait(t); err != nil {
+	if err := f.Wait(); err != nil {
 		t.Fatalf("hub exit: %v", err)
 	}
 	if nodes := readyNodes(t, alpha); len(nodes) != 3 {
 		t.Errorf("while the hub is down, alpha has Ready nodes %v, want 3", nodes)
 	}
-	f.hubProcess = startHubProcess(t, f.dataDir, apiPort(t, f.dataDir))
+	f.Process = startHubProcess(t, f.DataDir, apiPort(t, f.DataDir))
 	eventually(t, "both clusters Ready after the hub restart", time.Minute, func() (bool, error) {
 		list := f.convoy(t, "cluster", "list")
 		return strings.Count(list, " Ready ") == 2, nil
@@ -267,7 +255,7 @@ func TestClusterLifecycle(t *testing.T) {
 	_ = alphaKubeconfig
 
 	// Delete leaves no process, port or file behind.
-	betaDir := filepath.Join(f.dataDir, "clusters", "beta")
+	betaDir := filepath.Join(f.DataDir, "clusters", "beta")
 	if _, err := os.Stat(betaDir); err != nil {
 		t.Fatalf("beta's directory is missing before delete: %v", err)
 	}
@@ -328,7 +316,7 @@ func TestClusterBadInput(t *testing.T) {
 	}
 
 	// The API refuses on its own too, so kubectl users get the same answers.
-	c := f.client(t)
+	c := f.Client()
 	bad := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "ancient"}, Spec: v1alpha1.ClusterSpec{Provider: "local", KubernetesVersion: "v1.20.0"}}
 	err := c.Create(ctx, bad)
 	if err == nil || !strings.Contains(err.Error(), "Kubernetes v1.20.0 is not available on this hub") {
@@ -368,7 +356,7 @@ func TestClusterBadInput(t *testing.T) {
 		t.Errorf("clusters after the refusals: %v", list.Items)
 	}
 	eventually(t, "dup's directory", 30*time.Second, func() (bool, error) {
-		entries, _ := os.ReadDir(filepath.Join(f.dataDir, "clusters"))
+		entries, _ := os.ReadDir(filepath.Join(f.DataDir, "clusters"))
 		return len(entries) == 1 && entries[0].Name() == "dup", nil
 	})
 	f.convoy(t, "cluster", "delete", "dup")
@@ -381,7 +369,7 @@ func TestClusterCrashLoopFails(t *testing.T) {
 	f := startFleetHub(t)
 	f.convoy(t, "cluster", "create", "crashy", "--nodes", "1")
 
-	dir := filepath.Join(f.dataDir, "clusters", "crashy")
+	dir := filepath.Join(f.DataDir, "clusters", "crashy")
 	for _, name := range []string{"apiserver.crt", "apiserver.key"} {
 		if err := os.Remove(filepath.Join(dir, "pki", name)); err != nil {
 			t.Fatal(err)
@@ -401,7 +389,7 @@ func TestClusterCrashLoopFails(t *testing.T) {
 		}
 	}
 
-	c := f.client(t)
+	c := f.Client()
 	var got v1alpha1.Cluster
 	eventually(t, "the cluster to fail", 2*time.Minute, func() (bool, error) {
 		err := c.Get(context.Background(), client.ObjectKey{Name: "crashy"}, &got)
@@ -426,9 +414,9 @@ func TestDeleteInterruptedByHubCrash(t *testing.T) {
 	t.Parallel()
 	f := startFleetHub(t)
 	f.convoy(t, "cluster", "create", "doomed", "--nodes", "1")
-	dir := filepath.Join(f.dataDir, "clusters", "doomed")
+	dir := filepath.Join(f.DataDir, "clusters", "doomed")
 
-	c := f.client(t)
+	c := f.Client()
 	ctx := context.Background()
 	if err := c.Delete(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "doomed"}}); err != nil {
 		t.Fatal(err)
@@ -438,15 +426,15 @@ func TestDeleteInterruptedByHubCrash(t *testing.T) {
 		err := c.Get(ctx, client.ObjectKey{Name: "doomed"}, got)
 		return err == nil && got.Status.Phase == v1alpha1.ClusterDeleting, err
 	})
-	if err := f.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := f.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	f.wait(t)
+	f.Wait()
 	_, dirErr := os.Stat(dir)
 	t.Logf("hub killed during the delete; the cluster's directory then: %v", dirErr)
 
-	f.hubProcess = startHubProcess(t, f.dataDir, apiPort(t, f.dataDir))
-	c = f.client(t)
+	f.Process = startHubProcess(t, f.DataDir, apiPort(t, f.DataDir))
+	c = f.Client()
 	eventually(t, "the delete to finish", time.Minute, func() (bool, error) {
 		err := c.Get(ctx, client.ObjectKey{Name: "doomed"}, &v1alpha1.Cluster{})
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
@@ -514,7 +502,7 @@ func TestMemberProcessCrashesAreRestarted(t *testing.T) {
 	t.Parallel()
 	f := startFleetHub(t)
 	f.convoy(t, "cluster", "create", "phoenix", "--nodes", "1")
-	dir := filepath.Join(f.dataDir, "clusters", "phoenix")
+	dir := filepath.Join(f.DataDir, "clusters", "phoenix")
 	member, _ := f.member(t, "phoenix")
 	ctx := context.Background()
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "keep", Namespace: "default"}, Data: map[string]string{"k": "v"}}

@@ -27,7 +27,7 @@ func TestFailoverAcrossLocalClusters(t *testing.T) {
 		t.Skip("starts a hub and three local clusters")
 	}
 	f, members, kubectl := startShopFleet(t)
-	hub := f.client(t)
+	hub := f.Client()
 	ctx := context.Background()
 	regions := []string{"us-east", "us-west", "eu-west"}
 	kubectl("apply", "-f", "testdata/shop/")
@@ -52,7 +52,7 @@ spec:
 	}
 
 	// Lose us-west: freeze its runtime so nothing restarts its API server, then kill that.
-	rs, err := local.ReadRuntimeStatus(filepath.Join(f.dataDir, "clusters", "us-west"))
+	rs, err := local.ReadRuntimeStatus(filepath.Join(f.DataDir, "clusters", "us-west"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,8 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -49,102 +45,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// hubProcess is `convoy hub` running as a real process.
-type hubProcess struct {
-	cmd     *exec.Cmd
-	dataDir string
-	health  string
-	out     *syncBuffer
-	exited  chan error
-}
-
-func startHubProcess(t *testing.T, dataDir string, apiPort int) *hubProcess {
+// startHubProcess runs `convoy hub` (this build) as its own process and waits until it is ready.
+func startHubProcess(t *testing.T, dataDir string, apiPort int) *hubtest.Process {
 	t.Helper()
-	healthPort, err := kubeproc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hp := &hubProcess{dataDir: dataDir, health: fmt.Sprintf("127.0.0.1:%d", healthPort), out: &syncBuffer{}, exited: make(chan error, 1)}
-	hp.cmd = exec.Command(convoyBin, "hub", "--data-dir", dataDir, "--apiserver-port", fmt.Sprint(apiPort), "--health-addr", hp.health)
-	hp.cmd.Env = append(os.Environ(), "CONVOY_BIN_DIR="+hubtest.BinDir(t))
-	hp.cmd.Stdout = hp.out
-	hp.cmd.Stderr = hp.out
-	if err := hp.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { hp.exited <- hp.cmd.Wait() }()
-	t.Cleanup(func() {
-		if hp.cmd.ProcessState == nil {
-			_ = hp.cmd.Process.Kill()
-			<-hp.exited
-		}
-		if t.Failed() {
-			t.Logf("convoy hub output:\n%s", hp.out.String())
-		}
-	})
-
-	err = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 90*time.Second, true, func(context.Context) (bool, error) {
-		select {
-		case err := <-hp.exited:
-			hp.exited <- err
-			return false, fmt.Errorf("convoy hub exited: %v", err)
-		default:
-		}
-		resp, err := http.Get("http://" + hp.health + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
-	})
-	if err != nil {
-		t.Fatalf("convoy hub not ready: %v\n%s", err, hp.out.String())
-	}
-	return hp
-}
-
-func (hp *hubProcess) status(t *testing.T) hub.Status {
-	t.Helper()
-	resp, err := http.Get("http://" + hp.health + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var st hub.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
-func (hp *hubProcess) wait(t *testing.T) error {
-	t.Helper()
-	select {
-	case err := <-hp.exited:
-		return err
-	case <-time.After(60 * time.Second):
-		t.Fatal("convoy hub did not exit within 60s")
-		return nil
-	}
-}
-
-func (hp *hubProcess) restConfig(t *testing.T) *rest.Config {
-	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(hp.dataDir, "kubeconfig"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
-func (hp *hubProcess) client(t *testing.T) client.Client {
-	t.Helper()
-	cfg := hp.restConfig(t)
-	c, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return hubtest.StartProcess(t, hubtest.ProcessOptions{Convoy: convoyBin, DataDir: dataDir, Port: apiPort})
 }
 
 func childPIDs(t *testing.T, st hub.Status) []int {
@@ -195,26 +99,32 @@ func TestHubSIGTERMStopsEveryChild(t *testing.T) {
 	t.Parallel()
 	port, _ := kubeproc.FreePort()
 	hp := startHubProcess(t, t.TempDir(), port)
-	pids := childPIDs(t, hp.status(t))
+	pids := childPIDs(t, hp.Status())
 
-	out := hp.out.String()
-	kubeconfig := filepath.Join(hp.dataDir, "kubeconfig")
+	out := hp.Output()
+	kubeconfig := filepath.Join(hp.DataDir, "kubeconfig")
 	if !strings.Contains(out, "Convoy hub is ready") || !strings.Contains(out, "Kubeconfig:  "+kubeconfig) {
 		t.Errorf("start-up output does not say where the kubeconfig is:\n%s", out)
 	}
 	if n := strings.Count(out, `msg="hub ready"`); n != 1 {
 		t.Errorf("readiness logged %d times, want once", n)
 	}
-
-	if err := hp.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	// A client with a watch open, as every agent has, does not hold the API server up.
+	w, err := hp.Clientset().CoreV1().ConfigMaps("default").Watch(context.Background(), metav1.ListOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := hp.wait(t); err != nil {
+	defer w.Stop()
+
+	if err := hp.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := hp.Wait(); err != nil {
 		t.Errorf("convoy hub exited with %v after SIGTERM, want status 0", err)
 	}
 	waitGone(t, pids)
 	// Children stop in reverse order: the controller-manager before the API server before kine.
-	logs := hp.out.String()
+	logs := hp.Output()
 	order := []int{
 		strings.Index(logs, `msg="child stopped" child=kube-controller-manager`),
 		strings.Index(logs, `msg="child stopped" child=kube-apiserver`),
@@ -226,7 +136,10 @@ func TestHubSIGTERMStopsEveryChild(t *testing.T) {
 			t.Fatalf("children did not stop in order controller-manager, apiserver, kine (positions %v):\n%s", order, logs)
 		}
 	}
-	if entries, _ := filepath.Glob(filepath.Join(hp.dataDir, "run", "*.pid")); len(entries) != 0 {
+	if strings.Contains(logs, "ignored SIGTERM") {
+		t.Errorf("a child did not stop on SIGTERM and was killed:\n%s", logs)
+	}
+	if entries, _ := filepath.Glob(filepath.Join(hp.DataDir, "run", "*.pid")); len(entries) != 0 {
 		t.Errorf("pid files left behind: %v", entries)
 	}
 }
@@ -236,34 +149,34 @@ func TestHubKilledWithSIGKILLRestartsWithItsObjects(t *testing.T) {
 	port, _ := kubeproc.FreePort()
 	dataDir := t.TempDir()
 	hp := startHubProcess(t, dataDir, port)
-	pids := childPIDs(t, hp.status(t))
+	pids := childPIDs(t, hp.Status())
 
 	ctx := context.Background()
-	c := hp.client(t)
+	c := hp.Client()
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "survivor"}, Data: map[string]string{"k": "v"}}
 	if err := c.Create(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
 
-	if err := hp.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := hp.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	_ = hp.wait(t)
+	_ = hp.Wait()
 	// No child outlives a hub killed with SIGKILL.
 	waitGone(t, pids)
 
 	hp2 := startHubProcess(t, dataDir, port)
 	got := &corev1.ConfigMap{}
-	if err := hp2.client(t).Get(ctx, client.ObjectKeyFromObject(cm), got); err != nil {
+	if err := hp2.Client().Get(ctx, client.ObjectKeyFromObject(cm), got); err != nil {
 		t.Fatalf("object lost across kill -9 and restart: %v", err)
 	}
 	if got.Data["k"] != "v" {
 		t.Errorf("object changed across restart: %v", got.Data)
 	}
-	if err := hp2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := hp2.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := hp2.wait(t); err != nil {
+	if err := hp2.Wait(); err != nil {
 		t.Errorf("second hub exited with %v", err)
 	}
 }
@@ -274,7 +187,7 @@ func TestCLIAndKubectlAgainstTheHub(t *testing.T) {
 	t.Parallel()
 	port, _ := kubeproc.FreePort()
 	hp := startHubProcess(t, t.TempDir(), port)
-	kubeconfig := filepath.Join(hp.dataDir, "kubeconfig")
+	kubeconfig := filepath.Join(hp.DataDir, "kubeconfig")
 	kubectl := filepath.Join(hubtest.BinDir(t), "kubectl")
 
 	manifest := filepath.Join(t.TempDir(), "clusters.yaml")
@@ -373,21 +286,4 @@ func run(t *testing.T, env []string, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -42,9 +42,9 @@ func TestPlacementAcrossLocalClusters(t *testing.T) {
 		t.Skip("starts a hub and four local clusters")
 	}
 	f, members, kubectl := startShopFleet(t)
-	hubKubeconfig := filepath.Join(f.dataDir, "kubeconfig")
+	hubKubeconfig := filepath.Join(f.DataDir, "kubeconfig")
 	bin := hubtest.BinDir(t)
-	hub := f.client(t)
+	hub := f.Client()
 	ctx := context.Background()
 	regions := []string{"us-east", "us-west", "eu-west"}
 
@@ -178,11 +178,11 @@ func waitClusterReady(t *testing.T, c client.Client, name string) {
 func startShopFleet(t *testing.T) (*fleetHub, map[string]kubernetes.Interface, func(args ...string) string) {
 	t.Helper()
 	f := startFleetHub(t)
-	hubKubeconfig := filepath.Join(f.dataDir, "kubeconfig")
+	hubKubeconfig := filepath.Join(f.DataDir, "kubeconfig")
 	kubectl := func(args ...string) string {
 		return run(t, nil, filepath.Join(hubtest.BinDir(t), "kubectl"), append([]string{"--kubeconfig", hubKubeconfig}, args...)...)
 	}
-	hub := f.client(t)
+	hub := f.Client()
 	regions := []string{"us-east", "us-west", "eu-west"}
 	for _, r := range regions {
 		f.convoy(t, "cluster", "create", r, "--nodes", "2", "--region", r, "--zones", "a,b", "--env", "prod", "--wait=false")

@@ -24,7 +24,7 @@ func TestRolloutAcrossLocalClusters(t *testing.T) {
 		t.Skip("starts a hub and three local clusters")
 	}
 	f, members, kubectl := startShopFleet(t)
-	hub := f.client(t)
+	hub := f.Client()
 	ctx := context.Background()
 	kubectl("apply", "-f", "testdata/shop/")
 	placement := filepath.Join(t.TempDir(), "placement.yaml")

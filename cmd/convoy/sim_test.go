@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hubtest"
 )
 
 // TestAgentSimulate runs `convoy agent --simulate 3` against a hub: three clusters registered
@@ -22,12 +23,12 @@ func TestAgentSimulate(t *testing.T) {
 	t.Parallel()
 	f := startFleetHub(t)
 	ctx := context.Background()
-	admin := f.client(t)
+	admin := f.Client()
 	stateDir := t.TempDir()
-	start := func() (*exec.Cmd, *syncBuffer) {
+	start := func() (*exec.Cmd, *hubtest.SyncBuffer) {
 		cmd := exec.Command(convoyBin, "agent", "--simulate", "3", "--name-prefix", "demo", "--labels", "fleet=demo", "--state-dir", stateDir)
 		cmd.Env = append(os.Environ(), f.env...)
-		out := &syncBuffer{}
+		out := &hubtest.SyncBuffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -50,7 +51,7 @@ func TestAgentSimulate(t *testing.T) {
 			return n == 3, fmt.Errorf("%d of 3 Ready", n)
 		})
 	}
-	stop := func(cmd *exec.Cmd, out *syncBuffer) {
+	stop := func(cmd *exec.Cmd, out *hubtest.SyncBuffer) {
 		_ = cmd.Process.Signal(syscall.SIGINT)
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
@@ -64,7 +65,7 @@ func TestAgentSimulate(t *testing.T) {
 		}
 	}
 
-	progress := func(out *syncBuffer) {
+	progress := func(out *hubtest.SyncBuffer) {
 		eventually(t, "the progress line", time.Minute, func() (bool, error) {
 			return strings.Contains(out.String(), "3 of 3 simulated clusters Ready"), fmt.Errorf("output:\n%s", out.String())
 		})

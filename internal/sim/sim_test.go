@@ -21,19 +21,7 @@ import (
 
 var deployments = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, err = cond(); ok {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s (last: %v)", what, timeout, err)
-}
+var eventually = hubtest.Eventually
 
 // TestSimulatedFleet runs three simulated clusters against a real hub: they join, become
 // Ready, take a Divided Deployment and report it available; a stopped agent makes its cluster

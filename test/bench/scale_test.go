@@ -25,7 +25,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
@@ -135,7 +134,6 @@ func BenchmarkScale(b *testing.B) {
 			sizes = append(sizes, n)
 		}
 	}
-	convoy := buildConvoy(b)
 	rep := ScaleReport{
 		Date: time.Now().UTC().Format(time.RFC3339), Machine: Machine(), Kubernetes: version.Kubernetes,
 		Datastore: "kine " + version.Kine + " on SQLite (the hub's default)", HeartbeatInterval: v1alpha1.DefaultHeartbeatInterval.String(),
@@ -146,7 +144,7 @@ func BenchmarkScale(b *testing.B) {
 		printWriteCost(c)
 	}
 	for _, n := range sizes {
-		r := scaleRun(b, convoy, n)
+		r := scaleRun(b, n)
 		rep.Results = append(rep.Results, r)
 		printScale(r)
 		fmt.Printf("lower bound for N=%d on %d cores, from the write costs: %.2fs\n", n, rep.Cores, rep.LowerBound(n))
@@ -173,29 +171,24 @@ func BenchmarkScale(b *testing.B) {
 
 const scaleAvailableAfter = 100 * time.Millisecond
 
-func scaleRun(b *testing.B, convoy string, n int) ScaleResult {
+func scaleRun(b *testing.B, n int) ScaleResult {
 	res := ScaleResult{Clusters: n}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fmt.Printf("\n== %d simulated clusters ==\n", n)
 
 	// The hub, as its own process, so that its memory and CPU are its own.
-	port, _ := kubeproc.FreePort()
-	dataDir := b.TempDir()
-	h := startHub(b, convoy, dataDir, port)
-	defer h.stop()
+	h := hubtest.StartProcess(b, hubtest.ProcessOptions{Args: []string{"--log-level", "warn"}})
+	defer h.Stop()
 	// The hub restarts a child that dies, so its pids are read again before each measure.
 	pids := func() map[string]int {
-		out := map[string]int{"convoy hub": h.cmd.Process.Pid, simProcess: os.Getpid()}
-		for _, c := range h.status(b).Children {
+		out := map[string]int{"convoy hub": h.PID(), simProcess: os.Getpid()}
+		for _, c := range h.Status().Children {
 			out[c.Name] = c.PID
 		}
 		return out
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", h.status(b).Kubeconfig)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := h.Config()
 	cfg.QPS, cfg.Burst = 2000, 4000
 	c, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
 	if err != nil {
@@ -203,11 +196,6 @@ func scaleRun(b *testing.B, convoy string, n int) ScaleResult {
 	}
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ca := cfg.CAData
-	if len(ca) == 0 {
-		if ca, err = os.ReadFile(cfg.CAFile); err != nil {
-			b.Fatal(err)
-		}
-	}
 
 	// Setup, not timed as registration: the Clusters and their bootstrap tokens, then the
 	// hub's agent-access controller makes each one's namespace, ServiceAccount and RBAC.

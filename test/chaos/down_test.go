@@ -50,7 +50,7 @@ func TestHubDownAMinute(t *testing.T) {
 		return true, nil
 	})
 
-	h.kill()
+	h.Kill()
 	t.Logf("hub killed; it stays down for %s", down)
 	deadline := time.Now().Add(down)
 	for time.Now().Before(deadline) {
@@ -66,7 +66,7 @@ func TestHubDownAMinute(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	back := time.Now()
-	h.start()
+	h.Start()
 	t.Logf("hub ready again %s after the start", time.Since(back).Round(time.Millisecond))
 
 	// Reconnected: the agent renewed its Lease after the hub came back.

@@ -272,7 +272,7 @@ func TestInvalidInputInBulk(t *testing.T) {
 	})
 
 	// Both still work: the hub answers and is ready, the agents heartbeat and apply.
-	resp, err := http.Get("http://" + h.health + "/readyz")
+	resp, err := http.Get("http://" + h.Health + "/readyz")
 	must(t, err)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -150,9 +150,9 @@ func TestHubKilledDuringRollout(t *testing.T) {
 		must(t, c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "acks", Name: fmt.Sprintf("ack-%d", i)}, Data: map[string]string{"image": image}}))
 		wait := time.Duration(rng.Int64N(int64(4 * time.Second)))
 		time.Sleep(wait)
-		h.kill()
+		h.Kill()
 		t.Logf("round %d: killed the hub %s into the rollout of %s", i, wait.Round(time.Millisecond), image)
-		h.start()
+		h.Start()
 
 		d := &appsv1.Deployment{}
 		must(t, c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, d))
