@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
 // ProcessOptions say how to run `convoy hub`; every field has a default.
@@ -36,8 +38,8 @@ type ProcessOptions struct {
 
 // Process is `convoy hub` run as its own process, as a user runs it, so that a test can
 // signal it, kill it with SIGKILL and start it again on the same data dir and port, and a
-// benchmark can measure it apart from itself. It is stopped when the test ends, and what it
-// printed is logged when the test failed.
+// benchmark can measure it apart from itself. When the test ends it is stopped, with the local
+// clusters it started, and what it printed is logged if the test failed.
 type Process struct {
 	DataDir string
 	Port    int
@@ -78,6 +80,10 @@ func StartProcess(tb testing.TB, o ProcessOptions) *Process {
 	p.Health = fmt.Sprintf("127.0.0.1:%d", healthPort)
 	tb.Cleanup(func() {
 		p.Stop()
+		// Local clusters outlive their hub on purpose; a test's must not outlive the test.
+		if _, err := local.StopAll(hub.Layout{Dir: p.DataDir}.Clusters(), slog.New(slog.DiscardHandler)); err != nil {
+			tb.Errorf("stop local clusters: %v", err)
+		}
 		if tb.Failed() {
 			lines := strings.Split(p.out.String(), "\n")
 			tb.Logf("convoy hub output (last lines):\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
@@ -90,6 +96,9 @@ func StartProcess(tb testing.TB, o ProcessOptions) *Process {
 // Start runs the hub (again, after Kill or Stop) and waits until it is ready.
 func (p *Process) Start() {
 	p.tb.Helper()
+	if p.cmd != nil && p.Running() {
+		p.tb.Fatal("hubtest: Start of a hub process that still runs; Stop or Kill it first")
+	}
 	args := append([]string{"hub", "--data-dir", p.DataDir, "--apiserver-port", fmt.Sprint(p.Port), "--health-addr", p.Health}, p.args...)
 	cmd := exec.Command(p.convoy, args...)
 	cmd.Env = append(os.Environ(), "CONVOY_BIN_DIR="+BinDir(p.tb))
