@@ -17,10 +17,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -43,12 +45,16 @@ type Reconciler struct {
 	interval atomic.Int64 // the interval for the fleet's size, set as Clusters come and go
 	clusters atomic.Int64 // how many Clusters the cache holds
 	retell   chan event.GenericEvent
+	// changed asks the retelling worker for one more pass over the fleet; a pass asked for
+	// while one is pending is the same pass.
+	changed chan struct{}
 }
 
 // SetupWithManager registers the reconciler. A deleted agent ServiceAccount (a revocation) is
 // made again at once, empty: only a new bootstrap token can get it a token.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.retell = make(chan event.GenericEvent, 1024)
+	r.changed = make(chan struct{}, 1)
 	// The fleet's size is counted as Clusters come and go, not listed on every reconcile.
 	logger := mgr.GetLogger().WithName("agent-access")
 	inf, err := mgr.GetCache().GetInformer(context.Background(), &v1alpha1.Cluster{})
@@ -56,9 +62,15 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { r.fleetChanged(mgr.GetCache(), logger, +1) },
-		DeleteFunc: func(any) { r.fleetChanged(mgr.GetCache(), logger, -1) },
+		AddFunc:    func(any) { r.fleetChanged(logger, +1) },
+		DeleteFunc: func(any) { r.fleetChanged(logger, -1) },
 	}); err != nil {
+		return err
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		r.retellFleet(ctx, mgr.GetCache())
+		return nil
+	})); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
@@ -133,25 +145,46 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 // fleetChanged counts a Cluster in or out of the fleet. When that changes the fleet's
-// heartbeat interval, every cluster is reconciled again to tell its agent.
-func (r *Reconciler) fleetChanged(cache client.Reader, logger logr.Logger, delta int64) {
+// heartbeat interval, every cluster is to be reconciled again, to tell its agent.
+func (r *Reconciler) fleetChanged(logger logr.Logger, delta int64) {
 	n := r.clusters.Add(delta)
 	interval := v1alpha1.FleetHeartbeatInterval(r.HeartbeatInterval, r.MaxHeartbeatRate, int(n))
 	prev := time.Duration(r.interval.Swap(int64(interval)))
-	if prev == 0 || prev == interval || r.retell == nil {
+	if prev == 0 || prev == interval {
 		return
 	}
 	logger.Info("the fleet's heartbeat interval changes", "clusters", n, "from", prev, "to", interval)
-	go func() {
+	select {
+	case r.changed <- struct{}{}:
+	default: // a pass is pending already
+	}
+}
+
+// retellFleet reconciles every cluster again each time the fleet's interval changed, until
+// ctx ends.
+func (r *Reconciler) retellFleet(ctx context.Context, cache ctrlcache.Cache) {
+	if !cache.WaitForCacheSync(ctx) {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.changed:
+		}
 		// Only named: the cache's own objects, not copies of them all.
 		var list v1alpha1.ClusterList
-		if err := cache.List(context.Background(), &list, client.UnsafeDisableDeepCopy); err != nil {
-			return // the cache lists from memory; it fails only when stopping
+		if err := cache.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+			continue // the cache lists from memory; it fails only when stopping
 		}
 		for i := range list.Items {
-			r.retell <- event.GenericEvent{Object: &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: list.Items[i].Name}}}
+			select {
+			case r.retell <- event.GenericEvent{Object: &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: list.Items[i].Name}}}:
+			case <-ctx.Done():
+				return
+			}
 		}
-	}()
+	}
 }
 
 // fleetInterval is the heartbeat interval for the fleet's current size.
