@@ -98,7 +98,14 @@ func (w *workController) run(ctx context.Context) {
 		AddFunc:    func(o any) { w.enqueueWork(o) },
 		UpdateFunc: func(_, o any) { w.enqueueWork(o) },
 		// A Work that is gone from the hub's answer is not a reason to delete anything: a
-		// deleted Work is handled while its finalizer holds it (see finalize).
+		// deleted Work is handled while its finalizer holds it (see finalize). Its name is
+		// queued only so that the agent forgets what it remembers of it.
+		DeleteFunc: func(o any) {
+			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			w.enqueueWork(o)
+		},
 	})
 	w.a.hubCache.WaitForCacheSync(ctx)
 	w.a.log.Info("watching the cluster's Works", "namespace", w.a.ns)
