@@ -62,20 +62,20 @@ func printWriteCost(c WriteCost) {
 	fmt.Printf("%-28s %5.2f ms wall  kube-apiserver %5.2f ms  kine %5.2f ms  together %5.2f ms of CPU\n", c.Write, c.WallMs, c.APIServerCPUs, c.KineCPUMs, c.CPUMs())
 }
 
-// measureWriteCosts starts a hub of its own (in this process, its controllers idle), makes n
+// measureWriteCosts starts a hub of its own (`convoy hub`, its controllers idle), makes n
 // namespaces, and writes each kind to all of them, 16 writers at a time, three rounds each;
 // the median round counts, as other work on the machine makes single rounds noisy.
 func measureWriteCosts(b *testing.B, n int) []WriteCost {
-	h := hubtest.Start(b)
-	defer h.Stop(context.Background())
+	h := hubtest.StartProcess(b, hubtest.ProcessOptions{Args: []string{"--log-level", "warn"}})
+	defer h.Stop()
 	ctx := context.Background()
-	cfg := h.Config
+	cfg := h.Config()
 	cfg.QPS, cfg.Burst = 5000, 10000
 	c, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
 	must(b, err)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	pids := map[string]int{}
-	for _, ch := range h.Children() {
+	for _, ch := range h.Status().Children {
 		pids[ch.Name] = ch.PID
 	}
 	d := &appsv1.Deployment{
@@ -98,8 +98,11 @@ func measureWriteCosts(b *testing.B, n int) []WriteCost {
 		names[i] = fmt.Sprintf("wc-%04d", i)
 	}
 	parallel(16, n, func(i int) {
-		must(b, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: names[i]}}))
+		check(b, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: names[i]}}))
 	})
+	if b.Failed() {
+		b.FailNow()
+	}
 	var costs []WriteCost
 	cost := func(what string, f func(round, i int)) {
 		var rounds []time.Duration
@@ -107,13 +110,16 @@ func measureWriteCosts(b *testing.B, n int) []WriteCost {
 		for round := range 3 {
 			cpu0 := map[string]time.Duration{}
 			for name, pid := range pids {
-				cpu0[name], _ = CPUTime(pid)
+				cpu0[name] = cpuTime(b, pid)
 			}
 			start := time.Now()
 			parallel(16, n, func(i int) { f(round, i) })
+			if b.Failed() {
+				b.FailNow()
+			}
 			rounds = append(rounds, time.Since(start))
 			for name, pid := range pids {
-				c1, _ := CPUTime(pid)
+				c1 := cpuTime(b, pid)
 				cpu[name] = append(cpu[name], c1-cpu0[name])
 			}
 		}
@@ -135,16 +141,19 @@ func measureWriteCosts(b *testing.B, n int) []WriteCost {
 	// The first create of each kind happens outside the rounds; rounds then write changes,
 	// as a propagation and a heartbeat do.
 	parallel(16, n, func(i int) {
-		must(b, c.Create(ctx, work(i, "nginx:1.27")))
+		check(b, c.Create(ctx, work(i, "nginx:1.27")))
 		_, err := cs.CoreV1().ConfigMaps(names[i]).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "floor"}, Data: map[string]string{"work": string(payload)}}, metav1.CreateOptions{})
-		must(b, err)
+		check(b, err)
 		_, err = cs.CoordinationV1().Leases(names[i]).Create(ctx, leaseFor(names[i]), metav1.CreateOptions{})
-		must(b, err)
+		check(b, err)
 	})
+	if b.Failed() {
+		b.FailNow()
+	}
 	cost(hubWorkWrite, func(round, i int) {
 		w := work(i, fmt.Sprintf("nginx:1.%d", 28+round))
 		p, _ := json.Marshal(map[string]any{"spec": w.Spec})
-		must(b, c.Patch(ctx, w, client.RawPatch(types.MergePatchType, p)))
+		check(b, c.Patch(ctx, w, client.RawPatch(types.MergePatchType, p)))
 	})
 	cost(agentWorkWrite, func(round, i int) {
 		gen := int64(2 + round)
@@ -153,24 +162,39 @@ func measureWriteCosts(b *testing.B, n int) []WriteCost {
 			{Type: v1alpha1.WorkAvailable, Status: metav1.ConditionTrue, Reason: "Available", Message: "2 of 2 available", ObservedGeneration: gen, LastTransitionTime: metav1.Now()},
 		}}}
 		p, _ := json.Marshal(st)
-		must(b, c.Status().Patch(ctx, work(i, ""), client.RawPatch(types.MergePatchType, p)))
+		check(b, c.Status().Patch(ctx, work(i, ""), client.RawPatch(types.MergePatchType, p)))
 	})
 	cost("ConfigMap create (floor)", func(round, i int) {
 		name := fmt.Sprintf("floor-%d", round)
 		_, err := cs.CoreV1().ConfigMaps(names[i]).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"work": string(payload)}}, metav1.CreateOptions{})
-		must(b, err)
+		check(b, err)
 	})
 	cost("ConfigMap merge patch", func(round, i int) {
 		p, _ := json.Marshal(map[string]any{"data": map[string]string{"round": strconv.Itoa(round)}})
 		_, err := cs.CoreV1().ConfigMaps(names[i]).Patch(ctx, "floor", types.MergePatchType, p, metav1.PatchOptions{})
-		must(b, err)
+		check(b, err)
 	})
 	cost("Lease renewal (heartbeat)", func(round, i int) {
 		p, _ := json.Marshal(map[string]any{"spec": map[string]any{"renewTime": metav1.NowMicro()}})
 		_, err := cs.CoordinationV1().Leases(names[i]).Patch(ctx, "agent", types.MergePatchType, p, metav1.PatchOptions{})
-		must(b, err)
+		check(b, err)
 	})
 	return costs
+}
+
+// check reports an error of a write from any goroutine; the caller stops once the batch is done.
+func check(b *testing.B, err error) {
+	if err != nil {
+		b.Error(err)
+	}
+}
+
+func cpuTime(b *testing.B, pid int) time.Duration {
+	d, err := CPUTime(pid)
+	if err != nil {
+		b.Fatalf("CPU time of process %d: %v", pid, err)
+	}
+	return d
 }
 
 func leaseFor(name string) *coordinationv1.Lease {
