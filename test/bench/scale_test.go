@@ -1,10 +1,12 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -81,9 +83,11 @@ type ScaleResult struct {
 	Floor             Percentiles `json:"floor"`
 	// Requests counts the hub API server's requests during the propagation, by verb and
 	// resource (writes only).
-	Requests      map[string]int `json:"requests"`
-	RatioP99      float64        `json:"ratioP99"`
-	SimProcessMiB float64        `json:"simProcessMiB"`
+	Requests map[string]int `json:"requests"`
+	// RegistrationRequests counts the same during the registration.
+	RegistrationRequests map[string]int `json:"registrationRequests"`
+	RatioP99             float64        `json:"ratioP99"`
+	SimProcessMiB        float64        `json:"simProcessMiB"`
 }
 
 // ScaleReport is what make bench-scale writes to docs/scale.json.
@@ -260,6 +264,7 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	}
 	fleet := sim.NewFleet(sim.Options{HubURL: cfg.Host, HubCA: ca, StateDir: b.TempDir(), AvailableAfter: scaleAvailableAfter, Version: version.Convoy, Log: agentLog})
 	defer fleet.StopAll()
+	before := requestCounts(cs)
 	start := time.Now()
 	for i, name := range names {
 		if _, err := fleet.Start(ctx, name, tokens[i]); err != nil {
@@ -269,8 +274,10 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	waitUntil(b, "every cluster Ready", 10*time.Minute, func() (bool, string) {
 		return readyAt.count() >= n, fmt.Sprintf("%d of %d Ready", readyAt.count(), n)
 	})
+	res.RegistrationRequests = requestsSince(cs, before)
 	res.Registration = percentiles(readyAt.since(start))
 	fmt.Printf("registration, %d agents at once: p50 %.2fs p99 %.2fs max %.2fs\n", n, res.Registration.P50, res.Registration.P99, res.Registration.Max)
+	fmt.Printf("writes to the hub during the registration: %v\n", res.RegistrationRequests)
 
 	// Idle, every agent heartbeating.
 	time.Sleep(15 * time.Second)
@@ -325,14 +332,7 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	var peak Usage
 	peak = measure(pids(), func() {
 		before := requestCounts(cs)
-		defer func() {
-			res.Requests = map[string]int{}
-			for k, v := range requestCounts(cs) {
-				if d := v - before[k]; d > 0 {
-					res.Requests[k] = d
-				}
-			}
-		}()
+		defer func() { res.Requests = requestsSince(cs, before) }()
 		profiled := make(chan bool)
 		go func() { profiled <- profile(cs, fmt.Sprintf("propagation-%d", n), 3) }()
 		defer func() { <-profiled }()
@@ -369,6 +369,31 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 		res.SimProcessMiB = float64(rss) / (1 << 20)
 	}
 	return res
+}
+
+// perCluster renders write counts divided by the number of clusters, the most first.
+func perCluster(requests map[string]int, n int) string {
+	if len(requests) == 0 {
+		return "not measured"
+	}
+	keys := slices.Collect(maps.Keys(requests))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(requests[b]-requests[a], strings.Compare(a, b)) })
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.2f", k, float64(requests[k])/float64(n)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// requestsSince is how many write requests of each kind the API server took since before.
+func requestsSince(cs kubernetes.Interface, before map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range requestCounts(cs) {
+		if d := v - before[k]; d > 0 {
+			out[k] = d
+		}
+	}
+	return out
 }
 
 // requestCounts reads the API server's count of write requests by verb, resource and
@@ -665,6 +690,11 @@ func scaleMarkdown(rep ScaleReport) string {
 		fmt.Fprintf(&s, "| %d | %.1f s | %.2f s / %.2f s | %.2f s / %.2f s | %.2f s / %.2f s | %.0f / %.0f / %.0f / %.0f MiB | %.0f MiB |\n",
 			r.Clusters, r.SetupSeconds, r.Registration.P50, r.Registration.Max, r.InitialPlacement.P50, r.InitialPlacement.P99,
 			r.Floor.P50, r.Floor.P90, rss["convoy hub"], rss[kubeproc.Kine], rss[kubeproc.KubeAPIServer], rss[kubeproc.KubeControllerManager], r.SimProcessMiB)
+	}
+	fmt.Fprintf(&s, "\nWrites to the hub's API server per cluster, from its request metrics (registration: from the first agent's start until all are Ready; propagation: from the template change until all report it Available):\n\n")
+	fmt.Fprintf(&s, "| Clusters | Registration | Propagation |\n|---:|---|---|\n")
+	for _, r := range rep.Results {
+		fmt.Fprintf(&s, "| %d | %s | %s |\n", r.Clusters, perCluster(r.RegistrationRequests, r.Clusters), perCluster(r.Requests, r.Clusters))
 	}
 	fmt.Fprintf(&s, "\n## What one write costs\n\n")
 	fmt.Fprintf(&s, "Measured first in the same run (BenchmarkWriteCost alone prints the same): a hub of its own, 300 namespaces, each kind written to all of them 16 at a time, three rounds, the median round. CPU is that of kube-apiserver and kine per write.\n\n")
