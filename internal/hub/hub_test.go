@@ -241,13 +241,10 @@ func TestMissingBinaryNamesTheBuild(t *testing.T) {
 
 func TestUnreachableDatastore(t *testing.T) {
 	t.Parallel()
-	port, err := kubeproc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := hubtest.ClosedPort(t)
 	endpoint := fmt.Sprintf("postgres://convoy:hunter2@127.0.0.1:%d/convoy", port)
 	dataDir := t.TempDir()
-	_, err = hub.Start(context.Background(), hub.Options{
+	_, err := hub.Start(context.Background(), hub.Options{
 		DataDir: dataDir, BinDir: hubtest.BinDir(t), DatastoreEndpoint: endpoint, Log: hubtest.Logger(t),
 	})
 	if err == nil {
