@@ -193,6 +193,23 @@ func writeScaleMarkdown(b *testing.B, dir string, rep ScaleReport) {
 
 const scaleAvailableAfter = 100 * time.Millisecond
 
+// scaleDeployment is the workload the scale benchmarks place on every cluster.
+func scaleDeployment(image string) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "scale", Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: image,
+					Ports: []corev1.ContainerPort{{ContainerPort: 80}}}}},
+			},
+		},
+	}
+}
+
 func scaleRun(b *testing.B, n int) ScaleResult {
 	res := ScaleResult{Clusters: n}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -290,18 +307,7 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 
 	// A Deployment duplicated to every cluster, placed once (not timed as propagation).
 	must(b, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "scale"}}))
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "scale", Name: "web"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](2),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx:1.27",
-					Ports: []corev1.ContainerPort{{ContainerPort: 80}}}}},
-			},
-		},
-	}
+	d := scaleDeployment("nginx:1.27")
 	must(b, c.Create(ctx, d))
 	availableAt := newFirstSeen()
 	var image atomicString

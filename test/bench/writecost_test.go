@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -78,19 +77,6 @@ func measureWriteCosts(b *testing.B, n int) []WriteCost {
 	for _, ch := range h.Status().Children {
 		pids[ch.Name] = ch.PID
 	}
-	d := &appsv1.Deployment{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
-		ObjectMeta: metav1.ObjectMeta{Namespace: "scale", Name: "web", Labels: map[string]string{"app": "web"}},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](2),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "nginx:1.27",
-					Ports: []corev1.ContainerPort{{ContainerPort: 80}}}}},
-			},
-		},
-	}
 	ns := &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "scale"}}
 	raw := func(o any) runtime.RawExtension { j, _ := json.Marshal(o); return runtime.RawExtension{Raw: j} }
 	names := make([]string, n)
@@ -127,8 +113,7 @@ func measureWriteCosts(b *testing.B, n int) []WriteCost {
 		costs = append(costs, WriteCost{Write: what, WallMs: per(Median(rounds)), APIServerCPUs: per(Median(cpu[kubeproc.KubeAPIServer])), KineCPUMs: per(Median(cpu[kubeproc.Kine]))})
 	}
 	work := func(i int, image string) *v1alpha1.Work {
-		dd := d.DeepCopy()
-		dd.Spec.Template.Spec.Containers[0].Image = image
+		dd := scaleDeployment(image)
 		return &v1alpha1.Work{
 			TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "Work"},
 			ObjectMeta: metav1.ObjectMeta{Namespace: names[i], Name: "scale.web", Labels: map[string]string{v1alpha1.LabelPlacement: "web"}},
