@@ -157,6 +157,11 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 
+	// The Works are indexed by what they hold on the member: an object leaves the member only
+	// when no Work holds it (see workController.deleteUnlessHeld).
+	if err := a.hubCache.IndexField(ctx, &v1alpha1.Work{}, holdsIndex, holdsOf); err != nil {
+		return fmt.Errorf("index works: %w", err)
+	}
 	wg.Go(func() {
 		if err := a.hubCache.Start(ctx); err != nil && ctx.Err() == nil {
 			a.log.Error("hub cache stopped", "err", err)
@@ -178,6 +183,8 @@ func Run(ctx context.Context, o Options) error {
 func hubMapper() meta.RESTMapper {
 	m := meta.NewDefaultRESTMapper(nil)
 	m.Add(v1alpha1.GroupVersion.WithKind("Work"), meta.RESTScopeNamespace)
+	// The cache's List of a namespace asks the mapper about the list's own kind.
+	m.Add(v1alpha1.GroupVersion.WithKind("WorkList"), meta.RESTScopeNamespace)
 	m.Add(v1alpha1.GroupVersion.WithKind("Cluster"), meta.RESTScopeRoot)
 	m.Add(corev1.SchemeGroupVersion.WithKind("ConfigMap"), meta.RESTScopeNamespace)
 	m.Add(coordinationv1.SchemeGroupVersion.WithKind("Lease"), meta.RESTScopeNamespace)

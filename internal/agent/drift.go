@@ -2,9 +2,9 @@ package agent
 
 import (
 	"context"
-	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -72,7 +72,7 @@ func (w *workController) checkDrift(ctx context.Context, k driftKey) error {
 		msg := ""
 		dry, err := w.apply(ctx, work, gvr, ns, o.Obj, false, true)
 		switch {
-		case err != nil && strings.Contains(err.Error(), "conflict"):
+		case apierrors.IsConflict(err):
 			msg = "changed on the member: another field manager took over fields the agent applied"
 		case err != nil:
 			return err

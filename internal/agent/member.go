@@ -50,6 +50,8 @@ type Member interface {
 	// stored. force takes fields over from other field managers; without it such a conflict
 	// is an error for which apierrors.IsConflict holds. dryRun changes nothing.
 	Apply(ctx context.Context, gvr schema.GroupVersionResource, namespace string, obj *unstructured.Unstructured, force, dryRun bool) (*unstructured.Unstructured, error)
+	// Any says whether the member has any object of gvr, in any namespace, whoever made it.
+	Any(ctx context.Context, gvr schema.GroupVersionResource) (bool, error)
 	// Delete deletes an object; its dependents go in the background.
 	Delete(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) error
 	// Observe describes the cluster for the inventory: API health, version, nodes, zones,
@@ -196,6 +198,14 @@ func (m *kubeMember) Apply(ctx context.Context, gvr schema.GroupVersionResource,
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
 	return m.dyn.Resource(gvr).Namespace(ns).Apply(ctx, obj.GetName(), obj, opts)
+}
+
+func (m *kubeMember) Any(ctx context.Context, gvr schema.GroupVersionResource) (bool, error) {
+	list, err := m.dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	return len(list.Items) > 0, nil
 }
 
 func (m *kubeMember) Delete(ctx context.Context, gvr schema.GroupVersionResource, ns, name string) error {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -95,8 +97,16 @@ func (w *workController) run(ctx context.Context) {
 		return
 	}
 	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { w.enqueueWork(o) },
-		UpdateFunc: func(_, o any) { w.enqueueWork(o) },
+		AddFunc: func(o any) { w.enqueueWork(o) },
+		UpdateFunc: func(oldObj, o any) {
+			w.enqueueWork(o)
+			// Works that list an object this one lists may now apply it, or stop applying it.
+			if old, ok := oldObj.(*v1alpha1.Work); ok {
+				if cur, ok := o.(*v1alpha1.Work); ok && (old.Generation != cur.Generation || !old.DeletionTimestamp.Equal(cur.DeletionTimestamp)) {
+					w.enqueueSharers(cur)
+				}
+			}
+		},
 		// A Work that is gone from the hub's answer is not a reason to delete anything: a
 		// deleted Work is handled while its finalizer holds it (see finalize). Its name is
 		// queued only so that the agent forgets what it remembers of it.
@@ -105,6 +115,9 @@ func (w *workController) run(ctx context.Context) {
 				o = t.Obj
 			}
 			w.enqueueWork(o)
+			if work, ok := o.(*v1alpha1.Work); ok {
+				w.enqueueSharers(work)
+			}
 		},
 	})
 	w.a.hubCache.WaitForCacheSync(ctx)
@@ -129,6 +142,26 @@ func (w *workController) run(ctx context.Context) {
 func (w *workController) enqueueWork(o any) {
 	if work, ok := o.(*v1alpha1.Work); ok {
 		w.queue.Add(work.Name)
+	}
+}
+
+// enqueueSharers queues the other Works that list an object this one lists: which of them
+// applies a shared object depends on the others (see otherContent).
+func (w *workController) enqueueSharers(work *v1alpha1.Work) {
+	var keys []string
+	for _, o := range manifest.Decode(work.Spec.Manifests) {
+		if o.Err == nil {
+			keys = append(keys, manifest.ObjectKeys(o.ID)...)
+		}
+	}
+	sharers, err := w.holders(w.ctx, keys...)
+	if err != nil {
+		return // the cache answers from memory; it fails only when stopping
+	}
+	for _, s := range sharers {
+		if s.Name != work.Name {
+			w.queue.Add(s.Name)
+		}
 	}
 }
 
@@ -192,6 +225,16 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 			statuses = append(statuses, st)
 			continue
 		}
+		if winner, err := w.otherContent(ctx, work, o); err != nil || winner != "" {
+			failed = true
+			st.State, st.Message = v1alpha1.ResourceFailed, fmt.Sprintf("Work %s lists this object too, with different content, and applies it; "+
+				"make the Placements that share it send the same content (for example the same overrides)", winner)
+			if err != nil {
+				st.Message = "find the other Works that list it: " + err.Error()
+			}
+			statuses = append(statuses, st)
+			continue
+		}
 		live, applied, err := w.applyIfNeeded(ctx, work, o, prev[key])
 		if applied {
 			appliedNow = true
@@ -220,30 +263,30 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		statuses = append(statuses, st)
 	}
 
-	// Tombstones: what the Work applied before but no longer lists leaves the member, and
-	// stays listed as Deleting until the member confirms it is gone.
+	// Tombstones: what the Work applied before but no longer lists leaves the member, unless
+	// another Work (or this one, for a namespace) still holds it, and stays listed as Deleting
+	// until the member confirms it is gone.
 	var gone []v1alpha1.ResourceIdentifier
 	for key, p := range prev {
 		if !desired[key] {
 			gone = append(gone, p.ResourceIdentifier)
 		}
 	}
-	for _, id := range manifest.OrderIDs(gone) {
-		w.rememberApplied(work.Name, manifest.Key(id), "")
-		if work.Spec.DeletionPolicy == v1alpha1.DeletionOrphan {
+	if work.Spec.DeletionPolicy == v1alpha1.DeletionOrphan {
+		for _, id := range gone {
+			w.rememberApplied(work.Name, manifest.Key(id), "")
 			w.a.log.Info("left a resource its Work dropped on the member (deletionPolicy Orphan)", "work", work.Name, "kind", id.Kind, "namespace", id.Namespace, "name", id.Name)
-			continue
 		}
-		done, err := w.deleteIfOurs(ctx, work, id)
-		if done {
-			continue
+	} else {
+		for _, rm := range w.remove(ctx, work, gone) {
+			if rm.done {
+				w.rememberApplied(work.Name, manifest.Key(rm.id), "")
+				continue
+			}
+			st := v1alpha1.ResourceStatus{ResourceIdentifier: rm.id, State: v1alpha1.ResourceDeleting, Message: rm.message()}
+			statuses = append(statuses, st)
+			requeue = time.Second
 		}
-		st := v1alpha1.ResourceStatus{ResourceIdentifier: id, State: v1alpha1.ResourceDeleting, Message: "waiting for the member to delete it"}
-		if err != nil {
-			st.Message = "delete: " + err.Error()
-		}
-		statuses = append(statuses, st)
-		requeue = time.Second
 	}
 	// Just applied and not healthy yet: report a moment later, once the member has had a
 	// chance to settle (its status changes bring the Work back sooner). Failures and
@@ -321,12 +364,6 @@ func (w *workController) apply(ctx context.Context, work *v1alpha1.Work, gvr sch
 	}
 	labels[v1alpha1.LabelManagedBy] = v1alpha1.ManagedByAgent
 	u.SetLabels(labels)
-	ann := u.GetAnnotations()
-	if ann == nil {
-		ann = map[string]string{}
-	}
-	ann[v1alpha1.AnnotationWork] = work.Namespace + "/" + work.Name
-	u.SetAnnotations(ann)
 	for _, f := range []string{"resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"} {
 		unstructured.RemoveNestedField(u.Object, "metadata", f)
 	}
@@ -334,7 +371,7 @@ func (w *workController) apply(ctx context.Context, work *v1alpha1.Work, gvr sch
 	defer cancel()
 	got, err := w.a.opts.Member.Apply(ctx, gvr, ns, u, force, dryRun)
 	if apierrors.IsConflict(err) {
-		return nil, fmt.Errorf("conflict with another field manager on the member: %v; set spec.forceConflicts to take the fields over", err)
+		return nil, fmt.Errorf("conflict with another field manager on the member (set spec.forceConflicts to take the fields over): %w", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
@@ -348,35 +385,41 @@ func (w *workController) mapping(id v1alpha1.ResourceIdentifier) (schema.GroupVe
 }
 
 // watch starts (once) watching the agent's objects of one resource on the member. Its events
-// bring health changes and drift to the Works they belong to.
+// bring health changes and drift to every Work that lists the object.
 func (w *workController) watch(gvr schema.GroupVersionResource) {
 	w.a.opts.Member.Watch(w.ctx, gvr, WatchHandler{
 		Updated: func(oldU, newU *unstructured.Unstructured) {
-			work := workOf(newU)
-			if work == "" {
-				return
+			changed := specChanged(oldU, newU)
+			for _, work := range w.listedBy(newU) {
+				if changed {
+					w.drifts.AddAfter(driftKey{work: work, gvr: gvr, ns: newU.GetNamespace(), name: newU.GetName()}, 100*time.Millisecond)
+				} else {
+					w.queue.AddAfter(work, 300*time.Millisecond) // status moved: report health
+				}
 			}
-			if specChanged(oldU, newU) {
-				w.drifts.AddAfter(driftKey{work: work, gvr: gvr, ns: newU.GetNamespace(), name: newU.GetName()}, 100*time.Millisecond)
-				return
-			}
-			w.queue.AddAfter(work, 300*time.Millisecond) // status moved: report health
 		},
 		Deleted: func(u *unstructured.Unstructured) {
-			if work := workOf(u); work != "" {
+			for _, work := range w.listedBy(u) {
 				w.queue.Add(work) // apply it again if the Work still lists it
 			}
 		},
 	})
 }
 
-// workOf is the name of the Work (in this agent's namespace) an object came from.
-func workOf(u *unstructured.Unstructured) string {
-	_, name, ok := strings.Cut(u.GetAnnotations()[v1alpha1.AnnotationWork], "/")
-	if !ok {
-		return ""
+// listedBy names the Works that list a member object, from the agent's cache of its Works.
+func (w *workController) listedBy(u *unstructured.Unstructured) []string {
+	gvk := u.GroupVersionKind()
+	id := v1alpha1.ResourceIdentifier{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: u.GetNamespace(), Name: u.GetName()}
+	works, err := w.holders(w.ctx, manifest.ObjectKeys(id)...)
+	if err != nil {
+		w.a.log.Warn("cannot tell which Works list a member object", "kind", gvk.Kind, "namespace", id.Namespace, "name", id.Name, "err", err)
+		return nil
 	}
-	return name
+	names := make([]string, len(works))
+	for i, wk := range works {
+		names[i] = wk.Name
+	}
+	return names
 }
 
 // specChanged reports whether anything but status and bookkeeping changed.
@@ -394,9 +437,61 @@ func specChanged(a, b *unstructured.Unstructured) bool {
 	return !equality.Semantic.DeepEqual(strip(a), strip(b))
 }
 
-// deleteIfOurs deletes an object the Work dropped, if it is still the Work's, and reports
-// whether it is gone.
-func (w *workController) deleteIfOurs(ctx context.Context, work *v1alpha1.Work, id v1alpha1.ResourceIdentifier) (bool, error) {
+// removal is what became of one object a Work dropped.
+type removal struct {
+	id v1alpha1.ResourceIdentifier
+	// done: gone from the member, kept for another Work or owner, or never the agent's.
+	done bool
+	// later: a namespace or CRD, left for after the Work's other objects are gone.
+	later bool
+	err   error
+}
+
+func (r removal) message() string {
+	switch {
+	case r.err != nil:
+		return "delete: " + r.err.Error()
+	case r.later:
+		return "deleted once the other resources the Work dropped are gone"
+	default:
+		return "waiting for the member to delete it"
+	}
+}
+
+// remove deletes the objects a Work dropped (or all of a deleted Work's), the last applied
+// first, each unless another Work still holds it. Namespaces and CRDs, whose deletion takes
+// other objects with it, come only once everything else is gone.
+func (w *workController) remove(ctx context.Context, work *v1alpha1.Work, ids []v1alpha1.ResourceIdentifier) []removal {
+	out := make([]removal, 0, len(ids))
+	pending := false
+	var containers []v1alpha1.ResourceIdentifier
+	for _, id := range manifest.OrderIDs(ids) {
+		if manifest.Container(id) {
+			containers = append(containers, id)
+			continue
+		}
+		done, err := w.deleteUnlessHeld(ctx, work, id)
+		pending = pending || !done
+		out = append(out, removal{id: id, done: done, err: err})
+	}
+	for _, id := range containers {
+		if pending {
+			out = append(out, removal{id: id, later: true})
+			continue
+		}
+		done, err := w.deleteUnlessHeld(ctx, work, id)
+		out = append(out, removal{id: id, done: done, err: err})
+	}
+	return out
+}
+
+// deleteUnlessHeld deletes an object a Work dropped, unless another owner still has a use for
+// it, and reports whether it is done with: gone, kept, or never the agent's. It keeps an
+// object that any Work of the cluster still holds (see manifest.HeldBy: the object itself, for
+// a Namespace anything in it, for a CRD any object of its kind), and a CRD while the member
+// still has objects of its kind, which deleting it would take with it. The Works come from
+// the agent's cache of the hub's Works, so the answer is the same after a restart.
+func (w *workController) deleteUnlessHeld(ctx context.Context, work *v1alpha1.Work, id v1alpha1.ResourceIdentifier) (bool, error) {
 	gvr, namespaced, err := w.mapping(id)
 	if err != nil {
 		if errors.Is(err, ErrKindUnknown) {
@@ -417,8 +512,30 @@ func (w *workController) deleteIfOurs(ctx context.Context, work *v1alpha1.Work, 
 	if err != nil {
 		return false, err
 	}
-	if live.GetAnnotations()[v1alpha1.AnnotationWork] != work.Namespace+"/"+work.Name {
-		return true, nil // another Work (or someone else) has it now; leave it
+	if live.GetLabels()[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByAgent {
+		return true, nil // not the agent's (someone made it again); leave it
+	}
+	var served *schema.GroupKind
+	if gk, ok := manifest.ServedKind(live.Object); ok && manifest.IsCRD(id) {
+		served = &gk
+	}
+	holders, err := w.holders(ctx, manifest.HeldBy(id, served)...)
+	if err != nil {
+		return false, err
+	}
+	if len(holders) > 0 {
+		w.a.log.Info("kept a resource its Work dropped: another Work holds it", "work", work.Name, "kind", id.Kind, "namespace", ns, "name", id.Name, "heldBy", holders[0].Name)
+		return true, nil
+	}
+	if served != nil {
+		left, err := w.kindInUse(ctx, *served)
+		if err != nil {
+			return false, err
+		}
+		if left {
+			w.a.log.Info("kept a CRD its Work dropped: the member still has objects of its kind that no Work lists", "work", work.Name, "name", id.Name, "kind", served.Kind)
+			return true, nil
+		}
 	}
 	if live.GetDeletionTimestamp() != nil {
 		return false, nil
@@ -427,12 +544,80 @@ func (w *workController) deleteIfOurs(ctx context.Context, work *v1alpha1.Work, 
 		return false, err
 	}
 	w.a.log.Info("deleted a resource its Work dropped", "work", work.Name, "kind", id.Kind, "namespace", ns, "name", id.Name)
-	return false, nil // confirmed on the next look
+	if _, err := w.a.opts.Member.Get(ctx, gvr, ns, id.Name); apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	return false, nil // confirmed on a later look
+}
+
+// kindInUse says whether the member has any object of a kind.
+func (w *workController) kindInUse(ctx context.Context, gk schema.GroupKind) (bool, error) {
+	gvr, _, err := w.a.opts.Member.Mapping(gk, "")
+	if errors.Is(err, ErrKindUnknown) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return w.a.opts.Member.Any(ctx, gvr)
+}
+
+// holdsIndex indexes the agent's Works by what they hold on the member (manifest.Holds) and by
+// the content they send of each object (manifest.Contents). A Work being deleted with
+// deletionPolicy Delete holds nothing any more; one being deleted with Orphan keeps holding
+// what it leaves behind.
+const holdsIndex = "convoy.dev/holds"
+
+func holdsOf(o client.Object) []string {
+	work, ok := o.(*v1alpha1.Work)
+	if !ok || (!work.DeletionTimestamp.IsZero() && work.Spec.DeletionPolicy != v1alpha1.DeletionOrphan) {
+		return nil
+	}
+	objs := manifest.Decode(work.Spec.Manifests)
+	return append(manifest.Holds(objs), manifest.Contents(objs)...)
+}
+
+// holders returns the Works of the cluster that hold any of keys, each once, sorted by name.
+func (w *workController) holders(ctx context.Context, keys ...string) ([]*v1alpha1.Work, error) {
+	byName := map[string]*v1alpha1.Work{}
+	for _, k := range keys {
+		var list v1alpha1.WorkList
+		if err := w.a.hubCache.List(ctx, &list, client.InNamespace(w.a.ns), client.MatchingFields{holdsIndex: k}, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, fmt.Errorf("list the Works that hold %s: %w", k, err)
+		}
+		for i := range list.Items {
+			byName[list.Items[i].Name] = &list.Items[i]
+		}
+	}
+	out := make([]*v1alpha1.Work, 0, len(byName))
+	for _, wk := range byName {
+		out = append(out, wk)
+	}
+	slices.SortFunc(out, func(a, b *v1alpha1.Work) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// otherContent settles which Work applies an object that several list: the first by name.
+// The others apply it too when they send the same content (it changes nothing); when one
+// sends something else it does not apply it, and otherContent names the Work that does.
+func (w *workController) otherContent(ctx context.Context, work *v1alpha1.Work, o manifest.Object) (string, error) {
+	owners, err := w.holders(ctx, manifest.ObjectKeys(o.ID)...)
+	if err != nil || len(owners) == 0 || owners[0].Name >= work.Name {
+		return "", err
+	}
+	same, err := w.holders(ctx, manifest.ContentKey(o.ID, o.Hash))
+	if err != nil {
+		return "", err
+	}
+	if slices.ContainsFunc(same, func(s *v1alpha1.Work) bool { return s.Name == owners[0].Name }) {
+		return "", nil
+	}
+	return owners[0].Name, nil
 }
 
 // finalize handles a deleted Work: with deletionPolicy Delete it removes the Work's resources
-// from the member, last-applied first, and lets the Work go once they are all gone; with
-// Orphan it leaves them.
+// from the member (those no other Work holds), last-applied first, and lets the Work go once
+// they are all gone; with Orphan it leaves them.
 func (w *workController) finalize(ctx context.Context, work *v1alpha1.Work) (time.Duration, error) {
 	if !controllerutil.ContainsFinalizer(work, v1alpha1.AgentFinalizer) {
 		return 0, nil
@@ -447,19 +632,18 @@ func (w *workController) finalize(ctx context.Context, work *v1alpha1.Work) (tim
 				ids[manifest.Key(o.ID)] = o.ID
 			}
 		}
-		var list []v1alpha1.ResourceIdentifier
-		for _, id := range ids {
-			list = append(list, id)
-		}
+		var errs []error
 		pending := 0
-		for _, id := range manifest.OrderIDs(list) {
-			done, err := w.deleteIfOurs(ctx, work, id)
-			if err != nil {
-				return 0, err
-			}
-			if !done {
+		for _, rm := range w.remove(ctx, work, slices.Collect(maps.Values(ids))) {
+			if !rm.done {
 				pending++
 			}
+			if rm.err != nil {
+				errs = append(errs, fmt.Errorf("%s %s: %w", rm.id.Kind, rm.id.Name, rm.err))
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return 0, err
 		}
 		if pending > 0 {
 			return time.Second, nil

@@ -102,7 +102,7 @@ func (m *Member) Applies() int64 { return m.applies.Load() }
 func (m *Member) Count(gvr schema.GroupVersionResource) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.objects[gvr])
+	return len(m.objects[unversioned(gvr)])
 }
 
 func key(ns, name string) string { return ns + "/" + name }
@@ -338,6 +338,10 @@ func contains(list []string, s string) bool {
 }
 
 func (m *Member) Delete(_ context.Context, gvr schema.GroupVersionResource, ns, name string) error {
+	type gone struct {
+		obj *unstructured.Unstructured
+		h   agent.WatchHandler
+	}
 	m.mu.Lock()
 	gvr0 := unversioned(gvr)
 	old := m.objects[gvr0][key(ns, name)]
@@ -345,14 +349,53 @@ func (m *Member) Delete(_ context.Context, gvr schema.GroupVersionResource, ns, 
 		m.mu.Unlock()
 		return nil
 	}
-	delete(m.objects[gvr0], key(ns, name))
-	m.deleted = append(m.deleted, strings.TrimSpace(old.GetKind()+" "+key(ns, name)))
-	h := m.handlers[gvr0]
+	removed := []gone{{old, m.handlers[gvr0]}}
+	m.remove(gvr0, ns, name)
+	// As a real API server does: a namespace takes everything in it along, a CRD every object
+	// of its kind.
+	for g, objs := range m.objects {
+		for _, o := range objs {
+			inNamespace := gvr0.Resource == "namespaces" && o.GetNamespace() == name
+			ofKind := gvr0.Resource == "customresourcedefinitions" && g.Group+"/"+g.Resource == crdResource(old)
+			if inNamespace || ofKind {
+				removed = append(removed, gone{o, m.handlers[g]})
+				m.remove(g, o.GetNamespace(), o.GetName())
+			}
+		}
+	}
+	if gvr0.Resource == "customresourcedefinitions" {
+		for gk := range m.crds {
+			if gk.Group+"/"+m.crds[gk].resource == crdResource(old) {
+				delete(m.crds, gk)
+			}
+		}
+	}
 	m.mu.Unlock()
-	if h.Deleted != nil {
-		h.Deleted(old)
+	for _, r := range removed {
+		if r.h.Deleted != nil {
+			r.h.Deleted(r.obj)
+		}
 	}
 	return nil
+}
+
+// remove takes one object out and records its deletion; m.mu is held.
+func (m *Member) remove(gvr schema.GroupVersionResource, ns, name string) {
+	o := m.objects[gvr][key(ns, name)]
+	delete(m.objects[gvr], key(ns, name))
+	m.deleted = append(m.deleted, strings.TrimSpace(o.GetKind()+" "+key(ns, name)))
+}
+
+// crdResource is "group/plural" of the objects a CRD serves.
+func crdResource(crd *unstructured.Unstructured) string {
+	group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
+	plural, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
+	return group + "/" + plural
+}
+
+// Any says whether the member holds an object of gvr.
+func (m *Member) Any(_ context.Context, gvr schema.GroupVersionResource) (bool, error) {
+	return m.Count(gvr) > 0, nil
 }
 
 // Observe reports three Ready nodes of 8 cpu, 32 GiB and 110 pods each, and the replicas the
