@@ -44,8 +44,15 @@ type FailedOverCluster struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// PlacementFailedOver is the condition type that lists clusters whose share was moved away.
-const PlacementFailedOver = "FailedOver"
+// Condition types on a Placement that failover and rollouts set.
+const (
+	// PlacementFailedOver is True while some chosen cluster's Divided share is moved away; its
+	// message lists them.
+	PlacementFailedOver = "FailedOver"
+	// PlacementRolloutProgressing is False while the rollout is paused or aborted; its reason
+	// is the rollout's phase.
+	PlacementRolloutProgressing = "RolloutProgressing"
+)
 
 // RolloutStrategy rolls a new revision of a Placement's templates out in ordered waves of
 // clusters, each behind a health gate. Clusters in no wave form a last wave of their own.
@@ -134,13 +141,34 @@ type ConditionGate struct {
 	Status string `json:"status,omitempty"`
 }
 
+// RolloutPhase is where a rollout stands.
+// +kubebuilder:validation:Enum=Progressing;Soaking;WaitingForApproval;Paused;Aborted;Complete
+type RolloutPhase string
+
+// The phases of a rollout.
+const (
+	// RolloutProgressing: the current wave is being updated, or its gate is awaited.
+	RolloutProgressing RolloutPhase = "Progressing"
+	// RolloutSoaking: the current wave passed its gate; its soak time runs.
+	RolloutSoaking RolloutPhase = "Soaking"
+	// RolloutWaitingForApproval: the next wave needs `convoy rollout approve`.
+	RolloutWaitingForApproval RolloutPhase = "WaitingForApproval"
+	// RolloutPaused: stopped by the user or by a health regression; resume goes on.
+	RolloutPaused RolloutPhase = "Paused"
+	// RolloutAborted: every cluster goes back to the stable revision.
+	RolloutAborted RolloutPhase = "Aborted"
+	// RolloutComplete: every wave runs the target revision.
+	RolloutComplete RolloutPhase = "Complete"
+)
+
 // RolloutStatus is the state of the rollout, kept so that a restarted hub resumes it.
 type RolloutStatus struct {
 	// Target is the revision being rolled out; Stable the last one that completed.
 	Target string `json:"target,omitempty"`
 	Stable string `json:"stable,omitempty"`
-	// Phase: Progressing, Soaking, WaitingForApproval, Paused, Aborted or Complete.
-	Phase string `json:"phase,omitempty"`
+	// Phase is where the rollout stands.
+	// +optional
+	Phase RolloutPhase `json:"phase,omitempty"`
 	// Wave is the index of the current wave.
 	Wave int32 `json:"wave,omitempty"`
 	// WaveName names it.

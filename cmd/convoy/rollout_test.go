@@ -56,7 +56,7 @@ spec:
 		if err := hub.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, p); err != nil || p.Status.Rollout == nil {
 			return ""
 		}
-		return p.Status.Rollout.Phase
+		return string(p.Status.Rollout.Phase)
 	}
 	eventually(t, "the first revision recorded as complete", time.Minute, func() (bool, error) { return rolloutPhase() == "Complete", nil })
 

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -18,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
-	"github.com/convoy-dev/convoy/internal/controller/propagation"
 )
 
 func newRolloutCmd(g *globals) *cobra.Command {
@@ -51,7 +51,7 @@ wave behind a health gate. These commands show where it stands and steer it.`,
 			})
 		}},
 		{"approve", "Let the wave that waits for approval start", func(ctx context.Context, c client.Client, p *v1alpha1.Placement) (string, error) {
-			if p.Status.Rollout == nil || p.Status.Rollout.Phase != "WaitingForApproval" {
+			if p.Status.Rollout == nil || p.Status.Rollout.Phase != v1alpha1.RolloutWaitingForApproval {
 				return "", fmt.Errorf("the rollout of %s/%s is not waiting for approval; see `convoy rollout status %s/%s`", p.Namespace, p.Name, p.Namespace, p.Name)
 			}
 			wave := p.Status.Rollout.Wave
@@ -139,7 +139,7 @@ func printRollout(ctx context.Context, out io.Writer, c client.Client, p *v1alph
 	}
 	number := map[string]int64{}
 	for _, r := range revs {
-		number[strings.TrimPrefix(r.Name, p.Name+"-")] = r.Revision
+		number[v1alpha1.RevisionHash(p.Name, r.Name)] = r.Revision
 	}
 	fmt.Fprintf(out, "Placement %s/%s\n", p.Namespace, p.Name)
 	fmt.Fprintf(out, "phase:   %s\n", rs.Phase)
@@ -160,7 +160,7 @@ func printRollout(ctx context.Context, out io.Writer, c client.Client, p *v1alph
 	_ = tw.Flush()
 	fmt.Fprintln(out, "\nhistory:")
 	for _, r := range revs {
-		fmt.Fprintf(out, "  %d  %s  %s\n", r.Revision, strings.TrimPrefix(r.Name, p.Name+"-"), r.CreationTimestamp.UTC().Format(time.RFC3339))
+		fmt.Fprintf(out, "  %d  %s  %s\n", r.Revision, v1alpha1.RevisionHash(p.Name, r.Name), r.CreationTimestamp.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -177,7 +177,7 @@ func undo(ctx context.Context, c client.Client, p *v1alpha1.Placement, to int64)
 		switch {
 		case to != 0 && r.Revision == to:
 			pick = r
-		case to == 0 && p.Status.Rollout != nil && strings.TrimPrefix(r.Name, p.Name+"-") == p.Status.Rollout.Stable && p.Status.Rollout.Stable != p.Status.Rollout.Target:
+		case to == 0 && p.Status.Rollout != nil && v1alpha1.RevisionHash(p.Name, r.Name) == p.Status.Rollout.Stable && p.Status.Rollout.Stable != p.Status.Rollout.Target:
 			pick = r
 		}
 	}
@@ -191,11 +191,15 @@ func undo(ctx context.Context, c client.Client, p *v1alpha1.Placement, to int64)
 		}
 		return "", fmt.Errorf("no revision to go back to (kept: %s); pass --to-revision with one of those", strings.Join(have, ", "))
 	}
-	objs, err := propagation.StoredTemplates(pick)
-	if err != nil {
-		return "", err
+	var data v1alpha1.StoredRevision
+	if err := json.Unmarshal(pick.Data.Raw, &data); err != nil {
+		return "", fmt.Errorf("revision %d cannot be read: %w", pick.Revision, err)
 	}
-	for _, stored := range objs {
+	for _, raw := range data.Templates {
+		stored := &unstructured.Unstructured{}
+		if err := stored.UnmarshalJSON(raw.Raw); err != nil {
+			return "", fmt.Errorf("revision %d cannot be read: %w", pick.Revision, err)
+		}
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			live := &unstructured.Unstructured{}
 			live.SetGroupVersionKind(stored.GroupVersionKind())

@@ -16,12 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
-	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
 )
-
-// VersionsConfigMap lists, in convoy-system, the Kubernetes versions this hub can run for
-// local clusters (key "versions", comma-separated). The admission policy below reads it.
-const VersionsConfigMap = "kubernetes-versions"
 
 const versionPolicy = "convoy-cluster-kubernetes-version"
 
@@ -34,13 +29,13 @@ func installAdmission(ctx context.Context, cfg *rest.Config, scheme *runtime.Sch
 	if err != nil {
 		return err
 	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: clustercontroller.SystemNamespace}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.SystemNamespace}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, ns, func() error { return nil }); err != nil {
 		return fmt.Errorf("create namespace %s: %w", ns.Name, err)
 	}
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: VersionsConfigMap}}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: v1alpha1.VersionsConfigMap}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, cm, func() error {
-		cm.Data = map[string]string{"versions": strings.Join(versions, ",")}
+		cm.Data = map[string]string{v1alpha1.VersionsKey: strings.Join(versions, ",")}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("record available versions: %w", err)
@@ -75,7 +70,7 @@ func installAdmission(ctx context.Context, cfg *rest.Config, scheme *runtime.Sch
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, binding, func() error {
 		binding.Spec = admissionv1.ValidatingAdmissionPolicyBindingSpec{
 			PolicyName:        versionPolicy,
-			ParamRef:          &admissionv1.ParamRef{Name: VersionsConfigMap, Namespace: ns.Name, ParameterNotFoundAction: ptr.To(admissionv1.DenyAction)},
+			ParamRef:          &admissionv1.ParamRef{Name: v1alpha1.VersionsConfigMap, Namespace: ns.Name, ParameterNotFoundAction: ptr.To(admissionv1.DenyAction)},
 			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
 		}
 		return nil

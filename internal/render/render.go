@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -376,6 +377,27 @@ func Stateful(u *unstructured.Unstructured) bool {
 		if r.Kind == "PersistentVolumeClaim" {
 			return true
 		}
+	}
+	return false
+}
+
+// HubOwned says whether a hub object belongs to the hub rather than to the application, so
+// that no Placement sends it: what the hub's API server and controllers put in every namespace
+// (kube-root-ca.crt, the default ServiceAccount, service-account tokens), and a tool's own
+// bookkeeping (Helm's release Secrets).
+func HubOwned(u *unstructured.Unstructured) bool {
+	gvk := u.GroupVersionKind()
+	if gvk.Group != "" {
+		return false
+	}
+	switch gvk.Kind {
+	case "ConfigMap":
+		return u.GetName() == "kube-root-ca.crt"
+	case "ServiceAccount":
+		return u.GetName() == "default"
+	case "Secret":
+		t, _, _ := unstructured.NestedString(u.Object, "type")
+		return t == "kubernetes.io/service-account-token" || strings.HasPrefix(t, "helm.sh/")
 	}
 	return false
 }

@@ -10,25 +10,20 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
-// Phase is where a rollout stands.
-type Phase string
-
-// The phases.
+// The phases, as the Placement's status names them.
 const (
-	// Progressing: the current wave is being updated, or its gate is awaited.
-	Progressing Phase = "Progressing"
-	// Soaking: the current wave passed its gate; its soak time runs.
-	Soaking Phase = "Soaking"
-	// WaitingForApproval: the next wave needs `convoy rollout approve`.
-	WaitingForApproval Phase = "WaitingForApproval"
-	// Paused: stopped by the user or by a health regression; resume goes on.
-	Paused Phase = "Paused"
-	// Aborted: every cluster goes back to the stable revision.
-	Aborted Phase = "Aborted"
-	// Complete: every wave runs the target revision.
-	Complete Phase = "Complete"
+	Progressing        = v1alpha1.RolloutProgressing
+	Soaking            = v1alpha1.RolloutSoaking
+	WaitingForApproval = v1alpha1.RolloutWaitingForApproval
+	Paused             = v1alpha1.RolloutPaused
+	Aborted            = v1alpha1.RolloutAborted
+	Complete           = v1alpha1.RolloutComplete
 )
 
 // Wave is one ordered group of clusters.
@@ -69,7 +64,7 @@ type Cluster struct {
 type State struct {
 	// Target is the revision being rolled out; Stable the last one that completed.
 	Target, Stable string
-	Phase          Phase
+	Phase          v1alpha1.RolloutPhase
 	Wave           int
 	WaveStarted    time.Time
 	SoakStarted    time.Time
@@ -293,4 +288,38 @@ func waveName(waves []Wave, i int) string {
 		return waves[i].Name
 	}
 	return fmt.Sprint(i)
+}
+
+// FromStatus reads the state a Placement's status keeps (nil: no rollout yet).
+func FromStatus(rs *v1alpha1.RolloutStatus) State {
+	if rs == nil {
+		return State{}
+	}
+	st := State{Target: rs.Target, Stable: rs.Stable, Phase: rs.Phase, Wave: int(rs.Wave), Message: rs.Message}
+	if rs.WaveStarted != nil {
+		st.WaveStarted = rs.WaveStarted.Time
+	}
+	if rs.SoakStarted != nil {
+		st.SoakStarted = rs.SoakStarted.Time
+	}
+	return st
+}
+
+// Status is the state as a Placement's status keeps it, with the name of the current wave
+// ("rest" for the clusters in no wave). Times keep microseconds, so that a soak restored after
+// a hub restart is not cut short.
+func (s State) Status(strategy Strategy) *v1alpha1.RolloutStatus {
+	rs := &v1alpha1.RolloutStatus{Target: s.Target, Stable: s.Stable, Phase: s.Phase, Wave: int32(s.Wave), Message: s.Message}
+	if s.Wave < len(strategy.Waves) {
+		rs.WaveName = strategy.Waves[s.Wave].Name
+	} else if s.Phase != Complete {
+		rs.WaveName = "rest"
+	}
+	if !s.WaveStarted.IsZero() {
+		rs.WaveStarted = &metav1.MicroTime{Time: s.WaveStarted}
+	}
+	if !s.SoakStarted.IsZero() {
+		rs.SoakStarted = &metav1.MicroTime{Time: s.SoakStarted}
+	}
+	return rs
 }

@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output in testdata/*.txt")
@@ -99,7 +102,7 @@ func runTranscript(t *testing.T, path string) {
 					wa[k] = v
 				}
 				w := Wave{Name: wf[1], Clusters: strings.Split(wa["clusters"], ","), Soak: dur(t, wa["soak"])}
-				w.MaxUnavailable, _ = strconv.Atoi(wa["max"])
+				w.MaxUnavailable = num(t, wa["max"], 0)
 				_, w.RequireApproval = wa["approval"]
 				strategy.Waves = append(strategy.Waves, w)
 			}
@@ -122,16 +125,34 @@ func runTranscript(t *testing.T, path string) {
 			}
 			got = "ok"
 		case "restart":
-			// Only State survives a hub restart: it lives in the Placement's status.
+			// Only the state survives a hub restart, as the Placement's status keeps it: the
+			// next steps go on from what that round trip gives back.
+			raw, err := json.Marshal(state.Status(strategy))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rs v1alpha1.RolloutStatus
+			if err := json.Unmarshal(raw, &rs); err != nil {
+				t.Fatal(err)
+			}
+			state = FromStatus(&rs)
 			got = "state kept: " + describeState(state)
+			for _, at := range []struct {
+				what string
+				t    time.Time
+			}{{"wave started", state.WaveStarted}, {"soak started", state.SoakStarted}} {
+				if !at.t.IsZero() {
+					got += fmt.Sprintf("\n%s at %s", at.what, at.t.Sub(t0))
+				}
+			}
 		case "step":
-			secs, _ := strconv.Atoi(args["at"])
+			secs := num(t, args["at"], -1)
 			cmd := Commands{Approved: -1}
 			_, cmd.Pause = args["pause"]
 			_, cmd.Abort = args["abort"]
 			_, cmd.Resume = args["resume"]
 			if a, ok := args["approved"]; ok {
-				cmd.Approved, _ = strconv.Atoi(a)
+				cmd.Approved = num(t, a, -1)
 			}
 			var cs []Cluster
 			for _, c := range observed {
@@ -161,6 +182,20 @@ func runTranscript(t *testing.T, path string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// num reads a whole number of a transcript; a missing one is def (when def is not -1) and a
+// malformed one fails the test, rather than reading as 0.
+func num(t *testing.T, s string, def int) int {
+	t.Helper()
+	if s == "" && def != -1 {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("transcript: %q is not a whole number", s)
+	}
+	return n
 }
 
 func dur(t *testing.T, s string) time.Duration {

@@ -1,14 +1,15 @@
-// Package propagation is the hub's Placement controller. For each Placement it selects the
-// templates of its namespace (and what they depend on), asks the pure scheduler which clusters
-// they go to and how replicas are shared, renders each cluster's manifests (internal/render)
-// and writes one Work per cluster into that cluster's namespace, only when its content
-// changed. It reports per-cluster status on the Placement and a summary on each template.
+// Package propagation is the hub's Placement controller. For each Placement it lists what the
+// decision needs (the templates the Placement selects in its namespace and what they depend
+// on, the fleet's Clusters, the Placement's Works and the stored revisions of its templates),
+// asks the pure internal/plan what each cluster gets, and writes that: one Work per chosen
+// cluster in that cluster's namespace, only when its content changed; the Placement's status;
+// the summary annotation on each selected template; the template revisions a rollout needs.
 // Only internal/hub imports it.
 //
-// It fails static: when selectors match nothing, or the decision cannot be made, the Works
-// stay as they were and a condition says why. A cluster loses its Work only when the decision
-// leaves it out; the agent then deletes the resources (or keeps them, with
-// preserveResourcesOnDeletion).
+// It fails static: when selectors match nothing, or the decision cannot be made, the plan
+// leaves the Works as they are and a condition says why. A cluster loses its Work only when
+// the decision leaves it out; the agent then deletes the resources that no other Work holds
+// (or keeps them, with preserveResourcesOnDeletion).
 package propagation
 
 import (
@@ -17,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -30,21 +32,24 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/manifest"
+	"github.com/convoy-dev/convoy/internal/plan"
 	"github.com/convoy-dev/convoy/internal/render"
 	"github.com/convoy-dev/convoy/internal/scheduler"
 )
@@ -54,7 +59,7 @@ type Reconciler struct {
 	Client    client.Client
 	Templates *Templates
 	Recorder  events.EventRecorder
-	// Clock is the time source for failover; nil means the real clock.
+	// Clock is the time source of the decisions; nil means the real clock.
 	Clock clock.PassiveClock
 
 	changed chan event.TypedGenericEvent[*v1alpha1.Placement]
@@ -78,13 +83,13 @@ type writtenWork struct {
 const writtenFresh = 10 * time.Second
 
 // workContent identifies what a Work write sets.
-func workContent(manifests []runtime.RawExtension, policy v1alpha1.DeletionPolicy, revision string) string {
+func workContent(w plan.Write) string {
 	h := sha256.New()
-	for _, m := range manifests {
+	for _, m := range w.Manifests {
 		h.Write(m.Raw)
 		h.Write([]byte{0})
 	}
-	fmt.Fprintf(h, "%s\x00%s", policy, revision)
+	fmt.Fprintf(h, "%s\x00%s", w.DeletionPolicy, w.Revision)
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -133,7 +138,8 @@ func (r *Reconciler) TemplatesChanged(namespace string) {
 }
 
 // SetupWithManager registers the controller: Placements, their Works, every Cluster, and the
-// templates (through Templates).
+// templates (through Templates). The Placement's own status writes do not wake it: only its
+// spec (generation), its annotations (the rollout commands), its finalizers and its deletion.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	allPlacements := coalesced(func(ctx context.Context, _ client.Object) []ctrl.Request {
 		var list v1alpha1.PlacementList
@@ -147,7 +153,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return reqs
 	})
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.Placement{}).
+		For(&v1alpha1.Placement{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
+			predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}, metadataChanged))).
 		Named("propagation").
 		Watches(&v1alpha1.Cluster{}, allPlacements).
 		Watches(&v1alpha1.Work{}, coalesced(func(_ context.Context, o client.Object) []ctrl.Request {
@@ -161,6 +168,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }
+
+// metadataChanged passes updates that change an object's finalizers or mark it deleted.
+var metadataChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	return !slices.Equal(e.ObjectOld.GetFinalizers(), e.ObjectNew.GetFinalizers()) ||
+		!e.ObjectOld.GetDeletionTimestamp().Equal(e.ObjectNew.GetDeletionTimestamp())
+}}
 
 // coalesceWindow gathers the events of many Works and Clusters into one reconcile of their
 // Placement: with a thousand clusters reporting within a second or two, reconciling the
@@ -196,32 +209,7 @@ func (r *Reconciler) now() time.Time {
 	return r.Clock.Now()
 }
 
-func failoverReason(fs []v1alpha1.FailedOverCluster, name string) string {
-	for _, f := range fs {
-		if f.Cluster == name {
-			return f.Reason
-		}
-	}
-	return ""
-}
-
-// WorkName is the name of a Placement's Work in each cluster's namespace. Namespace names
-// have no dots, so it cannot collide.
-func WorkName(p *v1alpha1.Placement) string { return p.Namespace + "." + p.Name }
-
-// template is one selected hub object and what the Placement does with it.
-type template struct {
-	obj   *unstructured.Unstructured
-	id    v1alpha1.ResourceIdentifier
-	key   string
-	clean *unstructured.Unstructured
-	// shares are the replicas per chosen cluster, for Divided workloads; nil otherwise.
-	shares map[string]int32
-	// summary is set on templates the Placement selected itself (not dependencies).
-	direct bool
-}
-
-// Reconcile brings one Placement's Works in line with its templates and the fleet.
+// Reconcile lists what a Placement's decision needs, asks the plan, and writes its answer.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	p := &v1alpha1.Placement{}
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
@@ -237,111 +225,79 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
 		}
 	}
-	before := p.DeepCopy()
-	p.Status.ObservedGeneration = p.Generation
 
-	works, err := r.works(ctx, p)
-	if err != nil {
+	in := plan.Input{Placement: p, Now: r.now()}
+	var err error
+	if in.Works, err = r.works(ctx, p); err != nil {
 		return ctrl.Result{}, err
 	}
-	templates, selectErr := r.selectTemplates(ctx, p)
-	clusters, byName, err := r.snapshot(ctx)
-	if err != nil {
+	var live map[string]*unstructured.Unstructured
+	in.Templates, live, in.SelectErr = r.selectTemplates(ctx, p)
+	if in.Clusters, err = r.snapshot(ctx); err != nil {
 		return ctrl.Result{}, err
 	}
-	var previous []string
-	for _, c := range p.Status.Clusters {
-		previous = append(previous, c.Cluster)
+	if in.NamespaceLabels, err = r.namespaceLabels(ctx, p.Namespace); err != nil {
+		return ctrl.Result{}, err
 	}
-	decision := scheduler.Schedule(clusters, p.Spec, previous)
-
-	// Fail static: without templates or a decision, leave every Work as it is.
-	switch {
-	case selectErr != nil:
-		setCondition(p, v1alpha1.PlacementResourcesSelected, false, "SelectionFailed", selectErr.Error()+"; what was placed before stays as it is")
-	case len(templates) == 0:
-		setCondition(p, v1alpha1.PlacementResourcesSelected, false, "NoMatchingResources",
-			fmt.Sprintf("the resource selectors match nothing in namespace %s; what was placed before stays as it is", p.Namespace))
-	default:
-		setCondition(p, v1alpha1.PlacementResourcesSelected, true, "Selected", fmt.Sprintf("%d resource(s) selected", len(templates)))
-	}
-	schedMsg := decision.Message
-	if !decision.OK {
-		schedMsg += "; what was placed before stays as it is"
-	}
-	setCondition(p, v1alpha1.PlacementScheduled, decision.OK, decision.Reason, schedMsg)
-
-	// Failover: lost clusters' Divided shares move to the healthy ones, and come back once
-	// the cluster is stable again. The decision lives in the status, not in memory.
-	requeue := time.Minute
-	failedOver := map[string]bool{}
-	if decision.OK {
-		fo := scheduler.Failover(decision.Clusters, byName, p.Spec.Failover, p.Status.FailedOver, r.now())
-		p.Status.FailedOver = fo.FailedOver
-		for _, f := range fo.FailedOver {
-			failedOver[f.Cluster] = true
-		}
-		for _, name := range fo.Added {
-			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, "FailedOver", "Failover", "cluster %s is lost: %s; its Divided replicas move to the healthy clusters, and nothing is deleted on it", name, failoverReason(fo.FailedOver, name))
-		}
-		for _, name := range fo.Returned {
-			r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "FailedBack", "Failover", "cluster %s has been Ready long enough; its share is rebalanced back to it", name)
-		}
-		switch {
-		case len(fo.FailedOver) > 0:
-			var parts []string
-			for _, f := range fo.FailedOver {
-				parts = append(parts, f.Cluster+" ("+f.Reason+")")
-			}
-			msg := "Divided replicas moved away from " + strings.Join(parts, "; ")
-			if fo.Held != "" {
-				msg += "; " + fo.Held
-			}
-			setCondition(p, v1alpha1.PlacementFailedOver, true, "ClustersLost", msg)
-		case fo.Held != "":
-			setCondition(p, v1alpha1.PlacementFailedOver, false, "NowhereToGo", fo.Held)
-		default:
-			setCondition(p, v1alpha1.PlacementFailedOver, false, "AllClustersHealthy", "no cluster's share is failed over")
-		}
-		if fo.RecheckAfter > 0 && fo.RecheckAfter < requeue {
-			requeue = fo.RecheckAfter + 100*time.Millisecond
-		}
-	}
-
-	renderErrs := map[string]string{}
-	if selectErr == nil && len(templates) > 0 && decision.OK {
-		var pl *plan
-		if p.Spec.Rollout != nil {
-			var recheck time.Duration
-			if pl, recheck, err = r.planRollout(ctx, p, templates, decision, byName, works); err != nil {
-				return ctrl.Result{}, err
-			}
-			if recheck > 0 && recheck < requeue {
-				requeue = recheck + 100*time.Millisecond
-			}
-		} else {
-			p.Status.Rollout = nil
-			meta.RemoveStatusCondition(&p.Status.Conditions, "RolloutProgressing")
-		}
-		if err := r.propagate(ctx, p, templates, pl, decision, byName, works, failedOver, renderErrs); err != nil {
-			return ctrl.Result{}, err
-		}
-		if works, err = r.works(ctx, p); err != nil {
+	if p.Spec.Rollout != nil && len(in.Templates) > 0 {
+		if in.Revisions, err = r.loadRevisions(ctx, p, plan.RevisionHash(in.Templates)); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	r.setStatus(p, decision, templates, works, renderErrs)
-	if !equality.Semantic.DeepEqual(before.Status, p.Status) {
+
+	out := plan.Plan(in)
+
+	// A revision is stored before any Work names it.
+	if out.Revision != nil {
+		if err := r.ensureRevision(ctx, p, out.Revision); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	writeErr := r.write(ctx, p, in.Works, out)
+	for _, e := range out.Events {
+		r.Recorder.Eventf(p, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
+	}
+	if !equality.Semantic.DeepEqual(p.Status, out.Status) {
+		before := p.DeepCopy()
+		p.Status = out.Status
 		if err := r.Client.Status().Patch(ctx, p, client.MergeFrom(before)); err != nil {
-			return ctrl.Result{}, fmt.Errorf("update status: %w", err)
+			return ctrl.Result{}, errors.Join(writeErr, fmt.Errorf("update status: %w", err))
 		}
 	}
-	if err := r.summarize(ctx, templates, works); err != nil {
-		return ctrl.Result{}, err
+	if err := r.summarize(ctx, in.Templates, live, out.Summaries); err != nil {
+		return ctrl.Result{}, errors.Join(writeErr, err)
 	}
-	// Capacity changes and health do not always come with an event worth a wake-up; failover
-	// timings wake it when they expire.
-	return ctrl.Result{RequeueAfter: requeue}, nil
+	if writeErr != nil {
+		return ctrl.Result{}, writeErr
+	}
+	return ctrl.Result{RequeueAfter: out.RecheckAfter}, nil
+}
+
+// write makes the plan's Work writes and removals, a few at a time: Works are independent
+// objects.
+func (r *Reconciler) write(ctx context.Context, p *v1alpha1.Placement, works map[string]*v1alpha1.Work, out plan.Output) error {
+	var g errgroup.Group
+	g.SetLimit(16)
+	var mu sync.Mutex
+	var errs []error
+	run := func(f func() error) {
+		g.Go(func() error {
+			if err := f(); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	for _, w := range out.Writes {
+		run(func() error { return r.writeWork(ctx, p, works[w.Cluster], w) })
+	}
+	for _, rm := range out.Removals {
+		run(func() error { return r.removeWork(ctx, p, works[rm.Cluster], rm.Orphan) })
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
 }
 
 // works returns the Placement's Works by cluster. They are the cache's own objects, not
@@ -354,7 +310,7 @@ func (r *Reconciler) works(ctx context.Context, p *v1alpha1.Placement) (map[stri
 	out := map[string]*v1alpha1.Work{}
 	for i := range list.Items {
 		w := &list.Items[i]
-		if c := w.Labels[v1alpha1.LabelCluster]; c != "" && w.Name == WorkName(p) {
+		if c := w.Labels[v1alpha1.LabelCluster]; c != "" && w.Name == plan.WorkName(p) {
 			out[c] = w
 		}
 	}
@@ -362,14 +318,13 @@ func (r *Reconciler) works(ctx context.Context, p *v1alpha1.Placement) (map[stri
 }
 
 // snapshot turns the Clusters into what the scheduler knows.
-func (r *Reconciler) snapshot(ctx context.Context) ([]scheduler.Cluster, map[string]scheduler.Cluster, error) {
+func (r *Reconciler) snapshot(ctx context.Context) ([]scheduler.Cluster, error) {
 	// Read-only use: the cache's own objects, not a copy of a thousand Clusters per reconcile.
 	var list v1alpha1.ClusterList
 	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, nil, fmt.Errorf("list clusters: %w", err)
+		return nil, fmt.Errorf("list clusters: %w", err)
 	}
 	out := make([]scheduler.Cluster, 0, len(list.Items))
-	byName := map[string]scheduler.Cluster{}
 	for _, c := range list.Items {
 		sc := scheduler.Cluster{
 			Name: c.Name, Labels: c.Labels, Region: c.Spec.Region, Zones: c.Spec.Zones,
@@ -391,61 +346,51 @@ func (r *Reconciler) snapshot(ctx context.Context) ([]scheduler.Cluster, map[str
 			sc.Free = &scheduler.Resources{MilliCPU: cpu.MilliValue(), Memory: mem.Value(), Pods: pods.Value()}
 		}
 		out = append(out, sc)
-		byName[c.Name] = sc
 	}
-	return out, byName, nil
+	return out, nil
 }
 
-// autoCreated are objects the hub's API server or controllers put in every namespace, or that
-// belong to a tool rather than to the application.
-func autoCreated(u *unstructured.Unstructured) bool {
-	gvk := u.GroupVersionKind()
-	if gvk.Group != "" {
-		return false
+// namespaceLabels are the labels of a namespace on the hub, or nil when it does not exist.
+func (r *Reconciler) namespaceLabels(ctx context.Context, name string) (map[string]string, error) {
+	ns, err := r.Templates.Get(ctx, namespaceResource, "", name)
+	if err != nil || ns == nil {
+		return nil, err
 	}
-	switch gvk.Kind {
-	case "ConfigMap":
-		return u.GetName() == "kube-root-ca.crt"
-	case "ServiceAccount":
-		return u.GetName() == "default"
-	case "Secret":
-		t, _, _ := unstructured.NestedString(u.Object, "type")
-		return t == string(corev1.SecretTypeServiceAccountToken) || strings.HasPrefix(t, "helm.sh/")
+	l := ns.GetLabels()
+	if l == nil {
+		l = map[string]string{}
 	}
-	return false
+	return l, nil
 }
 
 // selectTemplates finds what the Placement selects in its namespace, then what that depends
-// on, sorted by key.
-func (r *Reconciler) selectTemplates(ctx context.Context, p *v1alpha1.Placement) ([]*template, error) {
-	byKey := map[string]*template{}
-	add := func(u *unstructured.Unstructured, direct bool) {
-		if u == nil || !u.GetDeletionTimestamp().IsZero() || autoCreated(u) {
+// on. It returns them cleaned for the plan, sorted by key, and the hub's own objects by key.
+func (r *Reconciler) selectTemplates(ctx context.Context, p *v1alpha1.Placement) ([]plan.Template, map[string]*unstructured.Unstructured, error) {
+	live := map[string]*unstructured.Unstructured{}
+	direct := map[string]bool{}
+	add := func(u *unstructured.Unstructured, isDirect bool) {
+		if u == nil || !u.GetDeletionTimestamp().IsZero() || render.HubOwned(u) {
 			return
 		}
 		gvk := u.GroupVersionKind()
-		id := v1alpha1.ResourceIdentifier{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: u.GetNamespace(), Name: u.GetName()}
-		key := manifest.Key(id)
-		if t, ok := byKey[key]; ok {
-			t.direct = t.direct || direct
-			return
-		}
-		byKey[key] = &template{obj: u, id: id, key: key, clean: render.Clean(u), direct: direct}
+		key := manifest.Key(v1alpha1.ResourceIdentifier{Group: gvk.Group, Kind: gvk.Kind, Namespace: u.GetNamespace(), Name: u.GetName()})
+		live[key] = u
+		direct[key] = direct[key] || isDirect
 	}
 	for _, sel := range p.Spec.Resources {
 		gvrs, err := r.Templates.Resources(sel)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, gvr := range gvrs {
 			objs, err := r.Templates.List(ctx, gvr, p.Namespace)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			for _, u := range objs {
 				ok, err := render.Selects(sel, u)
 				if err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				if ok {
 					add(u, true)
@@ -453,24 +398,20 @@ func (r *Reconciler) selectTemplates(ctx context.Context, p *v1alpha1.Placement)
 			}
 		}
 	}
-	if len(byKey) == 0 {
-		return nil, nil
+	if len(live) == 0 {
+		return nil, nil, nil
 	}
 	if p.Spec.PropagateDependencies == nil || *p.Spec.PropagateDependencies {
-		if err := r.addDependencies(ctx, p, byKey, add); err != nil {
-			return nil, err
+		if err := r.addDependencies(ctx, p, live, add); err != nil {
+			return nil, nil, err
 		}
 	}
-	keys := make([]string, 0, len(byKey))
-	for k := range byKey {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	out := make([]*template, len(keys))
+	keys := slices.Sorted(maps.Keys(live))
+	out := make([]plan.Template, len(keys))
 	for i, k := range keys {
-		out[i] = byKey[k]
+		out[i] = plan.NewTemplate(render.Clean(live[k]), direct[k])
 	}
-	return out, nil
+	return out, live, nil
 }
 
 var (
@@ -486,22 +427,19 @@ var (
 
 // addDependencies adds what the selected templates refer to: a missing reference is not an
 // error (the member may have it), it is simply not sent.
-func (r *Reconciler) addDependencies(ctx context.Context, p *v1alpha1.Placement, byKey map[string]*template, add func(*unstructured.Unstructured, bool)) error {
-	selected := make([]*template, 0, len(byKey))
-	for _, t := range byKey {
-		selected = append(selected, t)
-	}
-	slices.SortFunc(selected, func(a, b *template) int { return strings.Compare(a.key, b.key) })
-	for _, t := range selected {
-		for _, ref := range render.Dependencies(t.obj) {
-			u, err := r.Templates.Get(ctx, coreRefs[ref.Kind], p.Namespace, ref.Name)
+func (r *Reconciler) addDependencies(ctx context.Context, p *v1alpha1.Placement, live map[string]*unstructured.Unstructured, add func(*unstructured.Unstructured, bool)) error {
+	for _, key := range slices.Sorted(maps.Keys(live)) {
+		u := live[key]
+		for _, ref := range render.Dependencies(u) {
+			dep, err := r.Templates.Get(ctx, coreRefs[ref.Kind], p.Namespace, ref.Name)
 			if err != nil {
 				return err
 			}
-			add(u, false)
+			add(dep, false)
 		}
-		if g := t.id.Group; strings.Contains(g, ".") && !strings.HasSuffix(g, ".k8s.io") {
-			m, err := r.Templates.mapper.RESTMapping(schema.GroupKind{Group: g, Kind: t.id.Kind}, t.id.Version)
+		gvk := u.GroupVersionKind()
+		if g := gvk.Group; strings.Contains(g, ".") && !strings.HasSuffix(g, ".k8s.io") {
+			m, err := r.Templates.mapper.RESTMapping(schema.GroupKind{Group: g, Kind: gvk.Kind}, gvk.Version)
 			if err != nil {
 				continue
 			}
@@ -515,224 +453,18 @@ func (r *Reconciler) addDependencies(ctx context.Context, p *v1alpha1.Placement,
 	return nil
 }
 
-// propagate writes the Works of the chosen clusters and removes those of clusters left out.
-// With a rollout plan, each cluster gets the templates of the revision the plan gives it.
-func (r *Reconciler) propagate(ctx context.Context, p *v1alpha1.Placement, templates []*template, pl *plan, d scheduler.Decision,
-	byName map[string]scheduler.Cluster, works map[string]*v1alpha1.Work, failedOver map[string]bool, renderErrs map[string]string) error {
-	r.divide(p, templates, d, byName, works, failedOver)
-	if pl != nil {
-		for rev, set := range pl.sets {
-			if rev != pl.latest {
-				r.divide(p, set, d, byName, works, failedOver)
-			}
-		}
-	}
-
-	ns, err := r.Templates.Get(ctx, namespaceResource, "", p.Namespace)
-	if err != nil {
-		return err
-	}
-	chosen := map[string]bool{}
-	var writes []func() error
-	for _, choice := range d.Clusters {
-		chosen[choice.Name] = true
-		if failedOver[choice.Name] {
-			continue // its Work stays exactly as it was while the cluster is lost
-		}
-		c := byName[choice.Name]
-		old := works[c.Name]
-		oldManifests := map[string]runtime.RawExtension{}
-		if old != nil {
-			for i, o := range manifest.Decode(old.Spec.Manifests) {
-				if o.Err == nil {
-					oldManifests[manifest.Key(o.ID)] = old.Spec.Manifests[i]
-				}
-			}
-		}
-		var manifests []runtime.RawExtension
-		if ns != nil {
-			nsm := &unstructured.Unstructured{}
-			nsm.SetAPIVersion("v1")
-			nsm.SetKind("Namespace")
-			nsm.SetName(p.Namespace)
-			l := ns.GetLabels()
-			delete(l, corev1.LabelMetadataName)
-			if len(l) > 0 {
-				nsm.SetLabels(l)
-			}
-			raw, _ := nsm.MarshalJSON()
-			manifests = append(manifests, runtime.RawExtension{Raw: raw})
-		}
-		var failed []string
-		set, revision := templates, ""
-		if pl != nil {
-			revision = pl.revisionOf[c.Name]
-			if s, ok := pl.sets[revision]; ok {
-				set = s
-			}
-		}
-		for _, t := range set {
-			var share *int32
-			if s, ok := t.shares[c.Name]; ok {
-				share = &s
-			}
-			u, err := render.ForCluster(t.clean, c, share, p.Spec.Overrides)
-			if err != nil {
-				failed = append(failed, err.Error())
-				if prev, ok := oldManifests[t.key]; ok {
-					manifests = append(manifests, prev) // keep what the cluster has
-				}
-				continue
-			}
-			raw, err := u.MarshalJSON()
-			if err != nil {
-				return err
-			}
-			manifests = append(manifests, runtime.RawExtension{Raw: raw})
-		}
-		if len(failed) > 0 {
-			renderErrs[c.Name] = strings.Join(failed, "; ")
-		}
-		writes = append(writes, func() error { return r.writeWork(ctx, p, c.Name, old, manifests, revision) })
-	}
-	for name, w := range works {
-		if !chosen[name] {
-			writes = append(writes, func() error { return r.removeWork(ctx, p, w) })
-		}
-	}
-	// Works are independent objects: write them side by side, a few at a time.
-	var g errgroup.Group
-	g.SetLimit(16)
-	var mu sync.Mutex
-	var errs []error
-	for _, write := range writes {
-		g.Go(func() error {
-			if err := write(); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
-	return errors.Join(errs...)
-}
-
-// divide sets each Divided workload's share per cluster. A cluster's share only shrinks once
-// every cluster whose share grows has its new replicas available (create before delete).
-// Failed-over clusters get no new share: their Works stay as they were (fail static), and the
-// healthy clusters share the total; stateful workloads stay put unless the policy lets them
-// move.
-func (r *Reconciler) divide(p *v1alpha1.Placement, templates []*template, d scheduler.Decision, byName map[string]scheduler.Cluster, works map[string]*v1alpha1.Work, failedOver map[string]bool) {
-	rs := p.Spec.Replicas
-	if rs == nil || rs.Type != v1alpha1.Divided {
-		return
-	}
-	minPer := int32(0)
-	if rs.MinReplicasPerCluster != nil {
-		minPer = *rs.MinReplicasPerCluster
-	}
-	moveStateful := p.Spec.Failover != nil && p.Spec.Failover.Stateful
-	for _, t := range templates {
-		total, ok := render.Replicas(t.obj)
-		if !ok {
-			continue
-		}
-		var sharing []scheduler.Choice
-		for _, ch := range d.Clusters {
-			if !failedOver[ch.Name] || (render.Stateful(t.obj) && !moveStateful) {
-				sharing = append(sharing, ch)
-			}
-		}
-		weights := make([]int64, len(sharing))
-		for i, ch := range sharing {
-			weights[i] = ch.Weight
-			if rs.DynamicWeight != "" {
-				weights[i] = 0
-				if free := byName[ch.Name].Free; free != nil {
-					weights[i] = scheduler.Fit(*free, render.PodRequests(t.obj))
-				}
-			}
-		}
-		target := scheduler.Divide(total, weights, minPer)
-		current := map[string]int32{}
-		for name, w := range works {
-			if n, ok := replicasIn(w, t.key); ok {
-				current[name] = n
-			}
-		}
-		// Shrinking waits until every cluster has its new share available, counted from
-		// what the agents report (a cluster that is not reporting holds the others).
-		allAvailable := true
-		for i, ch := range sharing {
-			if target[i] > 0 && (!availableIn(works[ch.Name], t.key) || availableReplicas(works[ch.Name], t.key) < target[i]) {
-				allAvailable = false
-			}
-		}
-		t.shares = map[string]int32{}
-		for i, ch := range sharing {
-			share := target[i]
-			if cur, ok := current[ch.Name]; ok && share < cur && !allAvailable {
-				share = cur // give up replicas only once the others have theirs
-			}
-			t.shares[ch.Name] = share
-		}
-	}
-}
-
-// replicasIn reads the replicas a Work sends for one template.
-func replicasIn(w *v1alpha1.Work, key string) (int32, bool) {
-	for _, o := range manifest.Decode(w.Spec.Manifests) {
-		if o.Err == nil && manifest.Key(o.ID) == key {
-			return render.Replicas(o.Obj)
-		}
-	}
-	return 0, false
-}
-
-func resourceStatus(w *v1alpha1.Work, key string) *v1alpha1.ResourceStatus {
-	if w == nil {
-		return nil
-	}
-	for i, r := range w.Status.Resources {
-		if manifest.Key(r.ResourceIdentifier) == key {
-			return &w.Status.Resources[i]
-		}
-	}
-	return nil
-}
-
-// availableIn says whether the member reports the template's resource healthy, for what the
-// Work sends now.
-func availableIn(w *v1alpha1.Work, key string) bool {
-	st := resourceStatus(w, key)
-	return st != nil && w.Status.ObservedGeneration == w.Generation && st.State == v1alpha1.ResourceApplied && st.Health == v1alpha1.HealthHealthy
-}
-
-func availableReplicas(w *v1alpha1.Work, key string) int32 {
-	if st := resourceStatus(w, key); st != nil && st.AvailableReplicas != nil {
-		return *st.AvailableReplicas
-	}
-	return 0
-}
-
-// writeWork creates or updates one cluster's Work, only when its content changes.
-func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, cluster string, old *v1alpha1.Work, manifests []runtime.RawExtension, revision string) error {
-	policy := v1alpha1.DeletionDelete
-	if p.Spec.PreserveResourcesOnDeletion {
-		policy = v1alpha1.DeletionOrphan
-	}
+// writeWork creates or updates one cluster's Work with the content the plan gives it.
+func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, old *v1alpha1.Work, wr plan.Write) error {
 	labels := map[string]string{
 		v1alpha1.LabelPlacementNamespace: p.Namespace,
 		v1alpha1.LabelPlacement:          p.Name,
-		v1alpha1.LabelCluster:            cluster,
+		v1alpha1.LabelCluster:            wr.Cluster,
 	}
 	if old == nil {
 		w := &v1alpha1.Work{
-			ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace(cluster), Name: WorkName(p), Labels: labels,
-				Annotations: map[string]string{v1alpha1.AnnotationRevision: revision}},
-			Spec: v1alpha1.WorkSpec{Manifests: manifests, DeletionPolicy: policy, DriftPolicy: v1alpha1.DriftCorrect},
+			ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace(wr.Cluster), Name: plan.WorkName(p), Labels: labels,
+				Annotations: map[string]string{v1alpha1.AnnotationRevision: wr.Revision}},
+			Spec: v1alpha1.WorkSpec{Manifests: wr.Manifests, DeletionPolicy: wr.DeletionPolicy, DriftPolicy: v1alpha1.DriftCorrect},
 		}
 		if err := r.Client.Create(ctx, w); err != nil {
 			if apierrors.IsAlreadyExists(err) {
@@ -740,63 +472,41 @@ func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, clust
 				// next reconcile compares it.
 				return nil
 			}
-			return fmt.Errorf("create the work for cluster %s: %w", cluster, err)
+			return fmt.Errorf("create the work for cluster %s: %w", wr.Cluster, err)
 		}
-		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "WorkCreated", "Propagate", "cluster %s gets %d resource(s)", cluster, len(manifests))
+		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "WorkCreated", "Propagate", "cluster %s gets %d resource(s)", wr.Cluster, len(wr.Manifests))
 		return nil
 	}
-	if sameManifests(old.Spec.Manifests, manifests) && old.Spec.DeletionPolicy == policy && old.Annotations[v1alpha1.AnnotationRevision] == revision {
-		return nil
-	}
-	content := workContent(manifests, policy, revision)
+	content := workContent(wr)
 	if r.wroteRecently(client.ObjectKeyFromObject(old), content) {
 		return nil // this hub wrote it a moment ago; the cache is behind
 	}
 	// The hub alone writes a Work's spec, so a patch without a resourceVersion is safe, and
 	// does not fail because the agent wrote the status a moment ago.
 	w := old.DeepCopy()
-	w.Spec.Manifests, w.Spec.DeletionPolicy = manifests, policy
+	w.Spec.Manifests, w.Spec.DeletionPolicy = wr.Manifests, wr.DeletionPolicy
 	if w.Annotations == nil {
 		w.Annotations = map[string]string{}
 	}
-	w.Annotations[v1alpha1.AnnotationRevision] = revision
+	w.Annotations[v1alpha1.AnnotationRevision] = wr.Revision
 	if w.Labels == nil {
 		w.Labels = map[string]string{}
 	}
-	for k, v := range labels {
-		w.Labels[k] = v
-	}
+	maps.Copy(w.Labels, labels)
 	if err := r.Client.Patch(ctx, w, client.MergeFrom(old)); err != nil {
-		return fmt.Errorf("update the work for cluster %s: %w", cluster, err)
+		return fmt.Errorf("update the work for cluster %s: %w", wr.Cluster, err)
 	}
 	r.remember(client.ObjectKeyFromObject(old), content)
 	return nil
 }
 
-// sameManifests compares two manifest lists by content, not by bytes.
-func sameManifests(a, b []runtime.RawExtension) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	da, db := manifest.Decode(a), manifest.Decode(b)
-	for i := range da {
-		if da[i].Err != nil || db[i].Err != nil {
-			return false
-		}
-		if da[i].Hash != db[i].Hash && !equality.Semantic.DeepEqual(da[i].Obj.Object, db[i].Obj.Object) {
-			return false
-		}
-	}
-	return true
-}
-
-// removeWork deletes a Work whose cluster is no longer chosen; with
-// preserveResourcesOnDeletion the agent leaves the resources on the member.
-func (r *Reconciler) removeWork(ctx context.Context, p *v1alpha1.Placement, w *v1alpha1.Work) error {
-	if !w.DeletionTimestamp.IsZero() {
+// removeWork deletes a Work whose cluster is no longer chosen; with orphan (the Placement's
+// preserveResourcesOnDeletion) the agent leaves the resources on the member.
+func (r *Reconciler) removeWork(ctx context.Context, p *v1alpha1.Placement, w *v1alpha1.Work, orphan bool) error {
+	if w == nil || !w.DeletionTimestamp.IsZero() {
 		return nil
 	}
-	if p.Spec.PreserveResourcesOnDeletion && w.Spec.DeletionPolicy != v1alpha1.DeletionOrphan {
+	if orphan && w.Spec.DeletionPolicy != v1alpha1.DeletionOrphan {
 		w = w.DeepCopy()
 		w.Spec.DeletionPolicy = v1alpha1.DeletionOrphan
 		if err := r.Client.Update(ctx, w); err != nil {
@@ -821,7 +531,7 @@ func (r *Reconciler) finalize(ctx context.Context, p *v1alpha1.Placement) error 
 		return err
 	}
 	for _, w := range works {
-		if err := r.removeWork(ctx, p, w); err != nil {
+		if err := r.removeWork(ctx, p, w, p.Spec.PreserveResourcesOnDeletion); err != nil {
 			return err
 		}
 	}
@@ -833,10 +543,22 @@ func (r *Reconciler) finalize(ctx context.Context, p *v1alpha1.Placement) error 
 	return nil
 }
 
-func setCondition(p *v1alpha1.Placement, typ string, ok bool, reason, msg string) {
-	status := metav1.ConditionFalse
-	if ok {
-		status = metav1.ConditionTrue
+// summarize writes the plan's summary annotation on each direct template, when it changed.
+func (r *Reconciler) summarize(ctx context.Context, templates []plan.Template, live map[string]*unstructured.Unstructured, summaries map[string]string) error {
+	for _, t := range templates {
+		s, ok := summaries[t.Key]
+		u := live[t.Key]
+		if !ok || u == nil || u.GetAnnotations()[v1alpha1.AnnotationSummary] == s {
+			continue
+		}
+		patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, v1alpha1.AnnotationSummary, s)
+		target := &unstructured.Unstructured{}
+		target.SetGroupVersionKind(u.GroupVersionKind())
+		target.SetNamespace(u.GetNamespace())
+		target.SetName(u.GetName())
+		if err := r.Client.Patch(ctx, target, client.RawPatch(types.MergePatchType, patch)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("annotate %s %s: %w", t.ID.Kind, t.ID.Name, err)
+		}
 	}
-	meta.SetStatusCondition(&p.Status.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: p.Generation})
+	return nil
 }

@@ -101,6 +101,37 @@ func replicasSent(t *testing.T, c client.Client, cluster string) int64 {
 	return n
 }
 
+// reconciled is a barrier: it changes the Placement's spec in a way that changes no decision
+// (the failover stable period, with no cluster lost) and waits until its status says it has
+// been reconciled at that generation. Whatever the controller decides from the state before
+// the call, it has decided by then.
+func reconciled(t *testing.T, c client.Client, key client.ObjectKey) {
+	t.Helper()
+	var gen int64
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := &v1alpha1.Placement{}
+		if err := c.Get(context.Background(), key, p); err != nil {
+			return err
+		}
+		if p.Spec.Failover == nil {
+			p.Spec.Failover = &v1alpha1.FailoverPolicy{}
+		}
+		stable := int32(30)
+		if p.Spec.Failover.StableSeconds != nil {
+			stable = *p.Spec.Failover.StableSeconds
+		}
+		p.Spec.Failover.StableSeconds = ptr.To(stable + 1)
+		err := c.Update(context.Background(), p)
+		gen = p.Generation
+		return err
+	}))
+	eventually(t, fmt.Sprintf("%s reconciled at generation %d", key, gen), func() (bool, error) {
+		p := &v1alpha1.Placement{}
+		err := c.Get(context.Background(), key, p)
+		return err == nil && p.Status.ObservedGeneration >= gen, err
+	})
+}
+
 // report plays the agent: every resource of the cluster's Work applied and healthy, with the
 // Deployment's replicas available.
 func report(t *testing.T, c client.Client, cluster string) {
@@ -193,7 +224,7 @@ func TestPropagation(t *testing.T) {
 	// A fourth cluster joins: it gets its share, and the others keep theirs until it is available.
 	addCluster(t, c, "ap-south", "ap-south", map[string]string{"app": "shop"})
 	eventually(t, "the new cluster's share", func() (bool, error) { return replicasSent(t, c, "ap-south") == 2, nil })
-	time.Sleep(2 * time.Second)
+	reconciled(t, c, client.ObjectKeyFromObject(p))
 	for _, cl := range []string{"us-east", "us-west", "eu-west"} {
 		if n := replicasSent(t, c, cl); n != 2 {
 			t.Errorf("%s gave up replicas before the new cluster had its own: %d", cl, n)
@@ -213,7 +244,7 @@ func TestPropagation(t *testing.T) {
 	must(t, c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "unrelated"}, cm))
 	cm.Data = map[string]string{"x": "y"}
 	must(t, c.Update(ctx, cm))
-	time.Sleep(2 * time.Second)
+	reconciled(t, c, client.ObjectKeyFromObject(p))
 	for cl, g := range gens {
 		if w := work(t, c, cl); w.Generation != g {
 			t.Errorf("%s: an unrelated change rewrote the Work (generation %d -> %d)", cl, g, w.Generation)
@@ -429,7 +460,7 @@ func TestRolloutSurvivesHubRestart(t *testing.T) {
 	}
 	eventually(t, "the first revision everywhere", func() (bool, error) {
 		rs := rollout()
-		return color("one") == "blue" && color("two") == "blue" && rs != nil && rs.Phase == "Complete", fmt.Errorf("%+v", rs)
+		return color("one") == "blue" && color("two") == "blue" && rs != nil && rs.Phase == v1alpha1.RolloutComplete, fmt.Errorf("%+v", rs)
 	})
 	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		must(t, c.Get(ctx, client.ObjectKeyFromObject(cm), cm))
@@ -438,7 +469,7 @@ func TestRolloutSurvivesHubRestart(t *testing.T) {
 	}))
 	eventually(t, "the canary on the new revision, the second wave waiting", func() (bool, error) {
 		rs := rollout()
-		return color("one") == "green" && rs.Phase == "WaitingForApproval" && rs.Wave == 1, fmt.Errorf("%+v", rs)
+		return color("one") == "green" && rs.Phase == v1alpha1.RolloutWaitingForApproval && rs.Wave == 1, fmt.Errorf("%+v", rs)
 	})
 	if color("two") != "blue" {
 		t.Fatalf("the second wave got the change before its approval")
@@ -446,8 +477,8 @@ func TestRolloutSurvivesHubRestart(t *testing.T) {
 
 	h.Restart()
 	c = h.Client
-	time.Sleep(3 * time.Second)
-	if rs := rollout(); rs.Phase != "WaitingForApproval" || rs.Wave != 1 || rs.WaveName != "second" {
+	reconciled(t, c, client.ObjectKeyFromObject(p)) // the restarted hub has decided again
+	if rs := rollout(); rs.Phase != v1alpha1.RolloutWaitingForApproval || rs.Wave != 1 || rs.WaveName != "second" {
 		t.Errorf("after a restart the rollout is at %+v, want waiting for approval of wave 1", rs)
 	}
 	if color("two") != "blue" || color("one") != "green" {
@@ -463,6 +494,6 @@ func TestRolloutSurvivesHubRestart(t *testing.T) {
 	}))
 	eventually(t, "the rollout complete", func() (bool, error) {
 		rs := rollout()
-		return color("two") == "green" && rs.Phase == "Complete", fmt.Errorf("%+v", rs)
+		return color("two") == "green" && rs.Phase == v1alpha1.RolloutComplete, fmt.Errorf("%+v", rs)
 	})
 }

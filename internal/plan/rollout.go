@@ -1,0 +1,129 @@
+package plan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/rollout"
+	"github.com/convoy-dev/convoy/internal/scheduler"
+)
+
+// DefaultProgressDeadline is how long a wave may take when the Placement does not say.
+const DefaultProgressDeadline = 300 * time.Second
+
+// RevisionHash names a set of templates by their content.
+func RevisionHash(templates []Template) string {
+	h := sha256.New()
+	for _, t := range templates {
+		raw, _ := t.Obj.MarshalJSON()
+		h.Write([]byte(t.Key))
+		h.Write(raw)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:10]
+}
+
+// rollout steps the Placement's rollout with what the Works report, records its state, events
+// and condition, and returns the revision each chosen cluster gets.
+func (pl *planner) rollout(d scheduler.Decision) map[string]string {
+	p, st := pl.p, &pl.out.Status
+	latest := RevisionHash(pl.in.Templates)
+	state := rollout.FromStatus(p.Status.Rollout)
+	rev := &Revision{Hash: latest, Templates: pl.in.Templates}
+	for _, k := range []string{state.Target, state.Stable} {
+		if k != "" && k != latest {
+			rev.Keep = append(rev.Keep, k)
+		}
+	}
+	pl.out.Revision = rev
+
+	spec := p.Spec.Rollout
+	strategy := rollout.Strategy{ProgressDeadline: DefaultProgressDeadline}
+	if s := spec.ProgressDeadlineSeconds; s != nil {
+		strategy.ProgressDeadline = time.Duration(*s) * time.Second
+	}
+	// A wave's own gate, if it has one, is part of its clusters' being Available.
+	gateOf := map[string]*v1alpha1.ConditionGate{}
+	for _, w := range spec.Waves {
+		wave := rollout.Wave{Name: w.Name, MaxUnavailable: int(w.MaxUnavailable), Soak: time.Duration(w.SoakSeconds) * time.Second, RequireApproval: w.RequireApproval}
+		if g := w.Gate; g != nil {
+			wave.Gate = fmt.Sprintf("%s %s %s=%s", g.Kind, g.Name, g.Type, gateStatus(g))
+		}
+		for _, ch := range d.Clusters {
+			if ok, _ := scheduler.Matches(w.Clusters.Affinity(), pl.byName[ch.Name]); ok {
+				wave.Clusters = append(wave.Clusters, ch.Name)
+				if _, seen := gateOf[ch.Name]; !seen {
+					gateOf[ch.Name] = w.Gate
+				}
+			}
+		}
+		strategy.Waves = append(strategy.Waves, wave)
+	}
+	var observed []rollout.Cluster
+	for _, ch := range d.Clusters {
+		c := rollout.Cluster{Name: ch.Name, Lost: !ch.Healthy}
+		if w := pl.in.Works[ch.Name]; w != nil {
+			c.Revision = w.Annotations[v1alpha1.AnnotationRevision]
+			c.Available = current(w) && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkAvailable) && gateHolds(w, gateOf[ch.Name], p.Namespace)
+		}
+		observed = append(observed, c)
+	}
+	cmd := rollout.Commands{Pause: spec.Paused, Approved: -1}
+	if a, err := strconv.Atoi(p.Annotations[v1alpha1.AnnotationRolloutApprove]); err == nil {
+		cmd.Approved = a
+	}
+	resumeToken := p.Annotations[v1alpha1.AnnotationRolloutResume]
+	if resumeToken != "" && (p.Status.Rollout == nil || p.Status.Rollout.Resumed != resumeToken) {
+		cmd.Resume = true
+	}
+	if abort := p.Annotations[v1alpha1.AnnotationRolloutAbort]; abort != "" && abort == state.Target {
+		cmd.Abort = true
+	}
+	step := rollout.Step(strategy, state, latest, observed, cmd, pl.in.Now)
+	for _, e := range step.Events {
+		pl.event(corev1.EventTypeNormal, "Rollout", "Rollout", "%s", e)
+	}
+	next := step.State
+	st.Rollout = next.Status(strategy)
+	st.Rollout.Resumed = resumeToken
+	ok := next.Phase == rollout.Complete || next.Phase == rollout.Progressing || next.Phase == rollout.Soaking
+	msg := next.Message
+	if msg == "" {
+		msg = string(next.Phase)
+	}
+	pl.condition(v1alpha1.PlacementRolloutProgressing, ok, string(next.Phase), msg)
+	pl.recheckIn(step.RecheckAfter)
+	return step.Revisions
+}
+
+func gateStatus(g *v1alpha1.ConditionGate) string {
+	if g.Status == "" {
+		return "True"
+	}
+	return g.Status
+}
+
+// gateHolds says whether a Work's member reports the gate's condition on its resource; no gate
+// always holds.
+func gateHolds(w *v1alpha1.Work, g *v1alpha1.ConditionGate, namespace string) bool {
+	if g == nil {
+		return true
+	}
+	for _, r := range w.Status.Resources {
+		if r.Group != g.Group || r.Kind != g.Kind || r.Name != g.Name || (r.Namespace != "" && r.Namespace != namespace) {
+			continue
+		}
+		for _, c := range r.Conditions {
+			if c.Type == g.Type {
+				return c.Status == gateStatus(g)
+			}
+		}
+	}
+	return false
+}
