@@ -37,7 +37,8 @@ const (
 // +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.spec.provider`
 // +kubebuilder:printcolumn:name="Region",type=string,JSONPath=`.spec.region`
 // +kubebuilder:printcolumn:name="Env",type=string,JSONPath=`.spec.environment`
-// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.kubernetesVersion`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.inventory.kubernetesVersion`
+// +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.inventory.nodes.ready`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40",message="cluster name must be at most 40 characters; pick a shorter name"
@@ -204,7 +205,10 @@ const (
 	ClusterUnreachableCondition = "Unreachable"
 )
 
-// ClusterStatus is what the hub last observed of the cluster.
+// ClusterStatus is what the hub knows of the cluster. Each field has one writer: the hub's
+// Cluster controller writes the conditions, the phase derived from them, observedGeneration
+// and the endpoint; the cluster's agent writes the inventory, the only source of facts about
+// the member itself (its version, nodes and capacity).
 type ClusterStatus struct {
 	// ObservedGeneration is the spec generation the status describes.
 	// +optional
@@ -214,21 +218,10 @@ type ClusterStatus struct {
 	// +optional
 	Phase ClusterPhase `json:"phase,omitempty"`
 
-	// KubernetesVersion the cluster's API server reports.
-	// +optional
-	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
-
-	// Endpoint is the URL of the cluster's API server.
+	// Endpoint is the URL of the cluster's API server, as its provider knows it; empty for a
+	// cluster known only through its agent.
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
-
-	// Nodes counts the cluster's nodes.
-	// +optional
-	Nodes NodeCounts `json:"nodes,omitempty"`
-
-	// Allocatable is the sum of the nodes' allocatable resources.
-	// +optional
-	Allocatable corev1.ResourceList `json:"allocatable,omitempty"`
 
 	// Inventory is what the cluster's agent last reported.
 	// +optional

@@ -235,10 +235,28 @@ func TestClusterLifecycle(t *testing.T) {
 	}
 
 	out = f.convoy(t, "cluster", "describe", "alpha")
-	for _, want := range []string{"Provider:     local", "Nodes:        3/3 Ready", "Conditions:", "Ready", "Scaled"} {
+	for _, want := range []string{"Provider:     local", "Nodes:        3/3 Ready", "Conditions:", "Ready", "Converging", "scaling the node pools from 3 to 5 nodes"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("describe lacks %q:\n%s", want, out)
 		}
+	}
+	// Events mark transitions: each scale is one Event, recorded once, not once per pass.
+	var events corev1.EventList
+	if err := f.Client().List(context.Background(), &events); err != nil {
+		t.Fatal(err)
+	}
+	var scales []string
+	for _, e := range events.Items {
+		if e.InvolvedObject.Kind != "Cluster" || e.InvolvedObject.Name != "alpha" || e.Reason != "Converging" {
+			continue
+		}
+		scales = append(scales, e.Message)
+		if e.Series != nil && e.Series.Count > 1 {
+			t.Errorf("event %q recorded %d times", e.Message, e.Series.Count)
+		}
+	}
+	if len(scales) != 2 {
+		t.Errorf("scale events of alpha: %q, want one for 3 -> 5 and one for 5 -> 3", scales)
 	}
 
 	// kubectl, given the merged kubeconfig, reaches the member.

@@ -28,8 +28,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
-	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
-	"github.com/convoy-dev/convoy/internal/provider/importer"
 )
 
 func newClusterCmd(g *globals) *cobra.Command {
@@ -188,20 +186,36 @@ func checkCreatable(ctx context.Context, hc client.Client, c *v1alpha1.Cluster) 
 		return nil
 	}
 	cm := &corev1.ConfigMap{}
-	if err := hc.Get(ctx, client.ObjectKey{Namespace: clustercontroller.SystemNamespace, Name: "kubernetes-versions"}, cm); err != nil {
+	if err := hc.Get(ctx, client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.VersionsConfigMap}, cm); err != nil {
 		return nil // the API's own check still applies
 	}
-	avail := strings.Split(cm.Data["versions"], ",")
+	avail := strings.Split(cm.Data[v1alpha1.VersionsKey], ",")
 	if !slices.Contains(avail, c.Spec.KubernetesVersion) {
 		return fmt.Errorf("Kubernetes %s is not available on this hub (available: %s); pick one of those", c.Spec.KubernetesVersion, strings.Join(avail, ", "))
 	}
 	return nil
 }
 
+// inventory is what the cluster's agent last reported (all zero when it has not).
+func inventory(c *v1alpha1.Cluster) v1alpha1.Inventory {
+	if c.Status.Inventory == nil {
+		return v1alpha1.Inventory{}
+	}
+	return *c.Status.Inventory
+}
+
+// memberFacts says what the cluster's agent reports of it, in a few words.
+func memberFacts(c *v1alpha1.Cluster) string {
+	if c.Status.Inventory == nil {
+		return "its agent has not reported yet"
+	}
+	inv := c.Status.Inventory
+	return fmt.Sprintf("Kubernetes %s, %d/%d nodes Ready", inv.KubernetesVersion, inv.Nodes.Ready, inv.Nodes.Total)
+}
+
 func printReached(out io.Writer, r waitResult) {
 	c := r.cluster
-	fmt.Fprintf(out, "Cluster %q is Ready after %.1fs: Kubernetes %s, %d nodes, API server %s\n",
-		c.Name, r.took.Seconds(), c.Status.KubernetesVersion, c.Status.Nodes.Ready, c.Status.Endpoint)
+	fmt.Fprintf(out, "Cluster %q is Ready after %.1fs: %s, API server %s\n", c.Name, r.took.Seconds(), memberFacts(c), c.Status.Endpoint)
 	fmt.Fprintf(out, `Reach it:
   convoy cluster kubeconfig %[1]s > %[1]s.kubeconfig
   kubectl --kubeconfig %[1]s.kubeconfig get nodes
@@ -267,8 +281,8 @@ agent, which connects out to the hub (convoy cluster join prints how to run it).
 			// The Secret comes first, so the hub finds it as soon as it sees the Cluster; then
 			// it is made owned by the Cluster, so deleting the Cluster removes it.
 			secret := &corev1.Secret{
-				ObjectMeta: metav1.ObjectMeta{Namespace: clustercontroller.SystemNamespace, Name: c.Spec.KubeconfigSecretRef.Name},
-				Data:       map[string][]byte{importer.SecretKey: raw},
+				ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.SystemNamespace, Name: c.Spec.KubeconfigSecretRef.Name},
+				Data:       map[string][]byte{v1alpha1.KubeconfigSecretKey: raw},
 			}
 			if err := hc.Create(ctx, secret); err != nil {
 				if apierrors.IsAlreadyExists(err) {
@@ -295,8 +309,7 @@ agent, which connects out to the hub (convoy cluster join prints how to run it).
 				return err
 			}
 			r := res[name]
-			fmt.Fprintf(out, "Cluster %q imported after %.1fs: Kubernetes %s, %d/%d nodes Ready, API server %s\n",
-				name, r.took.Seconds(), r.cluster.Status.KubernetesVersion, r.cluster.Status.Nodes.Ready, r.cluster.Status.Nodes.Total, r.cluster.Status.Endpoint)
+			fmt.Fprintf(out, "Cluster %q imported after %.1fs: API server %s answers\n", name, r.took.Seconds(), r.cluster.Status.Endpoint)
 			fmt.Fprintf(out, "It takes work once its agent runs; get the agent with:\n  convoy cluster join %s | kubectl --kubeconfig %s apply -f -\n", name, kubeconfig)
 			return nil
 		},
@@ -424,17 +437,23 @@ func describeCluster(w io.Writer, c *v1alpha1.Cluster, events []corev1.Event) {
 	fmt.Fprintf(tw, "Region:\t%s\n", dash(c.Spec.Region))
 	fmt.Fprintf(tw, "Zones:\t%s\n", dash(strings.Join(c.Spec.Zones, ", ")))
 	fmt.Fprintf(tw, "Environment:\t%s\n", dash(c.Spec.Environment))
-	fmt.Fprintf(tw, "Kubernetes:\t%s (wanted: %s)\n", dash(c.Status.KubernetesVersion), version)
+	inv := inventory(c)
+	fmt.Fprintf(tw, "Kubernetes:\t%s (wanted: %s)\n", dash(inv.KubernetesVersion), version)
 	fmt.Fprintf(tw, "Phase:\t%s\n", dash(string(c.Status.Phase)))
 	fmt.Fprintf(tw, "Endpoint:\t%s\n", dash(c.Status.Endpoint))
-	fmt.Fprintf(tw, "Nodes:\t%d/%d Ready\n", c.Status.Nodes.Ready, c.Status.Nodes.Total)
+	fmt.Fprintf(tw, "Nodes:\t%d/%d Ready\n", inv.Nodes.Ready, inv.Nodes.Total)
 	var alloc []string
 	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods} {
-		if q, ok := c.Status.Allocatable[r]; ok {
+		if q, ok := inv.Allocatable[r]; ok {
 			alloc = append(alloc, fmt.Sprintf("%s %s", r, q.String()))
 		}
 	}
 	fmt.Fprintf(tw, "Allocatable:\t%s\n", dash(strings.Join(alloc, ", ")))
+	reported := "never"
+	if c.Status.Inventory != nil {
+		reported = c.Status.Inventory.ReportedAt.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(tw, "Agent report:\t%s\n", reported)
 	tw.Flush()
 
 	if len(c.Spec.NodePools) > 0 {
@@ -542,7 +561,7 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "Cluster %q is Ready with %d nodes after %.1fs\n", name, res[name].cluster.Status.Nodes.Ready, res[name].took.Seconds())
+			fmt.Fprintf(out, "Cluster %q is Ready after %.1fs: %s\n", name, res[name].took.Seconds(), memberFacts(res[name].cluster))
 			return nil
 		},
 	}
@@ -616,14 +635,14 @@ func newClusterKubeconfigCmd(g *globals) *cobra.Command {
 				return err
 			}
 			secret := &corev1.Secret{}
-			key := client.ObjectKey{Namespace: clustercontroller.SystemNamespace, Name: clustercontroller.KubeconfigSecretName(name)}
+			key := client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.KubeconfigSecretName(name)}
 			if err := hc.Get(ctx, key, secret); err != nil {
 				if apierrors.IsNotFound(err) {
 					return fmt.Errorf("cluster %q has no kubeconfig yet; wait until it is provisioned (`convoy cluster describe %s`)", name, name)
 				}
 				return hubError("the hub", err)
 			}
-			raw := secret.Data["kubeconfig"]
+			raw := secret.Data[v1alpha1.KubeconfigSecretKey]
 			if !merge {
 				_, err := g.streams.Out.Write(raw)
 				return err

@@ -150,9 +150,10 @@ func clusterTable(w io.Writer, list client.ObjectList, _ bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tPROVIDER\tREGION\tENV\tVERSION\tNODES\tPHASE\tAGE")
 	for _, c := range list.(*v1alpha1.ClusterList).Items {
-		nodes := fmt.Sprintf("%d/%d", c.Status.Nodes.Ready, c.Status.Nodes.Total)
+		inv := inventory(&c)
+		nodes := fmt.Sprintf("%d/%d", inv.Nodes.Ready, inv.Nodes.Total)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Spec.Provider, dash(c.Spec.Region), dash(c.Spec.Environment),
-			dash(c.Status.KubernetesVersion), nodes, dash(string(c.Status.Phase)), age(c.CreationTimestamp))
+			dash(inv.KubernetesVersion), nodes, dash(string(c.Status.Phase)), age(c.CreationTimestamp))
 	}
 	tw.Flush()
 }

@@ -30,7 +30,6 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/controller/access"
 	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
-	"github.com/convoy-dev/convoy/internal/controller/health"
 	"github.com/convoy-dev/convoy/internal/controller/propagation"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider"
@@ -84,8 +83,8 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		// tenant namespace would cost memory for nothing.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Namespaces: map[string]cache.Config{
-				clustercontroller.SystemNamespace: {},
-				metav1.NamespaceSystem:            {LabelSelector: clusterLabelled},
+				v1alpha1.SystemNamespace: {},
+				metav1.NamespaceSystem:   {LabelSelector: clusterLabelled},
 			}},
 			&corev1.ServiceAccount{}: {Label: clusterLabelled},
 			&coordinationv1.Lease{}:  {Label: clusterLabelled},
@@ -104,7 +103,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	providers := map[v1alpha1.ProviderName]provider.Provider{}
 	for _, p := range []provider.Provider{
 		localProvider,
-		&importer.Provider{Client: mgr.GetClient(), Namespace: clustercontroller.SystemNamespace},
+		&importer.Provider{Client: mgr.GetClient(), Namespace: v1alpha1.SystemNamespace},
 	} {
 		providers[p.Name()] = p
 	}
@@ -136,10 +135,13 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		return err
 	}
 	if err := (&clustercontroller.Reconciler{
-		Client:    mgr.GetClient(),
-		Providers: providers,
-		Recorder:  mgr.GetEventRecorder("convoy-hub"),
-		Changes:   changes,
+		Client:           mgr.GetClient(),
+		Providers:        providers,
+		Recorder:         mgr.GetEventRecorder("convoy-hub"),
+		Changes:          changes,
+		UnreachableAfter: h.opts.UnreachableAfter,
+		Clock:            clock.RealClock{},
+		Since:            time.Now(),
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up cluster controller: %w", err)
 	}
@@ -161,9 +163,6 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	}
 	if err := placements.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up propagation controller: %w", err)
-	}
-	if err := (&health.Reconciler{Client: mgr.GetClient(), UnreachableAfter: h.opts.UnreachableAfter, Clock: clock.RealClock{}, Since: time.Now()}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("set up cluster health controller: %w", err)
 	}
 
 	mctx, cancel := context.WithCancel(context.Background())

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,6 +56,25 @@ func TestSimulatedFleet(t *testing.T) {
 		})
 	}
 
+	// A steady cluster's heartbeats cost no writes to its Cluster: three renewals of sim-a's
+	// Lease leave the Cluster as it was.
+	steady := &v1alpha1.Cluster{}
+	hubtest.Must(t, c.Get(ctx, client.ObjectKey{Name: "sim-a"}, steady))
+	renewals := map[string]bool{}
+	eventually(t, "three heartbeats of sim-a", time.Minute, func() (bool, error) {
+		l := &coordinationv1.Lease{}
+		err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace("sim-a"), Name: v1alpha1.AgentLease}, l)
+		if err == nil {
+			renewals[l.ResourceVersion] = true
+		}
+		return len(renewals) > 3, err
+	})
+	after := &v1alpha1.Cluster{}
+	hubtest.Must(t, c.Get(ctx, client.ObjectKey{Name: "sim-a"}, after))
+	if after.ResourceVersion != steady.ResourceVersion {
+		t.Errorf("heartbeats of a steady cluster changed its Cluster: %+v\nthen %+v", steady.Status, after.Status)
+	}
+
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}
 	if err := c.Create(ctx, ns); err != nil {
 		t.Fatal(err)
@@ -100,7 +120,14 @@ func TestSimulatedFleet(t *testing.T) {
 	}
 
 	// sim-c's agent stops: the cluster becomes Unreachable, its share moves to the others,
-	// and nothing is deleted on its member.
+	// and its Work is left exactly as it was, so that its agent finds nothing to delete when
+	// it is back.
+	workOf := func(cluster string) *v1alpha1.Work {
+		w := &v1alpha1.Work{}
+		hubtest.Must(t, c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(cluster), Name: "shop.web"}, w))
+		return w
+	}
+	lostWork := workOf("sim-c")
 	fleet.Get("sim-c").Stop()
 	eventually(t, "sim-c Unreachable", time.Minute, func() (bool, error) {
 		cl := &v1alpha1.Cluster{}
@@ -114,8 +141,8 @@ func TestSimulatedFleet(t *testing.T) {
 		rb, _, _ := unstructuredInt(b.Object, "spec", "replicas")
 		return ra == 3 && rb == 3, fmt.Errorf("%d and %d", ra, rb)
 	})
-	if del := fleet.Get("sim-c").Member.Deleted(); len(del) > 0 {
-		t.Errorf("the stopped cluster's member lost %v", del)
+	if w := workOf("sim-c"); w.Generation != lostWork.Generation || !w.DeletionTimestamp.IsZero() {
+		t.Errorf("the lost cluster's Work changed while it was lost: generation %d -> %d, deleted %v", lostWork.Generation, w.Generation, w.DeletionTimestamp)
 	}
 	// It comes back (with the identity it kept), becomes Ready and takes its share again.
 	if _, err := fleet.Start(ctx, "sim-c", ""); err != nil {

@@ -22,7 +22,6 @@ import (
 	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/join"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
-	"github.com/convoy-dev/convoy/internal/provider/importer"
 	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
@@ -139,7 +138,7 @@ func killedAgent(b *testing.B, h *hubtest.Hub, clusterDir string) time.Duration 
 	if err != nil {
 		b.Fatal(err)
 	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "convoy-system", Name: "ext-kubeconfig"}, Data: map[string][]byte{importer.SecretKey: raw}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "convoy-system", Name: "ext-kubeconfig"}, Data: map[string][]byte{v1alpha1.KubeconfigSecretKey: raw}}
 	if err := h.Client.Create(ctx, secret); err != nil {
 		b.Fatal(err)
 	}

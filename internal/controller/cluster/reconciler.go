@@ -1,7 +1,14 @@
 // Package cluster holds the hub's Cluster reconciler. It drives each Cluster's provider toward
 // the spec (create, scale, upgrade, delete), keeps the topology labels in step with the spec,
-// publishes the member's kubeconfig as a Secret, and reports status and conditions. Only the
-// hub's composition root imports it.
+// publishes the member's kubeconfig as a Secret, judges the cluster's health from its agent's
+// heartbeat and inventory (internal/health), and writes the status. Only the hub's composition
+// root imports it.
+//
+// Each field of a Cluster's status has one writer. This reconciler writes the conditions
+// (Accepted, Provisioned, Ready, Unreachable), the phase derived from them
+// (internal/clusterphase), observedGeneration and endpoint, in one patch at the end of each
+// reconcile. The cluster's agent writes status.inventory, the only source of facts about the
+// member (version, nodes, capacity); nothing else writes it.
 package cluster
 
 import (
@@ -9,25 +16,32 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/clusterphase"
+	"github.com/convoy-dev/convoy/internal/health"
 	"github.com/convoy-dev/convoy/internal/join"
 	"github.com/convoy-dev/convoy/internal/provider"
 )
@@ -35,32 +49,37 @@ import (
 const (
 	// Finalizer keeps a Cluster until its provider has removed it.
 	Finalizer = "convoy.dev/cluster"
-	// SystemNamespace holds the hub's own Secrets and ConfigMaps.
-	SystemNamespace = "convoy-system"
 )
-
-// KubeconfigSecretName is the Secret in convoy-system that holds a cluster's admin kubeconfig
-// under the key "kubeconfig".
-func KubeconfigSecretName(cluster string) string { return "cluster-" + cluster + "-kubeconfig" }
 
 // Reconciler reconciles Cluster objects.
 type Reconciler struct {
 	Client    client.Client
 	Providers map[v1alpha1.ProviderName]provider.Provider
-	// Recorder, when set, records an Event for each lifecycle step.
+	// Recorder, when set, records an Event for each lifecycle step and health change.
 	Recorder events.EventRecorder
 	// Resync is how often a Ready cluster is observed again. Zero means 10s.
 	Resync time.Duration
 	// Changes, when set, names clusters whose provider saw something change (a process
 	// crashed), so that they are reconciled at once.
 	Changes <-chan event.TypedGenericEvent[*v1alpha1.Cluster]
+	// UnreachableAfter is the grace after an agent's last heartbeat; zero is the default.
+	UnreachableAfter time.Duration
+	// Clock is the time source of health verdicts; nil is the real clock.
+	Clock clock.PassiveClock
+	// Since is when this hub began to receive heartbeats: while it was down none could
+	// arrive, so its start counts as a heartbeat of every cluster that was not Unreachable
+	// already (health.AfterRestart).
+	Since time.Time
 }
 
-// SetupWithManager registers the reconciler with mgr.
+// SetupWithManager registers the reconciler with mgr. Its own status writes do not wake it:
+// only changes to the spec and metadata, the agent's inventory, a heartbeat that changes the
+// verdict, a bootstrap token, or the provider.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.Cluster{}).
+		For(&v1alpha1.Cluster{}, builder.WithPredicates(notOwnStatus)).
 		Named("cluster").
+		Watches(&coordinationv1.Lease{}, r.heartbeats()).
 		// Creating, draining and stopping clusters take seconds; one slow cluster must not
 		// hold up the others.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4})
@@ -77,10 +96,60 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return b.Complete(r)
 }
 
-// Reconcile brings one Cluster toward its spec. It is idempotent and safe to rerun after a
-// crash at any point: each step asks the provider, which observes before it acts. It owns the
-// Accepted and Provisioned conditions; the cluster-health controller owns Ready and
-// Unreachable, and both derive the phase the same way (package clusterphase).
+// heartbeats wakes a Cluster for its agent's Lease when that can change the verdict: a new
+// Lease, a new duration (it sets the grace), or any renewal while the cluster is not known to
+// heartbeat (Unreachable, or never joined). A renewal of a cluster that heartbeats changes
+// nothing until the instant the Lease would expire, and the reconciler asks to look again then
+// by itself; so a steady fleet's heartbeats cost the hub no reconciles.
+func (r *Reconciler) heartbeats() handler.EventHandler {
+	enqueue := func(o client.Object, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+		if name := o.GetLabels()[v1alpha1.LabelCluster]; name != "" && o.GetName() == v1alpha1.AgentLease {
+			q.Add(ctrl.Request{NamespacedName: client.ObjectKey{Name: name}})
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+			enqueue(e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+			o, ok1 := e.ObjectOld.(*coordinationv1.Lease)
+			n, ok2 := e.ObjectNew.(*coordinationv1.Lease)
+			if ok1 && ok2 && equality.Semantic.DeepEqual(o.Spec.LeaseDurationSeconds, n.Spec.LeaseDurationSeconds) {
+				c := &v1alpha1.Cluster{}
+				if err := r.Client.Get(ctx, client.ObjectKey{Name: n.Labels[v1alpha1.LabelCluster]}, c); err == nil && heartbeating(c) {
+					return
+				}
+			}
+			enqueue(e.ObjectNew, q)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+			enqueue(e.Object, q)
+		},
+	}
+}
+
+// heartbeating says whether the Cluster's status says its agent heartbeats.
+func heartbeating(c *v1alpha1.Cluster) bool {
+	u := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterUnreachableCondition)
+	return u != nil && u.Status == metav1.ConditionFalse && u.Reason == health.ReasonHeartbeating
+}
+
+// notOwnStatus passes every event but an update that changes only what this reconciler
+// writes itself: the conditions, the phase, observedGeneration and the endpoint.
+var notOwnStatus = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*v1alpha1.Cluster)
+	n, ok2 := e.ObjectNew.(*v1alpha1.Cluster)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return o.Generation != n.Generation || !equality.Semantic.DeepEqual(o.Status.Inventory, n.Status.Inventory) ||
+		!maps.Equal(o.Labels, n.Labels) || !maps.Equal(o.Annotations, n.Annotations) ||
+		!slices.Equal(o.Finalizers, n.Finalizers) || !o.DeletionTimestamp.Equal(n.DeletionTimestamp)
+}}
+
+// Reconcile brings one Cluster toward its spec and writes its status. It is idempotent and
+// safe to rerun after a crash at any point: each step asks the provider, which observes before
+// it acts.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	c := &v1alpha1.Cluster{}
 	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
@@ -97,19 +166,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 
 	before := c.DeepCopy()
 	defer func() {
-		c.Status.ObservedGeneration = c.Generation
-		c.Status.Phase = clusterphase.Of(c)
-		if equality.Semantic.DeepEqual(before.Status, c.Status) {
+		// The verdict on the agent's heartbeat comes last, so that it judges the status as
+		// this reconcile leaves it; the phase follows from all the conditions.
+		recheck, herr := r.judge(ctx, c, before)
+		if herr != nil {
+			err = errors.Join(err, herr)
+		}
+		if perr := r.patchStatus(ctx, c, before); perr != nil {
+			err = errors.Join(err, perr)
+		}
+		if err != nil {
+			res = ctrl.Result{} // an error requeues with backoff by itself
 			return
 		}
-		perr := r.Client.Status().Patch(ctx, c, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
-		if perr != nil && !apierrors.IsNotFound(perr) {
-			if apierrors.IsConflict(perr) {
-				res, err = ctrl.Result{Requeue: true}, nil // another controller wrote first; look again
-				return
-			}
-			err = errors.Join(err, fmt.Errorf("patch cluster status: %w", perr))
-			res = ctrl.Result{} // an error requeues with backoff by itself
+		if recheck > 0 && (res.RequeueAfter == 0 || recheck < res.RequeueAfter) {
+			res.RequeueAfter = recheck
 		}
 	}()
 
@@ -162,6 +233,61 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	return ctrl.Result{RequeueAfter: r.resync()}, nil
 }
 
+// judge sets the Ready and Unreachable conditions from the agent's Lease and inventory, records
+// an Event when the cluster becomes Unreachable or Reachable again, and says when the verdict
+// changes by itself (the instant the Lease would expire).
+func (r *Reconciler) judge(ctx context.Context, c, before *v1alpha1.Cluster) (time.Duration, error) {
+	var lease *coordinationv1.Lease
+	l := &coordinationv1.Lease{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(c.Name), Name: v1alpha1.AgentLease}, l)
+	switch {
+	case err == nil:
+		lease = l
+	case !apierrors.IsNotFound(err):
+		return 0, fmt.Errorf("read the agent's lease: %w", err)
+	}
+	wasUnreachable := meta.IsStatusConditionTrue(before.Status.Conditions, v1alpha1.ClusterUnreachableCondition)
+	v := health.Assess(lease, c.Status.Inventory, wasUnreachable, r.Since, r.UnreachableAfter, r.now())
+	r.setCondition(c, v1alpha1.ClusterReadyCondition, v.Ready, v.ReadyReason, v.Message)
+	msg := "the agent heartbeats"
+	switch {
+	case v.Unreachable:
+		msg = v.Message
+	case lease == nil:
+		msg = "the agent has not joined yet"
+	}
+	r.setCondition(c, v1alpha1.ClusterUnreachableCondition, v.Unreachable, v.UnreachableReason, msg)
+	switch {
+	case v.Unreachable && !wasUnreachable:
+		r.event(c, corev1.EventTypeWarning, "Unreachable", "Heartbeat", "%s", v.Message)
+	case !v.Unreachable && wasUnreachable:
+		r.event(c, corev1.EventTypeNormal, "Reachable", "Heartbeat", "the agent heartbeats again")
+	}
+	return v.RecheckAfter, nil
+}
+
+func (r *Reconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
+// patchStatus writes what this reconciler owns of the status, with the phase derived from the
+// conditions, when it changed. It patches only the fields it changed, and it is their only
+// writer, so it needs no lock against the agent's writes of the inventory.
+func (r *Reconciler) patchStatus(ctx context.Context, c, before *v1alpha1.Cluster) error {
+	c.Status.ObservedGeneration = c.Generation
+	c.Status.Phase = clusterphase.Of(c)
+	if equality.Semantic.DeepEqual(before.Status, c.Status) {
+		return nil
+	}
+	if err := r.Client.Status().Patch(ctx, c, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("patch cluster status: %w", err)
+	}
+	return nil
+}
+
 // deliverBootstrapToken hands the cluster's newest valid bootstrap token to the agent the
 // provider runs itself. A cluster whose agent never joined gets one made for it; a revoked
 // one only gets what `convoy cluster join` issues.
@@ -196,16 +322,14 @@ func (r *Reconciler) converge(ctx context.Context, c *v1alpha1.Cluster, p provid
 		if err := p.Upgrade(ctx, c); err != nil {
 			return "", fmt.Errorf("upgrade to %s: %w", want, err)
 		}
-		r.event(c, corev1.EventTypeNormal, "Upgrading", "Upgrade", "upgrading the control plane from %s to %s", st.Version, want)
-		return fmt.Sprintf("upgrading from %s to %s", st.Version, want), nil
+		return fmt.Sprintf("upgrading the control plane from %s to %s", st.Version, want), nil
 	}
 	if !poolsMatch(c, st) {
 		from := st.Nodes.Total
 		if err := p.ScalePools(ctx, c); err != nil {
 			return "", fmt.Errorf("scale node pools: %w", err)
 		}
-		r.event(c, corev1.EventTypeNormal, "Scaled", "Scale", "node pools scaled from %d to %d nodes", from, desiredNodes(c))
-		return fmt.Sprintf("scaling from %d to %d nodes", from, desiredNodes(c)), nil
+		return fmt.Sprintf("scaling the node pools from %d to %d nodes", from, desiredNodes(c)), nil
 	}
 	return "", nil
 }
@@ -228,15 +352,28 @@ func desiredNodes(c *v1alpha1.Cluster) int32 {
 	return n
 }
 
-// report turns the provider's observation into status and the Provisioned condition, and
-// says whether the cluster is provisioned.
+// report turns the provider's observation into the endpoint and the Provisioned condition,
+// records an Event when that condition moves to another reason, and says whether the cluster
+// is provisioned. What the member runs (version, nodes, capacity) is its agent's to report.
 func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provider.Status, acting string, before *v1alpha1.Cluster) bool {
-	c.Status.Endpoint = st.Endpoint
-	if st.Version != "" {
-		c.Status.KubernetesVersion = st.Version
+	if st.Endpoint != "" {
+		c.Status.Endpoint = st.Endpoint
 	}
-	c.Status.Nodes = st.Nodes
-	c.Status.Allocatable = st.Allocatable
+	defer func() {
+		was := meta.FindStatusCondition(before.Status.Conditions, v1alpha1.ClusterProvisioned)
+		now := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterProvisioned)
+		if now == nil || (was != nil && was.Status == now.Status && was.Reason == now.Reason && (now.Reason != "Converging" || was.Message == now.Message)) {
+			return
+		}
+		switch {
+		case now.Status == metav1.ConditionTrue:
+			r.event(c, corev1.EventTypeNormal, "Provisioned", "Provision", "%s", now.Message)
+		case now.Reason == "Converging":
+			r.event(c, corev1.EventTypeNormal, "Converging", "Converge", "%s", now.Message)
+		case now.Reason == "Failed" || now.Reason == "ControlPlaneStopped":
+			r.event(c, corev1.EventTypeWarning, now.Reason, "Provision", "%s", now.Message)
+		}
+	}()
 
 	want := desiredNodes(c)
 	done := false
@@ -268,9 +405,6 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 			msg = fmt.Sprintf("the API server is ready and %d of %d nodes are Ready", st.Nodes.Ready, st.Nodes.Total)
 		}
 		r.setCondition(c, v1alpha1.ClusterProvisioned, true, "Provisioned", msg)
-		if !meta.IsStatusConditionTrue(before.Status.Conditions, v1alpha1.ClusterProvisioned) {
-			r.event(c, corev1.EventTypeNormal, "Provisioned", "Provision", "control plane ready with %d nodes", st.Nodes.Ready)
-		}
 	}
 	return done
 }
@@ -282,10 +416,9 @@ func (r *Reconciler) delete(ctx context.Context, c *v1alpha1.Cluster, p provider
 	}
 	if c.Status.Phase != v1alpha1.ClusterDeleting {
 		before := c.DeepCopy()
-		c.Status.Phase = v1alpha1.ClusterDeleting
 		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Deleting", "the provider is removing the cluster")
-		if err := r.Client.Status().Patch(ctx, c, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("patch cluster status: %w", err)
+		if err := r.patchStatus(ctx, c, before); err != nil {
+			return err
 		}
 	}
 	// The cluster leaves the fleet: its Works let go of the member's resources (they are left
@@ -299,7 +432,7 @@ func (r *Reconciler) delete(ctx context.Context, c *v1alpha1.Cluster, p provider
 			return fmt.Errorf("delete cluster %s: %w", c.Name, err)
 		}
 	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: SystemNamespace, Name: KubeconfigSecretName(c.Name)}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.KubeconfigSecretName(c.Name)}}
 	if err := r.Client.Delete(ctx, secret); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete kubeconfig secret: %w", err)
 	}
@@ -353,11 +486,11 @@ func (r *Reconciler) publishKubeconfig(ctx context.Context, c *v1alpha1.Cluster,
 	if err != nil {
 		return err
 	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: SystemNamespace, Name: KubeconfigSecretName(c.Name)}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.KubeconfigSecretName(c.Name)}}
 	_, err = controllerutil.CreateOrPatch(ctx, r.Client, secret, func() error {
 		secret.Labels = map[string]string{"convoy.dev/cluster": c.Name}
 		secret.Type = corev1.SecretTypeOpaque
-		secret.Data = map[string][]byte{"kubeconfig": raw}
+		secret.Data = map[string][]byte{v1alpha1.KubeconfigSecretKey: raw}
 		return controllerutil.SetOwnerReference(c, secret, r.Client.Scheme())
 	})
 	return err

@@ -20,9 +20,6 @@ import (
 	"github.com/convoy-dev/convoy/internal/provider"
 )
 
-// SecretKey is the key of the kubeconfig in the referenced Secret.
-const SecretKey = "kubeconfig"
-
 // Provider observes imported clusters.
 type Provider struct {
 	// Client reads Secrets in Namespace on the hub.
@@ -140,9 +137,9 @@ func (p *Provider) kubeconfig(ctx context.Context, c *v1alpha1.Cluster) ([]byte,
 		}
 		return nil, err
 	}
-	raw := secret.Data[SecretKey]
+	raw := secret.Data[v1alpha1.KubeconfigSecretKey]
 	if len(raw) == 0 {
-		return nil, fmt.Errorf("secret %s/%s has no %q key", key.Namespace, key.Name, SecretKey)
+		return nil, fmt.Errorf("secret %s/%s has no %q key", key.Namespace, key.Name, v1alpha1.KubeconfigSecretKey)
 	}
 	if _, err := clientcmd.RESTConfigFromKubeConfig(raw); err != nil {
 		return nil, fmt.Errorf("secret %s/%s does not hold a usable kubeconfig: %w", key.Namespace, key.Name, err)

@@ -54,7 +54,7 @@ func TestConformance(t *testing.T) {
 		Version:  version.Kubernetes,
 		Cluster: func(t *testing.T, name string, _ int32) *v1alpha1.Cluster {
 			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "convoy-system", Name: name + "-kubeconfig"},
-				Data: map[string][]byte{importer.SecretKey: kubeconfig}}
+				Data: map[string][]byte{v1alpha1.KubeconfigSecretKey: kubeconfig}}
 			if err := h.Client.Create(ctx, secret); err != nil {
 				t.Fatal(err)
 			}
