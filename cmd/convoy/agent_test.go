@@ -183,7 +183,15 @@ func TestAgentAppliesWorks(t *testing.T) {
 		r := resourceStatus(w, "ConfigMap", "settings")
 		return r != nil && r.Drifted && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkDrifted), nil
 	})
-	time.Sleep(2 * time.Second)
+	// A barrier: a new generation of the Work (one more manifest) and the agent's report on
+	// it. Whatever the agent would do about the drift, it has done by then.
+	updateWork(t, hub, "alpha", "web", func(w *v1alpha1.Work) {
+		w.Spec.Manifests = append(w.Spec.Manifests, manifests(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: marker, namespace: shop}")...)
+	})
+	eventually(t, "the new generation reported", 30*time.Second, func() (bool, error) {
+		w := getWork(t, hub, "alpha", "web")
+		return w.Status.ObservedGeneration == w.Generation && resourceStatus(w, "ConfigMap", "marker") != nil, nil
+	})
 	if cm, _ := member.CoreV1().ConfigMaps("shop").Get(ctx, "settings", metav1.GetOptions{}); cm.Data["color"] != "green" {
 		t.Errorf("report-only drift was corrected anyway: %v", cm.Data)
 	}
@@ -199,23 +207,31 @@ func TestAgentAppliesWorks(t *testing.T) {
 
 	// The hub goes away: the member keeps everything; when it is back, nothing is applied again.
 	applied := strings.Count(agentLog(t, f.DataDir, "alpha"), `msg=applied`)
+	failedBefore := strings.Count(agentLog(t, f.DataDir, "alpha"), "heartbeat failed")
 	if err := f.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	f.Wait()
-	time.Sleep(8 * time.Second)
+	// The agent notices the outage and keeps retrying: whatever it does about a hub that is
+	// gone, it does while it retries.
+	eventually(t, "the agent retrying the hub twice", time.Minute, func() (bool, error) {
+		return strings.Count(agentLog(t, f.DataDir, "alpha"), "heartbeat failed") >= failedBefore+2, nil
+	})
 	if _, err := member.AppsV1().Deployments("shop").Get(ctx, "web", metav1.GetOptions{}); err != nil {
 		t.Fatalf("the hub's outage touched the member: %v", err)
-	}
-	if !strings.Contains(agentLog(t, f.DataDir, "alpha"), "heartbeat failed") {
-		t.Error("the agent did not notice the hub's outage")
 	}
 	f.Process = startHubProcess(t, f.DataDir, apiPort(t, f.DataDir))
 	hub = f.Client()
 	eventually(t, "the heartbeat back", 30*time.Second, func() (bool, error) {
 		return strings.Contains(agentLog(t, f.DataDir, "alpha"), "heartbeat back"), nil
 	})
-	time.Sleep(3 * time.Second)
+	// A barrier: a new generation of the Work that changes no manifest, and the agent's report
+	// on it, which comes after it has read its Works from the hub again.
+	updateWork(t, hub, "alpha", "web", func(w *v1alpha1.Work) { w.Spec.DriftPolicy = v1alpha1.DriftCorrect })
+	eventually(t, "the agent's report after the outage", 30*time.Second, func() (bool, error) {
+		w := getWork(t, hub, "alpha", "web")
+		return w.Status.ObservedGeneration == w.Generation, nil
+	})
 	if again := strings.Count(agentLog(t, f.DataDir, "alpha"), `msg=applied`); again != applied {
 		t.Errorf("the agent applied %d resources again after the hub came back", again-applied)
 	}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -131,23 +134,56 @@ func TestPlacementAcrossLocalClusters(t *testing.T) {
 
 	// A selector that stops matching anything (here, a typo in an edit) removes nothing: the
 	// Placement says so, and what was placed stays until an explicit change.
+	cacheWork := func() *v1alpha1.Work {
+		w := &v1alpha1.Work{}
+		if err := hub.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace("us-east"), Name: "shop.cache"}, w); err != nil {
+			t.Fatalf("cache's Work for us-east: %v", err)
+		}
+		return w
+	}
+	before := cacheWork()
 	kubectl("patch", "placement", "cache", "-n", "shop", "--type", "json", "-p",
 		`[{"op":"replace","path":"/spec/resources/0/labelSelector/matchLabels/app.kubernetes.io~1instance","value":"cahce"}]`)
 	p := &v1alpha1.Placement{}
+	// The status at the new generation is the barrier: the decision on it is made.
 	eventually(t, "cache's Placement to say it matches nothing", time.Minute, func() (bool, error) {
 		err := hub.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "cache"}, p)
 		return err == nil && p.Status.ObservedGeneration == p.Generation && strings.Contains(fmt.Sprint(p.Status.Conditions), "NoMatchingResources"), err
 	})
-	time.Sleep(2 * time.Second)
+	if after := cacheWork(); after.Generation != before.Generation || !after.DeletionTimestamp.IsZero() {
+		t.Errorf("cache's Work changed when its selector stopped matching: generation %d -> %d, deleted %v", before.Generation, after.Generation, after.DeletionTimestamp)
+	}
 	if n, _, _ := deploymentOn(t, members["us-east"], "shop", "cache"); n != 1 {
 		t.Errorf("cache left us-east when its selector stopped matching (replicas %d)", n)
 	}
-	// Deleting the Placement is an explicit change: the members lose the release.
+
+	// Deleting the Placement is an explicit change: the members lose the release. They keep
+	// what the web Placement still sends into the same namespace, the namespace first: the
+	// cache Placement applied it last, and deleting it must not take web along, not even for
+	// a moment.
+	watches := map[string]func() []string{}
+	for _, r := range []string{"us-east", "eu-west", "ap-south"} {
+		watches[r] = deletions(t, members[r], "shop")
+	}
 	kubectl("delete", "placement", "cache", "-n", "shop")
-	eventually(t, "cache gone from us-east", 2*time.Minute, func() (bool, error) {
-		n, _, _ := deploymentOn(t, members["us-east"], "shop", "cache")
-		return n == -1, nil
+	eventually(t, "cache's Works finalized by the agents", 2*time.Minute, func() (bool, error) {
+		var list v1alpha1.WorkList
+		err := hub.List(ctx, &list, client.MatchingLabels{v1alpha1.LabelPlacementNamespace: "shop", v1alpha1.LabelPlacement: "cache"})
+		return err == nil && len(list.Items) == 0, err
 	})
+	for r, seen := range watches {
+		if n, _, _ := deploymentOn(t, members[r], "shop", "cache"); n != -1 {
+			t.Errorf("cache is still on %s", r)
+		}
+		for _, d := range seen() {
+			if d != "Deployment cache" {
+				t.Errorf("%s: deleting the cache Placement deleted %s, which the web Placement still sends", r, d)
+			}
+		}
+		if n, avail, _ := deploymentOn(t, members[r], "shop", "web"); n < 1 || avail != n {
+			t.Errorf("%s: web after the cache Placement went: replicas %d, available %d", r, n, avail)
+		}
+	}
 	run(t, nil, filepath.Join(bin, "helm"), "uninstall", "cache", "--namespace", "shop", "--kubeconfig", hubKubeconfig)
 
 	// With preserveResourcesOnDeletion, a cluster that stops matching keeps what it had.
@@ -160,6 +196,50 @@ func TestPlacementAcrossLocalClusters(t *testing.T) {
 	})
 	if n, _, _ := deploymentOn(t, members["ap-south"], "shop", "web"); n < 1 {
 		t.Errorf("web left ap-south although the Placement preserves resources (replicas %d)", n)
+	}
+}
+
+// deletions watches a member, from now on, for the deletion of a namespace and of the
+// Deployments in it, and returns what it has seen so far ("Namespace shop", "Deployment web"):
+// a deletion begun (a deletionTimestamp) counts as much as one done.
+func deletions(t *testing.T, cs kubernetes.Interface, ns string) func() []string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var mu sync.Mutex
+	var seen []string
+	follow := func(kind string, w watch.Interface) {
+		go func() {
+			defer w.Stop()
+			for ev := range w.ResultChan() {
+				obj, ok := ev.Object.(metav1.Object)
+				if !ok {
+					continue
+				}
+				if ev.Type == watch.Deleted || obj.GetDeletionTimestamp() != nil {
+					mu.Lock()
+					if !slices.Contains(seen, kind+" "+obj.GetName()) {
+						seen = append(seen, kind+" "+obj.GetName())
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	nsw, err := cs.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	follow("Namespace", nsw)
+	dw, err := cs.AppsV1().Deployments(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	follow("Deployment", dw)
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
 	}
 }
 

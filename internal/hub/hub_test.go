@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -183,31 +184,50 @@ func TestHubRunsNoWorkloads(t *testing.T) {
 	}
 	must(t, h.Client.Create(ctx, dep))
 
-	// Garbage collection runs: a ConfigMap owned by the Deployment goes when the Deployment goes.
+	// Garbage collection runs, and it is the barrier for the rest: deleted in the foreground
+	// (and held by a finalizer of the test's), the Deployment stays until the collector has
+	// processed it and removed what it owns. Whatever a deployment controller would have done
+	// with it by then, it has not.
 	owned := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: "owned",
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: dep.UID}}}}
 	must(t, h.Client.Create(ctx, owned))
-
-	// Give a deployment controller, were there one, ample time to act.
-	time.Sleep(3 * time.Second)
+	const hold = "convoy.dev/test-hold"
+	held := dep.DeepCopy()
+	held.Finalizers = append(held.Finalizers, hold)
+	must(t, h.Client.Patch(ctx, held, client.MergeFrom(dep)))
+	must(t, h.Client.Delete(ctx, held, client.PropagationPolicy(metav1.DeletePropagationForeground)))
+	got := &appsv1.Deployment{}
+	waitFor(t, "garbage collection of what the Deployment owns", func() (bool, error) {
+		err := h.Client.Get(ctx, client.ObjectKeyFromObject(owned), &corev1.ConfigMap{})
+		if !apierrors.IsNotFound(err) {
+			return false, client.IgnoreNotFound(err)
+		}
+		if err := h.Client.Get(ctx, client.ObjectKeyFromObject(dep), got); err != nil {
+			return false, err
+		}
+		return !slices.Contains(got.Finalizers, metav1.FinalizerDeleteDependents), nil
+	})
+	if got.Status.Replicas != 0 || got.Status.ObservedGeneration != 0 {
+		t.Errorf("deployment status was written by a controller: %+v", got.Status)
+	}
 	var rs appsv1.ReplicaSetList
 	must(t, h.Client.List(ctx, &rs, client.InNamespace("apps")))
 	var pods corev1.PodList
 	must(t, h.Client.List(ctx, &pods, client.InNamespace("apps")))
-	if len(rs.Items) != 0 || len(pods.Items) != 0 {
-		t.Fatalf("the hub ran the Deployment: %d ReplicaSets, %d Pods", len(rs.Items), len(pods.Items))
+	var events corev1.EventList
+	must(t, h.Client.List(ctx, &events, client.InNamespace("apps")))
+	var workload []string
+	for _, e := range events.Items {
+		if k := e.InvolvedObject.Kind; k == "Deployment" || k == "ReplicaSet" || k == "Pod" {
+			workload = append(workload, e.Reason+" "+k+"/"+e.InvolvedObject.Name)
+		}
 	}
-	got := &appsv1.Deployment{}
-	must(t, h.Client.Get(ctx, client.ObjectKeyFromObject(dep), got))
-	if got.Status.Replicas != 0 || got.Status.ObservedGeneration != 0 {
-		t.Errorf("deployment status was written by a controller: %+v", got.Status)
+	if len(rs.Items) != 0 || len(pods.Items) != 0 || len(workload) != 0 {
+		t.Fatalf("the hub ran the Deployment: %d ReplicaSets, %d Pods, events %v", len(rs.Items), len(pods.Items), workload)
 	}
-
-	must(t, h.Client.Delete(ctx, got))
-	waitFor(t, "garbage collection of the owned ConfigMap", func() (bool, error) {
-		err := h.Client.Get(ctx, client.ObjectKeyFromObject(owned), &corev1.ConfigMap{})
-		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
-	})
+	before := got.DeepCopy()
+	got.Finalizers = slices.DeleteFunc(got.Finalizers, func(f string) bool { return f == hold })
+	must(t, h.Client.Patch(ctx, got, client.MergeFrom(before)))
 	// The namespace controller runs: a deleted namespace goes away with its content.
 	must(t, h.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}}))
 	waitFor(t, "namespace deletion", func() (bool, error) {
