@@ -40,6 +40,8 @@ type Member struct {
 	crds     map[schema.GroupKind]kindInfo
 	rv       int64
 	deleted  []string // kind ns/name of every object deleted, in order
+	applied  []string // kind ns/name of every apply (not dry runs), in order
+	holding  bool     // deletions wait for ReleaseDeletes, as a finalizer would make them
 	down     atomic.Bool
 	applies  atomic.Int64
 	closed   chan struct{}
@@ -93,6 +95,44 @@ func (m *Member) Deleted() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]string(nil), m.deleted...)
+}
+
+// Applied lists every apply (not dry runs) the member has taken, as "Kind namespace/name", in
+// order.
+func (m *Member) Applied() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.applied...)
+}
+
+// HoldDeletes makes the member hold every object deleted from now on, as a finalizer would:
+// it stays, with a deletionTimestamp, until ReleaseDeletes.
+func (m *Member) HoldDeletes() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.holding = true
+}
+
+// ReleaseDeletes finishes the deletions the member held, and holds no more.
+func (m *Member) ReleaseDeletes(ctx context.Context) {
+	m.mu.Lock()
+	m.holding = false
+	type held struct {
+		gvr      schema.GroupVersionResource
+		ns, name string
+	}
+	var release []held
+	for gvr, objs := range m.objects {
+		for _, o := range objs {
+			if o.GetDeletionTimestamp() != nil {
+				release = append(release, held{gvr, o.GetNamespace(), o.GetName()})
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, h := range release {
+		_ = m.Delete(ctx, h.gvr, h.ns, h.name)
+	}
 }
 
 // Applies counts the applies (not dry runs) the member has taken.
@@ -184,6 +224,7 @@ func (m *Member) Apply(_ context.Context, gvr schema.GroupVersionResource, ns st
 	}
 	m.rv++
 	next.SetResourceVersion(strconv.FormatInt(m.rv, 10))
+	m.applied = append(m.applied, strings.TrimSpace(obj.GetKind()+" "+k))
 	if m.objects[gvr0] == nil {
 		m.objects[gvr0] = map[string]*unstructured.Unstructured{}
 	}
@@ -346,6 +387,23 @@ func (m *Member) Delete(_ context.Context, gvr schema.GroupVersionResource, ns, 
 	gvr0 := unversioned(gvr)
 	old := m.objects[gvr0][key(ns, name)]
 	if old == nil {
+		m.mu.Unlock()
+		return nil
+	}
+	if m.holding {
+		if old.GetDeletionTimestamp() == nil {
+			prev := old.DeepCopy()
+			now := metav1.Now()
+			old.SetDeletionTimestamp(&now)
+			m.rv++
+			old.SetResourceVersion(strconv.FormatInt(m.rv, 10))
+			h, next := m.handlers[gvr0], old.DeepCopy()
+			m.mu.Unlock()
+			if h.Updated != nil {
+				h.Updated(prev, next)
+			}
+			return nil
+		}
 		m.mu.Unlock()
 		return nil
 	}

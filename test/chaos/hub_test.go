@@ -8,6 +8,11 @@
 package chaos
 
 import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,11 +44,80 @@ func startHubProcess(t *testing.T) *hubProcess {
 }
 
 // fleet starts a fleet of simulated clusters against the hub.
-func (h *hubProcess) fleet(t *testing.T) *sim.Fleet {
+func (h *hubProcess) fleet(t *testing.T) *sim.Fleet { return h.fleetWithLog(t, nil) }
+
+// fleetWithLog is a simulated fleet whose agents log to log.
+func (h *hubProcess) fleetWithLog(t *testing.T, log *slog.Logger) *sim.Fleet {
 	f := sim.NewFleet(sim.Options{HubURL: h.Config.Host, HubCA: h.Config.CAData, StateDir: t.TempDir(),
-		AvailableAfter: 100 * time.Millisecond, Version: "chaos"})
+		AvailableAfter: 100 * time.Millisecond, Version: "chaos", Log: log})
 	t.Cleanup(f.StopAll)
 	return f
+}
+
+// logCounter is a slog.Handler that counts messages by their beginning and the cluster they
+// are about, so that a test can wait for every agent to have said something.
+type logCounter struct {
+	mu     sync.Mutex
+	counts map[string]map[string]int // message -> cluster -> count
+}
+
+func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
+	cluster := ""
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "cluster" {
+			cluster = a.Value.String()
+		}
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.counts == nil {
+		l.counts = map[string]map[string]int{}
+	}
+	if l.counts[r.Message] == nil {
+		l.counts[r.Message] = map[string]int{}
+	}
+	l.counts[r.Message][cluster]++
+	return nil
+}
+
+func (l *logCounter) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &logShared{l, slices.Clone(attrs)}
+}
+
+func (l *logCounter) WithGroup(string) slog.Handler { return l }
+
+// count returns, per cluster, how many messages began with prefix.
+func (l *logCounter) count(prefix string) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for msg, by := range l.counts {
+		if strings.HasPrefix(msg, prefix) {
+			for c, n := range by {
+				out[c] += n
+			}
+		}
+	}
+	return out
+}
+
+// logShared is a logCounter with attributes of its own, counting into the same counter.
+type logShared struct {
+	*logCounter
+	attrs []slog.Attr
+}
+
+func (l *logShared) Handle(ctx context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(l.attrs...)
+	return l.logCounter.Handle(ctx, r)
+}
+
+func (l *logShared) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &logShared{l.logCounter, append(slices.Clone(l.attrs), attrs...)}
 }
 
 var (
