@@ -32,7 +32,9 @@ func TestWorks(t *testing.T) {
 	cm := func(ns, name, color string) string {
 		return fmt.Sprintf(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"namespace":%q,"name":%q},"data":{"color":%q}}`, ns, name, color)
 	}
-	ns := func(name string) string { return `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"` + name + `"}}` }
+	ns := func(name string) string {
+		return `{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"` + name + `"}}`
+	}
 	dep := func(ns, name string) string {
 		return fmt.Sprintf(`{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"namespace":%q,"name":%q},"spec":{"replicas":1,"selector":{"matchLabels":{"app":%[2]q}},"template":{"metadata":{"labels":{"app":%[2]q}},"spec":{"containers":[{"name":"c","image":"nginx"}]}}}}`, ns, name)
 	}
