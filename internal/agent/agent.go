@@ -6,7 +6,8 @@
 //
 // It fails static: losing the hub, an error, or an empty answer never deletes anything on the
 // member. A resource leaves the member only when a Work the agent has read drops it, or when a
-// Work is deleted (with its finalizer still in place). Only the CLI imports this package.
+// Work is deleted (with its finalizer still in place), and then only when no other Work of the
+// cluster still holds it (see deleteUnlessHeld). The CLI and internal/sim import this package.
 package agent
 
 import (

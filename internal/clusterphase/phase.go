@@ -1,6 +1,6 @@
-// Package clusterphase derives a Cluster's phase from its conditions. Several controllers own
-// different conditions of the same Cluster; each recomputes the phase with this one pure
-// function when it writes, so they always agree. Controllers import it.
+// Package clusterphase derives a Cluster's phase from its conditions, as one pure function.
+// The Cluster controller, the only writer of the conditions and the phase, calls it whenever it
+// writes the status.
 package clusterphase
 
 import (

@@ -1,12 +1,13 @@
 // Package join issues and revokes the credentials that let a cluster's agent reach the hub.
 //
 // A bootstrap token (a kube-system Secret of type bootstrap.kubernetes.io/token, short-lived)
-// authenticates as the group system:bootstrappers:convoy:CLUSTER, which may do one thing: ask
-// for a token of the ServiceAccount "agent" in the cluster's hub namespace. The agent trades it
-// for that token on first contact and renews it itself; RBAC limits the ServiceAccount to its
+// authenticates as the group system:bootstrappers:convoy:CLUSTER:GEN, which may do one thing:
+// ask for a token of the ServiceAccount "agent-GEN" in the cluster's hub namespace (GEN is the
+// cluster's credential generation). The agent trades it for that token on first contact and
+// renews it itself; RBAC limits the ServiceAccount to its
 // own namespace and its own Cluster's status. Revoking deletes the ServiceAccount, which
-// invalidates every token it was given, and the cluster's bootstrap tokens. The CLI and the
-// hub import this package.
+// invalidates every token it was given, and the cluster's bootstrap tokens. The CLI, the
+// Cluster controller and internal/sim import this package.
 package join
 
 import (

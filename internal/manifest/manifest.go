@@ -1,6 +1,7 @@
 // Package manifest is the pure handling of the manifests a Work carries: decoding, identity,
-// hashing, the order to apply them in, and the health of what was applied. It has no client
-// and does no IO; the agent (and the propagation controller) import it.
+// hashing, the order to apply them in, the health of what was applied, and what a Work holds on
+// its member when several list the same object (owners.go). It has no client and does no IO;
+// the agent, internal/plan and the propagation controller import it.
 package manifest
 
 import (

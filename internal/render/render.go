@@ -1,7 +1,8 @@
 // Package render turns a template stored on the hub into the manifest one member cluster
 // gets: it strips what only the hub's copy has, sets the cluster's replicas and applies the
 // Placement's overrides. It also reads templates: what they select, what they depend on and
-// what their replicas ask for. It is pure; the propagation controller is its caller.
+// what their replicas ask for, and which hub objects belong to the hub rather than to an
+// application. It is pure; internal/plan and the propagation controller call it.
 //
 // Overrides apply in the order the Placement lists them, and within one override in this
 // order: replicas, images, env, labels, annotations, JSON patches. A later override wins over

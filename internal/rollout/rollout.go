@@ -2,7 +2,8 @@
 // pure state machine: the strategy, the clusters' observed state, the state persisted in the
 // Placement's status, the user's commands and the time go in; the next state, the revision each
 // cluster should run, the events to record and when to look again come out. It never calls a
-// client or reads a clock. The propagation controller is its only caller.
+// client or reads a clock. It also owns the state's persisted form (FromStatus, Status).
+// internal/plan is its only caller.
 package rollout
 
 import (

@@ -1,7 +1,8 @@
 // Package scheduler decides which member clusters a Placement's resources go to and how
 // Divided replicas are shared between them. It is pure: a snapshot of the clusters and a
-// Placement in, a decision out. No client, no clock, no map iteration order reaches a result.
-// The propagation controller is its only caller.
+// Placement in, a decision out; failover decisions and the share of each Divided workload
+// (create before delete) too. No client, no clock, no map iteration order reaches a result.
+// internal/plan calls it; internal/render and the propagation controller use its Cluster type.
 package scheduler
 
 import (

@@ -1,5 +1,5 @@
 // Package access holds the hub controller that gives each Cluster's agent a place and an
-// identity on the hub: the namespace convoy-cluster-NAME, the ServiceAccount "agent" with RBAC
+// identity on the hub: the namespace convoy-cluster-NAME, the ServiceAccount "agent-GEN" with RBAC
 // that reaches only that namespace and that Cluster's status, the RBAC that lets the
 // cluster's bootstrap tokens get that ServiceAccount a token, and the agent's settings. Only
 // the hub's composition root imports it.

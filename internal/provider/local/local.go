@@ -5,8 +5,8 @@
 // Each cluster lives in DATA/clusters/NAME and runs as its own detached process, the runtime
 // (`convoy local-runtime --dir DIR`, see Runtime), which supervises the cluster's components.
 // A cluster therefore keeps running while the hub is down; the hub adopts it again when it
-// comes back, or starts it again from its directory. Only the hub's composition root and the
-// CLI's `up`/`down` import this package.
+// comes back, or starts it again from its directory. The hub's composition root, the CLI
+// (`up`, `down`, `local-runtime`) and hubtest import this package.
 package local
 
 import (
