@@ -64,6 +64,12 @@ func (w *workController) checkDrift(ctx context.Context, k driftKey) error {
 		if prev, ok := applied[key]; !ok || prev.State != v1alpha1.ResourceApplied || prev.Hash != o.Hash {
 			return nil
 		}
+		// An object another Work applies (it lists it with other content and comes first)
+		// is that Work's to correct, not this one's: this Work's reconcile reports it.
+		if winner, err := w.otherContent(ctx, work, o); err != nil || winner != "" {
+			w.queue.Add(work.Name)
+			return err
+		}
 		w.watch(gvr)
 		live := w.a.opts.Member.Cached(gvr, ns, o.ID.Name)
 		if live == nil {

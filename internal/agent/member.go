@@ -50,8 +50,8 @@ type Member interface {
 	// stored. force takes fields over from other field managers; without it such a conflict
 	// is an error for which apierrors.IsConflict holds. dryRun changes nothing.
 	Apply(ctx context.Context, gvr schema.GroupVersionResource, namespace string, obj *unstructured.Unstructured, force, dryRun bool) (*unstructured.Unstructured, error)
-	// Any says whether the member has any object of gvr, in any namespace, whoever made it.
-	Any(ctx context.Context, gvr schema.GroupVersionResource) (bool, error)
+	// Census counts the member's objects of gvr, in every namespace, whoever made them.
+	Census(ctx context.Context, gvr schema.GroupVersionResource) (Census, error)
 	// Delete deletes an object; its dependents go in the background.
 	Delete(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) error
 	// Observe describes the cluster for the inventory: API health, version, nodes, zones,
@@ -63,6 +63,11 @@ type Member interface {
 type WatchHandler struct {
 	Updated func(old, new *unstructured.Unstructured)
 	Deleted func(obj *unstructured.Unstructured)
+}
+
+// Census counts a member's objects of one resource: those being deleted, and the others.
+type Census struct {
+	Live, Deleting int
 }
 
 // ErrKindUnknown is wrapped by Member.Mapping for a kind the member does not serve.
@@ -200,12 +205,25 @@ func (m *kubeMember) Apply(ctx context.Context, gvr schema.GroupVersionResource,
 	return m.dyn.Resource(gvr).Namespace(ns).Apply(ctx, obj.GetName(), obj, opts)
 }
 
-func (m *kubeMember) Any(ctx context.Context, gvr schema.GroupVersionResource) (bool, error) {
-	list, err := m.dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1})
-	if err != nil {
-		return false, err
+func (m *kubeMember) Census(ctx context.Context, gvr schema.GroupVersionResource) (Census, error) {
+	var c Census
+	opts := metav1.ListOptions{Limit: 500}
+	for {
+		list, err := m.dyn.Resource(gvr).List(ctx, opts)
+		if err != nil {
+			return Census{}, err
+		}
+		for _, o := range list.Items {
+			if o.GetDeletionTimestamp() != nil {
+				c.Deleting++
+			} else {
+				c.Live++
+			}
+		}
+		if opts.Continue = list.GetContinue(); opts.Continue == "" {
+			return c, nil
+		}
 	}
-	return len(list.Items) > 0, nil
 }
 
 func (m *kubeMember) Delete(ctx context.Context, gvr schema.GroupVersionResource, ns, name string) error {

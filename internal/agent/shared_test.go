@@ -347,6 +347,27 @@ func sharedCRD(t *testing.T, f *fleet, cluster, plural string) {
 	if got := crdGone(); len(got) != 1 {
 		t.Errorf("the CRD stayed after the last Work that lists it went, with nothing of its kind left")
 	}
+
+	// Two Works that list the CRD, one of them with an object of its kind (as Placements that
+	// send custom resources do, with the CRD as a dependency), go at once: their cluster left
+	// both Placements. Whichever goes last takes the CRD along, once the object is gone.
+	w6 := makeWork(t, f, cluster, plural+"-6", crd)
+	w7 := makeWork(t, f, cluster, plural+"-7", ns, crd, obj("d"))
+	waitApplied(t, f, cluster, w6)
+	waitApplied(t, f, cluster, w7)
+	ctx := context.Background()
+	for _, w := range []string{w6, w7} {
+		hubtest.Must(t, f.c.Delete(ctx, &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace(cluster), Name: w}}))
+	}
+	for _, w := range []string{w6, w7} {
+		hubtest.Eventually(t, "Work "+w+" finalized", time.Minute, func() (bool, error) {
+			err := f.c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(cluster), Name: w}, &v1alpha1.Work{})
+			return apierrors.IsNotFound(err), err
+		})
+	}
+	if got := crdGone(); len(got) != 2 {
+		t.Errorf("the CRD stayed when the Work that lists it went together with the last Work that lists an object of its kind")
+	}
 }
 
 func makeWork(t *testing.T, f *fleet, cluster, name string, manifests ...string) string {

@@ -97,13 +97,19 @@ func (w *workController) run(ctx context.Context) {
 		return
 	}
 	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(o any) { w.enqueueWork(o) },
+		// Works that list an object this one lists, or listed, may now apply it, or stop
+		// applying it (see otherContent).
+		AddFunc: func(o any) {
+			w.enqueueWork(o)
+			if work, ok := o.(*v1alpha1.Work); ok {
+				w.enqueueSharers(work)
+			}
+		},
 		UpdateFunc: func(oldObj, o any) {
 			w.enqueueWork(o)
-			// Works that list an object this one lists may now apply it, or stop applying it.
 			if old, ok := oldObj.(*v1alpha1.Work); ok {
 				if cur, ok := o.(*v1alpha1.Work); ok && (old.Generation != cur.Generation || !old.DeletionTimestamp.Equal(cur.DeletionTimestamp)) {
-					w.enqueueSharers(cur)
+					w.enqueueSharers(old, cur)
 				}
 			}
 		},
@@ -145,13 +151,15 @@ func (w *workController) enqueueWork(o any) {
 	}
 }
 
-// enqueueSharers queues the other Works that list an object this one lists: which of them
-// applies a shared object depends on the others (see otherContent).
-func (w *workController) enqueueSharers(work *v1alpha1.Work) {
+// enqueueSharers queues the other Works that list an object these versions of one Work list:
+// which of them applies a shared object depends on the others (see otherContent).
+func (w *workController) enqueueSharers(versions ...*v1alpha1.Work) {
 	var keys []string
-	for _, o := range manifest.Decode(work.Spec.Manifests) {
-		if o.Err == nil {
-			keys = append(keys, manifest.ObjectKeys(o.ID)...)
+	for _, work := range versions {
+		for _, o := range manifest.Decode(work.Spec.Manifests) {
+			if o.Err == nil {
+				keys = append(keys, manifest.ObjectKeys(o.ID)...)
+			}
 		}
 	}
 	sharers, err := w.holders(w.ctx, keys...)
@@ -159,7 +167,7 @@ func (w *workController) enqueueSharers(work *v1alpha1.Work) {
 		return // the cache answers from memory; it fails only when stopping
 	}
 	for _, s := range sharers {
-		if s.Name != work.Name {
+		if s.Name != versions[0].Name {
 			w.queue.Add(s.Name)
 		}
 	}
@@ -226,6 +234,9 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 			continue
 		}
 		if winner, err := w.otherContent(ctx, work, o); err != nil || winner != "" {
+			// Not this Work's to apply now: what it applied before is no longer on the member
+			// as it left it, so it must apply again once it is its turn.
+			w.rememberApplied(work.Name, key, "")
 			failed = true
 			st.State, st.Message = v1alpha1.ResourceFailed, fmt.Sprintf("Work %s lists this object too, with different content, and applies it; "+
 				"make the Placements that share it send the same content (for example the same overrides)", winner)
@@ -528,11 +539,20 @@ func (w *workController) deleteUnlessHeld(ctx context.Context, work *v1alpha1.Wo
 		return true, nil
 	}
 	if served != nil {
-		left, err := w.kindInUse(ctx, *served)
+		// Objects of its kind that other Works being deleted still list are on their way out:
+		// wait for them. Any other object of its kind left on the member keeps the CRD.
+		leaving, err := w.leaving(ctx, work, *served)
+		if err != nil || leaving {
+			return false, err
+		}
+		census, err := w.census(ctx, *served)
 		if err != nil {
 			return false, err
 		}
-		if left {
+		switch {
+		case census.Deleting > 0:
+			return false, nil
+		case census.Live > 0:
 			w.a.log.Info("kept a CRD its Work dropped: the member still has objects of its kind that no Work lists", "work", work.Name, "name", id.Name, "kind", served.Kind)
 			return true, nil
 		}
@@ -550,30 +570,73 @@ func (w *workController) deleteUnlessHeld(ctx context.Context, work *v1alpha1.Wo
 	return false, nil // confirmed on a later look
 }
 
-// kindInUse says whether the member has any object of a kind.
-func (w *workController) kindInUse(ctx context.Context, gk schema.GroupKind) (bool, error) {
-	gvr, _, err := w.a.opts.Member.Mapping(gk, "")
-	if errors.Is(err, ErrKindUnknown) {
-		return false, nil
-	}
+// leaving says whether another Work being deleted (with deletionPolicy Delete) lists an
+// object of a kind that is still on the member: its agent is about to delete it.
+func (w *workController) leaving(ctx context.Context, work *v1alpha1.Work, gk schema.GroupKind) (bool, error) {
+	releasing, err := w.holders(ctx, manifest.Releasing([]string{manifest.KindKey(gk)})...)
 	if err != nil {
 		return false, err
 	}
-	return w.a.opts.Member.Any(ctx, gvr)
+	for _, r := range releasing {
+		if r.Name == work.Name {
+			continue
+		}
+		for _, o := range manifest.Decode(r.Spec.Manifests) {
+			if o.Err != nil || o.ID.Group != gk.Group || o.ID.Kind != gk.Kind {
+				continue
+			}
+			gvr, namespaced, err := w.mapping(o.ID)
+			if errors.Is(err, ErrKindUnknown) {
+				return false, nil
+			}
+			if err != nil {
+				return false, err
+			}
+			ns := o.ID.Namespace
+			if namespaced && ns == "" {
+				ns = metav1.NamespaceDefault
+			}
+			if _, err := w.a.opts.Member.Get(ctx, gvr, ns, o.ID.Name); err == nil {
+				return true, nil
+			} else if !apierrors.IsNotFound(err) {
+				return false, err
+			}
+		}
+	}
+	return false, nil
+}
+
+// census counts the member's objects of a kind.
+func (w *workController) census(ctx context.Context, gk schema.GroupKind) (Census, error) {
+	gvr, _, err := w.a.opts.Member.Mapping(gk, "")
+	if errors.Is(err, ErrKindUnknown) {
+		return Census{}, nil
+	}
+	if err != nil {
+		return Census{}, err
+	}
+	return w.a.opts.Member.Census(ctx, gvr)
 }
 
 // holdsIndex indexes the agent's Works by what they hold on the member (manifest.Holds) and by
 // the content they send of each object (manifest.Contents). A Work being deleted with
-// deletionPolicy Delete holds nothing any more; one being deleted with Orphan keeps holding
-// what it leaves behind.
+// deletionPolicy Delete holds nothing any more: it is releasing what it held
+// (manifest.Releasing), which its agent is deleting. One being deleted with Orphan keeps
+// holding what it leaves behind.
 const holdsIndex = "convoy.dev/holds"
 
 func holdsOf(o client.Object) []string {
 	work, ok := o.(*v1alpha1.Work)
-	if !ok || (!work.DeletionTimestamp.IsZero() && work.Spec.DeletionPolicy != v1alpha1.DeletionOrphan) {
+	if !ok {
 		return nil
 	}
 	objs := manifest.Decode(work.Spec.Manifests)
+	if !work.DeletionTimestamp.IsZero() && work.Spec.DeletionPolicy != v1alpha1.DeletionOrphan {
+		if !controllerutil.ContainsFinalizer(work, v1alpha1.AgentFinalizer) {
+			return nil
+		}
+		return manifest.Releasing(manifest.Holds(objs))
+	}
 	return append(manifest.Holds(objs), manifest.Contents(objs)...)
 }
 

@@ -453,7 +453,7 @@ func describeCluster(w io.Writer, c *v1alpha1.Cluster, events []corev1.Event) {
 	if c.Status.Inventory != nil {
 		reported = c.Status.Inventory.ReportedAt.UTC().Format(time.RFC3339)
 	}
-	fmt.Fprintf(tw, "Agent report:\t%s\n", reported)
+	fmt.Fprintf(tw, "Reported:\t%s\n", reported)
 	tw.Flush()
 
 	if len(c.Spec.NodePools) > 0 {
@@ -527,7 +527,7 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 				return err
 			}
 			name := args[0]
-			var from int32
+			var from, total int32
 			err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 				c, err := getCluster(ctx, hc, name)
 				if err != nil {
@@ -546,6 +546,10 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 				}
 				from = c.Spec.NodePools[i].Count
 				c.Spec.NodePools[i].Count = nodes
+				total = 0
+				for _, p := range c.Spec.NodePools {
+					total += p.Count
+				}
 				return hc.Update(ctx, c)
 			})
 			if err != nil {
@@ -557,11 +561,17 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 			if !wait {
 				return nil
 			}
-			res, err := waitClusters(ctx, hc, []string{name}, out, start, timeout, isReady)
+			// Done when the hub says so and the cluster's agent reports the nodes, so that what
+			// this prints is what `convoy get clusters` shows next.
+			scaled := func(cl *v1alpha1.Cluster) bool {
+				inv := inventory(cl)
+				return isReady(cl) && inv.Nodes.Total == total && inv.Nodes.Ready == total
+			}
+			res, err := waitClusters(ctx, hc, []string{name}, out, start, timeout, scaled)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "Cluster %q is Ready after %.1fs: %s\n", name, res[name].took.Seconds(), memberFacts(res[name].cluster))
+			fmt.Fprintf(out, "Cluster %q is Ready with %d nodes after %.1fs\n", name, inventory(res[name].cluster).Nodes.Ready, res[name].took.Seconds())
 			return nil
 		},
 	}

@@ -26,7 +26,19 @@ const (
 	holdNamespace = "namespace:"
 	holdKind      = "kind:"
 	holdContent   = "content:"
+	releasing     = "releasing:"
 )
+
+// Releasing turns the keys of what a Work held into those of what it is letting go of: a Work
+// being deleted with deletionPolicy Delete holds nothing, but what it held is on its way out,
+// which a CRD's deletion waits for.
+func Releasing(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = releasing + k
+	}
+	return out
+}
 
 // Holds lists the keys of what a Work listing objs holds on its member, sorted and each once.
 // Manifests that do not decode hold nothing.
@@ -36,7 +48,7 @@ func Holds(objs []Object) []string {
 		if o.Err != nil {
 			continue
 		}
-		keys = append(keys, holdObject+Key(o.ID), holdKind+o.ID.Group+"/"+o.ID.Kind)
+		keys = append(keys, holdObject+Key(o.ID), KindKey(schema.GroupKind{Group: o.ID.Group, Kind: o.ID.Kind}))
 		if IsNamespace(o.ID) {
 			keys = append(keys, holdNamespace+o.ID.Name)
 		} else if o.ID.Namespace != "" {
@@ -93,10 +105,13 @@ func HeldBy(id v1alpha1.ResourceIdentifier, served *schema.GroupKind) []string {
 		keys = append(keys, holdNamespace+id.Name)
 	}
 	if IsCRD(id) && served != nil {
-		keys = append(keys, holdKind+served.Group+"/"+served.Kind)
+		keys = append(keys, KindKey(*served))
 	}
 	return keys
 }
+
+// KindKey is the key under which Holds lists a Work that lists objects of a kind.
+func KindKey(gk schema.GroupKind) string { return holdKind + gk.Group + "/" + gk.Kind }
 
 // IsNamespace says whether id is a Namespace.
 func IsNamespace(id v1alpha1.ResourceIdentifier) bool {

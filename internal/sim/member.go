@@ -42,6 +42,7 @@ type Member struct {
 	deleted  []string // kind ns/name of every object deleted, in order
 	applied  []string // kind ns/name of every apply (not dry runs), in order
 	holding  bool     // deletions wait for ReleaseDeletes, as a finalizer would make them
+	held     []heldDelete
 	down     atomic.Bool
 	applies  atomic.Int64
 	closed   chan struct{}
@@ -113,22 +114,18 @@ func (m *Member) HoldDeletes() {
 	m.holding = true
 }
 
-// ReleaseDeletes finishes the deletions the member held, and holds no more.
+type heldDelete struct {
+	gvr      schema.GroupVersionResource
+	ns, name string
+}
+
+// ReleaseDeletes finishes the deletions the member held, in the order they were asked for,
+// and holds no more.
 func (m *Member) ReleaseDeletes(ctx context.Context) {
 	m.mu.Lock()
 	m.holding = false
-	type held struct {
-		gvr      schema.GroupVersionResource
-		ns, name string
-	}
-	var release []held
-	for gvr, objs := range m.objects {
-		for _, o := range objs {
-			if o.GetDeletionTimestamp() != nil {
-				release = append(release, held{gvr, o.GetNamespace(), o.GetName()})
-			}
-		}
-	}
+	release := m.held
+	m.held = nil
 	m.mu.Unlock()
 	for _, h := range release {
 		_ = m.Delete(ctx, h.gvr, h.ns, h.name)
@@ -392,6 +389,7 @@ func (m *Member) Delete(_ context.Context, gvr schema.GroupVersionResource, ns, 
 	}
 	if m.holding {
 		if old.GetDeletionTimestamp() == nil {
+			m.held = append(m.held, heldDelete{gvr0, ns, name})
 			prev := old.DeepCopy()
 			now := metav1.Now()
 			old.SetDeletionTimestamp(&now)
@@ -451,9 +449,19 @@ func crdResource(crd *unstructured.Unstructured) string {
 	return group + "/" + plural
 }
 
-// Any says whether the member holds an object of gvr.
-func (m *Member) Any(_ context.Context, gvr schema.GroupVersionResource) (bool, error) {
-	return m.Count(gvr) > 0, nil
+// Census counts the member's objects of gvr.
+func (m *Member) Census(_ context.Context, gvr schema.GroupVersionResource) (agent.Census, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var c agent.Census
+	for _, o := range m.objects[unversioned(gvr)] {
+		if o.GetDeletionTimestamp() != nil {
+			c.Deleting++
+		} else {
+			c.Live++
+		}
+	}
+	return c, nil
 }
 
 // Observe reports three Ready nodes of 8 cpu, 32 GiB and 110 pods each, and the replicas the

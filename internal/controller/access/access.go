@@ -53,7 +53,8 @@ type Reconciler struct {
 }
 
 // SetupWithManager registers the reconciler. A deleted agent ServiceAccount (a revocation) is
-// made again at once, empty: only a new bootstrap token can get it a token.
+// made again at once, empty: only a new bootstrap token can get it a token; so is any other
+// access object someone changed or deleted.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.retell = make(chan event.GenericEvent, 1024)
 	r.changed = make(chan struct{}, 1)
@@ -81,14 +82,24 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// annotation): status writes, a few a second in a large fleet, do not wake it.
 		For(&v1alpha1.Cluster{}, builder.WithPredicates(predicate.Or[client.Object](predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Named("agent-access").
-		Watches(&corev1.ServiceAccount{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
-			if name := o.GetLabels()[v1alpha1.LabelCluster]; name != "" {
-				return []ctrl.Request{{NamespacedName: client.ObjectKey{Name: name}}}
-			}
-			return nil
-		})).
+		// What it made and someone changed or deleted is made again at once: the objects carry
+		// their cluster's label (a revoked ServiceAccount is made again empty).
+		Watches(&corev1.ServiceAccount{}, ofCluster).
+		Watches(&corev1.ConfigMap{}, ofCluster).
+		Watches(&rbacv1.Role{}, ofCluster).
+		Watches(&rbacv1.RoleBinding{}, ofCluster).
+		Watches(&rbacv1.ClusterRole{}, ofCluster).
+		Watches(&rbacv1.ClusterRoleBinding{}, ofCluster).
 		Complete(r)
 }
+
+// ofCluster maps an object with the cluster label to its Cluster.
+var ofCluster = handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
+	if name := o.GetLabels()[v1alpha1.LabelCluster]; name != "" {
+		return []ctrl.Request{{NamespacedName: client.ObjectKey{Name: name}}}
+	}
+	return nil
+})
 
 // Reconcile makes or updates the cluster's namespace, identity, RBAC and agent settings.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

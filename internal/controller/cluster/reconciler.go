@@ -13,10 +13,10 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -70,6 +71,9 @@ type Reconciler struct {
 	// arrive, so its start counts as a heartbeat of every cluster that was not Unreachable
 	// already (health.AfterRestart).
 	Since time.Time
+
+	mu     sync.Mutex
+	passes map[string]pass // by cluster: the last provider step (see providerDue)
 }
 
 // SetupWithManager registers the reconciler with mgr. Its own status writes do not wake it:
@@ -84,12 +88,33 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// hold up the others.
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4})
 	if r.Changes != nil {
-		b = b.WatchesRawSource(source.Channel(r.Changes, &handler.TypedEnqueueRequestForObject[*v1alpha1.Cluster]{}))
+		// What the provider saw change (a crashed process) is its to look at again, at once.
+		changes := make(chan event.TypedGenericEvent[*v1alpha1.Cluster])
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			for {
+				select {
+				case e := <-r.Changes:
+					r.forceProvider(e.Object.GetName())
+					select {
+					case changes <- e:
+					case <-ctx.Done():
+						return nil
+					}
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		})); err != nil {
+			return err
+		}
+		b = b.WatchesRawSource(source.Channel(changes, &handler.TypedEnqueueRequestForObject[*v1alpha1.Cluster]{}))
 	}
 	// A new bootstrap token (convoy cluster join) is handed to an agent the provider runs.
 	b = b.Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
 		if o.GetNamespace() == metav1.NamespaceSystem && o.GetLabels()[v1alpha1.LabelCluster] != "" {
-			return []ctrl.Request{{NamespacedName: client.ObjectKey{Name: o.GetLabels()[v1alpha1.LabelCluster]}}}
+			name := o.GetLabels()[v1alpha1.LabelCluster]
+			r.forceProvider(name)
+			return []ctrl.Request{{NamespacedName: client.ObjectKey{Name: name}}}
 		}
 		return nil
 	}))
@@ -135,14 +160,20 @@ func heartbeating(c *v1alpha1.Cluster) bool {
 }
 
 // notOwnStatus passes every event but an update that changes only what this reconciler
-// writes itself: the conditions, the phase, observedGeneration and the endpoint.
+// writes itself: the conditions, the phase, observedGeneration and the endpoint. One of its own
+// writes passes: a cluster turning Unreachable (or back), so that a heartbeat that arrived while
+// the heartbeat handler still read the old verdict from its cache is not lost.
 var notOwnStatus = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 	o, ok1 := e.ObjectOld.(*v1alpha1.Cluster)
 	n, ok2 := e.ObjectNew.(*v1alpha1.Cluster)
 	if !ok1 || !ok2 {
 		return true
 	}
+	unreachable := func(c *v1alpha1.Cluster) bool {
+		return meta.IsStatusConditionTrue(c.Status.Conditions, v1alpha1.ClusterUnreachableCondition)
+	}
 	return o.Generation != n.Generation || !equality.Semantic.DeepEqual(o.Status.Inventory, n.Status.Inventory) ||
+		unreachable(o) != unreachable(n) ||
 		!maps.Equal(o.Labels, n.Labels) || !maps.Equal(o.Annotations, n.Annotations) ||
 		!slices.Equal(o.Finalizers, n.Finalizers) || !o.DeletionTimestamp.Equal(n.DeletionTimestamp)
 }}
@@ -150,7 +181,13 @@ var notOwnStatus = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 // Reconcile brings one Cluster toward its spec and writes its status. It is idempotent and
 // safe to rerun after a crash at any point: each step asks the provider, which observes before
 // it acts.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+//
+// The provider is asked only when that is due (see providerDue): most reconciles of a steady
+// cluster come from its heartbeats and its agent's reports, and judging those must not wait for
+// a slow or unreachable member, nor back off with it. A provider that fails is recorded in the
+// Provisioned condition and asked again with a backoff of its own, which never postpones the
+// next health verdict.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	c := &v1alpha1.Cluster{}
 	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -158,51 +195,67 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	p := r.Providers[c.Spec.Provider]
 
 	if !c.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.delete(ctx, c, p)
+		err := r.delete(ctx, c, p)
+		if err == nil {
+			r.forget(c.Name)
+		}
+		return ctrl.Result{}, err
 	}
 	if err := r.ensureMetadata(ctx, c); err != nil {
 		return ctrl.Result{}, err
 	}
 
 	before := c.DeepCopy()
-	defer func() {
-		// The verdict on the agent's heartbeat comes last, so that it judges the status as
-		// this reconcile leaves it; the phase follows from all the conditions.
-		recheck, herr := r.judge(ctx, c, before)
-		if herr != nil {
-			err = errors.Join(err, herr)
-		}
-		if perr := r.patchStatus(ctx, c, before); perr != nil {
-			err = errors.Join(err, perr)
-		}
+	var next time.Duration
+	if due, wait := r.providerDue(c); due {
+		var err error
+		next, err = r.lifecycle(ctx, c, p, before)
+		failures := r.observed(c, err == nil)
 		if err != nil {
-			res = ctrl.Result{} // an error requeues with backoff by itself
-			return
+			next = backoff(failures)
+			log.FromContext(ctx).Info("provider step failed; retrying", "cluster", c.Name, "in", next, "err", err)
 		}
-		if recheck > 0 && (res.RequeueAfter == 0 || recheck < res.RequeueAfter) {
-			res.RequeueAfter = recheck
-		}
-	}()
+	} else {
+		next = wait
+	}
+	// The verdict on the agent's heartbeat comes last, so that it judges the status as this
+	// reconcile leaves it; the phase follows from all the conditions.
+	recheck, err := r.judge(ctx, c, before)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.patchStatus(ctx, c, before); err != nil {
+		return ctrl.Result{}, err
+	}
+	if recheck > 0 && recheck < next {
+		next = recheck
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
+}
 
+// lifecycle asks the provider to validate, create, observe and converge the cluster, publishes
+// its kubeconfig, and sets the Accepted and Provisioned conditions. It returns when to look
+// again, and the provider's failure if there is one (already in the conditions).
+func (r *Reconciler) lifecycle(ctx context.Context, c *v1alpha1.Cluster, p provider.Provider, before *v1alpha1.Cluster) (time.Duration, error) {
 	if p == nil {
 		r.setCondition(c, v1alpha1.ClusterAccepted, false, "ProviderNotAvailable",
 			fmt.Sprintf("this hub has no %q provider", c.Spec.Provider))
-		return ctrl.Result{}, nil
+		return r.resync(), nil
 	}
 	if verr := p.Validate(ctx, c); verr != nil {
 		r.setCondition(c, v1alpha1.ClusterAccepted, false, "InvalidSpec", verr.Error())
-		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
+		return r.resync(), nil
 	}
 	r.setCondition(c, v1alpha1.ClusterAccepted, true, "ProviderAccepted", fmt.Sprintf("the %s provider manages this cluster", p.Name()))
 
 	if host, ok := p.(provider.AgentHost); ok {
 		if err := r.deliverBootstrapToken(ctx, c, host); err != nil {
-			return ctrl.Result{}, err
+			return 0, err
 		}
 	}
 	if cerr := p.Create(ctx, c); cerr != nil {
 		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Failed", "create: "+cerr.Error())
-		return ctrl.Result{}, cerr
+		return 0, cerr
 	}
 
 	st, oerr := p.Status(ctx, c)
@@ -211,10 +264,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	}
 	acting := ""
 	if st.APIReady && !p.ReadOnly() {
+		var err error
 		acting, err = r.converge(ctx, c, p, st)
 		if err != nil {
 			r.setCondition(c, v1alpha1.ClusterProvisioned, false, "ConvergeFailed", err.Error())
-			return ctrl.Result{}, err
+			return 0, err
 		}
 		if acting != "" {
 			if st2, err := p.Status(ctx, c); err == nil {
@@ -228,9 +282,82 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.
 	if !r.report(c, p, st, acting, before) && !c.AgentOnly() {
 		// Provisioning moves in steps of a second or less; look again soon. (A cluster known
 		// only through its agent changes by its agent's reports, which come as events.)
-		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
+		return 100 * time.Millisecond, nil
 	}
-	return ctrl.Result{RequeueAfter: r.resync()}, nil
+	return r.resync(), nil
+}
+
+// pass is what the reconciler remembers of its last provider step for one cluster. It only
+// schedules the provider's work; no decision depends on it, and a restarted hub starts with
+// every cluster due.
+type pass struct {
+	at         time.Time
+	generation int64
+	failures   int
+	force      bool
+}
+
+// providerDue says whether to ask the provider now, and if not, how long until it is due: when
+// it has not been asked since the hub started, the spec changed since, the provider reported a
+// change (a crashed process) or a new bootstrap token came, the cluster is not provisioned (it
+// moves in steps of a second or less), it failed last time and its backoff has passed, or the
+// resync period has.
+func (r *Reconciler) providerDue(c *v1alpha1.Cluster) (bool, time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last, ok := r.passes[c.Name]
+	if !ok || last.force || last.generation != c.Generation {
+		return true, 0
+	}
+	interval := r.resync()
+	switch {
+	case last.failures > 0:
+		interval = backoff(last.failures)
+	case !meta.IsStatusConditionTrue(c.Status.Conditions, v1alpha1.ClusterProvisioned):
+		interval = 0
+	}
+	wait := interval - r.now().Sub(last.at)
+	return wait <= 0, max(wait, 0)
+}
+
+// observed records a provider step and returns how many have failed in a row.
+func (r *Reconciler) observed(c *v1alpha1.Cluster, ok bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.passes == nil {
+		r.passes = map[string]pass{}
+	}
+	p := pass{at: r.now(), generation: c.Generation}
+	if !ok {
+		p.failures = r.passes[c.Name].failures + 1
+	}
+	r.passes[c.Name] = p
+	return p.failures
+}
+
+// forceProvider makes the next reconcile of a cluster ask its provider.
+func (r *Reconciler) forceProvider(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.passes[name]; ok {
+		p.force = true
+		r.passes[name] = p
+	}
+}
+
+func (r *Reconciler) forget(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.passes, name)
+}
+
+// backoff is the wait after the n-th provider failure in a row: 0.5 s doubling to a minute.
+func backoff(n int) time.Duration {
+	d := 500 * time.Millisecond
+	for i := 1; i < n && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
 }
 
 // judge sets the Ready and Unreachable conditions from the agent's Lease and inventory, records
@@ -353,7 +480,8 @@ func desiredNodes(c *v1alpha1.Cluster) int32 {
 }
 
 // report turns the provider's observation into the endpoint and the Provisioned condition,
-// records an Event when that condition moves to another reason, and says whether the cluster
+// records an Event when that condition moves to another reason (a scale that runs for several
+// passes is one Event, named for where it began), and says whether the cluster
 // is provisioned. What the member runs (version, nodes, capacity) is its agent's to report.
 func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provider.Status, acting string, before *v1alpha1.Cluster) bool {
 	if st.Endpoint != "" {
@@ -362,7 +490,7 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 	defer func() {
 		was := meta.FindStatusCondition(before.Status.Conditions, v1alpha1.ClusterProvisioned)
 		now := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterProvisioned)
-		if now == nil || (was != nil && was.Status == now.Status && was.Reason == now.Reason && (now.Reason != "Converging" || was.Message == now.Message)) {
+		if now == nil || (was != nil && was.Status == now.Status && was.Reason == now.Reason) {
 			return
 		}
 		switch {

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
@@ -202,9 +202,9 @@ func (t *Templates) informer(gvr schema.GroupVersionResource) (toolscache.Shared
 	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: changed,
 		UpdateFunc: func(oldObj, newObj any) {
-			o, _ := oldObj.(metav1.Object)
-			n, _ := newObj.(metav1.Object)
-			if o != nil && n != nil && o.GetResourceVersion() == n.GetResourceVersion() {
+			o, _ := oldObj.(*unstructured.Unstructured)
+			n, _ := newObj.(*unstructured.Unstructured)
+			if o != nil && n != nil && (o.GetResourceVersion() == n.GetResourceVersion() || onlySummary(o, n)) {
 				return
 			}
 			changed(newObj)
@@ -214,4 +214,20 @@ func (t *Templates) informer(gvr schema.GroupVersionResource) (toolscache.Shared
 	t.factory.Start(t.ctx.Done())
 	t.informers[gvr] = inf
 	return inf, nil
+}
+
+// onlySummary says whether two versions of a template differ only in the summary annotation a
+// Placement writes on it. That is no change to any Placement: two Placements that select the
+// same template would otherwise wake each other with their summaries, without end.
+func onlySummary(a, b *unstructured.Unstructured) bool {
+	strip := func(u *unstructured.Unstructured) map[string]any {
+		c := u.DeepCopy()
+		ann := c.GetAnnotations()
+		delete(ann, v1alpha1.AnnotationSummary)
+		c.SetAnnotations(ann)
+		c.SetResourceVersion("")
+		c.SetManagedFields(nil)
+		return c.Object
+	}
+	return equality.Semantic.DeepEqual(strip(a), strip(b))
 }
