@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -124,6 +125,32 @@ type Event struct {
 // DefaultRecheck is how soon a Placement is looked at again when nothing else wakes it:
 // capacity and health do not always come with an event worth a wake-up.
 const DefaultRecheck = time.Minute
+
+// ClusterOf is what the scheduler knows of a Cluster: its name, labels and topology, its
+// taints, whether it is Ready and since when, whether it is being deleted, and the capacity its
+// agent reports free (allocatable less requested).
+func ClusterOf(c *v1alpha1.Cluster) scheduler.Cluster {
+	sc := scheduler.Cluster{
+		Name: c.Name, Labels: c.Labels, Region: c.Spec.Region, Zones: c.Spec.Zones,
+		Environment: c.Spec.Environment, Taints: c.Spec.Taints,
+		Healthy:  c.Status.Phase == v1alpha1.ClusterReady,
+		Since:    c.CreationTimestamp.Time,
+		Deleting: !c.DeletionTimestamp.IsZero(),
+	}
+	if ready := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterReadyCondition); ready != nil {
+		sc.Since = ready.LastTransitionTime.Time
+	}
+	if inv := c.Status.Inventory; inv != nil && inv.Allocatable != nil {
+		free := func(name corev1.ResourceName) resource.Quantity {
+			q := inv.Allocatable[name].DeepCopy()
+			q.Sub(inv.Requested[name])
+			return q
+		}
+		cpu, mem, pods := free(corev1.ResourceCPU), free(corev1.ResourceMemory), free(corev1.ResourcePods)
+		sc.Free = &scheduler.Resources{MilliCPU: cpu.MilliValue(), Memory: mem.Value(), Pods: pods.Value()}
+	}
+	return sc
+}
 
 // WorkName is the name of a Placement's Work in each cluster's namespace. Namespace names
 // have no dots, so it cannot collide.

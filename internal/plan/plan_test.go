@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
@@ -550,4 +551,27 @@ func (w *world) restart() string {
 	}
 	w.works = works
 	return fmt.Sprintf("placement and %d Works reloaded", len(works))
+}
+
+// TestClusterOf: the scheduler sees a Cluster's readiness and when it last changed, and the
+// capacity its agent reports free.
+func TestClusterOf(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a", Labels: map[string]string{"x": "y"}, CreationTimestamp: metav1.NewTime(t0)},
+		Spec: v1alpha1.ClusterSpec{Region: "r1", Zones: []string{"z1"}, Environment: "prod"},
+		Status: v1alpha1.ClusterStatus{Phase: v1alpha1.ClusterReady,
+			Conditions: []metav1.Condition{{Type: v1alpha1.ClusterReadyCondition, Status: metav1.ConditionTrue, LastTransitionTime: metav1.NewTime(t0.Add(time.Minute))}},
+			Inventory: &v1alpha1.Inventory{
+				Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("4"), corev1.ResourceMemory: resource.MustParse("8Gi"), corev1.ResourcePods: resource.MustParse("110")},
+				Requested:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1500m"), corev1.ResourceMemory: resource.MustParse("1Gi"), corev1.ResourcePods: resource.MustParse("10")},
+			}}}
+	got := ClusterOf(c)
+	want := scheduler.Resources{MilliCPU: 2500, Memory: 7 << 30, Pods: 100}
+	if !got.Healthy || !got.Since.Equal(t0.Add(time.Minute)) || got.Free == nil || *got.Free != want || got.Region != "r1" || got.Deleting {
+		t.Errorf("ClusterOf = %+v (free %+v)", got, got.Free)
+	}
+	c.Status.Inventory, c.Status.Phase = nil, v1alpha1.ClusterUnreachable
+	if got := ClusterOf(c); got.Healthy || got.Free != nil {
+		t.Errorf("an unreachable cluster without a report: %+v", got)
+	}
 }

@@ -28,8 +28,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -324,28 +322,9 @@ func (r *Reconciler) snapshot(ctx context.Context) ([]scheduler.Cluster, error) 
 	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list clusters: %w", err)
 	}
-	out := make([]scheduler.Cluster, 0, len(list.Items))
-	for _, c := range list.Items {
-		sc := scheduler.Cluster{
-			Name: c.Name, Labels: c.Labels, Region: c.Spec.Region, Zones: c.Spec.Zones,
-			Environment: c.Spec.Environment, Taints: c.Spec.Taints,
-			Healthy:  c.Status.Phase == v1alpha1.ClusterReady,
-			Since:    c.CreationTimestamp.Time,
-			Deleting: !c.DeletionTimestamp.IsZero(),
-		}
-		if ready := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterReadyCondition); ready != nil {
-			sc.Since = ready.LastTransitionTime.Time
-		}
-		if inv := c.Status.Inventory; inv != nil && inv.Allocatable != nil {
-			free := func(name corev1.ResourceName) resource.Quantity {
-				q := inv.Allocatable[name].DeepCopy()
-				q.Sub(inv.Requested[name])
-				return q
-			}
-			cpu, mem, pods := free(corev1.ResourceCPU), free(corev1.ResourceMemory), free(corev1.ResourcePods)
-			sc.Free = &scheduler.Resources{MilliCPU: cpu.MilliValue(), Memory: mem.Value(), Pods: pods.Value()}
-		}
-		out = append(out, sc)
+	out := make([]scheduler.Cluster, len(list.Items))
+	for i := range list.Items {
+		out[i] = plan.ClusterOf(&list.Items[i])
 	}
 	return out, nil
 }
