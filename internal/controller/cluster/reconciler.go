@@ -206,23 +206,27 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	before := c.DeepCopy()
-	var next time.Duration
-	if due, wait := r.providerDue(c); due {
-		var err error
-		next, err = r.lifecycle(ctx, c, p, before)
-		failures := r.observed(c, err == nil)
-		if err != nil {
-			next = backoff(failures)
-			log.FromContext(ctx).Info("provider step failed; retrying", "cluster", c.Name, "in", next, "err", err)
-		}
-	} else {
-		next = wait
-	}
-	// The verdict on the agent's heartbeat comes last, so that it judges the status as this
-	// reconcile leaves it; the phase follows from all the conditions.
+	// The verdict on the agent's heartbeat and report comes first: it depends on nothing the
+	// provider says. A change of verdict is written at once, before the provider's step, which
+	// may take seconds on a member in trouble.
 	recheck, err := r.judge(ctx, c, before)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	due, next := r.providerDue(c)
+	if due && verdictChanged(before, c) {
+		if err := r.patchStatus(ctx, c, before); err != nil {
+			return ctrl.Result{}, err
+		}
+		before = c.DeepCopy()
+	}
+	if due {
+		var lerr error
+		next, lerr = r.lifecycle(ctx, c, p, before)
+		if failures := r.observed(c, lerr == nil); lerr != nil {
+			next = backoff(failures)
+			log.FromContext(ctx).Info("provider step failed; retrying", "cluster", c.Name, "in", next, "err", lerr)
+		}
 	}
 	if err := r.patchStatus(ctx, c, before); err != nil {
 		return ctrl.Result{}, err
@@ -231,6 +235,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		next = recheck
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// verdictChanged says whether the Ready or Unreachable condition changed.
+func verdictChanged(before, after *v1alpha1.Cluster) bool {
+	for _, typ := range []string{v1alpha1.ClusterReadyCondition, v1alpha1.ClusterUnreachableCondition} {
+		b, a := meta.FindStatusCondition(before.Status.Conditions, typ), meta.FindStatusCondition(after.Status.Conditions, typ)
+		if (b == nil) != (a == nil) || (a != nil && (a.Status != b.Status || a.Reason != b.Reason)) {
+			return true
+		}
+	}
+	return false
 }
 
 // lifecycle asks the provider to validate, create, observe and converge the cluster, publishes
