@@ -86,7 +86,9 @@ type ScaleResult struct {
 	Requests map[string]int `json:"requests"`
 	// RegistrationRequests counts the same during the registration.
 	RegistrationRequests map[string]int `json:"registrationRequests"`
-	RatioP99             float64        `json:"ratioP99"`
+	// APIServerRestarts counts the hub's restarts of its API server during the run.
+	APIServerRestarts int     `json:"apiserverRestarts,omitempty"`
+	RatioP99          float64 `json:"ratioP99"`
 	SimProcessMiB        float64        `json:"simProcessMiB"`
 }
 
@@ -227,6 +229,15 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 		}
 		return out
 	}
+	restarts := func() int {
+		for _, c := range h.Status().Children {
+			if c.Name == kubeproc.KubeAPIServer {
+				return c.Restarts
+			}
+		}
+		return 0
+	}
+
 	cfg := h.Config()
 	cfg.QPS, cfg.Burst = 2000, 4000
 	c, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
@@ -374,6 +385,9 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	if rss, err := RSS(os.Getpid()); err == nil {
 		res.SimProcessMiB = float64(rss) / (1 << 20)
 	}
+	if res.APIServerRestarts = restarts(); res.APIServerRestarts > 0 {
+		fmt.Printf("the hub restarted its API server %d times during the run\n", res.APIServerRestarts)
+	}
 	return res
 }
 
@@ -391,10 +405,21 @@ func perCluster(requests map[string]int, n int) string {
 	return strings.Join(parts, ", ")
 }
 
-// requestsSince is how many write requests of each kind the API server took since before.
+// requestsSince is how many write requests of each kind the API server took since before, or
+// nil when that cannot be told: its metrics did not answer, or it restarted meanwhile (its
+// counters began again from zero).
 func requestsSince(cs kubernetes.Interface, before map[string]int) map[string]int {
+	after := requestCounts(cs)
+	if after == nil || before == nil {
+		fmt.Println("writes unknown: the API server's metrics did not answer")
+		return nil
+	}
 	out := map[string]int{}
-	for k, v := range requestCounts(cs) {
+	for k, v := range after {
+		if v < before[k] {
+			fmt.Println("writes unknown: the API server restarted during the measurement")
+			return nil
+		}
 		if d := v - before[k]; d > 0 {
 			out[k] = d
 		}
@@ -405,7 +430,14 @@ func requestsSince(cs kubernetes.Interface, before map[string]int) map[string]in
 // requestCounts reads the API server's count of write requests by verb, resource and
 // subresource from its metrics.
 func requestCounts(cs kubernetes.Interface) map[string]int {
-	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	var raw []byte
+	var err error
+	for attempt := range 5 { // a loaded API server may not answer at once
+		if raw, err = cs.CoreV1().RESTClient().Get().AbsPath("/metrics").Timeout(30 * time.Second).DoRaw(context.Background()); err == nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * time.Second)
+	}
 	if err != nil {
 		return nil
 	}
@@ -701,6 +733,11 @@ func scaleMarkdown(rep ScaleReport) string {
 	fmt.Fprintf(&s, "| Clusters | Registration | Propagation |\n|---:|---|---|\n")
 	for _, r := range rep.Results {
 		fmt.Fprintf(&s, "| %d | %s | %s |\n", r.Clusters, perCluster(r.RegistrationRequests, r.Clusters), perCluster(r.Requests, r.Clusters))
+	}
+	for _, r := range rep.Results {
+		if r.APIServerRestarts > 0 {
+			fmt.Fprintf(&s, "\nIn the run with %d clusters the API server failed and the hub restarted it %d times; its request counts began again from zero, so what they cover is not known.\n", r.Clusters, r.APIServerRestarts)
+		}
 	}
 	fmt.Fprintf(&s, "\n## What one write costs\n\n")
 	fmt.Fprintf(&s, "Measured first in the same run (BenchmarkWriteCost alone prints the same): a hub of its own, 300 namespaces, each kind written to all of them 16 at a time, three rounds, the median round. CPU is that of kube-apiserver and kine per write.\n\n")
