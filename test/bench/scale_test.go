@@ -89,7 +89,7 @@ type ScaleResult struct {
 	// APIServerRestarts counts the hub's restarts of its API server during the run.
 	APIServerRestarts int     `json:"apiserverRestarts,omitempty"`
 	RatioP99          float64 `json:"ratioP99"`
-	SimProcessMiB        float64        `json:"simProcessMiB"`
+	SimProcessMiB     float64 `json:"simProcessMiB"`
 }
 
 // ScaleReport is what make bench-scale writes to docs/scale.json.
