@@ -161,7 +161,7 @@ func (id *identity) ensure(ctx context.Context) error {
 		return fmt.Errorf("join with the bootstrap token: %w", err)
 	}
 	id.revoked.Store(false)
-	id.log.Info("joined the hub", "cluster", id.cluster, "expires", id.expires.Format(time.RFC3339))
+	id.log.Info("joined the hub", "expires", id.expires.Format(time.RFC3339))
 	return nil
 }
 

@@ -149,7 +149,11 @@ func printRollout(ctx context.Context, out io.Writer, c client.Client, p *v1alph
 		fmt.Fprintf(out, "wave:    %d (%s)\n", rs.Wave, rs.WaveName)
 	}
 	if rs.Message != "" {
-		fmt.Fprintf(out, "waiting: %s\n", rs.Message)
+		label := "waiting"
+		if rs.Phase == v1alpha1.RolloutComplete || rs.Phase == v1alpha1.RolloutAborted {
+			label = "state"
+		}
+		fmt.Fprintf(out, "%-8s %s\n", label+":", rs.Message)
 	}
 	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)

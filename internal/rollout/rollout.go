@@ -104,7 +104,14 @@ func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands,
 	case st.Target == "":
 		// First sight: what runs now is stable.
 		d.State = State{Target: latest, Stable: latest, Phase: Complete}
-	case latest != st.Target && st.Phase != Aborted:
+	case latest != st.Target && st.Phase == Aborted && latest == st.Stable:
+		// The aborted revision's templates were replaced by the stable ones (rollout undo):
+		// every cluster runs them already.
+		d.State = State{Target: latest, Stable: latest, Phase: Complete, Message: fmt.Sprintf("revision %s runs in every wave", latest)}
+		ev("the templates are those of the stable revision %s again; the aborted rollout of %s ends", latest, st.Target)
+	case latest != st.Target:
+		// A new revision: it rolls out from the stable one, whatever happened to the one
+		// before (an aborted revision never became stable).
 		prevStable := st.Stable
 		if st.Phase == Complete {
 			prevStable = st.Target
