@@ -183,16 +183,21 @@ type RolloutStatus struct {
 	Message string `json:"message,omitempty"`
 	// Resumed is the last resume request handled (the annotation's value).
 	Resumed string `json:"resumed,omitempty"`
+	// Aborted is the last abort request handled (the annotation's value).
+	// +optional
+	Aborted string `json:"aborted,omitempty"`
 }
 
 // Annotations that carry one-shot rollout commands on a Placement.
 const (
-	// AnnotationRolloutApprove holds the highest wave index the user approved.
+	// AnnotationRolloutApprove holds the highest wave index the user approved, as
+	// REVISION/WAVE: it applies only to the rollout of that revision.
 	AnnotationRolloutApprove = "convoy.dev/rollout-approve"
 	// AnnotationRolloutResume holds a token (a timestamp); a new value resumes a paused rollout.
 	AnnotationRolloutResume = "convoy.dev/rollout-resume"
-	// AnnotationRolloutAbort holds the target revision to abort; every cluster goes back to
-	// the stable revision.
+	// AnnotationRolloutAbort holds the target revision to abort and a token, as
+	// REVISION@TOKEN: every cluster goes back to the stable revision. Each token is handled
+	// once, and only while that revision is the target.
 	AnnotationRolloutAbort = "convoy.dev/rollout-abort"
 	// AnnotationRevision on a Work names the template revision it carries.
 	AnnotationRevision = "convoy.dev/revision"

@@ -540,7 +540,8 @@ func (w *workController) deleteUnlessHeld(ctx context.Context, work *v1alpha1.Wo
 	}
 	if served != nil {
 		// Objects of its kind that other Works being deleted still list are on their way out:
-		// wait for them. Any other object of its kind left on the member keeps the CRD.
+		// wait for them. Any other object of its kind still live on the member keeps the CRD;
+		// those already being deleted go anyway, and the CRD's deletion waits for them.
 		leaving, err := w.leaving(ctx, work, *served)
 		if err != nil || leaving {
 			return false, err
@@ -549,10 +550,7 @@ func (w *workController) deleteUnlessHeld(ctx context.Context, work *v1alpha1.Wo
 		if err != nil {
 			return false, err
 		}
-		switch {
-		case census.Deleting > 0:
-			return false, nil
-		case census.Live > 0:
+		if census.Live > 0 {
 			w.a.log.Info("kept a CRD its Work dropped: the member still has objects of its kind that no Work lists", "work", work.Name, "name", id.Name, "kind", served.Kind)
 			return true, nil
 		}
@@ -571,7 +569,9 @@ func (w *workController) deleteUnlessHeld(ctx context.Context, work *v1alpha1.Wo
 }
 
 // leaving says whether another Work being deleted (with deletionPolicy Delete) lists an
-// object of a kind that is still on the member: its agent is about to delete it.
+// object of a kind that is still on the member and that the agent will delete: one it labelled
+// and that is not being deleted yet. (An object it did not label is left behind, as
+// deleteUnlessHeld leaves it, and keeps the CRD.)
 func (w *workController) leaving(ctx context.Context, work *v1alpha1.Work, gk schema.GroupKind) (bool, error) {
 	releasing, err := w.holders(ctx, manifest.Releasing([]string{manifest.KindKey(gk)})...)
 	if err != nil {
@@ -587,7 +587,7 @@ func (w *workController) leaving(ctx context.Context, work *v1alpha1.Work, gk sc
 			}
 			gvr, namespaced, err := w.mapping(o.ID)
 			if errors.Is(err, ErrKindUnknown) {
-				return false, nil
+				continue
 			}
 			if err != nil {
 				return false, err
@@ -596,10 +596,13 @@ func (w *workController) leaving(ctx context.Context, work *v1alpha1.Work, gk sc
 			if namespaced && ns == "" {
 				ns = metav1.NamespaceDefault
 			}
-			if _, err := w.a.opts.Member.Get(ctx, gvr, ns, o.ID.Name); err == nil {
-				return true, nil
-			} else if !apierrors.IsNotFound(err) {
+			live, err := w.a.opts.Member.Get(ctx, gvr, ns, o.ID.Name)
+			switch {
+			case apierrors.IsNotFound(err):
+			case err != nil:
 				return false, err
+			case live.GetLabels()[v1alpha1.LabelManagedBy] == v1alpha1.ManagedByAgent && live.GetDeletionTimestamp() == nil:
+				return true, nil
 			}
 		}
 	}

@@ -564,8 +564,11 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 			// Done when the hub says so and the cluster's agent reports the nodes, so that what
 			// this prints is what `convoy get clusters` shows next.
 			scaled := func(cl *v1alpha1.Cluster) bool {
+				if !isReady(cl) {
+					return false
+				}
 				inv := inventory(cl)
-				return isReady(cl) && inv.Nodes.Total == total && inv.Nodes.Ready == total
+				return inv.Nodes.Total == total && inv.Nodes.Ready == total
 			}
 			res, err := waitClusters(ctx, hc, []string{name}, out, start, timeout, scaled)
 			if err != nil {

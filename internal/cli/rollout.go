@@ -56,7 +56,7 @@ wave behind a health gate. These commands show where it stands and steer it.`,
 			}
 			wave := p.Status.Rollout.Wave
 			return fmt.Sprintf("wave %s approved", p.Status.Rollout.WaveName), patchPlacement(ctx, c, p, func(p *v1alpha1.Placement) {
-				setAnnotation(p, v1alpha1.AnnotationRolloutApprove, strconv.Itoa(int(wave)))
+				setAnnotation(p, v1alpha1.AnnotationRolloutApprove, p.Status.Rollout.Target+"/"+strconv.Itoa(int(wave)))
 			})
 		}},
 		{"abort", "Stop the rollout and send every cluster back to the stable revision", func(ctx context.Context, c client.Client, p *v1alpha1.Placement) (string, error) {
@@ -65,7 +65,7 @@ wave behind a health gate. These commands show where it stands and steer it.`,
 			}
 			target := p.Status.Rollout.Target
 			return "aborted; every cluster goes back to revision " + p.Status.Rollout.Stable, patchPlacement(ctx, c, p, func(p *v1alpha1.Placement) {
-				setAnnotation(p, v1alpha1.AnnotationRolloutAbort, target)
+				setAnnotation(p, v1alpha1.AnnotationRolloutAbort, target+"@"+time.Now().UTC().Format(time.RFC3339Nano))
 			})
 		}},
 		{"undo", "Put the templates of an earlier revision back on the hub; it rolls out in waves like any change", func(ctx context.Context, c client.Client, p *v1alpha1.Placement) (string, error) {

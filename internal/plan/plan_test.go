@@ -5,8 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,9 +23,12 @@ import (
 	"github.com/convoy-dev/convoy/internal/manifest"
 	"github.com/convoy-dev/convoy/internal/render"
 	"github.com/convoy-dev/convoy/internal/scheduler"
+	"github.com/convoy-dev/convoy/internal/transcript"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output in testdata/*.txt")
+
+var revisionName = regexp.MustCompile(`\br[0-9]+\b`)
 
 // TestTranscripts runs the data-driven transcripts in testdata/. A transcript is a series of
 // blocks: a command line (and, for some commands, YAML lines), a line "----", the expected
@@ -40,7 +42,7 @@ var update = flag.Bool("update", false, "rewrite the expected output in testdata
 //	template [dependency]                              then the object's YAML; add or replace
 //	delete-template KIND/NAME
 //	placement NAMESPACE/NAME                           then the spec's YAML (generation moves on)
-//	annotate KEY=VALUE                                 on the Placement (a revision as rN)
+//	annotate KEY=VALUE                                 on the Placement (revisions as rN)
 //	select-error [MESSAGE]                             selecting the templates fails (or no more)
 //	plan at=SECONDS                                    decide, and write what it says
 //	report CLUSTER available|unavailable|failed=MSG [replicas=N] [condition=TYPE=STATUS]
@@ -50,57 +52,12 @@ var update = flag.Bool("update", false, "rewrite the expected output in testdata
 //
 // go test -run TestTranscripts -update rewrites the expected output; review the diff.
 func TestTranscripts(t *testing.T) {
-	files, _ := filepath.Glob("testdata/*.txt")
-	if len(files) == 0 {
-		t.Fatal("no transcripts in testdata/")
-	}
-	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runTranscript(t, f) })
-	}
-}
-
-type block struct {
-	comment []string // the comment lines before it, kept by -update
-	input   []string
-	want    string
-}
-
-func parse(t *testing.T, raw string) (header string, blocks []block) {
-	lines := strings.Split(raw, "\n")
-	i := 0
-	for ; i < len(lines) && strings.HasPrefix(lines[i], "#"); i++ {
-		header += lines[i] + "\n"
-	}
-	var comment []string
-	for i < len(lines) {
-		if strings.TrimSpace(lines[i]) == "" {
-			i++
-			continue
-		}
-		if strings.HasPrefix(lines[i], "#") {
-			comment = append(comment, lines[i])
-			i++
-			continue
-		}
-		b := block{comment: comment}
-		comment = nil
-		for i < len(lines) && lines[i] != "----" {
-			b.input = append(b.input, lines[i])
-			i++
-		}
-		if i == len(lines) {
-			t.Fatalf("a block without ----: %v", b.input)
-		}
-		i++
-		var want []string
-		for i < len(lines) && lines[i] != "" {
-			want = append(want, lines[i])
-			i++
-		}
-		b.want = strings.Join(want, "\n")
-		blocks = append(blocks, b)
-	}
-	return header, blocks
+	transcript.Run(t, *update, func(t *testing.T) func([]string) string {
+		w := &world{t: t, t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), clusters: map[string]scheduler.Cluster{},
+			templates: map[string]Template{}, works: map[string]*v1alpha1.Work{}, stored: map[string][]Template{}, names: map[string]string{},
+			placement: &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}}
+		return w.run
+	})
 }
 
 // world is what the harness keeps between blocks: the hub's objects as the API server would.
@@ -115,33 +72,6 @@ type world struct {
 	stored    map[string][]Template // revisions the controller stored
 	names     map[string]string     // revision hash -> r1, r2, ... for readable output
 	selectErr error
-}
-
-func runTranscript(t *testing.T, path string) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &world{t: t, t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), clusters: map[string]scheduler.Cluster{},
-		templates: map[string]Template{}, works: map[string]*v1alpha1.Work{}, stored: map[string][]Template{}, names: map[string]string{},
-		placement: &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}}
-	var out strings.Builder
-	header, blocks := parse(t, string(raw))
-	for _, b := range blocks {
-		got := w.run(b.input)
-		for _, c := range b.comment {
-			out.WriteString(c + "\n")
-		}
-		fmt.Fprintf(&out, "%s\n----\n%s\n\n", strings.Join(b.input, "\n"), got)
-		if !*update && got != b.want {
-			t.Errorf("%s:\n%s\n--- got\n%s\n--- want\n%s", path, strings.Join(b.input, "\n"), got, b.want)
-		}
-	}
-	if *update {
-		if err := os.WriteFile(path, []byte(header+"\n"+strings.TrimRight(out.String(), "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 func args(fields []string) map[string]string {
@@ -232,12 +162,15 @@ func (w *world) run(input []string) string {
 			w.placement.Annotations = map[string]string{}
 		}
 		for k, v := range a {
-			for h, n := range w.names {
-				if v == n {
-					v = h // a revision named as the output names it
+			// A revision named as the output names it (rN) stands for its hash.
+			w.placement.Annotations[k] = revisionName.ReplaceAllStringFunc(v, func(n string) string {
+				for h, name := range w.names {
+					if name == n {
+						return h
+					}
 				}
-			}
-			w.placement.Annotations[k] = v
+				return n
+			})
 		}
 		return "ok"
 	case "select-error":

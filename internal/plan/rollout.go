@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -74,17 +75,8 @@ func (pl *planner) rollout(d scheduler.Decision) map[string]string {
 		}
 		observed = append(observed, c)
 	}
-	cmd := rollout.Commands{Pause: spec.Paused, Approved: -1}
-	if a, err := strconv.Atoi(p.Annotations[v1alpha1.AnnotationRolloutApprove]); err == nil {
-		cmd.Approved = a
-	}
+	cmd := commands(p, latest, state)
 	resumeToken := p.Annotations[v1alpha1.AnnotationRolloutResume]
-	if resumeToken != "" && (p.Status.Rollout == nil || p.Status.Rollout.Resumed != resumeToken) {
-		cmd.Resume = true
-	}
-	if abort := p.Annotations[v1alpha1.AnnotationRolloutAbort]; abort != "" && abort == state.Target {
-		cmd.Abort = true
-	}
 	step := rollout.Step(strategy, state, latest, observed, cmd, pl.in.Now)
 	for _, e := range step.Events {
 		pl.event(corev1.EventTypeNormal, "Rollout", "Rollout", "%s", e)
@@ -92,6 +84,11 @@ func (pl *planner) rollout(d scheduler.Decision) map[string]string {
 	next := step.State
 	st.Rollout = next.Status(strategy)
 	st.Rollout.Resumed = resumeToken
+	if cmd.Abort {
+		st.Rollout.Aborted = p.Annotations[v1alpha1.AnnotationRolloutAbort] // handled
+	} else if p.Status.Rollout != nil {
+		st.Rollout.Aborted = p.Status.Rollout.Aborted
+	}
 	ok := next.Phase == rollout.Complete || next.Phase == rollout.Progressing || next.Phase == rollout.Soaking
 	msg := next.Message
 	if msg == "" {
@@ -100,6 +97,35 @@ func (pl *planner) rollout(d scheduler.Decision) map[string]string {
 	pl.condition(v1alpha1.PlacementRolloutProgressing, ok, string(next.Phase), msg)
 	pl.recheckIn(step.RecheckAfter)
 	return step.Revisions
+}
+
+// commands reads the user's one-shot rollout commands from the Placement's annotations. An
+// approval ("REVISION/WAVE") and an abort ("REVISION@TOKEN") name the revision they were given
+// for, and apply only to its rollout: the target as it is, or the templates' revision when they
+// start a new rollout now. An abort is handled once: the status keeps the last one handled. A
+// resume is a new token. Older values without a revision apply to the target.
+func commands(p *v1alpha1.Placement, latest string, state rollout.State) rollout.Commands {
+	cmd := rollout.Commands{Pause: p.Spec.Rollout.Paused, Approved: -1, For: state.Target}
+	if state.Target != "" && latest != state.Target && !(state.Phase == rollout.Aborted && latest == state.Stable) {
+		cmd.For = latest // this step starts a new rollout
+	}
+	approve := p.Annotations[v1alpha1.AnnotationRolloutApprove]
+	rev, wave, ok := strings.Cut(approve, "/")
+	if !ok {
+		rev, wave = cmd.For, approve
+	}
+	if n, err := strconv.Atoi(wave); err == nil && rev == cmd.For {
+		cmd.Approved = n
+	}
+	resumeToken := p.Annotations[v1alpha1.AnnotationRolloutResume]
+	if resumeToken != "" && (p.Status.Rollout == nil || p.Status.Rollout.Resumed != resumeToken) {
+		cmd.Resume = true
+	}
+	if abort := p.Annotations[v1alpha1.AnnotationRolloutAbort]; abort != "" && (p.Status.Rollout == nil || p.Status.Rollout.Aborted != abort) {
+		rev, _, _ := strings.Cut(abort, "@")
+		cmd.Abort = rev == cmd.For
+	}
+	return cmd
 }
 
 func gateStatus(g *v1alpha1.ConditionGate) string {

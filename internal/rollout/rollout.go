@@ -78,6 +78,10 @@ type Commands struct {
 	Pause, Resume, Abort bool
 	// Approved is the highest wave index the user approved.
 	Approved int
+	// For names the revision Abort and Approved were given for; they apply only while that
+	// revision is the target, so that neither carries over to a later rollout. Empty: the
+	// target, whatever it is.
+	For string
 }
 
 // Decision is the outcome of one step.
@@ -120,6 +124,9 @@ func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands,
 		ev("rollout of revision %s started (stable revision %s)", latest, prevStable)
 	}
 	st = d.State
+	if cmd.For != "" && cmd.For != st.Target {
+		cmd.Abort, cmd.Approved = false, -1
+	}
 
 	if cmd.Abort && st.Phase != Aborted && st.Phase != Complete {
 		st.Phase, st.Message = Aborted, "aborted: every cluster goes back to revision "+st.Stable

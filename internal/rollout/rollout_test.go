@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/transcript"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected output in testdata/*.txt")
@@ -24,164 +23,102 @@ var update = flag.Bool("update", false, "rewrite the expected output in testdata
 //	strategy deadline=DURATION          then one line per wave:
 //	wave NAME clusters=a,b max=N soak=DURATION [approval]
 //	observe NAME rev=R available|unavailable|lost   (any number of lines)
-//	step at=SECONDS latest=R [pause] [resume] [abort] [approved=N]
+//	step at=SECONDS latest=R [pause] [resume] [abort] [approved=N] [for=R]
 //	restart                             forget everything but the persisted State
 //
 // go test -run TestTranscripts -update rewrites the expected output; review the diff.
 func TestTranscripts(t *testing.T) {
-	files, _ := filepath.Glob("testdata/*.txt")
-	if len(files) == 0 {
-		t.Fatal("no transcripts in testdata/")
-	}
-	for _, f := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) { runTranscript(t, f) })
-	}
-}
-
-type block struct {
-	input []string
-	want  string
-}
-
-func parse(t *testing.T, raw string) []block {
-	var blocks []block
-	lines := strings.Split(raw, "\n")
-	for i := 0; i < len(lines); {
-		if strings.TrimSpace(lines[i]) == "" || strings.HasPrefix(lines[i], "#") {
-			i++
-			continue
-		}
-		var b block
-		for i < len(lines) && lines[i] != "----" {
-			b.input = append(b.input, lines[i])
-			i++
-		}
-		if i == len(lines) {
-			t.Fatalf("a block without ----: %v", b.input)
-		}
-		i++
-		var want []string
-		for i < len(lines) && lines[i] != "" {
-			want = append(want, lines[i])
-			i++
-		}
-		b.want = strings.Join(want, "\n")
-		blocks = append(blocks, b)
-	}
-	return blocks
-}
-
-func runTranscript(t *testing.T, path string) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		strategy Strategy
-		state    State
-		observed = map[string]Cluster{}
-		t0       = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-		out      strings.Builder
-	)
-	for _, b := range parse(t, string(raw)) {
-		got := ""
-		fields := strings.Fields(b.input[0])
-		args := map[string]string{}
-		for _, f := range fields[1:] {
-			k, v, _ := strings.Cut(f, "=")
-			args[k] = v
-		}
-		switch fields[0] {
-		case "strategy":
-			strategy = Strategy{ProgressDeadline: dur(t, args["deadline"])}
-			for _, l := range b.input[1:] {
-				wf := strings.Fields(l)
-				wa := map[string]string{}
-				for _, f := range wf[2:] {
-					k, v, _ := strings.Cut(f, "=")
-					wa[k] = v
-				}
-				w := Wave{Name: wf[1], Clusters: strings.Split(wa["clusters"], ","), Soak: dur(t, wa["soak"])}
-				w.MaxUnavailable = num(t, wa["max"], 0)
-				_, w.RequireApproval = wa["approval"]
-				strategy.Waves = append(strategy.Waves, w)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	transcript.Run(t, *update, func(t *testing.T) func([]string) string {
+		var (
+			strategy Strategy
+			state    State
+			observed = map[string]Cluster{}
+		)
+		return func(input []string) string {
+			fields := strings.Fields(input[0])
+			args := map[string]string{}
+			for _, f := range fields[1:] {
+				k, v, _ := strings.Cut(f, "=")
+				args[k] = v
 			}
-			got = fmt.Sprintf("%d waves", len(strategy.Waves))
-		case "observe":
-			for _, l := range b.input {
-				of := strings.Fields(l)
-				c := Cluster{Name: of[1]}
-				for _, f := range of[2:] {
-					switch {
-					case strings.HasPrefix(f, "rev="):
-						c.Revision = strings.TrimPrefix(f, "rev=")
-					case f == "available":
-						c.Available = true
-					case f == "lost":
-						c.Lost = true
+			switch fields[0] {
+			case "strategy":
+				strategy = Strategy{ProgressDeadline: dur(t, args["deadline"])}
+				for _, l := range input[1:] {
+					wf := strings.Fields(l)
+					wa := map[string]string{}
+					for _, f := range wf[2:] {
+						k, v, _ := strings.Cut(f, "=")
+						wa[k] = v
+					}
+					w := Wave{Name: wf[1], Clusters: strings.Split(wa["clusters"], ","), Soak: dur(t, wa["soak"])}
+					w.MaxUnavailable = num(t, wa["max"], 0)
+					_, w.RequireApproval = wa["approval"]
+					strategy.Waves = append(strategy.Waves, w)
+				}
+				return fmt.Sprintf("%d waves", len(strategy.Waves))
+			case "observe":
+				for _, l := range input {
+					of := strings.Fields(l)
+					c := Cluster{Name: of[1]}
+					for _, f := range of[2:] {
+						switch {
+						case strings.HasPrefix(f, "rev="):
+							c.Revision = strings.TrimPrefix(f, "rev=")
+						case f == "available":
+							c.Available = true
+						case f == "lost":
+							c.Lost = true
+						}
+					}
+					observed[c.Name] = c
+				}
+				return "ok"
+			case "restart":
+				// Only the state survives a hub restart, as the Placement's status keeps it: the
+				// next steps go on from what that round trip gives back.
+				raw, err := json.Marshal(state.Status(strategy))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var rs v1alpha1.RolloutStatus
+				if err := json.Unmarshal(raw, &rs); err != nil {
+					t.Fatal(err)
+				}
+				state = FromStatus(&rs)
+				got := "state kept: " + describeState(state)
+				for _, at := range []struct {
+					what string
+					t    time.Time
+				}{{"wave started", state.WaveStarted}, {"soak started", state.SoakStarted}} {
+					if !at.t.IsZero() {
+						got += fmt.Sprintf("\n%s at %s", at.what, at.t.Sub(t0))
 					}
 				}
-				observed[c.Name] = c
-			}
-			got = "ok"
-		case "restart":
-			// Only the state survives a hub restart, as the Placement's status keeps it: the
-			// next steps go on from what that round trip gives back.
-			raw, err := json.Marshal(state.Status(strategy))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var rs v1alpha1.RolloutStatus
-			if err := json.Unmarshal(raw, &rs); err != nil {
-				t.Fatal(err)
-			}
-			state = FromStatus(&rs)
-			got = "state kept: " + describeState(state)
-			for _, at := range []struct {
-				what string
-				t    time.Time
-			}{{"wave started", state.WaveStarted}, {"soak started", state.SoakStarted}} {
-				if !at.t.IsZero() {
-					got += fmt.Sprintf("\n%s at %s", at.what, at.t.Sub(t0))
+				return got
+			case "step":
+				secs := num(t, args["at"], -1)
+				cmd := Commands{Approved: -1, For: args["for"]}
+				_, cmd.Pause = args["pause"]
+				_, cmd.Abort = args["abort"]
+				_, cmd.Resume = args["resume"]
+				if a, ok := args["approved"]; ok {
+					cmd.Approved = num(t, a, -1)
 				}
+				var cs []Cluster
+				for _, c := range observed {
+					cs = append(cs, c)
+				}
+				slices.SortFunc(cs, func(a, b Cluster) int { return strings.Compare(a.Name, b.Name) })
+				d := Step(strategy, state, args["latest"], cs, cmd, t0.Add(time.Duration(secs)*time.Second))
+				state = d.State
+				return render(d)
 			}
-		case "step":
-			secs := num(t, args["at"], -1)
-			cmd := Commands{Approved: -1}
-			_, cmd.Pause = args["pause"]
-			_, cmd.Abort = args["abort"]
-			_, cmd.Resume = args["resume"]
-			if a, ok := args["approved"]; ok {
-				cmd.Approved = num(t, a, -1)
-			}
-			var cs []Cluster
-			for _, c := range observed {
-				cs = append(cs, c)
-			}
-			slices.SortFunc(cs, func(a, b Cluster) int { return strings.Compare(a.Name, b.Name) })
-			d := Step(strategy, state, args["latest"], cs, cmd, t0.Add(time.Duration(secs)*time.Second))
-			state = d.State
-			got = render(d)
-		default:
 			t.Fatalf("unknown command %q", fields[0])
+			return ""
 		}
-		fmt.Fprintf(&out, "%s\n----\n%s\n\n", strings.Join(b.input, "\n"), got)
-		if !*update && got != b.want {
-			t.Errorf("%s:\n%s\n--- got\n%s\n--- want\n%s", path, strings.Join(b.input, "\n"), got, b.want)
-		}
-	}
-	if *update {
-		header := ""
-		for _, l := range strings.Split(string(raw), "\n") {
-			if !strings.HasPrefix(l, "#") {
-				break
-			}
-			header += l + "\n"
-		}
-		if err := os.WriteFile(path, []byte(header+"\n"+strings.TrimRight(out.String(), "\n")+"\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 }
 
 // num reads a whole number of a transcript; a missing one is def (when def is not -1) and a

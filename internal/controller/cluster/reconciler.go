@@ -190,6 +190,9 @@ var notOwnStatus = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	c := &v1alpha1.Cluster{}
 	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	p := r.Providers[c.Spec.Provider]
@@ -216,20 +219,30 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	due, next := r.providerDue(c)
 	if due && verdictChanged(before, c) {
 		if err := r.patchStatus(ctx, c, before); err != nil {
+			r.forceProvider(c.Name) // still due at the retry
 			return ctrl.Result{}, err
 		}
 		before = c.DeepCopy()
 	}
+	var lerr error
 	if due {
-		var lerr error
 		next, lerr = r.lifecycle(ctx, c, p, before)
-		if failures := r.observed(c, lerr == nil); lerr != nil {
-			next = backoff(failures)
-			log.FromContext(ctx).Info("provider step failed; retrying", "cluster", c.Name, "in", next, "err", lerr)
-		}
 	}
 	if err := r.patchStatus(ctx, c, before); err != nil {
+		if due {
+			r.forceProvider(c.Name) // its outcome is not written: ask again at the retry
+		}
 		return ctrl.Result{}, err
+	}
+	if due {
+		// Recorded once its outcome is written, so that a failed write asks the provider again.
+		if failures := r.observed(c, lerr == nil); lerr != nil {
+			next = backoff(failures)
+			log.FromContext(ctx).Error(lerr, "provider step failed; retrying", "cluster", c.Name, "in", next)
+			if failures == 1 {
+				r.event(c, corev1.EventTypeWarning, "ProviderStepFailed", "Provision", "%v; retrying with backoff", lerr)
+			}
+		}
 	}
 	if recheck > 0 && recheck < next {
 		next = recheck
@@ -321,7 +334,13 @@ func (r *Reconciler) providerDue(c *v1alpha1.Cluster) (bool, time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	last, ok := r.passes[c.Name]
-	if !ok || last.force || last.generation != c.Generation {
+	if last.force {
+		// Taken now: a request to force that comes during this pass forces the next one.
+		last.force = false
+		r.passes[c.Name] = last
+		return true, 0
+	}
+	if !ok || last.generation != c.Generation {
 		return true, 0
 	}
 	interval := r.resync()
@@ -342,9 +361,10 @@ func (r *Reconciler) observed(c *v1alpha1.Cluster, ok bool) int {
 	if r.passes == nil {
 		r.passes = map[string]pass{}
 	}
-	p := pass{at: r.now(), generation: c.Generation}
+	prev := r.passes[c.Name]
+	p := pass{at: r.now(), generation: c.Generation, force: prev.force}
 	if !ok {
-		p.failures = r.passes[c.Name].failures + 1
+		p.failures = prev.failures + 1
 	}
 	r.passes[c.Name] = p
 	return p.failures

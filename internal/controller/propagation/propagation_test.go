@@ -489,7 +489,7 @@ func TestRolloutSurvivesHubRestart(t *testing.T) {
 	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		got := &v1alpha1.Placement{}
 		must(t, c.Get(ctx, client.ObjectKeyFromObject(p), got))
-		got.Annotations = map[string]string{v1alpha1.AnnotationRolloutApprove: "1"}
+		got.Annotations = map[string]string{v1alpha1.AnnotationRolloutApprove: got.Status.Rollout.Target + "/1"}
 		return c.Update(ctx, got)
 	}))
 	eventually(t, "the rollout complete", func() (bool, error) {
