@@ -74,6 +74,8 @@ type Reconciler struct {
 
 	mu     sync.Mutex
 	passes map[string]pass // by cluster: the last provider step (see providerDue)
+	// lastConverging is, by cluster, the scale or upgrade the last Converging Event was for.
+	lastConverging map[string]string
 }
 
 // SetupWithManager registers the reconciler with mgr. Its own status writes do not wake it:
@@ -384,6 +386,22 @@ func (r *Reconciler) forget(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.passes, name)
+	delete(r.lastConverging, name)
+}
+
+// converging says whether a scale or upgrade (by its description) is new for a cluster, and
+// remembers it.
+func (r *Reconciler) converging(name, what string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastConverging == nil {
+		r.lastConverging = map[string]string{}
+	}
+	if r.lastConverging[name] == what {
+		return false
+	}
+	r.lastConverging[name] = what
+	return true
 }
 
 // backoff is the wait after the n-th provider failure in a row: 0.5 s doubling to a minute.
@@ -532,7 +550,11 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 		case now.Status == metav1.ConditionTrue:
 			r.event(c, corev1.EventTypeNormal, "Provisioned", "Provision", "%s", now.Message)
 		case now.Reason == "Converging":
-			r.event(c, corev1.EventTypeNormal, "Converging", "Converge", "%s", now.Message)
+			// A scale or upgrade may pass through other reasons while it runs (the API server
+			// restarting, nodes not Ready yet) and come back: it is one Event all the same.
+			if r.converging(c.Name, now.Message) {
+				r.event(c, corev1.EventTypeNormal, "Converging", "Converge", "%s", now.Message)
+			}
 		case now.Reason == "Failed" || now.Reason == "ControlPlaneStopped":
 			r.event(c, corev1.EventTypeWarning, now.Reason, "Provision", "%s", now.Message)
 		}
