@@ -5,19 +5,25 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/convoy-dev/convoy/internal/version.Convoy=$(VERSION)
 
-.PHONY: all tools build generate verify-generated up down test test-short test-chaos bench bench-scale clean
+.PHONY: all deps tools build generate verify-generated up down test test-short test-chaos bench bench-scale clean
 
 all: tools build
+
+## deps: install the Debian packages that real nodes need (containerd, runc, CNI plugins,
+## iptables, conntrack), when they are missing; without root it names them and fails
+deps:
+	@hack/deps.sh
 
 ## tools: build the pinned kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
 ## kine, kwok and controller-gen into bin/ (skipped when bin/ has them at the pinned version)
 tools:
 	@hack/tools.sh
 
-## build: build bin/convoy
+## build: build bin/convoy, and bin/convoy-pause (static: the sandbox of every pod on a real node)
 build:
 	@echo "==> building bin/convoy $(VERSION)"
 	@$(GO) build -ldflags "$(LDFLAGS)" -o bin/convoy ./cmd/convoy
+	@CGO_ENABLED=0 $(GO) build -o bin/convoy-pause ./cmd/convoy-pause
 
 ## generate: regenerate deepcopy code and CRDs from api/
 generate: tools
@@ -29,7 +35,7 @@ verify-generated: generate
 	@git diff --exit-code -- api config >/dev/null || { git diff --stat -- api config; echo "generated files are stale: run 'make generate' and commit the result"; exit 1; }
 
 ## up: build everything, then start a hub and three local clusters (convoy up); `bin/convoy down` stops them
-up: all
+up: deps all
 	bin/convoy up
 
 ## down: stop the hub and every local cluster (data kept; bin/convoy down --purge removes it)
@@ -37,7 +43,7 @@ down:
 	bin/convoy down
 
 ## test: vet and run every test (real kube-apiserver and kine from bin/), then the fault tests
-test: all verify-generated
+test: deps all verify-generated
 	$(GO) vet ./...
 	$(GO) vet -tags chaos ./test/chaos/
 	$(GO) test -count=1 -timeout 40m ./...

@@ -34,7 +34,8 @@ say() { printf '==> %s\n' "$*"; }
 
 elapsed() { printf '%ss' "$(( $(date +%s) - $1 ))"; }
 
-kube=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# The control plane and kubectl, and what a real node runs (kubelet, kube-proxy): one go build.
+kube=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 kube_todo=()
 for b in "${kube[@]}"; do
   needs "$b" "$KUBE_VERSION" && kube_todo+=("$b")
