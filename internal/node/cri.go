@@ -1,0 +1,96 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// stopPods stops the node's containers (SIGTERM, then SIGKILL after grace) and removes its pod
+// sandboxes through containerd's CRI, as a kubelet would: containerd then releases each pod's
+// network (CNI DEL: its address, its cached result, its network namespace).
+func stopPods(ctx context.Context, socket string, grace time.Duration) error {
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	cs, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, c := range cs.Containers {
+		if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			continue
+		}
+		wg.Go(func() {
+			if _, err := rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: c.Id, Timeout: int64(grace.Seconds())}); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("stop container %s: %w", c.Metadata.GetName(), err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	pods, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list pods: %w", err))...)
+	}
+	for _, p := range pods.Items {
+		wg.Go(func() {
+			_, err := rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p.Id})
+			if err == nil {
+				_, err = rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id})
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("remove pod %s/%s: %w", p.Metadata.GetNamespace(), p.Metadata.GetName(), err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// cniCacheDir is where libcni, in containerd 1.6, caches each pod's network result; it cannot
+// be moved per node.
+const cniCacheDir = "/var/lib/cni/results"
+
+// forgetPodNetworks removes libcni's cached results of the node's pods, which stay when the
+// pods were killed rather than removed (a runtime that died): they are named after the pod's
+// sandbox, whose directory containerd keeps in its root.
+func forgetPodNetworks(s Spec) error {
+	sandboxes, err := os.ReadDir(filepath.Join(s.containerdRoot(), "io.containerd.grpc.v1.cri", "sandboxes"))
+	if err != nil || len(sandboxes) == 0 {
+		return nil
+	}
+	cached, err := os.ReadDir(cniCacheDir)
+	if err != nil {
+		return nil
+	}
+	var errs []error
+	for _, f := range cached {
+		for _, sb := range sandboxes {
+			if strings.Contains(f.Name(), "-"+sb.Name()+"-") {
+				if err := os.Remove(filepath.Join(cniCacheDir, f.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

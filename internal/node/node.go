@@ -1,0 +1,423 @@
+// Package node runs real Kubernetes nodes on the host, each a small machine of its own: a
+// network namespace joined to the fleet bridge by a veth pair, its own containerd (with runc
+// and the CNI plugins) and a kubelet inside that namespace, its own directories and cgroup root.
+// A node's processes enter only its network namespace (nsenter --net), so that the kubelet and
+// containerd see the same mounts.
+//
+// Up makes a node and starts it, Stop stops it and takes away everything it made on the host
+// (processes, containers, mounts, cgroups, its network namespace) but its files, and Remove
+// deletes those too. SetPodCIDR and SetRoutes give it its part of the cluster's pod network.
+// The fleet network on the host (the bridge, the forward to each cluster's API server) is
+// fleet.go's. Only the local provider imports this package.
+package node
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+// Node is a running node.
+type Node struct {
+	Spec       Spec
+	containerd *kubeproc.Process
+	kubelet    *kubeproc.Process
+	log        *slog.Logger
+}
+
+// Processes are the node's supervised processes, for status reports.
+func (n *Node) Processes() []*kubeproc.Process { return []*kubeproc.Process{n.containerd, n.kubelet} }
+
+// Up makes the node on the host (directories, network namespace, cgroup root, configuration)
+// and starts containerd and the kubelet in it, importing the images first. A node left over
+// by a runtime that died is taken down first. An error leaves nothing running.
+func Up(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
+	log = log.With("node", s.Name)
+	if err := teardown(s, log); err != nil {
+		return nil, fmt.Errorf("node %s: clear what an earlier run left: %w", s.Name, err)
+	}
+	n := &Node{Spec: s, log: log}
+	fail := func(err error) (*Node, error) {
+		n.Stop(context.Background())
+		return nil, fmt.Errorf("node %s: %w", s.Name, err)
+	}
+	for _, d := range []string{s.containerdRoot(), s.containerdState(), s.runcRoot(), s.cniConfDir(), s.kubeletRoot(), s.podLogs(), s.logs(), s.run()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fail(err)
+		}
+	}
+	if err := upNetwork(s); err != nil {
+		return fail(fmt.Errorf("network: %w", err))
+	}
+	if err := makeCgroupRoot(CgroupRoot(s.Cluster, s.Name)); err != nil {
+		return fail(fmt.Errorf("cgroup root: %w", err))
+	}
+	files := map[string]string{
+		s.containerdConfig(): ContainerdConfig(s),
+		s.kubeletConfig():    KubeletConfig(s),
+		s.kubeconfig():       kubeconfig(s),
+	}
+	for path, content := range files {
+		if err := kubeproc.WriteFileAtomic(path, []byte(content), 0o600); err != nil {
+			return fail(err)
+		}
+	}
+	var err error
+	if n.containerd, err = kubeproc.Start(n.inNetNS("containerd", "containerd", "--config", s.containerdConfig()), log); err != nil {
+		return fail(err)
+	}
+	if err := waitSocket(ctx, s.containerdSocket(), n.containerd, 30*time.Second); err != nil {
+		return fail(err)
+	}
+	for _, img := range s.Images {
+		if out, err := exec.CommandContext(ctx, "ctr", "--address", s.containerdSocket(), "--namespace", "k8s.io", "images", "import", img).CombinedOutput(); err != nil {
+			return fail(fmt.Errorf("import %s: %v: %s", filepath.Base(img), err, strings.TrimSpace(string(out))))
+		}
+	}
+	if n.kubelet, err = kubeproc.Start(n.inNetNS("kubelet", s.Kubelet, KubeletArgs(s)...), log); err != nil {
+		return fail(err)
+	}
+	log.Info("real node started", "ip", s.IP)
+	return n, nil
+}
+
+// inNetNS is the spec of a process of the node, run in its network namespace only.
+func (n *Node) inNetNS(name, bin string, args ...string) kubeproc.Spec {
+	s := n.Spec
+	return kubeproc.Spec{
+		Name:        name + "-" + s.Name,
+		Path:        "nsenter",
+		Args:        append([]string{"--net=" + netnsPath(s), "--", bin}, args...),
+		LogPath:     filepath.Join(s.logs(), name+".log"),
+		PIDPath:     filepath.Join(s.run(), name+".pid"),
+		StopTimeout: 10 * time.Second,
+	}
+}
+
+// SetPodCIDR gives the node the range of pod addresses the cluster allocated it.
+func (n *Node) SetPodCIDR(cidr netip.Prefix) error {
+	path := filepath.Join(n.Spec.cniConfDir(), "10-convoy.conflist")
+	want := CNIConfig(n.Spec, cidr)
+	if have, err := os.ReadFile(path); err == nil && string(have) == want {
+		return nil
+	}
+	return kubeproc.WriteFileAtomic(path, []byte(want), 0o644)
+}
+
+// SetRoutes makes the node route each other node's pod range to that node, and nothing else
+// of the pod network: routes is pod range → node address.
+func (n *Node) SetRoutes(routes map[netip.Prefix]netip.Addr) error {
+	out, err := ip(n.Spec, "route", "show", "proto", "static")
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[1] == "via" {
+			have[f[0]+" "+f[2]] = true
+		}
+	}
+	var errs []error
+	want := map[string]bool{}
+	for cidr, via := range routes {
+		want[cidr.String()+" "+via.String()] = true
+		if have[cidr.String()+" "+via.String()] {
+			continue
+		}
+		if _, err := ip(n.Spec, "route", "replace", cidr.String(), "via", via.String(), "proto", "static"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for k := range have {
+		if !want[k] {
+			f := strings.Fields(k)
+			if _, err := ip(n.Spec, "route", "del", f[0], "via", f[1], "proto", "static"); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stop stops the node and takes away everything it made on the host but its files: its
+// kubelet and containerd, every container and shim, its mounts, its cgroups and its network
+// namespace (and with it its veth pair).
+//
+// The kubelet stops first; then the pods are stopped (their containers get SIGTERM and
+// PodStopGrace) and removed through containerd, which releases their networks; then containerd
+// stops. What is left after that (a runtime died, containerd does not answer) is killed.
+func (n *Node) Stop(ctx context.Context) {
+	if n.kubelet != nil {
+		n.kubelet.Stop(ctx)
+	}
+	if n.containerd != nil {
+		select {
+		case <-n.containerd.Exited():
+		default:
+			pctx, cancel := context.WithTimeout(ctx, PodStopGrace+10*time.Second)
+			if err := stopPods(pctx, n.Spec.containerdSocket(), PodStopGrace); err != nil {
+				n.log.Warn("pods not stopped cleanly; killing them", "err", err)
+			}
+			cancel()
+		}
+		n.containerd.Stop(ctx)
+	}
+	if err := teardown(n.Spec, n.log); err != nil {
+		n.log.Warn("node not fully taken down", "err", err)
+	}
+}
+
+// PodStopGrace is how long a pod's containers have to stop when their node stops.
+const PodStopGrace = 10 * time.Second
+
+// Remove takes a node away altogether: what Stop takes, and its files.
+func Remove(s Spec, log *slog.Logger) error {
+	if err := teardown(s, log.With("node", s.Name)); err != nil {
+		return err
+	}
+	return os.RemoveAll(s.Dir)
+}
+
+// teardown kills whatever runs in the node's network namespace or its cgroups (a kubelet and
+// containerd left by a runtime that died, shims, containers), unmounts what is mounted under
+// its directory, removes its cgroups and deletes its network namespace.
+func teardown(s Spec, log *slog.Logger) error {
+	var errs []error
+	var podNS []string
+	for range 3 { // containers' processes may fork while they are killed
+		pids := pidsInNetNS(netnsPath(s))
+		inPods := pidsInCgroups(CgroupRoot(s.Cluster, s.Name))
+		podNS = append(podNS, namedNetNSOf(inPods)...)
+		pids = append(pids, inPods...)
+		if len(pids) == 0 {
+			break
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	errs = append(errs, forgetPodNetworks(s), unmountUnder(s.Dir), removeCgroups(CgroupRoot(s.Cluster, s.Name)))
+	if _, err := os.Stat(netnsPath(s)); err == nil {
+		if out, err := exec.Command("ip", "netns", "delete", NetNS(s.Cluster, s.Name)).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("delete network namespace: %v: %s", err, strings.TrimSpace(string(out))))
+		}
+	}
+	// The pods' network namespaces, which containerd 1.6 mounts in /run/netns whatever its
+	// state directory: those its pods' processes were in.
+	for _, path := range slices.Compact(slices.Sorted(slices.Values(podNS))) {
+		if path == netnsPath(s) {
+			continue
+		}
+		if err := syscall.Unmount(path, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount pod network namespace %s: %w", path, err))
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, unmountUnder(s.containerdState()))
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	log.Debug("node taken down")
+	return nil
+}
+
+// netnsDir is where ip-netns(8), and containerd for its pods, keep named network namespaces.
+const netnsDir = "/run/netns"
+
+func netnsPath(s Spec) string { return filepath.Join(netnsDir, NetNS(s.Cluster, s.Name)) }
+
+// upNetwork makes the node's network namespace, with a veth pair to the fleet bridge, its
+// address and default route, forwarding on, and masquerade for what its pods send outside
+// the cluster's pod network.
+func upNetwork(s Spec) error {
+	ns := NetNS(s.Cluster, s.Name)
+	host := HostLink(s.Cluster, s.Name)
+	steps := [][]string{
+		{"netns", "add", ns},
+		{"link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"link", "set", host, "master", Bridge, "up"},
+		{"-n", ns, "link", "set", "lo", "up"},
+		{"-n", ns, "addr", "add", netip.PrefixFrom(s.IP, s.Prefix).String(), "dev", "eth0"},
+		{"-n", ns, "link", "set", "eth0", "up"},
+		{"-n", ns, "route", "add", "default", "via", s.Gateway.String()},
+	}
+	for _, args := range steps {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	in := func(args ...string) error {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	return errors.Join(
+		in("sysctl", "-qw", "net.ipv4.ip_forward=1"),
+		in("iptables", "-t", "nat", "-A", "POSTROUTING", "-s", s.PodNetwork.String(), "!", "-d", s.PodNetwork.String(),
+			"-m", "comment", "--comment", "convoy: pods leaving the cluster's pod network", "-j", "MASQUERADE"),
+	)
+}
+
+// ip runs an ip command in the node's network namespace.
+func ip(s Spec, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"-n", NetNS(s.Cluster, s.Name)}, args...)...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// kubeconfig is the kubelet's: the cluster's API server as the node reaches it, with the
+// node's own certificate.
+func kubeconfig(s Spec) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: cluster
+  cluster:
+    server: %s
+    tls-server-name: %s
+    certificate-authority: %s
+users:
+- name: node
+  user:
+    client-certificate: %s
+    client-key: %s
+contexts:
+- name: node
+  context: {cluster: cluster, user: node}
+current-context: node
+`, s.APIServer, s.APIServerName, s.CAFile, s.CertFile, s.KeyFile)
+}
+
+// waitSocket waits until a unix socket accepts connections.
+func waitSocket(ctx context.Context, path string, p *kubeproc.Process, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if c, err := (&netDialer{}).dial(path); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.Exited():
+			return fmt.Errorf("%s exited: %s", p.Name(), p.Tail(400))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not answer on %s within %s: %s", p.Name(), path, timeout, p.Tail(400))
+}
+
+// pidsInNetNS lists the processes in a network namespace, by the inode of its file.
+func pidsInNetNS(path string) []int {
+	var target syscall.Stat_t
+	if err := syscall.Stat(path, &target); err != nil {
+		return nil
+	}
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) == nil && st.Ino == target.Ino && st.Dev == target.Dev {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// namedNetNSOf lists the named network namespaces (files in /run/netns) that the processes are
+// in.
+func namedNetNSOf(pids []int) []string {
+	type id struct{ dev, ino uint64 }
+	in := map[id]bool{}
+	for _, pid := range pids {
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join("/proc", strconv.Itoa(pid), "ns", "net"), &st) == nil {
+			in[id{st.Dev, st.Ino}] = true
+		}
+	}
+	if len(in) == 0 {
+		return nil
+	}
+	entries, _ := os.ReadDir(netnsDir)
+	var out []string
+	for _, e := range entries {
+		var st syscall.Stat_t
+		path := filepath.Join(netnsDir, e.Name())
+		if syscall.Stat(path, &st) == nil && in[id{st.Dev, st.Ino}] {
+			out = append(out, path)
+		}
+	}
+	return out
+}
+
+// unmountUnder unmounts everything mounted under dir, the deepest first.
+func unmountUnder(dir string) error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var points []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescape(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			points = append(points, mp)
+		}
+	}
+	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
+	var errs []error
+	for _, mp := range slices.Compact(points) {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for a space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

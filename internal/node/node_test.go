@@ -1,0 +1,89 @@
+package node
+
+import (
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+func TestAddresses(t *testing.T) {
+	a := Addresses{File: filepath.Join(t.TempDir(), "addresses.json")}
+	first, err := a.Allocate("east", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := netip.MustParseAddr("10.77.0.2"); first != want {
+		t.Fatalf("first address = %s, want %s (the lowest above the gateway)", first, want)
+	}
+	again, _ := a.Allocate("east", "n1")
+	if again != first {
+		t.Fatalf("a node's address changed from %s to %s", first, again)
+	}
+	second, _ := a.Allocate("west", "n1")
+	if second == first {
+		t.Fatalf("two clusters' nodes share %s", first)
+	}
+	if err := a.Release("east"); err != nil {
+		t.Fatal(err)
+	}
+	if reused, _ := a.Allocate("north", "n1"); reused != first {
+		t.Fatalf("a released address was not reused: got %s, want %s", reused, first)
+	}
+
+	// Runtimes of several clusters allocate at once: every node gets its own address.
+	var wg sync.WaitGroup
+	got := make([]netip.Addr, 20)
+	for i := range got {
+		wg.Go(func() {
+			addr, err := a.Allocate("many", string(rune('a'+i)))
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = addr
+		})
+	}
+	wg.Wait()
+	seen := map[netip.Addr]bool{first: true, second: true}
+	for _, addr := range got {
+		if seen[addr] || !FleetNetwork.Contains(addr) {
+			t.Fatalf("address %s given twice or outside %s", addr, FleetNetwork)
+		}
+		seen[addr] = true
+	}
+}
+
+func TestNames(t *testing.T) {
+	for _, c := range []struct{ cluster, node string }{{"us-east", "worker-0"}, {"a-very-long-cluster-name-indeed", "a-very-long-node-name"}} {
+		if l := len(HostLink(c.cluster, c.node)); l > 15 {
+			t.Errorf("host link of %s/%s has %d characters; Linux allows 15", c.cluster, c.node, l)
+		}
+	}
+	if NetNS("east", "n1") == NetNS("east", "n2") {
+		t.Error("two nodes share a network namespace name")
+	}
+	if HostLink("east", "n1") == HostLink("west", "n1") {
+		t.Error("nodes of two clusters with one name share a host link")
+	}
+}
+
+// TestKubeletConfig checks the settings without which two kubelets on one host of this kind
+// remove each other's pods or fail to start (../shared/REAL-NODES.md).
+func TestKubeletConfig(t *testing.T) {
+	s := Spec{Cluster: "east", Name: "n1", Dir: "/data/n1", IP: netip.MustParseAddr("10.77.0.9"), CAFile: "/pki/ca.crt"}
+	var cfg map[string]any
+	if err := yaml.UnmarshalStrict([]byte(KubeletConfig(s)), &cfg); err != nil {
+		t.Fatalf("the kubelet configuration is not YAML: %v", err)
+	}
+	for key, want := range map[string]any{
+		"failCgroupV1": false, "cgroupDriver": "cgroupfs", "oomScoreAdj": float64(0),
+		"cgroupRoot": "/convoy/east/n1", "cgroupsPerQOS": true, "podLogsDir": "/data/n1/pods",
+		"address": "10.77.0.9", "maxPods": float64(110),
+	} {
+		if cfg[key] != want {
+			t.Errorf("%s = %v, want %v", key, cfg[key], want)
+		}
+	}
+}
