@@ -129,12 +129,23 @@ type SecretReference struct {
 }
 
 // NodePool is a group of identical nodes.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.kind) || self.kind != 'Real' || self.count <= 10",message="a Real node pool has at most 10 nodes: each is a kubelet and a containerd on the hub's machine; use a Simulated pool for more"
 type NodePool struct {
 	// Name of the pool, unique in the cluster.
 	// +required
 	// +kubebuilder:validation:MaxLength=30
 	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
 	Name string `json:"name"`
+
+	// Kind says whether the pool's nodes are Simulated (kwok: pods say they run, nothing runs;
+	// thousands fit on one machine) or Real (each node a network namespace on the hub's
+	// machine with its own containerd and kubelet, running real containers). Local clusters
+	// only; it cannot change, make another pool instead.
+	// +optional
+	// +kubebuilder:default=Simulated
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="a node pool's kind cannot change; add a pool of the other kind and scale this one to 0"
+	Kind NodeKind `json:"kind,omitempty"`
 
 	// Count is the number of nodes, from 0 to 500.
 	// +required
@@ -173,6 +184,18 @@ type NodePool struct {
 	// +kubebuilder:validation:MaxItems=32
 	Taints []corev1.Taint `json:"taints,omitempty"`
 }
+
+// NodeKind says what a node pool's nodes are.
+// +kubebuilder:validation:Enum=Simulated;Real
+type NodeKind string
+
+// The kinds of node.
+const (
+	// NodeSimulated nodes are simulated by kwok.
+	NodeSimulated NodeKind = "Simulated"
+	// NodeReal nodes run real containers.
+	NodeReal NodeKind = "Real"
+)
 
 // ClusterPhase is a one-word summary of a Cluster's state; the conditions say why.
 // +kubebuilder:validation:Enum=Pending;Provisioning;Joining;Ready;Updating;Deleting;Failed;Unreachable

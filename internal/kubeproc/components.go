@@ -98,6 +98,10 @@ type APIServerConfig struct {
 	PKI  *PKI
 	// ServiceCIDR is the Service IP range; empty means 10.96.0.0/16.
 	ServiceCIDR string
+	// Kubelets, when set, is the API server's client certificate for kubelets: it turns on
+	// the node authorizer for the kubelets' own credentials and reaches kubelets by their
+	// address (logs, exec, port-forward).
+	Kubelets *KeyPair
 	// Extra arguments, appended last so they win.
 	Extra []string
 }
@@ -121,7 +125,6 @@ func (c APIServerConfig) Args() []string {
 		"--api-audiences=https://kubernetes.default.svc",
 		"--service-account-key-file=" + c.PKI.ServiceAccountPub,
 		"--service-account-signing-key-file=" + c.PKI.ServiceAccountKey,
-		"--authorization-mode=RBAC",
 		"--service-cluster-ip-range=" + cidr,
 		// The "kubernetes" Service would point at a loopback address, which Endpoints refuse.
 		"--endpoint-reconciler-type=none",
@@ -129,6 +132,13 @@ func (c APIServerConfig) Args() []string {
 		// On SIGTERM, end open watches (every agent keeps some) within 2 s; without it the API
 		// server waits for them until it is killed.
 		"--shutdown-watch-termination-grace-period=2s",
+	}
+	if k := c.Kubelets; k != nil {
+		args = append(args, "--authorization-mode=Node,RBAC",
+			"--kubelet-client-certificate="+k.CertPath, "--kubelet-client-key="+k.KeyPath,
+			"--kubelet-preferred-address-types=InternalIP,Hostname")
+	} else {
+		args = append(args, "--authorization-mode=RBAC")
 	}
 	if c.EtcdTLS.CAFile != "" {
 		args = append(args, "--etcd-cafile="+c.EtcdTLS.CAFile)

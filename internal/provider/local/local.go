@@ -234,6 +234,10 @@ func (p *Provider) Delete(_ context.Context, name string) error {
 	if _, err := kubeproc.ReapStale(d.run(), p.Log); err != nil {
 		return err
 	}
+	// The runtime takes its real nodes down when it stops; one that was killed could not.
+	if err := removeRealNodes(d, name, p.Log); err != nil {
+		return err
+	}
 	p.forget(name)
 	if err := os.RemoveAll(string(d)); err != nil {
 		return fmt.Errorf("remove cluster data: %w", err)

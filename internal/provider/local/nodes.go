@@ -31,8 +31,11 @@ const drainTimeout = 2 * time.Minute
 
 // nodeShape is everything the provider decides about one node.
 type nodeShape struct {
-	name        string
-	pool        string
+	name string
+	pool string
+	// real nodes are kubelets of the runtime's (realNodes); the others are kwok's.
+	real        bool
+	maxPods     int32
 	labels      map[string]string
 	taints      []corev1.Taint
 	allocatable corev1.ResourceList
@@ -53,12 +56,17 @@ func desiredNodes(c *v1alpha1.Cluster) []nodeShape {
 			name := nodeName(c.Name, pool.Name, i)
 			labels := map[string]string{}
 			maps.Copy(labels, pool.Labels)
+			real := pool.Kind == v1alpha1.NodeReal
+			kind := "kwok"
+			if real {
+				kind = "convoy-real"
+			}
 			maps.Copy(labels, map[string]string{
 				"kubernetes.io/hostname":           name,
 				"kubernetes.io/os":                 "linux",
 				"kubernetes.io/arch":               "amd64",
-				"node.kubernetes.io/instance-type": "kwok",
-				"type":                             "kwok",
+				"node.kubernetes.io/instance-type": kind,
+				"type":                             kind,
 				provider.LabelPool:                 pool.Name,
 			})
 			zone := pool.Zone
@@ -71,7 +79,8 @@ func desiredNodes(c *v1alpha1.Cluster) []nodeShape {
 			if c.Spec.Region != "" {
 				labels[corev1.LabelTopologyRegion] = c.Spec.Region
 			}
-			out = append(out, nodeShape{name: name, pool: pool.Name, labels: labels, taints: pool.Taints, allocatable: res, version: versionOf(c)})
+			out = append(out, nodeShape{name: name, pool: pool.Name, real: real, maxPods: orInt(pool.Pods, 110),
+				labels: labels, taints: pool.Taints, allocatable: res, version: versionOf(c)})
 		}
 	}
 	return out
@@ -101,12 +110,25 @@ func orInt(v, def int32) int32 {
 	return v
 }
 
-// syncNodes makes the cluster's kwok nodes match c's node pools: it applies missing or changed
-// nodes, then drains and deletes surplus ones, highest index first. The runtime runs it, so
-// that nodes join as soon as the API server is ready, as kubelets would, hub or no hub. It
-// reports whether it changed anything: kwok initialises a new node's status from what it read,
-// which can be older than the provider's capacity, so a changed set is checked again.
-func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster, log *slog.Logger) (changed bool, err error) {
+// realNodeHost runs a cluster's real nodes (the runtime's realNodes).
+type realNodeHost interface {
+	// ensure makes a real node run, if it does not yet.
+	ensure(ctx context.Context, w nodeShape) error
+	// remove takes a real node away from the host, once it is drained and deleted.
+	remove(ctx context.Context, name string) error
+	// network gives the running real nodes their pod ranges and routes, from the Nodes, and
+	// says whether one still waits for its range.
+	network(nodes []corev1.Node) (waiting bool, err error)
+}
+
+// syncNodes makes the cluster's nodes match c's node pools: it starts missing real nodes
+// (whose kubelets register them) and applies missing or changed kwok nodes, then drains and
+// deletes surplus ones, highest index first, and gives real nodes their part of the pod
+// network. The runtime runs it, so that nodes join as soon as the API server is ready, as
+// kubelets would, hub or no hub. It reports whether it changed anything: kwok initialises a
+// new node's status from what it read, which can be older than the provider's capacity, and a
+// kubelet registers a while after it starts, so a changed set is checked again.
+func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster, real realNodeHost, log *slog.Logger) (changed bool, err error) {
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: provider.LabelPool})
 	if err != nil {
 		return false, fmt.Errorf("list nodes: %w", err)
@@ -119,6 +141,26 @@ func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster
 	wanted := map[string]bool{}
 	for _, w := range want {
 		wanted[w.name] = true
+		if w.real {
+			if real == nil {
+				return changed, fmt.Errorf("node %s: this runtime cannot run real nodes", w.name)
+			}
+			if err := real.ensure(ctx, w); err != nil {
+				return changed, err
+			}
+			n, ok := have[w.name]
+			if !ok {
+				changed = true // its kubelet registers it in a moment
+				continue
+			}
+			if !matches(n, w) {
+				changed = true
+				if err := applyRealNode(ctx, cs, w); err != nil {
+					return changed, err
+				}
+			}
+			continue
+		}
 		if n, ok := have[w.name]; ok && matches(n, w) {
 			continue
 		}
@@ -139,17 +181,33 @@ func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster
 		if err := drainAndDelete(ctx, cs, name); err != nil {
 			return changed, err
 		}
+		if real != nil && have[name].Annotations[kwokNodeAnnotation] == "" {
+			if err := real.remove(ctx, name); err != nil {
+				return changed, err
+			}
+		}
 		log.Info("node removed", "node", name)
+	}
+	if real != nil {
+		waiting, err := real.network(nodes.Items)
+		if err != nil {
+			return changed, err
+		}
+		changed = changed || waiting // look again once the controller-manager allocated it
 	}
 	return changed, nil
 }
 
-// matches reports whether node n already has shape w.
+// matches reports whether node n already has shape w: for a real node, its labels (its
+// kubelet registered its taints, and reports the rest).
 func matches(n *corev1.Node, w nodeShape) bool {
 	for k, v := range w.labels {
 		if n.Labels[k] != v {
 			return false
 		}
+	}
+	if w.real {
+		return true
 	}
 	if len(n.Spec.Taints) != len(w.taints) {
 		return false
@@ -192,6 +250,17 @@ func applyNode(ctx context.Context, cs kubernetes.Interface, w nodeShape) error 
 		WithNodeInfo(corev1ac.NodeSystemInfo().WithKubeletVersion(w.version)))
 	if _, err := cs.CoreV1().Nodes().ApplyStatus(ctx, status, opts); err != nil {
 		return fmt.Errorf("apply status of node %s: %w", w.name, err)
+	}
+	return nil
+}
+
+// applyRealNode sets a real node's labels as its pool says, after its kubelet registered it
+// (a kubelet sets them only when it registers). Its taints are the kubelet's to register and
+// the node controller's to change.
+func applyRealNode(ctx context.Context, cs kubernetes.Interface, w nodeShape) error {
+	node := corev1ac.Node(w.name).WithLabels(w.labels)
+	if _, err := cs.CoreV1().Nodes().Apply(ctx, node, metav1.ApplyOptions{FieldManager: fieldManager, Force: true}); err != nil {
+		return fmt.Errorf("apply node %s: %w", w.name, err)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/node"
 )
 
 // Runtime is the process that runs one local cluster (`convoy local-runtime --dir DIR`). The hub
@@ -38,12 +39,17 @@ type Runtime struct {
 	lastSt   []byte
 
 	nodes chan struct{} // asks the node loop to sync the nodes
+	real  *realNodes
+	// kcmReal says whether the running controller-manager allocates pod ranges to nodes,
+	// which only clusters with real nodes need.
+	kcmReal bool
 }
 
 // RunRuntime runs the cluster in clusterDir until ctx ends. A value on reload makes it re-read
 // its config and move the control plane to a new Kubernetes version if that changed.
 func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, log *slog.Logger) error {
 	r := &Runtime{dir: dir(clusterDir), log: log, procs: map[string]*kubeproc.Process{}, nodes: make(chan struct{}, 1)}
+	r.real = &realNodes{r: r}
 	if err := readJSON(r.dir.config(), &r.cfg); err != nil {
 		return fmt.Errorf("read cluster config: %w", err)
 	}
@@ -66,7 +72,9 @@ func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, 
 	defer stopStatus()
 	defer func() {
 		r.setPhase("stopped")
+		r.real.stopAll()
 		r.stopAll()
+		r.stopFleetForward()
 		r.writeStatus()
 	}()
 
@@ -154,7 +162,7 @@ func (r *Runtime) syncNodes(ctx context.Context) (bool, error) {
 	r.mu.Lock()
 	c := r.cfg.cluster()
 	r.mu.Unlock()
-	return syncNodes(ctx, cs, c, r.log)
+	return syncNodes(ctx, cs, c, r.real, r.log)
 }
 
 func (r *Runtime) setPhase(p string) {
@@ -239,12 +247,10 @@ func (r *Runtime) components() ([]component, error) {
 		}.Args()),
 		add(kube, kubeproc.KubeAPIServer, kubeproc.APIServerConfig{
 			EtcdServers: []string{"http://127.0.0.1:" + strconv.Itoa(r.ports.Kine)}, Port: r.ports.APIServer, PKI: r.pki,
+			// Real nodes' kubelets take the admin's certificate (system:masters).
+			Kubelets: &r.pki.Admin,
 		}.Args()),
-		add(kube, kubeproc.KubeControllerManager, kubeproc.ControllerManagerConfig{
-			Kubeconfig: filepath.Join(internal, "controller-manager.kubeconfig"), PKI: r.pki,
-			// Node IPAM needs a cluster CIDR per node; kwok assigns pod IPs itself.
-			Controllers: []string{"*", "-node-ipam-controller"},
-		}.Args()),
+		add(kube, kubeproc.KubeControllerManager, r.controllerManager()),
 		add(kube, kubeproc.KubeScheduler, []string{
 			"--kubeconfig=" + filepath.Join(internal, "scheduler.kubeconfig"),
 			"--leader-elect=false", "--secure-port=0", "--profiling=false",
@@ -254,7 +260,7 @@ func (r *Runtime) components() ([]component, error) {
 			"--config=" + filepath.Join(internal, "kwok.yaml"),
 			"--manage-all-nodes=false",
 			"--manage-nodes-with-annotation-selector=" + kwokNodeAnnotation + "=fake",
-			"--cidr=10.244.0.0/16",
+			"--cidr=" + kwokPodCIDR,
 			"--node-ip=10.0.0.1",
 			// Without it kwok renews no node Leases, the controller-manager marks the nodes
 			// NotReady after its 50 s grace, and their pods lose their Ready condition. kwok
@@ -275,6 +281,34 @@ func (r *Runtime) components() ([]component, error) {
 		}
 	}
 	return comps, errors.Join(errs...)
+}
+
+// controllerManager is the controller-manager's configuration. With real nodes it allocates
+// each node a range of the cluster's pod network; kwok assigns its pods' addresses itself.
+func (r *Runtime) controllerManager() []string {
+	cfg := kubeproc.ControllerManagerConfig{
+		Kubeconfig:  filepath.Join(r.dir.internal(), "controller-manager.kubeconfig"),
+		PKI:         r.pki,
+		Controllers: []string{"*", "-node-ipam-controller"},
+	}
+	if r.hasRealNodes() {
+		cfg.Controllers = []string{"*"}
+		cfg.Extra = []string{"--allocate-node-cidrs=true", "--cluster-cidr=" + podNetwork.String(), "--node-cidr-mask-size=24"}
+	}
+	return cfg.Args()
+}
+
+// stopFleetForward takes away what the runtime added to the host for its real nodes.
+func (r *Runtime) stopFleetForward() {
+	if r.ports.APIServer == 0 {
+		return
+	}
+	if err := node.StopForwarding(r.ports.APIServer); err != nil {
+		r.log.Warn("cannot remove the forward to the API server", "err", err)
+	}
+	if err := node.RemoveFleetIfUnused(); err != nil {
+		r.log.Warn("cannot remove the fleet bridge", "err", err)
+	}
 }
 
 // startAll starts kine and waits until it answers (an API server that starts first backs off
@@ -318,6 +352,7 @@ func (r *Runtime) startAll(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return nil
 	}
+	r.kcmReal = r.hasRealNodes()
 	r.setPhase("starting kube-controller-manager and kube-scheduler")
 	for _, name := range []string{kubeproc.KubeControllerManager, kubeproc.KubeScheduler, agentComponent} {
 		if c, ok := byName[name]; ok {
@@ -384,6 +419,22 @@ func (r *Runtime) reload(ctx context.Context) error {
 	r.mu.Unlock()
 	r.syncNodesSoon()
 	if cfg.KubernetesVersion == from {
+		if real := r.hasRealNodes(); real != r.kcmReal {
+			// The first real pool (or the last one gone): the controller-manager allocates
+			// pod ranges to nodes, or stops.
+			r.mu.Lock()
+			old := r.procs[kubeproc.KubeControllerManager]
+			r.mu.Unlock()
+			kcm, err := binariesFor(r.cfg.BinDir, r.cfg.KubernetesVersion).Path(kubeproc.KubeControllerManager)
+			if err != nil {
+				return err
+			}
+			old.Stop(ctx)
+			if _, err := r.start(component{name: kubeproc.KubeControllerManager, bin: kcm, args: r.controllerManager()}); err != nil {
+				return err
+			}
+			r.kcmReal = real
+		}
 		return nil
 	}
 	comps, err := r.components()
@@ -440,6 +491,10 @@ func (r *Runtime) writeStatus() {
 	for _, name := range r.order {
 		p := r.procs[name]
 		cs := p.Status()
+		cs.ExitTail = lastLines(cs.ExitTail, 5)
+		st.Components = append(st.Components, cs)
+	}
+	for _, cs := range r.real.statuses() {
 		cs.ExitTail = lastLines(cs.ExitTail, 5)
 		st.Components = append(st.Components, cs)
 	}

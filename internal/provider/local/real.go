@@ -1,0 +1,324 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/image"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/node"
+)
+
+// The pod network of a local cluster with real nodes: each node gets a /24 of it from the
+// controller-manager. Clusters may share it: no route leads from one cluster's nodes to
+// another's pods. kwok's simulated pods take their addresses from a range of their own.
+var (
+	podNetwork  = netip.MustParsePrefix("10.244.0.0/14")
+	kwokPodCIDR = "10.240.0.0/16"
+)
+
+// PauseImage is the sandbox image of every pod on a real node; each node imports it from an
+// archive the runtime builds from bin/convoy-pause.
+const PauseImage = "registry.convoy.local/convoy/pause:1"
+
+// realNodes runs a cluster's real nodes for its runtime.
+type realNodes struct {
+	r *Runtime
+
+	mu      sync.Mutex
+	running map[string]*node.Node
+	fleet   bool // the fleet bridge and the forward to the API server are in place
+}
+
+var _ realNodeHost = (*realNodes)(nil)
+
+func (r *Runtime) hasRealNodes() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.ContainsFunc(r.cfg.NodePools, func(p v1alpha1.NodePool) bool { return p.Kind == v1alpha1.NodeReal })
+}
+
+// addresses keeps the fleet addresses of every real node of every local cluster.
+func (r *Runtime) addresses() node.Addresses {
+	return node.Addresses{File: filepath.Join(filepath.Dir(string(r.dir)), ".node-addresses.json")}
+}
+
+// MissingForRealNodes names what this machine lacks to run real nodes, and how to get it, or
+// returns nil. hack/deps.sh (make deps) installs the same packages.
+func MissingForRealNodes(binDir string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("real nodes need root (network namespaces, cgroups, mounts); this process runs as uid %d: run convoy as root, or use simulated node pools", os.Geteuid())
+	}
+	var errs []error
+	var pkgs []string
+	for _, w := range realNodeNeeds {
+		found := false
+		if filepath.IsAbs(w.what) {
+			_, err := os.Stat(w.what)
+			found = err == nil
+		} else {
+			_, err := exec.LookPath(w.what)
+			found = err == nil
+		}
+		if !found && !slices.Contains(pkgs, w.pkg) {
+			pkgs = append(pkgs, w.pkg)
+		}
+	}
+	if len(pkgs) > 0 {
+		errs = append(errs, fmt.Errorf("real nodes need the Debian packages %s; install them with `make deps` or `apt-get install %s`",
+			strings.Join(pkgs, ", "), strings.Join(pkgs, " ")))
+	}
+	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
+		errs = append(errs, fmt.Errorf("real nodes need network namespaces; this kernel has none (%v)", err))
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil { // not cgroup v2: v1 hierarchies then
+		for _, c := range []string{"cpu", "memory", "pids"} {
+			if _, err := os.Stat("/sys/fs/cgroup/" + c); err != nil {
+				errs = append(errs, fmt.Errorf("real nodes need the %s cgroup; /sys/fs/cgroup has neither cgroup v2 nor a v1 %s hierarchy", c, c))
+			}
+		}
+	}
+	for _, b := range []string{"kubelet", "kube-proxy", "convoy-pause"} {
+		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
+			errs = append(errs, fmt.Errorf("real nodes need %s in %s; run `make`", b, binDir))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// realNodeNeeds are the programs and files real nodes use, each with the Debian package that
+// has it (as hack/deps.sh lists them).
+var realNodeNeeds = []struct{ what, pkg string }{
+	{"containerd", "containerd"}, {"ctr", "containerd"}, {"runc", "runc"},
+	{cniBinDir + "/bridge", "containernetworking-plugins"}, {cniBinDir + "/host-local", "containernetworking-plugins"},
+	{cniBinDir + "/portmap", "containernetworking-plugins"}, {cniBinDir + "/loopback", "containernetworking-plugins"},
+	{"iptables", "iptables"}, {"conntrack", "conntrack"}, {"ip", "iproute2"}, {"nsenter", "util-linux"},
+}
+
+// cniBinDir is where Debian's containernetworking-plugins puts the plugins.
+const cniBinDir = "/usr/lib/cni"
+
+// pauseArchive builds the pause image's archive from bin/convoy-pause, once per binary.
+func (rn *realNodes) pauseArchive(cfg config) (string, error) {
+	bin := filepath.Join(cfg.BinDir, "convoy-pause")
+	st, err := os.Stat(bin)
+	if err != nil {
+		return "", fmt.Errorf("the pause binary: %w; run `make`", err)
+	}
+	dir := filepath.Join(filepath.Dir(string(rn.r.dir)), ".images")
+	archive := filepath.Join(dir, "pause.tar")
+	if a, err := os.Stat(archive); err == nil && !a.ModTime().Before(st.ModTime()) {
+		return archive, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	img, err := image.FromBinary(bin)
+	if err != nil {
+		return "", err
+	}
+	return archive, image.WriteArchive(img, PauseImage, archive)
+}
+
+// spec is what one real node of the cluster is.
+func (rn *realNodes) spec(w nodeShape, cfg config) (node.Spec, error) {
+	r := rn.r
+	ipAddr, err := r.addresses().Allocate(cfg.Name, w.name)
+	if err != nil {
+		return node.Spec{}, err
+	}
+	dir := filepath.Join(string(r.dir), "nodes", w.name)
+	cred, err := r.pki.CA.LoadOrIssue(filepath.Join(dir, "pki"), kubeproc.CertRequest{
+		Name: "node", CommonName: "system:node:" + w.name, Organization: []string{"system:nodes"},
+	})
+	if err != nil {
+		return node.Spec{}, fmt.Errorf("node %s credentials: %w", w.name, err)
+	}
+	kubelet, err := binariesFor(cfg.BinDir, cfg.KubernetesVersion).Path("kubelet")
+	if err != nil {
+		return node.Spec{}, err
+	}
+	pause, err := rn.pauseArchive(cfg)
+	if err != nil {
+		return node.Spec{}, err
+	}
+	return node.Spec{
+		Cluster: cfg.Name, Name: w.name, Dir: dir,
+		IP: ipAddr, Prefix: node.FleetNetwork.Bits(), Gateway: node.Gateway,
+		APIServer:     fmt.Sprintf("https://%s:%d", node.Gateway, r.ports.APIServer),
+		APIServerName: "127.0.0.1",
+		CAFile:        kubeproc.CACertPath(r.pki.Dir), CertFile: cred.CertPath, KeyFile: cred.KeyPath,
+		PodNetwork: podNetwork,
+		Kubelet:    kubelet, CNIBinDir: cniBinDir,
+		PauseImage: PauseImage, Images: []string{pause},
+		Labels: w.labels, Taints: w.taints, MaxPods: w.maxPods,
+	}, nil
+}
+
+func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
+	rn.r.mu.Lock() // before rn.mu, as writeStatus takes them
+	cfg := rn.r.cfg
+	rn.r.mu.Unlock()
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if rn.running == nil {
+		rn.running = map[string]*node.Node{}
+	}
+	if _, ok := rn.running[w.name]; ok {
+		return nil
+	}
+	if err := MissingForRealNodes(cfg.BinDir); err != nil {
+		return err
+	}
+	if !rn.fleet {
+		if err := node.EnsureFleet(); err != nil {
+			return err
+		}
+		if err := node.ForwardAPIServer(rn.r.ports.APIServer); err != nil {
+			return err
+		}
+		rn.fleet = true
+	}
+	s, err := rn.spec(w, cfg)
+	if err != nil {
+		return err
+	}
+	n, err := node.Up(ctx, s, rn.r.log)
+	if err != nil {
+		return err
+	}
+	rn.running[w.name] = n
+	return nil
+}
+
+func (rn *realNodes) remove(ctx context.Context, name string) error {
+	rn.mu.Lock()
+	n := rn.running[name]
+	delete(rn.running, name)
+	rn.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	n.Stop(ctx)
+	if err := node.Remove(n.Spec, rn.r.log); err != nil {
+		return err
+	}
+	return rn.r.addresses().Release(n.Spec.Cluster, name)
+}
+
+// network gives each running real node its pod range, once the controller-manager allocated
+// it, and routes to every other real node's range of the cluster. It says whether a running
+// node has no range yet (or has not registered).
+func (rn *realNodes) network(nodes []corev1.Node) (bool, error) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	ranges := map[string]netip.Prefix{}
+	addrs := map[string]netip.Addr{}
+	for _, n := range nodes {
+		if rn.running[n.Name] == nil || n.Spec.PodCIDR == "" {
+			continue
+		}
+		cidr, err := netip.ParsePrefix(n.Spec.PodCIDR)
+		if err != nil {
+			continue
+		}
+		ranges[n.Name], addrs[n.Name] = cidr, rn.running[n.Name].Spec.IP
+	}
+	var errs []error
+	waiting := false
+	for name, n := range rn.running {
+		cidr, ok := ranges[name]
+		if !ok {
+			waiting = true
+			continue
+		}
+		if err := n.SetPodCIDR(cidr); err != nil {
+			errs = append(errs, err)
+		}
+		routes := map[netip.Prefix]netip.Addr{}
+		for other, r := range ranges {
+			if other != name {
+				routes[r] = addrs[other]
+			}
+		}
+		if err := n.SetRoutes(routes); err != nil {
+			errs = append(errs, fmt.Errorf("routes of node %s: %w", name, err))
+		}
+	}
+	return waiting, errors.Join(errs...)
+}
+
+// stopAll stops every real node (their files and addresses stay, for the next start).
+func (rn *realNodes) stopAll() {
+	rn.mu.Lock()
+	nodes := rn.running
+	rn.running, rn.fleet = nil, false
+	rn.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(func() { n.Stop(ctx) })
+	}
+	wg.Wait()
+}
+
+// statuses are the real nodes' processes, for the runtime's status.
+func (rn *realNodes) statuses() []kubeproc.Status {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	var out []kubeproc.Status
+	for _, n := range rn.running {
+		for _, p := range n.Processes() {
+			if p != nil {
+				out = append(out, p.Status())
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b kubeproc.Status) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+// removeRealNodes takes every real node of a cluster off the host, with its files, gives back
+// their fleet addresses, and removes the forward to the cluster's API server and, when no
+// other cluster uses it, the fleet bridge.
+func removeRealNodes(d dir, cluster string, log *slog.Logger) error {
+	entries, err := os.ReadDir(filepath.Join(string(d), "nodes"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.IsDir() {
+			errs = append(errs, node.Remove(node.Spec{Cluster: cluster, Name: e.Name(), Dir: filepath.Join(string(d), "nodes", e.Name())}, log))
+		}
+	}
+	if len(entries) == 0 {
+		return errors.Join(errs...)
+	}
+	errs = append(errs, node.Addresses{File: filepath.Join(filepath.Dir(string(d)), ".node-addresses.json")}.Release(cluster))
+	var p ports
+	if readJSON(d.ports(), &p) == nil && p.APIServer != 0 {
+		errs = append(errs, node.StopForwarding(p.APIServer))
+	}
+	errs = append(errs, node.RemoveFleetIfUnused())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,258 @@
+package local_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/image"
+	"github.com/convoy-dev/convoy/internal/node"
+	"github.com/convoy-dev/convoy/internal/provider/local"
+)
+
+// echoServer is a test workload: it answers with its pod's name, fetches another address on
+// /fetch?url=..., and logs one line per request.
+const echoServer = `package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+)
+
+func main() {
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println(r.Method, r.URL.String())
+		if u := r.URL.Query().Get("url"); u != "" {
+			resp, err := http.Get(u)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			defer resp.Body.Close()
+			io.Copy(w, resp.Body)
+			return
+		}
+		fmt.Fprintf(w, "pod %s\n", os.Getenv("POD_NAME"))
+	})
+	http.ListenAndServe(":8080", nil)
+}
+`
+
+// TestRealNodes runs a local cluster with a pool of two real nodes: they register and are
+// Ready, a pod on each runs a real container, one pod reaches the other across nodes, the API
+// server serves the container's log, and deleting the cluster leaves nothing on the host:
+// no process, network namespace, veth, iptables rule, mount or cgroup of it.
+func TestRealNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real nodes")
+	}
+	bin := hubtest.BinDir(t)
+	if err := local.MissingForRealNodes(bin); err != nil {
+		t.Fatal(err)
+	}
+	before := hostState(t)
+	p := newProvider(t)
+	ctx := context.Background()
+	c := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "rn"}, Spec: v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderLocal, Region: "r", Zones: []string{"a", "b"},
+		NodePools: []v1alpha1.NodePool{{Name: "real", Kind: v1alpha1.NodeReal, Count: 2}},
+	}}
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			_ = p.Delete(context.Background(), c.Name)
+		}
+	})
+	must(t, p.Create(ctx, c))
+	waitFor(t, "two real nodes Ready", 3*time.Minute, func() (bool, string) {
+		st, err := p.Status(ctx, c)
+		return err == nil && st.Nodes.Ready == 2, fmt.Sprintf("%+v %v", st, err)
+	})
+	cs := member(t, p, c)
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	must(t, err)
+	var names []string
+	for _, n := range nodes.Items {
+		names = append(names, n.Name)
+		if n.Status.NodeInfo.ContainerRuntimeVersion == "" || !strings.HasPrefix(n.Status.NodeInfo.ContainerRuntimeVersion, "containerd://") {
+			t.Errorf("node %s runs %q, want containerd", n.Name, n.Status.NodeInfo.ContainerRuntimeVersion)
+		}
+		if n.Labels[corev1.LabelTopologyZone] == "" || n.Labels["convoy.dev/pool"] != "real" {
+			t.Errorf("node %s labels %v", n.Name, n.Labels)
+		}
+	}
+	slices.Sort(names)
+
+	// A real container on each node, from an image made here and imported into both.
+	archive := buildEchoImage(t)
+	clusterDir := filepath.Join(p.Root, c.Name)
+	for _, n := range names {
+		out, err := exec.Command("ctr", "--address", filepath.Join(clusterDir, "nodes", n, "containerd.sock"), "-n", "k8s.io", "images", "import", archive).CombinedOutput()
+		if err != nil {
+			t.Fatalf("import into %s: %v: %s", n, err, out)
+		}
+	}
+	for i, n := range names {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("echo-%d", i)}, Spec: corev1.PodSpec{
+			NodeName: n,
+			Containers: []corev1.Container{{Name: "echo", Image: "registry.convoy.local/test/echo:1", ImagePullPolicy: corev1.PullNever,
+				Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
+		}}
+		_, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
+		must(t, err)
+	}
+	ips := map[string]string{}
+	waitFor(t, "both pods Running", 2*time.Minute, func() (bool, string) {
+		for i := range names {
+			pod, err := cs.CoreV1().Pods("default").Get(ctx, fmt.Sprintf("echo-%d", i), metav1.GetOptions{})
+			if err != nil || pod.Status.Phase != corev1.PodRunning || pod.Status.PodIP == "" {
+				return false, fmt.Sprintf("%s: %v %v", fmt.Sprintf("echo-%d", i), pod.Status.Phase, err)
+			}
+			ips[pod.Name] = pod.Status.PodIP
+		}
+		return true, ""
+	})
+	if ips["echo-0"] == ips["echo-1"] || !strings.HasPrefix(ips["echo-0"], "10.24") {
+		t.Errorf("pod addresses %v, want two of the pod network", ips)
+	}
+
+	// From node 0, through the pod there, to the pod on node 1.
+	ns0 := node.NetNS(c.Name, names[0])
+	url := fmt.Sprintf("http://%s:8080/?url=http://%s:8080/", ips["echo-0"], ips["echo-1"])
+	var got string
+	waitFor(t, "a pod reaching the pod on the other node", time.Minute, func() (bool, string) {
+		out, err := exec.Command("ip", "netns", "exec", ns0, "curl", "-s", "--max-time", "3", url).CombinedOutput()
+		got = string(out)
+		return err == nil && strings.Contains(got, "pod echo-1"), fmt.Sprintf("%v: %s", err, out)
+	})
+
+	// The API server reaches the kubelet for the container's log.
+	logs, err := cs.CoreV1().Pods("default").GetLogs("echo-1", &corev1.PodLogOptions{}).Stream(ctx)
+	must(t, err)
+	raw, _ := io.ReadAll(logs)
+	logs.Close()
+	if !strings.Contains(string(raw), "GET /") {
+		t.Errorf("echo-1's log: %q", raw)
+	}
+
+	// Deleting the cluster leaves nothing of it on the host (what the check looks for is
+	// there while it runs).
+	during := hostState(t)
+	for _, what := range []string{"network namespaces", "links", "mounts", "processes", "iptables rules", "cgroups", "CNI files"} {
+		if len(difference(during[what], before[what])) == 0 {
+			t.Errorf("while the cluster runs, the host shows no %s of it: the check after delete would prove nothing", what)
+		}
+	}
+	must(t, p.Delete(ctx, c.Name))
+	deleted = true
+	after := hostState(t)
+	for what, had := range before {
+		if extra := difference(after[what], had); len(extra) > 0 {
+			t.Errorf("left behind after delete: %s %v", what, extra)
+		}
+	}
+}
+
+// buildEchoImage compiles the echo server statically and makes its image archive.
+func buildEchoImage(t *testing.T) string {
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "main.go"), []byte(echoServer), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module echo\n\ngo 1.26\n"), 0o644))
+	bin := filepath.Join(dir, "echo")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the echo server: %v: %s", err, out)
+	}
+	img, err := image.FromBinary(bin)
+	must(t, err)
+	archive := filepath.Join(dir, "echo.tar")
+	must(t, image.WriteArchive(img, "registry.convoy.local/test/echo:1", archive))
+	return archive
+}
+
+func member(t *testing.T, p *local.Provider, c *v1alpha1.Cluster) kubernetes.Interface {
+	raw, err := p.Kubeconfig(context.Background(), c)
+	must(t, err)
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(raw)
+	must(t, err)
+	cs, err := kubernetes.NewForConfig(cfg)
+	must(t, err)
+	return cs
+}
+
+// hostState lists what real nodes make on the host, all of it and not only what is named after
+// Convoy: network namespaces, links, mounts, iptables rules, files under /var/lib/cni, cgroups
+// under /convoy, and the processes of nodes and pods. Nothing else on this machine makes them
+// while the test runs.
+func hostState(t *testing.T) map[string][]string {
+	lines := func(name string, args ...string) []string {
+		out, err := exec.Command(name, args...).Output()
+		if err != nil {
+			t.Fatalf("%s %v: %v", name, args, err)
+		}
+		var keep []string
+		for l := range strings.SplitSeq(string(out), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				keep = append(keep, l)
+			}
+		}
+		return keep
+	}
+	var rules []string
+	for _, l := range lines("iptables-save") {
+		if !strings.HasPrefix(l, "#") {
+			rules = append(rules, strings.Split(l, " [")[0]) // chains without their counters
+		}
+	}
+	return map[string][]string{
+		"network namespaces": lines("ls", "-A", "/run/netns"),
+		"links":              lines("sh", "-c", "ip -o link show | cut -d: -f2"),
+		"mounts":             lines("sh", "-c", "cut -d' ' -f5 /proc/self/mountinfo"),
+		"iptables rules":     rules,
+		"CNI files":          lines("sh", "-c", "find /var/lib/cni -type f 2>/dev/null; true"),
+		"cgroups":            lines("sh", "-c", "find /sys/fs/cgroup -maxdepth 3 -path '*/convoy*' -type d"),
+		"processes":          lines("sh", "-c", "ps -eo pid=,args= | grep -E 'containerd|kubelet|kube-proxy|convoy-pause|/echo' | grep -v grep; true"),
+	}
+}
+
+func difference(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for time.Now().Before(deadline) {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		last = msg
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, last)
+}
