@@ -33,6 +33,7 @@ kubectl and helm use.`,
 	f.StringVar(&opts.DatastoreTLS.CertFile, "datastore-certfile", "", "client certificate for the datastore")
 	f.StringVar(&opts.DatastoreTLS.KeyFile, "datastore-keyfile", "", "client key for the datastore")
 	f.IntVar(&opts.APIServerPort, "apiserver-port", 0, "port of the hub's API server on 127.0.0.1 (default: the port used last time, else 6443 if free)")
+	f.IntVar(&opts.RegistryPort, "registry-port", 0, "port of the fleet registry on 127.0.0.1 (default: the port used last time, else 5000 if free)")
 	f.StringVar(&opts.HealthAddr, "health-addr", "127.0.0.1:9440", "address for /healthz and /readyz; empty turns them off")
 	f.DurationVar(&opts.HeartbeatInterval, "heartbeat-interval", 0, "how often agents renew their heartbeat Lease (default 2s), while the fleet is within --max-heartbeat-rate")
 	f.Float64Var(&opts.MaxHeartbeatRate, "max-heartbeat-rate", 0, "heartbeats a second the whole fleet may send (default 50); a larger fleet heartbeats less often, and its clusters become Unreachable after 3 intervals")

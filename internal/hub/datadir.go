@@ -26,6 +26,9 @@ func (l Layout) Kubeconfig() string { return filepath.Join(l.Dir, "kubeconfig") 
 // PKI holds the hub's CA, certificates and service-account keys.
 func (l Layout) PKI() string { return filepath.Join(l.Dir, "pki") }
 
+// Registry holds the fleet registry's blobs and manifests.
+func (l Layout) Registry() string { return filepath.Join(l.Dir, "registry") }
+
 // DB holds the default SQLite datastore.
 func (l Layout) DB() string { return filepath.Join(l.Dir, "db") }
 
@@ -77,6 +80,8 @@ func lockDataDir(l Layout) (release func(), err error) {
 type state struct {
 	// APIServerPort is kept so that kubeconfigs handed out earlier stay valid.
 	APIServerPort int `json:"apiserverPort"`
+	// RegistryPort is the fleet registry's, kept so that clusters made earlier still reach it.
+	RegistryPort int `json:"registryPort,omitempty"`
 }
 
 func loadState(l Layout) (state, error) {

@@ -26,10 +26,14 @@ import (
 
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
+	"github.com/convoy-dev/convoy/internal/registry"
 )
 
 // DefaultAPIServerPort is the port a new hub's API server takes when it is free.
 const DefaultAPIServerPort = 6443
+
+// DefaultRegistryPort is the port a new hub's fleet registry takes when it is free.
+const DefaultRegistryPort = 5000
 
 // hubControllers are the kube-controller-manager controllers the hub runs: enough for
 // namespaces to delete, owner references to collect garbage, service accounts to get tokens
@@ -60,6 +64,9 @@ type Options struct {
 	// APIServerPort is the API server's port on 127.0.0.1. Zero means the port of the last
 	// run in DataDir, else 6443 when free, else any free port.
 	APIServerPort int
+	// RegistryPort is the fleet registry's port on 127.0.0.1. Zero means the port of the last
+	// run in DataDir, else 5000 when free, else any free port.
+	RegistryPort int
 	// HealthAddr is where /healthz and /readyz are served; empty turns them off.
 	HealthAddr string
 	// StepTimeout bounds each start-up step, such as waiting for the API server. Zero means 60s.
@@ -93,6 +100,7 @@ type Hub struct {
 	procs       []*kubeproc.Process // in start order
 	health      *http.Server
 	healthAddr  string
+	registry    *registry.Server
 
 	apiserverURL string
 	admin        *rest.Config
@@ -188,6 +196,11 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 		return nil, err
 	}
 	h.apiserverURL = "https://127.0.0.1:" + strconv.Itoa(port)
+
+	h.setPhase("starting the fleet registry")
+	if err := h.startRegistry(ctx); err != nil {
+		return nil, err
+	}
 
 	h.setPhase("preparing certificates")
 	pki, err := kubeproc.EnsurePKI(h.layout.PKI(), "convoy-hub-ca")
@@ -330,6 +343,45 @@ func (h *Hub) choosePort() (int, error) {
 	return port, nil
 }
 
+// startRegistry starts the fleet registry on its port, which it remembers in the data dir:
+// the one asked for, else the last run's, else 5000, else (taken, perhaps by another hub
+// starting at the same moment) any free one.
+func (h *Hub) startRegistry(ctx context.Context) error {
+	st, err := loadState(h.layout)
+	if err != nil {
+		return err
+	}
+	port, fallback := h.opts.RegistryPort, false
+	switch {
+	case port != 0:
+	case st.RegistryPort != 0:
+		port = st.RegistryPort
+	default:
+		port, fallback = DefaultRegistryPort, true
+	}
+	h.registry, err = registry.Start(ctx, h.layout.Registry(), "127.0.0.1:"+strconv.Itoa(port), h.log)
+	if err != nil && fallback {
+		if port, err = kubeproc.FreePort(); err != nil {
+			return err
+		}
+		h.registry, err = registry.Start(ctx, h.layout.Registry(), "127.0.0.1:"+strconv.Itoa(port), h.log)
+	}
+	switch {
+	case err != nil && h.opts.RegistryPort == 0 && !fallback:
+		return fmt.Errorf("%w: this data dir's fleet registry used port %d before; free it, or pass --registry-port (local clusters made earlier then need a restart to use the new port)", err, port)
+	case err != nil:
+		return fmt.Errorf("%w; free the port or pass another --registry-port", err)
+	}
+	if port != st.RegistryPort {
+		st.RegistryPort = port
+		return saveState(h.layout, st)
+	}
+	return nil
+}
+
+// RegistryAddr is the fleet registry's address on the host's loopback.
+func (h *Hub) RegistryAddr() string { return h.registry.Addr() }
+
 func (h *Hub) startChild(name, bin string, args []string) (*kubeproc.Process, error) {
 	p, err := kubeproc.Start(kubeproc.Spec{
 		Name:    name,
@@ -467,6 +519,9 @@ func (h *Hub) shutdown(ctx context.Context) {
 			<-h.managerDone
 		}
 		kubeproc.StopAll(ctx, h.procs)
+		if h.registry != nil {
+			_ = h.registry.Close(ctx)
+		}
 		if h.health != nil {
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			_ = h.health.Shutdown(sctx)
@@ -490,6 +545,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) error {
   API server:  %s
   Kubeconfig:  %s
 `, h.ReadyAfter().Round(100*time.Millisecond), h.APIServerURL(), h.Kubeconfig())
+	fmt.Fprintf(out, "  Registry:    %s (images named %s/REPO:TAG)\n", h.RegistryAddr(), registry.Host)
 	if h.HealthAddr() != "" {
 		fmt.Fprintf(out, "  Health:      http://%s/readyz\n", h.HealthAddr())
 	}

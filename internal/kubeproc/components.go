@@ -102,6 +102,10 @@ type APIServerConfig struct {
 	// the node authorizer for the kubelets' own credentials and reaches kubelets by their
 	// address (logs, exec, port-forward).
 	Kubelets *KeyPair
+	// Advertise, when set, is the address (not a loopback one) at which the cluster's pods
+	// reach the API server: the "kubernetes" Service points at Advertise:Port. Without it the
+	// Service has no endpoints.
+	Advertise string
 	// Extra arguments, appended last so they win.
 	Extra []string
 }
@@ -115,7 +119,6 @@ func (c APIServerConfig) Args() []string {
 	args := []string{
 		"--etcd-servers=" + strings.Join(c.EtcdServers, ","),
 		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(c.Port),
 		"--cert-dir=" + c.PKI.Dir,
 		"--tls-cert-file=" + c.PKI.Serving.CertPath,
@@ -126,12 +129,16 @@ func (c APIServerConfig) Args() []string {
 		"--service-account-key-file=" + c.PKI.ServiceAccountPub,
 		"--service-account-signing-key-file=" + c.PKI.ServiceAccountKey,
 		"--service-cluster-ip-range=" + cidr,
-		// The "kubernetes" Service would point at a loopback address, which Endpoints refuse.
-		"--endpoint-reconciler-type=none",
 		"--profiling=false",
 		// On SIGTERM, end open watches (every agent keeps some) within 2 s; without it the API
 		// server waits for them until it is killed.
 		"--shutdown-watch-termination-grace-period=2s",
+	}
+	if c.Advertise != "" {
+		args = append(args, "--advertise-address="+c.Advertise)
+	} else {
+		// The "kubernetes" Service would point at a loopback address, which Endpoints refuse.
+		args = append(args, "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none")
 	}
 	if k := c.Kubelets; k != nil {
 		args = append(args, "--authorization-mode=Node,RBAC",

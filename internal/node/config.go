@@ -33,11 +33,19 @@ type Spec struct {
 	CAFile, CertFile, KeyFile string
 	// PodNetwork is the cluster's pod CIDR, of which each node gets a range.
 	PodNetwork netip.Prefix
-	// Kubelet is the kubelet executable; CNIBinDir holds the CNI plugins.
-	Kubelet, CNIBinDir string
-	// PauseImage is the image of every pod's sandbox; Images are archives to import first.
+	// Kubelet and KubeProxy are the executables; CNIBinDir holds the CNI plugins.
+	Kubelet, KubeProxy, CNIBinDir string
+	// ProxyCertFile and ProxyKeyFile are kube-proxy's client certificate (system:kube-proxy).
+	ProxyCertFile, ProxyKeyFile string
+	// ClusterDNS is the cluster DNS Service's address, ClusterDomain its domain.
+	ClusterDNS    netip.Addr
+	ClusterDomain string
+	// Registry is the fleet registry as the node reaches it (http://HOST:PORT), and Mirrored
+	// the registry hosts whose images the node's containerd pulls from it, and only from it.
+	Registry string
+	Mirrored []string
+	// PauseImage is the image of every pod's sandbox.
 	PauseImage string
-	Images     []string
 	// Labels and Taints the node registers with, MaxPods the most pods it takes.
 	Labels  map[string]string
 	Taints  []corev1.Taint
@@ -49,12 +57,15 @@ func (s Spec) containerdRoot() string   { return filepath.Join(s.Dir, "container
 func (s Spec) containerdState() string  { return filepath.Join(s.Dir, "containerd", "state") }
 func (s Spec) containerdSocket() string { return filepath.Join(s.Dir, "containerd.sock") }
 func (s Spec) containerdConfig() string { return filepath.Join(s.Dir, "containerd.toml") }
+func (s Spec) registryHosts() string    { return filepath.Join(s.Dir, "registry-hosts") }
 func (s Spec) runcRoot() string         { return filepath.Join(s.Dir, "runc") }
 func (s Spec) cniConfDir() string       { return filepath.Join(s.Dir, "cni") }
 func (s Spec) ipamDir() string          { return filepath.Join(s.Dir, "cni-ipam") }
 func (s Spec) kubeletRoot() string      { return filepath.Join(s.Dir, "kubelet") }
 func (s Spec) kubeletConfig() string    { return filepath.Join(s.Dir, "kubelet.yaml") }
 func (s Spec) kubeconfig() string       { return filepath.Join(s.Dir, "kubeconfig") }
+func (s Spec) proxyConfig() string      { return filepath.Join(s.Dir, "kube-proxy.yaml") }
+func (s Spec) proxyKubeconfig() string  { return filepath.Join(s.Dir, "kube-proxy.kubeconfig") }
 func (s Spec) podLogs() string          { return filepath.Join(s.Dir, "pods") }
 func (s Spec) logs() string             { return filepath.Join(s.Dir, "logs") }
 func (s Spec) run() string              { return filepath.Join(s.Dir, "run") }
@@ -82,7 +93,7 @@ func CgroupRoot(cluster, node string) string { return "/convoy/" + cluster + "/"
 // configuration directory, and runc with its own state.
 func ContainerdConfig(s Spec) string {
 	q := func(v string) string { return fmt.Sprintf("%q", v) }
-	return strings.Join([]string{
+	lines := []string{
 		`version = 2`,
 		`root = ` + q(s.containerdRoot()),
 		`state = ` + q(s.containerdState()),
@@ -110,10 +121,30 @@ func ContainerdConfig(s Spec) string {
 		`      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]`,
 		`        Root = ` + q(s.runcRoot()),
 		`        SystemdCgroup = false`,
+		`  [plugins."io.containerd.grpc.v1.cri".registry]`,
+		`    config_path = ` + q(s.registryHosts()),
+	}
+	return strings.Join(append(lines,
 		`[plugins."io.containerd.internal.v1.opt"]`,
-		`  path = ` + q(filepath.Join(s.Dir, "containerd", "opt")),
+		`  path = `+q(filepath.Join(s.Dir, "containerd", "opt")),
 		``,
-	}, "\n")
+	), "\n")
+}
+
+// RegistryHosts renders, for each registry host the node pulls through the fleet registry, the
+// hosts.toml of containerd's registry configuration directory (HOST/hosts.toml): the fleet
+// registry is the host's server, over plain HTTP on the fleet network, so that containerd
+// never falls back to the registry's own name (this machine reaches no registry outside).
+func RegistryHosts(s Spec) map[string]string {
+	out := map[string]string{}
+	if s.Registry == "" {
+		return out
+	}
+	for _, h := range s.Mirrored {
+		out[filepath.Join(s.registryHosts(), h, "hosts.toml")] = fmt.Sprintf(
+			"server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", s.Registry, s.Registry)
+	}
+	return out
 }
 
 // KubeletConfig renders the kubelet's configuration: cgroupfs (there is no systemd), cgroup
@@ -153,7 +184,11 @@ func KubeletConfig(s Spec) string {
 		`evictionHard: {}`,
 		`imageGCHighThresholdPercent: 100`,
 		`serializeImagePulls: false`,
-		`resolvConf: /etc/resolv.conf`,
+		// Pods resolve through the cluster's DNS only: nothing of the host's resolver reaches
+		// them (this machine's traffic stays on loopback and in Convoy's namespaces).
+		`resolvConf: ""`,
+		`clusterDNS: [` + s.ClusterDNS.String() + `]`,
+		`clusterDomain: ` + s.ClusterDomain,
 		`registerNode: true`,
 		``,
 	}, "\n")
@@ -202,4 +237,23 @@ func CNIConfig(s Spec, podCIDR netip.Prefix) string {
 		`{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"hairpinMode":true,`+
 		`"ipam":{"type":"host-local","dataDir":%q,"ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}]}},`+
 		`{"type":"portmap","capabilities":{"portMappings":true}}]}`+"\n", s.ipamDir(), podCIDR.String())
+}
+
+// KubeProxyConfig renders kube-proxy's configuration: iptables mode (this kernel has no IPVS),
+// the cluster's pod network as the cluster CIDR, and conntrack left as the node's namespace has
+// it (its global limits are not the node's to set).
+func KubeProxyConfig(s Spec) string {
+	return strings.Join([]string{
+		`apiVersion: kubeproxy.config.k8s.io/v1alpha1`,
+		`kind: KubeProxyConfiguration`,
+		`clientConnection: {kubeconfig: ` + fmt.Sprintf("%q", s.proxyKubeconfig()) + `}`,
+		`hostnameOverride: ` + s.Name,
+		`mode: iptables`,
+		`clusterCIDR: ` + s.PodNetwork.String(),
+		`bindAddress: ` + s.IP.String(),
+		`healthzBindAddress: 127.0.0.1:10256`,
+		`metricsBindAddress: 127.0.0.1:10249`,
+		`conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}`,
+		``,
+	}, "\n")
 }

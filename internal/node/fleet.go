@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -45,45 +46,99 @@ func EnsureFleet() error {
 }
 
 // forwardRule is the iptables rule (nat table, PREROUTING) that takes what a node sends to the
-// host's fleet address on port to the API server listening on the host's loopback there.
-func forwardRule(port int) []string {
+// host's fleet address on port to what listens on the host's loopback there.
+func forwardRule(port int, what string) []string {
 	p := strconv.Itoa(port)
 	return []string{"PREROUTING", "-i", Bridge, "-d", Gateway.String(), "-p", "tcp", "--dport", p,
-		"-m", "comment", "--comment", "convoy: API server on port " + p,
+		"-m", "comment", "--comment", "convoy: " + what + " on port " + p,
 		"-j", "DNAT", "--to-destination", "127.0.0.1:" + p}
 }
 
-// ForwardAPIServer lets the fleet's nodes reach an API server that listens on the host's
-// loopback at port, at Gateway:port.
-func ForwardAPIServer(port int) error {
-	rule := forwardRule(port)
-	if exec.Command("iptables", append([]string{"-t", "nat", "-C"}, rule...)...).Run() == nil {
+// Forward lets the fleet's nodes reach what listens on the host's loopback at port (an API
+// server, the hub, the fleet registry), at Gateway:port. what names it in the rule's comment.
+func Forward(port int, what string) error {
+	rule := forwardRule(port, what)
+	if exec.Command("iptables", append([]string{"-w", "-t", "nat", "-C"}, rule...)...).Run() == nil {
 		return nil
 	}
 	if out, err := exec.Command("iptables", append([]string{"-w", "-t", "nat", "-A"}, rule...)...).CombinedOutput(); err != nil {
-		return fmt.Errorf("forward the API server to the fleet network: %v: %s", err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("forward %s to the fleet network: %v: %s", what, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
 
-// StopForwarding removes what ForwardAPIServer added for port.
+// ForwardAPIServer forwards a cluster's API server (see Forward).
+func ForwardAPIServer(port int) error { return Forward(port, "API server") }
+
+// StopForwarding removes every forward Forward added for port, whatever it was for.
 func StopForwarding(port int) error {
-	rule := forwardRule(port)
-	for exec.Command("iptables", append([]string{"-t", "nat", "-C"}, rule...)...).Run() == nil {
-		if out, err := exec.Command("iptables", append([]string{"-w", "-t", "nat", "-D"}, rule...)...).CombinedOutput(); err != nil {
-			return fmt.Errorf("stop forwarding the API server: %v: %s", err, strings.TrimSpace(string(out)))
+	return removeRules(func(r []string) bool {
+		return slices.Contains(r, "--dport") && r[slices.Index(r, "--dport")+1] == strconv.Itoa(port)
+	})
+}
+
+// removeRules deletes the fleet's forwards (nat PREROUTING rules on the bridge with a "convoy:"
+// comment) that match.
+func removeRules(match func(rule []string) bool) error {
+	out, err := exec.Command("iptables", "-w", "-t", "nat", "-S", "PREROUTING").Output()
+	if err != nil {
+		return fmt.Errorf("list the fleet's forwards: %w", err)
+	}
+	var errs []error
+	for line := range strings.SplitSeq(string(out), "\n") {
+		rule := shellWords(line)
+		if len(rule) < 2 || rule[0] != "-A" || !slices.Contains(rule, Bridge) ||
+			!slices.ContainsFunc(rule, func(w string) bool { return strings.HasPrefix(w, "convoy: ") }) || !match(rule[1:]) {
+			continue
+		}
+		if out, err := exec.Command("iptables", append([]string{"-w", "-t", "nat", "-D"}, rule[1:]...)...).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("remove the forward %q: %v: %s", line, err, strings.TrimSpace(string(out))))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// RemoveFleetIfUnused deletes the fleet bridge when no node is joined to it any more.
+// shellWords splits a line of `iptables -S` into its words; a comment is double-quoted.
+func shellWords(line string) []string {
+	var words []string
+	var cur strings.Builder
+	quoted, in := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '\\' && quoted && i+1 < len(line):
+			i++
+			cur.WriteByte(line[i])
+		case c == '"':
+			quoted, in = !quoted, true
+		case c == ' ' && !quoted:
+			if in {
+				words = append(words, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, cur.String())
+	}
+	return words
+}
+
+// RemoveFleetIfUnused deletes the fleet bridge, and every forward to it, when no node is joined
+// to it any more.
 func RemoveFleetIfUnused() error {
 	entries, err := os.ReadDir("/sys/class/net/" + Bridge + "/brif")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil || len(entries) > 0 {
+		return err
+	}
+	if err := removeRules(func([]string) bool { return true }); err != nil {
 		return err
 	}
 	if out, err := exec.Command("ip", "link", "delete", Bridge).CombinedOutput(); err != nil {

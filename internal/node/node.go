@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -35,14 +36,17 @@ type Node struct {
 	Spec       Spec
 	containerd *kubeproc.Process
 	kubelet    *kubeproc.Process
+	proxy      *kubeproc.Process
 	log        *slog.Logger
 }
 
 // Processes are the node's supervised processes, for status reports.
-func (n *Node) Processes() []*kubeproc.Process { return []*kubeproc.Process{n.containerd, n.kubelet} }
+func (n *Node) Processes() []*kubeproc.Process {
+	return []*kubeproc.Process{n.containerd, n.kubelet, n.proxy}
+}
 
 // Up makes the node on the host (directories, network namespace, cgroup root, configuration)
-// and starts containerd and the kubelet in it, importing the images first. A node left over
+// and starts containerd, the kubelet and kube-proxy in it. A node left over
 // by a runtime that died is taken down first. An error leaves nothing running.
 func Up(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
 	log = log.With("node", s.Name)
@@ -68,9 +72,15 @@ func Up(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
 	files := map[string]string{
 		s.containerdConfig(): ContainerdConfig(s),
 		s.kubeletConfig():    KubeletConfig(s),
-		s.kubeconfig():       kubeconfig(s),
+		s.kubeconfig():       kubeconfig(s, s.CertFile, s.KeyFile),
+		s.proxyConfig():      KubeProxyConfig(s),
+		s.proxyKubeconfig():  kubeconfig(s, s.ProxyCertFile, s.ProxyKeyFile),
 	}
+	maps.Copy(files, RegistryHosts(s))
 	for path, content := range files {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return fail(err)
+		}
 		if err := kubeproc.WriteFileAtomic(path, []byte(content), 0o600); err != nil {
 			return fail(err)
 		}
@@ -82,12 +92,10 @@ func Up(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
 	if err := waitSocket(ctx, s.containerdSocket(), n.containerd, 30*time.Second); err != nil {
 		return fail(err)
 	}
-	for _, img := range s.Images {
-		if out, err := exec.CommandContext(ctx, "ctr", "--address", s.containerdSocket(), "--namespace", "k8s.io", "images", "import", img).CombinedOutput(); err != nil {
-			return fail(fmt.Errorf("import %s: %v: %s", filepath.Base(img), err, strings.TrimSpace(string(out))))
-		}
-	}
 	if n.kubelet, err = kubeproc.Start(n.inNetNS("kubelet", s.Kubelet, KubeletArgs(s)...), log); err != nil {
+		return fail(err)
+	}
+	if n.proxy, err = kubeproc.Start(n.inNetNS("kube-proxy", s.KubeProxy, "--config="+s.proxyConfig()), log); err != nil {
 		return fail(err)
 	}
 	log.Info("real node started", "ip", s.IP)
@@ -160,8 +168,10 @@ func (n *Node) SetRoutes(routes map[netip.Prefix]netip.Addr) error {
 // PodStopGrace) and removed through containerd, which releases their networks; then containerd
 // stops. What is left after that (a runtime died, containerd does not answer) is killed.
 func (n *Node) Stop(ctx context.Context) {
-	if n.kubelet != nil {
-		n.kubelet.Stop(ctx)
+	for _, p := range []*kubeproc.Process{n.proxy, n.kubelet} {
+		if p != nil {
+			p.Stop(ctx)
+		}
 	}
 	if n.containerd != nil {
 		select {
@@ -285,9 +295,9 @@ func ip(s Spec, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// kubeconfig is the kubelet's: the cluster's API server as the node reaches it, with the
-// node's own certificate.
-func kubeconfig(s Spec) string {
+// kubeconfig is the kubelet's or kube-proxy's: the cluster's API server as the node reaches
+// it, with a client certificate.
+func kubeconfig(s Spec, cert, key string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -305,7 +315,7 @@ contexts:
 - name: node
   context: {cluster: cluster, user: node}
 current-context: node
-`, s.APIServer, s.APIServerName, s.CAFile, s.CertFile, s.KeyFile)
+`, s.APIServer, s.APIServerName, s.CAFile, cert, key)
 }
 
 // waitSocket waits until a unix socket accepts connections.

@@ -3,6 +3,7 @@ package node
 import (
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -85,5 +86,14 @@ func TestKubeletConfig(t *testing.T) {
 		if cfg[key] != want {
 			t.Errorf("%s = %v, want %v", key, cfg[key], want)
 		}
+	}
+}
+
+func TestShellWords(t *testing.T) {
+	got := shellWords(`-A PREROUTING -i convoy0 -d 10.77.0.1/32 -p tcp -m tcp --dport 3000 -m comment --comment "convoy: API server on port 3000" -j DNAT --to-destination 127.0.0.1:3000`)
+	want := []string{"-A", "PREROUTING", "-i", "convoy0", "-d", "10.77.0.1/32", "-p", "tcp", "-m", "tcp", "--dport", "3000",
+		"-m", "comment", "--comment", "convoy: API server on port 3000", "-j", "DNAT", "--to-destination", "127.0.0.1:3000"}
+	if !slices.Equal(got, want) {
+		t.Errorf("shellWords:\n got %q\nwant %q", got, want)
 	}
 }

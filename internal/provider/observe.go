@@ -14,6 +14,10 @@ import (
 // LabelPool names the node pool a node belongs to.
 const LabelPool = "convoy.dev/pool"
 
+// LabelNodeKind says whether a node of a local cluster is "real" or "simulated" (kwok), for
+// what must run on real nodes only (the cluster's DNS, its storage provisioner).
+const LabelNodeKind = "convoy.dev/node-kind"
+
 // Observe fills st from a cluster's API server: whether it is ready, its version, and its
 // nodes (total, Ready, per pool, allocatable of the Ready ones). It only reads.
 func Observe(ctx context.Context, cs kubernetes.Interface, st *Status) error {

@@ -38,6 +38,8 @@ type config struct {
 	// BinDir holds the binaries of the default Kubernetes version; other versions are in
 	// BinDir/kubernetes/VERSION.
 	BinDir string `json:"binDir"`
+	// Registry is the fleet registry on the host's loopback (host:port), for real nodes.
+	Registry string `json:"registry,omitempty"`
 	// Agent, when set, makes the runtime run the cluster's agent.
 	Agent *agentConfig `json:"agent,omitempty"`
 	// Region, Zones and NodePools shape the cluster's nodes.

@@ -47,6 +47,9 @@ type Provider struct {
 	// HubURL and HubCAFile, when set, make each cluster run its agent, which reaches the hub
 	// there.
 	HubURL, HubCAFile string
+	// Registry is the fleet registry's address on the host's loopback (host:port), from which
+	// real nodes pull their images (see internal/registry); real node pools need it.
+	Registry string
 	// Log receives the provider's logs.
 	Log *slog.Logger
 
@@ -116,7 +119,7 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 		return err
 	}
 	// The hub may have moved its binaries, or its address, since the cluster was made.
-	cfg.BinDir = p.BinDir
+	cfg.BinDir, cfg.Registry = p.BinDir, p.Registry
 	cfg.Agent = nil
 	if p.HubURL != "" {
 		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile}

@@ -57,9 +57,9 @@ func desiredNodes(c *v1alpha1.Cluster) []nodeShape {
 			labels := map[string]string{}
 			maps.Copy(labels, pool.Labels)
 			real := pool.Kind == v1alpha1.NodeReal
-			kind := "kwok"
+			kind, nodeKind := "kwok", "simulated"
 			if real {
-				kind = "convoy-real"
+				kind, nodeKind = "convoy-real", "real"
 			}
 			maps.Copy(labels, map[string]string{
 				"kubernetes.io/hostname":           name,
@@ -68,6 +68,7 @@ func desiredNodes(c *v1alpha1.Cluster) []nodeShape {
 				"node.kubernetes.io/instance-type": kind,
 				"type":                             kind,
 				provider.LabelPool:                 pool.Name,
+				provider.LabelNodeKind:             nodeKind,
 			})
 			zone := pool.Zone
 			if zone == "" && len(c.Spec.Zones) > 0 {

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/convoy-dev/convoy/internal/image"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/node"
+	"github.com/convoy-dev/convoy/internal/registry"
 )
 
 // The pod network of a local cluster with real nodes: each node gets a /24 of it from the
@@ -30,17 +33,24 @@ var (
 	kwokPodCIDR = "10.240.0.0/16"
 )
 
-// PauseImage is the sandbox image of every pod on a real node; each node imports it from an
-// archive the runtime builds from bin/convoy-pause.
-const PauseImage = "registry.convoy.local/convoy/pause:1"
+// PauseImage is the sandbox image of every pod on a real node; the runtime pushes it to the
+// fleet registry from bin/convoy-pause.
+const PauseImage = registry.Host + "/convoy/pause:1"
+
+// The cluster DNS Service's address and the cluster's domain, on every local cluster.
+var (
+	ClusterDNS    = netip.MustParseAddr("10.96.0.10")
+	ClusterDomain = "cluster.local"
+)
 
 // realNodes runs a cluster's real nodes for its runtime.
 type realNodes struct {
 	r *Runtime
 
-	mu      sync.Mutex
-	running map[string]*node.Node
-	fleet   bool // the fleet bridge and the forward to the API server are in place
+	mu       sync.Mutex
+	running  map[string]*node.Node
+	fleet    bool   // the fleet bridge and the forward to the API server are in place
+	registry string // the fleet registry as nodes reach it, once it is forwarded and has the pause image
 }
 
 var _ realNodeHost = (*realNodes)(nil)
@@ -111,30 +121,32 @@ var realNodeNeeds = []struct{ what, pkg string }{
 // cniBinDir is where Debian's containernetworking-plugins puts the plugins.
 const cniBinDir = "/usr/lib/cni"
 
-// pauseArchive builds the pause image's archive from bin/convoy-pause, once per binary.
-func (rn *realNodes) pauseArchive(cfg config) (string, error) {
-	bin := filepath.Join(cfg.BinDir, "convoy-pause")
-	st, err := os.Stat(bin)
+// fleetRegistry makes the fleet registry reachable from the nodes, and puts the pause image in
+// it, once per binary. It says where the nodes reach it.
+func (rn *realNodes) fleetRegistry(ctx context.Context, cfg config) (string, error) {
+	if cfg.Registry == "" {
+		return "", errors.New("real nodes pull their images from the fleet registry, and this cluster was not given one: create it through the hub (`convoy hub` runs the registry)")
+	}
+	_, portText, err := net.SplitHostPort(cfg.Registry)
 	if err != nil {
-		return "", fmt.Errorf("the pause binary: %w; run `make`", err)
+		return "", fmt.Errorf("fleet registry address %q: %w", cfg.Registry, err)
 	}
-	dir := filepath.Join(filepath.Dir(string(rn.r.dir)), ".images")
-	archive := filepath.Join(dir, "pause.tar")
-	if a, err := os.Stat(archive); err == nil && !a.ModTime().Before(st.ModTime()) {
-		return archive, nil
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return "", fmt.Errorf("fleet registry address %q: %w", cfg.Registry, err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := node.Forward(port, "fleet registry"); err != nil {
 		return "", err
 	}
-	img, err := image.FromBinary(bin)
-	if err != nil {
-		return "", err
+	pause := filepath.Join(cfg.BinDir, "convoy-pause")
+	if _, err := registry.EnsureFromBinary(ctx, cfg.Registry, "convoy/pause:1", pause, image.Build{}); err != nil {
+		return "", fmt.Errorf("the pause image: %w", err)
 	}
-	return archive, image.WriteArchive(img, PauseImage, archive)
+	return fmt.Sprintf("http://%s:%d", node.Gateway, port), nil
 }
 
 // spec is what one real node of the cluster is.
-func (rn *realNodes) spec(w nodeShape, cfg config) (node.Spec, error) {
+func (rn *realNodes) spec(w nodeShape, cfg config, reg string) (node.Spec, error) {
 	r := rn.r
 	ipAddr, err := r.addresses().Allocate(cfg.Name, w.name)
 	if err != nil {
@@ -151,7 +163,13 @@ func (rn *realNodes) spec(w nodeShape, cfg config) (node.Spec, error) {
 	if err != nil {
 		return node.Spec{}, err
 	}
-	pause, err := rn.pauseArchive(cfg)
+	proxy, err := r.pki.CA.LoadOrIssue(filepath.Join(dir, "pki"), kubeproc.CertRequest{
+		Name: "kube-proxy", CommonName: "system:kube-proxy",
+	})
+	if err != nil {
+		return node.Spec{}, fmt.Errorf("node %s kube-proxy credentials: %w", w.name, err)
+	}
+	kubeProxy, err := binariesFor(cfg.BinDir, cfg.KubernetesVersion).Path("kube-proxy")
 	if err != nil {
 		return node.Spec{}, err
 	}
@@ -162,9 +180,12 @@ func (rn *realNodes) spec(w nodeShape, cfg config) (node.Spec, error) {
 		APIServerName: "127.0.0.1",
 		CAFile:        kubeproc.CACertPath(r.pki.Dir), CertFile: cred.CertPath, KeyFile: cred.KeyPath,
 		PodNetwork: podNetwork,
-		Kubelet:    kubelet, CNIBinDir: cniBinDir,
-		PauseImage: PauseImage, Images: []string{pause},
-		Labels: w.labels, Taints: w.taints, MaxPods: w.maxPods,
+		Kubelet:    kubelet, KubeProxy: kubeProxy, CNIBinDir: cniBinDir,
+		ProxyCertFile: proxy.CertPath, ProxyKeyFile: proxy.KeyPath,
+		ClusterDNS: ClusterDNS, ClusterDomain: ClusterDomain,
+		Registry: reg, Mirrored: registry.Mirrored,
+		PauseImage: PauseImage,
+		Labels:     w.labels, Taints: w.taints, MaxPods: w.maxPods,
 	}, nil
 }
 
@@ -192,7 +213,14 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 		}
 		rn.fleet = true
 	}
-	s, err := rn.spec(w, cfg)
+	if rn.registry == "" {
+		reg, err := rn.fleetRegistry(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		rn.registry = reg
+	}
+	s, err := rn.spec(w, cfg, rn.registry)
 	if err != nil {
 		return err
 	}
@@ -265,7 +293,7 @@ func (rn *realNodes) network(nodes []corev1.Node) (bool, error) {
 func (rn *realNodes) stopAll() {
 	rn.mu.Lock()
 	nodes := rn.running
-	rn.running, rn.fleet = nil, false
+	rn.running, rn.fleet, rn.registry = nil, false, ""
 	rn.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

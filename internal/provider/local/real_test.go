@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/convoy-dev/convoy/internal/image"
 	"github.com/convoy-dev/convoy/internal/node"
 	"github.com/convoy-dev/convoy/internal/provider/local"
+	"github.com/convoy-dev/convoy/internal/registry"
 )
 
 // echoServer is a test workload: it answers with its pod's name, fetches another address on
@@ -36,10 +38,12 @@ import (
 )
 
 func main() {
+	// A new connection for each fetch, so that a Service's requests spread over its pods.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Println(r.Method, r.URL.String())
 		if u := r.URL.Query().Get("url"); u != "" {
-			resp, err := http.Get(u)
+			resp, err := client.Get(u)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadGateway)
 				return
@@ -67,8 +71,12 @@ func TestRealNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := hostState(t)
-	p := newProvider(t)
 	ctx := context.Background()
+	reg, err := registry.Start(ctx, t.TempDir(), "127.0.0.1:0", hubtest.Logger(t))
+	must(t, err)
+	t.Cleanup(func() { _ = reg.Close(context.Background()) })
+	p := newProvider(t)
+	p.Registry = reg.Addr()
 	c := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "rn"}, Spec: v1alpha1.ClusterSpec{
 		Provider: v1alpha1.ProviderLocal, Region: "r", Zones: []string{"a", "b"},
 		NodePools: []v1alpha1.NodePool{{Name: "real", Kind: v1alpha1.NodeReal, Count: 2}},
@@ -99,19 +107,12 @@ func TestRealNodes(t *testing.T) {
 	}
 	slices.Sort(names)
 
-	// A real container on each node, from an image made here and imported into both.
-	archive := buildEchoImage(t)
-	clusterDir := filepath.Join(p.Root, c.Name)
-	for _, n := range names {
-		out, err := exec.Command("ctr", "--address", filepath.Join(clusterDir, "nodes", n, "containerd.sock"), "-n", "k8s.io", "images", "import", archive).CombinedOutput()
-		if err != nil {
-			t.Fatalf("import into %s: %v: %s", n, err, out)
-		}
-	}
+	// A real container on each node, from an image made here and pulled from the fleet registry.
+	pushEchoImage(t, reg.Addr())
 	for i, n := range names {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("echo-%d", i)}, Spec: corev1.PodSpec{
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("echo-%d", i), Labels: map[string]string{"app": "echo"}}, Spec: corev1.PodSpec{
 			NodeName: n,
-			Containers: []corev1.Container{{Name: "echo", Image: "registry.convoy.local/test/echo:1", ImagePullPolicy: corev1.PullNever,
+			Containers: []corev1.Container{{Name: "echo", Image: "registry.convoy.local/test/echo:1",
 				Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}}}},
 		}}
 		_, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
@@ -142,6 +143,41 @@ func TestRealNodes(t *testing.T) {
 		return err == nil && strings.Contains(got, "pod echo-1"), fmt.Sprintf("%v: %s", err, out)
 	})
 
+	// A Service: kube-proxy on each node takes its ClusterIP, from a pod, and its NodePort, from
+	// the host, to the pods of both nodes.
+	svc, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "echo"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "echo"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{})
+	must(t, err)
+	viaService := fmt.Sprintf("http://%s:8080/?url=http://%s/", ips["echo-0"], svc.Spec.ClusterIP)
+	nodeIPs := map[string]string{}
+	for _, n := range nodes.Items {
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				nodeIPs[n.Name] = a.Address
+			}
+		}
+	}
+	nodePort := fmt.Sprintf("http://%s:%d/", nodeIPs[names[1]], svc.Spec.Ports[0].NodePort)
+	for what, u := range map[string]string{"the ClusterIP from a pod": viaService, "the NodePort from the host": nodePort} {
+		seen := map[string]bool{}
+		waitFor(t, what+" reaching the pods of both nodes", time.Minute, func() (bool, string) {
+			var cmd *exec.Cmd
+			if u == nodePort {
+				cmd = exec.Command("curl", "-s", "--max-time", "3", u)
+			} else {
+				cmd = exec.Command("ip", "netns", "exec", ns0, "curl", "-s", "--max-time", "3", u)
+			}
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				seen[strings.TrimSpace(string(out))] = true
+			}
+			return seen["pod echo-0"] && seen["pod echo-1"], fmt.Sprintf("%v: %s (seen %v)", err, out, seen)
+		})
+	}
+
 	// The API server reaches the kubelet for the container's log.
 	logs, err := cs.CoreV1().Pods("default").GetLogs("echo-1", &corev1.PodLogOptions{}).Stream(ctx)
 	must(t, err)
@@ -169,8 +205,9 @@ func TestRealNodes(t *testing.T) {
 	}
 }
 
-// buildEchoImage compiles the echo server statically and makes its image archive.
-func buildEchoImage(t *testing.T) string {
+// pushEchoImage compiles the echo server statically and pushes its image to the registry at
+// addr as test/echo:1.
+func pushEchoImage(t *testing.T, addr string) {
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "main.go"), []byte(echoServer), 0o644))
 	must(t, os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module echo\n\ngo 1.26\n"), 0o644))
@@ -180,11 +217,8 @@ func buildEchoImage(t *testing.T) string {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build the echo server: %v: %s", err, out)
 	}
-	img, err := image.FromBinary(bin)
+	_, err := registry.EnsureFromBinary(context.Background(), addr, "test/echo:1", bin, image.Build{})
 	must(t, err)
-	archive := filepath.Join(dir, "echo.tar")
-	must(t, image.WriteArchive(img, "registry.convoy.local/test/echo:1", archive))
-	return archive
 }
 
 func member(t *testing.T, p *local.Provider, c *v1alpha1.Cluster) kubernetes.Interface {

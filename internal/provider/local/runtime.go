@@ -249,6 +249,8 @@ func (r *Runtime) components() ([]component, error) {
 			EtcdServers: []string{"http://127.0.0.1:" + strconv.Itoa(r.ports.Kine)}, Port: r.ports.APIServer, PKI: r.pki,
 			// Real nodes' kubelets take the admin's certificate (system:masters).
 			Kubelets: &r.pki.Admin,
+			// Pods on real nodes reach it through the host's fleet address (see node.Forward).
+			Advertise: node.Gateway.String(),
 		}.Args()),
 		add(kube, kubeproc.KubeControllerManager, r.controllerManager()),
 		add(kube, kubeproc.KubeScheduler, []string{
