@@ -97,6 +97,34 @@ if needs controller-gen "$cg_version"; then
   fi
 fi
 
+# The programs Convoy runs in pods on real nodes (CoreDNS, local-path-provisioner), static, in
+# one build from hack/images/go.mod; the hub packs each into an image in the fleet registry.
+images_version=$(cd hack/images && go list -m -f '{{.Path}}@{{.Version}}' github.com/coredns/coredns github.com/rancher/local-path-provisioner | tr '\n' ' ')
+images_todo=()
+for b in coredns local-path-provisioner; do
+  needs "images/$b" "$images_version" && images_todo+=("$b")
+done
+if ((${#images_todo[@]})); then
+  missing=1
+  if $check; then
+    echo "would build: ${images_todo[*]} ($images_version)"
+  else
+    say "building ${images_todo[*]} for real nodes' pods (hack/images/go.mod: $images_version)"
+    t0=$(date +%s)
+    mkdir -p "$bin/images" "$stamps/images"
+    pkgs=()
+    for b in "${images_todo[@]}"; do
+      case $b in
+        coredns) pkgs+=(./coredns) ;;
+        local-path-provisioner) pkgs+=(github.com/rancher/local-path-provisioner) ;;
+      esac
+    done
+    (cd hack/images && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/images/" "${pkgs[@]}")
+    for b in "${images_todo[@]}"; do stamp "images/$b" "$images_version"; done
+    say "  built ${images_todo[*]} in $(elapsed "$t0")"
+  fi
+fi
+
 if $check; then
   exit "$missing"
 fi

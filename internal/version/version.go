@@ -12,4 +12,8 @@ const (
 	Kwok       = "v0.8.0"
 	Helm       = "v3.22.0"
 	Kine       = "v0.17.5"
+	// CoreDNS and LocalPath (local-path-provisioner) run in pods of clusters with real nodes;
+	// hack/images/go.mod pins them.
+	CoreDNS   = "v1.15.0"
+	LocalPath = "v0.0.30"
 )

@@ -23,3 +23,22 @@ func TestPinsAgreeWithTheBuild(t *testing.T) {
 		}
 	}
 }
+
+// TestImagePinsAgreeWithTheBuild checks that the versions here are the ones hack/images/go.mod
+// builds.
+func TestImagePinsAgreeWithTheBuild(t *testing.T) {
+	raw, err := os.ReadFile("../../hack/images/go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for mod, want := range map[string]string{"github.com/coredns/coredns": CoreDNS, "github.com/rancher/local-path-provisioner": LocalPath} {
+		m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(mod) + ` (\S+)$`).FindSubmatch(raw)
+		if m == nil {
+			t.Errorf("hack/images/go.mod does not require %s", mod)
+			continue
+		}
+		if string(m[1]) != want {
+			t.Errorf("hack/images/go.mod builds %s %s, but internal/version says %s", mod, m[1], want)
+		}
+	}
+}

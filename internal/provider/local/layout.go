@@ -90,6 +90,9 @@ func (rs RuntimeStatus) Component(name string) (kubeproc.Status, bool) {
 	return kubeproc.Status{}, false
 }
 
+// volumes holds the directories of the cluster's volumes (the default StorageClass).
+func (d dir) volumes() string { return filepath.Join(string(d), "volumes") }
+
 // RuntimeStatus is what the runtime reports about itself, rewritten on every change.
 type RuntimeStatus struct {
 	PID        int               `json:"pid"`
@@ -98,6 +101,9 @@ type RuntimeStatus struct {
 	Components []kubeproc.Status `json:"components"`
 	// NodesError is why the nodes do not match the config yet, if they failed to.
 	NodesError string `json:"nodesError,omitempty"`
+	// AddonsError is why the add-ons of a cluster with real nodes are not applied, if they
+	// failed to be.
+	AddonsError string `json:"addonsError,omitempty"`
 }
 
 func readJSON(path string, v any) error {

@@ -101,7 +101,7 @@ func MissingForRealNodes(binDir string) error {
 			}
 		}
 	}
-	for _, b := range []string{"kubelet", "kube-proxy", "convoy-pause"} {
+	for _, b := range []string{"kubelet", "kube-proxy", "convoy-pause", "convoy-volume", "images/coredns", "images/local-path-provisioner"} {
 		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
 			errs = append(errs, fmt.Errorf("real nodes need %s in %s; run `make`", b, binDir))
 		}

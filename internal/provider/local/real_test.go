@@ -13,6 +13,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -177,6 +179,67 @@ func TestRealNodes(t *testing.T) {
 			return seen["pod echo-0"] && seen["pod echo-1"], fmt.Sprintf("%v: %s (seen %v)", err, out, seen)
 		})
 	}
+
+	// The add-ons: CoreDNS answers for the cluster's Services, from a pod.
+	waitFor(t, "CoreDNS available", 2*time.Minute, func() (bool, string) {
+		d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+		return err == nil && d.Status.AvailableReplicas == 2, fmt.Sprintf("%v %+v", err, d.Status)
+	})
+	byName := fmt.Sprintf("http://%s:8080/?url=http://echo.default.svc.cluster.local/", ips["echo-0"])
+	waitFor(t, "a pod reaching a Service by its DNS name", time.Minute, func() (bool, string) {
+		out, err := exec.Command("ip", "netns", "exec", ns0, "curl", "-s", "--max-time", "5", byName).CombinedOutput()
+		return err == nil && strings.HasPrefix(string(out), "pod echo-"), fmt.Sprintf("%v: %s", err, out)
+	})
+
+	// The default StorageClass: a claim is bound where its first pod runs, what that pod
+	// writes stays after it, and deleting the claim removes it from the host.
+	claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "data"},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Mi")}}}}
+	_, err = cs.CoreV1().PersistentVolumeClaims("default").Create(ctx, claim, metav1.CreateOptions{})
+	must(t, err)
+	writer := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "writer"}, Spec: corev1.PodSpec{
+		RestartPolicy: corev1.RestartPolicyNever,
+		Containers: []corev1.Container{{Name: "w", Image: registry.Host + "/convoy/volume:1",
+			Command:      []string{"/convoy-volume", "-a", "create", "-p", "/data/written-by-pod"},
+			VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
+		Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}},
+	}}
+	_, err = cs.CoreV1().Pods("default").Create(ctx, writer, metav1.CreateOptions{})
+	must(t, err)
+	waitFor(t, "the writer pod Succeeded", 2*time.Minute, func() (bool, string) {
+		pod, err := cs.CoreV1().Pods("default").Get(ctx, "writer", metav1.GetOptions{})
+		return err == nil && pod.Status.Phase == corev1.PodSucceeded, fmt.Sprintf("%v %v", err, pod.Status.Phase)
+	})
+	bound, err := cs.CoreV1().PersistentVolumeClaims("default").Get(ctx, "data", metav1.GetOptions{})
+	must(t, err)
+	pv, err := cs.CoreV1().PersistentVolumes().Get(ctx, bound.Spec.VolumeName, metav1.GetOptions{})
+	must(t, err)
+	if pv.Spec.HostPath == nil && pv.Spec.Local == nil {
+		t.Fatalf("volume %s is neither hostPath nor local: %+v", pv.Name, pv.Spec.PersistentVolumeSource)
+	}
+	volDir := ""
+	if pv.Spec.HostPath != nil {
+		volDir = pv.Spec.HostPath.Path
+	} else {
+		volDir = pv.Spec.Local.Path
+	}
+	if !strings.HasPrefix(volDir, filepath.Join(p.Root, c.Name, "volumes")+"/") {
+		t.Errorf("volume at %s, want under the cluster's volumes directory", volDir)
+	}
+	must(t, cs.CoreV1().Pods("default").Delete(ctx, "writer", metav1.DeleteOptions{}))
+	if _, err := os.Stat(filepath.Join(volDir, "written-by-pod")); err != nil {
+		t.Errorf("what the pod wrote is not in its volume: %v", err)
+	}
+	waitFor(t, "the writer pod gone", time.Minute, func() (bool, string) {
+		_, err := cs.CoreV1().Pods("default").Get(ctx, "writer", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	})
+	must(t, cs.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "data", metav1.DeleteOptions{}))
+	waitFor(t, "the volume removed from the host", 2*time.Minute, func() (bool, string) {
+		_, err := os.Stat(volDir)
+		return os.IsNotExist(err), fmt.Sprint(err)
+	})
 
 	// The API server reaches the kubelet for the container's log.
 	logs, err := cs.CoreV1().Pods("default").GetLogs("echo-1", &corev1.PodLogOptions{}).Stream(ctx)

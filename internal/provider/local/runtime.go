@@ -34,6 +34,7 @@ type Runtime struct {
 	order    []string
 	phase    string
 	nodesErr string
+	addonErr string
 	pki      *kubeproc.PKI
 	ports    ports
 	lastSt   []byte
@@ -90,6 +91,7 @@ func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, 
 	nctx, stopNodes := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { r.nodeLoop(nctx) })
+	wg.Go(func() { r.addonLoop(nctx) })
 	defer func() { stopNodes(); wg.Wait() }()
 	r.syncNodesSoon()
 
@@ -144,6 +146,69 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 			retry = nil
 		}
 	}
+}
+
+// addonLoop applies the add-ons of a cluster with real nodes (see addons.go) when it has
+// them, and again every addonsInterval; their images go to the fleet registry first.
+func (r *Runtime) addonLoop(ctx context.Context) {
+	pushed := false
+	for {
+		var err error
+		if r.hasRealNodes() {
+			r.mu.Lock()
+			cfg := r.cfg
+			r.mu.Unlock()
+			if !pushed {
+				if err = pushAddonImages(ctx, cfg); err == nil {
+					pushed = true
+				}
+			}
+			if err == nil {
+				err = r.applyAddons(ctx)
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.mu.Lock()
+		changed := (err == nil) != (r.addonErr == "")
+		r.addonErr = ""
+		if err != nil {
+			r.addonErr = err.Error()
+		}
+		r.mu.Unlock()
+		if changed {
+			r.writeStatus()
+			if err != nil {
+				r.log.Warn("add-ons not applied; retrying", "err", err)
+			}
+		}
+		wait := addonsInterval
+		if err != nil {
+			wait = 5 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (r *Runtime) applyAddons(ctx context.Context) error {
+	objs, err := renderAddons(r.dir.volumes())
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(r.dir.kubeconfig())
+	if err != nil {
+		return err
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(raw)
+	if err != nil {
+		return err
+	}
+	return applyAddons(ctx, cfg, objs)
 }
 
 func (r *Runtime) syncNodes(ctx context.Context) (bool, error) {
@@ -489,7 +554,7 @@ func (r *Runtime) reportStatus() (stop func()) {
 func (r *Runtime) writeStatus() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := RuntimeStatus{PID: os.Getpid(), Phase: r.phase, Version: r.cfg.KubernetesVersion, NodesError: r.nodesErr}
+	st := RuntimeStatus{PID: os.Getpid(), Phase: r.phase, Version: r.cfg.KubernetesVersion, NodesError: r.nodesErr, AddonsError: r.addonErr}
 	for _, name := range r.order {
 		p := r.procs[name]
 		cs := p.Status()

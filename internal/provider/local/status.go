@@ -34,8 +34,11 @@ func (p *Provider) Status(ctx context.Context, c *v1alpha1.Cluster) (provider.St
 		return st, err
 	}
 	st.Progress = rs.Phase
-	if rs.NodesError != "" {
+	switch {
+	case rs.NodesError != "":
 		st.Progress = "nodes: " + rs.NodesError
+	case rs.AddonsError != "":
+		st.Progress = "add-ons: " + rs.AddonsError
 	}
 	m, err := p.client(c.Name)
 	if err != nil {

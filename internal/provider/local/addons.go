@@ -1,0 +1,125 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/yaml"
+
+	"github.com/convoy-dev/convoy/internal/image"
+	"github.com/convoy-dev/convoy/internal/provider"
+	"github.com/convoy-dev/convoy/internal/registry"
+	"github.com/convoy-dev/convoy/internal/version"
+)
+
+// The add-ons of a cluster with real nodes (addons/addons.yaml): CoreDNS and the default
+// StorageClass, on images the runtime pushes to the fleet registry from bin/.
+var (
+	//go:embed addons/addons.yaml
+	addonsYAML string
+	addonsTmpl = template.Must(template.New("addons").Option("missingkey=error").Parse(addonsYAML))
+)
+
+// The add-ons' images, as pods name them, and the binaries in bin/ they are made of.
+var addonImages = []struct {
+	repo, tag, binary string
+	build             image.Build
+}{
+	{"coredns/coredns", version.CoreDNS, "images/coredns", image.Build{Base: true}},
+	{"rancher/local-path-provisioner", version.LocalPath, "images/local-path-provisioner", image.Build{Base: true}},
+	{"convoy/volume", "1", "convoy-volume", image.Build{}},
+}
+
+func addonImage(repo string) string {
+	for _, a := range addonImages {
+		if a.repo == repo {
+			return registry.Host + "/" + a.repo + ":" + a.tag
+		}
+	}
+	panic("no add-on image " + repo)
+}
+
+// AddonsFieldManager is the field manager of everything the runtime applies to its cluster.
+const AddonsFieldManager = "convoy-runtime"
+
+// addonsInterval is how often the runtime re-applies the add-ons, undoing changes to them.
+const addonsInterval = 30 * time.Second
+
+// renderAddons is the add-ons of a cluster whose volumes live in volumeDir.
+func renderAddons(volumeDir string) ([]*unstructured.Unstructured, error) {
+	var buf bytes.Buffer
+	err := addonsTmpl.Execute(&buf, map[string]string{
+		"DNS": ClusterDNS.String(), "Domain": ClusterDomain, "NodeKindLabel": provider.LabelNodeKind,
+		"CoreDNSImage": addonImage("coredns/coredns"), "LocalPathImage": addonImage("rancher/local-path-provisioner"),
+		"VolumeImage": addonImage("convoy/volume"), "VolumeDir": volumeDir,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []*unstructured.Unstructured
+	for doc := range strings.SplitSeq(buf.String(), "\n---\n") {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			return nil, fmt.Errorf("add-ons: %w", err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+// pushAddonImages puts the add-ons' images in the fleet registry, each only when it differs.
+func pushAddonImages(ctx context.Context, cfg config) error {
+	var errs []error
+	for _, a := range addonImages {
+		if _, err := registry.EnsureFromBinary(ctx, cfg.Registry, a.repo+":"+a.tag, filepath.Join(cfg.BinDir, a.binary), a.build); err != nil {
+			errs = append(errs, fmt.Errorf("image %s: %w (run `make`)", a.repo, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// applyAddons applies every add-on with server-side apply, taking over fields others changed.
+func applyAddons(ctx context.Context, cfg *rest.Config, objs []*unstructured.Unstructured) error {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	var errs []error
+	for _, u := range objs {
+		gvk := u.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", gvk.Kind, err))
+			continue
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if ns := u.GetNamespace(); ns != "" {
+			ri = dyn.Resource(m.Resource).Namespace(ns)
+		}
+		if _, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: AddonsFieldManager, Force: true}); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", gvk.Kind, u.GetName(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
