@@ -6,27 +6,31 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"slices"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
 
-// Addresses keeps which fleet address each real node has, in one file for the whole fleet
-// (every local cluster's runtime allocates from it), under an exclusive lock. A node keeps its
-// address across restarts; Release gives it back.
+// Addresses keeps which fleet address each real node has, in one file for the whole host
+// (every local cluster's runtime, of every data dir, allocates from it, as they share the
+// fleet bridge), under an exclusive lock. A node keeps its address across restarts; Release
+// gives it back.
 type Addresses struct {
-	// File is the JSON file of the allocations: "CLUSTER/NODE" → address.
+	// File is the JSON file of the allocations: node directory → address.
 	File string
 }
 
-// Allocate returns the address of a node, giving it the lowest free one of the fleet network
-// (above the gateway) the first time.
-func (a Addresses) Allocate(cluster, node string) (netip.Addr, error) {
+// HostAddresses are the allocations of this host, in /run: they last as long as the network
+// namespaces and the bridge they are for.
+var HostAddresses = Addresses{File: "/run/convoy/node-addresses.json"}
+
+// Allocate returns the address of the node whose directory is key, giving it the lowest free
+// one of the fleet network (above the gateway) the first time.
+func (a Addresses) Allocate(key string) (netip.Addr, error) {
 	var got netip.Addr
 	err := a.update(func(m map[string]string) error {
-		key := cluster + "/" + node
 		if s, ok := m[key]; ok {
 			addr, err := netip.ParseAddr(s)
 			if err == nil {
@@ -51,13 +55,12 @@ func (a Addresses) Allocate(cluster, node string) (netip.Addr, error) {
 	return got, err
 }
 
-// Release gives back the addresses of the named nodes of a cluster, or of all its nodes when
-// none are named.
-func (a Addresses) Release(cluster string, nodes ...string) error {
+// Release gives back the addresses of the nodes whose directories are under dir (a cluster's
+// nodes directory), or are dir.
+func (a Addresses) Release(dir string) error {
 	return a.update(func(m map[string]string) error {
 		for key := range m {
-			c, n, _ := strings.Cut(key, "/")
-			if c == cluster && (len(nodes) == 0 || slices.Contains(nodes, n)) {
+			if key == dir || strings.HasPrefix(key, strings.TrimSuffix(dir, "/")+"/") {
 				delete(m, key)
 			}
 		}
@@ -66,6 +69,9 @@ func (a Addresses) Release(cluster string, nodes ...string) error {
 }
 
 func (a Addresses) update(f func(map[string]string) error) error {
+	if err := os.MkdirAll(filepath.Dir(a.File), 0o755); err != nil {
+		return err
+	}
 	lock, err := os.OpenFile(a.File+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err

@@ -70,22 +70,24 @@ func (s Spec) podLogs() string          { return filepath.Join(s.Dir, "pods") }
 func (s Spec) logs() string             { return filepath.Join(s.Dir, "logs") }
 func (s Spec) run() string              { return filepath.Join(s.Dir, "run") }
 
-// NetNS is the name of a node's network namespace (in /run/netns).
-func NetNS(cluster, node string) string { return "convoy-" + tag(cluster, node) }
+// NetNS is the name of the node's network namespace (in /run/netns). It and the names below
+// derive from the node's Dir, so that nodes of two data dirs (two hubs, or tests running side
+// by side) never share one.
+func (s Spec) NetNS() string { return "convoy-" + tag(s.Dir) }
 
-// HostLink is the name of the host's end of a node's veth pair; an interface name has at most
-// 15 characters.
-func HostLink(cluster, node string) string { return "cvy" + tag(cluster, node) }
-
-// tag is a short, stable name for one node of one cluster.
-func tag(cluster, node string) string {
-	h := fnv.New32a()
-	h.Write([]byte(cluster + "/" + node))
-	return fmt.Sprintf("%08x", h.Sum32())
-}
+// HostLink is the name of the host's end of the node's veth pair; an interface name has at
+// most 15 characters.
+func (s Spec) HostLink() string { return "cvy" + tag(s.Dir) }
 
 // CgroupRoot is the cgroup, in every hierarchy, under which the node's kubelet puts its pods.
-func CgroupRoot(cluster, node string) string { return "/convoy/" + cluster + "/" + node }
+func (s Spec) CgroupRoot() string { return "/convoy/" + s.Name + "-" + tag(s.Dir) }
+
+// tag is a short, stable name for one node.
+func tag(dir string) string {
+	h := fnv.New32a()
+	h.Write([]byte(dir))
+	return fmt.Sprintf("%08x", h.Sum32())
+}
 
 // ContainerdConfig renders containerd's configuration for the node: its own root, state and
 // socket, the CRI plugin with the pause image, no negative oom_score_adj (this machine's root
@@ -166,7 +168,7 @@ func KubeletConfig(s Spec) string {
 		`healthzBindAddress: 127.0.0.1`,
 		`healthzPort: 10248`,
 		`cgroupDriver: cgroupfs`,
-		`cgroupRoot: ` + CgroupRoot(s.Cluster, s.Name),
+		`cgroupRoot: ` + s.CgroupRoot(),
 		`cgroupsPerQOS: true`,
 		`failCgroupV1: false`,
 		`oomScoreAdj: 0`,

@@ -66,7 +66,7 @@ func Up(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
 	if err := upNetwork(s); err != nil {
 		return fail(fmt.Errorf("network: %w", err))
 	}
-	if err := makeCgroupRoot(CgroupRoot(s.Cluster, s.Name)); err != nil {
+	if err := makeCgroupRoot(s.CgroupRoot()); err != nil {
 		return fail(fmt.Errorf("cgroup root: %w", err))
 	}
 	files := map[string]string{
@@ -209,7 +209,7 @@ func teardown(s Spec, log *slog.Logger) error {
 	var podNS []string
 	for range 3 { // containers' processes may fork while they are killed
 		pids := pidsInNetNS(netnsPath(s))
-		inPods := pidsInCgroups(CgroupRoot(s.Cluster, s.Name))
+		inPods := pidsInCgroups(s.CgroupRoot())
 		podNS = append(podNS, namedNetNSOf(inPods)...)
 		pids = append(pids, inPods...)
 		if len(pids) == 0 {
@@ -220,9 +220,9 @@ func teardown(s Spec, log *slog.Logger) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	errs = append(errs, forgetPodNetworks(s), unmountUnder(s.Dir), removeCgroups(CgroupRoot(s.Cluster, s.Name)))
+	errs = append(errs, forgetPodNetworks(s), unmountUnder(s.Dir), removeCgroups(s.CgroupRoot()))
 	if _, err := os.Stat(netnsPath(s)); err == nil {
-		if out, err := exec.Command("ip", "netns", "delete", NetNS(s.Cluster, s.Name)).CombinedOutput(); err != nil {
+		if out, err := exec.Command("ip", "netns", "delete", s.NetNS()).CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("delete network namespace: %v: %s", err, strings.TrimSpace(string(out))))
 		}
 	}
@@ -250,14 +250,14 @@ func teardown(s Spec, log *slog.Logger) error {
 // netnsDir is where ip-netns(8), and containerd for its pods, keep named network namespaces.
 const netnsDir = "/run/netns"
 
-func netnsPath(s Spec) string { return filepath.Join(netnsDir, NetNS(s.Cluster, s.Name)) }
+func netnsPath(s Spec) string { return filepath.Join(netnsDir, s.NetNS()) }
 
 // upNetwork makes the node's network namespace, with a veth pair to the fleet bridge, its
 // address and default route, forwarding on, and masquerade for what its pods send outside
 // the cluster's pod network.
 func upNetwork(s Spec) error {
-	ns := NetNS(s.Cluster, s.Name)
-	host := HostLink(s.Cluster, s.Name)
+	ns := s.NetNS()
+	host := s.HostLink()
 	steps := [][]string{
 		{"netns", "add", ns},
 		{"link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns},
@@ -288,7 +288,7 @@ func upNetwork(s Spec) error {
 
 // ip runs an ip command in the node's network namespace.
 func ip(s Spec, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"-n", NetNS(s.Cluster, s.Name)}, args...)...).CombinedOutput()
+	out, err := exec.Command("ip", append([]string{"-n", s.NetNS()}, args...)...).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}

@@ -12,25 +12,25 @@ import (
 
 func TestAddresses(t *testing.T) {
 	a := Addresses{File: filepath.Join(t.TempDir(), "addresses.json")}
-	first, err := a.Allocate("east", "n1")
+	first, err := a.Allocate("/data/east/nodes/n1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := netip.MustParseAddr("10.77.0.2"); first != want {
 		t.Fatalf("first address = %s, want %s (the lowest above the gateway)", first, want)
 	}
-	again, _ := a.Allocate("east", "n1")
+	again, _ := a.Allocate("/data/east/nodes/n1")
 	if again != first {
 		t.Fatalf("a node's address changed from %s to %s", first, again)
 	}
-	second, _ := a.Allocate("west", "n1")
+	second, _ := a.Allocate("/data/west/nodes/n1")
 	if second == first {
 		t.Fatalf("two clusters' nodes share %s", first)
 	}
-	if err := a.Release("east"); err != nil {
+	if err := a.Release("/data/east/nodes"); err != nil {
 		t.Fatal(err)
 	}
-	if reused, _ := a.Allocate("north", "n1"); reused != first {
+	if reused, _ := a.Allocate("/data/north/nodes/n1"); reused != first {
 		t.Fatalf("a released address was not reused: got %s, want %s", reused, first)
 	}
 
@@ -39,7 +39,7 @@ func TestAddresses(t *testing.T) {
 	got := make([]netip.Addr, 20)
 	for i := range got {
 		wg.Go(func() {
-			addr, err := a.Allocate("many", string(rune('a'+i)))
+			addr, err := a.Allocate("/data/many/nodes/" + string(rune('a'+i)))
 			if err != nil {
 				t.Error(err)
 			}
@@ -57,16 +57,16 @@ func TestAddresses(t *testing.T) {
 }
 
 func TestNames(t *testing.T) {
-	for _, c := range []struct{ cluster, node string }{{"us-east", "worker-0"}, {"a-very-long-cluster-name-indeed", "a-very-long-node-name"}} {
-		if l := len(HostLink(c.cluster, c.node)); l > 15 {
-			t.Errorf("host link of %s/%s has %d characters; Linux allows 15", c.cluster, c.node, l)
+	for _, dir := range []string{"/d/us-east/nodes/worker-0", "/a/very/long/data/dir/clusters/a-very-long-cluster-name-indeed/nodes/a-very-long-node-name"} {
+		if l := len(Spec{Dir: dir}.HostLink()); l > 15 {
+			t.Errorf("host link of %s has %d characters; Linux allows 15", dir, l)
 		}
 	}
-	if NetNS("east", "n1") == NetNS("east", "n2") {
+	if (Spec{Dir: "/d/east/nodes/n1"}).NetNS() == (Spec{Dir: "/d/east/nodes/n2"}).NetNS() {
 		t.Error("two nodes share a network namespace name")
 	}
-	if HostLink("east", "n1") == HostLink("west", "n1") {
-		t.Error("nodes of two clusters with one name share a host link")
+	if (Spec{Dir: "/one/east/nodes/n1"}).HostLink() == (Spec{Dir: "/two/east/nodes/n1"}).HostLink() {
+		t.Error("same-named nodes of two data dirs share a host link")
 	}
 }
 
@@ -80,7 +80,7 @@ func TestKubeletConfig(t *testing.T) {
 	}
 	for key, want := range map[string]any{
 		"failCgroupV1": false, "cgroupDriver": "cgroupfs", "oomScoreAdj": float64(0),
-		"cgroupRoot": "/convoy/east/n1", "cgroupsPerQOS": true, "podLogsDir": "/data/n1/pods",
+		"cgroupRoot": s.CgroupRoot(), "cgroupsPerQOS": true, "podLogsDir": "/data/n1/pods",
 		"address": "10.77.0.9", "maxPods": float64(110),
 	} {
 		if cfg[key] != want {

@@ -61,11 +61,6 @@ func (r *Runtime) hasRealNodes() bool {
 	return slices.ContainsFunc(r.cfg.NodePools, func(p v1alpha1.NodePool) bool { return p.Kind == v1alpha1.NodeReal })
 }
 
-// addresses keeps the fleet addresses of every real node of every local cluster.
-func (r *Runtime) addresses() node.Addresses {
-	return node.Addresses{File: filepath.Join(filepath.Dir(string(r.dir)), ".node-addresses.json")}
-}
-
 // MissingForRealNodes names what this machine lacks to run real nodes, and how to get it, or
 // returns nil. hack/deps.sh (make deps) installs the same packages.
 func MissingForRealNodes(binDir string) error {
@@ -148,11 +143,11 @@ func (rn *realNodes) fleetRegistry(ctx context.Context, cfg config) (string, err
 // spec is what one real node of the cluster is.
 func (rn *realNodes) spec(w nodeShape, cfg config, reg string) (node.Spec, error) {
 	r := rn.r
-	ipAddr, err := r.addresses().Allocate(cfg.Name, w.name)
+	dir := filepath.Join(string(r.dir), "nodes", w.name)
+	ipAddr, err := node.HostAddresses.Allocate(dir)
 	if err != nil {
 		return node.Spec{}, err
 	}
-	dir := filepath.Join(string(r.dir), "nodes", w.name)
 	cred, err := r.pki.CA.LoadOrIssue(filepath.Join(dir, "pki"), kubeproc.CertRequest{
 		Name: "node", CommonName: "system:node:" + w.name, Organization: []string{"system:nodes"},
 	})
@@ -244,7 +239,7 @@ func (rn *realNodes) remove(ctx context.Context, name string) error {
 	if err := node.Remove(n.Spec, rn.r.log); err != nil {
 		return err
 	}
-	return rn.r.addresses().Release(n.Spec.Cluster, name)
+	return node.HostAddresses.Release(n.Spec.Dir)
 }
 
 // network gives each running real node its pod range, once the controller-manager allocated
@@ -342,7 +337,7 @@ func removeRealNodes(d dir, cluster string, log *slog.Logger) error {
 	if len(entries) == 0 {
 		return errors.Join(errs...)
 	}
-	errs = append(errs, node.Addresses{File: filepath.Join(filepath.Dir(string(d)), ".node-addresses.json")}.Release(cluster))
+	errs = append(errs, node.HostAddresses.Release(filepath.Join(string(d), "nodes")))
 	var p ports
 	if readJSON(d.ports(), &p) == nil && p.APIServer != 0 {
 		errs = append(errs, node.StopForwarding(p.APIServer))

@@ -136,7 +136,7 @@ func TestRealNodes(t *testing.T) {
 	}
 
 	// From node 0, through the pod there, to the pod on node 1.
-	ns0 := node.NetNS(c.Name, names[0])
+	ns0 := node.Spec{Dir: filepath.Join(p.Root, c.Name, "nodes", names[0])}.NetNS()
 	url := fmt.Sprintf("http://%s:8080/?url=http://%s:8080/", ips["echo-0"], ips["echo-1"])
 	var got string
 	waitFor(t, "a pod reaching the pod on the other node", time.Minute, func() (bool, string) {
