@@ -76,6 +76,7 @@ an agent on each member cluster applies them and reports back.`,
 		newApplyCmd(g),
 		newStatusCmd(g),
 		newRolloutCmd(g),
+		newImageCmd(g),
 	)
 	return root
 }

@@ -106,3 +106,16 @@ func saveState(l Layout, s state) error {
 	}
 	return kubeproc.WriteFileDurable(l.State(), append(raw, '\n'), 0o644)
 }
+
+// RegistryAddr is the address on the host's loopback of the fleet registry of the hub whose
+// data dir this is, as its last start chose it.
+func (l Layout) RegistryAddr() (string, error) {
+	st, err := loadState(l)
+	if err != nil {
+		return "", err
+	}
+	if st.RegistryPort == 0 {
+		return "", fmt.Errorf("the hub of %s has not run a fleet registry yet; start it (convoy up, or convoy hub), or pass --registry HOST:PORT", l.Dir)
+	}
+	return "127.0.0.1:" + strconv.Itoa(st.RegistryPort), nil
+}
