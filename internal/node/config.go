@@ -55,13 +55,13 @@ type Spec struct {
 // Where a node's things live in its Dir.
 func (s Spec) containerdRoot() string   { return filepath.Join(s.Dir, "containerd", "root") }
 func (s Spec) containerdState() string  { return filepath.Join(s.Dir, "containerd", "state") }
-func (s Spec) containerdSocket() string { return filepath.Join(s.Dir, "containerd.sock") }
+func (s Spec) containerdSocket() string { return filepath.Join(s.short(), "containerd.sock") }
 func (s Spec) containerdConfig() string { return filepath.Join(s.Dir, "containerd.toml") }
 func (s Spec) registryHosts() string    { return filepath.Join(s.Dir, "registry-hosts") }
 func (s Spec) runcRoot() string         { return filepath.Join(s.Dir, "runc") }
 func (s Spec) cniConfDir() string       { return filepath.Join(s.Dir, "cni") }
 func (s Spec) ipamDir() string          { return filepath.Join(s.Dir, "cni-ipam") }
-func (s Spec) kubeletRoot() string      { return filepath.Join(s.Dir, "kubelet") }
+func (s Spec) kubeletRoot() string      { return filepath.Join(s.short(), "kubelet") }
 func (s Spec) kubeletConfig() string    { return filepath.Join(s.Dir, "kubelet.yaml") }
 func (s Spec) kubeconfig() string       { return filepath.Join(s.Dir, "kubeconfig") }
 func (s Spec) proxyConfig() string      { return filepath.Join(s.Dir, "kube-proxy.yaml") }
@@ -69,6 +69,14 @@ func (s Spec) proxyKubeconfig() string  { return filepath.Join(s.Dir, "kube-prox
 func (s Spec) podLogs() string          { return filepath.Join(s.Dir, "pods") }
 func (s Spec) logs() string             { return filepath.Join(s.Dir, "logs") }
 func (s Spec) run() string              { return filepath.Join(s.Dir, "run") }
+
+// short is a short path to the node's Dir: a symlink in /run, through which the node's unix
+// sockets are named. A socket's path has at most 107 bytes, and the kubelet makes its own
+// sockets deep under its root directory; a data dir under a long path would break them.
+func (s Spec) short() string { return filepath.Join(ShortDir, tag(s.Dir)) }
+
+// ShortDir holds the nodes' short paths (see Spec.short).
+const ShortDir = "/run/convoy/nodes"
 
 // NetNS is the name of the node's network namespace (in /run/netns). It and the names below
 // derive from the node's Dir, so that nodes of two data dirs (two hubs, or tests running side

@@ -58,6 +58,15 @@ func Up(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
 		n.Stop(context.Background())
 		return nil, fmt.Errorf("node %s: %w", s.Name, err)
 	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return fail(err)
+	}
+	if err := os.MkdirAll(ShortDir, 0o755); err != nil {
+		return fail(err)
+	}
+	if err := os.Symlink(s.Dir, s.short()); err != nil {
+		return fail(fmt.Errorf("short path for the node's sockets: %w", err))
+	}
 	for _, d := range []string{s.containerdRoot(), s.containerdState(), s.runcRoot(), s.cniConfDir(), s.kubeletRoot(), s.podLogs(), s.logs(), s.run()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fail(err)
@@ -221,6 +230,9 @@ func teardown(s Spec, log *slog.Logger) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	errs = append(errs, forgetPodNetworks(s), unmountUnder(s.Dir), removeCgroups(s.CgroupRoot()))
+	if err := os.Remove(s.short()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
 	if _, err := os.Stat(netnsPath(s)); err == nil {
 		if out, err := exec.Command("ip", "netns", "delete", s.NetNS()).CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("delete network namespace: %v: %s", err, strings.TrimSpace(string(out))))
