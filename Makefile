@@ -35,9 +35,11 @@ generate: tools
 verify-generated: generate
 	@git diff --exit-code -- api config >/dev/null || { git diff --stat -- api config; echo "generated files are stale: run 'make generate' and commit the result"; exit 1; }
 
-## up: build everything, then start a hub and three local clusters (convoy up); `bin/convoy down` stops them
+## up: build everything, then start a hub and three local clusters of two real nodes each (convoy
+## up), and put the demo app's image (examples/web) in the fleet registry; `bin/convoy down` stops them
 up: deps all
 	bin/convoy up
+	bin/convoy image build ./examples/web --name registry.convoy.local/examples/web:1
 
 ## down: stop the hub and every local cluster (data kept; bin/convoy down --purge removes it)
 down:

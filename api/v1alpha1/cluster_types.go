@@ -20,6 +20,10 @@ const (
 // MaxNodesPerPool is the largest node count one pool accepts.
 const MaxNodesPerPool = 500
 
+// MaxRealNodesPerPool is the largest node count a Real pool accepts (the CEL rule on NodePool
+// says the same).
+const MaxRealNodesPerPool = 10
+
 // Labels the hub keeps on every Cluster, mirrored from its spec, so that label selectors
 // (kubectl -l, Placements) can choose clusters by topology.
 const (

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +27,7 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
 // fleetHub is a `convoy hub` process plus the environment the CLI needs to reach it.
@@ -469,9 +472,15 @@ func TestDeleteInterruptedByHubCrash(t *testing.T) {
 	}
 }
 
-// TestUpAndDown runs `convoy up` twice and `convoy down --purge`, as the README says.
+// TestUpAndDown runs `convoy up` twice and `convoy down --purge`, as the README says, with the
+// fleet the README shows: three clusters of two real nodes each. On it, the demo app from
+// examples/web, built into the fleet registry and placed with 6 Divided replicas, runs 2 in each
+// cluster, answers on each cluster's NodePort naming that cluster, reaches its own Service by
+// DNS name from a pod, and logs its requests. Afterwards nothing of the fleet is left on the host.
 func TestUpAndDown(t *testing.T) {
 	t.Parallel()
+	hubtest.RealNodes(t, local.MissingForRealNodes)
+	before := hubtest.HostState(t)
 	dataDir := filepath.Join(t.TempDir(), "convoy")
 	healthPort, _ := kubeproc.FreePort()
 	health := fmt.Sprintf("127.0.0.1:%d", healthPort)
@@ -482,8 +491,8 @@ func TestUpAndDown(t *testing.T) {
 		cmd.Run()
 	})
 
-	out := run(t, env, convoyBin, "up", "--health-addr", health, "--nodes", "2")
-	for _, want := range []string{"hub ready", "us-east created", "Convoy is up", "NAME", "us-west", "eu-west", "convoy down"} {
+	out := run(t, env, convoyBin, "up", "--health-addr", health)
+	for _, want := range []string{"hub ready", "us-east created (2 real nodes in us-east, zones a,b)", "Convoy is up", "NAME", "us-west", "eu-west", "convoy down"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("convoy up output lacks %q:\n%s", want, out)
 		}
@@ -492,16 +501,56 @@ func TestUpAndDown(t *testing.T) {
 		t.Errorf("convoy up shows %d Ready clusters, want 3:\n%s", n, out)
 	}
 
-	out = run(t, env, convoyBin, "up", "--health-addr", health, "--nodes", "2")
+	out = run(t, env, convoyBin, "up", "--health-addr", health)
 	if !strings.Contains(out, "hub already running") || strings.Count(out, "exists; reusing it") != 3 {
 		t.Errorf("second convoy up did not reuse what exists:\n%s", out)
 	}
 
-	kubeconfig := filepath.Join(t.TempDir(), "us-east.kubeconfig")
-	os.WriteFile(kubeconfig, []byte(run(t, env, convoyBin, "cluster", "kubeconfig", "us-east")), 0o600)
-	nodes := run(t, nil, filepath.Join(hubtest.BinDir(t), "kubectl"), "--kubeconfig", kubeconfig, "get", "nodes")
-	if strings.Count(nodes, " Ready ") != 2 || !strings.Contains(nodes, "us-east-default-0") {
+	kubectl := filepath.Join(hubtest.BinDir(t), "kubectl")
+	clusters := []string{"us-east", "us-west", "eu-west"}
+	kubeconfigs := map[string]string{}
+	for _, c := range clusters {
+		kubeconfigs[c] = filepath.Join(t.TempDir(), c+".kubeconfig")
+		os.WriteFile(kubeconfigs[c], []byte(run(t, env, convoyBin, "cluster", "kubeconfig", c)), 0o600)
+	}
+	nodes := run(t, nil, kubectl, "--kubeconfig", kubeconfigs["us-east"], "get", "nodes", "-L", "convoy.dev/node-kind")
+	if strings.Count(nodes, " Ready ") != 2 || !strings.Contains(nodes, "us-east-default-0") || strings.Count(nodes, " real") != 2 {
 		t.Errorf("kubectl get nodes on us-east:\n%s", nodes)
+	}
+
+	// The demo app, as the README deploys it.
+	root := hubtest.RepoRoot(t)
+	run(t, env, convoyBin, "image", "build", "./examples/web", "--dir", root, "--name", "registry.convoy.local/examples/web:1")
+	run(t, env, convoyBin, "apply", "-f", filepath.Join(root, "examples/web/web.yaml"))
+	run(t, env, convoyBin, "apply", "-f", filepath.Join(root, "examples/web/placement.yaml"))
+	for _, c := range clusters {
+		eventually(t, "2 web replicas ready on "+c, 3*time.Minute, func() (bool, error) {
+			got, err := exec.Command(kubectl, "--kubeconfig", kubeconfigs[c], "-n", "demo", "get", "deployment", "web",
+				"-o", "jsonpath={.spec.replicas}/{.status.readyReplicas}").CombinedOutput()
+			return err == nil && string(got) == "2/2", nil
+		})
+		nodeIP := run(t, nil, kubectl, "--kubeconfig", kubeconfigs[c], "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
+		for _, path := range []string{"/", "/call?url=http://web.demo.svc.cluster.local/"} {
+			url := "http://" + nodeIP + ":30080" + path
+			var body string
+			eventually(t, c+" answering "+url, time.Minute, func() (bool, error) {
+				resp, err := http.Get(url)
+				if err != nil {
+					return false, nil
+				}
+				defer resp.Body.Close()
+				raw, _ := io.ReadAll(resp.Body)
+				body = string(raw)
+				return resp.StatusCode == http.StatusOK, nil
+			})
+			if !strings.Contains(body, "web: cluster "+c+",") {
+				t.Errorf("%s answered %q, want it to name cluster %s", url, body, c)
+			}
+		}
+	}
+	logs := run(t, nil, kubectl, "--kubeconfig", kubeconfigs["us-east"], "-n", "demo", "logs", "-l", "app=web", "--tail=-1")
+	if !strings.Contains(logs, "GET / 200") {
+		t.Errorf("kubectl logs of the web pods on us-east lack the request lines:\n%s", logs)
 	}
 
 	out = run(t, env, convoyBin, "down", "--purge")
@@ -515,6 +564,12 @@ func TestUpAndDown(t *testing.T) {
 	}
 	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
 		t.Errorf("data dir left after --purge: %v", err)
+	}
+	after := hubtest.HostState(t)
+	for what, had := range before {
+		if extra := hubtest.Difference(after[what], had); len(extra) > 0 {
+			t.Errorf("left behind after convoy down --purge: %s %v", what, extra)
+		}
 	}
 }
 

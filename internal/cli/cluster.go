@@ -72,6 +72,7 @@ type createOptions struct {
 	version     string
 	cpu, memory string
 	pods        int32
+	nodeKind    string
 	wait        bool
 	timeout     time.Duration
 }
@@ -129,6 +130,7 @@ func newClusterCreateCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.cpu, "cpu", "4", "CPU of each node")
 	f.StringVar(&o.memory, "memory", "16Gi", "memory of each node")
 	f.Int32Var(&o.pods, "pods", 110, "most pods per node")
+	f.StringVar(&o.nodeKind, "node-kind", "simulated", "real (containerd and a kubelet each, at most 10; needs root) or simulated (kwok)")
 	f.BoolVar(&o.wait, "wait", true, "wait until the cluster is Ready, showing progress")
 	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait")
 	return cmd
@@ -152,6 +154,17 @@ func (o *createOptions) cluster(name string) (*v1alpha1.Cluster, error) {
 	if o.version != "" && !regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+$`).MatchString(o.version) {
 		return nil, usageError("--version %q is not a Kubernetes version such as v1.37.2", o.version)
 	}
+	kind := v1alpha1.NodeSimulated
+	switch strings.ToLower(o.nodeKind) {
+	case "", "simulated":
+	case "real":
+		kind = v1alpha1.NodeReal
+		if o.nodes > v1alpha1.MaxRealNodesPerPool {
+			return nil, usageError("--nodes %d: a pool of real nodes has at most %d; use --node-kind simulated for more", o.nodes, v1alpha1.MaxRealNodesPerPool)
+		}
+	default:
+		return nil, usageError("--node-kind %q: use real or simulated", o.nodeKind)
+	}
 	cpu, err := resource.ParseQuantity(o.cpu)
 	if err != nil {
 		return nil, usageError("--cpu %q is not a quantity such as 4 or 500m", o.cpu)
@@ -168,7 +181,7 @@ func (o *createOptions) cluster(name string) (*v1alpha1.Cluster, error) {
 			Zones:             o.zones,
 			Environment:       o.env,
 			KubernetesVersion: o.version,
-			NodePools:         []v1alpha1.NodePool{{Name: "default", Count: o.nodes, CPU: &cpu, Memory: &mem, Pods: o.pods}},
+			NodePools:         []v1alpha1.NodePool{{Name: "default", Kind: kind, Count: o.nodes, CPU: &cpu, Memory: &mem, Pods: o.pods}},
 		},
 	}, nil
 }

@@ -33,6 +33,7 @@ var fleet = []struct{ name, region string }{
 type upOptions struct {
 	dataDir, binDir, healthAddr string
 	nodes                       int32
+	nodeKind                    string
 	timeout                     time.Duration
 }
 
@@ -42,8 +43,10 @@ func newUpCmd(g *globals) *cobra.Command {
 		Use:   "up",
 		Short: "Start a hub in the background and a fleet of three local clusters, and wait until all are Ready",
 		Long: `Start a hub in the background (unless one runs on the data dir already) and the clusters
-us-east, us-west and eu-west (zones a, b, c; environment prod), then wait until all are Ready.
-Running it again reuses what exists. ` + "`convoy down`" + ` stops everything.`,
+us-east, us-west and eu-west (environment prod), then wait until all are Ready. Each has two real
+nodes in zones a and b (containerd and a kubelet each, on this machine; needs root), or, with
+--node-kind simulated, three kwok nodes in zones a, b and c. Running it again reuses what exists.
+` + "`convoy down`" + ` stops everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context(), g) },
 	}
@@ -51,7 +54,8 @@ Running it again reuses what exists. ` + "`convoy down`" + ` stops everything.`,
 	f.StringVar(&o.dataDir, "data-dir", hub.DefaultDataDir(), "the hub's data dir ($CONVOY_DATA_DIR)")
 	f.StringVar(&o.binDir, "bin-dir", kubeproc.DefaultBinDir(), "directory with the upstream binaries ($CONVOY_BIN_DIR)")
 	f.StringVar(&o.healthAddr, "health-addr", "127.0.0.1:9440", "health address of the hub")
-	f.Int32Var(&o.nodes, "nodes", 3, "nodes per cluster")
+	f.Int32Var(&o.nodes, "nodes", 0, "nodes per cluster (default 2 real, or 3 simulated)")
+	f.StringVar(&o.nodeKind, "node-kind", "real", "real or simulated (kwok: nothing runs, thousands fit)")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long to wait for the fleet")
 	return cmd
 }
@@ -65,6 +69,23 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 	layout := hub.Layout{Dir: dataDir}
 	fmt.Fprintf(out, "Bringing up Convoy: a hub and %d local clusters (data in %s)\n", len(fleet), dataDir)
 
+	zones := []string{"a", "b"}
+	switch o.nodeKind {
+	case "real":
+		if o.nodes == 0 {
+			o.nodes = 2
+		}
+		if err := local.MissingForRealNodes(o.binDir); err != nil {
+			return fmt.Errorf("%w\n(or bring up simulated clusters: convoy up --node-kind simulated)", err)
+		}
+	case "simulated":
+		if o.nodes == 0 {
+			o.nodes = 3
+		}
+		zones = []string{"a", "b", "c"}
+	default:
+		return usageError("--node-kind %q: use real or simulated", o.nodeKind)
+	}
 	start := time.Now()
 	if pid, running := kubeproc.LockHolder(layout.Lock()); running {
 		fmt.Fprintf(out, "  %6.1fs  hub already running (pid %d); reusing it\n", 0.0, pid)
@@ -93,7 +114,7 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 		case !apierrors.IsNotFound(err):
 			return hubError("the hub", err)
 		}
-		co := &createOptions{provider: "local", nodes: o.nodes, region: f.region, zones: []string{"a", "b", "c"}, env: "prod", cpu: "4", memory: "16Gi", pods: 110}
+		co := &createOptions{provider: "local", nodes: o.nodes, nodeKind: o.nodeKind, region: f.region, zones: zones, env: "prod", cpu: "4", memory: "16Gi", pods: 110}
 		c, err = co.cluster(f.name)
 		if err != nil {
 			return err
@@ -101,7 +122,7 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 		if err := hc.Create(ctx, c); err != nil && !apierrors.IsAlreadyExists(err) {
 			return hubError("the hub", err)
 		}
-		fmt.Fprintf(out, "  %6.1fs  %s created (%d nodes in %s, zones a,b,c)\n", time.Since(start).Seconds(), f.name, o.nodes, f.region)
+		fmt.Fprintf(out, "  %6.1fs  %s created (%d %s nodes in %s, zones %s)\n", time.Since(start).Seconds(), f.name, o.nodes, o.nodeKind, f.region, strings.Join(zones, ","))
 	}
 	if _, err := waitClusters(ctx, hc, names, out, start, o.timeout, isReady); err != nil {
 		return err
@@ -209,6 +230,9 @@ func newDownCmd(g *globals) *cobra.Command {
 			if purge {
 				if !kubeprocExists(layout.State()) && !kubeprocExists(layout.Lock()) {
 					return fmt.Errorf("%s does not look like a Convoy data dir (no hub.json or hub.lock); not removing it", dir)
+				}
+				if err := local.RemoveAllRealNodes(layout.Clusters(), g.log); err != nil {
+					return err
 				}
 				if err := os.RemoveAll(dir); err != nil {
 					return fmt.Errorf("remove %s: %w", dir, err)

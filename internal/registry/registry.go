@@ -97,7 +97,7 @@ func (logHook) Levels() []logrus.Level { return logrus.AllLevels }
 
 func (logHook) Fire(e *logrus.Entry) error {
 	level := slog.LevelWarn
-	if code, _ := e.Data["err.code"].(string); strings.HasSuffix(code, "unknown") { // blob, manifest unknown
+	if code := fmt.Sprint(e.Data["err.code"]); strings.HasSuffix(code, "unknown") { // blob, manifest unknown
 		level = slog.LevelDebug
 	}
 	registryLog.Load().Log(context.Background(), level, "fleet registry: "+e.Message, "err", e.Data["err.message"], "detail", e.Data["err.detail"],

@@ -288,6 +288,32 @@ func StopAll(root string, log *slog.Logger) ([]string, error) {
 	return stopped, errors.Join(errs...)
 }
 
+// RemoveAllRealNodes takes every real node of the stopped clusters under root off the host (what
+// a runtime that was killed left: network namespaces, veths, mounts, cgroups, forwards) and gives
+// back their fleet addresses. `convoy down --purge` calls it before it removes the data dir.
+func RemoveAllRealNodes(root string, log *slog.Logger) error {
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		d := dir(filepath.Join(root, e.Name()))
+		if !e.IsDir() {
+			continue
+		}
+		if _, running := kubeproc.LockHolder(d.lock()); running {
+			errs = append(errs, fmt.Errorf("cluster %s is running; stop it first", e.Name()))
+			continue
+		}
+		errs = append(errs, removeRealNodes(d, e.Name(), log))
+	}
+	return errors.Join(errs...)
+}
+
 // stopRuntime sends SIGTERM to the runtime holding d's lock and waits until it has let go.
 func stopRuntime(d dir, log *slog.Logger) error {
 	pid, held := kubeproc.LockHolder(d.lock())

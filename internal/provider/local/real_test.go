@@ -68,11 +68,8 @@ func TestRealNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real nodes")
 	}
-	bin := hubtest.BinDir(t)
-	if err := local.MissingForRealNodes(bin); err != nil {
-		t.Fatal(err)
-	}
-	before := hostState(t)
+	hubtest.RealNodes(t, local.MissingForRealNodes)
+	before := hubtest.HostState(t)
 	ctx := context.Background()
 	reg, err := registry.Start(ctx, t.TempDir(), "127.0.0.1:0", hubtest.Logger(t))
 	must(t, err)
@@ -241,6 +238,20 @@ func TestRealNodes(t *testing.T) {
 		return os.IsNotExist(err), fmt.Sprint(err)
 	})
 
+	// An image the registry lacks: the pod says so, with the registry's answer.
+	missing := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "missing"}, Spec: corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "m", Image: registry.Host + "/no/such:1"}}}}
+	_, err = cs.CoreV1().Pods("default").Create(ctx, missing, metav1.CreateOptions{})
+	must(t, err)
+	waitFor(t, "the pod of a missing image in ErrImagePull", 2*time.Minute, func() (bool, string) {
+		pod, err := cs.CoreV1().Pods("default").Get(ctx, "missing", metav1.GetOptions{})
+		if err != nil || len(pod.Status.ContainerStatuses) == 0 || pod.Status.ContainerStatuses[0].State.Waiting == nil {
+			return false, fmt.Sprint(err)
+		}
+		w := pod.Status.ContainerStatuses[0].State.Waiting
+		return (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && strings.Contains(w.Message, "not found"), w.Reason + ": " + w.Message
+	})
+
 	// The API server reaches the kubelet for the container's log.
 	logs, err := cs.CoreV1().Pods("default").GetLogs("echo-1", &corev1.PodLogOptions{}).Stream(ctx)
 	must(t, err)
@@ -252,17 +263,17 @@ func TestRealNodes(t *testing.T) {
 
 	// Deleting the cluster leaves nothing of it on the host (what the check looks for is
 	// there while it runs).
-	during := hostState(t)
+	during := hubtest.HostState(t)
 	for _, what := range []string{"network namespaces", "links", "mounts", "processes", "iptables rules", "cgroups", "CNI files"} {
-		if len(difference(during[what], before[what])) == 0 {
+		if len(hubtest.Difference(during[what], before[what])) == 0 {
 			t.Errorf("while the cluster runs, the host shows no %s of it: the check after delete would prove nothing", what)
 		}
 	}
 	must(t, p.Delete(ctx, c.Name))
 	deleted = true
-	after := hostState(t)
+	after := hubtest.HostState(t)
 	for what, had := range before {
-		if extra := difference(after[what], had); len(extra) > 0 {
+		if extra := hubtest.Difference(after[what], had); len(extra) > 0 {
 			t.Errorf("left behind after delete: %s %v", what, extra)
 		}
 	}
@@ -292,53 +303,6 @@ func member(t *testing.T, p *local.Provider, c *v1alpha1.Cluster) kubernetes.Int
 	cs, err := kubernetes.NewForConfig(cfg)
 	must(t, err)
 	return cs
-}
-
-// hostState lists what real nodes make on the host, all of it and not only what is named after
-// Convoy: network namespaces, links, mounts, iptables rules, files under /var/lib/cni, cgroups
-// under /convoy, and the processes of nodes and pods. Nothing else on this machine makes them
-// while the test runs.
-func hostState(t *testing.T) map[string][]string {
-	lines := func(name string, args ...string) []string {
-		out, err := exec.Command(name, args...).Output()
-		if err != nil {
-			t.Fatalf("%s %v: %v", name, args, err)
-		}
-		var keep []string
-		for l := range strings.SplitSeq(string(out), "\n") {
-			if l = strings.TrimSpace(l); l != "" {
-				keep = append(keep, l)
-			}
-		}
-		return keep
-	}
-	var rules []string
-	for _, l := range lines("iptables-save") {
-		if !strings.HasPrefix(l, "#") {
-			rules = append(rules, strings.Split(l, " [")[0]) // chains without their counters
-		}
-	}
-	return map[string][]string{
-		"network namespaces": lines("ls", "-A", "/run/netns"),
-		"links":              lines("sh", "-c", "ip -o link show | cut -d: -f2"),
-		"mounts":             lines("sh", "-c", "cut -d' ' -f5 /proc/self/mountinfo"),
-		"iptables rules":     rules,
-		"CNI files":          lines("sh", "-c", "find /var/lib/cni -type f 2>/dev/null; true"),
-		"cgroups":            lines("sh", "-c", "find /sys/fs/cgroup -maxdepth 3 -path '*/convoy*' -type d"),
-		// By program name, not command line: other tests of this package run API servers in
-		// parallel whose flags mention the kubelet.
-		"processes": lines("sh", "-c", "ps -eo pid=,comm= | grep -E ' (containerd|containerd-shim|kubelet|kube-proxy|convoy-pause|echo)$'; true"),
-	}
-}
-
-func difference(a, b []string) []string {
-	var out []string
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
