@@ -231,6 +231,10 @@ func EnsurePKI(dir, caName string) (*PKI, error) {
 	return p, nil
 }
 
+// FleetGateway is the host's address on the fleet network of real nodes (see internal/node),
+// at which pods reach the host's API servers: serving certificates name it.
+const FleetGateway = "10.77.0.1"
+
 func loopbackAndServiceIPs() []net.IP {
-	return []net.IP{net.IPv4(127, 0, 0, 1).To4(), net.IPv4(10, 96, 0, 1).To4()}
+	return []net.IP{net.IPv4(127, 0, 0, 1).To4(), net.IPv4(10, 96, 0, 1).To4(), net.ParseIP(FleetGateway).To4()}
 }

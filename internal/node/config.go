@@ -44,6 +44,10 @@ type Spec struct {
 	// the registry hosts whose images the node's containerd pulls from it, and only from it.
 	Registry string
 	Mirrored []string
+	// Forwards are ports of the host's loopback (port → what listens) that the node reaches at
+	// Gateway: its API server, the fleet registry, the hub. They are made with the node's
+	// joining of the fleet bridge, under the host-wide fleet lock (see Forward).
+	Forwards map[int]string
 	// PauseImage is the image of every pod's sandbox.
 	PauseImage string
 	// Labels and Taints the node registers with, MaxPods the most pods it takes.

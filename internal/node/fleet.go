@@ -9,6 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+
+	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
 
 // The fleet network: one bridge on the host that every real node of every local cluster is
@@ -23,13 +26,13 @@ var (
 	// FleetNetwork is the fleet's node subnet.
 	FleetNetwork = netip.MustParsePrefix("10.77.0.0/16")
 	// Gateway is the host's address on it.
-	Gateway = netip.MustParseAddr("10.77.0.1")
+	Gateway = netip.MustParseAddr(kubeproc.FleetGateway)
 )
 
-// EnsureFleet makes the fleet bridge on the host if it is missing. It lets the host's loopback
+// ensureFleet makes the fleet bridge on the host if it is missing. It lets the host's loopback
 // be reached through it (route_localnet), so that a node can reach its cluster's API server,
-// which listens on the host's loopback, through the forward ForwardAPIServer adds.
-func EnsureFleet() error {
+// which listens on the host's loopback, through a forward (see Forward).
+func ensureFleet() error {
 	if _, err := os.Stat("/sys/class/net/" + Bridge); err != nil {
 		steps := [][]string{
 			{"link", "add", Bridge, "type", "bridge"},
@@ -43,6 +46,42 @@ func EnsureFleet() error {
 		}
 	}
 	return os.WriteFile("/proc/sys/net/ipv4/conf/"+Bridge+"/route_localnet", []byte("1"), 0o644)
+}
+
+// attach joins a node's host link to the fleet bridge, making the bridge and the node's
+// forwards if they are missing: together, so that a bridge with a node always has its forwards.
+func attach(link string, forwards map[int]string) error {
+	return withFleetLock(func() error {
+		if err := ensureFleet(); err != nil {
+			return err
+		}
+		for port, what := range forwards {
+			if err := Forward(port, what); err != nil {
+				return err
+			}
+		}
+		if out, err := exec.Command("ip", "link", "set", link, "master", Bridge, "up").CombinedOutput(); err != nil {
+			return fmt.Errorf("join %s to the fleet bridge: %v: %s", link, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	})
+}
+
+// withFleetLock runs f under a host-wide lock, so that no runtime removes the fleet bridge (no
+// node is joined to it) while another one is making it or joining a node to it.
+func withFleetLock(f func() error) error {
+	if err := os.MkdirAll("/run/convoy", 0o755); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile("/run/convoy/fleet.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	return f()
 }
 
 // forwardRule is the iptables rule (nat table, PREROUTING) that takes what a node sends to the
@@ -67,8 +106,6 @@ func Forward(port int, what string) error {
 	return nil
 }
 
-// ForwardAPIServer forwards a cluster's API server (see Forward).
-func ForwardAPIServer(port int) error { return Forward(port, "API server") }
 
 // StopForwarding removes every forward Forward added for port, whatever it was for.
 func StopForwarding(port int) error {
@@ -130,7 +167,9 @@ func shellWords(line string) []string {
 
 // RemoveFleetIfUnused deletes the fleet bridge, and every forward to it, when no node is joined
 // to it any more.
-func RemoveFleetIfUnused() error {
+func RemoveFleetIfUnused() error { return withFleetLock(removeFleetIfUnused) }
+
+func removeFleetIfUnused() error {
 	entries, err := os.ReadDir("/sys/class/net/" + Bridge + "/brif")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

@@ -273,15 +273,19 @@ func upNetwork(s Spec) error {
 	steps := [][]string{
 		{"netns", "add", ns},
 		{"link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns},
-		{"link", "set", host, "master", Bridge, "up"},
 		{"-n", ns, "link", "set", "lo", "up"},
 		{"-n", ns, "addr", "add", netip.PrefixFrom(s.IP, s.Prefix).String(), "dev", "eth0"},
 		{"-n", ns, "link", "set", "eth0", "up"},
 		{"-n", ns, "route", "add", "default", "via", s.Gateway.String()},
 	}
-	for _, args := range steps {
+	for i, args := range steps {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+		if i == 1 { // the veth pair is there: join its host end to the bridge
+			if err := attach(host, s.Forwards); err != nil {
+				return err
+			}
 		}
 	}
 	in := func(args ...string) error {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,7 +50,7 @@ type realNodes struct {
 
 	mu       sync.Mutex
 	running  map[string]*node.Node
-	fleet    bool   // the fleet bridge and the forward to the API server are in place
+	used     bool   // the runtime has run real nodes: on exit it takes its forwards away
 	registry string // the fleet registry as nodes reach it, once it is forwarded and has the pause image
 }
 
@@ -116,28 +117,31 @@ var realNodeNeeds = []struct{ what, pkg string }{
 // cniBinDir is where Debian's containernetworking-plugins puts the plugins.
 const cniBinDir = "/usr/lib/cni"
 
-// fleetRegistry makes the fleet registry reachable from the nodes, and puts the pause image in
-// it, once per binary. It says where the nodes reach it.
+// fleetRegistry puts the pause image in the fleet registry, once per binary, and says where the
+// nodes reach the registry.
 func (rn *realNodes) fleetRegistry(ctx context.Context, cfg config) (string, error) {
 	if cfg.Registry == "" {
 		return "", errors.New("real nodes pull their images from the fleet registry, and this cluster was not given one: create it through the hub (`convoy hub` runs the registry)")
 	}
-	_, portText, err := net.SplitHostPort(cfg.Registry)
-	if err != nil {
-		return "", fmt.Errorf("fleet registry address %q: %w", cfg.Registry, err)
-	}
-	port, err := strconv.Atoi(portText)
-	if err != nil {
-		return "", fmt.Errorf("fleet registry address %q: %w", cfg.Registry, err)
-	}
-	if err := node.Forward(port, "fleet registry"); err != nil {
-		return "", err
+	port := portOf(cfg.Registry)
+	if port == 0 {
+		return "", fmt.Errorf("fleet registry address %q: want 127.0.0.1:PORT", cfg.Registry)
 	}
 	pause := filepath.Join(cfg.BinDir, "convoy-pause")
 	if _, err := registry.EnsureFromBinary(ctx, cfg.Registry, "convoy/pause:1", pause, image.Build{}); err != nil {
 		return "", fmt.Errorf("the pause image: %w", err)
 	}
 	return fmt.Sprintf("http://%s:%d", node.Gateway, port), nil
+}
+
+// portOf is the port of a host:port address, or 0.
+func portOf(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	port, _ := strconv.Atoi(p)
+	return port
 }
 
 // spec is what one real node of the cluster is.
@@ -199,15 +203,20 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 	if err := MissingForRealNodes(cfg.BinDir); err != nil {
 		return err
 	}
-	if !rn.fleet {
-		if err := node.EnsureFleet(); err != nil {
-			return err
-		}
-		if err := node.ForwardAPIServer(rn.r.ports.APIServer); err != nil {
-			return err
-		}
-		rn.fleet = true
+	// What listens on the host's loopback for the nodes: the API server, the fleet registry and,
+	// for an agent that runs in the cluster (convoy cluster join --mode deployment), the hub.
+	forwards := map[int]string{rn.r.ports.APIServer: "API server"}
+	if port := portOf(cfg.Registry); port != 0 {
+		forwards[port] = "fleet registry"
 	}
+	if a := cfg.Agent; a != nil {
+		if u, err := url.Parse(a.HubURL); err == nil {
+			if port, _ := strconv.Atoi(u.Port()); port != 0 {
+				forwards[port] = "hub API server"
+			}
+		}
+	}
+	rn.used = true
 	if rn.registry == "" {
 		reg, err := rn.fleetRegistry(ctx, cfg)
 		if err != nil {
@@ -219,6 +228,7 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 	if err != nil {
 		return err
 	}
+	s.Forwards = forwards
 	n, err := node.Up(ctx, s, rn.r.log)
 	if err != nil {
 		return err
@@ -288,7 +298,7 @@ func (rn *realNodes) network(nodes []corev1.Node) (bool, error) {
 func (rn *realNodes) stopAll() {
 	rn.mu.Lock()
 	nodes := rn.running
-	rn.running, rn.fleet, rn.registry = nil, false, ""
+	rn.running, rn.registry = nil, ""
 	rn.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -367,7 +367,10 @@ func (r *Runtime) controllerManager() []string {
 
 // stopFleetForward takes away what the runtime added to the host for its real nodes.
 func (r *Runtime) stopFleetForward() {
-	if r.ports.APIServer == 0 {
+	r.real.mu.Lock()
+	used := r.real.used
+	r.real.mu.Unlock()
+	if r.ports.APIServer == 0 || !used {
 		return
 	}
 	if err := node.StopForwarding(r.ports.APIServer); err != nil {
