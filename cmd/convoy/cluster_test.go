@@ -54,7 +54,8 @@ func startFleetHub(t *testing.T) *fleetHub {
 				t.Logf("%s:\n%s", l, raw)
 			}
 		}
-		out, err := exec.Command(convoyBin, "down", "--data-dir", dataDir).CombinedOutput()
+		// --purge: real nodes give back their fleet addresses too.
+		out, err := exec.Command(convoyBin, "down", "--purge", "--data-dir", dataDir).CombinedOutput()
 		if err != nil {
 			t.Errorf("convoy down: %v\n%s", err, out)
 		}

@@ -21,16 +21,18 @@ import (
 // TestFailoverAcrossLocalClusters kills one cluster's API server (with its runtime frozen, so
 // that nothing restarts it), expects its Divided replicas to become Available on the other two
 // within the grace plus a few seconds, with nothing deleted on it, and expects the replicas to
-// come back once it has been restarted and stable.
+// come back once it has been restarted and stable. The clusters have real nodes and the
+// replicas are real pods of the demo app.
 func TestFailoverAcrossLocalClusters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a hub and three local clusters")
 	}
-	f, members, kubectl := startShopFleet(t)
+	f, members, kubectl := startShopFleet(t, true)
 	hub := f.Client()
 	ctx := context.Background()
 	regions := []string{"us-east", "us-west", "eu-west"}
 	kubectl("apply", "-f", "testdata/shop/")
+	kubectl("-n", "shop", "set", "image", "deployment/web", "web="+webImage)
 	placement := filepath.Join(t.TempDir(), "placement.yaml")
 	if err := os.WriteFile(placement, []byte(`apiVersion: convoy.dev/v1alpha1
 kind: Placement

@@ -18,6 +18,7 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
 // deploymentOn returns a member's Deployment replicas, available replicas and first image;
@@ -44,7 +45,7 @@ func TestPlacementAcrossLocalClusters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a hub and four local clusters")
 	}
-	f, members, kubectl := startShopFleet(t)
+	f, members, kubectl := startShopFleet(t, false)
 	hubKubeconfig := filepath.Join(f.DataDir, "kubeconfig")
 	bin := hubtest.BinDir(t)
 	hub := f.Client()
@@ -255,9 +256,23 @@ func waitClusterReady(t *testing.T, c client.Client, name string) {
 // startShopFleet starts a hub with three local clusters, us-east, us-west and eu-west (two
 // nodes each, env prod), labelled fleet=shop, and returns clients of the members and a kubectl
 // that talks to the hub.
-func startShopFleet(t *testing.T) (*fleetHub, map[string]kubernetes.Interface, func(args ...string) string) {
+// webImage is the demo app's image, which startShopFleet builds into the hub's registry for
+// fleets of real nodes.
+const webImage = "registry.convoy.local/examples/web:1"
+
+// startShopFleet starts a hub with us-east, us-west and eu-west (two nodes each, real or
+// simulated), labelled fleet=shop.
+func startShopFleet(t *testing.T, real bool) (*fleetHub, map[string]kubernetes.Interface, func(args ...string) string) {
 	t.Helper()
+	kind := "simulated"
+	if real {
+		hubtest.RealNodes(t, local.MissingForRealNodes)
+		kind = "real"
+	}
 	f := startFleetHub(t)
+	if real {
+		f.convoy(t, "image", "build", "./examples/web", "--dir", hubtest.RepoRoot(t), "--data-dir", f.DataDir, "--name", webImage)
+	}
 	hubKubeconfig := filepath.Join(f.DataDir, "kubeconfig")
 	kubectl := func(args ...string) string {
 		return run(t, nil, filepath.Join(hubtest.BinDir(t), "kubectl"), append([]string{"--kubeconfig", hubKubeconfig}, args...)...)
@@ -265,7 +280,7 @@ func startShopFleet(t *testing.T) (*fleetHub, map[string]kubernetes.Interface, f
 	hub := f.Client()
 	regions := []string{"us-east", "us-west", "eu-west"}
 	for _, r := range regions {
-		f.convoy(t, "cluster", "create", r, "--nodes", "2", "--region", r, "--zones", "a,b", "--env", "prod", "--wait=false")
+		f.convoy(t, "cluster", "create", r, "--nodes", "2", "--node-kind", kind, "--region", r, "--zones", "a,b", "--env", "prod", "--wait=false")
 	}
 	members := map[string]kubernetes.Interface{}
 	for _, r := range regions {

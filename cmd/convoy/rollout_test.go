@@ -23,7 +23,7 @@ func TestRolloutAcrossLocalClusters(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a hub and three local clusters")
 	}
-	f, members, kubectl := startShopFleet(t)
+	f, members, kubectl := startShopFleet(t, false)
 	hub := f.Client()
 	ctx := context.Background()
 	kubectl("apply", "-f", "testdata/shop/")

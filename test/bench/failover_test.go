@@ -21,16 +21,20 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/image"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
+	"github.com/convoy-dev/convoy/internal/registry"
 )
 
 // BenchmarkFailover times, with the default failover settings (grace 5 s), how long after one
 // cluster's API server is killed its Divided replicas are Available on the other two. Three
-// local clusters, a Deployment of 6 replicas; the lost cluster's runtime is frozen so that
-// nothing restarts its API server, and resumed after each run.
+// local clusters of two real nodes, a Deployment of 6 replicas of the demo app (real pods, Ready
+// by their /healthz); the lost cluster's runtime is frozen so that nothing restarts its API
+// server, and resumed after each run.
 func BenchmarkFailover(b *testing.B) {
-	h, members, clustersDir := benchFleet(b)
+	hubtest.RealNodes(b, local.MissingForRealNodes)
+	h, members, clustersDir := benchFleet(b, true)
 	ctx := context.Background()
 	names := []string{"a", "b", "c"}
 	// Default failover grace; a short stable period so that the runs follow each other.
@@ -88,11 +92,11 @@ func BenchmarkFailover(b *testing.B) {
 		// just restarted is Ready as soon as the API answers, while its own controllers may
 		// still be waiting out their watch backoff; measured, that adds 8 to 13 s to the next
 		// run's scale-up on it. So the run waits until the member runs a new Deployment.
-		probeMember(b, members[lost])
+		probeMember(b, members[lost], webImage)
 	}
 	sorted := append([]time.Duration(nil), times...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	fmt.Printf("\nFailover benchmark (3 local clusters, 6 replicas Divided, default grace 5s, heartbeat 2s)\nmachine: %s\n", Machine())
+	fmt.Printf("\nFailover benchmark (3 local clusters of 2 real nodes, 6 real replicas Divided, default grace 5s, heartbeat 2s)\nmachine: %s\n", Machine())
 	fmt.Printf("API server killed to its replicas Available on the other two: median %s (runs %v; target <= 15s)\n",
 		sorted[1].Round(100*time.Millisecond), times)
 	b.ReportMetric(sorted[1].Seconds(), "s-failover")
@@ -100,13 +104,13 @@ func BenchmarkFailover(b *testing.B) {
 
 // probeMember creates a one-replica Deployment on a member, waits until it is available, and
 // deletes it: the member's controller-manager, scheduler and nodes all work.
-func probeMember(b *testing.B, cs kubernetes.Interface) {
+func probeMember(b *testing.B, cs kubernetes.Interface, image string) {
 	ctx := context.Background()
 	labels := map[string]string{"app": "probe"}
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "probe"}, Spec: appsv1.DeploymentSpec{
 		Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
-			Containers: []corev1.Container{{Name: "probe", Image: "probe"}}}}}}
+			Containers: []corev1.Container{{Name: "probe", Image: image}}}}}}
 	if _, err := cs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
@@ -119,16 +123,30 @@ func probeMember(b *testing.B, cs kubernetes.Interface) {
 	}
 }
 
-// benchFleet starts a hub with three local clusters a, b and c (two nodes each, label
-// fleet=bench) and a Deployment shop/web of 6 replicas on the hub, and returns member clients.
-func benchFleet(b *testing.B) (*hubtest.Hub, map[string]kubernetes.Interface, string) {
+// webImage is the demo app's image, which benchFleet puts in the fleet registry for real nodes.
+const webImage = registry.Host + "/examples/web:1"
+
+// benchFleet starts a hub with three local clusters a, b and c (two nodes each, real or
+// simulated, label fleet=bench) and a Deployment shop/web of 6 replicas on the hub (of the demo
+// app, Ready by its /healthz, on real nodes), and returns member clients.
+func benchFleet(b *testing.B, real bool) (*hubtest.Hub, map[string]kubernetes.Interface, string) {
 	h := hubtest.Start(b)
 	ctx := context.Background()
 	names := []string{"a", "b", "c"}
 	members := map[string]kubernetes.Interface{}
+	pool := v1alpha1.NodePool{Name: "default", Count: 2}
+	container := corev1.Container{Name: "web", Image: "nginx"}
+	if real {
+		if _, err := registry.EnsureFromBinary(ctx, h.RegistryAddr(), "examples/web:1", buildWeb(b), image.Build{Base: true}); err != nil {
+			b.Fatal(err)
+		}
+		pool.Kind = v1alpha1.NodeReal
+		container = corev1.Container{Name: "web", Image: webImage, ReadinessProbe: &corev1.Probe{PeriodSeconds: 1,
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstrPort(8080)}}}}
+	}
 	for _, n := range names {
 		if err := h.Client.Create(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"fleet": "bench"}},
-			Spec: v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, NodePools: []v1alpha1.NodePool{{Name: "default", Count: 2}}}}); err != nil {
+			Spec: v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, Zones: []string{"a", "b"}, NodePools: []v1alpha1.NodePool{pool}}}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -148,7 +166,7 @@ func benchFleet(b *testing.B) (*hubtest.Hub, map[string]kubernetes.Interface, st
 	if err := h.Client.Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: appsv1.DeploymentSpec{
 		Replicas: ptr.To[int32](6), Selector: &metav1.LabelSelector{MatchLabels: labels},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
-			Containers: []corev1.Container{{Name: "web", Image: "nginx"}}}}}}); err != nil {
+			Containers: []corev1.Container{container}}}}}); err != nil {
 		b.Fatal(err)
 	}
 	return h, members, clustersDir
@@ -158,7 +176,7 @@ func benchFleet(b *testing.B) (*hubtest.Hub, map[string]kubernetes.Interface, st
 // the template's update on the hub until the last wave's cluster runs it Available and the
 // Placement says Complete.
 func BenchmarkRollout(b *testing.B) {
-	h, members, _ := benchFleet(b)
+	h, members, _ := benchFleet(b, false)
 	ctx := context.Background()
 	names := []string{"a", "b", "c"}
 	var waves []v1alpha1.RolloutWave

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,9 +62,12 @@ func main() {
 `
 
 // TestRealNodes runs a local cluster with a pool of two real nodes: they register and are
-// Ready, a pod on each runs a real container, one pod reaches the other across nodes, the API
-// server serves the container's log, and deleting the cluster leaves nothing on the host:
-// no process, network namespace, veth, iptables rule, mount or cgroup of it.
+// Ready, a pod on each runs a real container pulled from the fleet registry, one pod reaches the
+// other across nodes, a Service by ClusterIP, NodePort and DNS name; a claim of the default
+// StorageClass keeps what a pod wrote; a missing image says so; the API server serves the
+// container's log; a killed kubelet comes back and a hung one makes its node NotReady; and
+// deleting the cluster leaves nothing on the host: no process, network namespace, veth,
+// iptables rule, mount or cgroup of it.
 func TestRealNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real nodes")
@@ -260,6 +264,54 @@ func TestRealNodes(t *testing.T) {
 	if !strings.Contains(string(raw), "GET /") {
 		t.Errorf("echo-1's log: %q", raw)
 	}
+
+	// A kubelet that crashes is restarted by the cluster's runtime; one that hangs (stopped)
+	// makes its node NotReady, and the member's node lifecycle controller taints it.
+	kubelet := "kubelet-" + names[1]
+	pid := components(t, p.Root, c.Name)[kubelet]
+	if pid == 0 {
+		t.Fatalf("no running %s in the runtime's status", kubelet)
+	}
+	must(t, syscall.Kill(pid, syscall.SIGKILL))
+	waitFor(t, "the kubelet restarted by the runtime", time.Minute, func() (bool, string) {
+		now := components(t, p.Root, c.Name)[kubelet]
+		return now != 0 && now != pid, fmt.Sprintf("pid %d", now)
+	})
+	pid = components(t, p.Root, c.Name)[kubelet]
+	must(t, syscall.Kill(pid, syscall.SIGSTOP))
+	resumed := false
+	t.Cleanup(func() {
+		if !resumed {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	})
+	nodeState := func() (ready bool, unreachable bool) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, names[1], metav1.GetOptions{})
+		if err != nil {
+			return false, false
+		}
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady {
+				ready = cond.Status == corev1.ConditionTrue
+			}
+		}
+		for _, taint := range n.Spec.Taints {
+			if taint.Key == corev1.TaintNodeUnreachable {
+				unreachable = true
+			}
+		}
+		return ready, unreachable
+	}
+	waitFor(t, "the node of a hung kubelet NotReady and tainted unreachable", 3*time.Minute, func() (bool, string) {
+		ready, unreachable := nodeState()
+		return !ready && unreachable, fmt.Sprintf("ready=%v unreachable=%v", ready, unreachable)
+	})
+	must(t, syscall.Kill(pid, syscall.SIGCONT))
+	resumed = true
+	waitFor(t, "the node Ready again", 2*time.Minute, func() (bool, string) {
+		ready, unreachable := nodeState()
+		return ready && !unreachable, fmt.Sprintf("ready=%v unreachable=%v", ready, unreachable)
+	})
 
 	// Deleting the cluster leaves nothing of it on the host (what the check looks for is
 	// there while it runs).
