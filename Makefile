@@ -19,12 +19,12 @@ deps:
 tools:
 	@hack/tools.sh
 
-## build: build bin/convoy, and the static programs of real nodes' pods: bin/convoy-pause (the
-## sandbox of every pod) and bin/convoy-volume (the default StorageClass's volume helper)
+## build: build bin/convoy (static: the hub also packs it into the agent's image), and the
+## programs of real nodes' pods: bin/convoy-pause (the sandbox of every pod) and bin/convoy-volume
+## (the default StorageClass's volume helper), in one invocation
 build:
 	@echo "==> building bin/convoy $(VERSION)"
-	@$(GO) build -ldflags "$(LDFLAGS)" -o bin/convoy ./cmd/convoy
-	@CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/convoy-pause ./cmd/convoy-volume
+	@CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/convoy ./cmd/convoy-pause ./cmd/convoy-volume
 
 ## generate: regenerate deepcopy code and CRDs from api/
 generate: tools

@@ -26,6 +26,8 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/provider/local"
+	"github.com/convoy-dev/convoy/internal/registry"
 )
 
 // manifests turns YAML documents into a Work's manifests.
@@ -491,4 +493,62 @@ func TestAgentProcessForImportedCluster(t *testing.T) {
 	if after := readyNodes(t, member); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("the member changed while its agent was down: %v -> %v", before, after)
 	}
+}
+
+// TestAgentDeploymentOnRealNodes runs an imported cluster's agent the way `convoy cluster join`
+// prints it, as a Deployment in the member, on a real node: its image is Convoy's own, which the
+// hub put into the fleet registry, and it reaches the hub at the fleet gateway. The cluster
+// turns Ready, and a Placement's Work is applied by that agent.
+func TestAgentDeploymentOnRealNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a real node")
+	}
+	hubtest.RealNodes(t, local.MissingForRealNodes)
+	f := startFleetHub(t)
+	f.convoy(t, "cluster", "create", "inside", "--nodes", "1", "--node-kind", "real", "--region", "r1")
+	_, memberKubeconfig := f.member(t, "inside")
+	f.convoy(t, "cluster", "import", "ext", "--kubeconfig", memberKubeconfig, "--region", "r2")
+	eventually(t, "Convoy's image in the fleet registry", time.Minute, func() (bool, error) {
+		list := f.convoy(t, "image", "list", "--data-dir", f.DataDir)
+		return strings.Contains(list, registry.ConvoyImage()), fmt.Errorf("image list:\n%s", list)
+	})
+
+	join := exec.Command(convoyBin, "cluster", "join", "ext")
+	join.Env = append(os.Environ(), f.env...)
+	manifest, err := join.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(manifest), "image: "+registry.ConvoyImage()) || !strings.Contains(string(manifest), "https://10.77.0.1:") {
+		t.Fatalf("the agent manifest names neither Convoy's image nor the hub at the fleet gateway:\n%s", manifest)
+	}
+	manifestFile := filepath.Join(t.TempDir(), "agent.yaml")
+	os.WriteFile(manifestFile, manifest, 0o600)
+	kubectl := filepath.Join(hubtest.BinDir(t), "kubectl")
+	run(t, nil, kubectl, "--kubeconfig", memberKubeconfig, "apply", "-f", manifestFile)
+
+	ctx := context.Background()
+	admin := f.Client()
+	eventually(t, "ext Ready through its agent's pod", 3*time.Minute, func() (bool, error) {
+		cl := &v1alpha1.Cluster{}
+		err := admin.Get(ctx, client.ObjectKey{Name: "ext"}, cl)
+		return err == nil && cl.Status.Phase == v1alpha1.ClusterReady, fmt.Errorf("phase %s: %v", cl.Status.Phase, err)
+	})
+	pods := run(t, nil, kubectl, "--kubeconfig", memberKubeconfig, "-n", "convoy-system", "get", "pods", "-o",
+		"jsonpath={range .items[*]}{.spec.containers[0].image} {.status.phase}{\"\\n\"}{end}")
+	if !strings.Contains(pods, registry.ConvoyImage()+" Running") {
+		t.Errorf("the agent's pod:\n%s", pods)
+	}
+
+	// Work for ext reaches the member through that agent.
+	w := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("ext"), Name: "hello"}, Spec: v1alpha1.WorkSpec{
+		Manifests: manifests(t, `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"from-ext-agent","namespace":"default"},"data":{"k":"v"}}`)}}
+	if err := admin.Create(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	member, _ := f.member(t, "inside")
+	eventually(t, "the Work applied by the agent's pod", time.Minute, func() (bool, error) {
+		_, err := member.CoreV1().ConfigMaps("default").Get(ctx, "from-ext-agent", metav1.GetOptions{})
+		return err == nil, err
+	})
 }

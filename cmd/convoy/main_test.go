@@ -35,7 +35,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	convoyBin = filepath.Join(dir, "convoy")
-	out, err := exec.Command("go", "build", "-o", convoyBin, ".").CombinedOutput()
+	build := exec.Command("go", "build", "-o", convoyBin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make builds it: the hub packs it into the agent's image
+	out, err := build.CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build convoy: %v\n%s", err, out)
 		os.Exit(1)

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"time"
 
@@ -9,7 +11,8 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/join"
-	"github.com/convoy-dev/convoy/internal/version"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/registry"
 )
 
 func newClusterJoinCmd(g *globals) *cobra.Command {
@@ -62,6 +65,11 @@ that agent (which uses it when it has no working identity, for example after a r
 			}
 			if hubURL == "" {
 				hubURL = cfg.Host
+				if u, err := url.Parse(cfg.Host); err == nil && u.Hostname() == "127.0.0.1" && mode == "deployment" {
+					// A pod reaches the hub on this machine at the fleet gateway, as real
+					// nodes of local clusters do.
+					hubURL = "https://" + net.JoinHostPort(kubeproc.FleetGateway, u.Port())
+				}
 			}
 			ca := cfg.CAData
 			if len(ca) == 0 && cfg.CAFile != "" {
@@ -92,8 +100,8 @@ that agent (which uses it when it has no working identity, for example after a r
 	f := cmd.Flags()
 	f.DurationVar(&ttl, "ttl", join.DefaultTTL, "how long the token is valid (1m to 24h)")
 	f.StringVar(&mode, "mode", "", "how to run the agent: deployment or process (default: deployment; local clusters: the hub runs it)")
-	f.StringVar(&image, "image", "ghcr.io/convoy-dev/convoy:"+version.Convoy, "container image of convoy, for --mode deployment")
-	f.StringVar(&hubURL, "hub-url", "", "the hub's URL as the member sees it (default: the one in your hub kubeconfig)")
+	f.StringVar(&image, "image", registry.ConvoyImage(), "container image of convoy, for --mode deployment (the hub pushes this one to the fleet registry)")
+	f.StringVar(&hubURL, "hub-url", "", "the hub's URL as the member sees it (default: the one in your hub kubeconfig; for a deployment, a hub on 127.0.0.1 is https://10.77.0.1:PORT, as pods on real nodes reach it)")
 	return cmd
 }
 

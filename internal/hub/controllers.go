@@ -2,9 +2,12 @@ package hub
 
 import (
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -31,10 +34,12 @@ import (
 	"github.com/convoy-dev/convoy/internal/controller/access"
 	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
 	"github.com/convoy-dev/convoy/internal/controller/propagation"
+	"github.com/convoy-dev/convoy/internal/image"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider"
 	"github.com/convoy-dev/convoy/internal/provider/importer"
 	"github.com/convoy-dev/convoy/internal/provider/local"
+	"github.com/convoy-dev/convoy/internal/registry"
 )
 
 // newScheme knows the built-in Kubernetes types and Convoy's.
@@ -107,6 +112,13 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		&importer.Provider{Client: mgr.GetClient(), Namespace: v1alpha1.SystemNamespace},
 	} {
 		providers[p.Name()] = p
+	}
+	// Convoy's own image, for agents that run as a Deployment in their cluster.
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		h.pushConvoyImage(ctx)
+		return nil
+	})); err != nil {
+		return err
 	}
 	// Datastore templates make new local clusters start faster; making them costs one API
 	// server start per version, in the background, after the hub is ready.
@@ -194,4 +206,30 @@ func writeJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// pushConvoyImage puts this hub's convoy executable into the fleet registry as
+// registry.ConvoyImage(), unless it is there already, when the executable is static (as `make`
+// builds it): an image has no C library to link a dynamic one against.
+func (h *Hub) pushConvoyImage(ctx context.Context) {
+	exe := h.opts.ConvoyBinary
+	f, err := elf.Open(exe)
+	if err != nil {
+		h.log.Warn("not pushing Convoy's image", "err", err)
+		return
+	}
+	dynamic := slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP })
+	f.Close()
+	if dynamic {
+		h.log.Info("not pushing Convoy's image: this convoy is dynamically linked; `make` builds a static one", "executable", exe)
+		return
+	}
+	ref := strings.TrimPrefix(registry.ConvoyImage(), registry.Host+"/")
+	pushed, err := registry.EnsureFromBinary(ctx, h.registry.Addr(), ref, exe, image.Build{Base: true})
+	switch {
+	case err != nil && ctx.Err() == nil:
+		h.log.Warn("cannot push Convoy's image to the fleet registry", "err", err)
+	case pushed:
+		h.log.Info("pushed Convoy's image to the fleet registry", "image", registry.ConvoyImage())
+	}
 }

@@ -145,7 +145,7 @@ func ConvoyBinary(t testing.TB) string {
 		}
 		tmp.Close()
 		cmd := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/convoy")
-		cmd.Dir = root
+		cmd.Dir, cmd.Env = root, append(os.Environ(), "CGO_ENABLED=0") // static, as make builds it
 		if out, err := cmd.CombinedOutput(); err != nil {
 			os.Remove(tmp.Name())
 			convoyErr = fmt.Errorf("build convoy: %v\n%s", err, out)

@@ -34,10 +34,23 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/convoy-dev/convoy/internal/image"
+	"github.com/convoy-dev/convoy/internal/version"
 )
 
 // Host is the registry's name in image references.
 const Host = "registry.convoy.local"
+
+// ConvoyImage is Convoy's own image, as the hub pushes it from its executable and the agent's
+// Deployment (convoy cluster join) names it: registry.convoy.local/convoy/convoy:VERSION.
+func ConvoyImage() string {
+	tag := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, version.Convoy)
+	return Host + "/convoy/convoy:" + strings.TrimLeft(tag, ".-")
+}
 
 // Mirrored are the registries whose images real nodes pull from the fleet registry instead:
 // this machine reaches no registry outside, so `nginx:1.27` means the fleet's library/nginx.
