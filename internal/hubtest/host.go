@@ -49,11 +49,16 @@ func HostState(t testing.TB) map[string][]string {
 		}
 		return keep
 	}
+	// Rules and chains of their own, not the tables and built-in chains the kernel keeps once
+	// a table was used.
 	var rules []string
+	builtin := []string{":INPUT ", ":OUTPUT ", ":FORWARD ", ":PREROUTING ", ":POSTROUTING "}
 	for _, l := range lines("iptables-save") {
-		if !strings.HasPrefix(l, "#") {
-			rules = append(rules, strings.Split(l, " [")[0]) // chains without their counters
+		if strings.HasPrefix(l, "#") || strings.HasPrefix(l, "*") || l == "COMMIT" ||
+			slices.ContainsFunc(builtin, func(b string) bool { return strings.HasPrefix(l, b) }) {
+			continue
 		}
+		rules = append(rules, strings.Split(l, " [")[0]) // chains without their counters
 	}
 	return map[string][]string{
 		"network namespaces": lines("ls", "-A", "/run/netns"),

@@ -94,6 +94,10 @@ func (s Spec) HostLink() string { return "cvy" + tag(s.Dir) }
 // CgroupRoot is the cgroup, in every hierarchy, under which the node's kubelet puts its pods.
 func (s Spec) CgroupRoot() string { return "/convoy/" + s.Name + "-" + tag(s.Dir) }
 
+// Tag is a short, stable name for a directory (a node's, a cluster's), for the names of what
+// it has on the host.
+func Tag(dir string) string { return tag(dir) }
+
 // tag is a short, stable name for one node.
 func tag(dir string) string {
 	h := fnv.New32a()

@@ -29,23 +29,55 @@ var (
 	Gateway = netip.MustParseAddr(kubeproc.FleetGateway)
 )
 
-// ensureFleet makes the fleet bridge on the host if it is missing. It lets the host's loopback
-// be reached through it (route_localnet), so that a node can reach its cluster's API server,
-// which listens on the host's loopback, through a forward (see Forward).
+// ensureFleet makes the fleet bridge on the host, with each of its parts checked every time (a
+// bridge left half made is completed). It lets the host's loopback be reached through it
+// (route_localnet), so that a node can reach its cluster's API server, which listens on the
+// host's loopback, through a forward (see Forward), and only through one: the filter rules below
+// drop what arrives from the bridge for loopback without a forward's DNAT (the host's other
+// loopback services, such as each cluster's kine, stay out of the pods' reach), and accept what
+// crosses the bridge between nodes on hosts whose FORWARD policy drops.
 func ensureFleet() error {
 	if _, err := os.Stat("/sys/class/net/" + Bridge); err != nil {
-		steps := [][]string{
-			{"link", "add", Bridge, "type", "bridge"},
-			{"addr", "add", netip.PrefixFrom(Gateway, FleetNetwork.Bits()).String(), "dev", Bridge},
-			{"link", "set", Bridge, "up"},
+		if out, err := exec.Command("ip", "link", "add", Bridge, "type", "bridge").CombinedOutput(); err != nil && !strings.Contains(string(out), "File exists") {
+			return fmt.Errorf("fleet bridge: %v: %s", err, strings.TrimSpace(string(out)))
 		}
-		for _, args := range steps {
-			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil && !strings.Contains(string(out), "File exists") {
-				return fmt.Errorf("fleet bridge: ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-			}
+	}
+	addr := netip.PrefixFrom(Gateway, FleetNetwork.Bits()).String()
+	if out, err := exec.Command("ip", "-o", "addr", "show", "dev", Bridge).Output(); err != nil || !strings.Contains(string(out), " "+addr+" ") {
+		if out, err := exec.Command("ip", "addr", "replace", addr, "dev", Bridge).CombinedOutput(); err != nil {
+			return fmt.Errorf("fleet bridge address: %v: %s", err, strings.TrimSpace(string(out)))
+		}
+	}
+	if out, err := exec.Command("ip", "link", "set", Bridge, "up").CombinedOutput(); err != nil {
+		return fmt.Errorf("fleet bridge up: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	for _, rule := range guardRules() {
+		if err := ensureRule("filter", rule); err != nil {
+			return err
 		}
 	}
 	return os.WriteFile("/proc/sys/net/ipv4/conf/"+Bridge+"/route_localnet", []byte("1"), 0o644)
+}
+
+// guardRules are the filter rules that go with the bridge (see ensureFleet), chain first.
+func guardRules() [][]string {
+	return [][]string{
+		{"INPUT", "-i", Bridge, "-d", "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate", "DNAT",
+			"-m", "comment", "--comment", "convoy: only forwards reach loopback from the fleet", "-j", "DROP"},
+		{"FORWARD", "-i", Bridge, "-o", Bridge,
+			"-m", "comment", "--comment", "convoy: nodes reach each other", "-j", "ACCEPT"},
+	}
+}
+
+// ensureRule inserts rule (chain first) at the top of its chain in table, unless it is there.
+func ensureRule(table string, rule []string) error {
+	if exec.Command("iptables", append([]string{"-w", "-t", table, "-C"}, rule...)...).Run() == nil {
+		return nil
+	}
+	if out, err := exec.Command("iptables", append([]string{"-w", "-t", table, "-I"}, rule...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("iptables -t %s -I %s: %v: %s", table, strings.Join(rule, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // attach joins a node's host link to the fleet bridge, making the bridge and the node's
@@ -89,12 +121,17 @@ func withFleetLock(f func() error) error {
 func forwardRule(port int, what string) []string {
 	p := strconv.Itoa(port)
 	return []string{"PREROUTING", "-i", Bridge, "-d", Gateway.String(), "-p", "tcp", "--dport", p,
-		"-m", "comment", "--comment", "convoy: " + what + " on port " + p,
+		"-m", "comment", "--comment", forwardComment(port, what),
 		"-j", "DNAT", "--to-destination", "127.0.0.1:" + p}
 }
 
+func forwardComment(port int, what string) string {
+	return "convoy: " + what + " on port " + strconv.Itoa(port)
+}
+
 // Forward lets the fleet's nodes reach what listens on the host's loopback at port (an API
-// server, the hub, the fleet registry), at Gateway:port. what names it in the rule's comment.
+// server, the hub, the fleet registry), at Gateway:port. what names it, and its owner, in the
+// rule's comment: StopForwarding removes that rule and no other.
 func Forward(port int, what string) error {
 	rule := forwardRule(port, what)
 	if exec.Command("iptables", append([]string{"-w", "-t", "nat", "-C"}, rule...)...).Run() == nil {
@@ -106,20 +143,19 @@ func Forward(port int, what string) error {
 	return nil
 }
 
-
-// StopForwarding removes every forward Forward added for port, whatever it was for.
-func StopForwarding(port int) error {
-	return removeRules(func(r []string) bool {
-		return slices.Contains(r, "--dport") && r[slices.Index(r, "--dport")+1] == strconv.Itoa(port)
+// StopForwarding removes the forward that Forward(port, what) added, under the fleet lock.
+func StopForwarding(port int, what string) error {
+	return withFleetLock(func() error {
+		return removeRules("nat", "PREROUTING", func(r []string) bool { return slices.Contains(r, forwardComment(port, what)) })
 	})
 }
 
-// removeRules deletes the fleet's forwards (nat PREROUTING rules on the bridge with a "convoy:"
-// comment) that match.
-func removeRules(match func(rule []string) bool) error {
-	out, err := exec.Command("iptables", "-w", "-t", "nat", "-S", "PREROUTING").Output()
+// removeRules deletes the fleet's rules (those of the bridge with a "convoy:" comment) of one
+// chain of table that match.
+func removeRules(table, chain string, match func(rule []string) bool) error {
+	out, err := exec.Command("iptables", "-w", "-t", table, "-S", chain).Output()
 	if err != nil {
-		return fmt.Errorf("list the fleet's forwards: %w", err)
+		return fmt.Errorf("list the fleet's rules in %s %s: %w", table, chain, err)
 	}
 	var errs []error
 	for line := range strings.SplitSeq(string(out), "\n") {
@@ -128,8 +164,8 @@ func removeRules(match func(rule []string) bool) error {
 			!slices.ContainsFunc(rule, func(w string) bool { return strings.HasPrefix(w, "convoy: ") }) || !match(rule[1:]) {
 			continue
 		}
-		if out, err := exec.Command("iptables", append([]string{"-w", "-t", "nat", "-D"}, rule[1:]...)...).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("remove the forward %q: %v: %s", line, err, strings.TrimSpace(string(out))))
+		if out, err := exec.Command("iptables", append([]string{"-w", "-t", table, "-D"}, rule[1:]...)...).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("remove the rule %q: %v: %s", line, err, strings.TrimSpace(string(out))))
 		}
 	}
 	return errors.Join(errs...)
@@ -177,7 +213,8 @@ func removeFleetIfUnused() error {
 	if err != nil || len(entries) > 0 {
 		return err
 	}
-	if err := removeRules(func([]string) bool { return true }); err != nil {
+	all := func([]string) bool { return true }
+	if err := errors.Join(removeRules("nat", "PREROUTING", all), removeRules("filter", "INPUT", all), removeRules("filter", "FORWARD", all)); err != nil {
 		return err
 	}
 	if out, err := exec.Command("ip", "link", "delete", Bridge).CombinedOutput(); err != nil {
