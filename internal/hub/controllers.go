@@ -101,7 +101,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	localProvider := &local.Provider{
 		Root: h.layout.Clusters(), BinDir: h.opts.BinDir, Convoy: h.opts.ConvoyBinary, Log: h.log.With("provider", "local"),
 		HubURL: h.apiserverURL, HubCAFile: kubeproc.CACertPath(h.layout.PKI()),
-		Registry: h.registry.Addr(),
+		Registry: h.registry.Addr(), RegistryPull: h.registry.PullAddr(),
 	}
 	if !h.opts.SkipTemplates {
 		localProvider.Templates = h.layout.Templates()

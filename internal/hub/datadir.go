@@ -82,6 +82,8 @@ type state struct {
 	APIServerPort int `json:"apiserverPort"`
 	// RegistryPort is the fleet registry's, kept so that clusters made earlier still reach it.
 	RegistryPort int `json:"registryPort,omitempty"`
+	// RegistryPullPort is where the registry serves real nodes, read-only.
+	RegistryPullPort int `json:"registryPullPort,omitempty"`
 }
 
 func loadState(l Layout) (state, error) {

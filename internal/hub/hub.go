@@ -372,8 +372,24 @@ func (h *Hub) startRegistry(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("%w; free the port or pass another --registry-port", err)
 	}
-	if port != st.RegistryPort {
-		st.RegistryPort = port
+	// The read-only address real nodes pull from: the last run's (local clusters keep running
+	// while the hub restarts, and their nodes are configured with it), else any free one.
+	pull := "127.0.0.1:0"
+	if st.RegistryPullPort != 0 {
+		pull = "127.0.0.1:" + strconv.Itoa(st.RegistryPullPort)
+	}
+	addr, err := h.registry.ServePulls(pull)
+	if err != nil && st.RegistryPullPort != 0 {
+		h.log.Warn("the fleet registry's read-only port of the last run is taken; real nodes of running clusters pull again once restarted", "err", err)
+		addr, err = h.registry.ServePulls("127.0.0.1:0")
+	}
+	if err != nil {
+		return err
+	}
+	_, pullText, _ := net.SplitHostPort(addr)
+	pullPort, _ := strconv.Atoi(pullText)
+	if port != st.RegistryPort || pullPort != st.RegistryPullPort {
+		st.RegistryPort, st.RegistryPullPort = port, pullPort
 		return saveState(h.layout, st)
 	}
 	return nil

@@ -59,8 +59,12 @@ var Mirrored = []string{Host, "docker.io", "ghcr.io", "quay.io", "registry.k8s.i
 // Server is a running registry.
 type Server struct {
 	addr string
+	app  http.Handler
 	srv  *http.Server
 	done chan error
+
+	pullAddr string
+	pulls    *http.Server
 }
 
 // Start serves a registry that stores its blobs and manifests under dir, on addr (host:port;
@@ -91,7 +95,7 @@ func Start(ctx context.Context, dir, addr string, log *slog.Logger) (*Server, er
 	if err != nil {
 		return nil, fmt.Errorf("fleet registry on %s: %w", addr, err)
 	}
-	s := &Server{addr: l.Addr().String(), done: make(chan error, 1),
+	s := &Server{addr: l.Addr().String(), app: app, done: make(chan error, 1),
 		srv: &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second}}
 	go func() { s.done <- s.srv.Serve(l) }()
 	log.Info("fleet registry serving", "addr", s.addr, "storage", dir)
@@ -121,8 +125,41 @@ func (logHook) Fire(e *logrus.Entry) error {
 // Addr is where the registry serves (host:port).
 func (s *Server) Addr() string { return s.addr }
 
+// ServePulls serves the registry read-only on a second address (host:port; port 0 picks a free
+// one): the one real nodes reach through the fleet network, where any pod could otherwise push
+// over the images of every cluster (Convoy's own, the pause image). It returns the address.
+func (s *Server) ServePulls(addr string) (string, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("fleet registry, read-only, on %s: %w", addr, err)
+	}
+	s.pullAddr = l.Addr().String()
+	s.pulls = &http.Server{Handler: readOnly(s.app), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.pulls.Serve(l) }()
+	return s.pullAddr, nil
+}
+
+// PullAddr is where the registry serves read-only (see ServePulls), or "".
+func (s *Server) PullAddr() string { return s.pullAddr }
+
+// readOnly passes only reads to h.
+func readOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			fmt.Fprintf(w, `{"errors":[{"code":"DENIED","message":"the fleet registry is read-only from the fleet network; push with convoy image push on the hub's machine"}]}`+"\n")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // Close stops the registry.
 func (s *Server) Close(ctx context.Context) error {
+	if s.pulls != nil {
+		_ = s.pulls.Shutdown(ctx)
+	}
 	err := s.srv.Shutdown(ctx)
 	if e := <-s.done; !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e

@@ -47,14 +47,11 @@ func TestPushAndList(t *testing.T) {
 	for _, file := range []string{docker, oci} {
 		imgs, err := image.Load(file, t.TempDir())
 		must(t, err)
-		for _, n := range imgs {
-			ref := n.Name
-			if ref == "" || !strings.Contains(ref, "/") {
-				ref = "nginx:1.27" // a short docker.io name
-			}
-			if _, err := registry.Push(ctx, s.Addr(), ref, n.Image); err != nil {
-				t.Fatal(err)
-			}
+		if len(imgs) != 1 || imgs[0].Name == "" {
+			t.Fatalf("%s: loaded %+v, want one named image", filepath.Base(file), imgs)
+		}
+		if _, err := registry.Push(ctx, s.Addr(), imgs[0].Name, imgs[0].Image); err != nil {
+			t.Fatal(err)
 		}
 	}
 	got, err := registry.List(ctx, s.Addr())
@@ -190,5 +187,32 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPullAddressIsReadOnly: what real nodes reach serves images and refuses pushes.
+func TestPullAddressIsReadOnly(t *testing.T) {
+	s, err := registry.Start(context.Background(), t.TempDir(), "127.0.0.1:0", hubtest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	pull, err := s.ServePulls("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := image.FromBinary(filepath.Join(hubtest.BinDir(t), "convoy-pause"), image.Build{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry.Push(context.Background(), s.Addr(), registry.Host+"/ro/pause:1", img); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry.Push(context.Background(), pull, registry.Host+"/ro/other:1", img); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("a push to the read-only address: %v, want it refused as read-only", err)
+	}
+	entries, err := registry.List(context.Background(), pull)
+	if err != nil || len(entries) != 1 || entries[0].Name != registry.Host+"/ro/pause:1" {
+		t.Errorf("list through the read-only address: %+v, %v", entries, err)
 	}
 }

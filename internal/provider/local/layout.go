@@ -40,6 +40,8 @@ type config struct {
 	BinDir string `json:"binDir"`
 	// Registry is the fleet registry on the host's loopback (host:port), for real nodes.
 	Registry string `json:"registry,omitempty"`
+	// RegistryPull is where the nodes pull from it, read-only (forwarded to the fleet).
+	RegistryPull string `json:"registryPull,omitempty"`
 	// Agent, when set, makes the runtime run the cluster's agent.
 	Agent *agentConfig `json:"agent,omitempty"`
 	// Region, Zones and NodePools shape the cluster's nodes.

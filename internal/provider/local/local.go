@@ -50,6 +50,9 @@ type Provider struct {
 	// Registry is the fleet registry's address on the host's loopback (host:port), from which
 	// real nodes pull their images (see internal/registry); real node pools need it.
 	Registry string
+	// RegistryPull is where the registry serves the nodes, read-only (see
+	// registry.Server.ServePulls); empty means Registry.
+	RegistryPull string
 	// Log receives the provider's logs.
 	Log *slog.Logger
 
@@ -96,7 +99,16 @@ func (p *Provider) dir(name string) dir { return dir(filepath.Join(p.Root, name)
 
 // Validate checks that the hub has binaries for the cluster's Kubernetes version.
 func (p *Provider) Validate(_ context.Context, c *v1alpha1.Cluster) error {
-	return checkVersion(p.BinDir, c.Spec.KubernetesVersion)
+	if err := checkVersion(p.BinDir, c.Spec.KubernetesVersion); err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(c.Spec.NodePools, func(np v1alpha1.NodePool) bool { return np.Kind == v1alpha1.NodeReal }) {
+		return nil
+	}
+	if p.Registry == "" {
+		return errors.New("real node pools pull their images from the fleet registry, which this hub does not run")
+	}
+	return MissingForRealNodes(p.BinDir)
 }
 
 // Create writes the cluster's config on first use and starts its runtime unless it runs.
@@ -119,7 +131,10 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 		return err
 	}
 	// The hub may have moved its binaries, or its address, since the cluster was made.
-	cfg.BinDir, cfg.Registry = p.BinDir, p.Registry
+	cfg.BinDir, cfg.Registry, cfg.RegistryPull = p.BinDir, p.Registry, p.RegistryPull
+	if cfg.RegistryPull == "" {
+		cfg.RegistryPull = p.Registry
+	}
 	cfg.Agent = nil
 	if p.HubURL != "" {
 		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile}
@@ -324,7 +339,9 @@ func stopRuntime(d dir, log *slog.Logger) error {
 		return fmt.Errorf("cluster %s: its runtime holds the lock but recorded no pid", filepath.Base(string(d)))
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(40 * time.Second)
+	// A runtime with real nodes stops their pods gracefully (up to 20 s), then each node's
+	// kube-proxy, kubelet and containerd (10 s each at most).
+	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
 		if _, held := kubeproc.LockHolder(d.lock()); !held {
 			log.Info("local cluster stopped", "cluster", filepath.Base(string(d)))

@@ -123,15 +123,21 @@ func (rn *realNodes) fleetRegistry(ctx context.Context, cfg config) (string, err
 	if cfg.Registry == "" {
 		return "", errors.New("real nodes pull their images from the fleet registry, and this cluster was not given one: create it through the hub (`convoy hub` runs the registry)")
 	}
-	port := portOf(cfg.Registry)
+	port := portOf(cfg.RegistryPull)
 	if port == 0 {
-		return "", fmt.Errorf("fleet registry address %q: want 127.0.0.1:PORT", cfg.Registry)
+		return "", fmt.Errorf("fleet registry address %q: want 127.0.0.1:PORT", cfg.RegistryPull)
 	}
 	pause := filepath.Join(cfg.BinDir, "convoy-pause")
 	if _, err := registry.EnsureFromBinary(ctx, cfg.Registry, "convoy/pause:1", pause, image.Build{}); err != nil {
 		return "", fmt.Errorf("the pause image: %w", err)
 	}
 	return fmt.Sprintf("http://%s:%d", node.Gateway, port), nil
+}
+
+// apiServerForward names the forward to a cluster's API server, with its owner: another data
+// dir's cluster may have the same name, or take the port later.
+func apiServerForward(d dir, cluster string) string {
+	return fmt.Sprintf("API server of %s (%s)", cluster, node.Tag(string(d)))
 }
 
 // portOf is the port of a host:port address, or 0.
@@ -205,9 +211,9 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 	}
 	// What listens on the host's loopback for the nodes: the API server, the fleet registry and,
 	// for an agent that runs in the cluster (convoy cluster join --mode deployment), the hub.
-	forwards := map[int]string{rn.r.ports.APIServer: "API server"}
-	if port := portOf(cfg.Registry); port != 0 {
-		forwards[port] = "fleet registry"
+	forwards := map[int]string{rn.r.ports.APIServer: apiServerForward(rn.r.dir, cfg.Name)}
+	if port := portOf(cfg.RegistryPull); port != 0 {
+		forwards[port] = "fleet registry (read-only)"
 	}
 	if a := cfg.Agent; a != nil {
 		if u, err := url.Parse(a.HubURL); err == nil {
@@ -240,16 +246,23 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 func (rn *realNodes) remove(ctx context.Context, name string) error {
 	rn.mu.Lock()
 	n := rn.running[name]
-	delete(rn.running, name)
 	rn.mu.Unlock()
-	if n == nil {
-		return nil
+	s := node.Spec{Cluster: rn.r.cfg.Name, Name: name, Dir: filepath.Join(string(rn.r.dir), "nodes", name)}
+	if n != nil {
+		n.Stop(ctx)
+		s = n.Spec
+	} else if _, err := os.Stat(s.Dir); err != nil {
+		return nil // nothing of it here (a node that never ran, or one removed before)
 	}
-	n.Stop(ctx)
-	if err := node.Remove(n.Spec, rn.r.log); err != nil {
+	// A node that is not running (its runtime was down when the pool shrank, or an earlier
+	// removal failed) is taken off the host all the same; it leaves the map only once it is.
+	if err := node.Remove(s, rn.r.log); err != nil {
 		return err
 	}
-	return node.HostAddresses.Release(n.Spec.Dir)
+	rn.mu.Lock()
+	delete(rn.running, name)
+	rn.mu.Unlock()
+	return node.HostAddresses.Release(s.Dir)
 }
 
 // network gives each running real node its pod range, once the controller-manager allocated
@@ -350,7 +363,7 @@ func removeRealNodes(d dir, cluster string, log *slog.Logger) error {
 	errs = append(errs, node.HostAddresses.Release(filepath.Join(string(d), "nodes")))
 	var p ports
 	if readJSON(d.ports(), &p) == nil && p.APIServer != 0 {
-		errs = append(errs, node.StopForwarding(p.APIServer))
+		errs = append(errs, node.StopForwarding(p.APIServer, apiServerForward(d, cluster)))
 	}
 	errs = append(errs, node.RemoveFleetIfUnused())
 	return errors.Join(errs...)

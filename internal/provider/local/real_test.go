@@ -78,8 +78,10 @@ func TestRealNodes(t *testing.T) {
 	reg, err := registry.Start(ctx, t.TempDir(), "127.0.0.1:0", hubtest.Logger(t))
 	must(t, err)
 	t.Cleanup(func() { _ = reg.Close(context.Background()) })
+	pull, err := reg.ServePulls("127.0.0.1:0")
+	must(t, err)
 	p := newProvider(t)
-	p.Registry = reg.Addr()
+	p.Registry, p.RegistryPull = reg.Addr(), pull
 	c := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "rn"}, Spec: v1alpha1.ClusterSpec{
 		Provider: v1alpha1.ProviderLocal, Region: "r", Zones: []string{"a", "b"},
 		NodePools: []v1alpha1.NodePool{{Name: "real", Kind: v1alpha1.NodeReal, Count: 2}},
@@ -229,13 +231,13 @@ func TestRealNodes(t *testing.T) {
 		t.Errorf("volume at %s, want under the cluster's volumes directory", volDir)
 	}
 	must(t, cs.CoreV1().Pods("default").Delete(ctx, "writer", metav1.DeleteOptions{}))
-	if _, err := os.Stat(filepath.Join(volDir, "written-by-pod")); err != nil {
-		t.Errorf("what the pod wrote is not in its volume: %v", err)
-	}
 	waitFor(t, "the writer pod gone", time.Minute, func() (bool, string) {
 		_, err := cs.CoreV1().Pods("default").Get(ctx, "writer", metav1.GetOptions{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
+	if _, err := os.Stat(filepath.Join(volDir, "written-by-pod")); err != nil {
+		t.Errorf("what the pod wrote is not in its volume after the pod: %v", err)
+	}
 	must(t, cs.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "data", metav1.DeleteOptions{}))
 	waitFor(t, "the volume removed from the host", 2*time.Minute, func() (bool, string) {
 		_, err := os.Stat(volDir)

@@ -373,7 +373,7 @@ func (r *Runtime) stopFleetForward() {
 	if r.ports.APIServer == 0 || !used {
 		return
 	}
-	if err := node.StopForwarding(r.ports.APIServer); err != nil {
+	if err := node.StopForwarding(r.ports.APIServer, apiServerForward(r.dir, r.cfg.Name)); err != nil {
 		r.log.Warn("cannot remove the forward to the API server", "err", err)
 	}
 	if err := node.RemoveFleetIfUnused(); err != nil {
