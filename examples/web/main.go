@@ -4,7 +4,7 @@
 //	GET  /healthz                200 while healthy
 //	GET  /metrics                Prometheus metrics (requests by path and code, latency)
 //	GET  /slow?ms=N              answers after N milliseconds (default 1000, at most 60000)
-//	GET  /call?url=http://...    calls another service (by its DNS name) and answers with its answer
+//	GET  /call?url=http://S.NS.svc.cluster.local/   calls a Service of the cluster by its DNS name
 //	POST /admin/error-rate?percent=N   makes N% of requests to / fail with 500 (0 heals it)
 //
 // It logs one line per request. Its identity comes from the environment: CLUSTER (a Placement
@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -45,9 +46,11 @@ func main() {
 	srv := &http.Server{Addr: addr, Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		<-ctx.Done()
-		// Fail readiness first, so that endpoints drop the pod, then drain.
+		// Fail readiness first, so that endpoints drop the pod, then finish what is in flight.
 		s.draining.Store(true)
 		time.Sleep(2 * time.Second)
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -58,6 +61,7 @@ func main() {
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
+	<-drained
 }
 
 type identity struct{ cluster, region, zone, node, pod string }
@@ -140,13 +144,24 @@ func (s *server) slow(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "web: slept %d ms: %s\n", ms, s.id)
 }
 
-// caller makes a new connection for each call, so that a Service's calls spread over its pods.
-var caller = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+// caller makes a new connection for each call, so that a Service's calls spread over its pods,
+// and follows no redirect.
+var caller = &http.Client{
+	Timeout:       10 * time.Second,
+	Transport:     &http.Transport{DisableKeepAlives: true},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
 
+// call calls a Service of the cluster by its DNS name (NAME.NAMESPACE.svc[.DOMAIN]), and nothing
+// else: it is no open proxy onto the network the pods see.
 func (s *server) call(w http.ResponseWriter, r *http.Request) {
 	u, err := url.Parse(r.URL.Query().Get("url"))
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		http.Error(w, "url must be http://HOST[:PORT]/PATH", http.StatusBadRequest)
+	host := ""
+	if err == nil {
+		host = u.Hostname()
+	}
+	if err != nil || u.Scheme != "http" || !(strings.HasSuffix(host, ".svc") || strings.Contains(host, ".svc.")) {
+		http.Error(w, "url must be http://SERVICE.NAMESPACE.svc.cluster.local[:PORT]/PATH, a Service of this cluster", http.StatusBadRequest)
 		return
 	}
 	resp, err := caller.Get(u.String())

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -36,13 +38,19 @@ func TestWeb(t *testing.T) {
 	if code, _ := get("GET", "/"); code != 200 {
 		t.Errorf("GET / healed = %d", code)
 	}
+	// /call reaches Services by name only; a test server stands in for one.
 	backend := httptest.NewServer(s)
 	defer backend.Close()
-	if code, body := get("GET", "/call?url="+backend.URL+"/"); code != 200 || !strings.Contains(body, "cluster us-east") {
+	caller.Transport = &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, backend.Listener.Addr().String())
+	}}
+	if code, body := get("GET", "/call?url=http://web.demo.svc.cluster.local/"); code != 200 || !strings.Contains(body, "cluster us-east") {
 		t.Errorf("GET /call = %d %q", code, body)
 	}
-	if code, _ := get("GET", "/call?url=file:///etc/passwd"); code != http.StatusBadRequest {
-		t.Errorf("GET /call of a file = %d, want 400", code)
+	for _, bad := range []string{"file:///etc/passwd", "http://10.77.0.1:5000/v2/", "http://" + backend.Listener.Addr().String() + "/"} {
+		if code, _ := get("GET", "/call?url="+bad); code != http.StatusBadRequest {
+			t.Errorf("GET /call?url=%s = %d, want 400", bad, code)
+		}
 	}
 	_, metrics := get("GET", "/metrics")
 	for _, want := range []string{`web_requests_total{code="500",path="GET /{$}"} 1`, `web_requests_total{code="200",path="GET /{$}"} 3`, "web_request_duration_seconds_bucket"} {
