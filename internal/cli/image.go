@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +26,9 @@ type imageOptions struct {
 
 func (o *imageOptions) addr() (string, error) {
 	if o.registry != "" {
+		if _, port, err := net.SplitHostPort(o.registry); err != nil || port == "" || strings.Contains(o.registry, "/") {
+			return "", usageError("--registry %q: give the registry's HOST:PORT, for example 127.0.0.1:5000 (no scheme, no path)", o.registry)
+		}
 		return o.registry, nil
 	}
 	return hub.Layout{Dir: o.dataDir}.RegistryAddr()

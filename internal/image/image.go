@@ -234,7 +234,14 @@ func Load(file, scratch string) ([]Named, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", file, err)
 			}
-			out = append(out, Named{Name: d.Annotations["org.opencontainers.image.ref.name"], Image: img})
+			// containerd and nerdctl put the full name in io.containerd.image.name; the OCI
+			// annotation often holds the tag alone (BuildKit, oras): then the image has no name
+			// here, and `convoy image push --name` gives it one.
+			n := d.Annotations["io.containerd.image.name"]
+			if ref := d.Annotations["org.opencontainers.image.ref.name"]; n == "" && strings.ContainsAny(ref, "/:") {
+				n = ref
+			}
+			out = append(out, Named{Name: n, Image: img})
 		}
 	default:
 		return nil, fmt.Errorf("%s: %w", file, ErrNotAnArchive)

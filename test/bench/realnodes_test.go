@@ -198,7 +198,7 @@ func BenchmarkRealNodes(b *testing.B) {
 	fmt.Printf("cluster created to Ready (nodes Ready, CoreDNS Available): median %s  (runs: %v; target <= 10s)\n", Median(ready).Round(100*time.Millisecond), round(ready))
 	fmt.Printf("pod create to Running, image present (%d pods, one at a time): p50 %s  p99 %s\n", pods, p50.Round(10*time.Millisecond), p99.Round(10*time.Millisecond))
 	fmt.Printf("10-replica Deployment, create to all Ready: %s\n", ten.Round(100*time.Millisecond))
-	fmt.Printf("resident memory of one real node (kubelet + containerd + kube-proxy + shims, %d pods on its cluster): %s\n", pods/2+1, MiB(rss))
+	fmt.Printf("resident memory of one real node (kubelet + containerd + kube-proxy + shims; %d pods on its cluster, CoreDNS and local-path included): %s\n", pods+2+3, MiB(rss))
 	fmt.Printf("demo image (%s compressed): push to the fleet registry %s; pull and run on 6 nodes of 3 clusters %s\n",
 		MiB(size), push.Round(10*time.Millisecond), pull.Round(100*time.Millisecond))
 	b.ReportMetric(Median(ready).Seconds(), "s-ready-2-real")
