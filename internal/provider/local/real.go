@@ -51,6 +51,7 @@ type realNodes struct {
 	mu       sync.Mutex
 	running  map[string]*node.Node
 	used     bool   // the runtime has run real nodes: on exit it takes its forwards away
+	stopped  bool   // stopAll ran: the runtime is exiting, and starts no node
 	registry string // the fleet registry as nodes reach it, once it is forwarded and has the pause image
 }
 
@@ -198,12 +199,14 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 	rn.r.mu.Lock() // before rn.mu, as writeStatus takes them
 	cfg := rn.r.cfg
 	rn.r.mu.Unlock()
+	// rn.mu guards the map only: a node takes many seconds to come up, and the runtime's
+	// status (statuses) must not wait for it.
 	rn.mu.Lock()
-	defer rn.mu.Unlock()
-	if rn.running == nil {
-		rn.running = map[string]*node.Node{}
-	}
-	if _, ok := rn.running[w.name]; ok {
+	_, ok := rn.running[w.name]
+	stopped, reg := rn.stopped, rn.registry
+	rn.used = true
+	rn.mu.Unlock()
+	if ok || stopped {
 		return nil
 	}
 	if err := MissingForRealNodes(cfg.BinDir); err != nil {
@@ -222,15 +225,16 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 			}
 		}
 	}
-	rn.used = true
-	if rn.registry == "" {
-		reg, err := rn.fleetRegistry(ctx, cfg)
-		if err != nil {
+	if reg == "" {
+		var err error
+		if reg, err = rn.fleetRegistry(ctx, cfg); err != nil {
 			return err
 		}
+		rn.mu.Lock()
 		rn.registry = reg
+		rn.mu.Unlock()
 	}
-	s, err := rn.spec(w, cfg, rn.registry)
+	s, err := rn.spec(w, cfg, reg)
 	if err != nil {
 		return err
 	}
@@ -238,6 +242,15 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 	n, err := node.Up(ctx, s, rn.r.log)
 	if err != nil {
 		return err
+	}
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if rn.stopped { // the runtime stopped its nodes while this one came up
+		n.Stop(context.Background())
+		return nil
+	}
+	if rn.running == nil {
+		rn.running = map[string]*node.Node{}
 	}
 	rn.running[w.name] = n
 	return nil
@@ -311,7 +324,7 @@ func (rn *realNodes) network(nodes []corev1.Node) (bool, error) {
 func (rn *realNodes) stopAll() {
 	rn.mu.Lock()
 	nodes := rn.running
-	rn.running, rn.registry = nil, ""
+	rn.running, rn.registry, rn.stopped = nil, "", true
 	rn.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
