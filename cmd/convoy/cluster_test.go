@@ -554,6 +554,37 @@ func TestUpAndDown(t *testing.T) {
 		t.Errorf("kubectl logs of the web pods on us-east lack the request lines:\n%s", logs)
 	}
 
+	// kubectl exec and port-forward reach a real pod through its kubelet. The image holds the
+	// web binary alone: run it a second time, and it says its port is taken.
+	pod := run(t, nil, kubectl, "--kubeconfig", kubeconfigs["us-east"], "-n", "demo", "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}")
+	execOut, _ := exec.Command(kubectl, "--kubeconfig", kubeconfigs["us-east"], "-n", "demo", "exec", pod, "--", "/web").CombinedOutput()
+	if !strings.Contains(string(execOut), "address already in use") {
+		t.Errorf("kubectl exec %s -- /web:\n%s", pod, execOut)
+	}
+	localPort, _ := kubeproc.FreePort()
+	pf := exec.Command(kubectl, "--kubeconfig", kubeconfigs["us-east"], "-n", "demo", "port-forward", "pod/"+pod, fmt.Sprintf("%d:8080", localPort))
+	pfOut := &hubtest.SyncBuffer{}
+	pf.Stdout, pf.Stderr = pfOut, pfOut
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var forwarded string
+	eventually(t, "kubectl port-forward answering", time.Minute, func() (bool, error) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", localPort))
+		if err != nil {
+			return false, fmt.Errorf("%v; port-forward says: %s", err, pfOut.String())
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		forwarded = string(raw)
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	pf.Process.Kill()
+	pf.Wait()
+	if !strings.Contains(forwarded, "pod "+pod) {
+		t.Errorf("port-forward to %s answered %q", pod, forwarded)
+	}
+
 	out = run(t, env, convoyBin, "down", "--purge")
 	for _, want := range []string{"Stopping the hub", "Stopped local cluster us-east", "Removed " + dataDir, "Convoy is down."} {
 		if !strings.Contains(out, want) {
