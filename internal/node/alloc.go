@@ -26,8 +26,8 @@ type Addresses struct {
 // namespaces and the bridge they are for.
 var HostAddresses = Addresses{File: "/run/convoy/node-addresses.json"}
 
-// Allocate returns the address of the node whose directory is key, giving it the lowest free
-// one of the fleet network (above the gateway) the first time.
+// Allocate returns the address of the node whose directory is key (it must exist), giving it
+// the lowest free one of the fleet network (above the gateway) the first time.
 func (a Addresses) Allocate(key string) (netip.Addr, error) {
 	var got netip.Addr
 	err := a.update(func(m map[string]string) error {
@@ -36,6 +36,14 @@ func (a Addresses) Allocate(key string) (netip.Addr, error) {
 			if err == nil {
 				got = addr
 				return nil
+			}
+		}
+		// Entries of nodes whose directory is gone (their data dir was removed without a
+		// delete, as a test's temporary one is) give their address back. A node's directory
+		// exists before it asks for an address.
+		for k := range m {
+			if _, err := os.Stat(k); errors.Is(err, os.ErrNotExist) {
+				delete(m, k)
 			}
 		}
 		used := map[netip.Addr]bool{Gateway: true}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -11,26 +12,34 @@ import (
 )
 
 func TestAddresses(t *testing.T) {
-	a := Addresses{File: filepath.Join(t.TempDir(), "addresses.json")}
-	first, err := a.Allocate("/data/east/nodes/n1")
+	root := t.TempDir()
+	a := Addresses{File: filepath.Join(root, "addresses.json")}
+	dir := func(p string) string {
+		d := filepath.Join(root, p)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	first, err := a.Allocate(dir("east/nodes/n1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := netip.MustParseAddr("10.77.0.2"); first != want {
 		t.Fatalf("first address = %s, want %s (the lowest above the gateway)", first, want)
 	}
-	again, _ := a.Allocate("/data/east/nodes/n1")
+	again, _ := a.Allocate(dir("east/nodes/n1"))
 	if again != first {
 		t.Fatalf("a node's address changed from %s to %s", first, again)
 	}
-	second, _ := a.Allocate("/data/west/nodes/n1")
+	second, _ := a.Allocate(dir("west/nodes/n1"))
 	if second == first {
 		t.Fatalf("two clusters' nodes share %s", first)
 	}
-	if err := a.Release("/data/east/nodes"); err != nil {
+	if err := a.Release(filepath.Join(root, "east/nodes")); err != nil {
 		t.Fatal(err)
 	}
-	if reused, _ := a.Allocate("/data/north/nodes/n1"); reused != first {
+	if reused, _ := a.Allocate(dir("north/nodes/n1")); reused != first {
 		t.Fatalf("a released address was not reused: got %s, want %s", reused, first)
 	}
 
@@ -39,7 +48,7 @@ func TestAddresses(t *testing.T) {
 	got := make([]netip.Addr, 20)
 	for i := range got {
 		wg.Go(func() {
-			addr, err := a.Allocate("/data/many/nodes/" + string(rune('a'+i)))
+			addr, err := a.Allocate(dir("many/nodes/" + string(rune('a'+i))))
 			if err != nil {
 				t.Error(err)
 			}
@@ -47,6 +56,13 @@ func TestAddresses(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	// A node whose directory is gone gives its address back to the next one.
+	if err := os.RemoveAll(filepath.Join(root, "west")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Allocate(dir("south/nodes/n1")); got != second {
+		t.Errorf("the address of a node whose directory is gone was not reused: got %s, want %s", got, second)
+	}
 	seen := map[netip.Addr]bool{first: true, second: true}
 	for _, addr := range got {
 		if seen[addr] || !FleetNetwork.Contains(addr) {

@@ -155,6 +155,9 @@ func portOf(addr string) int {
 func (rn *realNodes) spec(w nodeShape, cfg config, reg string) (node.Spec, error) {
 	r := rn.r
 	dir := filepath.Join(string(r.dir), "nodes", w.name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return node.Spec{}, err
+	}
 	ipAddr, err := node.HostAddresses.Allocate(dir)
 	if err != nil {
 		return node.Spec{}, err
