@@ -77,7 +77,7 @@ func (s Spec) run() string              { return filepath.Join(s.Dir, "run") }
 // short is a short path to the node's Dir: a symlink in /run, through which the node's unix
 // sockets are named. A socket's path has at most 107 bytes, and the kubelet makes its own
 // sockets deep under its root directory; a data dir under a long path would break them.
-func (s Spec) short() string { return filepath.Join(ShortDir, tag(s.Dir)) }
+func (s Spec) short() string { return filepath.Join(ShortDir, Tag(s.Dir)) }
 
 // ShortDir holds the nodes' short paths (see Spec.short).
 const ShortDir = "/run/convoy/nodes"
@@ -85,21 +85,18 @@ const ShortDir = "/run/convoy/nodes"
 // NetNS is the name of the node's network namespace (in /run/netns). It and the names below
 // derive from the node's Dir, so that nodes of two data dirs (two hubs, or tests running side
 // by side) never share one.
-func (s Spec) NetNS() string { return "convoy-" + tag(s.Dir) }
+func (s Spec) NetNS() string { return "convoy-" + Tag(s.Dir) }
 
 // HostLink is the name of the host's end of the node's veth pair; an interface name has at
 // most 15 characters.
-func (s Spec) HostLink() string { return "cvy" + tag(s.Dir) }
+func (s Spec) HostLink() string { return "cvy" + Tag(s.Dir) }
 
 // CgroupRoot is the cgroup, in every hierarchy, under which the node's kubelet puts its pods.
-func (s Spec) CgroupRoot() string { return "/convoy/" + s.Name + "-" + tag(s.Dir) }
+func (s Spec) CgroupRoot() string { return "/convoy/" + s.Name + "-" + Tag(s.Dir) }
 
 // Tag is a short, stable name for a directory (a node's, a cluster's), for the names of what
 // it has on the host.
-func Tag(dir string) string { return tag(dir) }
-
-// tag is a short, stable name for one node.
-func tag(dir string) string {
+func Tag(dir string) string {
 	h := fnv.New32a()
 	h.Write([]byte(dir))
 	return fmt.Sprintf("%08x", h.Sum32())

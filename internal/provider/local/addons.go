@@ -94,28 +94,40 @@ func pushAddonImages(ctx context.Context, cfg config) error {
 	return errors.Join(errs...)
 }
 
-// applyAddons applies every add-on with server-side apply, taking over fields others changed.
-func applyAddons(ctx context.Context, cfg *rest.Config, objs []*unstructured.Unstructured) error {
+// addonApplier applies a cluster's add-ons with server-side apply, taking over fields others
+// changed. It is made once per runtime: the add-ons and the API's kinds do not change while it
+// runs, so discovery happens on the first apply only.
+type addonApplier struct {
+	objs   []*unstructured.Unstructured
+	dyn    dynamic.Interface
+	mapper *restmapper.DeferredDiscoveryRESTMapper
+}
+
+func newAddonApplier(cfg *rest.Config, objs []*unstructured.Unstructured) (*addonApplier, error) {
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	return &addonApplier{objs: objs, dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
+}
+
+func (a *addonApplier) apply(ctx context.Context) error {
 	var errs []error
-	for _, u := range objs {
+	for _, u := range a.objs {
 		gvk := u.GroupVersionKind()
-		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
+			a.mapper.Reset() // the API may not have served the kind yet: look again next time
 			errs = append(errs, fmt.Errorf("%s: %w", gvk.Kind, err))
 			continue
 		}
-		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		var ri dynamic.ResourceInterface = a.dyn.Resource(m.Resource)
 		if ns := u.GetNamespace(); ns != "" {
-			ri = dyn.Resource(m.Resource).Namespace(ns)
+			ri = a.dyn.Resource(m.Resource).Namespace(ns)
 		}
 		if _, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: AddonsFieldManager, Force: true}); err != nil {
 			errs = append(errs, fmt.Errorf("%s %s: %w", gvk.Kind, u.GetName(), err))

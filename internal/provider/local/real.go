@@ -260,10 +260,13 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 }
 
 func (rn *realNodes) remove(ctx context.Context, name string) error {
+	rn.r.mu.Lock() // before rn.mu, as writeStatus takes them
+	cluster := rn.r.cfg.Name
+	rn.r.mu.Unlock()
 	rn.mu.Lock()
 	n := rn.running[name]
 	rn.mu.Unlock()
-	s := node.Spec{Cluster: rn.r.cfg.Name, Name: name, Dir: filepath.Join(string(rn.r.dir), "nodes", name)}
+	s := node.Spec{Cluster: cluster, Name: name, Dir: filepath.Join(string(rn.r.dir), "nodes", name)}
 	if n != nil {
 		n.Stop(ctx)
 		s = n.Spec

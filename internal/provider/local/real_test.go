@@ -93,9 +93,9 @@ func TestRealNodes(t *testing.T) {
 		}
 	})
 	must(t, p.Create(ctx, c))
-	waitFor(t, "two real nodes Ready", 3*time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "two real nodes Ready", 3*time.Minute, func() (bool, error) {
 		st, err := p.Status(ctx, c)
-		return err == nil && st.Nodes.Ready == 2, fmt.Sprintf("%+v %v", st, err)
+		return err == nil && st.Nodes.Ready == 2, fmt.Errorf("%+v %v", st, err)
 	})
 	cs := member(t, p, c)
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -124,15 +124,15 @@ func TestRealNodes(t *testing.T) {
 		must(t, err)
 	}
 	ips := map[string]string{}
-	waitFor(t, "both pods Running", 2*time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "both pods Running", 2*time.Minute, func() (bool, error) {
 		for i := range names {
 			pod, err := cs.CoreV1().Pods("default").Get(ctx, fmt.Sprintf("echo-%d", i), metav1.GetOptions{})
 			if err != nil || pod.Status.Phase != corev1.PodRunning || pod.Status.PodIP == "" {
-				return false, fmt.Sprintf("%s: %v %v", fmt.Sprintf("echo-%d", i), pod.Status.Phase, err)
+				return false, fmt.Errorf("echo-%d: %v %v", i, pod.Status.Phase, err)
 			}
 			ips[pod.Name] = pod.Status.PodIP
 		}
-		return true, ""
+		return true, nil
 	})
 	if ips["echo-0"] == ips["echo-1"] || !strings.HasPrefix(ips["echo-0"], "10.24") {
 		t.Errorf("pod addresses %v, want two of the pod network", ips)
@@ -142,10 +142,10 @@ func TestRealNodes(t *testing.T) {
 	ns0 := node.Spec{Dir: filepath.Join(p.Root, c.Name, "nodes", names[0])}.NetNS()
 	url := fmt.Sprintf("http://%s:8080/?url=http://%s:8080/", ips["echo-0"], ips["echo-1"])
 	var got string
-	waitFor(t, "a pod reaching the pod on the other node", time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "a pod reaching the pod on the other node", time.Minute, func() (bool, error) {
 		out, err := exec.Command("ip", "netns", "exec", ns0, "curl", "-s", "--max-time", "3", url).CombinedOutput()
 		got = string(out)
-		return err == nil && strings.Contains(got, "pod echo-1"), fmt.Sprintf("%v: %s", err, out)
+		return err == nil && strings.Contains(got, "pod echo-1"), fmt.Errorf("%v: %s", err, out)
 	})
 
 	// A Service: kube-proxy on each node takes its ClusterIP, from a pod, and its NodePort, from
@@ -168,7 +168,7 @@ func TestRealNodes(t *testing.T) {
 	nodePort := fmt.Sprintf("http://%s:%d/", nodeIPs[names[1]], svc.Spec.Ports[0].NodePort)
 	for what, u := range map[string]string{"the ClusterIP from a pod": viaService, "the NodePort from the host": nodePort} {
 		seen := map[string]bool{}
-		waitFor(t, what+" reaching the pods of both nodes", time.Minute, func() (bool, string) {
+		hubtest.Eventually(t, what+" reaching the pods of both nodes", time.Minute, func() (bool, error) {
 			var cmd *exec.Cmd
 			if u == nodePort {
 				cmd = exec.Command("curl", "-s", "--max-time", "3", u)
@@ -179,19 +179,19 @@ func TestRealNodes(t *testing.T) {
 			if err == nil {
 				seen[strings.TrimSpace(string(out))] = true
 			}
-			return seen["pod echo-0"] && seen["pod echo-1"], fmt.Sprintf("%v: %s (seen %v)", err, out, seen)
+			return seen["pod echo-0"] && seen["pod echo-1"], fmt.Errorf("%v: %s (seen %v)", err, out, seen)
 		})
 	}
 
 	// The add-ons: CoreDNS answers for the cluster's Services, from a pod.
-	waitFor(t, "CoreDNS available", 2*time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "CoreDNS available", 2*time.Minute, func() (bool, error) {
 		d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
-		return err == nil && d.Status.AvailableReplicas == 2, fmt.Sprintf("%v %+v", err, d.Status)
+		return err == nil && d.Status.AvailableReplicas == 2, fmt.Errorf("%v %+v", err, d.Status)
 	})
 	byName := fmt.Sprintf("http://%s:8080/?url=http://echo.default.svc.cluster.local/", ips["echo-0"])
-	waitFor(t, "a pod reaching a Service by its DNS name", time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "a pod reaching a Service by its DNS name", time.Minute, func() (bool, error) {
 		out, err := exec.Command("ip", "netns", "exec", ns0, "curl", "-s", "--max-time", "5", byName).CombinedOutput()
-		return err == nil && strings.HasPrefix(string(out), "pod echo-"), fmt.Sprintf("%v: %s", err, out)
+		return err == nil && strings.HasPrefix(string(out), "pod echo-"), fmt.Errorf("%v: %s", err, out)
 	})
 
 	// The default StorageClass: a claim is bound where its first pod runs, what that pod
@@ -210,9 +210,9 @@ func TestRealNodes(t *testing.T) {
 	}}
 	_, err = cs.CoreV1().Pods("default").Create(ctx, writer, metav1.CreateOptions{})
 	must(t, err)
-	waitFor(t, "the writer pod Succeeded", 2*time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "the writer pod Succeeded", 2*time.Minute, func() (bool, error) {
 		pod, err := cs.CoreV1().Pods("default").Get(ctx, "writer", metav1.GetOptions{})
-		return err == nil && pod.Status.Phase == corev1.PodSucceeded, fmt.Sprintf("%v %v", err, pod.Status.Phase)
+		return err == nil && pod.Status.Phase == corev1.PodSucceeded, fmt.Errorf("%v %v", err, pod.Status.Phase)
 	})
 	bound, err := cs.CoreV1().PersistentVolumeClaims("default").Get(ctx, "data", metav1.GetOptions{})
 	must(t, err)
@@ -231,17 +231,17 @@ func TestRealNodes(t *testing.T) {
 		t.Errorf("volume at %s, want under the cluster's volumes directory", volDir)
 	}
 	must(t, cs.CoreV1().Pods("default").Delete(ctx, "writer", metav1.DeleteOptions{}))
-	waitFor(t, "the writer pod gone", time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "the writer pod gone", time.Minute, func() (bool, error) {
 		_, err := cs.CoreV1().Pods("default").Get(ctx, "writer", metav1.GetOptions{})
-		return apierrors.IsNotFound(err), fmt.Sprint(err)
+		return apierrors.IsNotFound(err), err
 	})
 	if _, err := os.Stat(filepath.Join(volDir, "written-by-pod")); err != nil {
 		t.Errorf("what the pod wrote is not in its volume after the pod: %v", err)
 	}
 	must(t, cs.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "data", metav1.DeleteOptions{}))
-	waitFor(t, "the volume removed from the host", 2*time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "the volume removed from the host", 2*time.Minute, func() (bool, error) {
 		_, err := os.Stat(volDir)
-		return os.IsNotExist(err), fmt.Sprint(err)
+		return os.IsNotExist(err), err
 	})
 
 	// An image the registry lacks: the pod says so, with the registry's answer.
@@ -249,13 +249,13 @@ func TestRealNodes(t *testing.T) {
 		Containers: []corev1.Container{{Name: "m", Image: registry.Host + "/no/such:1"}}}}
 	_, err = cs.CoreV1().Pods("default").Create(ctx, missing, metav1.CreateOptions{})
 	must(t, err)
-	waitFor(t, "the pod of a missing image in ErrImagePull", 2*time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "the pod of a missing image in ErrImagePull", 2*time.Minute, func() (bool, error) {
 		pod, err := cs.CoreV1().Pods("default").Get(ctx, "missing", metav1.GetOptions{})
 		if err != nil || len(pod.Status.ContainerStatuses) == 0 || pod.Status.ContainerStatuses[0].State.Waiting == nil {
-			return false, fmt.Sprint(err)
+			return false, err
 		}
 		w := pod.Status.ContainerStatuses[0].State.Waiting
-		return (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && strings.Contains(w.Message, "not found"), w.Reason + ": " + w.Message
+		return (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && strings.Contains(w.Message, "not found"), fmt.Errorf("%s: %s", w.Reason, w.Message)
 	})
 
 	// The API server reaches the kubelet for the container's log.
@@ -275,9 +275,9 @@ func TestRealNodes(t *testing.T) {
 		t.Fatalf("no running %s in the runtime's status", kubelet)
 	}
 	must(t, syscall.Kill(pid, syscall.SIGKILL))
-	waitFor(t, "the kubelet restarted by the runtime", time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "the kubelet restarted by the runtime", time.Minute, func() (bool, error) {
 		now := components(t, p.Root, c.Name)[kubelet]
-		return now != 0 && now != pid, fmt.Sprintf("pid %d", now)
+		return now != 0 && now != pid, fmt.Errorf("pid %d", now)
 	})
 	pid = components(t, p.Root, c.Name)[kubelet]
 	must(t, syscall.Kill(pid, syscall.SIGSTOP))
@@ -304,15 +304,15 @@ func TestRealNodes(t *testing.T) {
 		}
 		return ready, unreachable
 	}
-	waitFor(t, "the node of a hung kubelet NotReady and tainted unreachable", 3*time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "the node of a hung kubelet NotReady and tainted unreachable", 3*time.Minute, func() (bool, error) {
 		ready, unreachable := nodeState()
-		return !ready && unreachable, fmt.Sprintf("ready=%v unreachable=%v", ready, unreachable)
+		return !ready && unreachable, fmt.Errorf("ready=%v unreachable=%v", ready, unreachable)
 	})
 	must(t, syscall.Kill(pid, syscall.SIGCONT))
 	resumed = true
-	waitFor(t, "the node Ready again", 2*time.Minute, func() (bool, string) {
+	hubtest.Eventually(t, "the node Ready again", 2*time.Minute, func() (bool, error) {
 		ready, unreachable := nodeState()
-		return ready && !unreachable, fmt.Sprintf("ready=%v unreachable=%v", ready, unreachable)
+		return ready && !unreachable, fmt.Errorf("ready=%v unreachable=%v", ready, unreachable)
 	})
 
 	// Deleting the cluster leaves nothing of it on the host (what the check looks for is
@@ -357,19 +357,4 @@ func member(t *testing.T, p *local.Provider, c *v1alpha1.Cluster) kubernetes.Int
 	cs, err := kubernetes.NewForConfig(cfg)
 	must(t, err)
 	return cs
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		last = msg
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, last)
 }

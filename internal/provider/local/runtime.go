@@ -152,6 +152,7 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 // them, and again every addonsInterval; their images go to the fleet registry first.
 func (r *Runtime) addonLoop(ctx context.Context) {
 	pushed := false
+	var applier *addonApplier
 	for {
 		var err error
 		if r.hasRealNodes() {
@@ -163,8 +164,11 @@ func (r *Runtime) addonLoop(ctx context.Context) {
 					pushed = true
 				}
 			}
+			if err == nil && applier == nil {
+				applier, err = r.addonApplier()
+			}
 			if err == nil {
-				err = r.applyAddons(ctx)
+				err = applier.apply(ctx)
 			}
 		}
 		if ctx.Err() != nil {
@@ -195,20 +199,21 @@ func (r *Runtime) addonLoop(ctx context.Context) {
 	}
 }
 
-func (r *Runtime) applyAddons(ctx context.Context) error {
+// addonApplier makes the cluster's add-on applier (see addons.go).
+func (r *Runtime) addonApplier() (*addonApplier, error) {
 	objs, err := renderAddons(r.dir.volumes())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	raw, err := os.ReadFile(r.dir.kubeconfig())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return applyAddons(ctx, cfg, objs)
+	return newAddonApplier(cfg, objs)
 }
 
 func (r *Runtime) syncNodes(ctx context.Context) (bool, error) {
