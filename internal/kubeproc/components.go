@@ -180,6 +180,7 @@ func (c ControllerManagerConfig) Args() []string {
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--profiling=false",
+		"--kube-api-qps=200", "--kube-api-burst=400",
 	}
 	return append(args, c.Extra...)
 }
