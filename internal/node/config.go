@@ -50,6 +50,9 @@ type Spec struct {
 	Forwards map[int]string
 	// PauseImage is the image of every pod's sandbox.
 	PauseImage string
+	// Prepull are images the node pulls as soon as its containerd runs, while its kubelet
+	// registers and waits for its pod range: the add-ons' images, which its first pods need.
+	Prepull []string
 	// Labels and Taints the node registers with, MaxPods the most pods it takes.
 	Labels  map[string]string
 	Taints  []corev1.Taint

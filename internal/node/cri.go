@@ -66,6 +66,40 @@ func stopPods(ctx context.Context, socket string, grace time.Duration) error {
 	return errors.Join(errs...)
 }
 
+// prepull pulls the node's Spec.Prepull images through containerd's CRI, one after the other,
+// in the background: a pull is only a head start on the kubelet's own (which then finds the
+// image there, or joins the pull under way), so a failure is logged and nothing more.
+func (n *Node) prepull() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	n.stopPull, n.pulled = cancel, make(chan struct{})
+	go func() {
+		defer close(n.pulled)
+		defer cancel()
+		if len(n.Spec.Prepull) == 0 {
+			return
+		}
+		conn, err := grpc.NewClient("unix://"+n.Spec.containerdSocket(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			n.log.Warn("images not pulled ahead", "err", err)
+			return
+		}
+		defer conn.Close()
+		images := runtimeapi.NewImageServiceClient(conn)
+		for _, ref := range n.Spec.Prepull {
+			start := time.Now()
+			_, err := images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				n.log.Warn("image not pulled ahead; the kubelet pulls it when a pod needs it", "image", ref, "err", err)
+				continue
+			}
+			n.log.Debug("image pulled ahead", "image", ref, "took", time.Since(start))
+		}
+	}()
+}
+
 // cniCacheDir is where libcni, in containerd 1.6, caches each pod's network result; it cannot
 // be moved per node.
 const cniCacheDir = "/var/lib/cni/results"

@@ -4,7 +4,9 @@
 // A node's processes enter only its network namespace (nsenter --net), so that the kubelet and
 // containerd see the same mounts.
 //
-// Up makes a node and starts it, Stop stops it and takes away everything it made on the host
+// Up makes a node and starts it, in two steps that can be taken apart: Start makes the node and
+// starts its containerd, which pulls the images its first pods need, and Join starts its kubelet
+// and kube-proxy, which need the API server. Stop stops it and takes away everything it made on the host
 // (processes, containers, mounts, cgroups, its network namespace) but its files, and Remove
 // deletes those too. SetPodCIDR and SetRoutes give it its part of the cluster's pod network.
 // The fleet network on the host (the bridge, the forward to each cluster's API server) is
@@ -25,6 +27,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,20 +38,42 @@ import (
 type Node struct {
 	Spec       Spec
 	containerd *kubeproc.Process
-	kubelet    *kubeproc.Process
-	proxy      *kubeproc.Process
 	log        *slog.Logger
+	// stopPull ends the pre-pull of Spec.Prepull, and pulled is closed once it has ended.
+	stopPull context.CancelFunc
+	pulled   chan struct{}
+
+	mu      sync.Mutex // guards what Join and Stop change
+	kubelet *kubeproc.Process
+	proxy   *kubeproc.Process
+	stopped bool
 }
 
-// Processes are the node's supervised processes, for status reports.
+// Processes are the node's supervised processes, for status reports: containerd, and the
+// kubelet and kube-proxy once it joined.
 func (n *Node) Processes() []*kubeproc.Process {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	return []*kubeproc.Process{n.containerd, n.kubelet, n.proxy}
 }
 
-// Up makes the node on the host (directories, network namespace, cgroup root, configuration)
-// and starts containerd, the kubelet and kube-proxy in it. A node left over
-// by a runtime that died is taken down first. An error leaves nothing running.
+// Up makes a node and starts it in one step: Start, then Join. An error leaves nothing running.
 func Up(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
+	n, err := Start(ctx, s, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Join(); err != nil {
+		n.Stop(context.Background())
+		return nil, err
+	}
+	return n, nil
+}
+
+// Start makes the node on the host (directories, network namespace, cgroup root, configuration)
+// and starts its containerd, which begins to pull Spec.Prepull. A node left over by a runtime
+// that died is taken down first. An error leaves nothing running.
+func Start(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
 	log = log.With("node", s.Name)
 	if err := teardown(s, log); err != nil {
 		return nil, fmt.Errorf("node %s: clear what an earlier run left: %w", s.Name, err)
@@ -101,14 +126,34 @@ func Up(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
 	if err := waitSocket(ctx, s.containerdSocket(), n.containerd, 30*time.Second); err != nil {
 		return fail(err)
 	}
-	if n.kubelet, err = kubeproc.Start(n.inNetNS("kubelet", s.Kubelet, KubeletArgs(s)...), log); err != nil {
-		return fail(err)
-	}
-	if n.proxy, err = kubeproc.Start(n.inNetNS("kube-proxy", s.KubeProxy, "--config="+s.proxyConfig()), log); err != nil {
-		return fail(err)
-	}
-	log.Info("real node started", "ip", s.IP)
+	n.prepull()
 	return n, nil
+}
+
+// Join starts the node's kubelet and kube-proxy, unless they run already; the kubelet then
+// registers the node. It fails once the node is stopped.
+func (n *Node) Join() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.stopped:
+		return fmt.Errorf("node %s: stopped", n.Spec.Name)
+	case n.kubelet != nil:
+		return nil
+	}
+	s := n.Spec
+	kubelet, err := kubeproc.Start(n.inNetNS("kubelet", s.Kubelet, KubeletArgs(s)...), n.log)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", s.Name, err)
+	}
+	proxy, err := kubeproc.Start(n.inNetNS("kube-proxy", s.KubeProxy, "--config="+s.proxyConfig()), n.log)
+	if err != nil {
+		kubelet.Stop(context.Background())
+		return fmt.Errorf("node %s: %w", s.Name, err)
+	}
+	n.kubelet, n.proxy = kubelet, proxy
+	n.log.Info("real node started", "ip", s.IP)
+	return nil
 }
 
 // inNetNS is the spec of a process of the node, run in its network namespace only.
@@ -177,7 +222,15 @@ func (n *Node) SetRoutes(routes map[netip.Prefix]netip.Addr) error {
 // PodStopGrace) and removed through containerd, which releases their networks; then containerd
 // stops. What is left after that (a runtime died, containerd does not answer) is killed.
 func (n *Node) Stop(ctx context.Context) {
-	for _, p := range []*kubeproc.Process{n.proxy, n.kubelet} {
+	n.mu.Lock()
+	n.stopped = true
+	procs := []*kubeproc.Process{n.proxy, n.kubelet}
+	n.mu.Unlock()
+	if n.stopPull != nil {
+		n.stopPull()
+		<-n.pulled
+	}
+	for _, p := range procs {
 		if p != nil {
 			p.Stop(ctx)
 		}
