@@ -34,11 +34,20 @@ var (
 	addonsTmpl = template.Must(template.New("addons").Option("missingkey=error").Parse(addonsYAML))
 )
 
-// The add-ons' images, as pods name them, and the binaries in bin/ they are made of.
-var addonImages = []struct {
+// imageSource is an image as pods name it (registry.Host/repo:tag) and the binary in bin/ it
+// is made of.
+type imageSource struct {
 	repo, tag, binary string
 	build             image.Build
-}{
+}
+
+func (i imageSource) ref() string { return i.repo + ":" + i.tag }
+
+// pauseImage is PauseImage's source.
+var pauseImage = imageSource{"convoy/pause", "1", "convoy-pause", image.Build{}}
+
+// The add-ons' images.
+var addonImages = []imageSource{
 	{"coredns/coredns", version.CoreDNS, "images/coredns", image.Build{Base: true}},
 	{"rancher/local-path-provisioner", version.LocalPath, "images/local-path-provisioner", image.Build{Base: true}},
 	{"convoy/volume", "1", "convoy-volume", image.Build{}},
@@ -85,9 +94,20 @@ func renderAddons(volumeDir string) ([]*unstructured.Unstructured, error) {
 
 // pushAddonImages puts the add-ons' images in the fleet registry, each only when it differs.
 func pushAddonImages(ctx context.Context, cfg config) error {
+	return pushImages(ctx, cfg.Registry, cfg.BinDir, addonImages)
+}
+
+// PushNodeImages puts every image a new cluster's real nodes need in the fleet registry at
+// addr, each only when it differs: the pause image and the add-ons'. The hub calls it when it
+// starts, so that the first cluster does not wait for them; each runtime checks again.
+func PushNodeImages(ctx context.Context, addr, binDir string) error {
+	return pushImages(ctx, addr, binDir, append([]imageSource{pauseImage}, addonImages...))
+}
+
+func pushImages(ctx context.Context, addr, binDir string, images []imageSource) error {
 	var errs []error
-	for _, a := range addonImages {
-		if _, err := registry.EnsureFromBinary(ctx, cfg.Registry, a.repo+":"+a.tag, filepath.Join(cfg.BinDir, a.binary), a.build); err != nil {
+	for _, a := range images {
+		if _, err := registry.EnsureFromBinary(ctx, addr, a.ref(), filepath.Join(binDir, a.binary), a.build); err != nil {
 			errs = append(errs, fmt.Errorf("image %s: %w (run `make`)", a.repo, err))
 		}
 	}

@@ -2,12 +2,14 @@ package local
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -140,14 +142,34 @@ func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster
 	}
 	want := desiredNodes(c)
 	wanted := map[string]bool{}
+	var errs []error
+	// Real nodes come up side by side: each takes a second or more.
+	ensured := map[string]error{}
+	if real != nil {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, w := range want {
+			if w.real {
+				wg.Go(func() {
+					err := real.ensure(ctx, w)
+					mu.Lock()
+					ensured[w.name] = err
+					mu.Unlock()
+				})
+			}
+		}
+		wg.Wait()
+	}
 	for _, w := range want {
 		wanted[w.name] = true
 		if w.real {
 			if real == nil {
 				return changed, fmt.Errorf("node %s: this runtime cannot run real nodes", w.name)
 			}
-			if err := real.ensure(ctx, w); err != nil {
-				return changed, err
+			if err := ensured[w.name]; err != nil {
+				// One node that cannot start keeps none of the others from starting.
+				errs = append(errs, err)
+				continue
 			}
 			n, ok := have[w.name]
 			if !ok {
@@ -180,23 +202,21 @@ func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster
 	for _, name := range surplus {
 		changed = true
 		if err := drainAndDelete(ctx, cs, name); err != nil {
-			return changed, err
+			return changed, errors.Join(append(errs, err)...)
 		}
 		if real != nil && have[name].Annotations[kwokNodeAnnotation] == "" {
 			if err := real.remove(ctx, name); err != nil {
-				return changed, err
+				return changed, errors.Join(append(errs, err)...)
 			}
 		}
 		log.Info("node removed", "node", name)
 	}
 	if real != nil {
 		waiting, err := real.network(nodes.Items)
-		if err != nil {
-			return changed, err
-		}
+		errs = append(errs, err)
 		changed = changed || waiting // look again once the controller-manager allocated it
 	}
-	return changed, nil
+	return changed, errors.Join(errs...)
 }
 
 // matches reports whether node n already has shape w: for a real node, its labels (its

@@ -20,7 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
-	"github.com/convoy-dev/convoy/internal/image"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/node"
 	"github.com/convoy-dev/convoy/internal/registry"
@@ -36,7 +35,7 @@ var (
 
 // PauseImage is the sandbox image of every pod on a real node; the runtime pushes it to the
 // fleet registry from bin/convoy-pause.
-const PauseImage = registry.Host + "/convoy/pause:1"
+var PauseImage = registry.Host + "/" + pauseImage.ref()
 
 // The cluster DNS Service's address and the cluster's domain, on every local cluster.
 var (
@@ -49,10 +48,13 @@ type realNodes struct {
 	r *Runtime
 
 	mu       sync.Mutex
-	running  map[string]*node.Node
-	used     bool   // the runtime has run real nodes: on exit it takes its forwards away
-	stopped  bool   // stopAll ran: the runtime is exiting, and starts no node
-	registry string // the fleet registry as nodes reach it, once it is forwarded and has the pause image
+	running  map[string]*node.Node  // started, and joined once ensure ran for them
+	locks    map[string]*sync.Mutex // one per node: a node is started, joined or removed by one caller at a time
+	used     bool                   // the runtime has run real nodes: on exit it takes its forwards away
+	stopped  bool                   // stopAll ran: the runtime is exiting, and starts no node
+	registry string                 // the fleet registry as nodes reach it, once it is forwarded and has the pause image
+	regMu    sync.Mutex             // one caller at a time finds the registry
+	early    sync.WaitGroup         // startEarly's goroutines
 }
 
 var _ realNodeHost = (*realNodes)(nil)
@@ -128,9 +130,8 @@ func (rn *realNodes) fleetRegistry(ctx context.Context, cfg config) (string, err
 	if port == 0 {
 		return "", fmt.Errorf("fleet registry address %q: want 127.0.0.1:PORT", cfg.RegistryPull)
 	}
-	pause := filepath.Join(cfg.BinDir, "convoy-pause")
-	if _, err := registry.EnsureFromBinary(ctx, cfg.Registry, "convoy/pause:1", pause, image.Build{}); err != nil {
-		return "", fmt.Errorf("the pause image: %w", err)
+	if err := pushImages(ctx, cfg.Registry, cfg.BinDir, []imageSource{pauseImage}); err != nil {
+		return "", err
 	}
 	return fmt.Sprintf("http://%s:%d", node.Gateway, port), nil
 }
@@ -194,26 +195,90 @@ func (rn *realNodes) spec(w nodeShape, cfg config, reg string) (node.Spec, error
 		ClusterDNS: ClusterDNS, ClusterDomain: ClusterDomain,
 		Registry: reg, Mirrored: registry.Mirrored,
 		PauseImage: PauseImage,
-		Labels:     w.labels, Taints: w.taints, MaxPods: w.maxPods,
+		// Every pod needs the pause image, and the cluster is up once CoreDNS is. Each image
+		// pulled ahead takes CPU from the cluster's start: the storage provisioner, on one node
+		// only, is left to its kubelet.
+		Prepull: []string{PauseImage, addonImage("coredns/coredns")},
+		Labels:  w.labels, Taints: w.taints, MaxPods: w.maxPods,
 	}, nil
 }
 
+// ensure makes a real node run and join its cluster, if it does not yet.
 func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
+	return rn.bringUp(ctx, w, true)
+}
+
+// startEarly starts the cluster's real nodes' containerd, in the background, while its API
+// server starts: their first images are pulled by the time the nodes join (ensure). A node that
+// fails here is started again by ensure.
+func (rn *realNodes) startEarly(ctx context.Context, shapes []nodeShape) {
+	for _, w := range shapes {
+		rn.early.Go(func() {
+			if err := rn.bringUp(ctx, w, false); err != nil && ctx.Err() == nil {
+				rn.r.log.Warn("real node not started ahead; it starts when the API server is ready", "node", w.name, "err", err)
+			}
+		})
+	}
+}
+
+// lockNode takes the lock of one node.
+func (rn *realNodes) lockNode(name string) (unlock func()) {
+	rn.mu.Lock()
+	if rn.locks == nil {
+		rn.locks = map[string]*sync.Mutex{}
+	}
+	l := rn.locks[name]
+	if l == nil {
+		l = &sync.Mutex{}
+		rn.locks[name] = l
+	}
+	rn.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// bringUp starts a real node unless it runs, and joins it to the cluster when join is set.
+func (rn *realNodes) bringUp(ctx context.Context, w nodeShape, join bool) error {
+	defer rn.lockNode(w.name)()
 	rn.r.mu.Lock() // before rn.mu, as writeStatus takes them
 	cfg := rn.r.cfg
 	rn.r.mu.Unlock()
-	// rn.mu guards the map only: a node takes many seconds to come up, and the runtime's
-	// status (statuses) must not wait for it.
+	// rn.mu guards the maps only: a node takes seconds to come up, and the runtime's status
+	// (statuses) must not wait for it.
 	rn.mu.Lock()
-	_, ok := rn.running[w.name]
-	stopped, reg := rn.stopped, rn.registry
+	n, stopped := rn.running[w.name], rn.stopped
 	rn.used = true
 	rn.mu.Unlock()
-	if ok || stopped {
+	if stopped {
 		return nil
 	}
+	if n == nil {
+		var err error
+		if n, err = rn.start(ctx, w, cfg); err != nil {
+			return err
+		}
+		rn.mu.Lock()
+		if rn.stopped { // the runtime stopped its nodes while this one came up
+			rn.mu.Unlock()
+			n.Stop(context.Background())
+			return nil
+		}
+		if rn.running == nil {
+			rn.running = map[string]*node.Node{}
+		}
+		rn.running[w.name] = n
+		rn.mu.Unlock()
+	}
+	if !join {
+		return nil
+	}
+	return n.Join()
+}
+
+// start makes a real node and starts its containerd (node.Start).
+func (rn *realNodes) start(ctx context.Context, w nodeShape, cfg config) (*node.Node, error) {
 	if err := MissingForRealNodes(cfg.BinDir); err != nil {
-		return err
+		return nil, err
 	}
 	// What listens on the host's loopback for the nodes: the API server, the fleet registry and,
 	// for an agent that runs in the cluster (convoy cluster join --mode deployment), the hub.
@@ -228,38 +293,40 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 			}
 		}
 	}
-	if reg == "" {
-		var err error
-		if reg, err = rn.fleetRegistry(ctx, cfg); err != nil {
-			return err
-		}
-		rn.mu.Lock()
-		rn.registry = reg
-		rn.mu.Unlock()
+	reg, err := rn.nodeRegistry(ctx, cfg)
+	if err != nil {
+		return nil, err
 	}
 	s, err := rn.spec(w, cfg, reg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.Forwards = forwards
-	n, err := node.Up(ctx, s, rn.r.log)
+	return node.Start(ctx, s, rn.r.log)
+}
+
+// nodeRegistry is the fleet registry as the nodes reach it, found once (fleetRegistry).
+func (rn *realNodes) nodeRegistry(ctx context.Context, cfg config) (string, error) {
+	rn.regMu.Lock()
+	defer rn.regMu.Unlock()
+	rn.mu.Lock()
+	reg := rn.registry
+	rn.mu.Unlock()
+	if reg != "" {
+		return reg, nil
+	}
+	reg, err := rn.fleetRegistry(ctx, cfg)
 	if err != nil {
-		return err
+		return "", err
 	}
 	rn.mu.Lock()
-	defer rn.mu.Unlock()
-	if rn.stopped { // the runtime stopped its nodes while this one came up
-		n.Stop(context.Background())
-		return nil
-	}
-	if rn.running == nil {
-		rn.running = map[string]*node.Node{}
-	}
-	rn.running[w.name] = n
-	return nil
+	rn.registry = reg
+	rn.mu.Unlock()
+	return reg, nil
 }
 
 func (rn *realNodes) remove(ctx context.Context, name string) error {
+	defer rn.lockNode(name)()
 	rn.r.mu.Lock() // before rn.mu, as writeStatus takes them
 	cluster := rn.r.cfg.Name
 	rn.r.mu.Unlock()
@@ -332,6 +399,7 @@ func (rn *realNodes) stopAll() {
 	nodes := rn.running
 	rn.running, rn.registry, rn.stopped = nil, "", true
 	rn.mu.Unlock()
+	rn.early.Wait() // a node that comes up now stops itself (bringUp)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup

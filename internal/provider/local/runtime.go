@@ -82,6 +82,7 @@ func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, 
 	if err := r.prepare(); err != nil {
 		return err
 	}
+	r.startNodesEarly(ctx)
 	if err := r.startAll(ctx); err != nil {
 		return err
 	}
@@ -105,6 +106,21 @@ func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, 
 			}
 		}
 	}
+}
+
+// startNodesEarly starts the real nodes' containerd while the control plane starts; their
+// kubelets join once the API server is ready (syncNodes).
+func (r *Runtime) startNodesEarly(ctx context.Context) {
+	r.mu.Lock()
+	c := r.cfg.cluster()
+	r.mu.Unlock()
+	var real []nodeShape
+	for _, w := range desiredNodes(c) {
+		if w.real {
+			real = append(real, w)
+		}
+	}
+	r.real.startEarly(ctx, real)
 }
 
 func (r *Runtime) syncNodesSoon() {
@@ -141,7 +157,7 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 			r.log.Warn("nodes not in step yet; retrying", "err", err)
 			retry = time.After(2 * time.Second)
 		case changed:
-			retry = time.After(time.Second) // look once more (see syncNodes)
+			retry = time.After(250 * time.Millisecond) // look again soon: a kubelet registering, a pod range coming (see syncNodes)
 		default:
 			retry = nil
 		}
