@@ -120,6 +120,19 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	})); err != nil {
 		return err
 	}
+	// The images every new local cluster's real nodes need, pushed ahead so that the first
+	// cluster does not wait for them (its runtime checks again).
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if h.opts.SkipTemplates || local.MissingForRealNodes(h.opts.BinDir) != nil {
+			return nil
+		}
+		if err := local.PushNodeImages(ctx, h.registry.Addr(), h.opts.BinDir); err != nil && ctx.Err() == nil {
+			h.log.Warn("cannot push the real nodes' images to the fleet registry; each cluster tries again", "err", err)
+		}
+		return nil
+	})); err != nil {
+		return err
+	}
 	// Datastore templates make new local clusters start faster; making them costs one API
 	// server start per version, in the background, after the hub is ready.
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

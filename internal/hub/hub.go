@@ -79,8 +79,9 @@ type Options struct {
 	// UnreachableAfter is how long without a heartbeat makes a cluster Unreachable; zero
 	// means 6s.
 	UnreachableAfter time.Duration
-	// SkipTemplates turns off the datastore templates that make new local clusters start
-	// faster (tests that make few clusters save the CPU).
+	// SkipTemplates turns off what the hub prepares in the background to make new local
+	// clusters start faster: datastore templates, and the real nodes' images pushed to the
+	// fleet registry ahead (tests that make few clusters save the CPU).
 	SkipTemplates bool
 	// ConvoyBinary is the convoy executable, which runs each local cluster as
 	// `convoy local-runtime`. Empty means this process's own executable.
