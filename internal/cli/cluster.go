@@ -112,7 +112,7 @@ func newClusterCreateCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(out, "Cluster %q accepted; follow it with `convoy cluster describe %s`.\n", name, name)
 				return nil
 			}
-			res, err := waitClusters(ctx, hc, []string{name}, out, start, o.timeout, isReady)
+			res, err := waitClusters(ctx, hc, []string{name}, out, start, o.timeout, isUp)
 			if err != nil {
 				return err
 			}
@@ -540,7 +540,7 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 				return err
 			}
 			name := args[0]
-			var from, total int32
+			var from int32
 			err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 				c, err := getCluster(ctx, hc, name)
 				if err != nil {
@@ -559,10 +559,6 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 				}
 				from = c.Spec.NodePools[i].Count
 				c.Spec.NodePools[i].Count = nodes
-				total = 0
-				for _, p := range c.Spec.NodePools {
-					total += p.Count
-				}
 				return hc.Update(ctx, c)
 			})
 			if err != nil {
@@ -574,16 +570,7 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 			if !wait {
 				return nil
 			}
-			// Done when the hub says so and the cluster's agent reports the nodes, so that what
-			// this prints is what `convoy get clusters` shows next.
-			scaled := func(cl *v1alpha1.Cluster) bool {
-				if !isReady(cl) {
-					return false
-				}
-				inv := inventory(cl)
-				return inv.Nodes.Total == total && inv.Nodes.Ready == total
-			}
-			res, err := waitClusters(ctx, hc, []string{name}, out, start, timeout, scaled)
+			res, err := waitClusters(ctx, hc, []string{name}, out, start, timeout, isUp)
 			if err != nil {
 				return err
 			}

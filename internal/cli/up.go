@@ -124,7 +124,7 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 		}
 		fmt.Fprintf(out, "  %6.1fs  %s created (%d %s nodes in %s, zones %s)\n", time.Since(start).Seconds(), f.name, o.nodes, o.nodeKind, f.region, strings.Join(zones, ","))
 	}
-	if _, err := waitClusters(ctx, hc, names, out, start, o.timeout, isReady); err != nil {
+	if _, err := waitClusters(ctx, hc, names, out, start, o.timeout, isUp); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "\nConvoy is up after %.1fs.\n\n", time.Since(start).Seconds())

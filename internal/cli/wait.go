@@ -108,6 +108,24 @@ func isReady(cl *v1alpha1.Cluster) bool {
 	return p != nil && p.Status == metav1.ConditionTrue && p.ObservedGeneration == cl.Generation
 }
 
+// isUp reports whether a cluster is Ready and, when Convoy makes its nodes (not an imported
+// cluster), its agent reports every node of its pools Ready, so that what `convoy get
+// clusters` shows next agrees with what the wait printed.
+func isUp(cl *v1alpha1.Cluster) bool {
+	if !isReady(cl) {
+		return false
+	}
+	if cl.Spec.Provider == v1alpha1.ProviderImport {
+		return true
+	}
+	var want int32
+	for _, p := range cl.Spec.NodePools {
+		want += p.Count
+	}
+	inv := inventory(cl)
+	return inv.Nodes.Total == want && inv.Nodes.Ready == want
+}
+
 // isProvisioned reports whether the provider has a cluster in line with its current spec,
 // whether or not its agent has joined.
 func isProvisioned(cl *v1alpha1.Cluster) bool {
