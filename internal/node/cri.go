@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -87,7 +89,18 @@ func (n *Node) prepull() {
 		images := runtimeapi.NewImageServiceClient(conn)
 		for _, ref := range n.Spec.Prepull {
 			start := time.Now()
-			_, err := images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+			var err error
+			// containerd answers on its socket a moment before its CRI plugin serves.
+			for try := 0; try < 10; try++ {
+				_, err = images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+				if status.Code(err) != codes.Unavailable && status.Code(err) != codes.Unimplemented {
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
 			if ctx.Err() != nil {
 				return
 			}

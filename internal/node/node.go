@@ -130,6 +130,13 @@ func Start(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
 	return n, nil
 }
 
+// Joined reports whether the node's kubelet and kube-proxy were started (Join).
+func (n *Node) Joined() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.kubelet != nil
+}
+
 // Join starts the node's kubelet and kube-proxy, unless they run already; the kubelet then
 // registers the node. It fails once the node is stopped.
 func (n *Node) Join() error {
@@ -218,7 +225,7 @@ func (n *Node) SetRoutes(routes map[netip.Prefix]netip.Addr) error {
 // kubelet and containerd, every container and shim, its mounts, its cgroups and its network
 // namespace (and with it its veth pair).
 //
-// The kubelet stops first; then the pods are stopped (their containers get SIGTERM and
+// A pull ahead (Spec.Prepull) ends first, then the kubelet and kube-proxy stop; then the pods are stopped (their containers get SIGTERM and
 // PodStopGrace) and removed through containerd, which releases their networks; then containerd
 // stops. What is left after that (a runtime died, containerd does not answer) is killed.
 func (n *Node) Stop(ctx context.Context) {
