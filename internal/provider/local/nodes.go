@@ -115,10 +115,12 @@ func orInt(v, def int32) int32 {
 
 // realNodeHost runs a cluster's real nodes (the runtime's realNodes).
 type realNodeHost interface {
-	// ensure makes a real node run, if it does not yet.
+	// ensure makes a real node run and join its cluster, if it does not yet.
 	ensure(ctx context.Context, w nodeShape) error
 	// remove takes a real node away from the host, once it is drained and deleted.
 	remove(ctx context.Context, name string) error
+	// started names the real nodes running on the host, joined or not.
+	started() []string
 	// network gives the running real nodes their pod ranges and routes, from the Nodes, and
 	// says whether one still waits for its range.
 	network(nodes []corev1.Node) (waiting bool, err error)
@@ -179,7 +181,7 @@ func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster
 			if !matches(n, w) {
 				changed = true
 				if err := applyRealNode(ctx, cs, w); err != nil {
-					return changed, err
+					return changed, errors.Join(append(errs, err)...)
 				}
 			}
 			continue
@@ -189,13 +191,25 @@ func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster
 		}
 		changed = true
 		if err := applyNode(ctx, cs, w); err != nil {
-			return changed, err
+			return changed, errors.Join(append(errs, err)...)
 		}
 	}
 	var surplus []string
 	for name := range have {
 		if !wanted[name] {
 			surplus = append(surplus, name)
+		}
+	}
+	if real != nil {
+		// A node started ahead (startEarly) for a pool that shrank before it joined has no
+		// Node to drain: it only leaves the host.
+		for _, name := range real.started() {
+			if _, registered := have[name]; !registered && !wanted[name] {
+				changed = true
+				if err := real.remove(ctx, name); err != nil {
+					errs = append(errs, err)
+				}
+			}
 		}
 	}
 	slices.SortFunc(surplus, func(a, b string) int { return strings.Compare(b, a) })

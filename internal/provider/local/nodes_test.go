@@ -21,7 +21,9 @@ import (
 type failingHost struct {
 	fail    map[string]bool
 	mu      sync.Mutex
-	started []string
+	ensured []string
+	running []string // what started reports
+	removed []string
 }
 
 func (h *failingHost) ensure(_ context.Context, w nodeShape) error {
@@ -29,11 +31,17 @@ func (h *failingHost) ensure(_ context.Context, w nodeShape) error {
 		return errors.New("node " + w.name + ": containerd did not start")
 	}
 	h.mu.Lock()
-	h.started = append(h.started, w.name)
+	h.ensured = append(h.ensured, w.name)
 	h.mu.Unlock()
 	return nil
 }
-func (h *failingHost) remove(context.Context, string) error            { return nil }
+func (h *failingHost) remove(_ context.Context, name string) error {
+	h.mu.Lock()
+	h.removed = append(h.removed, name)
+	h.mu.Unlock()
+	return nil
+}
+func (h *failingHost) started() []string                               { return h.running }
 func (h *failingHost) network([]corev1.Node) (waiting bool, err error) { return false, nil }
 
 // A real node that cannot start does not keep the others of its cluster from starting; the
@@ -49,8 +57,22 @@ func TestSyncNodesStartsTheOthersWhenOneFails(t *testing.T) {
 	if !changed {
 		t.Error("changed = false, want true: the started nodes register in a moment")
 	}
-	slices.Sort(host.started)
-	if want := []string{"c-real-1", "c-real-2"}; !slices.Equal(host.started, want) {
-		t.Errorf("started %v, want %v", host.started, want)
+	slices.Sort(host.ensured)
+	if want := []string{"c-real-1", "c-real-2"}; !slices.Equal(host.ensured, want) {
+		t.Errorf("started %v, want %v", host.ensured, want)
+	}
+}
+
+// A node started ahead for a pool that shrank before its kubelet registered it leaves the host,
+// though no Node of it exists to drain.
+func TestSyncNodesRemovesANodeStartedAheadThatIsNoLongerWanted(t *testing.T) {
+	c := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Spec: v1alpha1.ClusterSpec{
+		NodePools: []v1alpha1.NodePool{{Name: "real", Kind: v1alpha1.NodeReal, Count: 1}}}}
+	host := &failingHost{running: []string{"c-real-0", "c-real-1"}}
+	if _, err := syncNodes(context.Background(), fake.NewClientset(), c, host, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"c-real-1"}; !slices.Equal(host.removed, want) {
+		t.Errorf("removed %v, want %v", host.removed, want)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -48,13 +49,14 @@ type realNodes struct {
 	r *Runtime
 
 	mu       sync.Mutex
-	running  map[string]*node.Node  // started, and joined once ensure ran for them
+	running  map[string]*node.Node  // started; joined once ensure succeeded for them
 	locks    map[string]*sync.Mutex // one per node: a node is started, joined or removed by one caller at a time
 	used     bool                   // the runtime has run real nodes: on exit it takes its forwards away
 	stopped  bool                   // stopAll ran: the runtime is exiting, and starts no node
 	registry string                 // the fleet registry as nodes reach it, once it is forwarded and has the pause image
 	regMu    sync.Mutex             // one caller at a time finds the registry
 	early    sync.WaitGroup         // startEarly's goroutines
+	noEarly  context.CancelFunc     // ends them (stopAll)
 }
 
 var _ realNodeHost = (*realNodes)(nil)
@@ -212,6 +214,10 @@ func (rn *realNodes) ensure(ctx context.Context, w nodeShape) error {
 // server starts: their first images are pulled by the time the nodes join (ensure). A node that
 // fails here is started again by ensure.
 func (rn *realNodes) startEarly(ctx context.Context, shapes []nodeShape) {
+	ctx, cancel := context.WithCancel(ctx)
+	rn.mu.Lock()
+	rn.noEarly = cancel
+	rn.mu.Unlock()
 	for _, w := range shapes {
 		rn.early.Go(func() {
 			if err := rn.bringUp(ctx, w, false); err != nil && ctx.Err() == nil {
@@ -325,6 +331,12 @@ func (rn *realNodes) nodeRegistry(ctx context.Context, cfg config) (string, erro
 	return reg, nil
 }
 
+func (rn *realNodes) started() []string {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return slices.Collect(maps.Keys(rn.running))
+}
+
 func (rn *realNodes) remove(ctx context.Context, name string) error {
 	defer rn.lockNode(name)()
 	rn.r.mu.Lock() // before rn.mu, as writeStatus takes them
@@ -374,7 +386,8 @@ func (rn *realNodes) network(nodes []corev1.Node) (bool, error) {
 	for name, n := range rn.running {
 		cidr, ok := ranges[name]
 		if !ok {
-			waiting = true
+			// A joined node's range comes in a moment; one not joined gets none until it is.
+			waiting = waiting || n.Joined()
 			continue
 		}
 		if err := n.SetPodCIDR(cidr); err != nil {
@@ -398,8 +411,12 @@ func (rn *realNodes) stopAll() {
 	rn.mu.Lock()
 	nodes := rn.running
 	rn.running, rn.registry, rn.stopped = nil, "", true
+	noEarly := rn.noEarly
 	rn.mu.Unlock()
-	rn.early.Wait() // a node that comes up now stops itself (bringUp)
+	if noEarly != nil {
+		noEarly()
+	}
+	rn.early.Wait() // a node that came up meanwhile stopped itself (bringUp)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
