@@ -58,8 +58,9 @@ func BenchmarkRealNodes(b *testing.B) {
 		cfg.QPS, cfg.Burst = 200, 200
 		return kubernetes.NewForConfigOrDie(cfg)
 	}
-	// waitUp waits until a cluster is up as `convoy cluster create` waits for it (Ready, and
-	// Provisioned: both nodes Ready) and its CoreDNS is Available.
+	// waitUp waits until the hub says a cluster is Ready and Provisioned (both nodes Ready, as
+	// the hub observes them) and its CoreDNS is Available. (`convoy cluster create` also waits
+	// for the agent's next inventory, which it sends at most every 2 s.)
 	waitUp := func(name string) {
 		waitFor(b, name+" Ready with both nodes Ready", 3*time.Minute, func() bool {
 			cl := &v1alpha1.Cluster{}
