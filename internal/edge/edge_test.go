@@ -1,0 +1,197 @@
+package edge
+
+import (
+	"flag"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/convoy-dev/convoy/internal/transcript"
+)
+
+var update = flag.Bool("update", false, "rewrite the expected output in testdata/*.txt")
+
+// TestTranscripts runs the data-driven transcripts in testdata/. Commands:
+//
+//	pool NAME [maxconn=N] [rate=N]      then one line per listener, route or cluster's servers:
+//	listener NAME port=P proto=HTTP|TCP
+//	route NAME listener=L [hosts=H,H] [path=/P] [health=/P]
+//	servers ROUTE CLUSTER [ADDR:PORT*WEIGHT ...]
+//	render                              the configuration, with the slots of the last assign
+//	assign                              places the pool's servers; prints reload or the commands,
+//	                                    and keeps the slots as HAProxy's from then on
+//	slots                               the slots, one line per cluster of a backend
+//
+// go test -run TestTranscripts -update rewrites the expected output; review the diff.
+func TestTranscripts(t *testing.T) {
+	transcript.Run(t, *update, func(t *testing.T) func([]string) string {
+		var pool Pool
+		var slots Slots
+		return func(input []string) string {
+			fields := strings.Fields(input[0])
+			switch fields[0] {
+			case "pool":
+				pool = parsePool(t, input)
+				if err := pool.Validate(); err != nil {
+					return "invalid: " + strings.ReplaceAll(err.Error(), "\n", "\ninvalid: ")
+				}
+				return "ok"
+			case "render":
+				var out []string
+				for _, l := range strings.Split(Render(pool, slots, testOptions), "\n") {
+					if l != "" {
+						out = append(out, l)
+					}
+				}
+				return strings.Join(out, "\n")
+			case "assign":
+				next, cmds, reload := Assign(slots, pool)
+				slots = next
+				if reload {
+					return "reload"
+				}
+				if len(cmds) == 0 {
+					return "no change"
+				}
+				return strings.Join(cmds, "\n")
+			case "slots":
+				var out []string
+				for _, be := range slices.Sorted(maps.Keys(slots)) {
+					for _, c := range slices.Sorted(maps.Keys(slots[be])) {
+						var ss []string
+						for _, s := range slots[be][c] {
+							if !s.Addr.IsValid() {
+								ss = append(ss, "-")
+								continue
+							}
+							ss = append(ss, fmt.Sprintf("%s*%d", s.Addr, s.Weight))
+						}
+						out = append(out, fmt.Sprintf("%s %s: %s", be, c, strings.Join(ss, " ")))
+					}
+				}
+				return strings.Join(out, "\n")
+			}
+			t.Fatalf("unknown command %q", fields[0])
+			return ""
+		}
+	})
+}
+
+var testOptions = Options{Bind: "127.0.0.1", Socket: "/run/edge/admin.sock", StateFile: "/run/edge/state", MetricsPort: 9101}
+
+func parsePool(t *testing.T, input []string) Pool {
+	args := func(fields []string) map[string]string {
+		m := map[string]string{}
+		for _, f := range fields {
+			k, v, _ := strings.Cut(f, "=")
+			m[k] = v
+		}
+		return m
+	}
+	num := func(s string) int {
+		if s == "" {
+			return 0
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	head := strings.Fields(input[0])
+	a := args(head[2:])
+	p := Pool{Name: head[1], Limits: Limits{MaxConnections: num(a["maxconn"]), RequestsPerSecond: num(a["rate"])}}
+	route := func(name string) *Route {
+		for i := range p.Listeners {
+			for j := range p.Listeners[i].Routes {
+				if p.Listeners[i].Routes[j].Name == name {
+					return &p.Listeners[i].Routes[j]
+				}
+			}
+		}
+		t.Fatalf("no route %s", name)
+		return nil
+	}
+	for _, line := range input[1:] {
+		f := strings.Fields(line)
+		switch f[0] {
+		case "listener":
+			a := args(f[2:])
+			p.Listeners = append(p.Listeners, Listener{Name: f[1], Port: num(a["port"]), Protocol: Protocol(a["proto"])})
+		case "route":
+			a := args(f[2:])
+			r := Route{Name: f[1], PathPrefix: a["path"], Backend: Backend{HealthPath: a["health"]}}
+			if a["hosts"] != "" {
+				r.Hostnames = strings.Split(a["hosts"], ",")
+			}
+			for i := range p.Listeners {
+				if p.Listeners[i].Name == a["listener"] {
+					p.Listeners[i].Routes = append(p.Listeners[i].Routes, r)
+				}
+			}
+		case "servers":
+			r := route(f[1])
+			cs := ClusterServers{Cluster: f[2]}
+			for _, s := range f[3:] {
+				addr, weight, _ := strings.Cut(s, "*")
+				ap, err := netip.ParseAddrPort(addr)
+				if err != nil {
+					ap = netip.AddrPort{} // Validate reports it
+				}
+				cs.Servers = append(cs.Servers, Server{Addr: ap, Weight: num(weight)})
+			}
+			r.Backend.Clusters = append(r.Backend.Clusters, cs)
+		default:
+			t.Fatalf("unknown pool line %q", line)
+		}
+	}
+	return p
+}
+
+// TestHAProxyAcceptsTheConfiguration checks what Render gives with HAProxy itself (haproxy -c),
+// for every pool of the transcripts, with its servers assigned.
+func TestHAProxyAcceptsTheConfiguration(t *testing.T) {
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("haproxy is not installed (make deps installs it)")
+	}
+	files, _ := filepath.Glob("testdata/*.txt")
+	checked := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, blocks, err := transcript.Parse(string(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range blocks {
+			if !strings.HasPrefix(b.Input[0], "pool ") || b.Want != "ok" {
+				continue
+			}
+			p := parsePool(t, b.Input)
+			slots, _, _ := Assign(nil, p)
+			dir := t.TempDir()
+			o := Options{Bind: "127.0.0.1", Socket: filepath.Join(dir, "admin.sock"), StateFile: filepath.Join(dir, "state"), MetricsPort: 9101}
+			cfg := filepath.Join(dir, "haproxy.cfg")
+			if err := os.WriteFile(cfg, []byte(Render(p, slots, o)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command(haproxy, "-c", "-q", "-f", cfg).CombinedOutput(); err != nil {
+				t.Errorf("%s: pool %s: haproxy -c: %v\n%s\n%s", f, p.Name, err, out, Render(p, slots, o))
+			}
+			checked++
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no valid pool in testdata/ to check")
+	}
+}
