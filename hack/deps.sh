@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that real nodes need, when they are missing: containerd, runc,
-# the CNI plugins, iptables, conntrack and iproute2. It installs them only as root (or with
+# the CNI plugins, iptables, conntrack and iproute2; and HAProxy, the edge load balancer's data
+# plane. It installs them only as root (or with
 # sudo); otherwise it names what is missing and the command that installs it, and fails.
 #
 # usage: hack/deps.sh [--check]   (--check only names what is missing, and exits 1 if anything is)
@@ -19,6 +20,7 @@ wanted=(
   conntrack:conntrack
   ip:iproute2
   nsenter:util-linux
+  haproxy:haproxy
 )
 
 missing=()
@@ -32,7 +34,7 @@ done
 ((${#missing[@]} == 0)) && exit 0
 
 if [[ "${1:-}" == "--check" ]]; then
-  echo "real nodes need: ${missing[*]} (apt-get install ${missing[*]})"
+  echo "real nodes and the edge need: ${missing[*]} (apt-get install ${missing[*]})"
   exit 1
 fi
 sudo_cmd=()
