@@ -195,3 +195,27 @@ func TestHAProxyAcceptsTheConfiguration(t *testing.T) {
 		t.Fatal("no valid pool in testdata/ to check")
 	}
 }
+
+// CarryState keeps the state of the servers that keep their slot's address, and drops the
+// state of slots that change, so that the new configuration decides them.
+func TestCarryState(t *testing.T) {
+	state := `1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
+3 be:shop:web:0 1 east:1 10.77.0.2 2 0 3 3 10 6 3 4 6 0 0 0 - 30080 - 0 0 - - 0
+3 be:shop:web:0 2 east:2 127.0.0.1 0 1 1 1 10 1 0 0 14 0 0 0 - 9 - 0 0 - - 0
+3 be:shop:web:0 3 east:3 10.77.0.3 2 0 1 1 10 6 3 4 6 0 0 0 - 30080 - 0 0 - - 0
+3 be:shop:web:0 4 east:4 10.77.0.4 2 0 1 1 10 6 3 4 6 0 0 0 - 30081 - 0 0 - - 0
+4 be:gone:0 1 east:1 10.77.0.2 2 0 1 1 10 6 3 4 6 0 0 0 - 30080 - 0 0 - - 0
+`
+	next := Slots{"be:shop:web:0": {"east": {
+		{Addr: netip.MustParseAddrPort("10.77.0.2:30080"), Weight: 3}, // kept
+		{Addr: netip.MustParseAddrPort("10.77.0.9:30080"), Weight: 1}, // new in a free slot
+		{}, // freed
+		{Addr: netip.MustParseAddrPort("10.77.0.4:30080"), Weight: 1}, // another port
+	}}}
+	got := CarryState(state, next)
+	lines := strings.Split(strings.TrimSpace(got), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[2], " east:1 10.77.0.2 ") {
+		t.Errorf("CarryState kept:\n%s\nwant the version, the header and east:1 only", got)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // Slots are the server slots of a pool's backends as HAProxy holds them: backend name →
@@ -103,4 +105,36 @@ func change(server string, was, now Server) []string {
 		cmds = append(cmds, fmt.Sprintf("set server %s state ready", server))
 	}
 	return cmds
+}
+
+// CarryState is the part of HAProxy's server state (`show servers state`, taken before a
+// reload) that the new workers may take over: the lines of the servers that keep their slot's
+// address in next, with their health, weight and maintenance state. A slot that changes (a new
+// server, or one freed) starts as the new configuration says, or the old state would undo it.
+func CarryState(state string, next Slots) string {
+	var out []string
+	for n, line := range strings.Split(strings.TrimRight(state, "\n"), "\n") {
+		f := strings.Fields(line)
+		if n == 0 || strings.HasPrefix(line, "#") { // the format's version, the header
+			out = append(out, line)
+			continue
+		}
+		// be_id be_name srv_id srv_name srv_addr ... srv_port (the 19th field) ...
+		if len(f) < 19 {
+			continue
+		}
+		cluster, slot, ok := strings.Cut(f[3], ":")
+		i, err := strconv.Atoi(slot)
+		if !ok || err != nil {
+			continue
+		}
+		slots := next[f[1]][cluster]
+		if i < 1 || i > len(slots) || !slots[i-1].Addr.IsValid() {
+			continue
+		}
+		if s := slots[i-1].Addr; s.Addr().String() == f[4] && strconv.Itoa(int(s.Port())) == f[18] {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n") + "\n"
 }

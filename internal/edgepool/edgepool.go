@@ -1,0 +1,318 @@
+// Package edgepool runs one HAProxy instance of an edge pool (see internal/edge): HAProxy in
+// master-worker mode, supervised and restarted like every other child (kubeproc), configured
+// from an edge.Pool. Update applies a new pool: through the Runtime API when only servers
+// changed, with no reload; otherwise by a hitless reload of a configuration that `haproxy -c`
+// accepted first, with the servers' runtime state carried over in the server-state file. A
+// configuration HAProxy refuses is never loaded, and the running one stays.
+//
+// The hub's pool supervisor and `convoy edge` use it.
+package edgepool
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/convoy-dev/convoy/internal/edge"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+// Config is where an instance lives and what it runs.
+type Config struct {
+	// Name names the instance in logs and process listings, for example "shop-edge-0".
+	Name string
+	// Dir holds its configuration, sockets, state file and log.
+	Dir string
+	// Binary is haproxy; empty means the one on PATH.
+	Binary string
+	// Bind, MetricsPort and CheckInterval are edge.Options'.
+	Bind          string
+	MetricsPort   int
+	CheckInterval time.Duration
+}
+
+// Instance is one running HAProxy of a pool.
+type Instance struct {
+	cfg  Config
+	bin  string
+	log  *slog.Logger
+	proc *kubeproc.Process
+
+	mu    sync.Mutex // one Update at a time
+	slots edge.Slots
+	text  string // the configuration HAProxy runs
+}
+
+// Result says how an Update was applied.
+type Result struct {
+	// Commands is how many Runtime API commands it took; Reloaded says it took a reload.
+	Commands int
+	Reloaded bool
+}
+
+// ErrRefused wraps HAProxy's answer to a configuration it does not accept.
+var ErrRefused = errors.New("haproxy refused the configuration")
+
+func (c Config) options() edge.Options {
+	return edge.Options{Bind: c.Bind, Socket: c.socket(), StateFile: filepath.Join(c.Dir, "server-state"),
+		MetricsPort: c.MetricsPort, CheckInterval: c.CheckInterval}
+}
+func (c Config) socket() string       { return filepath.Join(c.Dir, "admin.sock") }
+func (c Config) masterSocket() string { return filepath.Join(c.Dir, "master.sock") }
+func (c Config) configPath() string   { return filepath.Join(c.Dir, "haproxy.cfg") }
+
+// Start writes the pool's configuration, has HAProxy check it, and starts HAProxy on it; it
+// returns once the Runtime API answers.
+func Start(ctx context.Context, cfg Config, p edge.Pool, log *slog.Logger) (*Instance, error) {
+	bin := cfg.Binary
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("haproxy"); err != nil {
+			return nil, errors.New("the edge needs haproxy: install it with `make deps` or `apt-get install haproxy`")
+		}
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	i := &Instance{cfg: cfg, bin: bin, log: log.With("pool", p.Name, "instance", cfg.Name)}
+	slots, _, _ := edge.Assign(nil, p)
+	text := edge.Render(p, slots, cfg.options())
+	if err := i.check(ctx, text); err != nil {
+		return nil, err
+	}
+	if err := kubeproc.WriteFileAtomic(cfg.configPath(), []byte(text), 0o600); err != nil {
+		return nil, err
+	}
+	proc, err := kubeproc.Start(kubeproc.Spec{
+		Name: "haproxy-" + cfg.Name, Path: bin,
+		// -W: master-worker; -S: the master's CLI, for reloads.
+		Args:    []string{"-W", "-S", cfg.masterSocket(), "-f", cfg.configPath()},
+		LogPath: filepath.Join(cfg.Dir, "haproxy.log"),
+		PIDPath: filepath.Join(cfg.Dir, "haproxy.pid"),
+	}, i.log)
+	if err != nil {
+		return nil, err
+	}
+	i.proc, i.slots, i.text = proc, slots, text
+	if err := i.waitRuntime(ctx, 30*time.Second); err != nil {
+		proc.Stop(context.Background())
+		return nil, err
+	}
+	return i, nil
+}
+
+// Update makes the instance serve p.
+func (i *Instance) Update(ctx context.Context, p edge.Pool) (Result, error) {
+	if err := p.Validate(); err != nil {
+		return Result{}, err
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	next, cmds, reload := edge.Assign(i.slots, p)
+	text := edge.Render(p, next, i.cfg.options())
+	if !reload {
+		if _, err := i.runtime(ctx, cmds...); err != nil {
+			return Result{}, err
+		}
+		// The file follows, so that a restarted HAProxy starts where this one is.
+		i.slots, i.text = next, text
+		return Result{Commands: len(cmds)}, kubeproc.WriteFileAtomic(i.cfg.configPath(), []byte(text), 0o600)
+	}
+	if err := i.check(ctx, text); err != nil {
+		return Result{}, err
+	}
+	if err := i.reload(ctx, text, next); err != nil {
+		return Result{}, err
+	}
+	i.slots, i.text = next, text
+	return Result{Reloaded: true}, nil
+}
+
+// Stop stops HAProxy: its workers close their listeners and end.
+func (i *Instance) Stop(ctx context.Context) { i.proc.Stop(ctx) }
+
+// Process is the supervised HAProxy master, for status reports.
+func (i *Instance) Process() *kubeproc.Process { return i.proc }
+
+// check has HAProxy check a configuration, in a file of its own.
+func (i *Instance) check(ctx context.Context, text string) error {
+	f := filepath.Join(i.cfg.Dir, "haproxy.cfg.next")
+	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(f)
+	out, err := exec.CommandContext(ctx, i.bin, "-c", "-q", "-f", f).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%w: %s", ErrRefused, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// reload saves the servers' runtime state, writes the new configuration and has the master
+// start new workers on it; they take the listening sockets over, and the old ones finish what
+// they serve. It returns once a new worker answers on the Runtime API.
+func (i *Instance) reload(ctx context.Context, text string, next edge.Slots) error {
+	state, err := i.runtime(ctx, "show servers state")
+	if err != nil {
+		return fmt.Errorf("save the servers' state: %w", err)
+	}
+	if err := kubeproc.WriteFileAtomic(i.cfg.options().StateFile, []byte(edge.CarryState(state[0], next)), 0o600); err != nil {
+		return err
+	}
+	before, err := i.workerPID(ctx)
+	if err != nil {
+		return err
+	}
+	if err := kubeproc.WriteFileAtomic(i.cfg.configPath(), []byte(text), 0o600); err != nil {
+		return err
+	}
+	if _, err := i.master(ctx, "reload"); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if pid, err := i.workerPID(ctx); err == nil && pid != before {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no new worker 30 s after the reload; see %s", filepath.Join(i.cfg.Dir, "haproxy.log"))
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return i.waitRuntime(ctx, 30*time.Second)
+}
+
+// workerPID is the PID of the master's current worker.
+func (i *Instance) workerPID(ctx context.Context) (string, error) {
+	out, err := i.master(ctx, "show proc")
+	if err != nil {
+		return "", err
+	}
+	// "#<PID> <type> <reloads> <uptime> <version>", the master first, then the current
+	// workers, then a line "# old workers" and those.
+	for _, l := range strings.Split(out[0], "\n") {
+		if strings.HasPrefix(l, "# old") {
+			break
+		}
+		if f := strings.Fields(l); len(f) >= 2 && f[1] == "worker" {
+			return f[0], nil
+		}
+	}
+	return "", errors.New("no current worker")
+}
+
+func (i *Instance) waitRuntime(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := i.runtime(ctx, "show info")
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-i.proc.Exited():
+			return fmt.Errorf("haproxy exited: %s", i.proc.Tail(2048))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("haproxy's Runtime API does not answer after %s: %w", timeout, err)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// runtime sends commands to the Runtime API in one connection and returns each answer. A
+// `set server` whose answer is not a success makes the whole call fail, naming it.
+func (i *Instance) runtime(ctx context.Context, cmds ...string) ([]string, error) {
+	out, err := cli(ctx, i.cfg.socket(), "\n> ", cmds...)
+	if err != nil {
+		return nil, err
+	}
+	for n, a := range out {
+		if !strings.HasPrefix(cmds[n], "set server ") {
+			continue
+		}
+		a = strings.TrimSpace(a)
+		ok := a == "" // state and weight answer nothing
+		if strings.Contains(cmds[n], " addr ") {
+			ok = strings.Contains(a, "changed from") || strings.Contains(a, "no need to change")
+		}
+		if !ok {
+			return nil, fmt.Errorf("haproxy: %s: %s", cmds[n], a)
+		}
+	}
+	return out, nil
+}
+
+// master sends commands to the master's CLI.
+func (i *Instance) master(ctx context.Context, cmds ...string) ([]string, error) {
+	return cli(ctx, i.cfg.masterSocket(), "master> ", cmds...)
+}
+
+// cli sends commands to an HAProxy CLI socket in interactive mode, all at once, and splits
+// the answers at the prompt: "\n> " on the Runtime API, "master> " on the master's.
+func cli(ctx context.Context, socket, prompt string, cmds ...string) ([]string, error) {
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	} else {
+		_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	}
+	w := bufio.NewWriter(conn)
+	w.WriteString("prompt\n")
+	for _, c := range cmds {
+		w.WriteString(c)
+		w.WriteString("\n")
+	}
+	w.WriteString("quit\n")
+	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	raw, err := io.ReadAll(conn)
+	if err != nil {
+		return nil, err
+	}
+	// A prompt comes before each answer (the first one answers "prompt", with nothing).
+	parts := strings.Split(string(raw), prompt)
+	if len(parts) < len(cmds)+1 {
+		return nil, fmt.Errorf("haproxy answered %d of %d commands: %q", len(parts)-1, len(cmds), raw)
+	}
+	out := make([]string, len(cmds))
+	for n := range cmds {
+		out[n] = strings.TrimSuffix(parts[n+1], "\n")
+	}
+	return out, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}

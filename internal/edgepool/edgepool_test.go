@@ -1,0 +1,176 @@
+package edgepool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/convoy-dev/convoy/internal/edge"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+// backend is an HTTP server on loopback that answers with its name.
+func backend(t *testing.T, name string) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, name) })}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return netip.MustParseAddrPort(l.Addr().String())
+}
+
+func pool(port int, health string, clusters map[string][]netip.AddrPort) edge.Pool {
+	r := edge.Route{Name: "shop/web/0", Backend: edge.Backend{HealthPath: health}}
+	for c, addrs := range clusters {
+		cs := edge.ClusterServers{Cluster: c}
+		for _, a := range addrs {
+			cs.Servers = append(cs.Servers, edge.Server{Addr: a, Weight: 1})
+		}
+		r.Backend.Clusters = append(r.Backend.Clusters, cs)
+	}
+	return edge.Pool{Name: "shop/edge", Listeners: []edge.Listener{{Name: "web", Port: port, Protocol: edge.HTTP, Routes: []edge.Route{r}}}}
+}
+
+// TestUpdates runs a real HAProxy for a pool and changes its servers: within the slots through
+// the Runtime API, beyond them by a reload, and a configuration HAProxy refuses not at all.
+// Requests go on all along, and none fails.
+func TestUpdates(t *testing.T) {
+	if _, err := exec.LookPath("haproxy"); err != nil {
+		t.Skip("haproxy is not installed (make deps installs it)")
+	}
+	ctx := context.Background()
+	port, err := kubeproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := kubeproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := backend(t, "a"), backend(t, "b")
+	more := []netip.AddrPort{backend(t, "c"), backend(t, "d"), backend(t, "e")}
+	log := hubtest.Logger(t)
+	inst, err := Start(ctx, Config{Name: "test", Dir: t.TempDir(), Bind: "127.0.0.1", MetricsPort: metrics, CheckInterval: 200 * time.Millisecond},
+		pool(port, "/", map[string][]netip.AddrPort{"east": {a}}), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.Stop(context.Background()) })
+
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	get := func() (string, error) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return "", fmt.Errorf("%s: %s", resp.Status, body)
+		}
+		return string(body), nil
+	}
+	// answered waits until the pool's answers, over many requests, are exactly want.
+	answered := func(want ...string) {
+		t.Helper()
+		hubtest.Eventually(t, fmt.Sprintf("answers from %v", want), 20*time.Second, func() (bool, error) {
+			seen := map[string]bool{}
+			for range 40 {
+				body, err := get()
+				if err != nil {
+					return false, err
+				}
+				seen[body] = true
+			}
+			for _, w := range want {
+				if !seen[w] {
+					return false, fmt.Errorf("answers %v", seen)
+				}
+			}
+			return len(seen) == len(want), fmt.Errorf("answers %v", seen)
+		})
+	}
+	answered("a")
+
+	// Load all along: every request must succeed.
+	var failed, sent atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sent.Add(1)
+				if _, err := get(); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		})
+	}
+
+	// b joins east, and a second cluster appears: a new cluster is a reload.
+	res, err := inst.Update(ctx, pool(port, "/", map[string][]netip.AddrPort{"east": {a, b}, "west": {more[0]}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Reloaded {
+		t.Errorf("a new cluster: %+v, want a reload", res)
+	}
+	answered("a", "b", "c")
+
+	// Within the slots: a leaves, d and e join west. No reload.
+	res, err = inst.Update(ctx, pool(port, "/", map[string][]netip.AddrPort{"east": {b}, "west": more}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reloaded || res.Commands == 0 {
+		t.Errorf("servers within the slots: %+v, want Runtime API commands and no reload", res)
+	}
+	answered("b", "c", "d", "e")
+
+	// A configuration HAProxy refuses (a health path with a space) is not loaded; the pool
+	// keeps serving what it served.
+	_, err = inst.Update(ctx, pool(port, "/a b", map[string][]netip.AddrPort{"east": {b}, "west": more, "north": {a}}))
+	if !errors.Is(err, ErrRefused) {
+		t.Fatalf("a refused configuration: err = %v, want ErrRefused", err)
+	}
+	answered("b", "c", "d", "e")
+
+	close(stop)
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Errorf("%d of %d requests failed during the updates; first: %v", failed.Load(), sent.Load(), firstErr.Load())
+	}
+	t.Logf("%d requests during the updates, %d failed", sent.Load(), failed.Load())
+
+	// HAProxy's own exporter serves the pool's metrics.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `haproxy_backend_http_responses_total{proxy="be:shop:web:0"`) {
+		t.Errorf("no per-backend responses in /metrics:\n%.2000s", body)
+	}
+}
