@@ -17,6 +17,7 @@ KUBE_VERSION=v1.37.2
 KINE_VERSION=v0.17.5
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+GATEWAY_API_VERSION=v1.6.3
 
 check=false
 [[ "${1:-}" == "--check" ]] && check=true
@@ -125,7 +126,25 @@ if ((${#images_todo[@]})); then
   fi
 fi
 
+# The Gateway API's standard CRDs, which the hub installs for the edge load balancer: copied as
+# released from the Go module, nothing built.
+if needs gateway-api "$GATEWAY_API_VERSION"; then
+  missing=1
+  if $check; then
+    echo "would fetch: the Gateway API CRDs ($GATEWAY_API_VERSION)"
+  else
+    say "fetching the Gateway API CRDs $GATEWAY_API_VERSION (sigs.k8s.io/gateway-api)"
+    dir=$(go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    rm -rf "$bin/gateway-api" && mkdir -p "$bin/gateway-api"
+    for kind in gatewayclasses gateways httproutes tcproutes grpcroutes referencegrants; do
+      cp "$dir/config/crd/standard/gateway.networking.k8s.io_$kind.yaml" "$bin/gateway-api/"
+    done
+    chmod -R u+w "$bin/gateway-api"
+    stamp gateway-api "$GATEWAY_API_VERSION"
+  fi
+fi
+
 if $check; then
   exit "$missing"
 fi
-say "tools ready in bin/: kubernetes $KUBE_VERSION, kine $KINE_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, controller-gen $cg_version"
+say "tools ready in bin/: kubernetes $KUBE_VERSION, kine $KINE_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, controller-gen $cg_version, Gateway API $GATEWAY_API_VERSION"

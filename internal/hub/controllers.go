@@ -29,10 +29,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/controller/access"
 	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
+	"github.com/convoy-dev/convoy/internal/controller/gateway"
 	"github.com/convoy-dev/convoy/internal/controller/propagation"
 	"github.com/convoy-dev/convoy/internal/image"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
@@ -49,6 +51,9 @@ func newScheme() (*runtime.Scheme, error) {
 		return nil, err
 	}
 	if err := v1alpha1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := gatewayv1.Install(s); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -170,6 +175,16 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		Since:            time.Now(),
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up cluster controller: %w", err)
+	}
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	if err := gateway.EnsureClass(ctx, direct); err != nil {
+		return err
+	}
+	if err := (&gateway.ClassReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up GatewayClass controller: %w", err)
 	}
 	if err := (&access.Reconciler{Client: mgr.GetClient(), HeartbeatInterval: h.opts.HeartbeatInterval, MaxHeartbeatRate: h.opts.MaxHeartbeatRate}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up agent access controller: %w", err)

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -12,20 +15,28 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/convoy-dev/convoy/config/crd"
+	"github.com/convoy-dev/convoy/internal/version"
 )
 
 // fieldManager is the hub's server-side apply identity.
 const fieldManager = "convoy-hub"
 
-// installCRDs applies Convoy's embedded CRDs with server-side apply, which creates them on a
-// new hub and upgrades them on an existing one, then waits until each is established.
-func installCRDs(ctx context.Context, cfg *rest.Config, timeout time.Duration, log *slog.Logger) error {
+// installCRDs applies Convoy's embedded CRDs and the Gateway API's from binDir with server-side
+// apply, which creates them on a new hub and upgrades them on an existing one, then waits until
+// each is established.
+func installCRDs(ctx context.Context, cfg *rest.Config, binDir string, timeout time.Duration, log *slog.Logger) error {
 	crds, err := crd.Load()
 	if err != nil {
 		return err
 	}
+	gw, err := gatewayAPICRDs(binDir)
+	if err != nil {
+		return err
+	}
+	crds = append(crds, gw...)
 	scheme := runtime.NewScheme()
 	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
 		return err
@@ -62,6 +73,33 @@ func installCRDs(ctx context.Context, cfg *rest.Config, timeout time.Duration, l
 	}
 	log.Debug("CRDs installed", "count", len(crds))
 	return nil
+}
+
+// gatewayAPICRDs are the Gateway API's standard CRDs, as `make` copies them into
+// binDir/gateway-api at the version internal/version pins.
+func gatewayAPICRDs(binDir string) ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	dir := filepath.Join(binDir, "gateway-api")
+	stamp, err := os.ReadFile(filepath.Join(binDir, ".versions", "gateway-api"))
+	if err != nil || strings.TrimSpace(string(stamp)) != version.GatewayAPI {
+		return nil, fmt.Errorf("the Gateway API CRDs %s are missing from %s; run `make`", version.GatewayAPI, dir)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("the Gateway API CRDs are missing from %s; run `make`", dir)
+	}
+	var out []*apiextensionsv1.CustomResourceDefinition
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		def := &apiextensionsv1.CustomResourceDefinition{}
+		if err := yaml.Unmarshal(raw, def); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", f, err)
+		}
+		out = append(out, def)
+	}
+	return out, nil
 }
 
 func established(c *apiextensionsv1.CustomResourceDefinition) bool {

@@ -271,7 +271,7 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	}
 
 	h.setPhase("installing CRDs")
-	if err := installCRDs(ctx, controllersCfg, opts.StepTimeout, h.log); err != nil {
+	if err := installCRDs(ctx, controllersCfg, opts.BinDir, opts.StepTimeout, h.log); err != nil {
 		return nil, err
 	}
 

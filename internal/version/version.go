@@ -12,6 +12,8 @@ const (
 	Kwok       = "v0.8.0"
 	Helm       = "v3.22.0"
 	Kine       = "v0.17.5"
+	// GatewayAPI is the Gateway API whose standard CRDs the hub installs (bin/gateway-api).
+	GatewayAPI = "v1.6.3"
 	// CoreDNS and LocalPath (local-path-provisioner) run in pods of clusters with real nodes;
 	// hack/images/go.mod pins them.
 	CoreDNS   = "v1.15.0"

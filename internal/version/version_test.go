@@ -12,7 +12,7 @@ func TestPinsAgreeWithTheBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]string{"KUBE_VERSION": Kubernetes, "KINE_VERSION": Kine, "KWOK_VERSION": Kwok, "HELM_VERSION": Helm} {
+	for name, want := range map[string]string{"KUBE_VERSION": Kubernetes, "KINE_VERSION": Kine, "KWOK_VERSION": Kwok, "HELM_VERSION": Helm, "GATEWAY_API_VERSION": GatewayAPI} {
 		m := regexp.MustCompile(`(?m)^` + name + `=(\S+)$`).FindSubmatch(raw)
 		if m == nil {
 			t.Errorf("hack/tools.sh does not set %s", name)
