@@ -29,12 +29,18 @@ var update = flag.Bool("update", false, "rewrite the expected output in testdata
 //	                                    and keeps the slots as HAProxy's from then on
 //	slots                               the slots, one line per cluster of a backend
 //
+// and the commands of resolver (resolve_test.go), which turn Gateway API objects into pools.
+//
 // go test -run TestTranscripts -update rewrites the expected output; review the diff.
 func TestTranscripts(t *testing.T) {
 	transcript.Run(t, *update, func(t *testing.T) func([]string) string {
 		var pool Pool
 		var slots Slots
+		res := &resolver{t: t}
 		return func(input []string) string {
+			if out, ok := res.do(input); ok {
+				return out
+			}
 			fields := strings.Fields(input[0])
 			switch fields[0] {
 			case "pool":
@@ -158,8 +164,7 @@ func parsePool(t *testing.T, input []string) Pool {
 // TestHAProxyAcceptsTheConfiguration checks what Render gives with HAProxy itself (haproxy -c),
 // for every pool of the transcripts, with its servers assigned.
 func TestHAProxyAcceptsTheConfiguration(t *testing.T) {
-	haproxy, err := exec.LookPath("haproxy")
-	if err != nil {
+	if _, err := exec.LookPath("haproxy"); err != nil {
 		t.Skip("haproxy is not installed (make deps installs it)")
 	}
 	files, _ := filepath.Glob("testdata/*.txt")
@@ -177,17 +182,7 @@ func TestHAProxyAcceptsTheConfiguration(t *testing.T) {
 			if !strings.HasPrefix(b.Input[0], "pool ") || b.Want != "ok" {
 				continue
 			}
-			p := parsePool(t, b.Input)
-			slots, _, _ := Assign(nil, p)
-			dir := t.TempDir()
-			o := Options{Bind: "127.0.0.1", Socket: filepath.Join(dir, "admin.sock"), StateFile: filepath.Join(dir, "state"), MetricsPort: 9101}
-			cfg := filepath.Join(dir, "haproxy.cfg")
-			if err := os.WriteFile(cfg, []byte(Render(p, slots, o)), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := exec.Command(haproxy, "-c", "-q", "-f", cfg).CombinedOutput(); err != nil {
-				t.Errorf("%s: pool %s: haproxy -c: %v\n%s\n%s", f, p.Name, err, out, Render(p, slots, o))
-			}
+			haproxyCheck(t, parsePool(t, b.Input))
 			checked++
 		}
 	}
@@ -217,5 +212,25 @@ func TestCarryState(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(got), "\n")
 	if len(lines) != 3 || !strings.Contains(lines[2], " east:1 10.77.0.2 ") {
 		t.Errorf("CarryState kept:\n%s\nwant the version, the header and east:1 only", got)
+	}
+}
+
+// haproxyCheck has HAProxy check the configuration of a valid pool, with its servers assigned,
+// when haproxy is installed.
+func haproxyCheck(t *testing.T, p Pool) {
+	t.Helper()
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil || p.Validate() != nil {
+		return
+	}
+	slots, _, _ := Assign(nil, p)
+	dir := t.TempDir()
+	o := Options{Bind: "127.0.0.1", Socket: filepath.Join(dir, "admin.sock"), StateFile: filepath.Join(dir, "state"), MetricsPort: 9101}
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(Render(p, slots, o)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(haproxy, "-c", "-q", "-f", cfg).CombinedOutput(); err != nil {
+		t.Errorf("pool %s: haproxy -c: %v\n%s\n%s", p.Name, err, out, Render(p, slots, o))
 	}
 }
