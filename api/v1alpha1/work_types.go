@@ -138,6 +138,45 @@ type ResourceStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=16
 	Conditions []ResourceCondition `json:"conditions,omitempty"`
+	// Reach is how a Service with NodePorts is reached from outside its cluster, for the
+	// edge load balancer.
+	// +optional
+	Reach *ServiceReach `json:"reach,omitempty"`
+}
+
+// ServiceReach is how a Service of a member is reached from outside the member: each port's
+// NodePort on the Ready nodes, with the ready endpoints behind each node. The hub's edge load
+// balancer makes its servers of it.
+type ServiceReach struct {
+	// Ports are the Service's ports that have a NodePort.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	Ports []ReachPort `json:"ports,omitempty"`
+	// Local is true when the Service's externalTrafficPolicy is Local: a node forwards only to
+	// the endpoints it runs.
+	// +optional
+	Local bool `json:"local,omitempty"`
+	// Endpoints counts the Service's ready endpoints.
+	Endpoints int32 `json:"endpoints"`
+	// Nodes are the Ready nodes, by address, each with the ready endpoints it runs.
+	// +optional
+	// +kubebuilder:validation:MaxItems=1000
+	Nodes []ReachNode `json:"nodes,omitempty"`
+}
+
+// ReachPort is one port of a Service and its NodePort.
+type ReachPort struct {
+	// +optional
+	Name     string `json:"name,omitempty"`
+	Port     int32  `json:"port"`
+	NodePort int32  `json:"nodePort"`
+}
+
+// ReachNode is a Ready node of a member and the ready endpoints of one Service it runs.
+type ReachNode struct {
+	// Address is the node's InternalIP.
+	Address   string `json:"address"`
+	Endpoints int32  `json:"endpoints"`
 }
 
 // ResourceCondition is one condition of a member object, without its message.

@@ -3,6 +3,7 @@ package main_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -548,6 +549,38 @@ func TestUpAndDown(t *testing.T) {
 				t.Errorf("%s answered %q, want it to name cluster %s", url, body, c)
 			}
 		}
+	}
+	// Each agent reports how the edge reaches the demo's Service: its NodePort on both nodes,
+	// with the two ready endpoints behind them.
+	for _, c := range clusters {
+		eventually(t, c+" reporting the reach of Service demo/web", time.Minute, func() (bool, error) {
+			raw, err := exec.Command(kubectl, "--kubeconfig", filepath.Join(dataDir, "kubeconfig"), "-n", v1alpha1.ClusterNamespace(c), "get", "works", "-o", "json").Output()
+			if err != nil {
+				return false, err
+			}
+			var works v1alpha1.WorkList
+			if err := json.Unmarshal(raw, &works); err != nil {
+				return false, err
+			}
+			for _, w := range works.Items {
+				for _, r := range w.Status.Resources {
+					if r.Kind != "Service" || r.Name != "web" || r.Reach == nil {
+						continue
+					}
+					reach, sum := r.Reach, int32(0)
+					for _, n := range reach.Nodes {
+						sum += n.Endpoints
+						if !strings.HasPrefix(n.Address, "10.77.") {
+							return false, fmt.Errorf("node address %s is not a fleet address", n.Address)
+						}
+					}
+					ok := len(reach.Ports) == 1 && reach.Ports[0].Port == 80 && reach.Ports[0].NodePort == 30080 &&
+						reach.Endpoints == 2 && len(reach.Nodes) == 2 && sum == 2
+					return ok, fmt.Errorf("reach %+v", *reach)
+				}
+			}
+			return false, errors.New("no Service web with a reach in the Works")
+		})
 	}
 	logs := run(t, nil, kubectl, "--kubeconfig", kubeconfigs["us-east"], "-n", "demo", "logs", "-l", "app=web", "--tail=-1")
 	if !strings.Contains(logs, "GET / 200") {

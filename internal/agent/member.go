@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -20,6 +24,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -57,6 +62,14 @@ type Member interface {
 	// Observe describes the cluster for the inventory: API health, version, nodes, zones,
 	// allocatable and requested capacity. The agent fills in its own version and the time.
 	Observe(ctx context.Context) v1alpha1.Inventory
+	// Reach says how a Service (as the member stores it) is reached from outside the member,
+	// or nil when it has no NodePort. The first call starts watches of the member's nodes and
+	// EndpointSlices, which last until ctx ends.
+	Reach(ctx context.Context, svc *unstructured.Unstructured) *v1alpha1.ServiceReach
+	// OnReachChange sets what is called, once Reach has started its watches, when what it says
+	// of a Service may have changed: with the Service's namespace and name when its endpoints
+	// change, with empty ones when a node's readiness or address does.
+	OnReachChange(changed func(namespace, name string))
 }
 
 // WatchHandler receives a Member's events about the agent's objects.
@@ -86,6 +99,11 @@ type kubeMember struct {
 	inventoryOnce sync.Once
 	nodes         corelisters.NodeLister
 	pods          corelisters.PodLister
+
+	reachOnce    sync.Once
+	reachNodes   corelisters.NodeLister
+	reachSlices  discoverylisters.EndpointSliceLister
+	reachChanged func(namespace, name string)
 }
 
 var _ Member = (*kubeMember)(nil)
@@ -254,6 +272,123 @@ func (m *kubeMember) Observe(ctx context.Context) v1alpha1.Inventory {
 		m.nodes, m.pods = nodes.Lister(), pods.Lister()
 	})
 	return observeKube(ctx, m.cs, m.nodes, m.pods)
+}
+
+// OnReachChange must be called before the first Reach.
+func (m *kubeMember) OnReachChange(changed func(namespace, name string)) { m.reachChanged = changed }
+
+// Reach reads the Service's NodePorts and, from watches of the member's nodes and
+// EndpointSlices, the Ready nodes and the ready endpoints on each.
+func (m *kubeMember) Reach(ctx context.Context, svc *unstructured.Unstructured) *v1alpha1.ServiceReach {
+	s := &corev1.Service{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(svc.Object, s); err != nil {
+		return nil
+	}
+	var ports []v1alpha1.ReachPort
+	for _, p := range s.Spec.Ports {
+		if p.NodePort != 0 {
+			ports = append(ports, v1alpha1.ReachPort{Name: p.Name, Port: p.Port, NodePort: p.NodePort})
+		}
+	}
+	if len(ports) == 0 {
+		return nil
+	}
+	m.reachOnce.Do(func() { m.startReach(ctx) })
+	eps, err := m.reachSlices.EndpointSlices(s.Namespace).List(labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: s.Name}))
+	if err != nil {
+		return nil
+	}
+	nodes, err := m.reachNodes.List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	return reachOf(s, ports, eps, nodes)
+}
+
+// startReach starts the watches Reach reads, and calls reachChanged on their changes.
+func (m *kubeMember) startReach(ctx context.Context) {
+	factory := informers.NewSharedInformerFactory(m.cs, 0)
+	nodes := factory.Core().V1().Nodes()
+	eps := factory.Discovery().V1().EndpointSlices()
+	changed := m.reachChanged
+	if changed == nil {
+		changed = func(string, string) {}
+	}
+	_, _ = eps.Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { sliceChanged(o, changed) },
+		UpdateFunc: func(_, o any) { sliceChanged(o, changed) },
+		DeleteFunc: func(o any) { sliceChanged(o, changed) },
+	})
+	_, _ = nodes.Informer().AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(a, b any) {
+			an, aok := a.(*corev1.Node)
+			bn, bok := b.(*corev1.Node)
+			if !aok || !bok || nodeReady(an) != nodeReady(bn) || nodeAddress(an) != nodeAddress(bn) {
+				changed("", "")
+			}
+		},
+		DeleteFunc: func(any) { changed("", "") },
+	})
+	factory.Start(ctx.Done())
+	go func() { <-ctx.Done(); factory.Shutdown() }()
+	factory.WaitForCacheSync(ctx.Done())
+	m.reachNodes, m.reachSlices = nodes.Lister(), eps.Lister()
+}
+
+func sliceChanged(o any, changed func(namespace, name string)) {
+	if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+		o = t.Obj
+	}
+	if es, ok := o.(*discoveryv1.EndpointSlice); ok && es.Labels[discoveryv1.LabelServiceName] != "" {
+		changed(es.Namespace, es.Labels[discoveryv1.LabelServiceName])
+	}
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// nodeAddress is a node's InternalIP, or "".
+func nodeAddress(n *corev1.Node) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address
+		}
+	}
+	return ""
+}
+
+// reachOf is a Service's reach from its EndpointSlices and the member's nodes: the Ready nodes
+// with an address, sorted by it, each with the ready endpoints it runs (an endpoint in two
+// slices counts once).
+func reachOf(s *corev1.Service, ports []v1alpha1.ReachPort, eps []*discoveryv1.EndpointSlice, nodes []*corev1.Node) *v1alpha1.ServiceReach {
+	r := &v1alpha1.ServiceReach{Ports: ports, Local: s.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal}
+	seen := map[string]bool{}
+	perNode := map[string]int32{}
+	for _, es := range eps {
+		for _, e := range es.Endpoints {
+			if (e.Conditions.Ready != nil && !*e.Conditions.Ready) || len(e.Addresses) == 0 || seen[e.Addresses[0]] {
+				continue
+			}
+			seen[e.Addresses[0]] = true
+			r.Endpoints++
+			if e.NodeName != nil {
+				perNode[*e.NodeName]++
+			}
+		}
+	}
+	for _, n := range nodes {
+		if addr := nodeAddress(n); addr != "" && nodeReady(n) {
+			r.Nodes = append(r.Nodes, v1alpha1.ReachNode{Address: addr, Endpoints: perNode[n.Name]})
+		}
+	}
+	sort.Slice(r.Nodes, func(i, j int) bool { return r.Nodes[i].Address < r.Nodes[j].Address })
+	return r
 }
 
 func slimPod(o any) (any, error) {

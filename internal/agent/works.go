@@ -49,6 +49,8 @@ type workController struct {
 	written map[string]writtenStatus
 	// settling marks Works whose status write waits a moment after an apply (see reconcile).
 	settling map[string]bool
+	// reaching marks Works that report a Service's reach (see reachChanged).
+	reaching map[string]bool
 }
 
 type writtenStatus struct {
@@ -83,7 +85,9 @@ func newWorkController(a *Agent) (*workController, error) {
 		applied:  map[string]map[string]string{},
 		written:  map[string]writtenStatus{},
 		settling: map[string]bool{},
+		reaching: map[string]bool{},
 	}
+	a.opts.Member.OnReachChange(w.reachChanged)
 	return w, nil
 }
 
@@ -264,6 +268,14 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		st.Health, st.Message = manifest.Assess(live)
 		st.Replicas, st.AvailableReplicas = manifest.Replicas(live)
 		st.Conditions = manifest.Conditions(live)
+		if o.ID.Group == "" && o.ID.Kind == "Service" {
+			st.Reach = w.a.opts.Member.Reach(ctx, live)
+			w.mu.Lock()
+			if st.Reach != nil {
+				w.reaching[work.Name] = true
+			}
+			w.mu.Unlock()
+		}
 		if st.Health != v1alpha1.HealthHealthy {
 			healthy = false
 			requeue = max(requeue, 5*time.Second) // look at its health again
@@ -415,6 +427,31 @@ func (w *workController) watch(gvr schema.GroupVersionResource) {
 			}
 		},
 	})
+}
+
+// reachChanged queues the Works that list a Service whose reach may have changed, or, for
+// a change of the nodes (no name), every Work that reports a reach.
+func (w *workController) reachChanged(namespace, name string) {
+	if w.ctx == nil {
+		return // not running yet: the first reconcile reports it
+	}
+	if name == "" {
+		w.mu.Lock()
+		works := slices.Collect(maps.Keys(w.reaching))
+		w.mu.Unlock()
+		for _, work := range works {
+			w.queue.AddAfter(work, statusSettle)
+		}
+		return
+	}
+	svc := &unstructured.Unstructured{}
+	svc.SetAPIVersion("v1")
+	svc.SetKind("Service")
+	svc.SetNamespace(namespace)
+	svc.SetName(name)
+	for _, work := range w.listedBy(svc) {
+		w.queue.AddAfter(work, statusSettle)
+	}
 }
 
 // listedBy names the Works that list a member object, from the agent's cache of its Works.
@@ -732,6 +769,7 @@ func (w *workController) forget(name string) {
 	delete(w.applied, name)
 	delete(w.written, name)
 	delete(w.settling, name)
+	delete(w.reaching, name)
 }
 
 // writeStatus records the resources' states and the Work's conditions, if they changed.

@@ -4,12 +4,15 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
 // Snapshot is what Resolve decides from: the hub's Gateway API objects and what the agents
@@ -523,5 +526,38 @@ func byPrecedence(routes []Route) []Route {
 		rb, lb := rank(b)
 		return cmp.Or(cmp.Compare(ra, rb), cmp.Compare(lb, la), cmp.Compare(len(strings.TrimSuffix(b.PathPrefix, "/")), len(strings.TrimSuffix(a.PathPrefix, "/"))))
 	})
+	return out
+}
+
+// weightPerEndpoint scales server weights so that a node's share of a Service's endpoints
+// stays a whole number: a cluster weighs about weightPerEndpoint times its ready endpoints.
+const weightPerEndpoint = 4
+
+// ReachServers are the servers of a Service's ports in one cluster, by Service port, from what
+// the cluster's agent reports (v1alpha1.ServiceReach): the NodePort on every Ready node. With
+// externalTrafficPolicy Local a node weighs the endpoints it runs, and one without any is left
+// out; otherwise every node weighs an equal share of the Service's ready endpoints. Either
+// way a cluster weighs its ready endpoints, and one without any has no server.
+func ReachServers(r v1alpha1.ServiceReach) map[int32][]Server {
+	out := map[int32][]Server{}
+	if r.Endpoints == 0 || len(r.Nodes) == 0 {
+		return out
+	}
+	for _, p := range r.Ports {
+		for _, n := range r.Nodes {
+			addr, err := netip.ParseAddr(n.Address)
+			if err != nil {
+				continue
+			}
+			w := (int(r.Endpoints)*weightPerEndpoint + len(r.Nodes) - 1) / len(r.Nodes)
+			if r.Local {
+				w = int(n.Endpoints) * weightPerEndpoint
+			}
+			if w == 0 {
+				continue
+			}
+			out[p.Port] = append(out[p.Port], Server{Addr: netip.AddrPortFrom(addr, uint16(p.NodePort)), Weight: min(w, 256)})
+		}
+	}
 	return out
 }

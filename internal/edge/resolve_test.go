@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
 // resolver holds a transcript's Gateway API objects and reported Services. Its commands:
@@ -184,4 +186,28 @@ func (r *resolver) print(res Resolution) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A cluster weighs its ready endpoints, shared by its nodes, or on the nodes that run them
+// with externalTrafficPolicy Local.
+func TestReachServers(t *testing.T) {
+	nodes := []v1alpha1.ReachNode{{Address: "10.77.0.2", Endpoints: 3}, {Address: "10.77.0.3", Endpoints: 0}}
+	ports := []v1alpha1.ReachPort{{Port: 80, NodePort: 30080}}
+	for _, c := range []struct {
+		name  string
+		reach v1alpha1.ServiceReach
+		want  string
+	}{
+		{"shared", v1alpha1.ServiceReach{Ports: ports, Endpoints: 3, Nodes: nodes}, "10.77.0.2:30080*6 10.77.0.3:30080*6"},
+		{"local", v1alpha1.ServiceReach{Ports: ports, Endpoints: 3, Nodes: nodes, Local: true}, "10.77.0.2:30080*12"},
+		{"no endpoint", v1alpha1.ServiceReach{Ports: ports, Nodes: nodes}, ""},
+	} {
+		var got []string
+		for _, s := range ReachServers(c.reach)[80] {
+			got = append(got, fmt.Sprintf("%s*%d", s.Addr, s.Weight))
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("%s: servers %v, want %s", c.name, got, c.want)
+		}
+	}
 }

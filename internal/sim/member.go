@@ -502,3 +502,11 @@ func (m *Member) close() {
 		close(m.closed)
 	}
 }
+
+// Reach is nil: a simulated member's Services have no nodes to be reached at.
+func (m *Member) Reach(context.Context, *unstructured.Unstructured) *v1alpha1.ServiceReach {
+	return nil
+}
+
+// OnReachChange does nothing: nothing changes what Reach says.
+func (m *Member) OnReachChange(func(namespace, name string)) {}
