@@ -115,6 +115,14 @@ func (p Pool) Validate() error {
 			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
 				errs = append(errs, fmt.Errorf("route %s: path prefix %q does not start with /", r.Name, r.PathPrefix))
 			}
+			if !Plain(r.PathPrefix) || !Plain(r.Backend.HealthPath) {
+				errs = append(errs, fmt.Errorf("route %s: path prefix %q or health path %q holds a space, quote, #, $ or backslash", r.Name, r.PathPrefix, r.Backend.HealthPath))
+			}
+			for _, h := range r.Hostnames {
+				if !Plain(h) {
+					errs = append(errs, fmt.Errorf("route %s: hostname %q holds a space, quote, #, $ or backslash", r.Name, h))
+				}
+			}
 			for _, c := range r.Backend.Clusters {
 				for _, s := range c.Servers {
 					if !s.Addr.IsValid() || s.Addr.Port() == 0 {
@@ -128,6 +136,12 @@ func (p Pool) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Plain reports whether a value can go into HAProxy's configuration as a word: no space,
+// quote, '#', '$' or backslash, which HAProxy's parser would take apart or expand.
+func Plain(v string) bool {
+	return !strings.ContainsAny(v, " \t\r\n'\"#$\\")
 }
 
 // backendName is HAProxy's name of a route's backend: the route's name with the characters

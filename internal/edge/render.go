@@ -70,9 +70,11 @@ func Render(p Pool, slots Slots, o Options) string {
 		w(true, "http-request return status 404")
 	}
 	if p.Limits.RequestsPerSecond > 0 {
+		// It counts the requests let through only: one that is refused does not hold back
+		// the next second's.
 		w(false, "")
 		w(false, "backend rate")
-		w(true, "stick-table type integer size 1 expire 2s store http_req_rate(1s)")
+		w(true, "stick-table type integer size 1 expire 2s store gpc0_rate(1s)")
 	}
 	for _, l := range p.Listeners {
 		w(false, "")
@@ -80,6 +82,7 @@ func Render(p Pool, slots Slots, o Options) string {
 		w(true, "bind %s:%d", o.Bind, l.Port)
 		if l.Protocol == TCP {
 			w(true, "mode tcp")
+			w(true, "timeout client 1h") // a database connection may idle long
 			if len(l.Routes) == 0 {
 				w(true, "tcp-request connection reject")
 				continue
@@ -90,7 +93,8 @@ func Render(p Pool, slots Slots, o Options) string {
 		w(true, "option forwardfor")
 		if p.Limits.RequestsPerSecond > 0 {
 			w(true, "http-request track-sc0 int(1) table rate")
-			w(true, "http-request deny deny_status 429 if { sc_http_req_rate(0,rate) gt %d }", p.Limits.RequestsPerSecond)
+			w(true, "http-request deny deny_status 429 if { sc_gpc0_rate(0,rate) ge %d }", p.Limits.RequestsPerSecond)
+			w(true, "http-request sc-inc-gpc0(0)")
 		}
 		for i, r := range l.Routes {
 			var conds []string
@@ -124,6 +128,7 @@ func Render(p Pool, slots Slots, o Options) string {
 			w(false, "backend %s", name)
 			if l.Protocol == TCP {
 				w(true, "mode tcp")
+				w(true, "timeout server 1h")
 			} else {
 				// Only safe requests are retried after they were sent; any request is retried
 				// when it could not be sent.

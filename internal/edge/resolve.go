@@ -251,7 +251,8 @@ func allowedKinds(l gatewayv1.Listener) []string {
 
 // allows says whether a listener takes a route of kind from namespace ns.
 func (l *listener) allows(s Snapshot, kind, ns string) bool {
-	if !slices.Contains(allowedKinds(l.spec), kind) {
+	// A listener takes only the kind its protocol serves, whatever allowedRoutes lists.
+	if kind != routeKindFor(l.spec.Protocol) || !slices.Contains(allowedKinds(l.spec), kind) {
 		return false
 	}
 	from := gatewayv1.NamespacesFromSame
@@ -304,6 +305,10 @@ func httpRules(s Snapshot, r *gatewayv1.HTTPRoute) []ruleMatches {
 				}
 				if m.Path.Value != nil {
 					prefix = *m.Path.Value
+				}
+				if !Plain(prefix) {
+					rm.unsupported = fmt.Sprintf("path %q holds a quote, $ or backslash, which the edge does not serve", prefix)
+					continue
 				}
 			}
 			if len(m.Headers) > 0 || len(m.QueryParams) > 0 || m.Method != nil {
@@ -392,6 +397,7 @@ func granted(s Snapshot, fromNS, fromKind, toNS, toName string) bool {
 func attach(res *Resolution, s Snapshot, listeners map[string][]*listener, kind string, meta metav1.ObjectMeta,
 	parents []gatewayv1.ParentReference, hostnames []gatewayv1.Hostname, rules []ruleMatches) {
 	key := kind + "/" + meta.Namespace + "/" + meta.Name
+	attachedOnce := map[*listener]bool{} // two parentRefs may name one listener
 	for _, ref := range parents {
 		if (ref.Group != nil && string(*ref.Group) != gatewayv1.GroupName) || (ref.Kind != nil && *ref.Kind != "Gateway") {
 			continue
@@ -428,6 +434,10 @@ func attach(res *Resolution, s Snapshot, listeners map[string][]*listener, kind 
 				continue
 			}
 			attachedTo++
+			if attachedOnce[l] {
+				continue
+			}
+			attachedOnce[l] = true
 			l.verdict.AttachedRoutes++
 			for _, rule := range rules {
 				for mi, m := range rule.matches {
@@ -437,10 +447,21 @@ func attach(res *Resolution, s Snapshot, listeners map[string][]*listener, kind 
 						m.Name += fmt.Sprintf("-%d", mi)
 					}
 					m.Name += "/" + string(l.spec.Name)
-					if kind == "HTTPRoute" {
-						m.Hostnames = hosts
+					if kind != "HTTPRoute" || len(hosts) == 0 {
+						l.attached = append(l.attached, m)
+						continue
 					}
-					l.attached = append(l.attached, m)
+					// Hostnames of one precedence go together (exact ones; wildcards of one
+					// length), so that each group takes its place in the order.
+					groups := hostGroups(hosts)
+					for gi, g := range groups {
+						gm := m
+						gm.Hostnames = g
+						if len(groups) > 1 {
+							gm.Name += fmt.Sprintf("/h%d", gi)
+						}
+						l.attached = append(l.attached, gm)
+					}
 				}
 			}
 		}
@@ -481,6 +502,31 @@ func attach(res *Resolution, s Snapshot, listeners map[string][]*listener, kind 
 	}
 }
 
+// hostGroups splits hostnames by precedence: the exact ones, then the wildcards by length,
+// longest first.
+func hostGroups(hosts []string) [][]string {
+	byRank := map[int][]string{} // 0: exact; n: a wildcard n long
+	for _, h := range hosts {
+		rank := 0
+		if strings.HasPrefix(h, "*") {
+			rank = len(h)
+		}
+		byRank[rank] = append(byRank[rank], h)
+	}
+	ranks := slices.Sorted(maps.Keys(byRank))
+	slices.SortFunc(ranks, func(a, b int) int {
+		if a == 0 || b == 0 {
+			return cmp.Compare(a, b) // exact first
+		}
+		return cmp.Compare(b, a)
+	})
+	var out [][]string
+	for _, r := range ranks {
+		out = append(out, byRank[r])
+	}
+	return out
+}
+
 // intersect is the hostnames a route serves on a listener: the route's that the listener's
 // hostname takes (all of them when it has none), or the listener's when the route has none.
 func intersect(listenerHost string, routeHosts []gatewayv1.Hostname) ([]string, bool) {
@@ -495,9 +541,9 @@ func intersect(listenerHost string, routeHosts []gatewayv1.Hostname) ([]string, 
 		switch rh := string(h); {
 		case listenerHost == "" || rh == listenerHost:
 			out = append(out, rh)
-		case strings.HasPrefix(listenerHost, "*.") && strings.HasSuffix(rh, listenerHost[1:]) && !strings.HasPrefix(rh, "*."):
-			out = append(out, rh)
-		case strings.HasPrefix(rh, "*.") && strings.HasSuffix(listenerHost, rh[1:]) && !strings.HasPrefix(listenerHost, "*."):
+		case strings.HasPrefix(listenerHost, "*.") && strings.HasSuffix(rh, listenerHost[1:]):
+			out = append(out, rh) // the route's name, or wildcard, is the narrower
+		case strings.HasPrefix(rh, "*.") && strings.HasSuffix(listenerHost, rh[1:]):
 			out = append(out, listenerHost)
 		}
 	}

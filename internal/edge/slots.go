@@ -109,7 +109,7 @@ func change(server string, was, now Server) []string {
 
 // CarryState is the part of HAProxy's server state (`show servers state`, taken before a
 // reload) that the new workers may take over: the lines of the servers that keep their slot's
-// address in next, with their health, weight and maintenance state. A slot that changes (a new
+// address in next, with their health and maintenance state, and next's weight. A slot that changes (a new
 // server, or one freed) starts as the new configuration says, or the old state would undo it.
 func CarryState(state string, next Slots) string {
 	var out []string
@@ -132,8 +132,10 @@ func CarryState(state string, next Slots) string {
 		if i < 1 || i > len(slots) || !slots[i-1].Addr.IsValid() {
 			continue
 		}
-		if s := slots[i-1].Addr; s.Addr().String() == f[4] && strconv.Itoa(int(s.Port())) == f[18] {
-			out = append(out, line)
+		if s := slots[i-1]; s.Addr.Addr().String() == f[4] && strconv.Itoa(int(s.Addr.Port())) == f[18] {
+			// The weight is the new configuration's: HAProxy would keep the saved one.
+			f[7] = strconv.Itoa(s.Weight)
+			out = append(out, strings.Join(f, " "))
 		}
 	}
 	return strings.Join(out, "\n") + "\n"

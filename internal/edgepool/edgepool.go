@@ -49,8 +49,12 @@ type Instance struct {
 	proc *kubeproc.Process
 
 	mu    sync.Mutex // one Update at a time
-	slots edge.Slots
-	text  string // the configuration HAProxy runs
+	pool  edge.Pool  // what HAProxy serves
+	slots edge.Slots // its servers' slots
+	text  string     // the configuration HAProxy runs
+	// unsure is set when Runtime API commands may have been applied in part: HAProxy's servers
+	// are then not known to be slots, and the next Update reloads from the configuration.
+	unsure bool
 }
 
 // Result says how an Update was applied.
@@ -96,6 +100,10 @@ func Start(ctx context.Context, cfg Config, p edge.Pool, log *slog.Logger) (*Ins
 	if err := kubeproc.WriteFileAtomic(cfg.configPath(), []byte(text), 0o600); err != nil {
 		return nil, err
 	}
+	// A state file left by an earlier run is older than this configuration.
+	if err := os.Remove(cfg.options().StateFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
 	proc, err := kubeproc.Start(kubeproc.Spec{
 		Name: "haproxy-" + cfg.Name, Path: bin,
 		// -W: master-worker; -S: the master's CLI, for reloads.
@@ -106,7 +114,7 @@ func Start(ctx context.Context, cfg Config, p edge.Pool, log *slog.Logger) (*Ins
 	if err != nil {
 		return nil, err
 	}
-	i.proc, i.slots, i.text = proc, slots, text
+	i.proc, i.pool, i.slots, i.text = proc, p, slots, text
 	if err := i.waitRuntime(ctx, 30*time.Second); err != nil {
 		proc.Stop(context.Background())
 		return nil, err
@@ -114,7 +122,10 @@ func Start(ctx context.Context, cfg Config, p edge.Pool, log *slog.Logger) (*Ins
 	return i, nil
 }
 
-// Update makes the instance serve p.
+// Update makes the instance serve p: through the Runtime API when only servers changed within
+// their slots, else by a reload of a configuration that HAProxy checked first. The
+// configuration file always holds what HAProxy runs, or would run after a restart: one that
+// passed the check.
 func (i *Instance) Update(ctx context.Context, p edge.Pool) (Result, error) {
 	if err := p.Validate(); err != nil {
 		return Result{}, err
@@ -123,13 +134,22 @@ func (i *Instance) Update(ctx context.Context, p edge.Pool) (Result, error) {
 	defer i.mu.Unlock()
 	next, cmds, reload := edge.Assign(i.slots, p)
 	text := edge.Render(p, next, i.cfg.options())
-	if !reload {
-		if _, err := i.runtime(ctx, cmds...); err != nil {
+	// Anything but the servers changed (a listener, a match, a limit, a check) changes the
+	// configuration rendered with the same slots.
+	structural := text != edge.Render(i.pool, next, i.cfg.options())
+	if !reload && !structural && !i.unsure {
+		if len(cmds) > 0 {
+			if _, err := i.runtime(ctx, cmds...); err != nil {
+				i.unsure = true
+				return Result{}, err
+			}
+		}
+		// Only server addresses and weights differ from the checked file.
+		if err := kubeproc.WriteFileAtomic(i.cfg.configPath(), []byte(text), 0o600); err != nil {
 			return Result{}, err
 		}
-		// The file follows, so that a restarted HAProxy starts where this one is.
-		i.slots, i.text = next, text
-		return Result{Commands: len(cmds)}, kubeproc.WriteFileAtomic(i.cfg.configPath(), []byte(text), 0o600)
+		i.pool, i.slots, i.text = p, next, text
+		return Result{Commands: len(cmds)}, nil
 	}
 	if err := i.check(ctx, text); err != nil {
 		return Result{}, err
@@ -137,7 +157,7 @@ func (i *Instance) Update(ctx context.Context, p edge.Pool) (Result, error) {
 	if err := i.reload(ctx, text, next); err != nil {
 		return Result{}, err
 	}
-	i.slots, i.text = next, text
+	i.pool, i.slots, i.text, i.unsure = p, next, text, false
 	return Result{Reloaded: true}, nil
 }
 
@@ -164,13 +184,19 @@ func (i *Instance) check(ctx context.Context, text string) error {
 // reload saves the servers' runtime state, writes the new configuration and has the master
 // start new workers on it; they take the listening sockets over, and the old ones finish what
 // they serve. It returns once a new worker answers on the Runtime API.
-func (i *Instance) reload(ctx context.Context, text string, next edge.Slots) error {
-	state, err := i.runtime(ctx, "show servers state")
-	if err != nil {
-		return fmt.Errorf("save the servers' state: %w", err)
-	}
-	if err := kubeproc.WriteFileAtomic(i.cfg.options().StateFile, []byte(edge.CarryState(state[0], next)), 0o600); err != nil {
-		return err
+func (i *Instance) reload(ctx context.Context, text string, next edge.Slots) (err error) {
+	stateFile := i.cfg.options().StateFile
+	// The state file serves this reload only: a restart after a crash starts from the
+	// configuration, which holds the servers as they are.
+	defer os.Remove(stateFile)
+	if !i.unsure {
+		state, err := i.runtime(ctx, "show servers state")
+		if err != nil {
+			return fmt.Errorf("save the servers' state: %w", err)
+		}
+		if err := kubeproc.WriteFileAtomic(stateFile, []byte(edge.CarryState(state[0], next)), 0o600); err != nil {
+			return err
+		}
 	}
 	before, err := i.workerPID(ctx)
 	if err != nil {
@@ -179,6 +205,11 @@ func (i *Instance) reload(ctx context.Context, text string, next edge.Slots) err
 	if err := kubeproc.WriteFileAtomic(i.cfg.configPath(), []byte(text), 0o600); err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil { // what runs stays what a restart would run
+			_ = kubeproc.WriteFileAtomic(i.cfg.configPath(), []byte(i.text), 0o600)
+		}
+	}()
 	if _, err := i.master(ctx, "reload"); err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}

@@ -8,10 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,8 +75,11 @@ func TestUpdates(t *testing.T) {
 	t.Cleanup(func() { inst.Stop(context.Background()) })
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	// A connection per request: Go's client would quietly send a request again on a reused
+	// connection that a reload closed, and hide a failure.
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	get := func() (string, error) {
-		resp, err := http.Get(url)
+		resp, err := hc.Get(url)
 		if err != nil {
 			return "", err
 		}
@@ -148,11 +154,27 @@ func TestUpdates(t *testing.T) {
 	}
 	answered("b", "c", "d", "e")
 
-	// A configuration HAProxy refuses (a health path with a space) is not loaded; the pool
-	// keeps serving what it served.
-	_, err = inst.Update(ctx, pool(port, "/a b", map[string][]netip.AddrPort{"east": {b}, "west": more, "north": {a}}))
-	if !errors.Is(err, ErrRefused) {
+	// The same servers with another health check: a reload, though no server moved.
+	current := map[string][]netip.AddrPort{"east": {b}, "west": more}
+	res, err = inst.Update(ctx, pool(port, "/healthz", current))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Reloaded {
+		t.Errorf("a changed health check: %+v, want a reload", res)
+	}
+	answered("b", "c", "d", "e")
+
+	// A configuration HAProxy refuses (a frontend name with '@', which the pool's model lets
+	// through) is not loaded, nor written for a restart; the pool keeps serving what it served.
+	cfgBefore, _ := os.ReadFile(filepath.Join(inst.cfg.Dir, "haproxy.cfg"))
+	refused := pool(port, "/healthz", current)
+	refused.Listeners[0].Name = "web@2"
+	if _, err = inst.Update(ctx, refused); !errors.Is(err, ErrRefused) {
 		t.Fatalf("a refused configuration: err = %v, want ErrRefused", err)
+	}
+	if cfgAfter, _ := os.ReadFile(filepath.Join(inst.cfg.Dir, "haproxy.cfg")); string(cfgAfter) != string(cfgBefore) {
+		t.Error("a refused configuration was written where a restart would load it")
 	}
 	answered("b", "c", "d", "e")
 
@@ -163,6 +185,18 @@ func TestUpdates(t *testing.T) {
 	}
 	t.Logf("%d requests during the updates, %d failed", sent.Load(), failed.Load())
 
+	// HAProxy killed: its supervisor starts it again on the configuration as it is, servers
+	// moved through the Runtime API included.
+	pid := inst.Process().Status().PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.Eventually(t, "HAProxy started again", 20*time.Second, func() (bool, error) {
+		st := inst.Process().Status()
+		return st.Running && st.PID != pid, nil
+	})
+	answered("b", "c", "d", "e")
+
 	// HAProxy's own exporter serves the pool's metrics.
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics))
 	if err != nil {
@@ -172,5 +206,51 @@ func TestUpdates(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(body), `haproxy_backend_http_responses_total{proxy="be:shop:web:0"`) {
 		t.Errorf("no per-backend responses in /metrics:\n%.2000s", body)
+	}
+}
+
+// A pool's rate limit refuses what goes over it with 429 and lets the rest through, however
+// long the excess lasts.
+func TestRateLimit(t *testing.T) {
+	if _, err := exec.LookPath("haproxy"); err != nil {
+		t.Skip("haproxy is not installed (make deps installs it)")
+	}
+	port, err := kubeproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pool(port, "", map[string][]netip.AddrPort{"east": {backend(t, "a")}})
+	p.Limits.RequestsPerSecond = 5
+	inst, err := Start(context.Background(), Config{Name: "rate", Dir: t.TempDir(), Bind: "127.0.0.1"}, p, hubtest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.Stop(context.Background()) })
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	// Twenty requests a second for three seconds: each second lets some through.
+	codes := map[int]map[int]int{} // second → status → count
+	start := time.Now()
+	for time.Since(start) < 3*time.Second {
+		resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		sec := int(time.Since(start) / time.Second)
+		if codes[sec] == nil {
+			codes[sec] = map[int]int{}
+		}
+		codes[sec][resp.StatusCode]++
+		time.Sleep(50 * time.Millisecond)
+	}
+	refused := 0
+	for sec := range 3 {
+		if codes[sec][http.StatusOK] == 0 {
+			t.Errorf("second %d: %v, want some requests let through", sec, codes[sec])
+		}
+		refused += codes[sec][http.StatusTooManyRequests]
+	}
+	if refused == 0 {
+		t.Errorf("no request refused at twenty a second over a limit of five: %v", codes)
 	}
 }
