@@ -186,6 +186,9 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if err := (&gateway.ClassReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up GatewayClass controller: %w", err)
 	}
+	if err := (&gateway.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up Gateway controller: %w", err)
+	}
 	if err := (&access.Reconciler{Client: mgr.GetClient(), HeartbeatInterval: h.opts.HeartbeatInterval, MaxHeartbeatRate: h.opts.MaxHeartbeatRate}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up agent access controller: %w", err)
 	}
