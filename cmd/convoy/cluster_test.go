@@ -582,6 +582,15 @@ func TestUpAndDown(t *testing.T) {
 			return false, errors.New("no Service web with a reach in the Works")
 		})
 	}
+	// The demo's Gateway and route, as the README applies them: the hub accepts the route and
+	// resolves its backend from the agents' reports.
+	hubKubeconfig := filepath.Join(dataDir, "kubeconfig")
+	run(t, nil, kubectl, "--kubeconfig", hubKubeconfig, "apply", "-f", filepath.Join(root, "examples/web/gateway.yaml"))
+	eventually(t, "the demo's route accepted with its backend resolved", time.Minute, func() (bool, error) {
+		out, err := exec.Command(kubectl, "--kubeconfig", hubKubeconfig, "-n", "demo", "get", "httproute", "web", "-o",
+			`jsonpath={.status.parents[0].conditions[?(@.type=="Accepted")].status} {.status.parents[0].conditions[?(@.type=="ResolvedRefs")].status}`).CombinedOutput()
+		return err == nil && string(out) == "True True", fmt.Errorf("%s", out)
+	})
 	logs := run(t, nil, kubectl, "--kubeconfig", kubeconfigs["us-east"], "-n", "demo", "logs", "-l", "app=web", "--tail=-1")
 	if !strings.Contains(logs, "GET / 200") {
 		t.Errorf("kubectl logs of the web pods on us-east lack the request lines:\n%s", logs)
