@@ -90,8 +90,7 @@ func (r *Reconciler) snapshot(ctx context.Context) (edge.Snapshot, error) {
 	var tcps gatewayv1.TCPRouteList
 	var grants gatewayv1.ReferenceGrantList
 	var nss corev1.NamespaceList
-	var works v1alpha1.WorkList
-	for _, l := range []client.ObjectList{&classes, &gws, &https, &tcps, &grants, &nss, &works} {
+	for _, l := range []client.ObjectList{&classes, &gws, &https, &tcps, &grants, &nss} {
 		if err := r.Client.List(ctx, l); err != nil {
 			return s, fmt.Errorf("list %T: %w", l, err)
 		}
@@ -99,6 +98,17 @@ func (r *Reconciler) snapshot(ctx context.Context) (edge.Snapshot, error) {
 	s.Classes, s.Gateways, s.HTTPRoutes, s.TCPRoutes, s.Grants = classes.Items, gws.Items, https.Items, tcps.Items, grants.Items
 	for _, ns := range nss.Items {
 		s.Namespaces[ns.Name] = ns.Labels
+	}
+	ours := map[string]bool{}
+	for _, c := range s.Classes {
+		ours[c.Name] = string(c.Spec.ControllerName) == v1alpha1.EdgeControllerName
+	}
+	if !slices.ContainsFunc(s.Gateways, func(g gatewayv1.Gateway) bool { return ours[string(g.Spec.GatewayClassName)] }) {
+		return s, nil // no edge Gateway: no backend to find in a large fleet's Works
+	}
+	var works v1alpha1.WorkList
+	if err := r.Client.List(ctx, &works); err != nil {
+		return s, fmt.Errorf("list Works: %w", err)
 	}
 	for _, w := range works.Items {
 		cluster, ok := strings.CutPrefix(w.Namespace, v1alpha1.ClusterNamespacePrefix)
