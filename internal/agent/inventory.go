@@ -78,13 +78,7 @@ func observeKube(ctx context.Context, cs kubernetes.Interface, nodeLister coreli
 	zones := map[string]bool{}
 	for _, n := range ns {
 		inv.Nodes.Total++
-		ready := false
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				ready = true
-			}
-		}
-		if !ready {
+		if !nodeReady(n) {
 			continue
 		}
 		inv.Nodes.Ready++

@@ -96,12 +96,15 @@ type kubeMember struct {
 	mu      sync.Mutex
 	watched map[schema.GroupVersionResource]toolscache.SharedIndexInformer
 
+	// core watches the member's nodes, pods and EndpointSlices for Observe and Reach, each
+	// started by the first call that needs it; both read the one node watch.
+	core          informers.SharedInformerFactory
+	coreStop      sync.Once
 	inventoryOnce sync.Once
 	nodes         corelisters.NodeLister
 	pods          corelisters.PodLister
 
 	reachOnce    sync.Once
-	reachNodes   corelisters.NodeLister
 	reachSlices  discoverylisters.EndpointSliceLister
 	reachChanged func(namespace, name string)
 }
@@ -120,6 +123,7 @@ func NewKubeMember(cfg *rest.Config) (Member, error) {
 	if m.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, fmt.Errorf("member client: %w", err)
 	}
+	m.core = informers.NewSharedInformerFactory(m.cs, 0)
 	if m.dyn, err = dynamic.NewForConfig(cfg); err != nil {
 		return nil, fmt.Errorf("member client: %w", err)
 	}
@@ -260,15 +264,12 @@ func (m *kubeMember) clientset() kubernetes.Interface { return m.cs }
 // first call, and a readiness check.
 func (m *kubeMember) Observe(ctx context.Context) v1alpha1.Inventory {
 	m.inventoryOnce.Do(func() {
-		factory := informers.NewSharedInformerFactory(m.cs, 0)
-		nodes := factory.Core().V1().Nodes()
-		pods := factory.Core().V1().Pods()
+		nodes := m.core.Core().V1().Nodes()
+		pods := m.core.Core().V1().Pods()
 		// Only what the inventory needs of a pod stays in memory.
 		_ = pods.Informer().SetTransform(slimPod)
 		_ = nodes.Informer()
-		factory.Start(ctx.Done())
-		go func() { <-ctx.Done(); factory.Shutdown() }()
-		factory.WaitForCacheSync(ctx.Done())
+		m.startCore(ctx)
 		m.nodes, m.pods = nodes.Lister(), pods.Lister()
 	})
 	return observeKube(ctx, m.cs, m.nodes, m.pods)
@@ -298,18 +299,25 @@ func (m *kubeMember) Reach(ctx context.Context, svc *unstructured.Unstructured) 
 	if err != nil {
 		return nil
 	}
-	nodes, err := m.reachNodes.List(labels.Everything())
+	nodes, err := m.core.Core().V1().Nodes().Lister().List(labels.Everything())
 	if err != nil {
 		return nil
 	}
 	return reachOf(s, ports, eps, nodes)
 }
 
+// startCore starts the watches added to m.core since it last started, until ctx ends, and
+// waits for their first lists.
+func (m *kubeMember) startCore(ctx context.Context) {
+	m.core.Start(ctx.Done())
+	m.coreStop.Do(func() { go func() { <-ctx.Done(); m.core.Shutdown() }() })
+	m.core.WaitForCacheSync(ctx.Done())
+}
+
 // startReach starts the watches Reach reads, and calls reachChanged on their changes.
 func (m *kubeMember) startReach(ctx context.Context) {
-	factory := informers.NewSharedInformerFactory(m.cs, 0)
-	nodes := factory.Core().V1().Nodes()
-	eps := factory.Discovery().V1().EndpointSlices()
+	nodes := m.core.Core().V1().Nodes()
+	eps := m.core.Discovery().V1().EndpointSlices()
 	changed := m.reachChanged
 	if changed == nil {
 		changed = func(string, string) {}
@@ -329,10 +337,8 @@ func (m *kubeMember) startReach(ctx context.Context) {
 		},
 		DeleteFunc: func(any) { changed("", "") },
 	})
-	factory.Start(ctx.Done())
-	go func() { <-ctx.Done(); factory.Shutdown() }()
-	factory.WaitForCacheSync(ctx.Done())
-	m.reachNodes, m.reachSlices = nodes.Lister(), eps.Lister()
+	m.startCore(ctx)
+	m.reachSlices = eps.Lister()
 }
 
 func sliceChanged(o any, changed func(namespace, name string)) {

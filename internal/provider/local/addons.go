@@ -44,7 +44,7 @@ type imageSource struct {
 func (i imageSource) ref() string { return i.repo + ":" + i.tag }
 
 // pauseImage is PauseImage's source.
-var pauseImage = imageSource{"convoy/pause", "1", "convoy-pause", image.Build{}}
+var pauseImage = imageSource{pauseRepo, pauseTag, "convoy-pause", image.Build{}}
 
 // The add-ons' images.
 var addonImages = []imageSource{

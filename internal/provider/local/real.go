@@ -36,7 +36,9 @@ var (
 
 // PauseImage is the sandbox image of every pod on a real node; the runtime pushes it to the
 // fleet registry from bin/convoy-pause.
-var PauseImage = registry.Host + "/" + pauseImage.ref()
+const PauseImage = registry.Host + "/" + pauseRepo + ":" + pauseTag
+
+const pauseRepo, pauseTag = "convoy/pause", "1"
 
 // The cluster DNS Service's address and the cluster's domain, on every local cluster.
 var (
