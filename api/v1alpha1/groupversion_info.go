@@ -23,6 +23,7 @@ func AddToScheme(s *runtime.Scheme) error {
 		&Cluster{}, &ClusterList{},
 		&Placement{}, &PlacementList{},
 		&Work{}, &WorkList{},
+		&EdgePool{}, &EdgePoolList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"fmt"
 	"github.com/spf13/cobra"
+	"net/netip"
 
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
@@ -38,6 +40,29 @@ kubectl and helm use.`,
 	f.DurationVar(&opts.HeartbeatInterval, "heartbeat-interval", 0, "how often agents renew their heartbeat Lease (default 2s), while the fleet is within --max-heartbeat-rate")
 	f.Float64Var(&opts.MaxHeartbeatRate, "max-heartbeat-rate", 0, "heartbeats a second the whole fleet may send (default 50); a larger fleet heartbeats less often, and its clusters become Unreachable after 3 intervals")
 	f.DurationVar(&opts.UnreachableAfter, "unreachable-after", 0, "how long without a heartbeat makes a cluster Unreachable (default 6s)")
+	f.Var(prefixFlag{&opts.EdgeAddresses}, "edge-addresses", "range (CIDR) the edge pools' addresses come from (default "+hub.DefaultEdgeAddresses.String()+")")
+	f.IntVar(&opts.EdgeInstances, "edge-instances", 0, "HAProxy instances the hub runs per edge pool (default 1); -1 runs none, for edge hosts to serve them (convoy edge)")
 	cmd.MarkFlagsRequiredTogether("datastore-certfile", "datastore-keyfile")
 	return cmd
 }
+
+// prefixFlag is a CIDR flag.
+type prefixFlag struct{ p *netip.Prefix }
+
+func (f prefixFlag) String() string {
+	if f.p == nil || !f.p.IsValid() {
+		return ""
+	}
+	return f.p.String()
+}
+
+func (f prefixFlag) Set(v string) error {
+	p, err := netip.ParsePrefix(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a CIDR range such as 127.77.0.0/16", v)
+	}
+	*f.p = p
+	return nil
+}
+
+func (prefixFlag) Type() string { return "cidr" }

@@ -90,7 +90,7 @@ func TestTranscripts(t *testing.T) {
 	})
 }
 
-var testOptions = Options{Bind: "127.0.0.1", Socket: "/run/edge/admin.sock", StateFile: "/run/edge/state", MetricsPort: 9101}
+var testOptions = Options{Bind: "127.0.0.1", Socket: "/run/edge/admin.sock", StateFile: "/run/edge/state", Metrics: "127.0.0.1:9101"}
 
 func parsePool(t *testing.T, input []string) Pool {
 	args := func(fields []string) map[string]string {
@@ -225,7 +225,7 @@ func haproxyCheck(t *testing.T, p Pool) {
 	}
 	slots, _, _ := Assign(nil, p)
 	dir := t.TempDir()
-	o := Options{Bind: "127.0.0.1", Socket: filepath.Join(dir, "admin.sock"), StateFile: filepath.Join(dir, "state"), MetricsPort: 9101}
+	o := Options{Bind: "127.0.0.1", Socket: filepath.Join(dir, "admin.sock"), StateFile: filepath.Join(dir, "state"), Metrics: "127.0.0.1:9101"}
 	cfg := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(cfg, []byte(Render(p, slots, o)), 0o600); err != nil {
 		t.Fatal(err)

@@ -16,8 +16,9 @@ type Options struct {
 	// before a reload, and the new workers start from it, so that changes made through the
 	// Runtime API (addresses, weights, maintenance, health) survive the reload.
 	StateFile string
-	// MetricsPort serves HAProxy's Prometheus exporter at /metrics on Bind; 0 serves none.
-	MetricsPort int
+	// Metrics is the HOST:PORT where HAProxy's Prometheus exporter serves /metrics; empty
+	// serves none. Each instance has its own, so that a scrape sees one instance.
+	Metrics string
 	// CheckInterval is how often each server is checked; zero means 1 s. A server is taken
 	// out after two failed checks, or five failed live requests in a row.
 	CheckInterval time.Duration
@@ -62,10 +63,10 @@ func Render(p Pool, slots Slots, o Options) string {
 	w(true, "retries 3")
 	w(true, "option redispatch 1")
 	w(true, "default-server inter %dms fall 2 rise 2", check.Milliseconds())
-	if o.MetricsPort > 0 {
+	if o.Metrics != "" {
 		w(false, "")
 		w(false, "frontend metrics")
-		w(true, "bind %s:%d", o.Bind, o.MetricsPort)
+		w(true, "bind %s", o.Metrics)
 		w(true, "http-request use-service prometheus-exporter if { path /metrics }")
 		w(true, "http-request return status 404")
 	}

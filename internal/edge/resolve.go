@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,6 +96,7 @@ func Resolve(s Snapshot) Resolution {
 		}
 	}
 	listeners := map[string][]*listener{} // by Gateway NAMESPACE/NAME
+	accepted := map[string]Limits{}       // the Gateways that get a pool
 	var gateways []*gatewayv1.Gateway
 	for i := range s.Gateways {
 		gw := &s.Gateways[i]
@@ -113,9 +115,14 @@ func Resolve(s Snapshot) Resolution {
 				valid++
 			}
 		}
-		if valid == 0 {
+		limits, bad := limitsOf(gw.Annotations)
+		switch {
+		case bad != "":
+			v.Accepted = cond(string(gatewayv1.GatewayConditionAccepted), false, string(gatewayv1.GatewayReasonInvalid), "%s", bad)
+		case valid == 0:
 			v.Accepted = cond(string(gatewayv1.GatewayConditionAccepted), false, string(gatewayv1.GatewayReasonListenersNotValid), "no listener is valid; see the listeners' conditions")
-		} else {
+		default:
+			accepted[key] = limits
 			v.Accepted = cond(string(gatewayv1.GatewayConditionAccepted), true, string(gatewayv1.GatewayReasonAccepted), "%d of %d listeners are valid", valid, len(ls))
 		}
 		res.Gateways[key] = v
@@ -144,7 +151,15 @@ func Resolve(s Snapshot) Resolution {
 
 	for _, gw := range gateways {
 		key := gw.Namespace + "/" + gw.Name
-		p := Pool{Name: key}
+		limits, ok := accepted[key]
+		if !ok {
+			// Not accepted: no pool, so that the pool supervisors keep serving what they did.
+			for i, l := range listeners[key] {
+				res.Gateways[key].Listeners[i].AttachedRoutes = l.verdict.AttachedRoutes
+			}
+			continue
+		}
+		p := Pool{Name: key, Limits: limits}
 		byPort := map[int]*Listener{}
 		for i, l := range listeners[key] {
 			res.Gateways[key].Listeners[i].AttachedRoutes = l.verdict.AttachedRoutes
@@ -170,6 +185,26 @@ func Resolve(s Snapshot) Resolution {
 		res.Pools[key] = p
 	}
 	return res
+}
+
+// limitsOf reads a Gateway's limits from its annotations, or says what is wrong with them.
+func limitsOf(annotations map[string]string) (Limits, string) {
+	var l Limits
+	for _, a := range []struct {
+		key string
+		to  *int
+	}{{v1alpha1.EdgeMaxConnectionsAnnotation, &l.MaxConnections}, {v1alpha1.EdgeRequestsPerSecondAnnotation, &l.RequestsPerSecond}} {
+		v, ok := annotations[a.key]
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 || n > 1_000_000 {
+			return Limits{}, fmt.Sprintf("annotation %s: %q is not a whole number from 1 to 1000000", a.key, v)
+		}
+		*a.to = n
+	}
+	return l, ""
 }
 
 func older(a, b metav1.ObjectMeta) int {
@@ -292,6 +327,13 @@ func httpRules(s Snapshot, r *gatewayv1.HTTPRoute) []ruleMatches {
 		}
 		b, bad := backend(s, r.Namespace, "HTTPRoute", refs)
 		rm := ruleMatches{index: ri, unresolved: bad}
+		if hp, ok := r.Annotations[v1alpha1.EdgeHealthPathAnnotation]; ok {
+			if strings.HasPrefix(hp, "/") && Plain(hp) {
+				b.HealthPath = hp
+			} else {
+				rm.unsupported = fmt.Sprintf("annotation %s: %q is not a path starting with / (without spaces, quotes, #, $ or backslashes); the backends are checked over TCP", v1alpha1.EdgeHealthPathAnnotation, hp)
+			}
+		}
 		matches := rule.Matches
 		if len(matches) == 0 {
 			matches = []gatewayv1.HTTPRouteMatch{{}}
@@ -300,19 +342,19 @@ func httpRules(s Snapshot, r *gatewayv1.HTTPRoute) []ruleMatches {
 			prefix := "/"
 			if m.Path != nil {
 				if m.Path.Type != nil && *m.Path.Type != gatewayv1.PathMatchPathPrefix {
-					rm.unsupported = fmt.Sprintf("path match %s is not served by Convoy's edge yet; use PathPrefix", *m.Path.Type)
+					rm.unsupported = fmt.Sprintf("path match %s is not served by Convoy's edge yet (use PathPrefix); the rule's other matches are served", *m.Path.Type)
 					continue
 				}
 				if m.Path.Value != nil {
 					prefix = *m.Path.Value
 				}
 				if !Plain(prefix) {
-					rm.unsupported = fmt.Sprintf("path %q holds a quote, $ or backslash, which the edge does not serve", prefix)
+					rm.unsupported = fmt.Sprintf("path %q holds a quote, $ or backslash, which the edge does not serve; the rule's other matches are served", prefix)
 					continue
 				}
 			}
 			if len(m.Headers) > 0 || len(m.QueryParams) > 0 || m.Method != nil {
-				rm.unsupported = "header, query and method matches are not served by Convoy's edge yet"
+				rm.unsupported = "header, query and method matches are not served by Convoy's edge yet; the rule's other matches are served"
 				continue
 			}
 			rm.matches = append(rm.matches, Route{PathPrefix: prefix, Backend: b})
@@ -480,7 +522,7 @@ func attach(res *Resolution, s Snapshot, listeners map[string][]*listener, kind 
 		for _, r := range rules {
 			if r.unsupported != "" {
 				// The rest of the route is served; the matches the edge cannot serve are not.
-				conditions = append(conditions, cond(string(gatewayv1.RouteConditionPartiallyInvalid), true, string(gatewayv1.RouteReasonUnsupportedValue), "rule %d: %s; its other matches are served", r.index, r.unsupported))
+				conditions = append(conditions, cond(string(gatewayv1.RouteConditionPartiallyInvalid), true, string(gatewayv1.RouteReasonUnsupportedValue), "rule %d: %s", r.index, r.unsupported))
 				break
 			}
 		}

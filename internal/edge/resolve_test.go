@@ -159,7 +159,11 @@ func (r *resolver) print(res Resolution) string {
 	}
 	for _, name := range slices.Sorted(maps.Keys(res.Pools)) {
 		p := res.Pools[name]
-		out = append(out, "pool "+name)
+		limits := ""
+		if p.Limits != (Limits{}) {
+			limits = fmt.Sprintf(" maxconn=%d rps=%d", p.Limits.MaxConnections, p.Limits.RequestsPerSecond)
+		}
+		out = append(out, "pool "+name+limits)
 		for _, l := range p.Listeners {
 			out = append(out, fmt.Sprintf("  %s :%d %s", l.Name, l.Port, l.Protocol))
 			for _, rt := range l.Routes {
@@ -177,6 +181,9 @@ func (r *resolver) print(res Resolution) string {
 				}
 				if rt.PathPrefix != "" {
 					match += " path=" + rt.PathPrefix
+				}
+				if rt.Backend.HealthPath != "" {
+					match += " health=" + rt.Backend.HealthPath
 				}
 				out = append(out, fmt.Sprintf("    %s%s -> %s", rt.Name, match, strings.Join(cs, " ")))
 			}

@@ -19,9 +19,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/convoy-dev/convoy/internal/edge"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
@@ -35,9 +40,13 @@ type Config struct {
 	Dir string
 	// Binary is haproxy; empty means the one on PATH.
 	Binary string
-	// Bind, MetricsPort and CheckInterval are edge.Options'.
+	// SharesPorts says that another instance of the pool on this host binds its ports first,
+	// and checked that they are free: this one does not check again, which would put a
+	// socket of its own among theirs for an instant.
+	SharesPorts bool
+	// Bind, Metrics and CheckInterval are edge.Options'.
 	Bind          string
-	MetricsPort   int
+	Metrics       string
 	CheckInterval time.Duration
 }
 
@@ -69,7 +78,7 @@ var ErrRefused = errors.New("haproxy refused the configuration")
 
 func (c Config) options() edge.Options {
 	return edge.Options{Bind: c.Bind, Socket: c.socket(), StateFile: filepath.Join(c.Dir, "server-state"),
-		MetricsPort: c.MetricsPort, CheckInterval: c.CheckInterval}
+		Metrics: c.Metrics, CheckInterval: c.CheckInterval}
 }
 func (c Config) socket() string       { return filepath.Join(c.Dir, "admin.sock") }
 func (c Config) masterSocket() string { return filepath.Join(c.Dir, "master.sock") }
@@ -94,7 +103,7 @@ func Start(ctx context.Context, cfg Config, p edge.Pool, log *slog.Logger) (*Ins
 	i := &Instance{cfg: cfg, bin: bin, log: log.With("pool", p.Name, "instance", cfg.Name)}
 	slots, _, _ := edge.Assign(nil, p)
 	text := edge.Render(p, slots, cfg.options())
-	if err := i.check(ctx, text); err != nil {
+	if err := i.check(ctx, text, p); err != nil {
 		return nil, err
 	}
 	if err := kubeproc.WriteFileAtomic(cfg.configPath(), []byte(text), 0o600); err != nil {
@@ -151,7 +160,7 @@ func (i *Instance) Update(ctx context.Context, p edge.Pool) (Result, error) {
 		i.pool, i.slots, i.text = p, next, text
 		return Result{Commands: len(cmds)}, nil
 	}
-	if err := i.check(ctx, text); err != nil {
+	if err := i.check(ctx, text, p); err != nil {
 		return Result{}, err
 	}
 	if err := i.reload(ctx, text, next); err != nil {
@@ -167,8 +176,18 @@ func (i *Instance) Stop(ctx context.Context) { i.proc.Stop(ctx) }
 // Process is the supervised HAProxy master, for status reports.
 func (i *Instance) Process() *kubeproc.Process { return i.proc }
 
-// check has HAProxy check a configuration, in a file of its own.
-func (i *Instance) check(ctx context.Context, text string) error {
+// check has HAProxy check a configuration, in a file of its own, and makes sure the ports of
+// p that this instance does not serve yet are free: `haproxy -c` binds nothing, and a reload
+// onto a port another program holds would fail in the new worker.
+func (i *Instance) check(ctx context.Context, text string, p edge.Pool) error {
+	for _, l := range p.Listeners {
+		if i.cfg.SharesPorts || (i.proc != nil && slices.ContainsFunc(i.pool.Listeners, func(o edge.Listener) bool { return o.Port == l.Port })) {
+			continue
+		}
+		if err := bindable(ctx, net.JoinHostPort(i.cfg.Bind, strconv.Itoa(l.Port))); err != nil {
+			return fmt.Errorf("%w: listener %s: %v", ErrRefused, l.Name, err)
+		}
+	}
 	f := filepath.Join(i.cfg.Dir, "haproxy.cfg.next")
 	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
 		return err
@@ -337,6 +356,21 @@ func cli(ctx context.Context, socket, prompt string, cmds ...string) ([]string, 
 		out[n] = strings.TrimSuffix(parts[n+1], "\n")
 	}
 	return out, nil
+}
+
+// bindable says whether HAProxy could bind addr: it binds with SO_REUSEPORT, so only a
+// program that holds the port without it is in the way.
+func bindable(ctx context.Context, addr string) error {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+		return errors.Join(err, serr)
+	}}
+	l, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("port %s is taken by another program, or the address is not this host's: %w", addr, err)
+	}
+	return l.Close()
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

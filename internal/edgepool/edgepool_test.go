@@ -67,7 +67,7 @@ func TestUpdates(t *testing.T) {
 	a, b := backend(t, "a"), backend(t, "b")
 	more := []netip.AddrPort{backend(t, "c"), backend(t, "d"), backend(t, "e")}
 	log := hubtest.Logger(t)
-	inst, err := Start(ctx, Config{Name: "test", Dir: t.TempDir(), Bind: "127.0.0.1", MetricsPort: metrics, CheckInterval: 200 * time.Millisecond},
+	inst, err := Start(ctx, Config{Name: "test", Dir: t.TempDir(), Bind: "127.0.0.1", Metrics: fmt.Sprintf("127.0.0.1:%d", metrics), CheckInterval: 200 * time.Millisecond},
 		pool(port, "/", map[string][]netip.AddrPort{"east": {a}}), log)
 	if err != nil {
 		t.Fatal(err)

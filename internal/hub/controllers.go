@@ -35,6 +35,7 @@ import (
 	"github.com/convoy-dev/convoy/internal/controller/access"
 	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
 	"github.com/convoy-dev/convoy/internal/controller/gateway"
+	"github.com/convoy-dev/convoy/internal/controller/pool"
 	"github.com/convoy-dev/convoy/internal/controller/propagation"
 	"github.com/convoy-dev/convoy/internal/image"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
@@ -186,8 +187,14 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if err := (&gateway.ClassReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up GatewayClass controller: %w", err)
 	}
-	if err := (&gateway.Reconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	if err := (&gateway.Reconciler{Client: mgr.GetClient(), Addresses: h.opts.EdgeAddresses}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up Gateway controller: %w", err)
+	}
+	if h.opts.EdgeInstances >= 0 {
+		if err := (&pool.Supervisor{Client: mgr.GetClient(), Name: v1alpha1.EdgeSupervisorHub, Dir: h.layout.Edge(),
+			Instances: h.opts.EdgeInstances, Log: h.log.With("controller", "edgepool")}).SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up the edge pool supervisor: %w", err)
+		}
 	}
 	if err := (&access.Reconciler{Client: mgr.GetClient(), HeartbeatInterval: h.opts.HeartbeatInterval, MaxHeartbeatRate: h.opts.MaxHeartbeatRate}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up agent access controller: %w", err)

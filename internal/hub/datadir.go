@@ -41,6 +41,9 @@ func (l Layout) Run() string { return filepath.Join(l.Dir, "run") }
 // Clusters holds one directory per local cluster.
 func (l Layout) Clusters() string { return filepath.Join(l.Dir, "clusters") }
 
+// Edge holds the hub's edge pool instances: their configuration, sockets and logs.
+func (l Layout) Edge() string { return filepath.Join(l.Dir, "edge") }
+
 // Templates holds the local clusters' datastore templates, one per Kubernetes version.
 func (l Layout) Templates() string { return filepath.Join(l.Dir, "templates") }
 

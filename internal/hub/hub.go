@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -86,9 +87,19 @@ type Options struct {
 	// ConvoyBinary is the convoy executable, which runs each local cluster as
 	// `convoy local-runtime`. Empty means this process's own executable.
 	ConvoyBinary string
+	// EdgeAddresses is the range the edge pools' addresses come from; the zero prefix means
+	// DefaultEdgeAddresses.
+	EdgeAddresses netip.Prefix
+	// EdgeInstances is how many HAProxy instances the hub runs per edge pool; zero means 1,
+	// and a negative number none (edge hosts serve them: `convoy edge`).
+	EdgeInstances int
 	// Log receives the hub's structured logs.
 	Log *slog.Logger
 }
+
+// DefaultEdgeAddresses is where the edge pools' addresses come from by default: loopback
+// addresses, which need no interface and reach no other host.
+var DefaultEdgeAddresses = netip.MustParsePrefix("127.77.0.0/16")
 
 // Hub is a running hub. Stop it with Stop.
 type Hub struct {
@@ -121,6 +132,9 @@ type Hub struct {
 // Start brings a hub up and returns once it is ready: the API server answers, the CRDs are
 // established and the controllers' caches are synced. On error nothing is left running.
 func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
+	if !opts.EdgeAddresses.IsValid() {
+		opts.EdgeAddresses = DefaultEdgeAddresses
+	}
 	if opts.StepTimeout == 0 {
 		opts.StepTimeout = 60 * time.Second
 	}

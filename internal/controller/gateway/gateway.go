@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -12,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -26,12 +29,15 @@ import (
 var everything = reconcile.Request{NamespacedName: types.NamespacedName{Name: "edge"}}
 
 // Reconciler resolves the edge's Gateways and routes (edge.Resolve) from the hub's Gateway API
-// objects and the Services the agents report in their Works, and writes the conditions of each
-// edge Gateway, its listeners and the routes' parents for them. It is their only writer, but
-// for Programmed, which the pool supervisor will write; until it exists, Programmed says
-// Pending.
+// objects and the Services the agents report in their Works, gives each accepted edge Gateway
+// an address (edge.Allocate) and writes its pool as an EdgePool, which the pool supervisors
+// run. It writes the conditions of each edge Gateway, its listeners and the routes' parents for
+// them, and the Gateways' addresses: Programmed follows what the supervisors report in the
+// EdgePool's status. It is the only writer of all of these, and of EdgePools' spec.
 type Reconciler struct {
 	Client client.Client
+	// Addresses is the range the pools' addresses come from.
+	Addresses netip.Prefix
 }
 
 // SetupWithManager registers the reconciler: any change of what the edge is resolved from
@@ -48,20 +54,30 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&gatewayv1.ReferenceGrant{}, all).
 		Watches(&corev1.Namespace{}, all).
 		Watches(&v1alpha1.Work{}, all).
+		Watches(&v1alpha1.EdgePool{}, all).
 		Complete(r)
 }
 
-// Reconcile resolves the edge and writes what changed of the statuses.
+// Reconcile resolves the edge, writes the pools that changed and what changed of the statuses.
 func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
 	snap, err := r.snapshot(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	var pools v1alpha1.EdgePoolList
+	if err := r.Client.List(ctx, &pools, client.InNamespace(v1alpha1.SystemNamespace)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("list EdgePools: %w", err)
+	}
 	res := edge.Resolve(snap)
+	programmed, err := r.writePools(ctx, snap, res, pools.Items)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	for i := range snap.Gateways {
 		gw := &snap.Gateways[i]
-		if v, ok := res.Gateways[gw.Namespace+"/"+gw.Name]; ok {
-			if err := r.writeGateway(ctx, gw, v); err != nil {
+		key := gw.Namespace + "/" + gw.Name
+		if v, ok := res.Gateways[key]; ok {
+			if err := r.writeGateway(ctx, gw, v, programmed[key]); err != nil {
 				return ctrl.Result{}, err
 			}
 		}
@@ -79,6 +95,146 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 		}
 	}
 	return ctrl.Result{}, nil
+}
+
+// served is what a Gateway's Programmed condition and addresses say.
+type served struct {
+	address    string            // the pool's, once it has one
+	programmed *metav1.Condition // nil: leave it as it is (an update is on its way to the pool)
+}
+
+// writePools gives each accepted edge Gateway an address and writes its EdgePool when it
+// changed; it deletes the EdgePools of Gateways that are gone. A Gateway that is not accepted
+// keeps its EdgePool as it was, so that its pool keeps serving. It returns what each edge
+// Gateway's Programmed condition should say.
+func (r *Reconciler) writePools(ctx context.Context, snap edge.Snapshot, res edge.Resolution, pools []v1alpha1.EdgePool) (map[string]served, error) {
+	out := map[string]served{}
+	byGateway := map[string]*v1alpha1.EdgePool{}
+	held := map[string]netip.Addr{}
+	for i := range pools {
+		p := &pools[i]
+		if _, edgeGateway := res.Gateways[p.Spec.Gateway]; !edgeGateway {
+			// The Gateway was deleted, or left the edge's class: its pool goes.
+			if err := r.Client.Delete(ctx, p); client.IgnoreNotFound(err) != nil {
+				return nil, fmt.Errorf("delete EdgePool %s: %w", p.Name, err)
+			}
+			continue
+		}
+		byGateway[p.Spec.Gateway] = p
+		if a, err := netip.ParseAddr(p.Spec.Address); err == nil {
+			held[p.Spec.Gateway] = a
+		}
+	}
+	requested := map[string]netip.Addr{}
+	badAddress := map[string]string{}
+	for i := range snap.Gateways {
+		gw := &snap.Gateways[i]
+		key := gw.Namespace + "/" + gw.Name
+		if _, ok := res.Pools[key]; !ok {
+			continue
+		}
+		var types, values []string
+		for _, a := range gw.Spec.Addresses {
+			t := ""
+			if a.Type != nil {
+				t = string(*a.Type)
+			}
+			types, values = append(types, t), append(values, a.Value)
+		}
+		a, ok, err := edge.ParseAddresses(types, values)
+		switch {
+		case err != nil:
+			badAddress[key] = err.Error()
+		case ok:
+			requested[key] = a
+		}
+	}
+	addrs, refused := edge.Allocate(r.Addresses, slices.Collect(maps.Keys(res.Pools)), held, requested)
+	maps.Copy(refused, badAddress)
+	for key := range res.Gateways {
+		cur := byGateway[key]
+		pool, accepted := res.Pools[key]
+		addr, hasAddr := addrs[key]
+		switch {
+		case accepted && refused[key] == "" && hasAddr:
+			ns, name, _ := strings.Cut(key, "/")
+			want := edge.ToSpec(pool, addr)
+			if cur == nil {
+				cur = &v1alpha1.EdgePool{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.EdgePoolName(ns, name),
+					Labels: map[string]string{v1alpha1.LabelGatewayNamespace: ns}}, Spec: want}
+				if err := r.Client.Create(ctx, cur); err != nil {
+					return nil, fmt.Errorf("create EdgePool %s: %w", cur.Name, err)
+				}
+			} else if !equality.Semantic.DeepEqual(cur.Spec, want) {
+				next := cur.DeepCopy()
+				next.Spec = want
+				if err := r.Client.Update(ctx, next); err != nil {
+					return nil, fmt.Errorf("update EdgePool %s: %w", cur.Name, err)
+				}
+				cur = next
+			}
+		case refused[key] != "":
+			c := metav1.Condition{Type: string(gatewayv1.GatewayConditionProgrammed), Status: metav1.ConditionFalse,
+				Reason: string(gatewayv1.GatewayReasonAddressNotUsable), Message: refused[key] + "; the pool keeps serving what it served"}
+			out[key] = served{programmed: &c}
+			if cur != nil {
+				out[key] = served{address: cur.Spec.Address, programmed: &c}
+			}
+			continue
+		}
+		out[key] = programmedBy(cur, accepted)
+	}
+	return out, nil
+}
+
+// programmedBy is what a Gateway's Programmed says from its pool's instances.
+func programmedBy(p *v1alpha1.EdgePool, accepted bool) served {
+	programmed := func(ok bool, reason gatewayv1.GatewayConditionReason, format string, args ...any) served {
+		s := served{programmed: &metav1.Condition{Type: string(gatewayv1.GatewayConditionProgrammed), Status: metav1.ConditionFalse,
+			Reason: string(reason), Message: fmt.Sprintf(format, args...)}}
+		if ok {
+			s.programmed.Status = metav1.ConditionTrue
+		}
+		if p != nil {
+			s.address = p.Spec.Address
+		}
+		return s
+	}
+	if p == nil {
+		if !accepted {
+			return programmed(false, gatewayv1.GatewayReasonInvalid, "the Gateway is not accepted, so it has no pool")
+		}
+		return programmed(false, gatewayv1.GatewayReasonPending, "the pool is being made")
+	}
+	var serving, refused, failed, older []string
+	for _, in := range p.Status.Instances {
+		current := in.ObservedGeneration == p.Generation
+		switch {
+		case current && in.Phase == v1alpha1.EdgeServing:
+			serving = append(serving, in.Name)
+		case current && in.Phase == v1alpha1.EdgeRefused:
+			refused = append(refused, in.Name+": "+in.Message)
+		case current:
+			failed = append(failed, in.Name+": "+in.Message)
+		case in.Phase == v1alpha1.EdgeServing:
+			older = append(older, in.Name)
+		}
+	}
+	suffix := ""
+	if !accepted {
+		suffix = " (its last accepted form: the Gateway is not accepted now)"
+	}
+	switch {
+	case len(refused) > 0:
+		return programmed(false, gatewayv1.GatewayReasonInvalid, "HAProxy refused the pool's configuration, and serves the last one it took: %s", strings.Join(refused, "; "))
+	case len(serving) > 0:
+		return programmed(true, gatewayv1.GatewayReasonProgrammed, "served at %s by %d HAProxy instance(s)%s", p.Spec.Address, len(serving), suffix)
+	case len(older) > 0:
+		return served{address: p.Spec.Address} // the update is on its way: Programmed stays as it was
+	case len(failed) > 0:
+		return programmed(false, gatewayv1.GatewayReasonPending, "no instance serves the pool yet: %s", strings.Join(failed, "; "))
+	}
+	return programmed(false, gatewayv1.GatewayReasonPending, "waiting for a pool supervisor to run the pool at %s", p.Spec.Address)
 }
 
 // snapshot reads what the edge is resolved from.
@@ -131,18 +287,19 @@ func (r *Reconciler) snapshot(ctx context.Context) (edge.Snapshot, error) {
 	return s, nil
 }
 
-// pending is Programmed until a pool supervisor serves the edge's pools.
-func pending(gen int64) metav1.Condition {
-	return metav1.Condition{Type: string(gatewayv1.GatewayConditionProgrammed), Status: metav1.ConditionFalse,
-		Reason: string(gatewayv1.GatewayReasonPending), Message: "Convoy's edge does not run pools yet: the Gateway is resolved, not served", ObservedGeneration: gen}
-}
-
-func (r *Reconciler) writeGateway(ctx context.Context, gw *gatewayv1.Gateway, v edge.GatewayVerdict) error {
+func (r *Reconciler) writeGateway(ctx context.Context, gw *gatewayv1.Gateway, v edge.GatewayVerdict, sv served) error {
 	want := gw.Status.DeepCopy()
 	gen := gw.Generation
 	v.Accepted.ObservedGeneration = gen
 	meta.SetStatusCondition(&want.Conditions, v.Accepted)
-	meta.SetStatusCondition(&want.Conditions, pending(gen))
+	if sv.programmed != nil {
+		sv.programmed.ObservedGeneration = gen
+		meta.SetStatusCondition(&want.Conditions, *sv.programmed)
+	}
+	want.Addresses = nil
+	if sv.address != "" {
+		want.Addresses = []gatewayv1.GatewayStatusAddress{{Type: ptr.To(gatewayv1.IPAddressType), Value: sv.address}}
+	}
 	var listeners []gatewayv1.ListenerStatus
 	for _, l := range v.Listeners {
 		ls := gatewayv1.ListenerStatus{Name: gatewayv1.SectionName(l.Name), AttachedRoutes: l.AttachedRoutes, SupportedKinds: []gatewayv1.RouteGroupKind{}}
@@ -161,7 +318,15 @@ func (r *Reconciler) writeGateway(ctx context.Context, gw *gatewayv1.Gateway, v 
 				ls.SupportedKinds = []gatewayv1.RouteGroupKind{{Group: &group, Kind: gatewayv1.Kind(kind)}}
 			}
 		}
-		for _, c := range append(l.Conditions, pending(gen)) {
+		conds := slices.Clone(l.Conditions)
+		if sv.programmed != nil {
+			p := *sv.programmed
+			if accepted := meta.FindStatusCondition(l.Conditions, string(gatewayv1.ListenerConditionAccepted)); accepted != nil && accepted.Status != metav1.ConditionTrue {
+				p = metav1.Condition{Type: p.Type, Status: metav1.ConditionFalse, Reason: string(gatewayv1.ListenerReasonInvalid), Message: "the listener is not accepted"}
+			}
+			conds = append(conds, p)
+		}
+		for _, c := range conds {
 			c.ObservedGeneration = gen
 			meta.SetStatusCondition(&ls.Conditions, c)
 		}

@@ -3,6 +3,10 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,8 +68,27 @@ func TestGatewayStatuses(t *testing.T) {
 		http, udp := gw.Status.Listeners[0], gw.Status.Listeners[1]
 		got := fmt.Sprintf("gateway %s, %s; http %d %s; udp %s", condition(gw.Status.Conditions, "Accepted"), condition(gw.Status.Conditions, "Programmed"),
 			http.AttachedRoutes, condition(http.Conditions, "Accepted"), condition(udp.Conditions, "Accepted"))
-		want := "gateway True Accepted, False Pending; http 1 True Accepted; udp False UnsupportedProtocol"
-		return got == want, fmt.Errorf("%s", got)
+		want := "gateway True Accepted, True Programmed; http 1 True Accepted; udp False UnsupportedProtocol"
+		return got == want && len(gw.Status.Addresses) == 1, fmt.Errorf("%s; addresses %v", got, gw.Status.Addresses)
+	})
+	gw := &gatewayv1.Gateway{}
+	hubtest.Must(t, c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "edge"}, gw))
+	addr := gw.Status.Addresses[0].Value
+	if !h.Options.EdgeAddresses.Contains(netip.MustParseAddr(addr)) {
+		t.Fatalf("address %s is outside the hub's edge range %s", addr, h.Options.EdgeAddresses)
+	}
+	// The hub's HAProxy serves the pool there: no backend runs yet, so it answers 503.
+	get := func() (int, error) {
+		resp, err := http.Get("http://" + net.JoinHostPort(addr, "8080") + "/")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	hubtest.Eventually(t, "the pool serving", 30*time.Second, func() (bool, error) {
+		code, err := get()
+		return code == http.StatusServiceUnavailable, fmt.Errorf("%d %v", code, err)
 	})
 	route := func(want string) func() (bool, error) {
 		return func() (bool, error) {
@@ -83,15 +106,44 @@ func TestGatewayStatuses(t *testing.T) {
 	}
 	hubtest.Eventually(t, "the route accepted, its backend nowhere", time.Minute, route("True Accepted; False BackendNotFound"))
 
-	// us-east's agent reports the Service's reach in its Work.
+	// us-east's agent reports the Service's reach in its Work: nodes at loopback addresses,
+	// where nothing listens on the NodePort (traffic stays on this host), so that the pool's
+	// health checks find the servers down and it still answers 503.
 	w := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("us-east"), Name: "shop-web"}}
 	hubtest.Must(t, c.Create(ctx, w))
 	w.Status.Resources = []v1alpha1.ResourceStatus{{
 		ResourceIdentifier: v1alpha1.ResourceIdentifier{Version: "v1", Kind: "Service", Namespace: "shop", Name: "web"},
 		State:              v1alpha1.ResourceApplied,
-		Reach: &v1alpha1.ServiceReach{Ports: []v1alpha1.ReachPort{{Port: 80, NodePort: 30080}}, Endpoints: 2,
-			Nodes: []v1alpha1.ReachNode{{Address: "10.77.0.2", Endpoints: 1}, {Address: "10.77.0.3", Endpoints: 1}}},
+		Reach: &v1alpha1.ServiceReach{Ports: []v1alpha1.ReachPort{{Port: 80, NodePort: 9}}, Endpoints: 2,
+			Nodes: []v1alpha1.ReachNode{{Address: "127.0.0.2", Endpoints: 1}, {Address: "127.0.0.3", Endpoints: 1}}},
 	}}
 	hubtest.Must(t, c.Status().Update(ctx, w))
 	hubtest.Eventually(t, "the route's backend resolved", time.Minute, route("True Accepted; True ResolvedRefs"))
+
+	// A listener on a port another program holds is refused: the Gateway says why, and the
+	// pool keeps serving what it served.
+	taken, err := net.Listen("tcp", net.JoinHostPort(addr, "9090"))
+	hubtest.Must(t, err)
+	defer taken.Close()
+	hubtest.Must(t, c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "edge"}, gw))
+	gw.Spec.Listeners = append(gw.Spec.Listeners, gatewayv1.Listener{Name: "pg", Port: 9090, Protocol: gatewayv1.TCPProtocolType})
+	hubtest.Must(t, c.Update(ctx, gw))
+	hubtest.Eventually(t, "the pool refused", time.Minute, func() (bool, error) {
+		hubtest.Must(t, c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "edge"}, gw))
+		p := meta.FindStatusCondition(gw.Status.Conditions, "Programmed")
+		return p != nil && p.Status == metav1.ConditionFalse && p.Reason == "Invalid" && p.ObservedGeneration == gw.Generation &&
+			strings.Contains(p.Message, "9090 is taken"), fmt.Errorf("%+v", p)
+	})
+	if code, err := get(); code != http.StatusServiceUnavailable {
+		t.Fatalf("the pool stopped serving after a refused change: %d %v", code, err)
+	}
+
+	// The Gateway deleted, its pool stops.
+	hubtest.Must(t, c.Delete(ctx, gw))
+	hubtest.Eventually(t, "the pool gone", time.Minute, func() (bool, error) {
+		var pools v1alpha1.EdgePoolList
+		hubtest.Must(t, c.List(ctx, &pools))
+		_, err := get()
+		return len(pools.Items) == 0 && err != nil, fmt.Errorf("%d pools; %v", len(pools.Items), err)
+	})
 }

@@ -1,0 +1,275 @@
+// Package pool is the edge's pool supervisor: it runs the HAProxy instances (internal/edgepool)
+// of every EdgePool at the hub and reports each one in the EdgePool's status. The hub runs one
+// in its process (supervisor "hub"); `convoy edge` runs one on an edge host, under the host's
+// name. Each writes only its own entries of status.instances.
+//
+// It fails static: an EdgePool it cannot read, or a hub it cannot reach, leaves its instances
+// serving what they served. Only an EdgePool's deletion (its Gateway deleted) stops them.
+// The hub and the edge command import it.
+package pool
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/edge"
+	"github.com/convoy-dev/convoy/internal/edgepool"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+// Supervisor runs the instances of every EdgePool in SystemNamespace.
+type Supervisor struct {
+	// Client reads EdgePools and writes their status.
+	Client client.Client
+	// Name is the supervisor's name in status: v1alpha1.EdgeSupervisorHub, or the edge host's.
+	Name string
+	// Dir holds the instances: DIR/POOL/INDEX.
+	Dir string
+	// Instances is how many HAProxy instances each pool gets here; zero means 1.
+	Instances int
+	// Binary is haproxy; empty means the one on PATH.
+	Binary string
+	// CheckInterval is the health checks' interval; zero means 1 s.
+	CheckInterval time.Duration
+	// MetricsHost is the address the instances' exporters bind, each on a free port; empty
+	// means 127.0.0.1.
+	MetricsHost string
+	Log         *slog.Logger
+
+	mu    sync.Mutex
+	pools map[string]*running // by EdgePool name
+}
+
+// running is one pool's instances here.
+type running struct {
+	addr      netip.Addr
+	instances []*instance
+}
+
+type instance struct {
+	name    string
+	metrics string
+	inst    *edgepool.Instance // nil while it does not run
+	status  v1alpha1.EdgeInstance
+}
+
+// SetupWithManager registers the supervisor as the EdgePools' controller, and as a runnable
+// that stops every instance when the manager stops.
+func (s *Supervisor) SetupWithManager(mgr ctrl.Manager) error {
+	if s.Instances == 0 {
+		s.Instances = 1
+	}
+	if s.MetricsHost == "" {
+		s.MetricsHost = "127.0.0.1"
+	}
+	s.pools = map[string]*running{}
+	if err := mgr.Add(s); err != nil {
+		return err
+	}
+	inSystem := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetNamespace() == v1alpha1.SystemNamespace })
+	return ctrl.NewControllerManagedBy(mgr).Named("edgepool-"+s.Name).
+		For(&v1alpha1.EdgePool{}, builder.WithPredicates(inSystem, predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(s)
+}
+
+// Start waits for the manager to stop, then stops every instance.
+func (s *Supervisor) Start(ctx context.Context) error {
+	<-ctx.Done()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.pools {
+		for _, in := range r.instances {
+			if in.inst != nil {
+				in.inst.Stop(context.Background())
+			}
+		}
+	}
+	s.pools = map[string]*running{}
+	return nil
+}
+
+// Reconcile makes this host's instances of one pool serve its spec, and reports them.
+func (s *Supervisor) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
+	var p v1alpha1.EdgePool
+	if err := s.Client.Get(ctx, req.NamespacedName, &p); err != nil {
+		if apierrors.IsNotFound(err) {
+			s.remove(req.Name) // deleted: its Gateway is gone
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err // fail static
+	}
+	r := s.pool(req.Name)
+	pool, addr, err := edge.FromSpec(p.Spec)
+	if err != nil {
+		s.report(r, p.Generation, v1alpha1.EdgeRefused, err.Error())
+		return ctrl.Result{}, s.writeStatus(ctx, &p, r)
+	}
+	if r.addr.IsValid() && r.addr != addr {
+		// A new address: the instances start again on it.
+		s.stop(r)
+	}
+	r.addr = addr
+	var failed error // a failed or refused instance tries again later: a port may come free
+	for i, in := range r.instances {
+		res, err := s.apply(ctx, req.Name, i, in, pool, addr)
+		was := in.status
+		switch {
+		case errors.Is(err, edgepool.ErrRefused):
+			in.status.Phase, in.status.Message = v1alpha1.EdgeRefused, err.Error()
+			failed = err
+		case err != nil:
+			in.status.Phase, in.status.Message = v1alpha1.EdgeFailed, err.Error()
+			failed = err
+		default:
+			in.status.Phase, in.status.Message = v1alpha1.EdgeServing, ""
+			if res.Reloaded {
+				in.status.Reloads++
+			} else if res.Commands > 0 {
+				in.status.RuntimeChanges++
+			}
+		}
+		in.status.ObservedGeneration = p.Generation
+		if was.Phase != in.status.Phase || was.Message != in.status.Message || was.ObservedGeneration != p.Generation || res != (edgepool.Result{}) {
+			in.status.LastChange = metav1.Now()
+		}
+		if err != nil {
+			// The peers after it would fail alike; they keep serving what they served.
+			for _, peer := range r.instances[i+1:] {
+				peer.status.ObservedGeneration, peer.status.Phase, peer.status.Message = p.Generation, in.status.Phase, "not updated: "+in.name+" was refused or failed first"
+			}
+			break
+		}
+	}
+	if err := s.writeStatus(ctx, &p, r); err != nil {
+		return ctrl.Result{}, err
+	}
+	if failed != nil {
+		s.Log.Warn("edge pool instance failed or refused its configuration", "pool", req.Name, "err", failed)
+		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// pool is the running pool of an EdgePool, made with its instances when new.
+func (s *Supervisor) pool(name string) *running {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.pools[name]
+	if r == nil {
+		r = &running{}
+		for i := range s.Instances {
+			n := s.Name + "/" + strconv.Itoa(i)
+			r.instances = append(r.instances, &instance{name: n, status: v1alpha1.EdgeInstance{Name: n, Supervisor: s.Name}})
+		}
+		s.pools[name] = r
+	}
+	return r
+}
+
+// apply starts the i-th instance on the pool, or updates it.
+func (s *Supervisor) apply(ctx context.Context, poolName string, i int, in *instance, p edge.Pool, addr netip.Addr) (edgepool.Result, error) {
+	if in.inst != nil {
+		select {
+		case <-in.inst.Process().Exited():
+			// It will not come back (kubeproc gave up restarting it): start it afresh.
+			in.inst.Stop(ctx)
+			in.inst = nil
+		default:
+			return in.inst.Update(ctx, p)
+		}
+	}
+	if in.metrics == "" {
+		port, err := kubeproc.FreePort()
+		if err != nil {
+			return edgepool.Result{}, err
+		}
+		in.metrics = net.JoinHostPort(s.MetricsHost, strconv.Itoa(port))
+		in.status.Metrics = "http://" + in.metrics + "/metrics"
+	}
+	inst, err := edgepool.Start(ctx, edgepool.Config{
+		Name: poolName + "-" + s.Name + "-" + strconv.Itoa(i), Dir: filepath.Join(s.Dir, poolName, strconv.Itoa(i)), Binary: s.Binary,
+		SharesPorts: i > 0, Bind: addr.String(), Metrics: in.metrics, CheckInterval: s.CheckInterval,
+	}, p, s.Log)
+	if err != nil {
+		return edgepool.Result{}, err
+	}
+	in.inst = inst
+	return edgepool.Result{Reloaded: true}, nil
+}
+
+// report gives every instance of a pool the same verdict.
+func (s *Supervisor) report(r *running, gen int64, phase v1alpha1.EdgeInstancePhase, msg string) {
+	for _, in := range r.instances {
+		in.status.ObservedGeneration, in.status.Phase, in.status.Message, in.status.LastChange = gen, phase, msg, metav1.Now()
+	}
+}
+
+// writeStatus writes this supervisor's entries of the pool's status, leaving the others'.
+func (s *Supervisor) writeStatus(ctx context.Context, p *v1alpha1.EdgePool, r *running) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &v1alpha1.EdgePool{}
+		if err := s.Client.Get(ctx, client.ObjectKeyFromObject(p), cur); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		want := slices.DeleteFunc(slices.Clone(cur.Status.Instances), func(in v1alpha1.EdgeInstance) bool { return in.Supervisor == s.Name })
+		for _, in := range r.instances {
+			want = append(want, in.status)
+		}
+		slices.SortFunc(want, func(a, b v1alpha1.EdgeInstance) int { return strings.Compare(a.Name, b.Name) })
+		if equality.Semantic.DeepEqual(cur.Status.Instances, want) {
+			return nil
+		}
+		cur.Status.Instances = want
+		return s.Client.Status().Update(ctx, cur)
+	})
+}
+
+// remove stops a deleted pool's instances and removes their files.
+func (s *Supervisor) remove(name string) {
+	s.mu.Lock()
+	r := s.pools[name]
+	delete(s.pools, name)
+	s.mu.Unlock()
+	if r == nil {
+		return
+	}
+	s.stop(r)
+	if err := os.RemoveAll(filepath.Join(s.Dir, name)); err != nil {
+		s.Log.Warn("remove an edge pool's files", "pool", name, "err", err)
+	}
+	s.Log.Info("edge pool stopped: its Gateway was deleted", "pool", name)
+}
+
+func (s *Supervisor) stop(r *running) {
+	for _, in := range r.instances {
+		if in.inst != nil {
+			in.inst.Stop(context.Background())
+			in.inst = nil
+		}
+	}
+}
+
+var _ reconcile.Reconciler = (*Supervisor)(nil)

@@ -1,0 +1,137 @@
+package edge
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// ToSpec is a pool as an EdgePool stores it, bound to address.
+func ToSpec(p Pool, address netip.Addr) v1alpha1.EdgePoolSpec {
+	s := v1alpha1.EdgePoolSpec{Gateway: p.Name, Address: address.String(),
+		Limits: v1alpha1.EdgeLimits{MaxConnections: int32(p.Limits.MaxConnections), RequestsPerSecond: int32(p.Limits.RequestsPerSecond)}}
+	for _, l := range p.Listeners {
+		el := v1alpha1.EdgeListener{Name: l.Name, Port: int32(l.Port), Protocol: string(l.Protocol)}
+		for _, r := range l.Routes {
+			er := v1alpha1.EdgeRoute{Name: r.Name, Hostnames: slices.Clone(r.Hostnames), PathPrefix: r.PathPrefix, HealthPath: r.Backend.HealthPath}
+			for _, c := range r.Backend.Clusters {
+				ec := v1alpha1.EdgeClusterServers{Cluster: c.Cluster}
+				for _, sv := range c.Servers {
+					ec.Servers = append(ec.Servers, v1alpha1.EdgeServer{Address: sv.Addr.String(), Weight: int32(sv.Weight)})
+				}
+				er.Clusters = append(er.Clusters, ec)
+			}
+			el.Routes = append(el.Routes, er)
+		}
+		s.Listeners = append(s.Listeners, el)
+	}
+	return s
+}
+
+// FromSpec is the pool an EdgePool holds and the address it binds, or what is wrong with it.
+func FromSpec(s v1alpha1.EdgePoolSpec) (Pool, netip.Addr, error) {
+	addr, err := netip.ParseAddr(s.Address)
+	if err != nil {
+		return Pool{}, addr, fmt.Errorf("pool %s: address %q: %w", s.Gateway, s.Address, err)
+	}
+	p := Pool{Name: s.Gateway, Limits: Limits{MaxConnections: int(s.Limits.MaxConnections), RequestsPerSecond: int(s.Limits.RequestsPerSecond)}}
+	for _, el := range s.Listeners {
+		l := Listener{Name: el.Name, Port: int(el.Port), Protocol: Protocol(el.Protocol)}
+		for _, er := range el.Routes {
+			r := Route{Name: er.Name, Hostnames: slices.Clone(er.Hostnames), PathPrefix: er.PathPrefix, Backend: Backend{HealthPath: er.HealthPath}}
+			for _, ec := range er.Clusters {
+				c := ClusterServers{Cluster: ec.Cluster}
+				for _, es := range ec.Servers {
+					ap, err := netip.ParseAddrPort(es.Address)
+					if err != nil {
+						return Pool{}, addr, fmt.Errorf("pool %s: route %s: cluster %s: %w", s.Gateway, er.Name, ec.Cluster, err)
+					}
+					c.Servers = append(c.Servers, Server{Addr: ap, Weight: int(es.Weight)})
+				}
+				r.Backend.Clusters = append(r.Backend.Clusters, c)
+			}
+			l.Routes = append(l.Routes, r)
+		}
+		p.Listeners = append(p.Listeners, l)
+	}
+	return p, addr, p.Validate()
+}
+
+// Allocate gives each pool (by NAMESPACE/NAME) its address in prefix. A pool keeps the address
+// it holds while that stays in prefix; a pool that requests one (its Gateway's
+// spec.addresses) gets it when it is in prefix and no other pool holds it; the others get the
+// lowest free addresses, in the order of their names. A pool that cannot have an address is
+// in the second map, with the reason.
+func Allocate(prefix netip.Prefix, pools []string, held, requested map[string]netip.Addr) (map[string]netip.Addr, map[string]string) {
+	prefix = prefix.Masked()
+	got := map[string]netip.Addr{}
+	refused := map[string]string{}
+	taken := map[netip.Addr]string{}
+	pools = slices.Sorted(slices.Values(pools))
+	// Held addresses first: a running pool never moves for another's request.
+	for _, p := range pools {
+		a, ok := held[p]
+		if !ok || !prefix.Contains(a) || taken[a] != "" {
+			continue
+		}
+		if r, ok := requested[p]; ok && r != a {
+			continue
+		}
+		got[p], taken[a] = a, p
+	}
+	for _, p := range pools {
+		r, ok := requested[p]
+		if !ok || got[p].IsValid() {
+			continue
+		}
+		switch {
+		case !prefix.Contains(r):
+			refused[p] = fmt.Sprintf("address %s is outside the edge's range %s", r, prefix)
+		case taken[r] != "":
+			refused[p] = fmt.Sprintf("address %s is taken by Gateway %s", r, taken[r])
+		default:
+			got[p], taken[r] = r, p
+		}
+	}
+	next := prefix.Addr().Next() // not the network's own address
+	for _, p := range pools {
+		if got[p].IsValid() || refused[p] != "" {
+			continue
+		}
+		for next.IsValid() && prefix.Contains(next) && taken[next] != "" {
+			next = next.Next()
+		}
+		if !next.IsValid() || !prefix.Contains(next) || (prefix.Addr().Is4() && prefix.Bits() < 31 && !prefix.Contains(next.Next())) {
+			refused[p] = fmt.Sprintf("the edge's range %s has no free address left", prefix)
+			continue
+		}
+		got[p], taken[next] = next, p
+	}
+	return got, refused
+}
+
+// ParseAddresses is a Gateway's requested address, if it names one: the IPAddress in its
+// spec.addresses (the edge serves one address per pool).
+func ParseAddresses(types, values []string) (netip.Addr, bool, error) {
+	var found []netip.Addr
+	for i, v := range values {
+		if types[i] != "" && types[i] != "IPAddress" {
+			return netip.Addr{}, false, fmt.Errorf("address type %s is not served; give an IPAddress", types[i])
+		}
+		a, err := netip.ParseAddr(strings.TrimSpace(v))
+		if err != nil {
+			return netip.Addr{}, false, fmt.Errorf("address %q is not an IP address", v)
+		}
+		found = append(found, a)
+	}
+	switch len(found) {
+	case 0:
+		return netip.Addr{}, false, nil
+	case 1:
+		return found[0], true, nil
+	}
+	return netip.Addr{}, false, fmt.Errorf("the edge gives a pool one address, not %d", len(found))
+}
