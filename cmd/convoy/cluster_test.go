@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -493,8 +494,10 @@ func TestUpAndDown(t *testing.T) {
 		cmd.Run()
 	})
 
-	out := run(t, env, convoyBin, "up", "--health-addr", health)
-	for _, want := range []string{"hub ready", "us-east created (2 real nodes in us-east, zones a,b)", "Convoy is up", "NAME", "us-west", "eu-west", "convoy down"} {
+	// A range of edge addresses of its own, away from a developer's `make up` (127.77.0.0/16)
+	// and from the test hubs' (127.PORT/256.PORT%256.0/24, above 127.127).
+	out := run(t, env, convoyBin, "up", "--health-addr", health, "--edge-addresses", "127.76.0.0/24")
+	for _, want := range []string{"hub ready", "us-east created (2 real nodes in us-east, zones a,b)", "edge pool demo/edge serving at http://127.76.0.1:8080/", "Convoy is up", "NAME", "us-west", "eu-west", "convoy down"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("convoy up output lacks %q:\n%s", want, out)
 		}
@@ -504,7 +507,7 @@ func TestUpAndDown(t *testing.T) {
 	}
 
 	out = run(t, env, convoyBin, "up", "--health-addr", health)
-	if !strings.Contains(out, "hub already running") || strings.Count(out, "exists; reusing it") != 3 {
+	if !strings.Contains(out, "hub already running") || strings.Count(out, "exists; reusing it") != 4 {
 		t.Errorf("second convoy up did not reuse what exists:\n%s", out)
 	}
 
@@ -582,15 +585,52 @@ func TestUpAndDown(t *testing.T) {
 			return false, errors.New("no Service web with a reach in the Works")
 		})
 	}
-	// The demo's Gateway and route, as the README applies them: the hub accepts the route and
-	// resolves its backend from the agents' reports.
+	// The demo's route, as the README applies it: the hub accepts it and resolves its backend
+	// from the agents' reports, and the edge pool `convoy up` made answers from all three
+	// regions on its one address.
 	hubKubeconfig := filepath.Join(dataDir, "kubeconfig")
-	run(t, nil, kubectl, "--kubeconfig", hubKubeconfig, "apply", "-f", filepath.Join(root, "examples/web/gateway.yaml"))
+	run(t, nil, kubectl, "--kubeconfig", hubKubeconfig, "apply", "-f", filepath.Join(root, "examples/web/route.yaml"))
 	eventually(t, "the demo's route accepted with its backend resolved", time.Minute, func() (bool, error) {
 		out, err := exec.Command(kubectl, "--kubeconfig", hubKubeconfig, "-n", "demo", "get", "httproute", "web", "-o",
 			`jsonpath={.status.parents[0].conditions[?(@.type=="Accepted")].status} {.status.parents[0].conditions[?(@.type=="ResolvedRefs")].status}`).CombinedOutput()
 		return err == nil && string(out) == "True True", fmt.Errorf("%s", out)
 	})
+	seen := map[string]bool{}
+	edgeClient := &http.Client{Timeout: 5 * time.Second}
+	eventually(t, "the edge pool answering from all three regions", time.Minute, func() (bool, error) {
+		resp, err := edgeClient.Get("http://127.76.0.1:8080/")
+		if err != nil {
+			return false, err
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, c := range clusters {
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(raw), "web: cluster "+c+",") {
+				seen[c] = true
+			}
+		}
+		return len(seen) == 3, fmt.Errorf("%d %q; seen %v", resp.StatusCode, raw, seen)
+	})
+	for i := range 30 {
+		resp, err := edgeClient.Get("http://127.76.0.1:8080/")
+		if err != nil {
+			t.Fatalf("request %d through the edge: %v", i, err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(raw), "web: cluster ") {
+			t.Fatalf("request %d through the edge: %d %q", i, resp.StatusCode, raw)
+		}
+	}
+	status := run(t, env, convoyBin, "edge", "status", "demo/edge")
+	for _, c := range clusters {
+		if !regexp.MustCompile(`demo/web/0/http\s+\* /\s+` + c + `\s+2\s+2\s`).MatchString(status) {
+			t.Errorf("convoy edge status does not show %s's 2 servers up:\n%s", c, status)
+		}
+	}
+	if !strings.Contains(status, "http://127.76.0.1:8080/") || !strings.Contains(status, "programmed: True") {
+		t.Errorf("convoy edge status lacks the pool's URL or its state:\n%s", status)
+	}
 	logs := run(t, nil, kubectl, "--kubeconfig", kubeconfigs["us-east"], "-n", "demo", "logs", "-l", "app=web", "--tail=-1")
 	if !strings.Contains(logs, "GET / 200") {
 		t.Errorf("kubectl logs of the web pods on us-east lack the request lines:\n%s", logs)

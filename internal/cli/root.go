@@ -77,6 +77,7 @@ an agent on each member cluster applies them and reports back.`,
 		newStatusCmd(g),
 		newRolloutCmd(g),
 		newImageCmd(g),
+		newEdgeCmd(g),
 	)
 	return root
 }

@@ -4,18 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hub"
@@ -32,6 +39,7 @@ var fleet = []struct{ name, region string }{
 
 type upOptions struct {
 	dataDir, binDir, healthAddr string
+	edgeAddresses               string
 	nodes                       int32
 	nodeKind                    string
 	timeout                     time.Duration
@@ -57,6 +65,7 @@ nodes in zones a and b (containerd and a kubelet each, on this machine; needs ro
 	f.Int32Var(&o.nodes, "nodes", 0, "nodes per cluster (default 2 real, or 3 simulated)")
 	f.StringVar(&o.nodeKind, "node-kind", "real", "real or simulated (kwok: nothing runs, thousands fit)")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long to wait for the fleet")
+	f.StringVar(&o.edgeAddresses, "edge-addresses", hub.DefaultEdgeAddresses.String(), "range (CIDR) the hub gives the edge pools' addresses from, when it starts the hub")
 	return cmd
 }
 
@@ -127,6 +136,10 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 	if _, err := waitClusters(ctx, hc, names, out, start, o.timeout, isUp); err != nil {
 		return err
 	}
+	demoURL, err := ensureDemoPool(ctx, hc, out, start)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "\nConvoy is up after %.1fs.\n\n", time.Since(start).Seconds())
 	if err := getObjects(ctx, hc, &getOptions{output: "table"}, "", labels.Everything(), &v1alpha1.ClusterList{}, &v1alpha1.Cluster{}, out, clusterTable); err != nil {
 		return err
@@ -141,8 +154,9 @@ Next:
   kubectl get clusters
   %[3]s cluster kubeconfig us-east > us-east.kubeconfig
   kubectl --kubeconfig us-east.kubeconfig get nodes
+  %[3]s edge status            # the demo's edge pool, at %[4]s
   %[3]s down                    # stop everything (--purge also removes %[2]s)
-`, layout.Kubeconfig(), dataDir, self)
+`, layout.Kubeconfig(), dataDir, self, demoURL)
 	return nil
 }
 
@@ -162,7 +176,7 @@ func (o *upOptions) startHub(ctx context.Context, layout hub.Layout) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, "hub", "--data-dir", layout.Dir, "--bin-dir", o.binDir, "--health-addr", o.healthAddr)
+	cmd := exec.Command(self, "hub", "--data-dir", layout.Dir, "--bin-dir", o.binDir, "--health-addr", o.healthAddr, "--edge-addresses", o.edgeAddresses)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -266,4 +280,57 @@ func stopAndWait(pid int, lockPath string, timeout time.Duration) error {
 func kubeprocExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// The demo's edge pool, which `convoy up` makes: a Gateway in namespace demo with one HTTP
+// listener, as examples/web/gateway.yaml has it for other hubs.
+const (
+	demoNamespace = "demo"
+	demoGateway   = "edge"
+	demoPort      = 8080
+)
+
+// ensureDemoPool makes the demo's edge pool unless its Gateway exists, waits until the hub
+// serves it, and returns its URL.
+func ensureDemoPool(ctx context.Context, hc client.Client, out io.Writer, start time.Time) (string, error) {
+	if err := hc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: demoNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", hubError("the hub", err)
+	}
+	gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: demoNamespace, Name: demoGateway}, Spec: gatewayv1.GatewaySpec{
+		GatewayClassName: v1alpha1.EdgeGatewayClass,
+		Listeners:        []gatewayv1.Listener{{Name: "http", Port: demoPort, Protocol: gatewayv1.HTTPProtocolType}},
+	}}
+	switch err := hc.Create(ctx, gw); {
+	case apierrors.IsAlreadyExists(err):
+		fmt.Fprintf(out, "  %6.1fs  edge pool %s/%s exists; reusing it\n", time.Since(start).Seconds(), demoNamespace, demoGateway)
+	case err != nil:
+		return "", hubError("the hub", err)
+	default:
+		fmt.Fprintf(out, "  %6.1fs  edge pool %s/%s created (Gateway of class %s)\n", time.Since(start).Seconds(), demoNamespace, demoGateway, v1alpha1.EdgeGatewayClass)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if err := hc.Get(ctx, client.ObjectKeyFromObject(gw), gw); err != nil {
+			return "", hubError("the hub", err)
+		}
+		p := meta.FindStatusCondition(gw.Status.Conditions, string(gatewayv1.GatewayConditionProgrammed))
+		if p != nil && p.Status == metav1.ConditionTrue && p.ObservedGeneration == gw.Generation && len(gw.Status.Addresses) > 0 {
+			url := fmt.Sprintf("http://%s/", net.JoinHostPort(gw.Status.Addresses[0].Value, strconv.Itoa(int(gw.Spec.Listeners[0].Port))))
+			fmt.Fprintf(out, "  %6.1fs  edge pool %s/%s serving at %s\n", time.Since(start).Seconds(), demoNamespace, demoGateway, url)
+			return url, nil
+		}
+		if time.Now().After(deadline) {
+			why := "no Programmed condition yet"
+			if p != nil {
+				why = p.Reason + ": " + p.Message
+			}
+			fmt.Fprintf(out, "  %6.1fs  edge pool %s/%s not serving after a minute (%s); see `convoy edge status`\n", time.Since(start).Seconds(), demoNamespace, demoGateway, why)
+			return "(not serving yet)", nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

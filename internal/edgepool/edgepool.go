@@ -91,7 +91,11 @@ func Start(ctx context.Context, cfg Config, p edge.Pool, log *slog.Logger) (*Ins
 	if bin == "" {
 		var err error
 		if bin, err = exec.LookPath("haproxy"); err != nil {
-			return nil, errors.New("the edge needs haproxy: install it with `make deps` or `apt-get install haproxy`")
+			// Debian installs it in /usr/sbin, which a user's PATH may lack.
+			if _, serr := os.Stat("/usr/sbin/haproxy"); serr != nil {
+				return nil, errors.New("the edge needs haproxy: install it with `make deps` or `apt-get install haproxy`")
+			}
+			bin = "/usr/sbin/haproxy"
 		}
 	}
 	if err := p.Validate(); err != nil {
