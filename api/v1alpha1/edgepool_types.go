@@ -75,6 +75,9 @@ type EdgeRoute struct {
 	PathPrefix string `json:"pathPrefix,omitempty"`
 	// +optional
 	HealthPath string `json:"healthPath,omitempty"`
+	// Timeout bounds each try at a server; empty means the edge's default.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 	// +optional
 	Clusters []EdgeClusterServers `json:"clusters,omitempty"`
 }

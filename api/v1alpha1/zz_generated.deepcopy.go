@@ -417,6 +417,11 @@ func (in *EdgeRoute) DeepCopyInto(out *EdgeRoute) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.Timeout != nil {
+		in, out := &in.Timeout, &out.Timeout
+		*out = new(metav1.Duration)
+		**out = **in
+	}
 	if in.Clusters != nil {
 		in, out := &in.Clusters, &out.Clusters
 		*out = make([]EdgeClusterServers, len(*in))

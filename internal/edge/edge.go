@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Protocol is what a listener speaks.
@@ -62,8 +63,16 @@ type Route struct {
 	// PathPrefix matches a path that is it or starts with it followed by "/"; empty or "/"
 	// match every path. HTTP only.
 	PathPrefix string
-	Backend    Backend
+	// Timeout bounds each try of a request at a server: how long the edge waits for its
+	// answer to start, or between its parts, before it tries another (safe requests) or
+	// answers 504. Zero means DefaultTimeout. HTTP only.
+	Timeout time.Duration
+	Backend Backend
 }
+
+// DefaultTimeout is a route's timeout at a server when the route gives none (Envoy's default
+// route timeout is the same).
+const DefaultTimeout = 15 * time.Second
 
 // Backend is where a route sends what it matches: the servers of its Service in every cluster.
 type Backend struct {
@@ -111,6 +120,9 @@ func (p Pool) Validate() error {
 			names[r.Name] = true
 			if l.Protocol == TCP && (len(r.Hostnames) > 0 || r.PathPrefix != "") {
 				errs = append(errs, fmt.Errorf("route %s: a TCP route matches no hostname or path", r.Name))
+			}
+			if r.Timeout < 0 {
+				errs = append(errs, fmt.Errorf("route %s: timeout %s is negative", r.Name, r.Timeout))
 			}
 			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
 				errs = append(errs, fmt.Errorf("route %s: path prefix %q does not start with /", r.Name, r.PathPrefix))

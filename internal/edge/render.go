@@ -55,7 +55,7 @@ func Render(p Pool, slots Slots, o Options) string {
 	w(true, "load-server-state-from-file global")
 	w(true, "timeout connect 2s")
 	w(true, "timeout client 60s")
-	w(true, "timeout server 60s")
+	w(true, "timeout server %dms", DefaultTimeout.Milliseconds())
 	w(true, "timeout http-request 10s")
 	w(true, "timeout check %dms", max(check.Milliseconds(), 100))
 	// A request that failed before its answer began goes to another server, up to three
@@ -134,6 +134,9 @@ func Render(p Pool, slots Slots, o Options) string {
 				// Only safe requests are retried after they were sent; any request is retried
 				// when it could not be sent.
 				w(true, "retry-on conn-failure empty-response response-timeout 502 503 504")
+				if r.Timeout > 0 {
+					w(true, "timeout server %dms", r.Timeout.Milliseconds())
+				}
 				w(true, "http-request disable-l7-retry unless METH_GET || METH_HEAD || METH_OPTIONS")
 			}
 			w(true, "balance roundrobin")

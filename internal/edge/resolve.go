@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -187,6 +188,30 @@ func Resolve(s Snapshot) Resolution {
 	return res
 }
 
+// ruleTimeout is the timeout of each try at a server: the rule's backendRequest timeout, else
+// its request timeout (which bounds all tries together; the edge has no such bound, so it
+// bounds each). "0s" turns it off: a day.
+func ruleTimeout(t *gatewayv1.HTTPRouteTimeouts) (time.Duration, error) {
+	if t == nil {
+		return 0, nil
+	}
+	v := t.BackendRequest
+	if v == nil {
+		v = t.Request
+	}
+	if v == nil {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(string(*v))
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("timeout %q is not a duration; the default of %s holds", *v, DefaultTimeout)
+	}
+	if d == 0 {
+		d = 24 * time.Hour
+	}
+	return d, nil
+}
+
 // limitsOf reads a Gateway's limits from its annotations, or says what is wrong with them.
 func limitsOf(annotations map[string]string) (Limits, string) {
 	var l Limits
@@ -327,6 +352,10 @@ func httpRules(s Snapshot, r *gatewayv1.HTTPRoute) []ruleMatches {
 		}
 		b, bad := backend(s, r.Namespace, "HTTPRoute", refs)
 		rm := ruleMatches{index: ri, unresolved: bad}
+		timeout, err := ruleTimeout(rule.Timeouts)
+		if err != nil {
+			rm.unsupported = err.Error()
+		}
 		if hp, ok := r.Annotations[v1alpha1.EdgeHealthPathAnnotation]; ok {
 			if strings.HasPrefix(hp, "/") && Plain(hp) {
 				b.HealthPath = hp
@@ -357,7 +386,7 @@ func httpRules(s Snapshot, r *gatewayv1.HTTPRoute) []ruleMatches {
 				rm.unsupported = "header, query and method matches are not served by Convoy's edge yet; the rule's other matches are served"
 				continue
 			}
-			rm.matches = append(rm.matches, Route{PathPrefix: prefix, Backend: b})
+			rm.matches = append(rm.matches, Route{PathPrefix: prefix, Timeout: timeout, Backend: b})
 		}
 		out = append(out, rm)
 	}

@@ -182,6 +182,9 @@ func (r *resolver) print(res Resolution) string {
 				if rt.PathPrefix != "" {
 					match += " path=" + rt.PathPrefix
 				}
+				if rt.Timeout != 0 {
+					match += " timeout=" + rt.Timeout.String()
+				}
 				if rt.Backend.HealthPath != "" {
 					match += " health=" + rt.Backend.HealthPath
 				}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
@@ -17,6 +19,9 @@ func ToSpec(p Pool, address netip.Addr) v1alpha1.EdgePoolSpec {
 		el := v1alpha1.EdgeListener{Name: l.Name, Port: int32(l.Port), Protocol: string(l.Protocol)}
 		for _, r := range l.Routes {
 			er := v1alpha1.EdgeRoute{Name: r.Name, Hostnames: slices.Clone(r.Hostnames), PathPrefix: r.PathPrefix, HealthPath: r.Backend.HealthPath}
+			if r.Timeout > 0 {
+				er.Timeout = &metav1.Duration{Duration: r.Timeout}
+			}
 			for _, c := range r.Backend.Clusters {
 				ec := v1alpha1.EdgeClusterServers{Cluster: c.Cluster}
 				for _, sv := range c.Servers {
@@ -42,6 +47,9 @@ func FromSpec(s v1alpha1.EdgePoolSpec) (Pool, netip.Addr, error) {
 		l := Listener{Name: el.Name, Port: int(el.Port), Protocol: Protocol(el.Protocol)}
 		for _, er := range el.Routes {
 			r := Route{Name: er.Name, Hostnames: slices.Clone(er.Hostnames), PathPrefix: er.PathPrefix, Backend: Backend{HealthPath: er.HealthPath}}
+			if er.Timeout != nil {
+				r.Timeout = er.Timeout.Duration
+			}
 			for _, ec := range er.Clusters {
 				c := ClusterServers{Cluster: ec.Cluster}
 				for _, es := range ec.Servers {

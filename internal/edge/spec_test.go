@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestAllocate(t *testing.T) {
@@ -51,7 +52,7 @@ func TestAllocate(t *testing.T) {
 
 func TestSpecRoundTrip(t *testing.T) {
 	p := Pool{Name: "shop/edge", Limits: Limits{MaxConnections: 10, RequestsPerSecond: 5}, Listeners: []Listener{
-		{Name: "http", Port: 8080, Protocol: HTTP, Routes: []Route{{Name: "shop/web/0/http", Hostnames: []string{"a.example"}, PathPrefix: "/",
+		{Name: "http", Port: 8080, Protocol: HTTP, Routes: []Route{{Name: "shop/web/0/http", Hostnames: []string{"a.example"}, PathPrefix: "/", Timeout: 2 * time.Second,
 			Backend: Backend{HealthPath: "/healthz", Clusters: []ClusterServers{{Cluster: "us-east", Servers: []Server{{Addr: netip.MustParseAddrPort("10.77.0.2:30080"), Weight: 2}}}}}}}},
 		{Name: "pg", Port: 5432, Protocol: TCP, Routes: []Route{{Name: "shop/pg/0/pg"}}},
 	}}

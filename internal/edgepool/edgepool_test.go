@@ -1,4 +1,4 @@
-package edgepool
+package edgepool_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/convoy-dev/convoy/internal/edge"
+	"github.com/convoy-dev/convoy/internal/edgepool"
 	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
@@ -67,7 +68,8 @@ func TestUpdates(t *testing.T) {
 	a, b := backend(t, "a"), backend(t, "b")
 	more := []netip.AddrPort{backend(t, "c"), backend(t, "d"), backend(t, "e")}
 	log := hubtest.Logger(t)
-	inst, err := Start(ctx, Config{Name: "test", Dir: t.TempDir(), Bind: "127.0.0.1", Metrics: fmt.Sprintf("127.0.0.1:%d", metrics), CheckInterval: 200 * time.Millisecond},
+	dir := t.TempDir()
+	inst, err := edgepool.Start(ctx, edgepool.Config{Name: "test", Dir: dir, Bind: "127.0.0.1", Metrics: fmt.Sprintf("127.0.0.1:%d", metrics), CheckInterval: 200 * time.Millisecond},
 		pool(port, "/", map[string][]netip.AddrPort{"east": {a}}), log)
 	if err != nil {
 		t.Fatal(err)
@@ -167,13 +169,13 @@ func TestUpdates(t *testing.T) {
 
 	// A configuration HAProxy refuses (a frontend name with '@', which the pool's model lets
 	// through) is not loaded, nor written for a restart; the pool keeps serving what it served.
-	cfgBefore, _ := os.ReadFile(filepath.Join(inst.cfg.Dir, "haproxy.cfg"))
+	cfgBefore, _ := os.ReadFile(filepath.Join(dir, "haproxy.cfg"))
 	refused := pool(port, "/healthz", current)
 	refused.Listeners[0].Name = "web@2"
-	if _, err = inst.Update(ctx, refused); !errors.Is(err, ErrRefused) {
+	if _, err = inst.Update(ctx, refused); !errors.Is(err, edgepool.ErrRefused) {
 		t.Fatalf("a refused configuration: err = %v, want ErrRefused", err)
 	}
-	if cfgAfter, _ := os.ReadFile(filepath.Join(inst.cfg.Dir, "haproxy.cfg")); string(cfgAfter) != string(cfgBefore) {
+	if cfgAfter, _ := os.ReadFile(filepath.Join(dir, "haproxy.cfg")); string(cfgAfter) != string(cfgBefore) {
 		t.Error("a refused configuration was written where a restart would load it")
 	}
 	answered("b", "c", "d", "e")
@@ -221,7 +223,7 @@ func TestRateLimit(t *testing.T) {
 	}
 	p := pool(port, "", map[string][]netip.AddrPort{"east": {backend(t, "a")}})
 	p.Limits.RequestsPerSecond = 5
-	inst, err := Start(context.Background(), Config{Name: "rate", Dir: t.TempDir(), Bind: "127.0.0.1"}, p, hubtest.Logger(t))
+	inst, err := edgepool.Start(context.Background(), edgepool.Config{Name: "rate", Dir: t.TempDir(), Bind: "127.0.0.1"}, p, hubtest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
