@@ -495,7 +495,8 @@ func TestUpAndDown(t *testing.T) {
 	})
 
 	// A range of edge addresses of its own, away from a developer's `make up` (127.77.0.0/16)
-	// and from the test hubs' (127.PORT/256.PORT%256.0/24, above 127.127).
+	// and from the test hubs' (127.PORT/256.PORT%256.0/24: 127.128 and above for the
+	// ephemeral ports they get).
 	out := run(t, env, convoyBin, "up", "--health-addr", health, "--edge-addresses", "127.76.0.0/24")
 	for _, want := range []string{"hub ready", "us-east created (2 real nodes in us-east, zones a,b)", "edge pool demo/edge serving at http://127.76.0.1:8080/", "Convoy is up", "NAME", "us-west", "eu-west", "convoy down"} {
 		if !strings.Contains(out, want) {
@@ -666,6 +667,8 @@ func TestUpAndDown(t *testing.T) {
 	if !strings.Contains(forwarded, "pod "+pod) {
 		t.Errorf("port-forward to %s answered %q", pod, forwarded)
 	}
+
+	edgeTeams(t, env, dataDir, kubectl, "127.76.0")
 
 	out = run(t, env, convoyBin, "down", "--purge")
 	for _, want := range []string{"Stopping the hub", "Stopped local cluster us-east", "Removed " + dataDir, "Convoy is down."} {

@@ -1,0 +1,286 @@
+package main_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/provider/local"
+)
+
+// edgeTeams runs the edge load balancer's end-to-end scenario on the fleet of TestUpAndDown,
+// whose demo app already answers through the pool demo/edge at EDGENET.1:8080 (blog's pool
+// gets EDGENET.2):
+//   - a second team, blog, deploys its own app (another image) as a Service also named web,
+//     with its own Gateway and route; each team's address reaches only its own app, in all
+//     three regions;
+//   - under steady load (vegeta) on blog's pool, all of us-west is frozen (SIGSTOP) for 30 s,
+//     then resumed: no request fails, and the p99 during the loss is logged;
+//   - under load, a route change and an endpoint change are each live quickly (logged), with
+//     no failed request.
+func edgeTeams(t *testing.T, env []string, dataDir, kubectl, edgeNet string) {
+	root := hubtest.RepoRoot(t)
+	hub := filepath.Join(dataDir, "kubeconfig")
+	run(t, env, convoyBin, "image", "build", "./cmd/convoy/testdata/blog", "--dir", root, "--name", "registry.convoy.local/blog/web:1")
+	run(t, env, convoyBin, "apply", "-f", filepath.Join(root, "cmd/convoy/testdata/blog/blog.yaml"))
+	run(t, nil, kubectl, "--kubeconfig", hub, "apply", "-f", filepath.Join(root, "cmd/convoy/testdata/blog/edge.yaml"))
+	blog, demo, blogNew := "http://"+edgeNet+".2:8080/app", "http://"+edgeNet+".1:8080/", "http://"+edgeNet+".2:8080/new"
+	client := &http.Client{Timeout: 10 * time.Second}
+	get := func(url string) (int, string, error) {
+		resp, err := client.Get(url)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil && b == "" {
+			return resp.StatusCode, "", err
+		}
+		return resp.StatusCode, b, nil
+	}
+	regions := []string{"us-east", "us-west", "eu-west"}
+	allRegions := func(url, app string) func() (bool, error) {
+		seen := map[string]bool{}
+		return func() (bool, error) {
+			code, body, err := get(url)
+			for _, r := range regions {
+				if code == http.StatusOK && strings.HasPrefix(body, app+": cluster "+r+",") {
+					seen[r] = true
+				}
+			}
+			return len(seen) == 3, fmt.Errorf("%d %q %v; seen %v", code, body, err, seen)
+		}
+	}
+	eventually(t, "blog's pool answering from all three regions", 3*time.Minute, allRegions(blog, "blog"))
+	// Isolation: each address reaches only its team's app.
+	for i := range 30 {
+		for url, app := range map[string]string{blog: "blog", demo: "web"} {
+			code, body, err := get(url)
+			if err != nil || code != http.StatusOK || !strings.HasPrefix(body, app+": cluster ") {
+				t.Fatalf("request %d to %s: %d %q %v; want an answer of %s", i, url, code, body, err, app)
+			}
+		}
+	}
+
+	// Lose a whole cluster under load: every process of us-west stops for 30 s.
+	pids := clusterProcesses(t, filepath.Join(dataDir, "clusters", "us-west"))
+	signal := func(sig syscall.Signal) {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, sig)
+		}
+	}
+	t.Cleanup(func() { signal(syscall.SIGCONT) })
+	var lost, back time.Time
+	results := attack(t, blog, 50, 45*time.Second, 5*time.Second, func() {
+		signal(syscall.SIGSTOP)
+		lost = time.Now()
+		time.Sleep(30 * time.Second)
+		signal(syscall.SIGCONT)
+		back = time.Now()
+	})
+	var during vegeta.Metrics
+	for _, r := range results {
+		if !r.Timestamp.Before(lost) && r.Timestamp.Before(back) {
+			during.Add(r)
+		}
+	}
+	during.Close()
+	all := summarize(t, "us-west frozen for 30 s", results)
+	t.Logf("edge: while us-west was frozen: %d requests, p50 %s, p99 %s, max %s; over the whole run: %d requests, p99 %s",
+		during.Requests, during.Latencies.P50, during.Latencies.P99, during.Latencies.Max, all.Requests, all.Latencies.P99)
+	eventually(t, "us-west answering through blog's pool again", 2*time.Minute, func() (bool, error) {
+		code, body, err := get(blog)
+		return code == http.StatusOK && strings.HasPrefix(body, "blog: cluster us-west,"), fmt.Errorf("%d %q %v", code, body, err)
+	})
+
+	// A route change, under load: a rule for /new (which answered 404, "no route") is live
+	// within the time logged, from the start of kubectl patch; nothing fails meanwhile.
+	if code, _, _ := get(blogNew); code != http.StatusNotFound {
+		t.Fatalf("/new answered %d before its rule; want 404", code)
+	}
+	var routeLive time.Duration
+	results = attack(t, blog, 50, 10*time.Second, 2*time.Second, func() {
+		start := time.Now()
+		run(t, nil, kubectl, "--kubeconfig", hub, "-n", "blog", "patch", "httproute", "web", "--type=json", "-p",
+			`[{"op":"add","path":"/spec/rules/-","value":{"matches":[{"path":{"type":"PathPrefix","value":"/new"}}],"backendRefs":[{"name":"web","port":80}]}}]`)
+		for time.Since(start) < 7*time.Second {
+			if code, body, _ := get(blogNew); code == http.StatusOK && strings.HasPrefix(body, "blog: ") {
+				routeLive = time.Since(start)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	summarize(t, "a route change", results)
+	if routeLive == 0 {
+		t.Fatal("the route change was not live after 7 s")
+	}
+	t.Logf("edge: a route change was live %s after kubectl patch began", routeLive.Round(time.Millisecond))
+
+	// An endpoint change, under load: blog's Deployment goes from 3 to 6 replicas, 2 in each
+	// cluster. Logged: from us-east's EndpointSlice showing 2 ready endpoints to the pool's
+	// HAProxy weighing us-east's servers anew (its Runtime API, no reload).
+	usEast := filepath.Join(t.TempDir(), "us-east.kubeconfig")
+	if err := os.WriteFile(usEast, []byte(run(t, env, convoyBin, "cluster", "kubeconfig", "us-east")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metrics := poolMetrics(t, kubectl, hub, "blog.edge")
+	weightsBefore := usEastWeights(metrics)
+	var endpointsAt, weightsAt time.Time
+	results = attack(t, blog, 50, 20*time.Second, 2*time.Second, func() {
+		run(t, nil, kubectl, "--kubeconfig", hub, "-n", "blog", "scale", "deployment", "web", "--replicas=6")
+		for start := time.Now(); time.Since(start) < 17*time.Second && (endpointsAt.IsZero() || weightsAt.IsZero()); time.Sleep(10 * time.Millisecond) {
+			if endpointsAt.IsZero() {
+				out, _ := exec.Command(kubectl, "--kubeconfig", usEast, "-n", "blog", "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
+					"-o", `jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}`).Output()
+				if strings.Count(string(out), "x") == 2 {
+					endpointsAt = time.Now()
+				}
+			}
+			if weightsAt.IsZero() && usEastWeights(metrics) != weightsBefore {
+				weightsAt = time.Now()
+			}
+		}
+	})
+	summarize(t, "an endpoint change", results)
+	if endpointsAt.IsZero() || weightsAt.IsZero() {
+		t.Fatalf("the endpoint change was not seen: endpoints at %v, weights at %v", endpointsAt, weightsAt)
+	}
+	t.Logf("edge: an endpoint change was live in HAProxy %s after us-east's EndpointSlice showed it (weights %s -> %s)",
+		weightsAt.Sub(endpointsAt).Round(time.Millisecond), weightsBefore, usEastWeights(metrics))
+}
+
+// attack sends GETs to url at rate a second for d. At time at it runs action, in a goroutine;
+// it returns every result once both are done.
+func attack(t *testing.T, url string, rate int, d, at time.Duration, action func()) []*vegeta.Result {
+	t.Helper()
+	a := vegeta.NewAttacker(vegeta.Timeout(30*time.Second), vegeta.KeepAlive(true), vegeta.Workers(20), vegeta.MaxBody(256))
+	targeter := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodGet, URL: url})
+	acted := make(chan struct{})
+	timer := time.AfterFunc(at, func() {
+		defer close(acted)
+		action()
+	})
+	var out []*vegeta.Result
+	for r := range a.Attack(targeter, vegeta.Rate{Freq: rate, Per: time.Second}, d, "edge") {
+		out = append(out, r)
+	}
+	if timer.Stop() {
+		close(acted) // d was shorter than at
+	}
+	<-acted
+	return out
+}
+
+// summarize fails the test for each failed request (an error, a status but 200, or an answer
+// that is not blog's) and returns the run's metrics.
+func summarize(t *testing.T, what string, results []*vegeta.Result) vegeta.Metrics {
+	t.Helper()
+	var m vegeta.Metrics
+	failed := 0
+	for _, r := range results {
+		m.Add(r)
+		if r.Error != "" || r.Code != http.StatusOK || !strings.HasPrefix(string(r.Body), "blog: ") {
+			failed++
+			if failed <= 5 {
+				t.Errorf("%s: request at %s failed: %d %q %s", what, r.Timestamp.Format("15:04:05.000"), r.Code, r.Body, r.Error)
+			}
+		}
+	}
+	m.Close()
+	if failed > 0 {
+		t.Errorf("%s: %d of %d requests failed; want none", what, failed, len(results))
+	}
+	return m
+}
+
+// clusterProcesses is every process of a local cluster: its runtime, what the runtime's
+// session runs (control plane, containerd, kubelets, the containerd shims, which leave their
+// parent but not the session), and the shims' children, the pods.
+func clusterProcesses(t *testing.T, clusterDir string) []int {
+	t.Helper()
+	rs, err := local.ReadRuntimeStatus(clusterDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	session := map[int]int{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp session ...
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) < 4 {
+			continue
+		}
+		parent[pid], _ = strconv.Atoi(f[1])
+		session[pid], _ = strconv.Atoi(f[3])
+	}
+	in := func(pid int) bool {
+		for p := pid; p > 1; p = parent[p] {
+			if p == rs.PID || session[p] == rs.PID {
+				return true
+			}
+		}
+		return false
+	}
+	var out []int
+	for pid := range parent {
+		if in(pid) {
+			out = append(out, pid)
+		}
+	}
+	if len(out) < 10 {
+		t.Fatalf("only %d processes found for %s", len(out), clusterDir)
+	}
+	return out
+}
+
+// poolMetrics is the metrics URL of the hub's instance of an EdgePool.
+func poolMetrics(t *testing.T, kubectl, hub, pool string) string {
+	t.Helper()
+	raw := run(t, nil, kubectl, "--kubeconfig", hub, "-n", v1alpha1.SystemNamespace, "get", "edgepool", pool, "-o", "json")
+	var p v1alpha1.EdgePool
+	if err := json.Unmarshal([]byte(raw), &p); err != nil || len(p.Status.Instances) == 0 {
+		t.Fatalf("EdgePool %s: %v %+v", pool, err, p.Status)
+	}
+	return p.Status.Instances[0].Metrics
+}
+
+// usEastWeights is the weights HAProxy gives us-east's servers, as "W1,W2,...".
+func usEastWeights(metrics string) string {
+	resp, err := http.Get(metrics)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	var w []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "haproxy_server_weight{") && strings.Contains(l, `server="us-east:`) {
+			w = append(w, l[strings.LastIndexByte(l, ' ')+1:])
+		}
+	}
+	return strings.Join(w, ",")
+}
