@@ -139,15 +139,17 @@ func printEdgePool(ctx context.Context, c client.Client, out io.Writer, p *v1alp
 				fmt.Fprintf(tw, "  %s\t%s\t(none)\t0\t-\t-\t-\n", r.Name, match)
 			}
 			for _, cs := range r.Clusters {
-				weight := 0
-				for _, s := range cs.Servers {
-					weight += int(s.Weight)
+				weight, servers := 0, strings.Fields(cs.Servers)
+				for _, s := range servers { // IP:PORT*WEIGHT
+					_, w, _ := strings.Cut(s, "*")
+					n, _ := strconv.Atoi(w)
+					weight += n
 				}
 				up, responses := "?", "?"
 				if h, ok := health[backendKey(r.Name, cs.Cluster)]; ok {
 					up, responses = strconv.Itoa(h.up), strconv.FormatInt(h.responses, 10)
 				}
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\n", r.Name, match, cs.Cluster, len(cs.Servers), up, weight, responses)
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\n", r.Name, match, cs.Cluster, len(servers), up, weight, responses)
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -148,6 +149,29 @@ func (p Pool) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// SameShape reports whether two pools differ in their servers' addresses and weights at most:
+// then, with the same slots, they render the same configuration but for the servers.
+func SameShape(a, b Pool) bool {
+	return reflect.DeepEqual(shape(a), shape(b))
+}
+
+// shape is a pool without its servers (its clusters stay).
+func shape(p Pool) Pool {
+	p.Listeners = slices.Clone(p.Listeners)
+	for i := range p.Listeners {
+		l := &p.Listeners[i]
+		l.Routes = slices.Clone(l.Routes)
+		for j := range l.Routes {
+			r := &l.Routes[j]
+			r.Backend.Clusters = slices.Clone(r.Backend.Clusters)
+			for k := range r.Backend.Clusters {
+				r.Backend.Clusters[k].Servers = nil
+			}
+		}
+	}
+	return p
 }
 
 // Plain reports whether a value can go into HAProxy's configuration as a word: no space,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,11 +24,16 @@ func ToSpec(p Pool, address netip.Addr) v1alpha1.EdgePoolSpec {
 				er.Timeout = &metav1.Duration{Duration: r.Timeout}
 			}
 			for _, c := range r.Backend.Clusters {
-				ec := v1alpha1.EdgeClusterServers{Cluster: c.Cluster}
-				for _, sv := range c.Servers {
-					ec.Servers = append(ec.Servers, v1alpha1.EdgeServer{Address: sv.Addr.String(), Weight: int32(sv.Weight)})
+				var b strings.Builder
+				for i, sv := range c.Servers {
+					if i > 0 {
+						b.WriteByte(' ')
+					}
+					b.WriteString(sv.Addr.String())
+					b.WriteByte('*')
+					b.WriteString(strconv.Itoa(sv.Weight))
 				}
-				er.Clusters = append(er.Clusters, ec)
+				er.Clusters = append(er.Clusters, v1alpha1.EdgeClusterServers{Cluster: c.Cluster, Servers: b.String()})
 			}
 			el.Routes = append(el.Routes, er)
 		}
@@ -52,12 +58,14 @@ func FromSpec(s v1alpha1.EdgePoolSpec) (Pool, netip.Addr, error) {
 			}
 			for _, ec := range er.Clusters {
 				c := ClusterServers{Cluster: ec.Cluster}
-				for _, es := range ec.Servers {
-					ap, err := netip.ParseAddrPort(es.Address)
-					if err != nil {
-						return Pool{}, addr, fmt.Errorf("pool %s: route %s: cluster %s: %w", s.Gateway, er.Name, ec.Cluster, err)
+				for _, es := range strings.Fields(ec.Servers) {
+					a, w, _ := strings.Cut(es, "*")
+					ap, err := netip.ParseAddrPort(a)
+					weight, werr := strconv.Atoi(w)
+					if err != nil || werr != nil {
+						return Pool{}, addr, fmt.Errorf("pool %s: route %s: cluster %s: server %q is not IP:PORT*WEIGHT", s.Gateway, er.Name, ec.Cluster, es)
 					}
-					c.Servers = append(c.Servers, Server{Addr: ap, Weight: int(es.Weight)})
+					c.Servers = append(c.Servers, Server{Addr: ap, Weight: weight})
 				}
 				r.Backend.Clusters = append(r.Backend.Clusters, c)
 			}

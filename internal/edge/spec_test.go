@@ -61,8 +61,31 @@ func TestSpecRoundTrip(t *testing.T) {
 		t.Fatalf("round trip: %v %v %#v", err, addr, back)
 	}
 	s := ToSpec(p, netip.MustParseAddr("127.77.0.1"))
-	s.Listeners[0].Routes[0].Clusters[0].Servers[0].Address = "10.77.0.2"
+	s.Listeners[0].Routes[0].Clusters[0].Servers = "10.77.0.2*2"
 	if _, _, err := FromSpec(s); err == nil {
 		t.Fatal("a server without a port was taken")
+	}
+}
+
+func TestSameShape(t *testing.T) {
+	pool := func(path, cluster string, weight int) Pool {
+		return Pool{Name: "a/b", Listeners: []Listener{{Name: "http", Port: 80, Protocol: HTTP, Routes: []Route{{Name: "a/r/0/http", PathPrefix: path,
+			Backend: Backend{Clusters: []ClusterServers{{Cluster: cluster, Servers: []Server{{Addr: netip.MustParseAddrPort("10.77.0.2:30080"), Weight: weight}}}}}}}}}}
+	}
+	base := pool("/", "us-east", 4)
+	for _, tc := range []struct {
+		other Pool
+		same  bool
+	}{
+		{pool("/", "us-east", 8), true},
+		{pool("/v2", "us-east", 4), false},
+		{pool("/", "eu-west", 4), false},
+	} {
+		if got := SameShape(base, tc.other); got != tc.same {
+			t.Errorf("SameShape(%+v) = %v, want %v", tc.other.Listeners[0].Routes[0], got, tc.same)
+		}
+	}
+	if base.Listeners[0].Routes[0].Backend.Clusters[0].Servers == nil {
+		t.Error("SameShape changed its argument")
 	}
 }

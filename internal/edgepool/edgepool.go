@@ -146,24 +146,25 @@ func (i *Instance) Update(ctx context.Context, p edge.Pool) (Result, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	next, cmds, reload := edge.Assign(i.slots, p)
-	text := edge.Render(p, next, i.cfg.options())
 	// Anything but the servers changed (a listener, a match, a limit, a check) changes the
-	// configuration rendered with the same slots.
-	structural := text != edge.Render(i.pool, next, i.cfg.options())
-	if !reload && !structural && !i.unsure {
+	// configuration beyond the slots: a reload.
+	if !reload && edge.SameShape(i.pool, p) && !i.unsure {
 		if len(cmds) > 0 {
 			if _, err := i.runtime(ctx, cmds...); err != nil {
 				i.unsure = true
 				return Result{}, err
 			}
 		}
-		// Only server addresses and weights differ from the checked file.
+		// HAProxy runs it; the file follows, for a restart. Only server addresses and
+		// weights differ from the checked file.
+		text := edge.Render(p, next, i.cfg.options())
 		if err := kubeproc.WriteFileAtomic(i.cfg.configPath(), []byte(text), 0o600); err != nil {
 			return Result{}, err
 		}
 		i.pool, i.slots, i.text = p, next, text
 		return Result{Commands: len(cmds)}, nil
 	}
+	text := edge.Render(p, next, i.cfg.options())
 	if err := i.check(ctx, text, p); err != nil {
 		return Result{}, err
 	}

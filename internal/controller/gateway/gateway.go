@@ -16,8 +16,11 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -54,7 +57,12 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&gatewayv1.ReferenceGrant{}, all).
 		Watches(&corev1.Namespace{}, all).
 		Watches(&v1alpha1.Work{}, all).
-		Watches(&v1alpha1.EdgePool{}, all).
+		// Its own writes of a pool's spec are no news; the supervisors' reports are.
+		Watches(&v1alpha1.EdgePool{}, all, builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			old, oldOK := e.ObjectOld.(*v1alpha1.EdgePool)
+			cur, curOK := e.ObjectNew.(*v1alpha1.EdgePool)
+			return !oldOK || !curOK || !equality.Semantic.DeepEqual(old.Status, cur.Status)
+		}})).
 		Complete(r)
 }
 

@@ -242,8 +242,10 @@ func (s *Supervisor) writeStatus(ctx context.Context, p *v1alpha1.EdgePool, r *r
 		if equality.Semantic.DeepEqual(cur.Status.Instances, want) {
 			return nil
 		}
+		// A patch of the instances alone: the spec may hold thousands of servers.
+		patch := client.MergeFromWithOptions(cur.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		cur.Status.Instances = want
-		return s.Client.Status().Update(ctx, cur)
+		return s.Client.Status().Patch(ctx, cur, patch)
 	})
 }
 
