@@ -2,8 +2,10 @@ package main_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,9 +17,14 @@ import (
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
@@ -283,4 +290,124 @@ func usEastWeights(metrics string) string {
 		}
 	}
 	return strings.Join(w, ",")
+}
+
+// An edge host (`convoy edge run`, its own process, with the identity `convoy edge
+// kubeconfig` makes) runs instances of the pools beside the hub's, on the same address and
+// port. It may read the pools and nothing else. When the hub stops, its instances stop with
+// it and the edge host's serve on; when the Gateway is deleted, the edge host's stop too.
+func TestEdgeHost(t *testing.T) {
+	t.Parallel()
+	hubtest.RequireHAProxy(t)
+	h := hubtest.Start(t)
+	hubKubeconfig := filepath.Join(h.Options.DataDir, "kubeconfig")
+	kubectl := filepath.Join(hubtest.BinDir(t), "kubectl")
+	env := []string{"CONVOY_KUBECONFIG=" + hubKubeconfig}
+	scheme := hubtest.Scheme()
+	hubtest.Must(t, gatewayv1.Install(scheme))
+	c, err := client.New(h.Config, client.Options{Scheme: scheme})
+	hubtest.Must(t, err)
+	ctx := context.Background()
+
+	// The backend: a listener of this test, reported as us-east's Service shop/web on one
+	// node at 127.0.0.1.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	hubtest.Must(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "shop: ok") })}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	for _, ns := range []string{"shop", v1alpha1.ClusterNamespace("us-east")} {
+		hubtest.Must(t, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	}
+	listenerPort, _ := kubeproc.FreePort()
+	port := gatewayv1.PortNumber(80)
+	hubtest.Must(t, c.Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "edge"}, Spec: gatewayv1.GatewaySpec{
+		GatewayClassName: v1alpha1.EdgeGatewayClass,
+		Listeners:        []gatewayv1.Listener{{Name: "http", Port: gatewayv1.PortNumber(listenerPort), Protocol: gatewayv1.HTTPProtocolType}}}}))
+	hubtest.Must(t, c.Create(ctx, &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: gatewayv1.HTTPRouteSpec{
+		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "edge"}}},
+		Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{
+			BackendObjectReference: gatewayv1.BackendObjectReference{Name: "web", Port: &port}}}}}}}}))
+	w := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("us-east"), Name: "shop-web"}}
+	hubtest.Must(t, c.Create(ctx, w))
+	w.Status.Resources = []v1alpha1.ResourceStatus{{
+		ResourceIdentifier: v1alpha1.ResourceIdentifier{Version: "v1", Kind: "Service", Namespace: "shop", Name: "web"},
+		State:              v1alpha1.ResourceApplied,
+		Reach: &v1alpha1.ServiceReach{Ports: []v1alpha1.ReachPort{{Port: 80, NodePort: int32(l.Addr().(*net.TCPAddr).Port)}}, Endpoints: 1,
+			Nodes: []v1alpha1.ReachNode{{Address: "127.0.0.1", Endpoints: 1}}},
+	}}
+	hubtest.Must(t, c.Status().Update(ctx, w))
+
+	// The edge host, with its own identity.
+	edgeKubeconfig := filepath.Join(t.TempDir(), "edge-1.kubeconfig")
+	hubtest.Must(t, os.WriteFile(edgeKubeconfig, []byte(run(t, env, convoyBin, "edge", "kubeconfig", "edge-1")), 0o600))
+	if out, err := exec.Command(kubectl, "--kubeconfig", edgeKubeconfig, "get", "gateways", "-A").CombinedOutput(); err == nil || !strings.Contains(string(out), "forbidden") {
+		t.Errorf("the edge host's identity may list Gateways: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(kubectl, "--kubeconfig", edgeKubeconfig, "-n", v1alpha1.SystemNamespace, "get", "edgepools").CombinedOutput(); err != nil {
+		t.Errorf("the edge host's identity may not list EdgePools: %v\n%s", err, out)
+	}
+	edgeDir := filepath.Join(t.TempDir(), "edge-1")
+	edge := exec.Command(convoyBin, "edge", "run", "--name", "edge-1", "--kubeconfig", edgeKubeconfig, "--dir", edgeDir)
+	edgeLog := &hubtest.SyncBuffer{}
+	edge.Stdout, edge.Stderr = edgeLog, edgeLog
+	hubtest.Must(t, edge.Start())
+	t.Cleanup(func() {
+		_ = edge.Process.Signal(syscall.SIGTERM)
+		_ = edge.Wait()
+		if procs := processesMentioning(edgeDir); len(procs) != 0 {
+			t.Errorf("processes left after the edge host stopped: %v", procs)
+		}
+	})
+
+	var url string
+	eventually(t, "the pool served by the hub and the edge host", time.Minute, func() (bool, error) {
+		var p v1alpha1.EdgePool
+		if err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.EdgePoolName("shop", "edge")}, &p); err != nil {
+			return false, err
+		}
+		serving := 0
+		for _, in := range p.Status.Instances {
+			if in.Phase == v1alpha1.EdgeServing && in.ObservedGeneration == p.Generation {
+				serving++
+			}
+		}
+		url = fmt.Sprintf("http://%s/", net.JoinHostPort(p.Spec.Address, strconv.Itoa(listenerPort)))
+		return serving == 2, fmt.Errorf("instances %+v; edge host says:\n%s", p.Status.Instances, edgeLog.String())
+	})
+	httpc := &http.Client{Timeout: 5 * time.Second}
+	get := func() error {
+		resp, err := httpc.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	eventually(t, "the pool answering", 30*time.Second, func() (bool, error) { err := get(); return err == nil, err })
+
+	// The hub stops, and its instance with it: the edge host's serves on.
+	h.Stop(ctx)
+	for i := range 20 {
+		if err := get(); err != nil {
+			t.Fatalf("request %d with the hub down: %v", i, err)
+		}
+	}
+	// The hub back, the Gateway deleted: the edge host stops its instance.
+	h.Restart()
+	c, err = client.New(h.Config, client.Options{Scheme: scheme})
+	hubtest.Must(t, err)
+	hubtest.Must(t, c.Delete(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "edge"}}))
+	eventually(t, "the edge host's instance stopped", time.Minute, func() (bool, error) {
+		var haproxy []string
+		for _, p := range processesMentioning(edgeDir) {
+			if strings.Contains(p, "haproxy") {
+				haproxy = append(haproxy, p)
+			}
+		}
+		return len(haproxy) == 0 && get() != nil, fmt.Errorf("processes %v", haproxy)
+	})
 }

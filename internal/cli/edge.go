@@ -7,18 +7,29 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/edgehost"
+	"github.com/convoy-dev/convoy/internal/hub"
 )
 
 func newEdgeCmd(g *globals) *cobra.Command {
@@ -26,7 +37,109 @@ func newEdgeCmd(g *globals) *cobra.Command {
 		Use:   "edge",
 		Short: "The edge load balancer: its pools, one per Gateway of class convoy-edge",
 	}
-	cmd.AddCommand(newEdgeStatusCmd(g))
+	cmd.AddCommand(newEdgeStatusCmd(g), newEdgeRunCmd(g), newEdgeKubeconfigCmd(g))
+	return cmd
+}
+
+func newEdgeRunCmd(g *globals) *cobra.Command {
+	o := edgehost.Options{}
+	cmd := &cobra.Command{
+		Use:   "run --name NAME",
+		Short: "Run this host's HAProxy instances of every edge pool, until SIGINT or SIGTERM",
+		Long: `Run an edge host: watch the hub's edge pools and run HAProxy instances of each here,
+binding each pool's address and ports together with the hub's own instances and other edge
+hosts' (SO_REUSEPORT). The hub may be away: the instances keep serving what they served.
+Give it a kubeconfig made by ` + "`convoy edge kubeconfig NAME`" + `, which may read the edge pools
+and report on them, and nothing else. The hub runs no instances of its own with
+` + "`convoy hub --edge-instances -1`" + `.`,
+		Example: `  convoy edge kubeconfig edge-1 > edge-1.kubeconfig
+  convoy edge run --name edge-1 --kubeconfig edge-1.kubeconfig --instances 2`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.restConfig()
+			if err != nil {
+				return err
+			}
+			if errs := validation.IsDNS1123Label(o.Name); len(errs) > 0 {
+				return usageError("--name %q: %s", o.Name, strings.Join(errs, "; "))
+			}
+			if o.Dir == "" {
+				o.Dir = filepath.Join(hub.DefaultDataDir()+"-edge", o.Name)
+			}
+			o.Hub, o.Log = cfg, g.log
+			return edgehost.Run(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Name, "name", "", "this host's name in the pools' status (required)")
+	f.StringVar(&o.Dir, "dir", "", "where the instances keep their files (default ~/.convoy-edge/NAME)")
+	f.IntVar(&o.Instances, "instances", 1, "HAProxy instances per pool on this host")
+	_ = cmd.MarkFlagRequired("name")
+	return cmd
+}
+
+func newEdgeKubeconfigCmd(g *globals) *cobra.Command {
+	var duration time.Duration
+	cmd := &cobra.Command{
+		Use:   "kubeconfig NAME",
+		Short: "Make an edge host's identity at the hub and print its kubeconfig",
+		Long: `Make the hub identity of the edge host NAME (a ServiceAccount that may read the edge pools
+and report on them, in namespace convoy-system, and nothing else) and print a kubeconfig with a
+token for it. Deleting the ServiceAccount revokes it:
+  kubectl -n convoy-system delete serviceaccount edge-NAME`,
+		Example: `  convoy edge kubeconfig edge-1 > edge-1.kubeconfig`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if errs := validation.IsDNS1123Label(name); len(errs) > 0 || name == v1alpha1.EdgeSupervisorHub {
+				return usageError("%q is not an edge host name: use a DNS label other than \"hub\", for example edge-1", name)
+			}
+			cfg, err := g.restConfig()
+			if err != nil {
+				return err
+			}
+			c, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			for _, o := range edgehost.Access(name) {
+				if err := c.Patch(ctx, o, client.Apply, client.FieldOwner("convoy-edge"), client.ForceOwnership); err != nil {
+					return hubError(cfg.Host, err)
+				}
+			}
+			cs, err := kubernetes.NewForConfig(cfg)
+			if err != nil {
+				return err
+			}
+			tr, err := cs.CoreV1().ServiceAccounts(v1alpha1.SystemNamespace).CreateToken(ctx, edgehost.ServiceAccountName(name),
+				&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(duration.Seconds()))}}, metav1.CreateOptions{})
+			if err != nil {
+				return hubError(cfg.Host, err)
+			}
+			kc := clientcmdapi.NewConfig()
+			ca := cfg.CAData
+			if len(ca) == 0 && cfg.CAFile != "" {
+				if ca, err = os.ReadFile(cfg.CAFile); err != nil {
+					return err
+				}
+			}
+			kc.Clusters["convoy"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: ca}
+			kc.AuthInfos["edge-"+name] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+			kc.Contexts["edge-"+name] = &clientcmdapi.Context{Cluster: "convoy", AuthInfo: "edge-" + name}
+			kc.CurrentContext = "edge-" + name
+			raw, err := clientcmd.Write(*kc)
+			if err != nil {
+				return err
+			}
+			_, err = g.streams.Out.Write(raw)
+			if err == nil {
+				fmt.Fprintf(g.streams.ErrOut, "edge host %s: token valid until %s\n", name, tr.Status.ExpirationTimestamp.Format(time.RFC3339))
+			}
+			return err
+		},
+	}
+	cmd.Flags().DurationVar(&duration, "duration", edgehost.TokenDuration, "how long the token lasts")
 	return cmd
 }
 

@@ -81,3 +81,15 @@ func Difference(a, b []string) []string {
 	}
 	return out
 }
+
+// RequireHAProxy fails the test when this machine lacks HAProxy, the edge's data plane (`make
+// deps` installs it).
+func RequireHAProxy(t testing.TB) {
+	t.Helper()
+	if _, err := exec.LookPath("haproxy"); err == nil {
+		return
+	}
+	if _, err := os.Stat("/usr/sbin/haproxy"); err != nil {
+		t.Fatal("no haproxy on PATH or in /usr/sbin: install it with `make deps`")
+	}
+}
