@@ -184,6 +184,9 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if err := gateway.EnsureClass(ctx, direct); err != nil {
 		return err
 	}
+	if err := gateway.EnsureRoles(ctx, direct); err != nil {
+		return err
+	}
 	if err := (&gateway.ClassReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up GatewayClass controller: %w", err)
 	}

@@ -1,13 +1,17 @@
 // Package gateway holds the hub's controllers of the edge load balancer's API, the Gateway
 // API: the GatewayClass of Convoy's edge (v1alpha1.EdgeGatewayClass), which the hub makes and
-// this package accepts. Gateways (edge pools) and their routes come next (docs/ARCHITECTURE.md,
-// "The edge load balancer"). Only the hub's composition root imports it.
+// this package accepts; the edge Gateways and routes, which Reconciler resolves into EdgePools
+// and conditions; and the team roles (EnsureRoles) that let whoever may edit a namespace edit
+// its Gateways and routes (docs/ARCHITECTURE.md, "The edge load balancer"). Only the hub's
+// composition root imports it.
 package gateway
 
 import (
 	"context"
 	"fmt"
+	"slices"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,6 +37,47 @@ func EnsureClass(ctx context.Context, c client.Client) error {
 	}
 	if err := c.Create(ctx, gc); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("make GatewayClass %s: %w", v1alpha1.EdgeGatewayClass, err)
+	}
+	return nil
+}
+
+// The ClusterRoles EnsureRoles keeps: Kubernetes folds them into the built-in admin, edit and
+// view roles (clusterrole-aggregation-controller, which the hub runs).
+const (
+	EditRole = "convoy:gateway-api:edit"
+	ViewRole = "convoy:gateway-api:view"
+)
+
+// gatewayResources are the namespaced Gateway API kinds a team writes.
+var gatewayResources = []string{"gateways", "httproutes", "tcproutes", "grpcroutes", "referencegrants"}
+
+// EnsureRoles makes (or sets back) the ClusterRoles that give the Gateway API's namespaced kinds
+// to the built-in roles: whoever may edit a namespace (a RoleBinding to admin or edit) may
+// write its Gateways, routes and ReferenceGrants, and whoever may view it may read them. Their
+// status stays the hub's.
+func EnsureRoles(ctx context.Context, c client.Client) error {
+	roles := []*rbacv1.ClusterRole{
+		{ObjectMeta: metav1.ObjectMeta{Name: EditRole, Labels: map[string]string{
+			"rbac.authorization.k8s.io/aggregate-to-admin": "true", "rbac.authorization.k8s.io/aggregate-to-edit": "true"}},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{gatewayv1.GroupName}, Resources: gatewayResources,
+				Verbs: []string{"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: ViewRole, Labels: map[string]string{"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{gatewayv1.GroupName}, Resources: append(slices.Clone(gatewayResources),
+				"gateways/status", "httproutes/status", "tcproutes/status", "grpcroutes/status"), Verbs: []string{"get", "list", "watch"}}}},
+	}
+	for _, want := range roles {
+		cur := &rbacv1.ClusterRole{}
+		err := c.Get(ctx, client.ObjectKeyFromObject(want), cur)
+		switch {
+		case apierrors.IsNotFound(err):
+			err = c.Create(ctx, want)
+		case err == nil:
+			cur.Labels, cur.Rules = want.Labels, want.Rules
+			err = c.Update(ctx, cur)
+		}
+		if err != nil {
+			return fmt.Errorf("make ClusterRole %s: %w", want.Name, err)
+		}
 	}
 	return nil
 }

@@ -11,10 +11,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -146,4 +149,59 @@ func TestGatewayStatuses(t *testing.T) {
 		_, err := get()
 		return len(pools.Items) == 0 && err != nil, fmt.Errorf("%d pools; %v", len(pools.Items), err)
 	})
+}
+
+// Team RBAC is plain RBAC: a team bound to the built-in edit role in its namespace may write
+// its Gateways and routes there, and nothing else: not another team's namespace, not their
+// status, not the hub's EdgePools.
+func TestTeamRBAC(t *testing.T) {
+	t.Parallel()
+	h := hubtest.Start(t)
+	scheme := runtime.NewScheme()
+	hubtest.Must(t, clientgoscheme.AddToScheme(scheme))
+	hubtest.Must(t, gatewayv1.Install(scheme))
+	hubtest.Must(t, v1alpha1.AddToScheme(scheme))
+	admin, err := client.New(h.Config, client.Options{Scheme: scheme})
+	hubtest.Must(t, err)
+	ctx := context.Background()
+	for _, ns := range []string{"shop", "blog"} {
+		hubtest.Must(t, admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
+	}
+	hubtest.Must(t, admin.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "shop-team"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "edit"},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: "shop-team"}}}))
+	cfg := rest.CopyConfig(h.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "alice", Groups: []string{"shop-team", "system:authenticated"}}
+	alice, err := client.New(cfg, client.Options{Scheme: scheme})
+	hubtest.Must(t, err)
+
+	gw := func(ns string) *gatewayv1.Gateway {
+		return &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "edge"}, Spec: gatewayv1.GatewaySpec{
+			GatewayClassName: v1alpha1.EdgeGatewayClass, Listeners: []gatewayv1.Listener{{Name: "http", Port: 8080, Protocol: gatewayv1.HTTPProtocolType}}}}
+	}
+	// The aggregation controller folds the edge's role into edit shortly after the hub starts.
+	hubtest.Eventually(t, "the shop team writing its Gateway", time.Minute, func() (bool, error) {
+		err := alice.Create(ctx, gw("shop"))
+		return err == nil, err
+	})
+	route := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}, Spec: gatewayv1.HTTPRouteSpec{
+		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "edge"}}}}}
+	hubtest.Must(t, alice.Create(ctx, route))
+	hubtest.Must(t, alice.Delete(ctx, route))
+
+	forbidden := func(what string, err error) {
+		t.Helper()
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("%s: got %v, want Forbidden", what, err)
+		}
+	}
+	forbidden("a Gateway in blog", alice.Create(ctx, gw("blog")))
+	var pools v1alpha1.EdgePoolList
+	forbidden("reading the EdgePools", alice.List(ctx, &pools, client.InNamespace(v1alpha1.SystemNamespace)))
+	mine := &gatewayv1.Gateway{}
+	hubtest.Must(t, alice.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "edge"}, mine))
+	mine.Status.Addresses = []gatewayv1.GatewayStatusAddress{{Value: "10.0.0.1"}}
+	forbidden("writing the Gateway's status", alice.Status().Update(ctx, mine))
+	forbidden("making a GatewayClass", alice.Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "mine"},
+		Spec: gatewayv1.GatewayClassSpec{ControllerName: "example.com/mine"}}))
 }
