@@ -19,10 +19,12 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
@@ -296,21 +298,18 @@ func usEastWeights(metrics string) string {
 // kubeconfig` makes) runs instances of the pools beside the hub's, on the same address and
 // port. It may read the pools and nothing else. When the hub stops, its instances stop with
 // it and the edge host's serve on; when the Gateway is deleted, the edge host's stop too.
-func TestEdgeHost(t *testing.T) {
-	t.Parallel()
+// startEdgePool starts a hub with a Gateway shop/edge on a free port whose route reaches a
+// listener of the test, reported as us-east's Service shop/web on one node at 127.0.0.1. It
+// returns the hub, a client that knows the Gateway API, its scheme and the listener's port.
+func startEdgePool(t *testing.T, opts ...func(*hub.Options)) (*hubtest.Hub, client.Client, *runtime.Scheme, int) {
+	t.Helper()
 	hubtest.RequireHAProxy(t)
-	h := hubtest.Start(t)
-	hubKubeconfig := filepath.Join(h.Options.DataDir, "kubeconfig")
-	kubectl := filepath.Join(hubtest.BinDir(t), "kubectl")
-	env := []string{"CONVOY_KUBECONFIG=" + hubKubeconfig}
+	h := hubtest.Start(t, opts...)
 	scheme := hubtest.Scheme()
 	hubtest.Must(t, gatewayv1.Install(scheme))
 	c, err := client.New(h.Config, client.Options{Scheme: scheme})
 	hubtest.Must(t, err)
 	ctx := context.Background()
-
-	// The backend: a listener of this test, reported as us-east's Service shop/web on one
-	// node at 127.0.0.1.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	hubtest.Must(t, err)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "shop: ok") })}
@@ -337,6 +336,36 @@ func TestEdgeHost(t *testing.T) {
 			Nodes: []v1alpha1.ReachNode{{Address: "127.0.0.1", Endpoints: 1}}},
 	}}
 	hubtest.Must(t, c.Status().Update(ctx, w))
+	return h, c, scheme, listenerPort
+}
+
+// servingInstances waits until n instances serve the current generation of shop/edge's pool,
+// and returns the pool and its URL.
+func servingInstances(t *testing.T, c client.Client, n, listenerPort int, why func() string) (v1alpha1.EdgePool, string) {
+	t.Helper()
+	var p v1alpha1.EdgePool
+	eventually(t, fmt.Sprintf("%d instances serving the pool", n), time.Minute, func() (bool, error) {
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.EdgePoolName("shop", "edge")}, &p); err != nil {
+			return false, err
+		}
+		serving := 0
+		for _, in := range p.Status.Instances {
+			if in.Phase == v1alpha1.EdgeServing && in.ObservedGeneration == p.Generation {
+				serving++
+			}
+		}
+		return serving == n, fmt.Errorf("instances %+v %s", p.Status.Instances, why())
+	})
+	return p, fmt.Sprintf("http://%s/", net.JoinHostPort(p.Spec.Address, strconv.Itoa(listenerPort)))
+}
+
+func TestEdgeHost(t *testing.T) {
+	t.Parallel()
+	h, c, scheme, listenerPort := startEdgePool(t)
+	hubKubeconfig := filepath.Join(h.Options.DataDir, "kubeconfig")
+	kubectl := filepath.Join(hubtest.BinDir(t), "kubectl")
+	env := []string{"CONVOY_KUBECONFIG=" + hubKubeconfig}
+	ctx := context.Background()
 
 	// The edge host, with its own identity.
 	edgeKubeconfig := filepath.Join(t.TempDir(), "edge-1.kubeconfig")
@@ -360,21 +389,7 @@ func TestEdgeHost(t *testing.T) {
 		}
 	})
 
-	var url string
-	eventually(t, "the pool served by the hub and the edge host", time.Minute, func() (bool, error) {
-		var p v1alpha1.EdgePool
-		if err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.EdgePoolName("shop", "edge")}, &p); err != nil {
-			return false, err
-		}
-		serving := 0
-		for _, in := range p.Status.Instances {
-			if in.Phase == v1alpha1.EdgeServing && in.ObservedGeneration == p.Generation {
-				serving++
-			}
-		}
-		url = fmt.Sprintf("http://%s/", net.JoinHostPort(p.Spec.Address, strconv.Itoa(listenerPort)))
-		return serving == 2, fmt.Errorf("instances %+v; edge host says:\n%s", p.Status.Instances, edgeLog.String())
-	})
+	_, url := servingInstances(t, c, 2, listenerPort, func() string { return "; the edge host says:\n" + edgeLog.String() })
 	httpc := &http.Client{Timeout: 5 * time.Second}
 	get := func() error {
 		resp, err := httpc.Get(url)
@@ -398,7 +413,7 @@ func TestEdgeHost(t *testing.T) {
 	}
 	// The hub back, the Gateway deleted: the edge host stops its instance.
 	h.Restart()
-	c, err = client.New(h.Config, client.Options{Scheme: scheme})
+	c, err := client.New(h.Config, client.Options{Scheme: scheme})
 	hubtest.Must(t, err)
 	hubtest.Must(t, c.Delete(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "edge"}}))
 	eventually(t, "the edge host's instance stopped", time.Minute, func() (bool, error) {
@@ -409,5 +424,47 @@ func TestEdgeHost(t *testing.T) {
 			}
 		}
 		return len(haproxy) == 0 && get() != nil, fmt.Errorf("processes %v", haproxy)
+	})
+}
+
+// A pool's HAProxy instance that crashes is restarted, and its peer on the same port serves
+// meanwhile.
+func TestEdgeInstanceCrash(t *testing.T) {
+	t.Parallel()
+	h, c, _, listenerPort := startEdgePool(t, func(o *hub.Options) { o.EdgeInstances = 2 })
+	p, url := servingInstances(t, c, 2, listenerPort, func() string { return "" })
+	// New connections each time: the kernel spreads them over both instances' sockets.
+	httpc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func() error {
+		resp, err := httpc.Get(url)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	eventually(t, "the pool answering", 30*time.Second, func() (bool, error) { err := get(); return err == nil, err })
+	metrics0 := p.Status.Instances[0].Metrics
+	// Instance 0's master, in its own process group with its worker (kubeproc's pid file).
+	raw, err := os.ReadFile(filepath.Join(h.Options.DataDir, "edge", v1alpha1.EdgePoolName("shop", "edge"), "0", "haproxy.pid"))
+	hubtest.Must(t, err)
+	pid, err := strconv.Atoi(strings.Fields(string(raw))[0]) // "PID START-TIME PATH"
+	hubtest.Must(t, err)
+	hubtest.Must(t, syscall.Kill(-pid, syscall.SIGKILL)) // the master and its worker
+	for i := range 50 {
+		if err := get(); err != nil {
+			t.Fatalf("request %d after instance 0 was killed: %v", i, err)
+		}
+	}
+	eventually(t, "instance 0 restarted", time.Minute, func() (bool, error) {
+		resp, err := http.Get(metrics0)
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, fmt.Errorf("status %d", resp.StatusCode)
 	})
 }
