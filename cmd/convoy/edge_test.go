@@ -381,13 +381,18 @@ func TestEdgeHost(t *testing.T) {
 	edgeLog := &hubtest.SyncBuffer{}
 	edge.Stdout, edge.Stderr = edgeLog, edgeLog
 	hubtest.Must(t, edge.Start())
-	t.Cleanup(func() {
-		_ = edge.Process.Signal(syscall.SIGTERM)
-		_ = edge.Wait()
+	stopped := false
+	stopEdge := func() {
+		if !stopped {
+			stopped = true
+			_ = edge.Process.Signal(syscall.SIGTERM)
+			_ = edge.Wait()
+		}
 		if procs := processesMentioning(edgeDir); len(procs) != 0 {
 			t.Errorf("processes left after the edge host stopped: %v", procs)
 		}
-	})
+	}
+	t.Cleanup(stopEdge)
 
 	_, url := servingInstances(t, c, 2, listenerPort, func() string { return "; the edge host says:\n" + edgeLog.String() })
 	httpc := &http.Client{Timeout: 5 * time.Second}
@@ -411,10 +416,24 @@ func TestEdgeHost(t *testing.T) {
 			t.Fatalf("request %d with the hub down: %v", i, err)
 		}
 	}
-	// The hub back, the Gateway deleted: the edge host stops its instance.
+	// The hub back: both serve. The edge host stopped: it takes its instance out of the
+	// pool's status.
 	h.Restart()
 	c, err := client.New(h.Config, client.Options{Scheme: scheme})
 	hubtest.Must(t, err)
+	servingInstances(t, c, 2, listenerPort, func() string { return "" })
+	stopEdge()
+	p, _ := servingInstances(t, c, 1, listenerPort, func() string { return "" })
+	if len(p.Status.Instances) != 1 || p.Status.Instances[0].Supervisor != v1alpha1.EdgeSupervisorHub {
+		t.Errorf("instances after the edge host stopped: %+v", p.Status.Instances)
+	}
+
+	// The edge host again, then the Gateway deleted: it stops its instance.
+	edge = exec.Command(convoyBin, "edge", "run", "--name", "edge-1", "--kubeconfig", edgeKubeconfig, "--dir", edgeDir)
+	edge.Stdout, edge.Stderr = edgeLog, edgeLog
+	hubtest.Must(t, edge.Start())
+	stopped = false
+	servingInstances(t, c, 2, listenerPort, func() string { return "; the edge host says:\n" + edgeLog.String() })
 	hubtest.Must(t, c.Delete(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "edge"}}))
 	eventually(t, "the edge host's instance stopped", time.Minute, func() (bool, error) {
 		var haproxy []string

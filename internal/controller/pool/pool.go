@@ -58,6 +58,8 @@ type Supervisor struct {
 	MetricsHost string
 	Log         *slog.Logger
 
+	reader client.Reader // the API server itself: the cache stops with the manager
+
 	mu    sync.Mutex
 	pools map[string]*running // by EdgePool name
 }
@@ -85,6 +87,7 @@ func (s *Supervisor) SetupWithManager(mgr ctrl.Manager) error {
 		s.MetricsHost = "127.0.0.1"
 	}
 	s.pools = map[string]*running{}
+	s.reader = mgr.GetAPIReader()
 	if err := mgr.Add(s); err != nil {
 		return err
 	}
@@ -95,16 +98,31 @@ func (s *Supervisor) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(s)
 }
 
-// Start waits for the manager to stop, then stops every instance.
+// Start waits for the manager to stop, then stops every instance and takes them out of their
+// pools' status, so that no stopped instance counts as serving.
 func (s *Supervisor) Start(ctx context.Context) error {
 	<-ctx.Done()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, r := range s.pools {
-		for _, in := range r.instances {
-			if in.inst != nil {
-				in.inst.Stop(context.Background())
+	wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for name, r := range s.pools {
+		s.stop(r)
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := &v1alpha1.EdgePool{}
+			if err := s.reader.Get(wctx, client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: name}, cur); err != nil {
+				return client.IgnoreNotFound(err)
 			}
+			patch := client.MergeFromWithOptions(cur.DeepCopy(), client.MergeFromWithOptimisticLock{})
+			n := len(cur.Status.Instances)
+			cur.Status.Instances = slices.DeleteFunc(cur.Status.Instances, func(in v1alpha1.EdgeInstance) bool { return in.Supervisor == s.Name })
+			if len(cur.Status.Instances) == n {
+				return nil
+			}
+			return s.Client.Status().Patch(wctx, cur, patch)
+		})
+		if err != nil {
+			s.Log.Warn("cannot take this supervisor's instances out of the pool's status", "pool", name, "err", err)
 		}
 	}
 	s.pools = map[string]*running{}
