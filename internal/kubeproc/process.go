@@ -32,6 +32,9 @@ type Spec struct {
 	PIDPath string
 	// StopTimeout is how long Stop waits after SIGTERM before SIGKILL. Zero means 10s.
 	StopTimeout time.Duration
+	// Detach lets the child outlive this process: it is not killed when this process dies,
+	// and a later parent takes it over with Adopt (its PIDPath is then required).
+	Detach bool
 }
 
 // Restart backoff: the delay doubles from minBackoff up to maxBackoff, and resets once a child
@@ -49,7 +52,8 @@ type Process struct {
 	log  *slog.Logger
 
 	mu       sync.Mutex
-	cmd      *exec.Cmd
+	cmd      *exec.Cmd // nil while the child is an adopted one
+	pid      int       // the running child's
 	running  bool
 	restarts int
 	lastExit error
@@ -81,7 +85,7 @@ func Start(spec Spec, log *slog.Logger) (*Process, error) {
 
 // launch starts one incarnation of the child. The child gets its own process group, so a stop
 // reaches anything it forks, and SIGKILL when this process dies, so no child outlives a parent
-// killed with SIGKILL.
+// killed with SIGKILL; unless the spec says Detach, for a child meant to outlive it (Adopt).
 func (p *Process) launch() error {
 	logf, err := os.OpenFile(p.spec.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -95,6 +99,9 @@ func (p *Process) launch() error {
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if p.spec.Detach {
+		cmd.SysProcAttr.Pdeathsig = 0
+	}
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -104,7 +111,7 @@ func (p *Process) launch() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s (%s): %w", p.spec.Name, p.spec.Path, err)
 	}
-	p.cmd = cmd
+	p.cmd, p.pid = cmd, cmd.Process.Pid
 	p.running = true
 	if p.spec.PIDPath != "" {
 		if err := writePIDFile(p.spec.PIDPath, cmd.Process.Pid, p.spec.Path); err != nil {
@@ -120,12 +127,20 @@ func (p *Process) supervise() {
 	delay := minBackoff
 	for {
 		p.mu.Lock()
-		cmd := p.cmd
+		cmd, pid := p.cmd, p.pid
 		p.mu.Unlock()
 		started := time.Now()
-		err := cmd.Wait()
-		if err == nil {
-			err = errors.New("exited with status 0")
+		var err error
+		if cmd != nil {
+			if err = cmd.Wait(); err == nil {
+				err = errors.New("exited with status 0")
+			}
+		} else {
+			// An adopted child is not ours to wait for: watch for it to be gone.
+			for alive(pid) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			err = errors.New("the adopted child exited")
 		}
 
 		p.mu.Lock()
@@ -186,20 +201,20 @@ func (p *Process) Stop(ctx context.Context) {
 	}
 	p.stopping = true
 	close(p.stop)
-	cmd, running := p.cmd, p.running
+	pid, running := p.pid, p.running
 	p.mu.Unlock()
 
 	if running {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
 		timer := time.NewTimer(p.spec.StopTimeout)
 		defer timer.Stop()
 		select {
 		case <-p.done:
 		case <-timer.C:
 			p.log.Warn("child ignored SIGTERM; killing it", "after", p.spec.StopTimeout)
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		case <-ctx.Done():
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 	}
 	<-p.done
@@ -207,6 +222,41 @@ func (p *Process) Stop(ctx context.Context) {
 		_ = os.Remove(p.spec.PIDPath)
 	}
 	p.log.Info("child stopped")
+}
+
+// Adopt takes over the detached child that an earlier parent started from spec, if its pid
+// file records one that still runs (the same process: pid, start time, executable), and
+// supervises it as Start would: restarted when it exits, stopped by Stop. It reports false,
+// and starts nothing, when there is none to adopt.
+func Adopt(spec Spec, log *slog.Logger) (*Process, bool) {
+	if !spec.Detach || spec.PIDPath == "" {
+		return nil, false
+	}
+	pid, ok := staleChild(spec.PIDPath)
+	if !ok {
+		return nil, false
+	}
+	if spec.StopTimeout == 0 {
+		spec.StopTimeout = 10 * time.Second
+	}
+	p := &Process{spec: spec, log: log.With("child", spec.Name), stop: make(chan struct{}), done: make(chan struct{}), pid: pid, running: true}
+	p.log.Info("child adopted from an earlier run", "pid", pid)
+	go p.supervise()
+	return p, true
+}
+
+// Detach ends supervision and leaves the child running, for a later parent to Adopt.
+func (p *Process) Detach() {
+	p.mu.Lock()
+	if p.stopping {
+		p.mu.Unlock()
+		return
+	}
+	p.stopping = true
+	close(p.stop)
+	p.mu.Unlock()
+	// The supervising goroutine waits on until the child exits (whoever stops it), and then
+	// sees that it is not to restart it.
 }
 
 // Name is the child's name from its Spec.
@@ -229,7 +279,7 @@ func (p *Process) Status() Status {
 	defer p.mu.Unlock()
 	s := Status{Name: p.spec.Name, Running: p.running, Restarts: p.restarts}
 	if p.running {
-		s.PID = p.cmd.Process.Pid
+		s.PID = p.pid
 	}
 	if p.lastExit != nil {
 		s.LastExit = p.lastExit.Error()

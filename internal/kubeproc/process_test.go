@@ -144,3 +144,52 @@ func TestReapStaleStopsOnlyOurOwnChild(t *testing.T) {
 		t.Errorf("pid files left: %v", left)
 	}
 }
+
+// A detached child outlives its parent's supervision (Detach), and a later parent takes that
+// very process over (Adopt), supervises it (restarts it when it exits) and stops it.
+func TestDetachAndAdopt(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	spec := sleeper(t, dir)
+	spec.Detach = true
+	p, err := Start(spec, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.Status().PID
+	p.Detach()
+	if !alive(pid) {
+		t.Fatalf("child %d gone after Detach", pid)
+	}
+	next, ok := Adopt(spec, testLogger(t))
+	if !ok {
+		t.Fatal("Adopt found nothing to take over")
+	}
+	if got := next.Status().PID; got != pid {
+		t.Fatalf("adopted pid %d, want %d", got, pid)
+	}
+	// Exited on its own: supervised again, so started afresh.
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for next.Status().PID == pid || !next.Status().Running {
+		if time.Now().After(deadline) {
+			t.Fatalf("the adopted child was not restarted: %+v", next.Status())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	restarted := next.Status().PID
+	next.Stop(context.Background())
+	if alive(restarted) {
+		t.Errorf("child %d alive after Stop", restarted)
+	}
+	if _, ok := Adopt(spec, testLogger(t)); ok {
+		t.Error("Adopt took over a stopped child")
+	}
+	// Without Detach, nothing is adopted.
+	spec.Detach = false
+	if _, ok := Adopt(spec, testLogger(t)); ok {
+		t.Error("Adopt of a spec that is not detached")
+	}
+}
