@@ -1,6 +1,11 @@
 package v1alpha1
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -25,8 +30,16 @@ type EdgePool struct {
 	Status EdgePoolStatus `json:"status,omitempty"`
 }
 
-// EdgePoolName is the EdgePool of the Gateway NAMESPACE/NAME (a namespace holds no dot).
-func EdgePoolName(namespace, gateway string) string { return namespace + "." + gateway }
+// EdgePoolName is the EdgePool of the Gateway NAMESPACE/NAME (a namespace holds no dot):
+// NAMESPACE.NAME, cut and completed with a hash of the whole when that is longer than 253.
+func EdgePoolName(namespace, gateway string) string {
+	name := namespace + "." + gateway
+	if len(name) <= 253 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return strings.TrimRight(name[:253-17], ".-") + "-" + hex.EncodeToString(sum[:8])
+}
 
 // EdgePoolSpec is what a pool serves (internal/edge.Pool, as stored).
 type EdgePoolSpec struct {
@@ -137,7 +150,18 @@ type EdgeInstance struct {
 	RuntimeChanges int64 `json:"runtimeChanges,omitempty"`
 	// +optional
 	LastChange metav1.Time `json:"lastChange,omitempty"`
+	// Heartbeat is when its supervisor last reported it; one that stops reporting (an edge
+	// host that died) stops counting after EdgeInstanceTTL.
+	// +optional
+	Heartbeat metav1.Time `json:"heartbeat,omitempty"`
 }
+
+// EdgeHeartbeatInterval is how often a supervisor reports its instances, and EdgeInstanceTTL
+// how long an instance counts without a report.
+const (
+	EdgeHeartbeatInterval = 30 * time.Second
+	EdgeInstanceTTL       = 3 * EdgeHeartbeatInterval
+)
 
 // EdgePoolList is a list of EdgePools.
 //

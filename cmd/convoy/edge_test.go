@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -93,12 +94,13 @@ func edgeTeams(t *testing.T, env []string, dataDir, kubectl, edgeNet string) {
 	}
 	t.Cleanup(func() { signal(syscall.SIGCONT) })
 	var lost, back time.Time
-	results := attack(t, blog, 50, 45*time.Second, 5*time.Second, func() {
+	results := attack(t, blog, 50, 45*time.Second, 5*time.Second, func() error {
 		signal(syscall.SIGSTOP)
 		lost = time.Now()
-		time.Sleep(30 * time.Second)
+		time.Sleep(30 * time.Second) // the scenario: 30 s of a frozen cluster
 		signal(syscall.SIGCONT)
 		back = time.Now()
+		return nil
 	})
 	var during vegeta.Metrics
 	for _, r := range results {
@@ -121,17 +123,20 @@ func edgeTeams(t *testing.T, env []string, dataDir, kubectl, edgeNet string) {
 		t.Fatalf("/new answered %d before its rule; want 404", code)
 	}
 	var routeLive time.Duration
-	results = attack(t, blog, 50, 10*time.Second, 2*time.Second, func() {
+	results = attack(t, blog, 50, 10*time.Second, 2*time.Second, func() error {
 		start := time.Now()
-		run(t, nil, kubectl, "--kubeconfig", hub, "-n", "blog", "patch", "httproute", "web", "--type=json", "-p",
-			`[{"op":"add","path":"/spec/rules/-","value":{"matches":[{"path":{"type":"PathPrefix","value":"/new"}}],"backendRefs":[{"name":"web","port":80}]}}]`)
+		if out, err := exec.Command(kubectl, "--kubeconfig", hub, "-n", "blog", "patch", "httproute", "web", "--type=json", "-p",
+			`[{"op":"add","path":"/spec/rules/-","value":{"matches":[{"path":{"type":"PathPrefix","value":"/new"}}],"backendRefs":[{"name":"web","port":80}]}}]`).CombinedOutput(); err != nil {
+			return fmt.Errorf("kubectl patch: %v: %s", err, out)
+		}
 		for time.Since(start) < 7*time.Second {
 			if code, body, _ := get(blogNew); code == http.StatusOK && strings.HasPrefix(body, "blog: ") {
 				routeLive = time.Since(start)
-				return
+				return nil
 			}
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond) // polling the edge, as a client would
 		}
+		return nil
 	})
 	summarize(t, "a route change", results)
 	if routeLive == 0 {
@@ -149,8 +154,10 @@ func edgeTeams(t *testing.T, env []string, dataDir, kubectl, edgeNet string) {
 	metrics := poolMetrics(t, kubectl, hub, "blog.edge")
 	weightsBefore := usEastWeights(metrics)
 	var endpointsAt, weightsAt time.Time
-	results = attack(t, blog, 50, 20*time.Second, 2*time.Second, func() {
-		run(t, nil, kubectl, "--kubeconfig", hub, "-n", "blog", "scale", "deployment", "web", "--replicas=6")
+	results = attack(t, blog, 50, 20*time.Second, 2*time.Second, func() error {
+		if out, err := exec.Command(kubectl, "--kubeconfig", hub, "-n", "blog", "scale", "deployment", "web", "--replicas=6").CombinedOutput(); err != nil {
+			return fmt.Errorf("kubectl scale: %v: %s", err, out)
+		}
 		for start := time.Now(); time.Since(start) < 17*time.Second && (endpointsAt.IsZero() || weightsAt.IsZero()); time.Sleep(10 * time.Millisecond) {
 			if endpointsAt.IsZero() {
 				out, _ := exec.Command(kubectl, "--kubeconfig", usEast, "-n", "blog", "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
@@ -163,6 +170,7 @@ func edgeTeams(t *testing.T, env []string, dataDir, kubectl, edgeNet string) {
 				weightsAt = time.Now()
 			}
 		}
+		return nil
 	})
 	summarize(t, "an endpoint change", results)
 	if endpointsAt.IsZero() || weightsAt.IsZero() {
@@ -173,24 +181,23 @@ func edgeTeams(t *testing.T, env []string, dataDir, kubectl, edgeNet string) {
 }
 
 // attack sends GETs to url at rate a second for d. At time at it runs action, in a goroutine;
-// it returns every result once both are done.
-func attack(t *testing.T, url string, rate int, d, at time.Duration, action func()) []*vegeta.Result {
+// it returns every result once both are done, and fails the test if the action failed.
+func attack(t *testing.T, url string, rate int, d, at time.Duration, action func() error) []*vegeta.Result {
 	t.Helper()
 	a := vegeta.NewAttacker(vegeta.Timeout(30*time.Second), vegeta.KeepAlive(true), vegeta.Workers(20), vegeta.MaxBody(256))
 	targeter := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodGet, URL: url})
-	acted := make(chan struct{})
-	timer := time.AfterFunc(at, func() {
-		defer close(acted)
-		action()
-	})
+	acted := make(chan error, 1)
+	timer := time.AfterFunc(at, func() { acted <- action() })
 	var out []*vegeta.Result
 	for r := range a.Attack(targeter, vegeta.Rate{Freq: rate, Per: time.Second}, d, "edge") {
 		out = append(out, r)
 	}
 	if timer.Stop() {
-		close(acted) // d was shorter than at
+		acted <- nil // d was shorter than at
 	}
-	<-acted
+	if err := <-acted; err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 
@@ -395,7 +402,8 @@ func TestEdgeHost(t *testing.T) {
 	t.Cleanup(stopEdge)
 
 	_, url := servingInstances(t, c, 2, listenerPort, func() string { return "; the edge host says:\n" + edgeLog.String() })
-	httpc := &http.Client{Timeout: 5 * time.Second}
+	// New connections each time: the kernel spreads them over every instance on the port.
+	httpc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	get := func() error {
 		resp, err := httpc.Get(url)
 		if err != nil {
@@ -409,19 +417,28 @@ func TestEdgeHost(t *testing.T) {
 	}
 	eventually(t, "the pool answering", 30*time.Second, func() (bool, error) { err := get(); return err == nil, err })
 
-	// The hub stops, and its instance with it: the edge host's serves on.
+	// The hub stops; the pool serves on: its own instance outlives it, and the edge host's.
+	hubPIDFile := filepath.Join(h.Options.DataDir, "edge", v1alpha1.EdgePoolName("shop", "edge"), "0", "haproxy.pid")
+	pidBefore, err := os.ReadFile(hubPIDFile)
+	hubtest.Must(t, err)
 	h.Stop(ctx)
 	for i := range 20 {
 		if err := get(); err != nil {
 			t.Fatalf("request %d with the hub down: %v", i, err)
 		}
 	}
+	if procs := processesMentioning(filepath.Join(h.Options.DataDir, "edge")); len(procs) == 0 {
+		t.Error("the hub's HAProxy instance stopped with the hub")
+	}
 	// The hub back: both serve. The edge host stopped: it takes its instance out of the
 	// pool's status.
 	h.Restart()
-	c, err := client.New(h.Config, client.Options{Scheme: scheme})
+	c, err = client.New(h.Config, client.Options{Scheme: scheme})
 	hubtest.Must(t, err)
 	servingInstances(t, c, 2, listenerPort, func() string { return "" })
+	if pidAfter, _ := os.ReadFile(hubPIDFile); string(pidAfter) != string(pidBefore) {
+		t.Errorf("the hub started a new HAProxy (%q) instead of taking over its own (%q)", pidAfter, pidBefore)
+	}
 	stopEdge()
 	p, _ := servingInstances(t, c, 1, listenerPort, func() string { return "" })
 	if len(p.Status.Instances) != 1 || p.Status.Instances[0].Supervisor != v1alpha1.EdgeSupervisorHub {
@@ -473,6 +490,12 @@ func TestEdgeInstanceCrash(t *testing.T) {
 	pid, err := strconv.Atoi(strings.Fields(string(raw))[0]) // "PID START-TIME PATH"
 	hubtest.Must(t, err)
 	hubtest.Must(t, syscall.Kill(-pid, syscall.SIGKILL)) // the master and its worker
+	// A connection that reached the killed worker's socket in the instant it died is reset by
+	// the kernel; once it is gone, every new one goes to the peer.
+	eventually(t, "instance 0's processes gone", 10*time.Second, func() (bool, error) {
+		err := syscall.Kill(-pid, 0)
+		return errors.Is(err, syscall.ESRCH), fmt.Errorf("kill -0: %v", err)
+	})
 	for i := range 50 {
 		if err := get(); err != nil {
 			t.Fatalf("request %d after instance 0 was killed: %v", i, err)

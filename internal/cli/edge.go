@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -60,8 +62,11 @@ and report on them, and nothing else. The hub runs no instances of its own with
 			if err != nil {
 				return err
 			}
-			if errs := validation.IsDNS1123Label(o.Name); len(errs) > 0 {
-				return usageError("--name %q: %s", o.Name, strings.Join(errs, "; "))
+			if errs := validation.IsDNS1123Label(o.Name); len(errs) > 0 || o.Name == v1alpha1.EdgeSupervisorHub {
+				return usageError("--name %q is not an edge host name: use a DNS label other than \"hub\", for example edge-1", o.Name)
+			}
+			if o.Instances < 1 {
+				return usageError("--instances %d: an edge host runs at least one instance of each pool", o.Instances)
 			}
 			if o.Dir == "" {
 				o.Dir = filepath.Join(hub.DefaultDataDir()+"-edge", o.Name)
@@ -161,7 +166,7 @@ finds up (from the instances' own metrics), and the requests they answered.`,
 			var pools []v1alpha1.EdgePool
 			if len(args) == 1 {
 				ns, name, ok := strings.Cut(args[0], "/")
-				if !ok || ns == "" || name == "" {
+				if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
 					return usageError("%q: name the Gateway as NAMESPACE/NAME, for example demo/edge", args[0])
 				}
 				var p v1alpha1.EdgePool
@@ -215,7 +220,13 @@ func printEdgePool(ctx context.Context, c client.Client, out io.Writer, p *v1alp
 	var metricsErr error = fmt.Errorf("no instance serves the pool")
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "  INSTANCE\tPHASE\tGENERATION\tRELOADS\tRUNTIME CHANGES\tMETRICS")
-	for _, in := range p.Status.Instances {
+	// The hub's instances first: their metrics are on this host when convoy runs beside the
+	// hub; an edge host's are on that host.
+	instances := slices.Clone(p.Status.Instances)
+	slices.SortStableFunc(instances, func(a, b v1alpha1.EdgeInstance) int {
+		return cmp.Compare(boolInt(a.Supervisor != v1alpha1.EdgeSupervisorHub), boolInt(b.Supervisor != v1alpha1.EdgeSupervisorHub))
+	})
+	for _, in := range instances {
 		phase := string(in.Phase)
 		if in.Message != "" {
 			phase += ": " + in.Message
@@ -270,6 +281,13 @@ func printEdgePool(ctx context.Context, c client.Client, out io.Writer, p *v1alp
 	if metricsErr != nil {
 		fmt.Fprintf(out, "  (health unknown: %v)\n", metricsErr)
 	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func orNone(n int32) string {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/edgepool"
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
@@ -71,6 +73,9 @@ nodes in zones a and b (containerd and a kubelet each, on this machine; needs ro
 
 func (o *upOptions) run(ctx context.Context, g *globals) error {
 	out := g.streams.Out
+	if _, err := netip.ParsePrefix(o.edgeAddresses); err != nil {
+		return usageError("--edge-addresses %q is not a CIDR range such as %s", o.edgeAddresses, hub.DefaultEdgeAddresses)
+	}
 	dataDir, err := filepath.Abs(o.dataDir)
 	if err != nil {
 		return err
@@ -97,7 +102,7 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 	}
 	start := time.Now()
 	if pid, running := kubeproc.LockHolder(layout.Lock()); running {
-		fmt.Fprintf(out, "  %6.1fs  hub already running (pid %d); reusing it\n", 0.0, pid)
+		fmt.Fprintf(out, "  %6.1fs  hub already running (pid %d); reusing it, with the edge addresses it started with\n", 0.0, pid)
 	} else {
 		fmt.Fprintf(out, "  %6.1fs  hub starting (log: %s)\n", 0.0, filepath.Join(layout.Logs(), "hub.log"))
 		if err := o.startHub(ctx, layout); err != nil {
@@ -239,6 +244,10 @@ func newDownCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(out, "Stopped local cluster %s\n", name)
 			}
 			if err != nil {
+				return err
+			}
+			// The hub's edge pools, which outlive it as the clusters do.
+			if err := edgepool.StopAll(layout.Edge(), g.log); err != nil {
 				return err
 			}
 			if purge {

@@ -56,6 +56,8 @@ func Render(p Pool, slots Slots, o Options) string {
 	w(true, "timeout connect 2s")
 	w(true, "timeout client 60s")
 	w(true, "timeout server %dms", DefaultTimeout.Milliseconds())
+	// An upgraded connection (WebSocket) or a stream that idles is not a stalled answer.
+	w(true, "timeout tunnel 1h")
 	w(true, "timeout http-request 10s")
 	w(true, "timeout check %dms", max(check.Milliseconds(), 100))
 	// A request that failed before its answer began goes to another server, up to three

@@ -360,7 +360,7 @@ func httpRules(s Snapshot, r *gatewayv1.HTTPRoute) []ruleMatches {
 			if strings.HasPrefix(hp, "/") && Plain(hp) {
 				b.HealthPath = hp
 			} else {
-				rm.unsupported = fmt.Sprintf("annotation %s: %q is not a path starting with / (without spaces, quotes, #, $ or backslashes); the backends are checked over TCP", v1alpha1.EdgeHealthPathAnnotation, hp)
+				rm.unsupported = strings.TrimPrefix(rm.unsupported+"; "+fmt.Sprintf("annotation %s: %q is not a path starting with / (without spaces, quotes, #, $ or backslashes); the backends are checked over TCP", v1alpha1.EdgeHealthPathAnnotation, hp), "; ")
 			}
 		}
 		matches := rule.Matches

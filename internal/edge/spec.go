@@ -2,6 +2,7 @@ package edge
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -76,27 +77,36 @@ func FromSpec(s v1alpha1.EdgePoolSpec) (Pool, netip.Addr, error) {
 	return p, addr, p.Validate()
 }
 
-// Allocate gives each pool (by NAMESPACE/NAME) its address in prefix. A pool keeps the address
-// it holds while that stays in prefix; a pool that requests one (its Gateway's
-// spec.addresses) gets it when it is in prefix and no other pool holds it; the others get the
-// lowest free addresses, in the order of their names. A pool that cannot have an address is
-// in the second map, with the reason.
+// Allocate gives each pool of pools (by NAMESPACE/NAME) its address in prefix. held are the
+// addresses every existing pool binds, those of pools not in pools too (a Gateway that is not
+// accepted keeps serving): none of them is given to another pool, not even one its pool moves
+// away from now (the move and the new pool could meet on it). A pool keeps the address it
+// holds while that stays in prefix, unless it requests another; a pool that requests one (its
+// Gateway's spec.addresses) gets it when it is in prefix and free; the others get the lowest
+// free addresses, in the order of their names. A pool that cannot have an address is in the
+// second map, with the reason: one that requests an address it cannot have is refused, and
+// keeps what it holds.
 func Allocate(prefix netip.Prefix, pools []string, held, requested map[string]netip.Addr) (map[string]netip.Addr, map[string]string) {
 	prefix = prefix.Masked()
 	got := map[string]netip.Addr{}
 	refused := map[string]string{}
 	taken := map[netip.Addr]string{}
 	pools = slices.Sorted(slices.Values(pools))
-	// Held addresses first: a running pool never moves for another's request.
+	// Every held address is taken first: a running pool never loses its address to another.
+	for _, p := range slices.Sorted(maps.Keys(held)) {
+		if a := held[p]; taken[a] == "" {
+			taken[a] = p
+		}
+	}
 	for _, p := range pools {
 		a, ok := held[p]
-		if !ok || !prefix.Contains(a) || taken[a] != "" {
+		if !ok || !prefix.Contains(a) || taken[a] != p {
 			continue
 		}
 		if r, ok := requested[p]; ok && r != a {
 			continue
 		}
-		got[p], taken[a] = a, p
+		got[p] = a
 	}
 	for _, p := range pools {
 		r, ok := requested[p]
@@ -106,7 +116,7 @@ func Allocate(prefix netip.Prefix, pools []string, held, requested map[string]ne
 		switch {
 		case !prefix.Contains(r):
 			refused[p] = fmt.Sprintf("address %s is outside the edge's range %s", r, prefix)
-		case taken[r] != "":
+		case taken[r] != "" && taken[r] != p:
 			refused[p] = fmt.Sprintf("address %s is taken by Gateway %s", r, taken[r])
 		default:
 			got[p], taken[r] = r, p

@@ -16,14 +16,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,10 +39,9 @@ type Config struct {
 	Dir string
 	// Binary is haproxy; empty means the one on PATH.
 	Binary string
-	// SharesPorts says that another instance of the pool on this host binds its ports first,
-	// and checked that they are free: this one does not check again, which would put a
-	// socket of its own among theirs for an instant.
-	SharesPorts bool
+	// Detach lets the instance outlive this process (a hub that stops or crashes), and Start
+	// takes over the one an earlier process left in Dir, instead of starting another.
+	Detach bool
 	// Bind, Metrics and CheckInterval are edge.Options'.
 	Bind          string
 	Metrics       string
@@ -105,6 +103,29 @@ func Start(ctx context.Context, cfg Config, p edge.Pool, log *slog.Logger) (*Ins
 		return nil, err
 	}
 	i := &Instance{cfg: cfg, bin: bin, log: log.With("pool", p.Name, "instance", cfg.Name)}
+	spec := kubeproc.Spec{
+		Name: "haproxy-" + cfg.Name, Path: bin,
+		// -W: master-worker; -S: the master's CLI, for reloads.
+		Args:    []string{"-W", "-S", cfg.masterSocket(), "-f", cfg.configPath()},
+		LogPath: filepath.Join(cfg.Dir, "haproxy.log"),
+		PIDPath: filepath.Join(cfg.Dir, "haproxy.pid"),
+		Detach:  cfg.Detach,
+	}
+	if proc, ok := kubeproc.Adopt(spec, i.log); ok {
+		// It serves what the file says; what its slots hold is not known: the first Update
+		// reloads, hitless, onto p. Its ports are taken to be p's (they are its own).
+		text, _ := os.ReadFile(cfg.configPath())
+		i.proc, i.pool, i.text, i.unsure = proc, p, string(text), true
+		if err := i.waitRuntime(ctx, 10*time.Second); err == nil {
+			if _, err := i.Update(ctx, p); err == nil {
+				return i, nil
+			}
+		}
+		// Not answering, or not taking p: start afresh.
+		i.log.Warn("the HAProxy instance left by an earlier run does not take the pool; starting another")
+		proc.Stop(ctx)
+		i = &Instance{cfg: cfg, bin: bin, log: i.log}
+	}
 	slots, _, _ := edge.Assign(nil, p)
 	text := edge.Render(p, slots, cfg.options())
 	if err := i.check(ctx, text, p); err != nil {
@@ -117,13 +138,7 @@ func Start(ctx context.Context, cfg Config, p edge.Pool, log *slog.Logger) (*Ins
 	if err := os.Remove(cfg.options().StateFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	proc, err := kubeproc.Start(kubeproc.Spec{
-		Name: "haproxy-" + cfg.Name, Path: bin,
-		// -W: master-worker; -S: the master's CLI, for reloads.
-		Args:    []string{"-W", "-S", cfg.masterSocket(), "-f", cfg.configPath()},
-		LogPath: filepath.Join(cfg.Dir, "haproxy.log"),
-		PIDPath: filepath.Join(cfg.Dir, "haproxy.pid"),
-	}, i.log)
+	proc, err := kubeproc.Start(spec, i.log)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +193,39 @@ func (i *Instance) Update(ctx context.Context, p edge.Pool) (Result, error) {
 // Stop stops HAProxy: its workers close their listeners and end.
 func (i *Instance) Stop(ctx context.Context) { i.proc.Stop(ctx) }
 
+// Detach leaves a detached instance (Config.Detach) running for a later Start to take over,
+// and stops supervising it.
+func (i *Instance) Detach() { i.proc.Detach() }
+
+// StopAll stops the instances that supervisors on root left running: every root/POOL/INDEX
+// that records a running HAProxy (kubeproc's pid file, checked to be that very process).
+func StopAll(root string, log *slog.Logger) error {
+	pools, err := filepath.Glob(filepath.Join(root, "*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range pools {
+		errs = append(errs, StopPool(p, log))
+	}
+	return errors.Join(errs...)
+}
+
+// StopPool stops the instances of one pool left running in poolDir (POOL/INDEX).
+func StopPool(poolDir string, log *slog.Logger) error {
+	dirs, err := filepath.Glob(filepath.Join(poolDir, "*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range dirs {
+		if _, err := kubeproc.ReapStale(d, log); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Process is the supervised HAProxy master, for status reports.
 func (i *Instance) Process() *kubeproc.Process { return i.proc }
 
@@ -186,10 +234,14 @@ func (i *Instance) Process() *kubeproc.Process { return i.proc }
 // onto a port another program holds would fail in the new worker.
 func (i *Instance) check(ctx context.Context, text string, p edge.Pool) error {
 	for _, l := range p.Listeners {
-		if i.cfg.SharesPorts || (i.proc != nil && slices.ContainsFunc(i.pool.Listeners, func(o edge.Listener) bool { return o.Port == l.Port })) {
+		if i.proc != nil && slices.ContainsFunc(i.pool.Listeners, func(o edge.Listener) bool { return o.Port == l.Port }) {
 			continue
 		}
-		if err := bindable(ctx, net.JoinHostPort(i.cfg.Bind, strconv.Itoa(l.Port))); err != nil {
+		ip, err := netip.ParseAddr(i.cfg.Bind)
+		if err != nil {
+			return fmt.Errorf("%w: the bind address %q is not an IP address", ErrRefused, i.cfg.Bind)
+		}
+		if err := bindable(netip.AddrPortFrom(ip, uint16(l.Port))); err != nil {
 			return fmt.Errorf("%w: listener %s: %v", ErrRefused, l.Name, err)
 		}
 	}
@@ -364,18 +416,30 @@ func cli(ctx context.Context, socket, prompt string, cmds ...string) ([]string, 
 }
 
 // bindable says whether HAProxy could bind addr: it binds with SO_REUSEPORT, so only a
-// program that holds the port without it is in the way.
-func bindable(ctx context.Context, addr string) error {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
-		return errors.Join(err, serr)
-	}}
-	l, err := lc.Listen(ctx, "tcp", addr)
+// program that holds the port without it is in the way. The probe binds and never listens,
+// so that it never joins the accept group of instances that already serve the port.
+func bindable(addr netip.AddrPort) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if addr.Addr().Is6() {
+		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	}
 	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return err
+	}
+	var sa unix.Sockaddr
+	if addr.Addr().Is4() {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+	} else {
+		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
 		return fmt.Errorf("port %s is taken by another program, or the address is not this host's: %w", addr, err)
 	}
-	return l.Close()
+	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

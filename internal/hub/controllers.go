@@ -190,11 +190,13 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if err := (&gateway.ClassReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up GatewayClass controller: %w", err)
 	}
-	if err := (&gateway.Reconciler{Client: mgr.GetClient(), Addresses: h.opts.EdgeAddresses}).SetupWithManager(mgr); err != nil {
+	if err := (&gateway.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Addresses: h.opts.EdgeAddresses}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up Gateway controller: %w", err)
 	}
 	if h.opts.EdgeInstances >= 0 {
-		if err := (&pool.Supervisor{Client: mgr.GetClient(), Name: v1alpha1.EdgeSupervisorHub, Dir: h.layout.Edge(),
+		// The hub's pools outlive it, as its clusters do: a hub that stops or crashes leaves
+		// them serving, and the next one takes them over. `convoy down` stops them.
+		if err := (&pool.Supervisor{Client: mgr.GetClient(), Name: v1alpha1.EdgeSupervisorHub, Dir: h.layout.Edge(), Outlive: true,
 			Instances: h.opts.EdgeInstances, Log: h.log.With("controller", "edgepool")}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up the edge pool supervisor: %w", err)
 		}

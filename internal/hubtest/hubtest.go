@@ -25,6 +25,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/edgepool"
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
@@ -73,6 +74,10 @@ func Start(t testing.TB, opts ...func(*hub.Options)) *Hub {
 		// Local clusters outlive their hub on purpose; a test's must not outlive the test.
 		if _, err := local.StopAll(hub.Layout{Dir: o.DataDir}.Clusters(), o.Log); err != nil {
 			t.Errorf("stop local clusters: %v", err)
+		}
+		// So do its edge pools' HAProxy instances.
+		if err := edgepool.StopAll(hub.Layout{Dir: o.DataDir}.Edge(), o.Log); err != nil {
+			t.Errorf("stop edge pools: %v", err)
 		}
 	})
 	return h

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/convoy-dev/convoy/internal/edgepool"
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
@@ -83,6 +84,9 @@ func StartProcess(tb testing.TB, o ProcessOptions) *Process {
 		// Local clusters outlive their hub on purpose; a test's must not outlive the test.
 		if _, err := local.StopAll(hub.Layout{Dir: p.DataDir}.Clusters(), slog.New(slog.DiscardHandler)); err != nil {
 			tb.Errorf("stop local clusters: %v", err)
+		}
+		if err := edgepool.StopAll(hub.Layout{Dir: p.DataDir}.Edge(), slog.New(slog.DiscardHandler)); err != nil {
+			tb.Errorf("stop edge pools: %v", err)
 		}
 		if tb.Failed() {
 			lines := strings.Split(p.out.String(), "\n")

@@ -152,7 +152,7 @@ backend web
 
 	// A "cluster" frozen under steady load: both of c2's processes stop for 10 s.
 	var frozen, thawed time.Time
-	results := steady(convoyURL, 200, 20*time.Second, 5*time.Second, func() {
+	results := steady(b, convoyURL, 200, 20*time.Second, 5*time.Second, func() error {
 		for _, p := range procs["c2"] {
 			_ = p.Process.Signal(syscall.SIGSTOP)
 		}
@@ -162,6 +162,7 @@ backend web
 			_ = p.Process.Signal(syscall.SIGCONT)
 		}
 		thawed = time.Now()
+		return nil
 	})
 	var lossAll, lossDuring vegeta.Metrics
 	lossFailed := 0
@@ -240,22 +241,21 @@ func flood(url string, d time.Duration) vegeta.Metrics {
 }
 
 // steady sends rate GETs a second to url for d; at time at it runs action in a goroutine. It
-// returns every result once both are done.
-func steady(url string, rate int, d, at time.Duration, action func()) []*vegeta.Result {
+// returns every result once both are done, and fails the benchmark if the action failed.
+func steady(b *testing.B, url string, rate int, d, at time.Duration, action func() error) []*vegeta.Result {
 	a := vegeta.NewAttacker(vegeta.Timeout(30*time.Second), vegeta.KeepAlive(true), vegeta.Workers(32), vegeta.MaxBody(0))
-	acted := make(chan struct{})
-	timer := time.AfterFunc(at, func() {
-		defer close(acted)
-		action()
-	})
+	acted := make(chan error, 1)
+	timer := time.AfterFunc(at, func() { acted <- action() })
 	var out []*vegeta.Result
 	for r := range a.Attack(vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodGet, URL: url}), vegeta.Rate{Freq: rate, Per: time.Second}, d, "steady") {
 		out = append(out, r)
 	}
 	if timer.Stop() {
-		close(acted)
+		acted <- nil
 	}
-	<-acted
+	if err := <-acted; err != nil {
+		b.Fatal(err)
+	}
 	return out
 }
 
@@ -375,39 +375,50 @@ func bigPool(b *testing.B) bigResult {
 	socket := filepath.Join(h.Options.DataDir, "edge", v1alpha1.EdgePoolName("big", "edge"), "0", "admin.sock")
 	// The servers of a cluster sit in slots by address order (edge.Assign), which for 127.1.C.N
 	// is not N's order: find a server's slot by its address once, then ask for its weight.
-	slot := func(cluster, node int) string {
+	slot := func(cluster, node int) (string, error) {
 		want := fmt.Sprintf("127.1.%d.%d", cluster, node)
-		for _, l := range strings.Split(runtimeCmd(b, socket, "show servers state be:big:web:0:http"), "\n") {
+		out, err := runtimeCmd(socket, "show servers state be:big:web:0:http")
+		for _, l := range strings.Split(out, "\n") {
 			// be_id be_name srv_id srv_name srv_addr ...
 			if f := strings.Fields(l); len(f) > 4 && f[4] == want {
-				return f[1] + "/" + f[3]
+				return f[1] + "/" + f[3], nil
 			}
 		}
-		b.Fatalf("no server at %s", want)
-		return ""
+		return "", fmt.Errorf("no server at %s (%v)", want, err)
 	}
-	weight := func(server string) string { return strings.TrimSpace(runtimeCmd(b, socket, "get weight "+server)) }
-	results := steady(url, 100, 40*time.Second, time.Second, func() {
+	weight := func(server string) string {
+		out, _ := runtimeCmd(socket, "get weight "+server)
+		return strings.TrimSpace(out)
+	}
+	results := steady(b, url, 100, 40*time.Second, time.Second, func() error {
 		for i := range 5 {
 			ci, ni := 10*i+1, 10*i+1
 			w := works[ci-1]
-			server := slot(ci, ni)
+			server, err := slot(ci, ni)
+			if err != nil {
+				return err
+			}
 			before := weight(server)
-			hubtest.Must(b, c.Get(ctx, client.ObjectKeyFromObject(w), w))
+			if err := c.Get(ctx, client.ObjectKeyFromObject(w), w); err != nil {
+				return err
+			}
 			reach := w.Status.Resources[0].Reach
 			reach.Nodes[ni-1].Endpoints = 2 + int32(i)
 			reach.Endpoints++
 			start := time.Now()
-			hubtest.Must(b, c.Status().Update(ctx, w))
+			if err := c.Status().Update(ctx, w); err != nil {
+				return err
+			}
 			for weight(server) == before {
 				if time.Since(start) > 30*time.Second {
-					b.Fatalf("the endpoint change of 127.1.%d.%d was not applied in 30 s", ci, ni)
+					return fmt.Errorf("the endpoint change of 127.1.%d.%d was not applied in 30 s", ci, ni)
 				}
-				time.Sleep(5 * time.Millisecond)
+				time.Sleep(5 * time.Millisecond) // polling HAProxy's Runtime API
 			}
 			res.changes = append(res.changes, time.Since(start))
-			time.Sleep(time.Second)
+			time.Sleep(time.Second) // one change a second
 		}
+		return nil
 	})
 	for _, r := range results {
 		res.requests++
@@ -419,10 +430,10 @@ func bigPool(b *testing.B) bigResult {
 }
 
 // runtimeCmd sends one command to an HAProxy Runtime API socket and returns the answer.
-func runtimeCmd(b *testing.B, socket, cmd string) string {
+func runtimeCmd(socket, cmd string) (string, error) {
 	conn, err := net.Dial("unix", socket)
 	if err != nil {
-		b.Fatalf("HAProxy's Runtime API: %v", err)
+		return "", fmt.Errorf("HAProxy's Runtime API: %w", err)
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "%s\n", cmd)
@@ -433,5 +444,5 @@ func runtimeCmd(b *testing.B, socket, cmd string) string {
 		sb.WriteString(sc.Text())
 		sb.WriteByte('\n')
 	}
-	return sb.String()
+	return sb.String(), sc.Err()
 }

@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -39,6 +41,8 @@ var everything = reconcile.Request{NamespacedName: types.NamespacedName{Name: "e
 // EdgePool's status. It is the only writer of all of these, and of EdgePools' spec.
 type Reconciler struct {
 	Client client.Client
+	// Reader reads the API server itself (the manager's APIReader), for the EdgePools.
+	Reader client.Reader
 	// Addresses is the range the pools' addresses come from.
 	Addresses netip.Prefix
 }
@@ -72,15 +76,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	// From the API server, not the cache: an address given a moment ago must be seen taken.
 	var pools v1alpha1.EdgePoolList
-	if err := r.Client.List(ctx, &pools, client.InNamespace(v1alpha1.SystemNamespace)); err != nil {
+	if err := r.Reader.List(ctx, &pools, client.InNamespace(v1alpha1.SystemNamespace)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list EdgePools: %w", err)
 	}
 	res := edge.Resolve(snap)
-	programmed, err := r.writePools(ctx, snap, res, pools.Items)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
+	programmed, poolErr := r.writePools(ctx, snap, res, pools.Items)
 	for i := range snap.Gateways {
 		gw := &snap.Gateways[i]
 		key := gw.Namespace + "/" + gw.Name
@@ -102,7 +104,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{}, nil
+	// Again once instances could have stopped reporting (an edge host that died).
+	return ctrl.Result{RequeueAfter: v1alpha1.EdgeInstanceTTL / 2}, poolErr
 }
 
 // served is what a Gateway's Programmed condition and addresses say.
@@ -118,19 +121,33 @@ type served struct {
 func (r *Reconciler) writePools(ctx context.Context, snap edge.Snapshot, res edge.Resolution, pools []v1alpha1.EdgePool) (map[string]served, error) {
 	out := map[string]served{}
 	byGateway := map[string]*v1alpha1.EdgePool{}
-	held := map[string]netip.Addr{}
+	held := map[string]netip.Addr{} // every pool's, a deleted one's too: it is not given again in this pass
+	gateways := map[string]*gatewayv1.Gateway{}
+	for i := range snap.Gateways {
+		gateways[snap.Gateways[i].Namespace+"/"+snap.Gateways[i].Name] = &snap.Gateways[i]
+	}
+	classes := map[string]bool{} // exists → is the edge's
+	for _, c := range snap.Classes {
+		classes[c.Name] = string(c.Spec.ControllerName) == v1alpha1.EdgeControllerName
+	}
 	for i := range pools {
 		p := &pools[i]
-		if _, edgeGateway := res.Gateways[p.Spec.Gateway]; !edgeGateway {
-			// The Gateway was deleted, or left the edge's class: its pool goes.
-			if err := r.Client.Delete(ctx, p); client.IgnoreNotFound(err) != nil {
-				return nil, fmt.Errorf("delete EdgePool %s: %w", p.Name, err)
-			}
-			continue
-		}
-		byGateway[p.Spec.Gateway] = p
 		if a, err := netip.ParseAddr(p.Spec.Address); err == nil {
 			held[p.Spec.Gateway] = a
+		}
+		if _, edgeGateway := res.Gateways[p.Spec.Gateway]; edgeGateway {
+			byGateway[p.Spec.Gateway] = p
+			continue
+		}
+		// Its Gateway was deleted, or moved to another controller's class: the pool goes. A
+		// Gateway whose class is missing (deleted by mistake) keeps its pool.
+		if gw := gateways[p.Spec.Gateway]; gw != nil {
+			if ours, exists := classes[string(gw.Spec.GatewayClassName)]; !exists || ours {
+				continue
+			}
+		}
+		if err := r.Client.Delete(ctx, p); client.IgnoreNotFound(err) != nil {
+			return nil, fmt.Errorf("delete EdgePool %s: %w", p.Name, err)
 		}
 	}
 	requested := map[string]netip.Addr{}
@@ -158,6 +175,8 @@ func (r *Reconciler) writePools(ctx context.Context, snap edge.Snapshot, res edg
 		}
 	}
 	addrs, refused := edge.Allocate(r.Addresses, slices.Collect(maps.Keys(res.Pools)), held, requested)
+	var failed error
+	now := time.Now()
 	maps.Copy(refused, badAddress)
 	for key := range res.Gateways {
 		cur := byGateway[key]
@@ -167,19 +186,33 @@ func (r *Reconciler) writePools(ctx context.Context, snap edge.Snapshot, res edg
 		case accepted && refused[key] == "" && hasAddr:
 			ns, name, _ := strings.Cut(key, "/")
 			want := edge.ToSpec(pool, addr)
+			var err error
 			if cur == nil {
 				cur = &v1alpha1.EdgePool{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.EdgePoolName(ns, name),
 					Labels: map[string]string{v1alpha1.LabelGatewayNamespace: ns}}, Spec: want}
-				if err := r.Client.Create(ctx, cur); err != nil {
-					return nil, fmt.Errorf("create EdgePool %s: %w", cur.Name, err)
+				if err = r.Client.Create(ctx, cur); err != nil {
+					err = fmt.Errorf("create EdgePool %s: %w", cur.Name, err)
+					cur = nil
 				}
 			} else if !equality.Semantic.DeepEqual(cur.Spec, want) {
 				next := cur.DeepCopy()
 				next.Spec = want
-				if err := r.Client.Update(ctx, next); err != nil {
-					return nil, fmt.Errorf("update EdgePool %s: %w", cur.Name, err)
+				if err = r.Client.Update(ctx, next); err != nil {
+					err = fmt.Errorf("update EdgePool %s: %w", cur.Name, err)
+				} else {
+					cur = next
 				}
-				cur = next
+			}
+			if err != nil {
+				// This Gateway says why; the others are written, and the next pass tries again.
+				failed = errors.Join(failed, err)
+				c := metav1.Condition{Type: string(gatewayv1.GatewayConditionProgrammed), Status: metav1.ConditionFalse,
+					Reason: string(gatewayv1.GatewayReasonPending), Message: err.Error() + "; the pool keeps serving what it served"}
+				out[key] = served{programmed: &c}
+				if cur != nil {
+					out[key] = served{address: cur.Spec.Address, programmed: &c}
+				}
+				continue
 			}
 		case refused[key] != "":
 			c := metav1.Condition{Type: string(gatewayv1.GatewayConditionProgrammed), Status: metav1.ConditionFalse,
@@ -190,13 +223,13 @@ func (r *Reconciler) writePools(ctx context.Context, snap edge.Snapshot, res edg
 			}
 			continue
 		}
-		out[key] = programmedBy(cur, accepted)
+		out[key] = programmedBy(cur, accepted, now)
 	}
-	return out, nil
+	return out, failed
 }
 
 // programmedBy is what a Gateway's Programmed says from its pool's instances.
-func programmedBy(p *v1alpha1.EdgePool, accepted bool) served {
+func programmedBy(p *v1alpha1.EdgePool, accepted bool, now time.Time) served {
 	programmed := func(ok bool, reason gatewayv1.GatewayConditionReason, format string, args ...any) served {
 		s := served{programmed: &metav1.Condition{Type: string(gatewayv1.GatewayConditionProgrammed), Status: metav1.ConditionFalse,
 			Reason: string(reason), Message: fmt.Sprintf(format, args...)}}
@@ -218,6 +251,8 @@ func programmedBy(p *v1alpha1.EdgePool, accepted bool) served {
 	for _, in := range p.Status.Instances {
 		current := in.ObservedGeneration == p.Generation
 		switch {
+		case now.Sub(in.Heartbeat.Time) > v1alpha1.EdgeInstanceTTL:
+			failed = append(failed, fmt.Sprintf("%s: no report from supervisor %s since %s", in.Name, in.Supervisor, in.Heartbeat.UTC().Format(time.RFC3339)))
 		case current && in.Phase == v1alpha1.EdgeServing:
 			serving = append(serving, in.Name)
 		case current && in.Phase == v1alpha1.EdgeRefused:

@@ -11,6 +11,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -53,6 +54,10 @@ type Supervisor struct {
 	Binary string
 	// CheckInterval is the health checks' interval; zero means 1 s.
 	CheckInterval time.Duration
+	// Outlive leaves the instances running when the supervisor stops (a hub that stops or
+	// crashes), and has the next supervisor on Dir take them over: the pools are served while
+	// their supervisor is away. edgepool.StopAll stops them.
+	Outlive bool
 	// MetricsHost is the address the instances' exporters bind, each on a free port; empty
 	// means 127.0.0.1.
 	MetricsHost string
@@ -60,12 +65,16 @@ type Supervisor struct {
 
 	reader client.Reader // the API server itself: the cache stops with the manager
 
-	mu    sync.Mutex
-	pools map[string]*running // by EdgePool name
+	mu     sync.Mutex
+	pools  map[string]*running   // by EdgePool name
+	addrs  map[string]netip.Addr // each pool's address here, by EdgePool name
+	closed bool                  // the manager stopped: no more instances start
 }
 
-// running is one pool's instances here.
+// running is one pool's instances here. Its mutex is held by the pool's Reconcile (one at a
+// time per pool) and by whatever stops the pool.
 type running struct {
+	mu        sync.Mutex
 	addr      netip.Addr
 	instances []*instance
 }
@@ -86,7 +95,7 @@ func (s *Supervisor) SetupWithManager(mgr ctrl.Manager) error {
 	if s.MetricsHost == "" {
 		s.MetricsHost = "127.0.0.1"
 	}
-	s.pools = map[string]*running{}
+	s.pools, s.addrs = map[string]*running{}, map[string]netip.Addr{}
 	s.reader = mgr.GetAPIReader()
 	if err := mgr.Add(s); err != nil {
 		return err
@@ -98,16 +107,35 @@ func (s *Supervisor) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(s)
 }
 
-// Start waits for the manager to stop, then stops every instance and takes them out of their
-// pools' status, so that no stopped instance counts as serving.
+// Start stops the instances an earlier supervisor left of pools that are gone, then waits for
+// the manager to stop. Then it stops every instance and takes them out of their pools'
+// status, so that no stopped instance counts as serving; or, to Outlive, leaves them running.
 func (s *Supervisor) Start(ctx context.Context) error {
+	s.reapGone(ctx)
 	<-ctx.Done()
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.closed = true
+	pools := s.pools
+	s.mu.Unlock()
+	if s.Outlive {
+		for _, r := range pools {
+			r.mu.Lock()
+			for _, in := range r.instances {
+				if in.inst != nil {
+					in.inst.Detach()
+					in.inst = nil
+				}
+			}
+			r.mu.Unlock()
+		}
+		return nil
+	}
 	wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for name, r := range s.pools {
+	for name, r := range pools {
+		r.mu.Lock()
 		s.stop(r)
+		r.mu.Unlock()
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			cur := &v1alpha1.EdgePool{}
 			if err := s.reader.Get(wctx, client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: name}, cur); err != nil {
@@ -125,7 +153,6 @@ func (s *Supervisor) Start(ctx context.Context) error {
 			s.Log.Warn("cannot take this supervisor's instances out of the pool's status", "pool", name, "err", err)
 		}
 	}
-	s.pools = map[string]*running{}
 	return nil
 }
 
@@ -140,10 +167,18 @@ func (s *Supervisor) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 		return ctrl.Result{}, err // fail static
 	}
 	r := s.pool(req.Name)
+	if r == nil {
+		return ctrl.Result{}, nil // stopping
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	pool, addr, err := edge.FromSpec(p.Spec)
+	if err == nil {
+		err = s.claim(req.Name, addr)
+	}
 	if err != nil {
 		s.report(r, p.Generation, v1alpha1.EdgeRefused, err.Error())
-		return ctrl.Result{}, s.writeStatus(ctx, &p, r)
+		return ctrl.Result{RequeueAfter: 10 * time.Second}, s.writeStatus(ctx, &p, r)
 	}
 	if r.addr.IsValid() && r.addr != addr {
 		// A new address: the instances start again on it.
@@ -169,9 +204,16 @@ func (s *Supervisor) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 				in.status.RuntimeChanges++
 			}
 		}
+		if err == nil && in.inst != nil {
+			// Serving means running: one that crashes is restarted, and says so meanwhile.
+			if st := in.inst.Process().Status(); !st.Running {
+				in.status.Phase = v1alpha1.EdgeFailed
+				in.status.Message = fmt.Sprintf("HAProxy is not running (restarted %d times; it last ended: %s)", st.Restarts, st.LastExit)
+			}
+		}
 		in.status.ObservedGeneration = p.Generation
 		if was.Phase != in.status.Phase || was.Message != in.status.Message || was.ObservedGeneration != p.Generation || res != (edgepool.Result{}) {
-			in.status.LastChange = metav1.Now()
+			in.status.LastChange = metav1.NewTime(time.Now().Truncate(time.Second)) // as the API stores it
 		}
 		if err != nil {
 			// The peers after it would fail alike; they keep serving what they served.
@@ -181,6 +223,12 @@ func (s *Supervisor) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 			break
 		}
 	}
+	now := time.Now().Truncate(time.Second) // as the API stores it
+	for _, in := range r.instances {
+		if now.Sub(in.status.Heartbeat.Time) >= v1alpha1.EdgeHeartbeatInterval*2/3 {
+			in.status.Heartbeat = metav1.NewTime(now)
+		}
+	}
 	if err := s.writeStatus(ctx, &p, r); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -188,13 +236,63 @@ func (s *Supervisor) Reconcile(ctx context.Context, req reconcile.Request) (ctrl
 		s.Log.Warn("edge pool instance failed or refused its configuration", "pool", req.Name, "err", failed)
 		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 	}
-	return ctrl.Result{}, nil
+	// Again in a while: the heartbeat, and an instance that stopped running.
+	return ctrl.Result{RequeueAfter: v1alpha1.EdgeHeartbeatInterval}, nil
 }
 
-// pool is the running pool of an EdgePool, made with its instances when new.
+// claim takes addr for the pool name on this host, unless another pool here has it: two pools
+// bound to one address would share their traffic.
+func (s *Supervisor) claim(name string, addr netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for other, a := range s.addrs {
+		if other != name && a == addr {
+			return fmt.Errorf("address %s is bound here by pool %s; the hub gives each pool its own", addr, other)
+		}
+	}
+	s.addrs[name] = addr
+	return nil
+}
+
+// reapGone stops what an earlier supervisor left in Dir of pools the hub no longer has. Only
+// an answer from the hub that lists the EdgePools counts; an error leaves everything be.
+func (s *Supervisor) reapGone(ctx context.Context) {
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil || len(entries) == 0 {
+		return
+	}
+	var pools v1alpha1.EdgePoolList
+	for {
+		if err = s.reader.List(ctx, &pools, client.InNamespace(v1alpha1.SystemNamespace)); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+	for _, e := range entries {
+		if !e.IsDir() || slices.ContainsFunc(pools.Items, func(p v1alpha1.EdgePool) bool { return p.Name == e.Name() }) {
+			continue
+		}
+		if err := edgepool.StopPool(filepath.Join(s.Dir, e.Name()), s.Log); err != nil {
+			s.Log.Warn("stop the instances of a deleted edge pool", "pool", e.Name(), "err", err)
+			continue
+		}
+		_ = os.RemoveAll(filepath.Join(s.Dir, e.Name()))
+		s.Log.Info("stopped what an earlier run left of a deleted edge pool", "pool", e.Name())
+	}
+}
+
+// pool is the running pool of an EdgePool, made with its instances when new; nil once the
+// supervisor stops.
 func (s *Supervisor) pool(name string) *running {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
 	r := s.pools[name]
 	if r == nil {
 		r = &running{}
@@ -212,8 +310,7 @@ func (s *Supervisor) apply(ctx context.Context, poolName string, i int, in *inst
 	if in.inst != nil {
 		select {
 		case <-in.inst.Process().Exited():
-			// It will not come back (kubeproc gave up restarting it): start it afresh.
-			in.inst.Stop(ctx)
+			// Its supervision ended (it was stopped): start it afresh.
 			in.inst = nil
 		default:
 			return in.inst.Update(ctx, p)
@@ -229,7 +326,7 @@ func (s *Supervisor) apply(ctx context.Context, poolName string, i int, in *inst
 	}
 	inst, err := edgepool.Start(ctx, edgepool.Config{
 		Name: poolName + "-" + s.Name + "-" + strconv.Itoa(i), Dir: filepath.Join(s.Dir, poolName, strconv.Itoa(i)), Binary: s.Binary,
-		SharesPorts: i > 0, Bind: addr.String(), Metrics: in.metrics, CheckInterval: s.CheckInterval,
+		Detach: s.Outlive, Bind: addr.String(), Metrics: in.metrics, CheckInterval: s.CheckInterval,
 	}, p, s.Log)
 	if err != nil {
 		return edgepool.Result{}, err
@@ -241,7 +338,10 @@ func (s *Supervisor) apply(ctx context.Context, poolName string, i int, in *inst
 // report gives every instance of a pool the same verdict.
 func (s *Supervisor) report(r *running, gen int64, phase v1alpha1.EdgeInstancePhase, msg string) {
 	for _, in := range r.instances {
-		in.status.ObservedGeneration, in.status.Phase, in.status.Message, in.status.LastChange = gen, phase, msg, metav1.Now()
+		if in.status.ObservedGeneration != gen || in.status.Phase != phase || in.status.Message != msg {
+			in.status.LastChange = metav1.NewTime(time.Now().Truncate(time.Second))
+		}
+		in.status.ObservedGeneration, in.status.Phase, in.status.Message = gen, phase, msg
 	}
 }
 
@@ -272,10 +372,13 @@ func (s *Supervisor) remove(name string) {
 	s.mu.Lock()
 	r := s.pools[name]
 	delete(s.pools, name)
+	delete(s.addrs, name)
 	s.mu.Unlock()
 	if r == nil {
 		return
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	s.stop(r)
 	if err := os.RemoveAll(filepath.Join(s.Dir, name)); err != nil {
 		s.Log.Warn("remove an edge pool's files", "pool", name, "err", err)
