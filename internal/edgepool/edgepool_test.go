@@ -1,6 +1,7 @@
 package edgepool_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -255,4 +256,47 @@ func TestRateLimit(t *testing.T) {
 	if refused == 0 {
 		t.Errorf("no request refused at twenty a second over a limit of five: %v", codes)
 	}
+}
+
+// A TCP listener passes a connection's bytes to a server of its route and back.
+func TestTCP(t *testing.T) {
+	hubtest.RequireHAProxy(t)
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echo.Close() })
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); c.Close() }()
+		}
+	}()
+	port, err := kubeproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := edge.Pool{Name: "shop/db", Listeners: []edge.Listener{{Name: "pg", Port: port, Protocol: edge.TCP, Routes: []edge.Route{{Name: "shop/pg/0/pg",
+		Backend: edge.Backend{Clusters: []edge.ClusterServers{{Cluster: "east", Servers: []edge.Server{{Addr: netip.MustParseAddrPort(echo.Addr().String()), Weight: 1}}}}}}}}}}
+	inst, err := edgepool.Start(context.Background(), edgepool.Config{Name: "tcp", Dir: t.TempDir(), Bind: "127.0.0.1"}, p, hubtest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inst.Stop(context.Background()) })
+	hubtest.Eventually(t, "a round trip through the TCP listener", 20*time.Second, func() (bool, error) {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second)
+		if err != nil {
+			return false, err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			return false, err
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		return line == "ping\n", fmt.Errorf("%q %v", line, err)
+	})
 }
