@@ -190,7 +190,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if err := (&gateway.ClassReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up GatewayClass controller: %w", err)
 	}
-	if err := (&gateway.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Addresses: h.opts.EdgeAddresses}).SetupWithManager(mgr); err != nil {
+	if err := (&gateway.Reconciler{Client: mgr.GetClient(), Addresses: h.opts.EdgeAddresses}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up Gateway controller: %w", err)
 	}
 	if h.opts.EdgeInstances >= 0 {

@@ -41,15 +41,18 @@ var everything = reconcile.Request{NamespacedName: types.NamespacedName{Name: "e
 // EdgePool's status. It is the only writer of all of these, and of EdgePools' spec.
 type Reconciler struct {
 	Client client.Client
-	// Reader reads the API server itself (the manager's APIReader), for the EdgePools.
-	Reader client.Reader
 	// Addresses is the range the pools' addresses come from.
 	Addresses netip.Prefix
+
+	// given are the addresses of the EdgePools this reconciler wrote that its cache may not
+	// show yet, by Gateway NAMESPACE/NAME (one worker: no lock).
+	given map[string]netip.Addr
 }
 
 // SetupWithManager registers the reconciler: any change of what the edge is resolved from
 // resolves it again.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.given = map[string]netip.Addr{}
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}
 	})
@@ -76,9 +79,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.R
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	// From the API server, not the cache: an address given a moment ago must be seen taken.
 	var pools v1alpha1.EdgePoolList
-	if err := r.Reader.List(ctx, &pools, client.InNamespace(v1alpha1.SystemNamespace)); err != nil {
+	if err := r.Client.List(ctx, &pools, client.InNamespace(v1alpha1.SystemNamespace)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list EdgePools: %w", err)
 	}
 	res := edge.Resolve(snap)
@@ -134,6 +136,9 @@ func (r *Reconciler) writePools(ctx context.Context, snap edge.Snapshot, res edg
 		p := &pools[i]
 		if a, err := netip.ParseAddr(p.Spec.Address); err == nil {
 			held[p.Spec.Gateway] = a
+			if r.given[p.Spec.Gateway] == a {
+				delete(r.given, p.Spec.Gateway) // the cache has caught up
+			}
 		}
 		if _, edgeGateway := res.Gateways[p.Spec.Gateway]; edgeGateway {
 			byGateway[p.Spec.Gateway] = p
@@ -149,6 +154,16 @@ func (r *Reconciler) writePools(ctx context.Context, snap edge.Snapshot, res edg
 		if err := r.Client.Delete(ctx, p); client.IgnoreNotFound(err) != nil {
 			return nil, fmt.Errorf("delete EdgePool %s: %w", p.Name, err)
 		}
+		delete(r.given, p.Spec.Gateway)
+	}
+	// What this reconciler wrote a moment ago may not be in its cache yet: its pool holds
+	// that address, and the one the cache still shows stays taken too, so that none is given
+	// twice.
+	for gw, a := range r.given {
+		if old, ok := held[gw]; ok && old != a {
+			held[gw+" (before)"] = old
+		}
+		held[gw] = a
 	}
 	requested := map[string]netip.Addr{}
 	badAddress := map[string]string{}
@@ -202,6 +217,9 @@ func (r *Reconciler) writePools(ctx context.Context, snap edge.Snapshot, res edg
 				} else {
 					cur = next
 				}
+			}
+			if err == nil {
+				r.given[key] = addr
 			}
 			if err != nil {
 				// This Gateway says why; the others are written, and the next pass tries again.
