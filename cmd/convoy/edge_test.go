@@ -20,7 +20,6 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -307,15 +306,12 @@ func usEastWeights(metrics string) string {
 // it and the edge host's serve on; when the Gateway is deleted, the edge host's stop too.
 // startEdgePool starts a hub with a Gateway shop/edge on a free port whose route reaches a
 // listener of the test, reported as us-east's Service shop/web on one node at 127.0.0.1. It
-// returns the hub, a client that knows the Gateway API, its scheme and the listener's port.
-func startEdgePool(t *testing.T, opts ...func(*hub.Options)) (*hubtest.Hub, client.Client, *runtime.Scheme, int) {
+// returns the hub and the listener's port.
+func startEdgePool(t *testing.T, opts ...func(*hub.Options)) (*hubtest.Hub, int) {
 	t.Helper()
 	hubtest.RequireHAProxy(t)
 	h := hubtest.Start(t, opts...)
-	scheme := hubtest.Scheme()
-	hubtest.Must(t, gatewayv1.Install(scheme))
-	c, err := client.New(h.Config, client.Options{Scheme: scheme})
-	hubtest.Must(t, err)
+	c := h.Client
 	ctx := context.Background()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	hubtest.Must(t, err)
@@ -343,7 +339,7 @@ func startEdgePool(t *testing.T, opts ...func(*hub.Options)) (*hubtest.Hub, clie
 			Nodes: []v1alpha1.ReachNode{{Address: "127.0.0.1", Endpoints: 1}}},
 	}}
 	hubtest.Must(t, c.Status().Update(ctx, w))
-	return h, c, scheme, listenerPort
+	return h, listenerPort
 }
 
 // servingInstances waits until n instances serve the current generation of shop/edge's pool,
@@ -368,7 +364,8 @@ func servingInstances(t *testing.T, c client.Client, n, listenerPort int, why fu
 
 func TestEdgeHost(t *testing.T) {
 	t.Parallel()
-	h, c, scheme, listenerPort := startEdgePool(t)
+	h, listenerPort := startEdgePool(t)
+	c := h.Client
 	hubKubeconfig := filepath.Join(h.Options.DataDir, "kubeconfig")
 	kubectl := filepath.Join(hubtest.BinDir(t), "kubectl")
 	env := []string{"CONVOY_KUBECONFIG=" + hubKubeconfig}
@@ -433,8 +430,7 @@ func TestEdgeHost(t *testing.T) {
 	// The hub back: both serve. The edge host stopped: it takes its instance out of the
 	// pool's status.
 	h.Restart()
-	c, err = client.New(h.Config, client.Options{Scheme: scheme})
-	hubtest.Must(t, err)
+	c = h.Client
 	servingInstances(t, c, 2, listenerPort, func() string { return "" })
 	if pidAfter, _ := os.ReadFile(hubPIDFile); string(pidAfter) != string(pidBefore) {
 		t.Errorf("the hub started a new HAProxy (%q) instead of taking over its own (%q)", pidAfter, pidBefore)
@@ -467,7 +463,8 @@ func TestEdgeHost(t *testing.T) {
 // meanwhile.
 func TestEdgeInstanceCrash(t *testing.T) {
 	t.Parallel()
-	h, c, _, listenerPort := startEdgePool(t, func(o *hub.Options) { o.EdgeInstances = 2 })
+	h, listenerPort := startEdgePool(t, func(o *hub.Options) { o.EdgeInstances = 2 })
+	c := h.Client
 	p, url := servingInstances(t, c, 2, listenerPort, func() string { return "" })
 	// New connections each time: the kernel spreads them over both instances' sockets.
 	httpc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}

@@ -82,18 +82,25 @@ func (c Config) socket() string       { return filepath.Join(c.Dir, "admin.sock"
 func (c Config) masterSocket() string { return filepath.Join(c.Dir, "master.sock") }
 func (c Config) configPath() string   { return filepath.Join(c.Dir, "haproxy.cfg") }
 
+// Binary is the haproxy on PATH, else Debian's in /usr/sbin, which a user's PATH may lack.
+func Binary() (string, error) {
+	if bin, err := exec.LookPath("haproxy"); err == nil {
+		return bin, nil
+	}
+	if _, err := os.Stat("/usr/sbin/haproxy"); err != nil {
+		return "", errors.New("the edge needs haproxy: install it with `make deps` or `apt-get install haproxy`")
+	}
+	return "/usr/sbin/haproxy", nil
+}
+
 // Start writes the pool's configuration, has HAProxy check it, and starts HAProxy on it; it
 // returns once the Runtime API answers.
 func Start(ctx context.Context, cfg Config, p edge.Pool, log *slog.Logger) (*Instance, error) {
 	bin := cfg.Binary
 	if bin == "" {
 		var err error
-		if bin, err = exec.LookPath("haproxy"); err != nil {
-			// Debian installs it in /usr/sbin, which a user's PATH may lack.
-			if _, serr := os.Stat("/usr/sbin/haproxy"); serr != nil {
-				return nil, errors.New("the edge needs haproxy: install it with `make deps` or `apt-get install haproxy`")
-			}
-			bin = "/usr/sbin/haproxy"
+		if bin, err = Binary(); err != nil {
+			return nil, err
 		}
 	}
 	if err := p.Validate(); err != nil {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/convoy-dev/convoy/internal/edgepool"
 )
 
 // RealNodes takes the host-wide lock of tests that run real nodes, until the test ends, so that
@@ -86,10 +88,7 @@ func Difference(a, b []string) []string {
 // deps` installs it).
 func RequireHAProxy(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("haproxy"); err == nil {
-		return
-	}
-	if _, err := os.Stat("/usr/sbin/haproxy"); err != nil {
-		t.Fatal("no haproxy on PATH or in /usr/sbin: install it with `make deps`")
+	if _, err := edgepool.Binary(); err != nil {
+		t.Fatal(err)
 	}
 }

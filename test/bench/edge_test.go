@@ -22,8 +22,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -44,11 +42,7 @@ import (
 //     real hub), the time from an agent's report of an endpoint change to HAProxy applying it,
 //     and the failed requests meanwhile.
 func BenchmarkEdge(b *testing.B) {
-	if _, err := exec.LookPath("haproxy"); err != nil {
-		if _, err := os.Stat("/usr/sbin/haproxy"); err != nil {
-			b.Skip("no haproxy: make deps installs it")
-		}
-	}
+	hubtest.RequireHAProxy(b)
 	web := buildWeb(b)
 	clusters := []string{"c1", "c2", "c3"}
 	procs := map[string][]*exec.Cmd{}
@@ -118,9 +112,9 @@ backend web
 	if err := os.WriteFile(filepath.Join(dir, "haproxy.cfg"), []byte(cfg.String()), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	haproxy, _ := exec.LookPath("haproxy")
-	if haproxy == "" {
-		haproxy = "/usr/sbin/haproxy"
+	haproxy, err := edgepool.Binary()
+	if err != nil {
+		b.Fatal(err)
 	}
 	bare := exec.Command(haproxy, "-db", "-f", filepath.Join(dir, "haproxy.cfg"))
 	bare.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -193,11 +187,7 @@ backend web
 // agents report them to a real hub): the time from an agent's report of an endpoint change to
 // HAProxy applying it, and the failed requests meanwhile.
 func BenchmarkEdgeBackends(b *testing.B) {
-	if _, err := exec.LookPath("haproxy"); err != nil {
-		if _, err := os.Stat("/usr/sbin/haproxy"); err != nil {
-			b.Skip("no haproxy: make deps installs it")
-		}
-	}
+	hubtest.RequireHAProxy(b)
 	big := bigPool(b)
 	fmt.Printf("\nEdge benchmark, 10,000 backends (100 clusters of 100 nodes, each a listener of the benchmark on loopback) in one pool at a real hub\nmachine: %s\n", Machine())
 	fmt.Printf("pool programmed %s after the 100 Works were reported\n", big.programmed.Round(100*time.Millisecond))
@@ -299,12 +289,7 @@ type bigResult struct {
 func bigPool(b *testing.B) bigResult {
 	const nClusters, nNodes = 100, 100
 	h := hubtest.Start(b)
-	scheme := runtime.NewScheme()
-	hubtest.Must(b, clientgoscheme.AddToScheme(scheme))
-	hubtest.Must(b, gatewayv1.Install(scheme))
-	hubtest.Must(b, v1alpha1.AddToScheme(scheme))
-	c, err := client.New(h.Config, client.Options{Scheme: scheme})
-	hubtest.Must(b, err)
+	c := h.Client
 	ctx := context.Background()
 	// The nodes: 127.1.C.N:30080, answering any request.
 	handler := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })

@@ -7,7 +7,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -21,10 +20,7 @@ import (
 func TestEdgeGatewayClass(t *testing.T) {
 	t.Parallel()
 	h := hubtest.Start(t)
-	scheme := runtime.NewScheme()
-	hubtest.Must(t, gatewayv1.Install(scheme))
-	c, err := client.New(h.Config, client.Options{Scheme: scheme})
-	hubtest.Must(t, err)
+	c := h.Client
 	ctx := context.Background()
 
 	other := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "someone-else"},

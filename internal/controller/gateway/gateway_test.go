@@ -15,8 +15,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -31,12 +29,7 @@ import (
 func TestGatewayStatuses(t *testing.T) {
 	t.Parallel()
 	h := hubtest.Start(t)
-	scheme := runtime.NewScheme()
-	hubtest.Must(t, clientgoscheme.AddToScheme(scheme))
-	hubtest.Must(t, gatewayv1.Install(scheme))
-	hubtest.Must(t, v1alpha1.AddToScheme(scheme))
-	c, err := client.New(h.Config, client.Options{Scheme: scheme})
-	hubtest.Must(t, err)
+	c := h.Client
 	ctx := context.Background()
 
 	for _, ns := range []string{"shop", v1alpha1.ClusterNamespace("us-east")} {
@@ -157,12 +150,7 @@ func TestGatewayStatuses(t *testing.T) {
 func TestTeamRBAC(t *testing.T) {
 	t.Parallel()
 	h := hubtest.Start(t)
-	scheme := runtime.NewScheme()
-	hubtest.Must(t, clientgoscheme.AddToScheme(scheme))
-	hubtest.Must(t, gatewayv1.Install(scheme))
-	hubtest.Must(t, v1alpha1.AddToScheme(scheme))
-	admin, err := client.New(h.Config, client.Options{Scheme: scheme})
-	hubtest.Must(t, err)
+	admin := h.Client
 	ctx := context.Background()
 	for _, ns := range []string{"shop", "blog"} {
 		hubtest.Must(t, admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
@@ -172,7 +160,7 @@ func TestTeamRBAC(t *testing.T) {
 		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: "shop-team"}}}))
 	cfg := rest.CopyConfig(h.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: "alice", Groups: []string{"shop-team", "system:authenticated"}}
-	alice, err := client.New(cfg, client.Options{Scheme: scheme})
+	alice, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
 	hubtest.Must(t, err)
 
 	gw := func(ns string) *gatewayv1.Gateway {
