@@ -1,0 +1,53 @@
+package v1alpha1
+
+// The delivery connection between the hub and an agent (internal/delivery): one long-lived
+// gRPC stream per agent, served by the hub process next to its API server. The agent
+// authenticates with its ServiceAccount token, heartbeats on the stream, and reports its
+// Works' status on it; the hub folds the reports in memory and stores them in batches, so
+// that neither a heartbeat nor a status report is a write to the hub's datastore.
+//
+// The messages below travel as JSON (the stream's codec is "json"); both sides must accept
+// fields they do not know, so that either may be newer.
+const (
+	// DeliveryService is the stream's gRPC service, and DeliverySync its one method.
+	DeliveryService = "convoy.delivery.v1alpha1.Delivery"
+	DeliverySync    = "Sync"
+	// AgentConfigDeliveryPort is the key of the agent's ConfigMap (AgentConfigMap) that gives
+	// the port of the hub's delivery stream, on the host of the hub's API server. An agent
+	// whose ConfigMap has none renews its Lease and writes its Works' status itself.
+	AgentConfigDeliveryPort = "deliveryPort"
+)
+
+// AgentMessage is what an agent sends on its stream. The first one carries Hello; every one
+// counts as a heartbeat, so an agent with nothing to report sends an empty one each interval.
+type AgentMessage struct {
+	// Hello opens the stream.
+	Hello *DeliveryHello `json:"hello,omitempty"`
+	// Reports are Works' status, the latest of each: on a new stream every Work the agent
+	// has reported since it started, then changes.
+	Reports []WorkReport `json:"reports,omitempty"`
+}
+
+// DeliveryHello names the agent's cluster; the hub checks it against the token's identity.
+type DeliveryHello struct {
+	Cluster string `json:"cluster"`
+	Version string `json:"version,omitempty"`
+}
+
+// WorkReport is one Work's status as the agent sees it.
+type WorkReport struct {
+	// Work is the Work's name in the cluster's namespace, and UID its uid: a report of a Work
+	// that was deleted and made again under the same name is not taken for the new one.
+	Work string `json:"work"`
+	UID  string `json:"uid"`
+	// Gone says the agent forgot the Work (it was deleted): the hub drops its report.
+	Gone   bool       `json:"gone,omitempty"`
+	Status WorkStatus `json:"status"`
+}
+
+// HubMessage is what the hub sends on a stream.
+type HubMessage struct {
+	// HeartbeatInterval (a Go duration) is how often the agent must send a message; the hub
+	// counts the cluster Unreachable after its grace without one. Every HubMessage has it.
+	HeartbeatInterval string `json:"heartbeatInterval"`
+}

@@ -1,0 +1,317 @@
+package delivery
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// Client is an agent's end of its stream. It keeps the latest report of each Work, sends
+// changes as they come, everything again on each new stream, and an empty message every
+// interval the hub asks for. While the hub is away the reports wait in memory; nothing is
+// lost but intermediate states.
+type Client struct {
+	// Cluster is the agent's cluster, Version the agent's version.
+	Cluster, Version string
+	// Token returns the agent's current ServiceAccount token.
+	Token func() string
+	// CA is the hub's certificate authority (PEM).
+	CA []byte
+	// Log receives the stream's comings and goings.
+	Log *slog.Logger
+
+	mu      sync.Mutex
+	reports map[string]v1alpha1.WorkReport // by Work name
+	pending map[string]bool                // Works whose report the hub has not been sent
+	kick    chan struct{}
+	up      bool
+	everUp  bool
+	refused error // the hub's last refusal, for logs
+}
+
+// NewClient makes a Client; Run connects it.
+func NewClient(cluster, version string, ca []byte, token func() string, log *slog.Logger) *Client {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Client{Cluster: cluster, Version: version, CA: ca, Token: token, Log: log,
+		reports: map[string]v1alpha1.WorkReport{}, pending: map[string]bool{}, kick: make(chan struct{}, 1)}
+}
+
+// Report records a Work's status and sends it when it can.
+func (c *Client) Report(work, uid string, st v1alpha1.WorkStatus) {
+	c.mu.Lock()
+	c.reports[work] = v1alpha1.WorkReport{Work: work, UID: uid, Status: st}
+	c.pending[work] = true
+	c.mu.Unlock()
+	c.poke()
+}
+
+// Last is the Work's status as last reported, if the report is of this uid.
+func (c *Client) Last(work, uid string) (v1alpha1.WorkStatus, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.reports[work]
+	if !ok || r.UID != uid || r.Gone {
+		return v1alpha1.WorkStatus{}, false
+	}
+	return *r.Status.DeepCopy(), true
+}
+
+// Forget drops a Work that is gone, and tells the hub.
+func (c *Client) Forget(work string) {
+	c.mu.Lock()
+	r, ok := c.reports[work]
+	if ok {
+		c.reports[work] = v1alpha1.WorkReport{Work: work, UID: r.UID, Gone: true}
+		c.pending[work] = true
+	}
+	c.mu.Unlock()
+	if ok {
+		c.poke()
+	}
+}
+
+// Up says whether a stream is open now.
+func (c *Client) Up() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.up
+}
+
+func (c *Client) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run keeps a stream open to addr (HOST:PORT) until ctx ends, reconnecting with jittered
+// backoff up to maxBackoff.
+func (c *Client) Run(ctx context.Context, addr, serverName string) {
+	conn, err := c.dial(addr, serverName)
+	if err != nil {
+		c.Log.Error("cannot set up the delivery stream", "addr", addr, "err", err)
+		return
+	}
+	defer conn.Close()
+	fails := 0
+	var down time.Time
+	for ctx.Err() == nil {
+		opened, err := c.stream(ctx, conn, func() {
+			// The same words as the Lease's heartbeat, for whoever watches the agent's log.
+			if fails > 0 {
+				c.Log.Info("heartbeat back", "after", time.Since(down).Round(time.Millisecond))
+			}
+			fails = 0
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if opened || fails == 0 {
+			down = time.Now()
+			fails = 0
+			c.Log.Warn("heartbeat failed; the delivery stream to the hub is lost or refused; retrying with backoff", "addr", addr, "err", err)
+		}
+		fails++
+		t := time.NewTimer(backoff(fails))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Client) dial(addr, serverName string) (*grpc.ClientConn, error) {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.CA)
+	return grpc.NewClient(addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12})),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{}), grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+}
+
+// maxBackoff caps the wait between attempts, as the agent's other hub connections do.
+const maxBackoff = 10 * time.Second
+
+func backoff(n int) time.Duration {
+	d := 500 * time.Millisecond
+	for range n - 1 {
+		d *= 2
+		if d >= maxBackoff {
+			d = maxBackoff
+			break
+		}
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// ErrRefused wraps the hub's refusal of the agent's identity.
+var ErrRefused = errors.New("the hub refused the agent's stream")
+
+// stream runs one stream until it fails; opened says whether the hub accepted it.
+func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted func()) (opened bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := conn.NewStream(ctx, &streamDesc, syncMethod, grpc.PerRPCCredentials(bearer(c.Token)))
+	if err != nil {
+		return false, err
+	}
+	// Everything the agent has reported goes with the hello: a new stream may reach a hub
+	// that knows nothing yet.
+	c.mu.Lock()
+	hello := v1alpha1.AgentMessage{Hello: &v1alpha1.DeliveryHello{Cluster: c.Cluster, Version: c.Version}}
+	for w, r := range c.reports {
+		if !r.Gone {
+			hello.Reports = append(hello.Reports, r)
+		} else {
+			delete(c.reports, w)
+		}
+	}
+	clear(c.pending)
+	c.mu.Unlock()
+	if err := s.SendMsg(&hello); err != nil {
+		return false, err
+	}
+	var first v1alpha1.HubMessage
+	if err := s.RecvMsg(&first); err != nil {
+		return false, refusal(err)
+	}
+	interval, perr := time.ParseDuration(first.HeartbeatInterval)
+	if perr != nil || interval < 100*time.Millisecond {
+		interval = v1alpha1.DefaultHeartbeatInterval
+	}
+	c.setUp(true)
+	defer c.setUp(false)
+	accepted()
+
+	// The hub sends nothing more for now but a new interval; a receive error ends the stream.
+	recvErr := make(chan error, 1)
+	intervals := make(chan time.Duration, 1)
+	go func() {
+		for {
+			var m v1alpha1.HubMessage
+			if err := s.RecvMsg(&m); err != nil {
+				recvErr <- err
+				return
+			}
+			if d, err := time.ParseDuration(m.HeartbeatInterval); err == nil && d >= 100*time.Millisecond {
+				select {
+				case intervals <- d:
+				default:
+				}
+			}
+		}
+	}()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return true, nil
+		case err := <-recvErr:
+			return true, err
+		case d := <-intervals:
+			tick.Reset(d)
+		case <-tick.C:
+			if err := s.SendMsg(&v1alpha1.AgentMessage{}); err != nil {
+				return true, err
+			}
+		case <-c.kick:
+			m := c.takePending()
+			if len(m.Reports) == 0 {
+				continue
+			}
+			if err := s.SendMsg(&m); err != nil {
+				return true, err
+			}
+			tick.Reset(interval) // the report was a heartbeat too
+		}
+	}
+}
+
+// EverUp says whether a stream has been open since the Client started.
+func (c *Client) EverUp() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.everUp
+}
+
+func (c *Client) setUp(up bool) {
+	c.mu.Lock()
+	c.up = up
+	c.everUp = c.everUp || up
+	c.mu.Unlock()
+}
+
+// takePending returns the reports not sent yet.
+func (c *Client) takePending() v1alpha1.AgentMessage {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var m v1alpha1.AgentMessage
+	for w := range c.pending {
+		r := c.reports[w]
+		m.Reports = append(m.Reports, r)
+		if r.Gone {
+			delete(c.reports, w)
+		}
+	}
+	clear(c.pending)
+	return m
+}
+
+// bearer sends the agent's current token with each stream.
+type bearer func() string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b()}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }
+
+// Probe opens one stream to addr as cluster's agent with token, and says whether the hub
+// accepts it: nil, or an error wrapping ErrRefused with the hub's reason.
+func Probe(ctx context.Context, addr, serverName string, ca []byte, cluster, token string) error {
+	c := NewClient(cluster, "probe", ca, func() string { return token }, nil)
+	conn, err := c.dial(addr, serverName)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	s, err := conn.NewStream(ctx, &streamDesc, syncMethod, grpc.PerRPCCredentials(bearer(c.Token)))
+	if err != nil {
+		return err
+	}
+	if err := s.SendMsg(&v1alpha1.AgentMessage{Hello: &v1alpha1.DeliveryHello{Cluster: cluster, Version: "probe"}}); err != nil {
+		return err
+	}
+	var first v1alpha1.HubMessage
+	return refusal(s.RecvMsg(&first))
+}
+
+// refusal wraps the hub's refusal of an identity in ErrRefused.
+func refusal(err error) error {
+	if st, ok := status.FromError(err); ok && err != nil && (st.Code() == codes.Unauthenticated || st.Code() == codes.PermissionDenied) {
+		return fmt.Errorf("%w: %s", ErrRefused, st.Message())
+	}
+	return err
+}

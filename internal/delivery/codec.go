@@ -1,0 +1,41 @@
+// Package delivery is the connection between the hub and its agents: one long-lived gRPC
+// stream per agent (Delivery.Sync), served by the hub process next to its API server, with the
+// messages of api/v1alpha1/delivery.go as JSON.
+//
+// The agent (Client) authenticates with its ServiceAccount token and says its cluster; the hub
+// (Server) checks the token with a TokenReview (cached) and that it is the cluster's current
+// agent identity, both again while the stream lasts, so a revocation cuts the stream. Every
+// message is a heartbeat: the Server keeps each cluster's last one in memory (LastSeen), for the
+// Cluster controller, instead of a Lease written every interval. Works' status comes back as
+// reports, folded in memory (Overlay answers with the latest); the Persister stores them in the
+// Works at a bounded rate, so that a change of a thousand Works' status costs the Placement's
+// controller one reconcile and the datastore a paced trickle, not a thousand writes at once.
+//
+// The hub's composition root and the agent import it; the controllers see the fold only through
+// their own small interfaces.
+package delivery
+
+import (
+	"encoding/json"
+
+	"google.golang.org/grpc"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// codec carries the stream's messages as JSON: they are the API package's plain Go types, so
+// neither side needs generated code, and either may add fields the other ignores.
+type codec struct{}
+
+func (codec) Marshal(v any) ([]byte, error)      { return json.Marshal(v) }
+func (codec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+func (codec) Name() string                       { return "json" }
+
+// syncMethod is the full gRPC method name of the stream.
+const syncMethod = "/" + v1alpha1.DeliveryService + "/" + v1alpha1.DeliverySync
+
+// streamDesc describes the one bidirectional stream.
+var streamDesc = grpc.StreamDesc{StreamName: v1alpha1.DeliverySync, ClientStreams: true, ServerStreams: true}
+
+// maxMessage bounds one message: a reconnecting agent's reports go in several.
+const maxMessage = 16 << 20

@@ -1,0 +1,153 @@
+package delivery_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/delivery"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/join"
+)
+
+// agentToken registers an imported cluster and returns a token of its current agent
+// ServiceAccount, as the agent would get one.
+func agentToken(t *testing.T, h *hubtest.Hub, cs kubernetes.Interface, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	c := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderImport}}
+	hubtest.Must(t, h.Client.Create(ctx, c))
+	var token string
+	eventually(t, name+"'s agent ServiceAccount", func() error {
+		hubtest.Must(t, h.Client.Get(ctx, client.ObjectKeyFromObject(c), c))
+		sa := v1alpha1.AgentServiceAccount(v1alpha1.AgentGeneration(c))
+		tr, err := cs.CoreV1().ServiceAccounts(v1alpha1.ClusterNamespace(name)).CreateToken(ctx, sa, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		token = tr.Status.Token
+		return nil
+	})
+	return token
+}
+
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestStreams runs real agents' streams against a real hub: who may open one, reports folded
+// and stored, heartbeats seen, and a revocation cutting a stream that is open.
+func TestStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a hub")
+	}
+	h := hubtest.Start(t)
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(h.Config)
+	addr := h.DeliveryAddr()
+	if addr == "" {
+		t.Fatal("the hub serves no delivery stream")
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	east := agentToken(t, h, cs, "east")
+	west := agentToken(t, h, cs, "west")
+
+	// open runs a client for cluster with token until it is up or refused.
+	open := func(cluster, token string) (*delivery.Client, context.CancelFunc) {
+		c := delivery.NewClient(cluster, "test", h.Config.CAData, func() string { return token }, hubtest.Logger(t))
+		cctx, cancel := context.WithCancel(ctx)
+		go c.Run(cctx, addr, host)
+		t.Cleanup(cancel)
+		return c, cancel
+	}
+
+	// Refusals: the hub says why, and the stream never opens. The barrier is the hub's
+	// answer, read by a stream of our own.
+	refused := func(cluster, token, want string) {
+		t.Helper()
+		err := delivery.Probe(ctx, addr, host, h.Config.CAData, cluster, token)
+		if !errors.Is(err, delivery.ErrRefused) || !strings.Contains(err.Error(), want) {
+			t.Errorf("hello as %s: %v, want a refusal saying %q", cluster, err, want)
+		}
+	}
+	refused("west", east, `cluster "east"'s agent, not cluster "west"'s`)
+	refused("east", "not-a-token", "token refused")
+	adminToken, err := cs.CoreV1().ServiceAccounts("default").CreateToken(ctx, "default", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		// The default ServiceAccount appears a moment after the namespace.
+		hubtest.Must(t, h.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "other"}}))
+		adminToken, err = cs.CoreV1().ServiceAccounts("default").CreateToken(ctx, "other", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+		hubtest.Must(t, err)
+	}
+	refused("east", adminToken.Status.Token, "is not a cluster's agent")
+	if err := delivery.Probe(ctx, addr, host, h.Config.CAData, "east", east); err != nil {
+		t.Fatalf("east's own identity: %v", err)
+	}
+
+	// A stream heartbeats: the hub hears from east, and not from west, which has none.
+	ce, _ := open("east", east)
+	eventually(t, "east heard", func() error {
+		if _, ok := h.LastHeard("east"); !ok {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if _, ok := h.LastHeard("west"); ok {
+		t.Error("the hub heard from west, which has no stream")
+	}
+
+	// A report reaches the Work's stored status, through the fold.
+	w := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web"}}
+	hubtest.Must(t, h.Client.Create(ctx, w))
+	st := v1alpha1.WorkStatus{ObservedGeneration: w.Generation, Summary: v1alpha1.WorkSummary{Total: 1, Applied: 1, Available: 1}}
+	ce.Report(w.Name, string(w.UID), st)
+	eventually(t, "the report stored", func() error {
+		got := &v1alpha1.Work{}
+		hubtest.Must(t, h.Client.Get(ctx, client.ObjectKeyFromObject(w), got))
+		if got.Status.Summary.Available != 1 {
+			return fmt.Errorf("status %+v", got.Status)
+		}
+		return nil
+	})
+	// west's stream opens; then west is revoked, and the hub cuts the open stream.
+	cw, _ := open("west", west)
+	eventually(t, "west up", func() error {
+		if !cw.Up() {
+			return errors.New("not up")
+		}
+		return nil
+	})
+	hubtest.Must(t, join.Revoke(ctx, h.Client, "west"))
+	eventually(t, "west's stream cut", func() error {
+		if cw.Up() {
+			return errors.New("still up")
+		}
+		return nil
+	})
+	err = delivery.Probe(ctx, addr, host, h.Config.CAData, "west", west)
+	if !errors.Is(err, delivery.ErrRefused) || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("west after its revocation: %v, want refused as revoked", err)
+	}
+}

@@ -1,0 +1,77 @@
+package delivery
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+
+	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// DefaultPersistRate is how many Work statuses a second the Persister stores by default: at
+// about 4.5 ms of API server and datastore CPU each, a tenth of a core at most.
+const DefaultPersistRate = 20
+
+// Persister stores the Server's folded reports in the Works' status, at most Rate a second,
+// the latest of each Work only. It is the one writer of a streaming agent's Works' status; the
+// stored status is a view for kubectl and what a restarted hub reads until the agents report
+// again.
+type Persister struct {
+	Server *Server
+	// Client writes the status; Cache reads the Works (the hub's informer cache).
+	Client client.Client
+	Cache  client.Reader
+	// Rate is writes a second; zero means DefaultPersistRate.
+	Rate float64
+	Log  *slog.Logger
+}
+
+// Start runs the Persister until ctx ends (a controller-runtime Runnable).
+func (p *Persister) Start(ctx context.Context) error {
+	p.Server.init()
+	r := p.Rate
+	if r <= 0 {
+		r = DefaultPersistRate
+	}
+	limit := rate.NewLimiter(rate.Limit(r), max(1, int(r)))
+	log := p.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for {
+		batch := p.Server.takeDirty(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		for _, rep := range batch {
+			ns, name, _ := strings.Cut(rep.Work, "/")
+			w := &v1alpha1.Work{}
+			if err := p.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, w); err != nil {
+				if apierrors.IsNotFound(err) {
+					p.Server.Forget(strings.TrimPrefix(ns, v1alpha1.ClusterNamespacePrefix), name)
+				}
+				continue
+			}
+			if string(w.UID) != rep.UID || equality.Semantic.DeepEqual(w.Status, rep.Status) {
+				continue
+			}
+			if err := limit.Wait(ctx); err != nil {
+				return nil
+			}
+			before := w.DeepCopy()
+			w.Status = rep.Status
+			if err := p.Client.Status().Patch(ctx, w, client.MergeFrom(before)); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue
+				}
+				log.Debug("cannot store a Work's status yet; trying again", "work", rep.Work, "err", err)
+				p.Server.markDirty(ns, name)
+			}
+		}
+	}
+}

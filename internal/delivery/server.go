@@ -1,0 +1,387 @@
+package delivery
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/api/equality"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// Identity is who a token belongs to: a cluster's agent ServiceAccount.
+type Identity struct {
+	Cluster        string
+	ServiceAccount string
+	UID            string
+}
+
+// Authenticator checks an agent's bearer token and says whose it is.
+type Authenticator interface {
+	// Authenticate returns the identity of token, or an error that says why it is refused.
+	Authenticate(ctx context.Context, token string) (Identity, error)
+	// Current says whether id is still its cluster's agent identity (the cluster exists and
+	// has not revoked it); it answers from memory, since it is asked while streams last.
+	Current(ctx context.Context, id Identity) error
+}
+
+// Server serves the agents' streams and holds what they said: when each cluster was last heard
+// from and the latest report of each of its Works. Its zero value is not usable: set the
+// fields, then call Serve.
+type Server struct {
+	Auth Authenticator
+	// HeartbeatInterval is how often agents must send; zero means
+	// v1alpha1.DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+	// Seen, if set, is called when a cluster's stream opens (its verdict may change), with
+	// the stream's context.
+	Seen func(ctx context.Context, cluster string)
+	// Reported, if set, is called (outside any lock) with each Work whose report changed,
+	// with the stream's context.
+	Reported func(ctx context.Context, cluster, work string)
+	Log      *slog.Logger
+
+	mu       sync.RWMutex
+	clusters map[string]*clusterState
+	dirty    map[workKey]bool
+	wake     chan struct{}
+	grpc     *grpc.Server
+}
+
+type workKey struct{ cluster, work string }
+
+type clusterState struct {
+	last    time.Time // the last message
+	streams int
+	reports map[string]*v1alpha1.WorkReport
+}
+
+// recheck is how often a stream's identity is checked again (a revocation cuts it).
+const recheck = 2 * time.Second
+
+func (s *Server) init() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clusters == nil {
+		s.clusters = map[string]*clusterState{}
+		s.dirty = map[workKey]bool{}
+		s.wake = make(chan struct{}, 1)
+	}
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (s *Server) interval() time.Duration {
+	if s.HeartbeatInterval > 0 {
+		return s.HeartbeatInterval
+	}
+	return v1alpha1.DefaultHeartbeatInterval
+}
+
+// Serve serves streams on l with cert until ctx ends; then it ends every stream.
+func (s *Server) Serve(ctx context.Context, l net.Listener, cert tls.Certificate) error {
+	s.init()
+	s.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
+		grpc.ForceServerCodec(codec{}),
+		grpc.MaxRecvMsgSize(maxMessage),
+		// Agents ping through their messages; transport pings only find dead peers sooner.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	s.grpc.RegisterService(&grpc.ServiceDesc{
+		ServiceName: v1alpha1.DeliveryService,
+		HandlerType: (*any)(nil),
+		Streams: []grpc.StreamDesc{{
+			StreamName: v1alpha1.DeliverySync, ClientStreams: true, ServerStreams: true,
+			Handler: func(_ any, stream grpc.ServerStream) error { return s.sync(stream) },
+		}},
+	}, s)
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.grpc.Stop()
+		case <-stopped:
+		}
+	}()
+	err := s.grpc.Serve(l)
+	close(stopped)
+	if ctx.Err() != nil || errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// sync serves one agent's stream.
+func (s *Server) sync(stream grpc.ServerStream) error {
+	ctx := stream.Context()
+	token := ""
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for _, v := range md.Get("authorization") {
+			if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+				token = t
+			}
+		}
+	}
+	if token == "" {
+		return status.Error(codes.Unauthenticated, "no bearer token: the agent authenticates with its ServiceAccount token")
+	}
+	id, err := s.Auth.Authenticate(ctx, token)
+	if err != nil {
+		return status.Errorf(codes.Unauthenticated, "token refused: %v", err)
+	}
+	var hello v1alpha1.AgentMessage
+	if err := stream.RecvMsg(&hello); err != nil {
+		return err
+	}
+	if hello.Hello == nil || hello.Hello.Cluster == "" {
+		return status.Error(codes.InvalidArgument, "the first message must say hello with the cluster's name")
+	}
+	if hello.Hello.Cluster != id.Cluster {
+		return status.Errorf(codes.PermissionDenied, "this identity (%s) is cluster %q's agent, not cluster %q's", id.ServiceAccount, id.Cluster, hello.Hello.Cluster)
+	}
+	if err := s.Auth.Current(ctx, id); err != nil {
+		return status.Errorf(codes.PermissionDenied, "%v", err)
+	}
+	s.open(id.Cluster)
+	defer s.close(id.Cluster)
+	log := s.Log.With("cluster", id.Cluster)
+	log.Debug("agent stream opened", "version", hello.Hello.Version)
+	if s.Seen != nil {
+		s.Seen(ctx, id.Cluster)
+	}
+	if err := stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String()}); err != nil {
+		return err
+	}
+	s.fold(ctx, id.Cluster, hello.Reports)
+	checked := time.Now()
+	for {
+		var m v1alpha1.AgentMessage
+		if err := stream.RecvMsg(&m); err != nil {
+			return err
+		}
+		now := s.touch(id.Cluster)
+		if now.Sub(checked) >= recheck {
+			if err := s.Auth.Current(ctx, id); err != nil {
+				log.Info("agent stream cut: its identity is no longer current", "err", err)
+				return status.Errorf(codes.PermissionDenied, "%v", err)
+			}
+			checked = now
+		}
+		s.fold(ctx, id.Cluster, m.Reports)
+	}
+}
+
+func (s *Server) open(cluster string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.clusters[cluster]
+	if c == nil {
+		c = &clusterState{reports: map[string]*v1alpha1.WorkReport{}}
+		s.clusters[cluster] = c
+	}
+	c.streams++
+	c.last = time.Now()
+}
+
+func (s *Server) close(cluster string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.clusters[cluster]; c != nil {
+		c.streams--
+	}
+}
+
+func (s *Server) touch(cluster string) time.Time {
+	now := time.Now()
+	s.mu.Lock()
+	if c := s.clusters[cluster]; c != nil {
+		c.last = now
+	}
+	s.mu.Unlock()
+	return now
+}
+
+// fold takes reports into memory and says who needs to know.
+func (s *Server) fold(ctx context.Context, cluster string, reports []v1alpha1.WorkReport) {
+	if len(reports) == 0 {
+		return
+	}
+	var changed []string
+	s.mu.Lock()
+	c := s.clusters[cluster]
+	for i := range reports {
+		r := &reports[i]
+		old := c.reports[r.Work]
+		switch {
+		case r.Gone:
+			if old == nil || old.UID != r.UID {
+				continue
+			}
+			delete(c.reports, r.Work)
+			delete(s.dirty, workKey{cluster, r.Work})
+			continue
+		case old != nil && old.UID == r.UID && equality.Semantic.DeepEqual(old.Status, r.Status):
+			continue
+		}
+		c.reports[r.Work] = r
+		s.dirty[workKey{cluster, r.Work}] = true
+		changed = append(changed, r.Work)
+	}
+	s.mu.Unlock()
+	if len(changed) == 0 {
+		return
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	if s.Reported != nil {
+		for _, w := range changed {
+			s.Reported(ctx, cluster, w)
+		}
+	}
+}
+
+// LastSeen is when this hub last heard from the cluster's agent on a stream, and how often it
+// asks the agent to send; ok is false when it has not heard from it since it started.
+func (s *Server) LastSeen(cluster string) (last time.Time, interval time.Duration, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.clusters[cluster]
+	if c == nil || c.last.IsZero() {
+		return time.Time{}, 0, false
+	}
+	return c.last, s.interval(), true
+}
+
+// Connected says whether the cluster's agent has a stream open now.
+func (s *Server) Connected(cluster string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.clusters[cluster]
+	return c != nil && c.streams > 0
+}
+
+// Overlay returns w with the status its agent reported last, if that is newer than what w
+// holds: a shallow copy, not to be changed; w itself when there is no report of it.
+func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
+	cluster, ok := strings.CutPrefix(w.Namespace, v1alpha1.ClusterNamespacePrefix)
+	if !ok {
+		return w
+	}
+	s.mu.RLock()
+	var r *v1alpha1.WorkReport
+	if c := s.clusters[cluster]; c != nil {
+		r = c.reports[w.Name]
+	}
+	s.mu.RUnlock()
+	if r == nil || r.UID != string(w.UID) {
+		return w
+	}
+	out := *w
+	out.Status = r.Status
+	return &out
+}
+
+// Forget drops the report of a Work that is gone from the hub.
+func (s *Server) Forget(cluster, work string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.clusters[cluster]; c != nil {
+		delete(c.reports, work)
+	}
+	delete(s.dirty, workKey{cluster, work})
+}
+
+// ForgetCluster drops all that the Server holds of a cluster that is gone.
+func (s *Server) ForgetCluster(cluster string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.clusters[cluster]; c != nil && c.streams == 0 {
+		delete(s.clusters, cluster)
+	}
+	for k := range s.dirty {
+		if k.cluster == cluster {
+			delete(s.dirty, k)
+		}
+	}
+}
+
+// takeDirty returns the reports not stored yet (and forgets that they are not), or waits for
+// one until ctx ends.
+func (s *Server) takeDirty(ctx context.Context) []v1alpha1.WorkReport {
+	for {
+		s.mu.Lock()
+		if len(s.dirty) > 0 {
+			out := make([]v1alpha1.WorkReport, 0, len(s.dirty))
+			for k := range s.dirty {
+				if c := s.clusters[k.cluster]; c != nil && c.reports[k.work] != nil {
+					r := *c.reports[k.work]
+					r.Work = v1alpha1.ClusterNamespace(k.cluster) + "/" + k.work
+					out = append(out, r)
+				}
+			}
+			clear(s.dirty)
+			s.mu.Unlock()
+			return out
+		}
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		}
+		// Let a burst of reports (a propagation) pass first: storing them is not urgent,
+		// and the latest of each is all that is stored.
+		t := time.NewTimer(persistDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// persistDelay is how long the Persister lets reports gather before it stores them.
+const persistDelay = time.Second
+
+// markDirty puts a report back for a later write (its write failed).
+func (s *Server) markDirty(namespace, work string) {
+	cluster, ok := strings.CutPrefix(namespace, v1alpha1.ClusterNamespacePrefix)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	s.dirty[workKey{cluster, work}] = true
+	s.mu.Unlock()
+}
+
+// String describes the Server for logs.
+func (s *Server) String() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, c := range s.clusters {
+		if c.streams > 0 {
+			n++
+		}
+	}
+	return fmt.Sprintf("delivery: %d agents connected", n)
+}
