@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -70,6 +71,8 @@ type Agent struct {
 	hub      client.Client // uncached, for writes
 	hubCache cache.Cache   // Works and the agent's settings, in the cluster's namespace only
 	hubCS    kubernetes.Interface
+
+	stream atomic.Pointer[stream] // the delivery stream, once the hub offers one
 }
 
 // Run runs the agent until ctx ends.
@@ -168,6 +171,12 @@ func Run(ctx context.Context, o Options) error {
 			a.log.Error("hub cache stopped", "err", err)
 		}
 	})
+	// The hub says in the agent's settings whether it serves a delivery stream; the agent
+	// decides before it heartbeats or reports anything, so that one writer reports each thing.
+	// (The cache refuses reads until it has started.)
+	a.hubCache.WaitForCacheSync(ctx)
+	a.switchDelivery(ctx, a.deliveryPort(ctx))
+	wg.Go(func() { a.followDelivery(ctx) })
 	wg.Go(func() { a.heartbeat(ctx) })
 	wg.Go(func() { a.inventory(ctx) })
 	works, err := newWorkController(a)

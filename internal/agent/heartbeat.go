@@ -31,7 +31,8 @@ func (a *Agent) heartbeatInterval(ctx context.Context) time.Duration {
 	return v1alpha1.DefaultHeartbeatInterval
 }
 
-// heartbeat renews the agent's Lease every interval. While the hub does not answer it retries
+// heartbeat renews the agent's Lease every interval, unless the agent heartbeats on the
+// hub's delivery stream. While the hub does not answer it retries
 // with growing, jittered waits, and logs the outage once, and the return.
 func (a *Agent) heartbeat(ctx context.Context) {
 	leases := a.hubCS.CoordinationV1().Leases(a.ns)
@@ -42,6 +43,19 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	var down time.Time
 	for {
 		interval := a.heartbeatInterval(ctx)
+		if a.awaitingStream() {
+			if !sleep(ctx, 100*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		if a.streaming() != nil {
+			// Every message on the delivery stream is a heartbeat; the Lease rests.
+			if !sleep(ctx, interval) {
+				return
+			}
+			continue
+		}
 		lease = a.renew(ctx, leases, lease, holder, interval)
 		wait := interval
 		switch {

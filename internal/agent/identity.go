@@ -112,6 +112,14 @@ func newIdentity(ctx context.Context, cluster string, hub *rest.Config, store st
 // joined reports whether the agent holds a token.
 func (id *identity) joined() bool { return id.current.Load() != nil }
 
+// token is the current token, or "" before the agent has one.
+func (id *identity) token() string {
+	if t := id.current.Load(); t != nil {
+		return *t
+	}
+	return ""
+}
+
 // wrap adds the current token to every request to the hub, so that a renewed token is used
 // at once, and notes a refused one.
 func (id *identity) wrap(rt http.RoundTripper) http.RoundTripper {

@@ -209,6 +209,7 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		}
 		return 0, client.IgnoreNotFound(err)
 	}
+	w.ownStatus(work)
 	if !work.DeletionTimestamp.IsZero() {
 		return w.finalize(ctx, work)
 	}
@@ -315,7 +316,8 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 	// chance to settle (its status changes bring the Work back sooner). Failures and
 	// deletions are reported at once.
 	w.mu.Lock()
-	settle := appliedNow && !failed && !healthy && len(gone) == 0 && !w.settling[work.Name]
+	// On a delivery stream a report is a message, not a write: no need to wait.
+	settle := appliedNow && !failed && !healthy && len(gone) == 0 && !w.settling[work.Name] && w.a.streaming() == nil
 	w.settling[work.Name] = settle
 	w.mu.Unlock()
 	if settle {
@@ -761,8 +763,21 @@ func (w *workController) finalize(ctx context.Context, work *v1alpha1.Work) (tim
 	return 0, nil
 }
 
+// ownStatus puts into work the status this agent last reported on its delivery stream: the
+// hub stores reports in the Works at its own pace, so the stored status may be behind.
+func (w *workController) ownStatus(work *v1alpha1.Work) {
+	if c := w.a.streaming(); c != nil {
+		if st, ok := c.Last(work.Name, string(work.UID)); ok {
+			work.Status = st
+		}
+	}
+}
+
 // forget drops what the agent remembers of a Work.
 func (w *workController) forget(name string) {
+	if c := w.a.streaming(); c != nil {
+		c.Forget(name)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.drifted, name)
@@ -820,6 +835,10 @@ func (w *workController) writeStatus(ctx context.Context, work *v1alpha1.Work, r
 		set(v1alpha1.WorkDrifted, false, "InSync", "no drift")
 	}
 	if equality.Semantic.DeepEqual(before.Status, work.Status) {
+		return nil
+	}
+	if c := w.a.streaming(); c != nil {
+		c.Report(work.Name, string(work.UID), *work.Status.DeepCopy())
 		return nil
 	}
 	w.mu.Lock()

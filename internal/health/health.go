@@ -1,5 +1,6 @@
 // Package health judges a member cluster's health from what its agent sends the hub: the
-// heartbeat (the Lease "agent" in convoy-cluster-NAME) and the last inventory. It is pure: the
+// heartbeat (a message on its delivery stream, or the Lease "agent" in convoy-cluster-NAME for
+// an agent without one; see Streamed) and the last inventory. It is pure: the
 // Lease, the inventory, the grace period and the time go in, a verdict and when it changes by
 // itself come out. The Cluster controller calls it and writes the Ready and Unreachable
 // conditions.
@@ -7,6 +8,7 @@ package health
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -90,4 +92,22 @@ func Assess(lease *coordinationv1.Lease, inv *v1alpha1.Inventory, wasUnreachable
 		grace = max(grace, time.Duration(*lease.Spec.LeaseDurationSeconds)*time.Second)
 	}
 	return Judge(lease, inv, grace, now)
+}
+
+// Streamed combines an agent's stored Lease (nil if none) with the last message of its
+// delivery stream (ok false when the hub has heard none since it started), sent every
+// interval: the later of the two is the heartbeat, as a Lease that lasts three intervals, as an
+// agent's own Lease does. It is pure.
+func Streamed(lease *coordinationv1.Lease, last time.Time, interval time.Duration, ok bool) *coordinationv1.Lease {
+	if !ok || (lease != nil && lease.Spec.RenewTime != nil && !lease.Spec.RenewTime.Time.Before(last)) {
+		return lease
+	}
+	out := &coordinationv1.Lease{}
+	if lease != nil {
+		out = lease.DeepCopy()
+	}
+	renew := metav1.NewMicroTime(last)
+	duration := int32(math.Ceil(3 * interval.Seconds()))
+	out.Spec.RenewTime, out.Spec.LeaseDurationSeconds = &renew, &duration
+	return out
 }

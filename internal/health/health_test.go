@@ -86,3 +86,47 @@ func TestAfterRestart(t *testing.T) {
 		t.Errorf("no lease: got %v, %s", l, g)
 	}
 }
+
+func TestStreamed(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	lease := func(at time.Time, secs int32) *coordinationv1.Lease {
+		rt := metav1.NewMicroTime(at)
+		return &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{RenewTime: &rt, LeaseDurationSeconds: &secs}}
+	}
+	cases := []struct {
+		name     string
+		lease    *coordinationv1.Lease
+		last     time.Time
+		ok       bool
+		want     time.Time // zero: no Lease
+		wantSecs int32
+	}{
+		{name: "neither", want: time.Time{}},
+		{name: "lease only", lease: lease(now.Add(-time.Second), 60), want: now.Add(-time.Second), wantSecs: 60},
+		{name: "stream only", last: now, ok: true, want: now, wantSecs: 6},
+		{name: "stream newer", lease: lease(now.Add(-time.Minute), 60), last: now, ok: true, want: now, wantSecs: 6},
+		{name: "lease newer", lease: lease(now, 60), last: now.Add(-time.Minute), ok: true, want: now, wantSecs: 60},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := Streamed(c.lease, c.last, 2*time.Second, c.ok)
+			if c.want.IsZero() {
+				if got != nil {
+					t.Fatalf("got a Lease %+v, want none", got.Spec)
+				}
+				return
+			}
+			if got == nil || !got.Spec.RenewTime.Time.Equal(c.want) || *got.Spec.LeaseDurationSeconds != c.wantSecs {
+				t.Fatalf("got %+v, want renewed %s lasting %ds", got, c.want, c.wantSecs)
+			}
+		})
+	}
+	// A stream whose messages stop makes the cluster Unreachable after its grace, as a Lease does.
+	l := Streamed(nil, now.Add(-7*time.Second), 2*time.Second, true)
+	if v := Assess(l, &v1alpha1.Inventory{APIHealthy: true}, false, now.Add(-time.Hour), 0, now); !v.Unreachable {
+		t.Fatalf("7 s of silence on a 2 s stream: %+v, want Unreachable", v)
+	}
+	if v := Assess(Streamed(nil, now.Add(-5*time.Second), 2*time.Second, true), &v1alpha1.Inventory{APIHealthy: true}, false, now.Add(-time.Hour), 0, now); !v.Ready {
+		t.Fatalf("5 s of silence on a 2 s stream: %+v, want Ready", v)
+	}
+}

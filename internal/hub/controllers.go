@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime/debug"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -37,6 +39,7 @@ import (
 	"github.com/convoy-dev/convoy/internal/controller/gateway"
 	"github.com/convoy-dev/convoy/internal/controller/pool"
 	"github.com/convoy-dev/convoy/internal/controller/propagation"
+	"github.com/convoy-dev/convoy/internal/delivery"
 	"github.com/convoy-dev/convoy/internal/image"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider"
@@ -104,9 +107,19 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if err != nil {
 		return fmt.Errorf("create controller manager: %w", err)
 	}
+	// The agents' delivery stream: heartbeats and Works' status without a datastore write
+	// each (internal/delivery).
+	dl, err := h.listenDelivery()
+	if err != nil {
+		return err
+	}
+	deliveryPort := 0
+	if dl != nil {
+		deliveryPort = dl.Addr().(*net.TCPAddr).Port
+	}
 	localProvider := &local.Provider{
 		Root: h.layout.Clusters(), BinDir: h.opts.BinDir, Convoy: h.opts.ConvoyBinary, Log: h.log.With("provider", "local"),
-		HubURL: h.apiserverURL, HubCAFile: kubeproc.CACertPath(h.layout.PKI()),
+		HubURL: h.apiserverURL, HubCAFile: kubeproc.CACertPath(h.layout.PKI()), DeliveryPort: deliveryPort,
 		Registry: h.registry.Addr(), RegistryPull: h.registry.PullAddr(),
 	}
 	if !h.opts.SkipTemplates {
@@ -135,6 +148,9 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		if err := local.PushNodeImages(ctx, h.registry.Addr(), h.opts.BinDir); err != nil && ctx.Err() == nil {
 			h.log.Warn("cannot push the real nodes' images to the fleet registry; each cluster tries again", "err", err)
 		}
+		// Building the images took a hundred megabytes or more that the hub no longer
+		// needs: give them back now rather than whenever the runtime gets to it.
+		debug.FreeOSMemory()
 		return nil
 	})); err != nil {
 		return err
@@ -166,7 +182,21 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	})); err != nil {
 		return err
 	}
-	if err := (&clustercontroller.Reconciler{
+	var streams *delivery.Server
+	if dl != nil {
+		streams = &delivery.Server{HeartbeatInterval: h.opts.HeartbeatInterval, Log: h.log.With("component", "delivery")}
+		h.delivery, h.deliveryAddr = streams, dl.Addr().String()
+		streams.Seen = func(ctx context.Context, name string) {
+			select {
+			case changes <- event.TypedGenericEvent[*v1alpha1.Cluster]{Object: &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name}}}:
+			case <-ctx.Done():
+			}
+		}
+		if err := h.startDelivery(mgr, cfg, dl, streams); err != nil {
+			return err
+		}
+	}
+	clusters := &clustercontroller.Reconciler{
 		Client:           mgr.GetClient(),
 		Providers:        providers,
 		Recorder:         mgr.GetEventRecorder("convoy-hub"),
@@ -174,7 +204,11 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		UnreachableAfter: h.opts.UnreachableAfter,
 		Clock:            clock.RealClock{},
 		Since:            time.Now(),
-	}).SetupWithManager(mgr); err != nil {
+	}
+	if streams != nil {
+		clusters.Streams = streams
+	}
+	if err := clusters.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up cluster controller: %w", err)
 	}
 	direct, err := client.New(cfg, client.Options{Scheme: scheme})
@@ -190,7 +224,11 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if err := (&gateway.ClassReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up GatewayClass controller: %w", err)
 	}
-	if err := (&gateway.Reconciler{Client: mgr.GetClient(), Addresses: h.opts.EdgeAddresses}).SetupWithManager(mgr); err != nil {
+	gateways := &gateway.Reconciler{Client: mgr.GetClient(), Addresses: h.opts.EdgeAddresses}
+	if streams != nil {
+		gateways.Reports = streams
+	}
+	if err := gateways.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up Gateway controller: %w", err)
 	}
 	if h.opts.EdgeInstances >= 0 {
@@ -201,7 +239,8 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 			return fmt.Errorf("set up the edge pool supervisor: %w", err)
 		}
 	}
-	if err := (&access.Reconciler{Client: mgr.GetClient(), HeartbeatInterval: h.opts.HeartbeatInterval, MaxHeartbeatRate: h.opts.MaxHeartbeatRate}).SetupWithManager(mgr); err != nil {
+	if err := (&access.Reconciler{Client: mgr.GetClient(), HeartbeatInterval: h.opts.HeartbeatInterval, MaxHeartbeatRate: h.opts.MaxHeartbeatRate,
+		DeliveryPort: deliveryPort}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up agent access controller: %w", err)
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
@@ -216,6 +255,18 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	placements.Templates = propagation.NewTemplates(dyn, mgr.GetRESTMapper(), disco, placements.TemplatesChanged)
 	if err := mgr.Add(placements.Templates); err != nil {
 		return err
+	}
+	if streams != nil {
+		placements.Reports = streams
+		// A report wakes the Work's Placement, and the edge if it has Services' reach.
+		streams.Reported = func(ctx context.Context, cluster, name string) {
+			w := &v1alpha1.Work{}
+			if err := mgr.GetCache().Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(cluster), Name: name}, w, client.UnsafeDisableDeepCopy); err != nil {
+				return
+			}
+			placements.WorkReported(ctx, w)
+			gateways.WorkReported()
+		}
 	}
 	if err := placements.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up propagation controller: %w", err)

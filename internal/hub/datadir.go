@@ -87,6 +87,8 @@ type state struct {
 	RegistryPort int `json:"registryPort,omitempty"`
 	// RegistryPullPort is where the registry serves real nodes, read-only.
 	RegistryPullPort int `json:"registryPullPort,omitempty"`
+	// DeliveryPort is the agents' delivery stream's, which their settings name.
+	DeliveryPort int `json:"deliveryPort,omitempty"`
 }
 
 func loadState(l Layout) (state, error) {

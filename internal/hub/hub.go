@@ -25,6 +25,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/convoy-dev/convoy/internal/delivery"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
 	"github.com/convoy-dev/convoy/internal/registry"
@@ -68,6 +69,11 @@ type Options struct {
 	// RegistryPort is the fleet registry's port on 127.0.0.1. Zero means the port of the last
 	// run in DataDir, else 5000 when free, else any free port.
 	RegistryPort int
+	// DeliveryPort is the port of the agents' delivery stream on 127.0.0.1 (internal/delivery).
+	// Zero means the port of the last run in DataDir, else the API server's port + 1 when
+	// free, else any free port; a negative one turns the stream off, and agents then renew
+	// Leases and write their Works' status themselves.
+	DeliveryPort int
 	// HealthAddr is where /healthz and /readyz are served; empty turns them off.
 	HealthAddr string
 	// StepTimeout bounds each start-up step, such as waiting for the API server. Zero means 60s.
@@ -113,6 +119,10 @@ type Hub struct {
 	health      *http.Server
 	healthAddr  string
 	registry    *registry.Server
+	pki         *kubeproc.PKI
+
+	delivery     *delivery.Server
+	deliveryAddr string
 
 	apiserverURL string
 	admin        *rest.Config
@@ -222,6 +232,7 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare hub PKI: %w", err)
 	}
+	h.pki = pki
 	controllers, err := pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
 		Name: "hub-controllers", CommonName: "convoy-hub-controllers", Organization: []string{"system:masters"},
 	})

@@ -3,6 +3,7 @@ package sim_test
 import (
 	"context"
 	"fmt"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"testing"
 	"time"
 
@@ -56,19 +57,22 @@ func TestSimulatedFleet(t *testing.T) {
 		})
 	}
 
-	// A steady cluster's heartbeats cost no writes to its Cluster: three renewals of sim-a's
-	// Lease leave the Cluster as it was.
+	// A steady cluster's heartbeats cost no writes to its Cluster: three heartbeats of sim-a
+	// on its delivery stream leave the Cluster as it was.
 	steady := &v1alpha1.Cluster{}
 	hubtest.Must(t, c.Get(ctx, client.ObjectKey{Name: "sim-a"}, steady))
-	renewals := map[string]bool{}
+	heard := map[time.Time]bool{}
 	eventually(t, "three heartbeats of sim-a", time.Minute, func() (bool, error) {
-		l := &coordinationv1.Lease{}
-		err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace("sim-a"), Name: v1alpha1.AgentLease}, l)
-		if err == nil {
-			renewals[l.ResourceVersion] = true
+		last, ok := h.LastHeard("sim-a")
+		if ok {
+			heard[last] = true
 		}
-		return len(renewals) > 3, err
+		return len(heard) > 3, fmt.Errorf("heard %d", len(heard))
 	})
+	// Nor do they write its Lease: the stream carries them.
+	if err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace("sim-a"), Name: v1alpha1.AgentLease}, &coordinationv1.Lease{}); !apierrors.IsNotFound(err) {
+		t.Errorf("sim-a's agent has a Lease (err %v); it should heartbeat on its stream", err)
+	}
 	after := &v1alpha1.Cluster{}
 	hubtest.Must(t, c.Get(ctx, client.ObjectKey{Name: "sim-a"}, after))
 	if after.ResourceVersion != steady.ResourceVersion {

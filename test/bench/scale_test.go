@@ -14,13 +14,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
@@ -320,13 +320,25 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	must(b, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "scale"}}))
 	d := scaleDeployment("nginx:1.27")
 	must(b, c.Create(ctx, d))
+	// Each cluster counts once the hub's Placement status says it is Available with the
+	// template's current content (what `convoy status` shows): not the Works' stored status,
+	// which the hub writes at its own pace from what the agents report on their streams.
+	// After a change, a cluster's row turns not Available (its Work's content is newer than
+	// its agent's report) and then Available again.
 	availableAt := newFirstSeen()
-	var image atomicString
-	image.set("nginx:1.27")
-	watchWorks(b, ctx, cfg, func(w *v1alpha1.Work) {
-		if w.Status.ObservedGeneration == w.Generation && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkAvailable) &&
-			len(w.Spec.Manifests) > 0 && strings.Contains(string(w.Spec.Manifests[len(w.Spec.Manifests)-1].Raw), `"`+image.get()+`"`) {
-			availableAt.see(w.Namespace)
+	var changing atomic.Bool
+	var staleMu sync.Mutex
+	stale := map[string]bool{}
+	watchPlacements(b, ctx, cfg, func(p *v1alpha1.Placement) {
+		staleMu.Lock()
+		defer staleMu.Unlock()
+		for _, row := range p.Status.Clusters {
+			switch {
+			case !row.Available:
+				stale[row.Cluster] = true
+			case !changing.Load() || stale[row.Cluster]:
+				availableAt.see(row.Cluster)
+			}
 		}
 	})
 	start = time.Now()
@@ -342,10 +354,13 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	fmt.Printf("first placement to %d clusters: p50 %.2fs p99 %.2fs\n", n, res.InitialPlacement.P50, res.InitialPlacement.P99)
 	time.Sleep(10 * time.Second)
 
-	// Propagation: the template changes; each cluster's time is until its Work reports the
-	// new image Available.
+	// Propagation: the template changes; each cluster's time is until the hub's Placement
+	// status says it has the new revision Available.
+	staleMu.Lock()
+	clear(stale)
+	changing.Store(true)
+	staleMu.Unlock()
 	availableAt.reset()
-	image.set("nginx:1.28")
 	var peak Usage
 	peak = measure(pids(), func() {
 		before := requestCounts(cs)
@@ -612,14 +627,6 @@ func (f *firstSeen) since(t time.Time) []time.Duration {
 	return out
 }
 
-type atomicString struct {
-	mu sync.Mutex
-	s  string
-}
-
-func (a *atomicString) set(s string) { a.mu.Lock(); a.s = s; a.mu.Unlock() }
-func (a *atomicString) get() string  { a.mu.Lock(); defer a.mu.Unlock(); return a.s }
-
 func watchClusters(b *testing.B, ctx context.Context, cfg *rest.Config, f func(*v1alpha1.Cluster)) {
 	watchKind(b, ctx, cfg, &v1alpha1.Cluster{}, func(o any) {
 		if cl, ok := o.(*v1alpha1.Cluster); ok {
@@ -628,9 +635,9 @@ func watchClusters(b *testing.B, ctx context.Context, cfg *rest.Config, f func(*
 	})
 }
 
-func watchWorks(b *testing.B, ctx context.Context, cfg *rest.Config, f func(*v1alpha1.Work)) {
-	watchKind(b, ctx, cfg, &v1alpha1.Work{}, func(o any) {
-		if w, ok := o.(*v1alpha1.Work); ok {
+func watchPlacements(b *testing.B, ctx context.Context, cfg *rest.Config, f func(*v1alpha1.Placement)) {
+	watchKind(b, ctx, cfg, &v1alpha1.Placement{}, func(o any) {
+		if w, ok := o.(*v1alpha1.Placement); ok {
 			f(w)
 		}
 	})

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -73,17 +72,13 @@ func TestHubDownAMinute(t *testing.T) {
 	h.Start()
 	t.Logf("hub ready again %s after the start", time.Since(back).Round(time.Millisecond))
 
-	// Reconnected: the agent renewed its Lease after the hub came back.
+	// Reconnected: the agent's heartbeat (its delivery stream) is back after the hub came back.
 	reconnected := map[string]time.Duration{}
 	eventually(t, "every agent heartbeating again", 3*time.Minute, func() (bool, error) {
-		var leases coordinationv1.LeaseList
-		if err := c.List(ctx, &leases, client.MatchingFields{"metadata.name": v1alpha1.AgentLease}); err != nil {
-			return false, err
-		}
-		for _, l := range leases.Items {
-			if l.Spec.RenewTime != nil && l.Spec.RenewTime.After(back) {
-				if _, ok := reconnected[l.Namespace]; !ok {
-					reconnected[l.Namespace] = l.Spec.RenewTime.Sub(back)
+		for name, at := range log.last("heartbeat back") {
+			if at.After(back) {
+				if _, ok := reconnected[name]; !ok {
+					reconnected[name] = at.Sub(back)
 				}
 			}
 		}

@@ -58,7 +58,8 @@ func (h *hubProcess) fleetWithLog(t *testing.T, log *slog.Logger) *sim.Fleet {
 // are about, so that a test can wait for every agent to have said something.
 type logCounter struct {
 	mu     sync.Mutex
-	counts map[string]map[string]int // message -> cluster -> count
+	counts map[string]map[string]int       // message -> cluster -> count
+	lastAt map[string]map[string]time.Time // message -> cluster -> when it was last said
 }
 
 func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
@@ -80,7 +81,31 @@ func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
 		l.counts[r.Message] = map[string]int{}
 	}
 	l.counts[r.Message][cluster]++
+	if l.lastAt == nil {
+		l.lastAt = map[string]map[string]time.Time{}
+	}
+	if l.lastAt[r.Message] == nil {
+		l.lastAt[r.Message] = map[string]time.Time{}
+	}
+	l.lastAt[r.Message][cluster] = r.Time
 	return nil
+}
+
+// last returns, per cluster, when a message beginning with prefix was last said.
+func (l *logCounter) last(prefix string) map[string]time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]time.Time{}
+	for msg, by := range l.lastAt {
+		if strings.HasPrefix(msg, prefix) {
+			for c, at := range by {
+				if at.After(out[c]) {
+					out[c] = at
+				}
+			}
+		}
+	}
+	return out
 }
 
 func (l *logCounter) WithAttrs(attrs []slog.Attr) slog.Handler {

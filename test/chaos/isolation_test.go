@@ -5,6 +5,9 @@ package chaos
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -19,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/delivery"
 	"github.com/convoy-dev/convoy/internal/hubtest"
 )
 
@@ -38,8 +42,24 @@ func TestAgentIsolation(t *testing.T) {
 		must(t, admin.Create(ctx, &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "own"}}))
 	}
 
+	// The delivery stream's port, from the agents' settings.
+	cm := &corev1.ConfigMap{}
+	must(t, admin.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(names[0]), Name: v1alpha1.AgentConfigMap}, cm))
+	port := cm.Data[v1alpha1.AgentConfigDeliveryPort]
+	if port == "" {
+		t.Fatalf("the agents' settings name no delivery stream: %v", cm.Data)
+	}
+	u, err := url.Parse(h.Config.Host)
+	must(t, err)
+	streamAddr := net.JoinHostPort(u.Hostname(), port)
+
 	for _, me := range names {
 		c, cs := agentClients(t, h, fleet.StateDir(me))
+		token := agentToken(t, fleet.StateDir(me))
+		// Its delivery stream: its own cluster's, and no other's.
+		if err := delivery.Probe(ctx, streamAddr, u.Hostname(), h.Config.CAData, me, token); err != nil {
+			t.Fatalf("%s's agent cannot open its own delivery stream: %v", me, err)
+		}
 		// What it may do, so that the refusals below mean something.
 		if err := c.List(ctx, &v1alpha1.WorkList{}, client.InNamespace(v1alpha1.ClusterNamespace(me))); err != nil {
 			t.Fatalf("%s's agent cannot list its own Works: %v", me, err)
@@ -75,6 +95,9 @@ func TestAgentIsolation(t *testing.T) {
 			deny("delete the Cluster", c.Delete(ctx, cluster.DeepCopy()))
 			_, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, v1alpha1.AgentServiceAccount(1), &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
 			deny("mint the agent's token", err)
+			if err := delivery.Probe(ctx, streamAddr, u.Hostname(), h.Config.CAData, other, token); !errors.Is(err, delivery.ErrRefused) {
+				t.Errorf("%s's agent: open %s's delivery stream: err = %v, want refused", me, other, err)
+			}
 		}
 		deny := func(what string, err error) {
 			t.Helper()
@@ -106,6 +129,16 @@ func TestAgentIsolation(t *testing.T) {
 // agentClients are hub clients with the identity a simulated agent keeps in its state dir.
 func agentClients(t *testing.T, h *hubProcess, stateDir string) (client.Client, kubernetes.Interface) {
 	t.Helper()
+	token := agentToken(t, stateDir)
+	cfg := &rest.Config{Host: h.Config.Host, TLSClientConfig: rest.TLSClientConfig{CAData: h.Config.CAData}, BearerToken: token}
+	c, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
+	must(t, err)
+	return c, kubernetes.NewForConfigOrDie(cfg)
+}
+
+// agentToken is the hub token a simulated agent keeps in its state dir.
+func agentToken(t *testing.T, stateDir string) string {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(stateDir, "token.json"))
 	must(t, err)
 	var st struct {
@@ -115,8 +148,5 @@ func agentClients(t *testing.T, h *hubProcess, stateDir string) (client.Client, 
 	if st.Token == "" {
 		t.Fatalf("no token in %s", stateDir)
 	}
-	cfg := &rest.Config{Host: h.Config.Host, TLSClientConfig: rest.TLSClientConfig{CAData: h.Config.CAData}, BearerToken: st.Token}
-	c, err := client.New(cfg, client.Options{Scheme: hubtest.Scheme()})
-	must(t, err)
-	return c, kubernetes.NewForConfigOrDie(cfg)
+	return st.Token
 }

@@ -8,6 +8,7 @@ package access
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,9 @@ type Reconciler struct {
 	// a larger fleet is told a longer interval (v1alpha1.FleetHeartbeatInterval).
 	HeartbeatInterval time.Duration
 	MaxHeartbeatRate  float64
+	// DeliveryPort, when not zero, is the port of the hub's delivery stream
+	// (internal/delivery), which the agents' settings name: they heartbeat and report there.
+	DeliveryPort int
 
 	interval atomic.Int64 // the interval for the fleet's size, set as Clusters come and go
 	clusters atomic.Int64 // how many Clusters the cache holds
@@ -134,7 +138,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	for _, o := range objects {
 		_, err := controllerutil.CreateOrUpdate(ctx, r.Client, o.obj, func() error {
 			o.obj.SetLabels(mergeLabels(o.obj.GetLabels(), labels))
-			fill(o.obj, c.Name, ns, sa, v1alpha1.BootstrapGroup(c.Name, gen), interval)
+			fill(o.obj, c.Name, ns, sa, v1alpha1.BootstrapGroup(c.Name, gen), interval, r.DeliveryPort)
 			if o.owned {
 				return controllerutil.SetOwnerReference(c, o.obj, r.Client.Scheme())
 			}
@@ -222,11 +226,14 @@ func mergeLabels(have, add map[string]string) map[string]string {
 
 // fill sets the content of one access object. sa is the current generation's ServiceAccount
 // and group its bootstrap tokens' group.
-func fill(o client.Object, cluster, ns, sa, group string, interval time.Duration) {
+func fill(o client.Object, cluster, ns, sa, group string, interval time.Duration, deliveryPort int) {
 	agent := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}
 	switch o := o.(type) {
 	case *corev1.ConfigMap:
 		o.Data = map[string]string{"heartbeatInterval": interval.String(), "serviceAccount": sa}
+		if deliveryPort != 0 {
+			o.Data[v1alpha1.AgentConfigDeliveryPort] = strconv.Itoa(deliveryPort)
+		}
 	case *rbacv1.Role:
 		if o.Name == bootstrapRole {
 			// A bootstrap token may read which ServiceAccount to ask for, and ask for its token.

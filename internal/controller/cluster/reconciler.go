@@ -71,6 +71,11 @@ type Reconciler struct {
 	// arrive, so its start counts as a heartbeat of every cluster that was not Unreachable
 	// already (health.AfterRestart).
 	Since time.Time
+	// Streams, when set, says when each cluster's agent last sent a message on its delivery
+	// stream (internal/delivery); an agent that has one heartbeats there, not on its Lease.
+	Streams interface {
+		LastSeen(cluster string) (last time.Time, interval time.Duration, ok bool)
+	}
 
 	mu     sync.Mutex
 	passes map[string]pass // by cluster: the last provider step (see providerDue)
@@ -413,7 +418,8 @@ func backoff(n int) time.Duration {
 	return min(d, time.Minute)
 }
 
-// judge sets the Ready and Unreachable conditions from the agent's Lease and inventory, records
+// judge sets the Ready and Unreachable conditions from the agent's heartbeat (its delivery
+// stream's last message, or its Lease) and inventory, records
 // an Event when the cluster becomes Unreachable or Reachable again, and says when the verdict
 // changes by itself (the instant the Lease would expire).
 func (r *Reconciler) judge(ctx context.Context, c, before *v1alpha1.Cluster) (time.Duration, error) {
@@ -425,6 +431,10 @@ func (r *Reconciler) judge(ctx context.Context, c, before *v1alpha1.Cluster) (ti
 		lease = l
 	case !apierrors.IsNotFound(err):
 		return 0, fmt.Errorf("read the agent's lease: %w", err)
+	}
+	if r.Streams != nil {
+		last, interval, ok := r.Streams.LastSeen(c.Name)
+		lease = health.Streamed(lease, last, interval, ok)
 	}
 	wasUnreachable := meta.IsStatusConditionTrue(before.Status.Conditions, v1alpha1.ClusterUnreachableCondition)
 	v := health.Assess(lease, c.Status.Inventory, wasUnreachable, r.Since, r.UnreachableAfter, r.now())

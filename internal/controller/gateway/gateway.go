@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -43,6 +45,13 @@ type Reconciler struct {
 	Client client.Client
 	// Addresses is the range the pools' addresses come from.
 	Addresses netip.Prefix
+	// Reports, when set, gives each Work with the status its agent last reported on its
+	// delivery stream (internal/delivery): the reach of its Services.
+	Reports interface {
+		Overlay(w *v1alpha1.Work) *v1alpha1.Work
+	}
+
+	reported chan event.GenericEvent
 
 	// given are the addresses of the EdgePools this reconciler wrote that its cache may not
 	// show yet, by Gateway NAMESPACE/NAME (one worker: no lock).
@@ -53,6 +62,7 @@ type Reconciler struct {
 // resolves it again.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.given = map[string]netip.Addr{}
+	r.reported = make(chan event.GenericEvent, 1)
 	all := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{everything}
 	})
@@ -64,6 +74,10 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&gatewayv1.ReferenceGrant{}, all).
 		Watches(&corev1.Namespace{}, all).
 		Watches(&v1alpha1.Work{}, all).
+		// A report on a stream: a moment later, so that a burst of them resolves once.
+		WatchesRawSource(source.Channel(r.reported, handler.Funcs{GenericFunc: func(_ context.Context, _ event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			q.AddAfter(everything, 250*time.Millisecond)
+		}})).
 		// Its own writes of a pool's spec are no news; the supervisors' reports are.
 		Watches(&v1alpha1.EdgePool{}, all, builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 			old, oldOK := e.ObjectOld.(*v1alpha1.EdgePool)
@@ -71,6 +85,15 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return !oldOK || !curOK || !equality.Semantic.DeepEqual(old.Status, cur.Status)
 		}})).
 		Complete(r)
+}
+
+// WorkReported wakes the reconciler for a Work whose agent reported a new status on its
+// stream. It never blocks: a wake already waiting covers this one.
+func (r *Reconciler) WorkReported() {
+	select {
+	case r.reported <- event.GenericEvent{}:
+	default:
+	}
 }
 
 // Reconcile resolves the edge, writes the pools that changed and what changed of the statuses.
@@ -327,7 +350,11 @@ func (r *Reconciler) snapshot(ctx context.Context) (edge.Snapshot, error) {
 	if err := r.Client.List(ctx, &works); err != nil {
 		return s, fmt.Errorf("list Works: %w", err)
 	}
-	for _, w := range works.Items {
+	for i := range works.Items {
+		w := &works.Items[i]
+		if r.Reports != nil {
+			w = r.Reports.Overlay(w)
+		}
 		cluster, ok := strings.CutPrefix(w.Namespace, v1alpha1.ClusterNamespacePrefix)
 		if !ok {
 			continue

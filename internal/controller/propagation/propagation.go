@@ -59,8 +59,14 @@ type Reconciler struct {
 	Recorder  events.EventRecorder
 	// Clock is the time source of the decisions; nil means the real clock.
 	Clock clock.PassiveClock
+	// Reports, when set, gives each Work with the status its agent last reported on its
+	// delivery stream (internal/delivery), which the stored status may lag behind.
+	Reports interface {
+		Overlay(w *v1alpha1.Work) *v1alpha1.Work
+	}
 
-	changed chan event.TypedGenericEvent[*v1alpha1.Placement]
+	changed  chan event.TypedGenericEvent[*v1alpha1.Placement]
+	reported chan event.TypedGenericEvent[*v1alpha1.Work]
 
 	// written remembers, per Work, what this hub last wrote into it and when: a reconcile
 	// soon after may read the Work as it was before from the cache, and must not write the
@@ -118,7 +124,18 @@ func (r *Reconciler) remember(key client.ObjectKey, content string) {
 
 // New makes the reconciler; its Templates call back into it when templates change.
 func New(c client.Client, recorder events.EventRecorder) *Reconciler {
-	return &Reconciler{Client: c, Recorder: recorder, changed: make(chan event.TypedGenericEvent[*v1alpha1.Placement], 1024)}
+	return &Reconciler{Client: c, Recorder: recorder, changed: make(chan event.TypedGenericEvent[*v1alpha1.Placement], 1024),
+		reported: make(chan event.TypedGenericEvent[*v1alpha1.Work], 4096)}
+}
+
+// WorkReported wakes the Placement of a Work whose agent reported a new status on its
+// stream (the Work's labels name the Placement), coalesced as the Works' own events are.
+// It blocks while the controller's intake is full, until ctx ends.
+func (r *Reconciler) WorkReported(ctx context.Context, w *v1alpha1.Work) {
+	select {
+	case r.reported <- event.TypedGenericEvent[*v1alpha1.Work]{Object: w}:
+	case <-ctx.Done():
+	}
 }
 
 // TemplatesChanged wakes every Placement of a namespace. Templates calls it.
@@ -156,15 +173,27 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("propagation").
 		Watches(&v1alpha1.Cluster{}, allPlacements).
 		Watches(&v1alpha1.Work{}, coalesced(func(_ context.Context, o client.Object) []ctrl.Request {
-			ns, name := o.GetLabels()[v1alpha1.LabelPlacementNamespace], o.GetLabels()[v1alpha1.LabelPlacement]
-			if ns == "" || name == "" {
-				return nil
+			if req, ok := placementOf(o); ok {
+				return []ctrl.Request{req}
 			}
-			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}
+			return nil
 		})).
 		WatchesRawSource(source.Channel(r.changed, &handler.TypedEnqueueRequestForObject[*v1alpha1.Placement]{})).
+		WatchesRawSource(source.Channel(r.reported, handler.TypedFuncs[*v1alpha1.Work, ctrl.Request]{
+			GenericFunc: func(_ context.Context, e event.TypedGenericEvent[*v1alpha1.Work], q workqueue.TypedRateLimitingInterface[ctrl.Request]) {
+				if req, ok := placementOf(e.Object); ok {
+					q.AddAfter(req, reportWindow)
+				}
+			},
+		})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
+}
+
+// placementOf names the Placement a Work comes from.
+func placementOf(o client.Object) (ctrl.Request, bool) {
+	ns, name := o.GetLabels()[v1alpha1.LabelPlacementNamespace], o.GetLabels()[v1alpha1.LabelPlacement]
+	return ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}, ns != "" && name != ""
 }
 
 // metadataChanged passes updates that change an object's finalizers or mark it deleted.
@@ -178,6 +207,10 @@ var metadataChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool
 // Placement (which looks at all its clusters) for each report would do the same work a
 // thousand times.
 const coalesceWindow = 250 * time.Millisecond
+
+// reportWindow gathers the reports that agents send on their delivery streams: a report costs
+// no write, so the Placement's status may follow sooner than a stored Work's.
+const reportWindow = 100 * time.Millisecond
 
 // coalesced enqueues the Placements that f names, coalesceWindow after the event; the
 // queue keeps one entry per Placement, so the events in that window make one reconcile.
@@ -298,8 +331,9 @@ func (r *Reconciler) write(ctx context.Context, p *v1alpha1.Placement, works map
 	return errors.Join(errs...)
 }
 
-// works returns the Placement's Works by cluster. They are the cache's own objects, not
-// copies: whoever changes one must DeepCopy it first.
+// works returns the Placement's Works by cluster, each with its agent's latest report (see
+// Reports). They are the cache's own objects, or shallow copies of them: whoever changes one
+// must DeepCopy it first.
 func (r *Reconciler) works(ctx context.Context, p *v1alpha1.Placement) (map[string]*v1alpha1.Work, error) {
 	var list v1alpha1.WorkList
 	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy, client.MatchingLabels{v1alpha1.LabelPlacementNamespace: p.Namespace, v1alpha1.LabelPlacement: p.Name}); err != nil {
@@ -309,6 +343,9 @@ func (r *Reconciler) works(ctx context.Context, p *v1alpha1.Placement) (map[stri
 	for i := range list.Items {
 		w := &list.Items[i]
 		if c := w.Labels[v1alpha1.LabelCluster]; c != "" && w.Name == plan.WorkName(p) {
+			if r.Reports != nil {
+				w = r.Reports.Overlay(w)
+			}
 			out[c] = w
 		}
 	}

@@ -54,6 +54,8 @@ type config struct {
 type agentConfig struct {
 	HubURL    string `json:"hubURL"`
 	HubCAFile string `json:"hubCAFile"`
+	// DeliveryPort is the hub's delivery stream's, forwarded with the API server's.
+	DeliveryPort int `json:"deliveryPort,omitempty"`
 }
 
 // cluster is the Cluster that config describes, for desiredNodes.

@@ -47,6 +47,9 @@ type Provider struct {
 	// HubURL and HubCAFile, when set, make each cluster run its agent, which reaches the hub
 	// there.
 	HubURL, HubCAFile string
+	// DeliveryPort is the port of the hub's delivery stream beside HubURL's (zero: none), for
+	// agents that run inside the cluster and reach the hub through the fleet network.
+	DeliveryPort int
 	// Registry is the fleet registry's address on the host's loopback (host:port), from which
 	// real nodes pull their images (see internal/registry); real node pools need it.
 	Registry string
@@ -137,7 +140,7 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	}
 	cfg.Agent = nil
 	if p.HubURL != "" {
-		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile}
+		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile, DeliveryPort: p.DeliveryPort}
 	}
 	if err := checkVersion(cfg.BinDir, cfg.KubernetesVersion); err != nil {
 		return err

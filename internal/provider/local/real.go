@@ -300,6 +300,9 @@ func (rn *realNodes) start(ctx context.Context, w nodeShape, cfg config) (*node.
 				forwards[port] = "hub API server"
 			}
 		}
+		if a.DeliveryPort != 0 {
+			forwards[a.DeliveryPort] = "hub delivery stream"
+		}
 	}
 	reg, err := rn.nodeRegistry(ctx, cfg)
 	if err != nil {

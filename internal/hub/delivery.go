@@ -1,0 +1,131 @@
+package hub
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/delivery"
+)
+
+// listenDelivery opens the port of the agents' delivery stream on 127.0.0.1, beside the API
+// server's: the one asked for, else the last run's (agents' settings name it), else the API
+// server's port + 1 when free, else any free one; it remembers it in the data dir. It returns
+// nil when the stream is turned off (a negative port).
+func (h *Hub) listenDelivery() (net.Listener, error) {
+	if h.opts.DeliveryPort < 0 {
+		return nil, nil
+	}
+	st, err := loadState(h.layout)
+	if err != nil {
+		return nil, err
+	}
+	port, fallback := h.opts.DeliveryPort, false
+	switch {
+	case port != 0:
+	case st.DeliveryPort != 0:
+		port = st.DeliveryPort
+	default:
+		port, fallback = st.APIServerPort+1, true
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil && fallback {
+		l, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	switch {
+	case err != nil && h.opts.DeliveryPort == 0 && !fallback:
+		return nil, fmt.Errorf("%w: this data dir's delivery stream used port %d before, and agents were told so; free it, or pass --delivery-port", err, port)
+	case err != nil:
+		return nil, fmt.Errorf("%w; free the port or pass another --delivery-port", err)
+	}
+	port = l.Addr().(*net.TCPAddr).Port
+	if port != st.DeliveryPort {
+		st.DeliveryPort = port
+		if err := saveState(h.layout, st); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// startDelivery serves the agents' streams on l, with the API server's serving certificate,
+// once the manager's caches have synced, and stores the folded reports (delivery.Persister).
+// It also forgets the reports of Works and Clusters that are gone.
+func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listener, srv *delivery.Server) error {
+	cert, err := tls.LoadX509KeyPair(h.pki.Serving.CertPath, h.pki.Serving.KeyPath)
+	if err != nil {
+		return fmt.Errorf("load the serving certificate for the delivery stream: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	srv.Auth = &delivery.TokenReviews{Reviews: cs.AuthenticationV1().TokenReviews(), Cache: mgr.GetCache()}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		works, err := mgr.GetCache().GetInformer(ctx, &v1alpha1.Work{})
+		if err != nil {
+			return err
+		}
+		if _, err := works.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
+			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if w, ok := o.(client.Object); ok {
+				if cluster, ok := strings.CutPrefix(w.GetNamespace(), v1alpha1.ClusterNamespacePrefix); ok {
+					srv.Forget(cluster, w.GetName())
+				}
+			}
+		}}); err != nil {
+			return err
+		}
+		clusters, err := mgr.GetCache().GetInformer(ctx, &v1alpha1.Cluster{})
+		if err != nil {
+			return err
+		}
+		if _, err := clusters.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
+			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
+			}
+			if c, ok := o.(client.Object); ok {
+				srv.ForgetCluster(c.GetName())
+			}
+		}}); err != nil {
+			return err
+		}
+		h.log.Info("serving the agents' delivery stream", "addr", l.Addr().String())
+		return srv.Serve(ctx, l, cert)
+	})); err != nil {
+		return err
+	}
+	return mgr.Add(&delivery.Persister{Server: srv, Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: h.log.With("component", "delivery")})
+}
+
+// DeliveryAddr is the address of the agents' delivery stream, or "" when it is off.
+func (h *Hub) DeliveryAddr() string {
+	if h.delivery == nil {
+		return ""
+	}
+	return h.deliveryAddr
+}
+
+// LastHeard is when the hub last heard from a cluster's agent on its delivery stream; ok is
+// false when it has not since it started (or the stream is off).
+func (h *Hub) LastHeard(cluster string) (last time.Time, ok bool) {
+	if h.delivery == nil {
+		return time.Time{}, false
+	}
+	last, _, ok = h.delivery.LastSeen(cluster)
+	return last, ok
+}
