@@ -23,8 +23,8 @@ const (
 type AgentMessage struct {
 	// Hello opens the stream.
 	Hello *DeliveryHello `json:"hello,omitempty"`
-	// Reports are Works' status, the latest of each: on a new stream every Work the agent
-	// has reported since it started, then changes.
+	// Reports are Works' status, the latest of each: after the hello every Work the agent
+	// has reported since it started (in as many messages as it takes), then changes.
 	Reports []WorkReport `json:"reports,omitempty"`
 }
 
@@ -32,6 +32,10 @@ type AgentMessage struct {
 type DeliveryHello struct {
 	Cluster string `json:"cluster"`
 	Version string `json:"version,omitempty"`
+	// Works names every Work whose report the agent holds, and that it sends next: the hub
+	// forgets what it holds of the cluster's other Works (an agent that restarted knows
+	// nothing of them; their stored status is what it knows too).
+	Works []string `json:"works,omitempty"`
 }
 
 // WorkReport is one Work's status as the agent sees it.

@@ -175,7 +175,9 @@ func Run(ctx context.Context, o Options) error {
 	// decides before it heartbeats or reports anything, so that one writer reports each thing.
 	// (The cache refuses reads until it has started.)
 	a.hubCache.WaitForCacheSync(ctx)
-	a.switchDelivery(ctx, a.deliveryPort(ctx))
+	if port, ok := a.deliveryPort(ctx); ok {
+		a.switchDelivery(ctx, port)
+	}
 	wg.Go(func() { a.followDelivery(ctx) })
 	wg.Go(func() { a.heartbeat(ctx) })
 	wg.Go(func() { a.inventory(ctx) })

@@ -14,39 +14,34 @@ import (
 )
 
 // stream is the agent's delivery stream, when the hub offers one (its agent-config names a
-// port): the agent then heartbeats and reports its Works' status on it instead of renewing its
-// Lease and writing the Works' status (internal/delivery).
+// port): once it has opened, the agent heartbeats and reports its Works' status on it instead
+// of renewing its Lease and writing the Works' status (internal/delivery).
 type stream struct {
 	client *delivery.Client
 	port   string
 	cancel context.CancelFunc
+	done   chan struct{} // closed when the client's Run has returned
 	since  time.Time
 }
 
-// streamPatience is how long the agent waits for its first stream before it heartbeats on its
-// Lease instead.
+// streamPatience is how long the agent keeps its Works' status for a stream that has not
+// opened yet, before it writes it itself as well.
 const streamPatience = 10 * time.Second
 
-// awaitingStream says whether the agent has a stream starting that has not opened yet, and is
-// still worth waiting for.
-func (a *Agent) awaitingStream() bool {
-	s := a.stream.Load()
-	return s != nil && !s.client.EverUp() && time.Since(s.since) < streamPatience
-}
-
-// deliveryPort is the port of the hub's delivery stream that the agent's settings give, if any.
-func (a *Agent) deliveryPort(ctx context.Context) string {
+// deliveryPort is the port of the hub's delivery stream that the agent's settings give ("" for
+// none); ok is false when the settings cannot be read.
+func (a *Agent) deliveryPort(ctx context.Context) (port string, ok bool) {
 	cm := &corev1.ConfigMap{}
 	if err := a.hubCache.Get(ctx, client.ObjectKey{Namespace: a.ns, Name: v1alpha1.AgentConfigMap}, cm); err != nil {
-		return ""
+		return "", false
 	}
-	return cm.Data[v1alpha1.AgentConfigDeliveryPort]
+	return cm.Data[v1alpha1.AgentConfigDeliveryPort], true
 }
 
 // streaming returns the delivery stream's client once a stream has opened, or nil while the
-// agent uses the Lease and writes status itself: an agent that cannot reach the stream's port
-// (a member whose network forwards only the API server's) keeps working the old way. Once a
-// stream has opened the agent stays with it, as it stays with the hub: fail static.
+// agent renews its Lease: an agent that cannot reach the stream's port (a member whose network
+// forwards only the API server's) keeps working the old way. Once a stream has opened, the
+// agent stays with it while the hub offers it, as it stays with the hub: fail static.
 func (a *Agent) streaming() *delivery.Client {
 	if s := a.stream.Load(); s != nil && s.client.EverUp() {
 		return s.client
@@ -54,35 +49,68 @@ func (a *Agent) streaming() *delivery.Client {
 	return nil
 }
 
-// followDelivery starts the delivery stream once the agent's settings name a port, and moves
-// it when the port changes. The reports already made stay with the new stream's client.
-func (a *Agent) followDelivery(ctx context.Context) {
-	for sleep(ctx, a.heartbeatInterval(ctx)) {
-		a.switchDelivery(ctx, a.deliveryPort(ctx))
-	}
-	if s := a.stream.Load(); s != nil {
-		s.cancel()
+// reporter says where a Work's status goes: to the stream's client (nil if there is none),
+// and whether the agent also writes it itself (no stream opened within streamPatience).
+func (a *Agent) reporter() (c *delivery.Client, write bool) {
+	s := a.stream.Load()
+	switch {
+	case s == nil:
+		return nil, true
+	case s.client.EverUp():
+		return s.client, false
+	default:
+		return s.client, time.Since(s.since) >= streamPatience
 	}
 }
 
+// followDelivery starts the delivery stream once the agent's settings name a port, moves it
+// when the port changes, and stops it when the hub no longer offers one.
+func (a *Agent) followDelivery(ctx context.Context) {
+	for sleep(ctx, a.heartbeatInterval(ctx)) {
+		if port, ok := a.deliveryPort(ctx); ok {
+			a.switchDelivery(ctx, port)
+		}
+	}
+	if s := a.stream.Load(); s != nil {
+		s.cancel()
+		<-s.done
+	}
+}
+
+// switchDelivery makes the agent's stream the one at port ("" for none). The reports made so
+// far stay with the new stream's client.
 func (a *Agent) switchDelivery(ctx context.Context, port string) {
 	cur := a.stream.Load()
-	if port == "" || (cur != nil && cur.port == port) {
-		return // a hub that stops offering the stream keeps the agent on it: it fails static
-	}
-	u, err := url.Parse(a.opts.HubURL)
-	if err != nil {
+	if cur == nil && port == "" || cur != nil && cur.port == port {
 		return
 	}
 	var c *delivery.Client
 	if cur != nil {
 		cur.cancel()
+		<-cur.done // one stream at a time sends this client's reports
 		c = cur.client
-	} else {
+	}
+	if port == "" {
+		// The hub stopped offering the stream (convoy hub --delivery-port -1): back to the
+		// Lease and writing status, which the hub expects now.
+		a.stream.Store(nil)
+		a.log.Info("the hub no longer offers a delivery stream; heartbeating on the Lease")
+		return
+	}
+	u, err := url.Parse(a.opts.HubURL)
+	if err != nil {
+		return
+	}
+	if c == nil {
 		c = delivery.NewClient(a.opts.Cluster, a.opts.Version, a.opts.HubCA, a.id.token, a.log.With("component", "delivery"))
+		c.OnRefused = func(err error) { a.id.refused(err) }
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	a.stream.Store(&stream{client: c, port: port, cancel: cancel, since: time.Now()})
+	s := &stream{client: c, port: port, cancel: cancel, done: make(chan struct{}), since: time.Now()}
+	a.stream.Store(s)
 	a.log.Info("using the hub's delivery stream for heartbeats and status", "port", port)
-	go c.Run(sctx, net.JoinHostPort(u.Hostname(), port), u.Hostname())
+	go func() {
+		defer close(s.done)
+		c.Run(sctx, net.JoinHostPort(u.Hostname(), port), u.Hostname())
+	}()
 }

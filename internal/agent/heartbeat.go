@@ -31,8 +31,8 @@ func (a *Agent) heartbeatInterval(ctx context.Context) time.Duration {
 	return v1alpha1.DefaultHeartbeatInterval
 }
 
-// heartbeat renews the agent's Lease every interval, unless the agent heartbeats on the
-// hub's delivery stream. While the hub does not answer it retries
+// heartbeat renews the agent's Lease every interval until the agent's delivery stream has
+// opened: from then on every message on the stream is a heartbeat. While the hub does not answer it retries
 // with growing, jittered waits, and logs the outage once, and the return.
 func (a *Agent) heartbeat(ctx context.Context) {
 	leases := a.hubCS.CoordinationV1().Leases(a.ns)
@@ -43,12 +43,6 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	var down time.Time
 	for {
 		interval := a.heartbeatInterval(ctx)
-		if a.awaitingStream() {
-			if !sleep(ctx, 100*time.Millisecond) {
-				return
-			}
-			continue
-		}
 		if a.streaming() != nil {
 			// Every message on the delivery stream is a heartbeat; the Lease rests.
 			if !sleep(ctx, interval) {

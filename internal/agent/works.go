@@ -766,7 +766,7 @@ func (w *workController) finalize(ctx context.Context, work *v1alpha1.Work) (tim
 // ownStatus puts into work the status this agent last reported on its delivery stream: the
 // hub stores reports in the Works at its own pace, so the stored status may be behind.
 func (w *workController) ownStatus(work *v1alpha1.Work) {
-	if c := w.a.streaming(); c != nil {
+	if c, _ := w.a.reporter(); c != nil {
 		if st, ok := c.Last(work.Name, string(work.UID)); ok {
 			work.Status = st
 		}
@@ -775,7 +775,7 @@ func (w *workController) ownStatus(work *v1alpha1.Work) {
 
 // forget drops what the agent remembers of a Work.
 func (w *workController) forget(name string) {
-	if c := w.a.streaming(); c != nil {
+	if c, _ := w.a.reporter(); c != nil {
 		c.Forget(name)
 	}
 	w.mu.Lock()
@@ -837,8 +837,11 @@ func (w *workController) writeStatus(ctx context.Context, work *v1alpha1.Work, r
 	if equality.Semantic.DeepEqual(before.Status, work.Status) {
 		return nil
 	}
-	if c := w.a.streaming(); c != nil {
+	c, write := w.a.reporter()
+	if c != nil {
 		c.Report(work.Name, string(work.UID), *work.Status.DeepCopy())
+	}
+	if !write {
 		return nil
 	}
 	w.mu.Lock()

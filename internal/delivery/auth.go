@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"fmt"
 	"strings"
@@ -16,6 +17,9 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
+
+// ErrRevoked marks an identity that is no longer its cluster's agent's: Current wraps it.
+var ErrRevoked = errors.New("the agent's credentials were revoked")
 
 // TokenReviews authenticates agents with the hub API server's TokenReview, remembering each
 // answer for TTL, and checks that an identity is current against the hub's cache: the
@@ -74,7 +78,7 @@ func (t *TokenReviews) Authenticate(ctx context.Context, token string) (Identity
 		return Identity{}, fmt.Errorf("review the token: %w", err) // not remembered: the hub may be busy
 	}
 	id, rerr := identityOf(res.Status)
-	if rerr != nil {
+	if rerr != nil && ttl > negativeTTL {
 		now = now.Add(negativeTTL - ttl) // a refusal is remembered only briefly
 	}
 	t.mu.Lock()
@@ -103,19 +107,20 @@ func identityOf(st authenticationv1.TokenReviewStatus) (Identity, error) {
 
 // Current implements Authenticator.
 func (t *TokenReviews) Current(ctx context.Context, id Identity) error {
+	// Read-only: the cache's own objects, not copies (this runs for every stream every 2 s).
 	c := &v1alpha1.Cluster{}
-	if err := t.Cache.Get(ctx, client.ObjectKey{Name: id.Cluster}, c); err != nil {
+	if err := t.Cache.Get(ctx, client.ObjectKey{Name: id.Cluster}, c, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("cluster %q: %w", id.Cluster, err)
 	}
 	if want := v1alpha1.AgentServiceAccount(v1alpha1.AgentGeneration(c)); want != id.ServiceAccount {
-		return fmt.Errorf("cluster %q's agent credentials were revoked (%s is not its current identity, %s is); join it again", id.Cluster, id.ServiceAccount, want)
+		return fmt.Errorf("%w: %s is not cluster %q's current agent identity, %s is; join it again", ErrRevoked, id.ServiceAccount, id.Cluster, want)
 	}
 	sa := &corev1.ServiceAccount{}
-	if err := t.Cache.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(id.Cluster), Name: id.ServiceAccount}, sa); err != nil {
+	if err := t.Cache.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(id.Cluster), Name: id.ServiceAccount}, sa, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("cluster %q's agent ServiceAccount: %w", id.Cluster, err)
 	}
 	if string(sa.UID) != id.UID {
-		return fmt.Errorf("cluster %q's agent credentials were revoked (its ServiceAccount was made again); join it again", id.Cluster)
+		return fmt.Errorf("%w: cluster %q's agent ServiceAccount was made again; join it again", ErrRevoked, id.Cluster)
 	}
 	return nil
 }

@@ -33,6 +33,8 @@ type Client struct {
 	CA []byte
 	// Log receives the stream's comings and goings.
 	Log *slog.Logger
+	// OnRefused, if set, is called when the hub refuses the agent's identity (revoked).
+	OnRefused func(error)
 
 	mu      sync.Mutex
 	reports map[string]v1alpha1.WorkReport // by Work name
@@ -40,7 +42,6 @@ type Client struct {
 	kick    chan struct{}
 	up      bool
 	everUp  bool
-	refused error // the hub's last refusal, for logs
 }
 
 // NewClient makes a Client; Run connects it.
@@ -145,6 +146,7 @@ func (c *Client) dial(addr, serverName string) (*grpc.ClientConn, error) {
 		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12})),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{}), grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.WithReadBufferSize(connBuffer), grpc.WithWriteBufferSize(connBuffer),
 	)
 }
 
@@ -174,13 +176,15 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 	if err != nil {
 		return false, err
 	}
-	// Everything the agent has reported goes with the hello: a new stream may reach a hub
-	// that knows nothing yet.
+	// Everything the agent has reported follows the hello: a new stream may reach a hub that
+	// knows nothing yet, or holds reports of an earlier run of this agent.
 	c.mu.Lock()
 	hello := v1alpha1.AgentMessage{Hello: &v1alpha1.DeliveryHello{Cluster: c.Cluster, Version: c.Version}}
+	var all []v1alpha1.WorkReport
 	for w, r := range c.reports {
 		if !r.Gone {
-			hello.Reports = append(hello.Reports, r)
+			hello.Hello.Works = append(hello.Hello.Works, w)
+			all = append(all, r)
 		} else {
 			delete(c.reports, w)
 		}
@@ -192,7 +196,18 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 	}
 	var first v1alpha1.HubMessage
 	if err := s.RecvMsg(&first); err != nil {
-		return false, refusal(err)
+		err = refusal(err)
+		if errors.Is(err, ErrRefused) && c.OnRefused != nil {
+			c.OnRefused(err)
+		}
+		return false, err
+	}
+	for len(all) > 0 {
+		n := min(len(all), reportsPerMessage)
+		if err := s.SendMsg(&v1alpha1.AgentMessage{Reports: all[:n]}); err != nil {
+			return false, err
+		}
+		all = all[n:]
 	}
 	interval, perr := time.ParseDuration(first.HeartbeatInterval)
 	if perr != nil || interval < 100*time.Millisecond {
@@ -227,6 +242,9 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 		case <-ctx.Done():
 			return true, nil
 		case err := <-recvErr:
+			if err = refusal(err); errors.Is(err, ErrRefused) && c.OnRefused != nil {
+				c.OnRefused(err)
+			}
 			return true, err
 		case d := <-intervals:
 			tick.Reset(d)
@@ -236,11 +254,12 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 			}
 		case <-c.kick:
 			m := c.takePending()
-			if len(m.Reports) == 0 {
-				continue
-			}
-			if err := s.SendMsg(&m); err != nil {
-				return true, err
+			for len(m.Reports) > 0 {
+				n := min(len(m.Reports), reportsPerMessage)
+				if err := s.SendMsg(&v1alpha1.AgentMessage{Reports: m.Reports[:n]}); err != nil {
+					return true, err
+				}
+				m.Reports = m.Reports[n:]
 			}
 			tick.Reset(interval) // the report was a heartbeat too
 		}

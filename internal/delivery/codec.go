@@ -4,7 +4,8 @@
 //
 // The agent (Client) authenticates with its ServiceAccount token and says its cluster; the hub
 // (Server) checks the token with a TokenReview (cached) and that it is the cluster's current
-// agent identity, both again while the stream lasts, so a revocation cuts the stream. Every
+// agent identity; the latter again every 2 s while the stream lasts (at the agent's next
+// message), so a revocation cuts the stream. Every
 // message is a heartbeat: the Server keeps each cluster's last one in memory (LastSeen), for the
 // Cluster controller, instead of a Lease written every interval. Works' status comes back as
 // reports, folded in memory (Overlay answers with the latest); the Persister stores them in the
@@ -37,5 +38,12 @@ const syncMethod = "/" + v1alpha1.DeliveryService + "/" + v1alpha1.DeliverySync
 // streamDesc describes the one bidirectional stream.
 var streamDesc = grpc.StreamDesc{StreamName: v1alpha1.DeliverySync, ClientStreams: true, ServerStreams: true}
 
-// maxMessage bounds one message: a reconnecting agent's reports go in several.
-const maxMessage = 16 << 20
+// maxMessage bounds one message; a reconnecting agent's reports go in several, of at most
+// reportsPerMessage reports each.
+const (
+	maxMessage        = 16 << 20
+	reportsPerMessage = 64
+	// connBuffer is each connection's read and write buffer (gRPC's default is 32 KiB each,
+	// 64 MiB for a thousand agents).
+	connBuffer = 8 << 10
+)

@@ -13,12 +13,16 @@ import (
 func TestFold(t *testing.T) {
 	s := &Server{}
 	s.init()
-	s.open("east")
-	var reported []string
-	s.Reported = func(_ context.Context, cluster, work string) { reported = append(reported, cluster+"/"+work) }
+	s.open("east", nil)
+	type call struct {
+		work  string
+		reach bool
+	}
+	var reported []call
+	s.Reported = func(_ context.Context, _, work string, reach bool) { reported = append(reported, call{work, reach}) }
 	ctx := context.Background()
-	work := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web", UID: types.UID("u1")}}
-	avail := v1alpha1.WorkStatus{Summary: v1alpha1.WorkSummary{Total: 1, Available: 1}}
+	work := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web", UID: types.UID("u1"), Generation: 2}}
+	avail := v1alpha1.WorkStatus{ObservedGeneration: 2, Summary: v1alpha1.WorkSummary{Total: 1, Available: 1}}
 
 	if got := s.Overlay(work); got != work {
 		t.Fatal("a Work without a report came back changed")
@@ -29,25 +33,69 @@ func TestFold(t *testing.T) {
 	}
 	// The same report again is no news.
 	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
-	if len(reported) != 1 {
-		t.Fatalf("reported %v, want one", reported)
+	if len(reported) != 1 || reported[0].reach {
+		t.Fatalf("reported %v, want one, without reach", reported)
 	}
-	// A report of a Work of another uid (deleted and made again) is not this one's.
+	// A report that tells a Service's reach says so, and so does the next one, which drops it
+	// (the edge must hear of both).
+	withReach := *avail.DeepCopy()
+	withReach.Resources = []v1alpha1.ResourceStatus{{Reach: &v1alpha1.ServiceReach{}}}
+	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: withReach}})
+	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
+	if len(reported) != 3 || !reported[1].reach || !reported[2].reach {
+		t.Fatalf("reported %v, want the last two with reach", reported)
+	}
+	// A report of a Work of another uid (deleted and made again) is not this one's, and one
+	// older than the stored status (written by the agent itself) is behind it.
 	other := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: work.Namespace, Name: work.Name, UID: types.UID("u2")}}
 	if got := s.Overlay(other); got != other {
 		t.Fatalf("the report of uid u1 was laid over uid u2: %+v", got.Status)
+	}
+	newer := work.DeepCopy()
+	newer.Generation, newer.Status.ObservedGeneration = 3, 3
+	if got := s.Overlay(newer); got != newer {
+		t.Fatalf("a report of generation 2 was laid over a stored status of generation 3: %+v", got.Status)
 	}
 	// The dirty set gives the report to store once.
 	if d := s.takeDirty(ctx); len(d) != 1 || d[0].Work != work.Namespace+"/shop.web" {
 		t.Fatalf("dirty %+v", d)
 	}
-	// Gone drops it, but only for its own uid.
+	// Forget and Gone drop it, but only for its own uid.
+	s.Forget("east", "shop.web", "u2")
 	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u2", Gone: true}})
 	if got := s.Overlay(work); got == work {
-		t.Fatal("a Gone of another uid dropped the report")
+		t.Fatal("a Forget or Gone of another uid dropped the report")
 	}
 	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Gone: true}})
 	if got := s.Overlay(work); got != work {
 		t.Fatal("Gone kept the report")
+	}
+	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
+	s.Forget("east", "shop.web", "u1")
+	if got := s.Overlay(work); got != work {
+		t.Fatal("Forget kept the report")
+	}
+
+	// A new stream (an agent that restarted) names the Works it reports: the others' reports
+	// go, since what is stored is all that agent knows of them.
+	kept := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: work.Namespace, Name: "shop.api", UID: types.UID("u3")}}
+	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}, {Work: "shop.api", UID: "u3", Status: avail}})
+	s.close("east")
+	s.open("east", []string{"shop.api"})
+	if s.Overlay(work) != work || s.Overlay(kept) == kept {
+		t.Fatal("a new stream did not replace the cluster's reports with those it names")
+	}
+
+	// A deleted cluster with a stream open goes when the stream ends.
+	s.ForgetCluster("east")
+	if s.Overlay(kept) != kept {
+		t.Fatal("a forgotten cluster kept its reports")
+	}
+	if _, _, ok := s.LastSeen("east"); !ok {
+		t.Fatal("a cluster with a stream open was dropped at once")
+	}
+	s.close("east")
+	if _, _, ok := s.LastSeen("east"); ok {
+		t.Fatal("a forgotten cluster stayed after its last stream ended")
 	}
 }

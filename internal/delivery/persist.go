@@ -52,19 +52,21 @@ func (p *Persister) Start(ctx context.Context) error {
 			ns, name, _ := strings.Cut(rep.Work, "/")
 			w := &v1alpha1.Work{}
 			if err := p.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, w); err != nil {
-				if apierrors.IsNotFound(err) {
-					p.Server.Forget(strings.TrimPrefix(ns, v1alpha1.ClusterNamespacePrefix), name)
-				}
+				// Not in the cache (yet, or any more: a deleted Work's report is forgotten
+				// when the cache sees it go): the controllers read the report from memory.
 				continue
 			}
-			if string(w.UID) != rep.UID || equality.Semantic.DeepEqual(w.Status, rep.Status) {
+			if string(w.UID) != rep.UID || rep.Status.ObservedGeneration < w.Status.ObservedGeneration ||
+				equality.Semantic.DeepEqual(w.Status, rep.Status) {
 				continue
 			}
 			if err := limit.Wait(ctx); err != nil {
 				return nil
 			}
 			before := w.DeepCopy()
-			w.Status = rep.Status
+			// A copy: the patch decodes the answer into w, and the report's memory is shared
+			// with what Overlay hands the controllers.
+			w.Status = *rep.Status.DeepCopy()
 			if err := p.Client.Status().Patch(ctx, w, client.MergeFrom(before)); err != nil {
 				if apierrors.IsNotFound(err) {
 					continue

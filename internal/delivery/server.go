@@ -50,8 +50,9 @@ type Server struct {
 	// the stream's context.
 	Seen func(ctx context.Context, cluster string)
 	// Reported, if set, is called (outside any lock) with each Work whose report changed,
-	// with the stream's context.
-	Reported func(ctx context.Context, cluster, work string)
+	// with the stream's context; reach says whether the report, new or old, has a Service's
+	// reach.
+	Reported func(ctx context.Context, cluster, work string, reach bool)
 	Log      *slog.Logger
 
 	mu       sync.RWMutex
@@ -64,9 +65,10 @@ type Server struct {
 type workKey struct{ cluster, work string }
 
 type clusterState struct {
-	last    time.Time // the last message
-	streams int
-	reports map[string]*v1alpha1.WorkReport
+	last      time.Time // the last message
+	streams   int
+	reports   map[string]*v1alpha1.WorkReport
+	forgotten bool // the Cluster is gone: drop it when its last stream ends
 }
 
 // recheck is how often a stream's identity is checked again (a revocation cuts it).
@@ -99,6 +101,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, cert tls.Certificate
 		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
 		grpc.ForceServerCodec(codec{}),
 		grpc.MaxRecvMsgSize(maxMessage),
+		// A thousand agents' connections: small buffers, since messages are small.
+		grpc.ReadBufferSize(connBuffer), grpc.WriteBufferSize(connBuffer),
 		// Agents ping through their messages; transport pings only find dead peers sooner.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
@@ -156,9 +160,9 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 		return status.Errorf(codes.PermissionDenied, "this identity (%s) is cluster %q's agent, not cluster %q's", id.ServiceAccount, id.Cluster, hello.Hello.Cluster)
 	}
 	if err := s.Auth.Current(ctx, id); err != nil {
-		return status.Errorf(codes.PermissionDenied, "%v", err)
+		return currentError(err)
 	}
-	s.open(id.Cluster)
+	s.open(id.Cluster, hello.Hello.Works)
 	defer s.close(id.Cluster)
 	log := s.Log.With("cluster", id.Cluster)
 	log.Debug("agent stream opened", "version", hello.Hello.Version)
@@ -175,19 +179,30 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 		if err := stream.RecvMsg(&m); err != nil {
 			return err
 		}
-		now := s.touch(id.Cluster)
-		if now.Sub(checked) >= recheck {
+		if now := time.Now(); now.Sub(checked) >= recheck {
 			if err := s.Auth.Current(ctx, id); err != nil {
 				log.Info("agent stream cut: its identity is no longer current", "err", err)
-				return status.Errorf(codes.PermissionDenied, "%v", err)
+				return currentError(err)
 			}
 			checked = now
 		}
+		s.touch(id.Cluster)
 		s.fold(ctx, id.Cluster, m.Reports)
 	}
 }
 
-func (s *Server) open(cluster string) {
+// currentError is the stream's answer to an identity that Current refused: PermissionDenied
+// when it was revoked, Unavailable (try again) when the hub could not tell yet.
+func currentError(err error) error {
+	if errors.Is(err, ErrRevoked) {
+		return status.Errorf(codes.PermissionDenied, "%v", err)
+	}
+	return status.Errorf(codes.Unavailable, "cannot check the agent's identity yet: %v", err)
+}
+
+// open counts a new stream of cluster, whose agent holds reports of works (and sends them
+// next): the reports of its other Works are dropped.
+func (s *Server) open(cluster string, works []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.clusters[cluster]
@@ -197,6 +212,17 @@ func (s *Server) open(cluster string) {
 	}
 	c.streams++
 	c.last = time.Now()
+	c.forgotten = false
+	keep := make(map[string]bool, len(works))
+	for _, w := range works {
+		keep[w] = true
+	}
+	for w := range c.reports {
+		if !keep[w] {
+			delete(c.reports, w)
+			delete(s.dirty, workKey{cluster, w})
+		}
+	}
 }
 
 func (s *Server) close(cluster string) {
@@ -204,17 +230,18 @@ func (s *Server) close(cluster string) {
 	defer s.mu.Unlock()
 	if c := s.clusters[cluster]; c != nil {
 		c.streams--
+		if c.streams == 0 && c.forgotten {
+			delete(s.clusters, cluster)
+		}
 	}
 }
 
-func (s *Server) touch(cluster string) time.Time {
-	now := time.Now()
+func (s *Server) touch(cluster string) {
 	s.mu.Lock()
 	if c := s.clusters[cluster]; c != nil {
-		c.last = now
+		c.last = time.Now()
 	}
 	s.mu.Unlock()
-	return now
 }
 
 // fold takes reports into memory and says who needs to know.
@@ -222,7 +249,11 @@ func (s *Server) fold(ctx context.Context, cluster string, reports []v1alpha1.Wo
 	if len(reports) == 0 {
 		return
 	}
-	var changed []string
+	type change struct {
+		work  string
+		reach bool
+	}
+	var changed []change
 	s.mu.Lock()
 	c := s.clusters[cluster]
 	for i := range reports {
@@ -241,7 +272,7 @@ func (s *Server) fold(ctx context.Context, cluster string, reports []v1alpha1.Wo
 		}
 		c.reports[r.Work] = r
 		s.dirty[workKey{cluster, r.Work}] = true
-		changed = append(changed, r.Work)
+		changed = append(changed, change{r.Work, hasReach(old) || hasReach(r)})
 	}
 	s.mu.Unlock()
 	if len(changed) == 0 {
@@ -252,10 +283,23 @@ func (s *Server) fold(ctx context.Context, cluster string, reports []v1alpha1.Wo
 	default:
 	}
 	if s.Reported != nil {
-		for _, w := range changed {
-			s.Reported(ctx, cluster, w)
+		for _, ch := range changed {
+			s.Reported(ctx, cluster, ch.work, ch.reach)
 		}
 	}
+}
+
+// hasReach says whether a report tells a Service's reach (the edge's backends).
+func hasReach(r *v1alpha1.WorkReport) bool {
+	if r == nil {
+		return false
+	}
+	for _, res := range r.Status.Resources {
+		if res.Reach != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // LastSeen is when this hub last heard from the cluster's agent on a stream, and how often it
@@ -278,8 +322,9 @@ func (s *Server) Connected(cluster string) bool {
 	return c != nil && c.streams > 0
 }
 
-// Overlay returns w with the status its agent reported last, if that is newer than what w
-// holds: a shallow copy, not to be changed; w itself when there is no report of it.
+// Overlay returns w with the status its agent reported last, unless that is of another Work
+// (uid) or an older generation than what w holds: a shallow copy, whose status shares memory
+// with the report and must not be changed; w itself when there is no such report.
 func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
 	cluster, ok := strings.CutPrefix(w.Namespace, v1alpha1.ClusterNamespacePrefix)
 	if !ok {
@@ -291,7 +336,9 @@ func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
 		r = c.reports[w.Name]
 	}
 	s.mu.RUnlock()
-	if r == nil || r.UID != string(w.UID) {
+	// A report of an older generation than the stored status is behind it (the agent wrote
+	// the stored one itself, having no stream then).
+	if r == nil || r.UID != string(w.UID) || r.Status.ObservedGeneration < w.Status.ObservedGeneration {
 		return w
 	}
 	out := *w
@@ -299,22 +346,31 @@ func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
 	return &out
 }
 
-// Forget drops the report of a Work that is gone from the hub.
-func (s *Server) Forget(cluster, work string) {
+// Forget drops the report of a Work that is gone from the hub, if it is of that Work (uid): a
+// Work made again under the same name keeps the report of the new one.
+func (s *Server) Forget(cluster, work, uid string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c := s.clusters[cluster]; c != nil {
-		delete(c.reports, work)
+	c := s.clusters[cluster]
+	if c == nil || c.reports[work] == nil || c.reports[work].UID != uid {
+		return
 	}
+	delete(c.reports, work)
 	delete(s.dirty, workKey{cluster, work})
 }
 
-// ForgetCluster drops all that the Server holds of a cluster that is gone.
+// ForgetCluster drops all that the Server holds of a cluster that is gone (once its last
+// stream ends, if one is open: the identity check ends it).
 func (s *Server) ForgetCluster(cluster string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c := s.clusters[cluster]; c != nil && c.streams == 0 {
-		delete(s.clusters, cluster)
+	if c := s.clusters[cluster]; c != nil {
+		if c.streams == 0 {
+			delete(s.clusters, cluster)
+		} else {
+			c.forgotten = true
+			clear(c.reports)
+		}
 	}
 	for k := range s.dirty {
 		if k.cluster == cluster {

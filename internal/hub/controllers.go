@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"runtime/debug"
 	"net"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -259,13 +259,15 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if streams != nil {
 		placements.Reports = streams
 		// A report wakes the Work's Placement, and the edge if it has Services' reach.
-		streams.Reported = func(ctx context.Context, cluster, name string) {
+		streams.Reported = func(ctx context.Context, cluster, name string, reach bool) {
+			if reach {
+				gateways.WorkReported()
+			}
 			w := &v1alpha1.Work{}
 			if err := mgr.GetCache().Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(cluster), Name: name}, w, client.UnsafeDisableDeepCopy); err != nil {
 				return
 			}
 			placements.WorkReported(ctx, w)
-			gateways.WorkReported()
 		}
 	}
 	if err := placements.SetupWithManager(mgr); err != nil {

@@ -84,7 +84,7 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 			}
 			if w, ok := o.(client.Object); ok {
 				if cluster, ok := strings.CutPrefix(w.GetNamespace(), v1alpha1.ClusterNamespacePrefix); ok {
-					srv.Forget(cluster, w.GetName())
+					srv.Forget(cluster, w.GetName(), string(w.GetUID()))
 				}
 			}
 		}}); err != nil {

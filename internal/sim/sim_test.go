@@ -62,16 +62,30 @@ func TestSimulatedFleet(t *testing.T) {
 	steady := &v1alpha1.Cluster{}
 	hubtest.Must(t, c.Get(ctx, client.ObjectKey{Name: "sim-a"}, steady))
 	heard := map[time.Time]bool{}
-	eventually(t, "three heartbeats of sim-a", time.Minute, func() (bool, error) {
-		last, ok := h.LastHeard("sim-a")
-		if ok {
-			heard[last] = true
+	heartbeats := func(n int) {
+		t.Helper()
+		clear(heard)
+		eventually(t, fmt.Sprintf("%d heartbeats of sim-a", n), time.Minute, func() (bool, error) {
+			last, ok := h.LastHeard("sim-a")
+			if ok {
+				heard[last] = true
+			}
+			return len(heard) > n, fmt.Errorf("heard %d", len(heard))
+		})
+	}
+	heartbeats(3)
+	// Nor do they renew its Lease (made once, before its stream opened): the stream carries them.
+	lease := func() string {
+		l := &coordinationv1.Lease{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace("sim-a"), Name: v1alpha1.AgentLease}, l); !apierrors.IsNotFound(err) {
+			hubtest.Must(t, err)
 		}
-		return len(heard) > 3, fmt.Errorf("heard %d", len(heard))
-	})
-	// Nor do they write its Lease: the stream carries them.
-	if err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace("sim-a"), Name: v1alpha1.AgentLease}, &coordinationv1.Lease{}); !apierrors.IsNotFound(err) {
-		t.Errorf("sim-a's agent has a Lease (err %v); it should heartbeat on its stream", err)
+		return l.ResourceVersion
+	}
+	leaseBefore := lease()
+	heartbeats(3)
+	if got := lease(); got != leaseBefore {
+		t.Errorf("sim-a's Lease was renewed (resourceVersion %s, then %s) while its agent heartbeats on its stream", leaseBefore, got)
 	}
 	after := &v1alpha1.Cluster{}
 	hubtest.Must(t, c.Get(ctx, client.ObjectKey{Name: "sim-a"}, after))
