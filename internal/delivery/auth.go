@@ -2,8 +2,8 @@ package delivery
 
 import (
 	"context"
-	"errors"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
