@@ -28,6 +28,18 @@ type stream struct {
 // opened yet, before it writes it itself as well.
 const streamPatience = 10 * time.Second
 
+// leasePatience is how long the agent's heartbeat waits for a stream that is opening before it
+// renews the Lease instead: less than the hub's default grace (6 s) less one interval, so that a
+// restarted agent whose stream is slow to open is not taken for lost; and a registering agent
+// whose stream opens at once writes no Lease at all.
+const leasePatience = 3 * time.Second
+
+// awaitingStream says whether the agent's stream is opening and still worth waiting for.
+func (a *Agent) awaitingStream() bool {
+	s := a.stream.Load()
+	return s != nil && !s.client.EverUp() && time.Since(s.since) < leasePatience
+}
+
 // deliveryPort is the port of the hub's delivery stream that the agent's settings give ("" for
 // none); ok is false when the settings cannot be read.
 func (a *Agent) deliveryPort(ctx context.Context) (port string, ok bool) {

@@ -32,7 +32,8 @@ func (a *Agent) heartbeatInterval(ctx context.Context) time.Duration {
 }
 
 // heartbeat renews the agent's Lease every interval until the agent's delivery stream has
-// opened: from then on every message on the stream is a heartbeat. While the hub does not answer it retries
+// opened (after waiting leasePatience for it): from then on every message on the stream is a
+// heartbeat. While the hub does not answer it retries
 // with growing, jittered waits, and logs the outage once, and the return.
 func (a *Agent) heartbeat(ctx context.Context) {
 	leases := a.hubCS.CoordinationV1().Leases(a.ns)
@@ -43,6 +44,12 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	var down time.Time
 	for {
 		interval := a.heartbeatInterval(ctx)
+		if a.awaitingStream() {
+			if !sleep(ctx, 100*time.Millisecond) {
+				return
+			}
+			continue
+		}
 		if a.streaming() != nil {
 			// Every message on the delivery stream is a heartbeat; the Lease rests.
 			if !sleep(ctx, interval) {

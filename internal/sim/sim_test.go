@@ -74,7 +74,8 @@ func TestSimulatedFleet(t *testing.T) {
 		})
 	}
 	heartbeats(3)
-	// Nor do they renew its Lease (made once, before its stream opened): the stream carries them.
+	// Nor do they renew its Lease (if one was made while its stream was opening): the stream
+	// carries them.
 	lease := func() string {
 		l := &coordinationv1.Lease{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace("sim-a"), Name: v1alpha1.AgentLease}, l); !apierrors.IsNotFound(err) {
