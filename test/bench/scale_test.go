@@ -114,7 +114,8 @@ type ScaleReport struct {
 func (rep ScaleReport) LowerBound(n int, datastore bool) float64 {
 	var perCluster float64
 	for _, c := range rep.WriteCosts {
-		if c.Write == hubWorkWrite || c.Write == agentWorkWrite {
+		// The agents' status reports are messages on their delivery streams, not writes.
+		if c.Write == hubWorkWrite {
 			perCluster += c.APIServerCPUs
 			if datastore {
 				perCluster += c.KineCPUMs
@@ -714,10 +715,10 @@ func scaleMarkdown(rep ScaleReport) string {
 	fmt.Fprintf(&s, "## Method\n\n")
 	fmt.Fprintf(&s, "- **Machine:** %s.\n", rep.Machine)
 	fmt.Fprintf(&s, "- **Hub:** `convoy hub` as its own process, with kube-apiserver %s and %s, and the hub's controllers, all defaults.\n", rep.Kubernetes, rep.Datastore)
-	fmt.Fprintf(&s, "- **Members:** N simulated clusters in the benchmark's process (internal/sim). Each runs the real agent: it joins with a bootstrap token, trades it for its own ServiceAccount token, renews its Lease every %s (less often beyond 100 clusters: the hub keeps the fleet within 50 heartbeats a second, so every 20 s at 1,000), reports its inventory, watches its Works and writes their status. Only the member cluster is in memory; a workload reports itself available %s after it is applied.\n", rep.HeartbeatInterval, rep.AvailableAfter)
+	fmt.Fprintf(&s, "- **Members:** N simulated clusters in the benchmark's process (internal/sim). Each runs the real agent: it joins with a bootstrap token, trades it for its own ServiceAccount token, opens its delivery stream to the hub and heartbeats on it every %s, reports its inventory, watches its Works and reports their status on the stream (the hub stores it in the Works at most 20 a second). Only the member cluster is in memory; a workload reports itself available %s after it is applied.\n", rep.HeartbeatInterval, rep.AvailableAfter)
 	fmt.Fprintf(&s, "- **Registration:** the Clusters (imported, known only through their agents) and their bootstrap tokens are made first (the setup time), then all N agents start at once; each cluster's time runs until the hub reports it Ready.\n")
 	fmt.Fprintf(&s, "- **Idle:** 30 s with every agent heartbeating, 15 s after the last cluster became Ready. Memory is resident memory (RSS) of the hub process, kine, kube-apiserver and kube-controller-manager together; CPU is their CPU time over the window.\n")
-	fmt.Fprintf(&s, "- **Propagation:** a Deployment duplicated to all N clusters by one Placement; its image changes on the hub, and each cluster's time runs from that update until its Work reports the new image Available (p50, p90, p99 over clusters). The hub's memory is the peak, CPU the average over that time.\n")
+	fmt.Fprintf(&s, "- **Propagation:** a Deployment duplicated to all N clusters by one Placement; its image changes on the hub, and each cluster's time runs from that update until the hub's Placement status shows the cluster Available with the new content, which is what `convoy status` shows (p50, p90, p99 over clusters; before 2026-12-02 the time ran until the Work's stored status said so, which the agent wrote itself). The hub's memory is the peak, CPU the average over that time; CPU per cluster is the hub's processes' CPU time over that time divided by N.\n")
 	fmt.Fprintf(&s, "- **Floor:** in the same run, with the same agents heartbeating, N objects of the same size as a Work are written straight to the same API server, 16 at a time (as the hub writes Works), and each is timed until a watcher of its own namespace sees it. The ratio is Convoy's p99 over the floor's p99.\n\n")
 	fmt.Fprintf(&s, "## Results\n\n")
 	fmt.Fprintf(&s, "| Clusters | Registration p99 | Hub idle RSS | Hub idle CPU | Propagation p50 | p90 | p99 | Floor p99 | p99 / floor | Hub RSS during | Hub CPU during |\n")
@@ -728,13 +729,16 @@ func scaleMarkdown(rep ScaleReport) string {
 			r.Floor.P99, r.RatioP99, r.DuringPropagation.TotalMiB, r.DuringPropagation.Millicores)
 	}
 	fmt.Fprintf(&s, "\nCPU is in millicores (1000 m = one core of the %d). More detail per size:\n\n", rep.Cores)
-	fmt.Fprintf(&s, "| Clusters | Setup | Registration p50 / max | First placement p50 / p99 | Floor p50 / p90 | Idle RSS: hub / kine / apiserver / controller-manager | Benchmark process RSS |\n")
-	fmt.Fprintf(&s, "|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&s, "| Clusters | Setup | Registration p50 / max | First placement p50 / p99 | Floor p50 / p90 | Idle RSS: hub / kine / apiserver / controller-manager | Benchmark process RSS | Propagation CPU per cluster: hub process / all |\n")
+	fmt.Fprintf(&s, "|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.Results {
 		rss := r.Idle.RSSMiB
-		fmt.Fprintf(&s, "| %d | %.1f s | %.2f s / %.2f s | %.2f s / %.2f s | %.2f s / %.2f s | %.0f / %.0f / %.0f / %.0f MiB | %.0f MiB |\n",
+		d := r.DuringPropagation
+		perCluster := func(millicores float64) float64 { return millicores * d.Seconds / float64(max(r.Clusters, 1)) }
+		fmt.Fprintf(&s, "| %d | %.1f s | %.2f s / %.2f s | %.2f s / %.2f s | %.2f s / %.2f s | %.0f / %.0f / %.0f / %.0f MiB | %.0f MiB | %.1f / %.1f ms |\n",
 			r.Clusters, r.SetupSeconds, r.Registration.P50, r.Registration.Max, r.InitialPlacement.P50, r.InitialPlacement.P99,
-			r.Floor.P50, r.Floor.P90, rss["convoy hub"], rss[kubeproc.Kine], rss[kubeproc.KubeAPIServer], rss[kubeproc.KubeControllerManager], r.SimProcessMiB)
+			r.Floor.P50, r.Floor.P90, rss["convoy hub"], rss[kubeproc.Kine], rss[kubeproc.KubeAPIServer], rss[kubeproc.KubeControllerManager], r.SimProcessMiB,
+			perCluster(d.CPU["convoy hub"]), perCluster(d.Millicores))
 	}
 	fmt.Fprintf(&s, "\nWrites to the hub's API server per cluster, from its request metrics (registration: from the first agent's start until all are Ready; propagation: from the template change until all report it Available):\n\n")
 	fmt.Fprintf(&s, "| Clusters | Registration | Propagation |\n|---:|---|---|\n")
@@ -752,7 +756,7 @@ func scaleMarkdown(rep ScaleReport) string {
 	for _, c := range rep.WriteCosts {
 		fmt.Fprintf(&s, "| %s | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n", c.Write, c.WallMs, c.APIServerCPUs, c.KineCPUMs, c.CPUMs())
 	}
-	fmt.Fprintf(&s, "\nA propagation costs each cluster one hub write of its Work and one agent write of its status. With nothing else running and all %d cores busy with only those writes, a propagation could not finish faster than:\n\n", rep.Cores)
+	fmt.Fprintf(&s, "\nA propagation costs each cluster one hub write of its Work; the agent's status report is a message on its stream (before 2026-12-02 it was a write too, the second row above). With nothing else running and all %d cores busy with only those writes, a propagation could not finish faster than:\n\n", rep.Cores)
 	fmt.Fprintf(&s, "| Clusters | Lower bound: API server and kine | API server alone (any datastore) | Measured p99 |\n|---:|---:|---:|---:|\n")
 	for _, r := range rep.Results {
 		fmt.Fprintf(&s, "| %d | %.2f s | %.2f s | %.2f s |\n", r.Clusters, rep.LowerBound(r.Clusters, true), rep.LowerBound(r.Clusters, false), r.Propagation.P99)
