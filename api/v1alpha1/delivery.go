@@ -36,6 +36,9 @@ type DeliveryHello struct {
 	// forgets what it holds of the cluster's other Works (an agent that restarted knows
 	// nothing of them; their stored status is what it knows too).
 	Works []string `json:"works,omitempty"`
+	// Probe asks only whether the hub takes the identity: the hub answers and ends the
+	// stream, and counts no heartbeat.
+	Probe bool `json:"probe,omitempty"`
 }
 
 // WorkReport is one Work's status as the agent sees it.

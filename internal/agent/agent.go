@@ -72,7 +72,9 @@ type Agent struct {
 	hubCache cache.Cache   // Works and the agent's settings, in the cluster's namespace only
 	hubCS    kubernetes.Interface
 
-	stream atomic.Pointer[stream] // the delivery stream, once the hub offers one
+	stream    atomic.Pointer[stream] // the delivery stream, once the hub offers one
+	lastCheck atomic.Int64           // unix nanoseconds of the last checkIdentity
+	requeue   atomic.Pointer[func()] // the Work controller's requeueAll, once it runs
 }
 
 // Run runs the agent until ctx ends.
@@ -185,6 +187,8 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	requeue := works.requeueAll
+	a.requeue.Store(&requeue)
 	wg.Go(func() { works.run(ctx) })
 	wg.Wait()
 	a.log.Info("agent stopped")

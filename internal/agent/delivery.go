@@ -107,6 +107,7 @@ func (a *Agent) switchDelivery(ctx context.Context, port string) {
 		// Lease and writing status, which the hub expects now.
 		a.stream.Store(nil)
 		a.log.Info("the hub no longer offers a delivery stream; heartbeating on the Lease")
+		a.requeueWorks() // their status is written now, and may be behind
 		return
 	}
 	u, err := url.Parse(a.opts.HubURL)
@@ -115,7 +116,7 @@ func (a *Agent) switchDelivery(ctx context.Context, port string) {
 	}
 	if c == nil {
 		c = delivery.NewClient(a.opts.Cluster, a.opts.Version, a.opts.HubCA, a.id.token, a.log.With("component", "delivery"))
-		c.OnRefused = func(err error) { a.id.refused(err) }
+		c.OnRefused = func(error) { a.checkIdentity(ctx) }
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	s := &stream{client: c, port: port, cancel: cancel, done: make(chan struct{}), since: time.Now()}
@@ -125,4 +126,36 @@ func (a *Agent) switchDelivery(ctx context.Context, port string) {
 		defer close(s.done)
 		c.Run(sctx, net.JoinHostPort(u.Hostname(), port), u.Hostname())
 	}()
+	// A stream that does not open in time: the agent writes its Works' status itself from
+	// then on, and looks at every Work again to write what it only reported so far.
+	time.AfterFunc(streamPatience, func() {
+		if a.stream.Load() == s && !c.EverUp() && sctx.Err() == nil {
+			a.log.Warn("the hub's delivery stream has not opened; writing the Works' status directly", "port", port)
+			a.requeueWorks()
+		}
+	})
+}
+
+// checkIdentity asks the hub's API whether the agent's token still works, after the stream
+// was refused: a refusal there (401) marks the identity revoked (identity.wrap), as any other
+// request's would; the stream's word alone does not, since the hub may only have been unable
+// to tell. At most one check every 10 s.
+func (a *Agent) checkIdentity(ctx context.Context) {
+	now := time.Now().UnixNano()
+	last := a.lastCheck.Load()
+	if now-last < int64(10*time.Second) || !a.lastCheck.CompareAndSwap(last, now) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_ = a.hub.Get(ctx, client.ObjectKey{Namespace: a.ns, Name: v1alpha1.AgentConfigMap}, &corev1.ConfigMap{})
+	}()
+}
+
+// requeueWorks has the Work controller look at every Work again.
+func (a *Agent) requeueWorks() {
+	if f := a.requeue.Load(); f != nil {
+		(*f)()
+	}
 }

@@ -138,14 +138,6 @@ func (id *identity) wrap(rt http.RoundTripper) http.RoundTripper {
 	})
 }
 
-// refused takes the hub's refusal of the agent's stream as a refused request: the identity
-// was revoked, and only a new bootstrap token lets the agent back in.
-func (id *identity) refused(err error) {
-	if id.joined() && !id.revoked.Swap(true) {
-		id.log.Error("the hub refused the agent's token", "err", ErrRevoked, "stream", err)
-	}
-}
-
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -766,10 +766,24 @@ func (w *workController) finalize(ctx context.Context, work *v1alpha1.Work) (tim
 // ownStatus puts into work the status this agent last reported on its delivery stream: the
 // hub stores reports in the Works at its own pace, so the stored status may be behind.
 func (w *workController) ownStatus(work *v1alpha1.Work) {
-	if c, _ := w.a.reporter(); c != nil {
+	// Only while the reports are all the hub gets: once the agent writes the status itself,
+	// the stored status is what it compares with and patches.
+	if c, write := w.a.reporter(); c != nil && !write {
 		if st, ok := c.Last(work.Name, string(work.UID)); ok {
 			work.Status = st
 		}
+	}
+}
+
+// requeueAll looks at every Work of the cluster again.
+func (w *workController) requeueAll() {
+	var list v1alpha1.WorkList
+	// The cache answers from memory; its context only bounds a wait for it to sync.
+	if err := w.a.hubCache.List(context.TODO(), &list, client.InNamespace(w.a.ns), client.UnsafeDisableDeepCopy); err != nil {
+		return
+	}
+	for i := range list.Items {
+		w.queue.Add(list.Items[i].Name)
 	}
 }
 

@@ -21,6 +21,10 @@ import (
 // ErrRevoked marks an identity that is no longer its cluster's agent's: Current wraps it.
 var ErrRevoked = errors.New("the agent's credentials were revoked")
 
+// ErrNotAgent marks a token that is not a cluster agent's, or not valid at all: Authenticate
+// wraps it. Any other error of Authenticate means the hub could not tell (try again).
+var ErrNotAgent = errors.New("not a cluster's agent")
+
 // TokenReviews authenticates agents with the hub API server's TokenReview, remembering each
 // answer for TTL, and checks that an identity is current against the hub's cache: the
 // Cluster exists, its current credential generation is the identity's ServiceAccount, and that
@@ -94,13 +98,13 @@ func identityOf(st authenticationv1.TokenReviewStatus) (Identity, error) {
 		if msg == "" {
 			msg = "not authenticated"
 		}
-		return Identity{}, fmt.Errorf("%s; join the cluster again (convoy cluster join)", msg)
+		return Identity{}, fmt.Errorf("%w: %s; join the cluster again (convoy cluster join)", ErrNotAgent, msg)
 	}
 	rest, ok := strings.CutPrefix(st.User.Username, "system:serviceaccount:")
 	ns, sa, ok2 := strings.Cut(rest, ":")
 	cluster, ok3 := strings.CutPrefix(ns, v1alpha1.ClusterNamespacePrefix)
 	if !ok || !ok2 || !ok3 || cluster == "" || !strings.HasPrefix(sa, "agent-") {
-		return Identity{}, fmt.Errorf("%s is not a cluster's agent", st.User.Username)
+		return Identity{}, fmt.Errorf("%w: %s is not", ErrNotAgent, st.User.Username)
 	}
 	return Identity{Cluster: cluster, ServiceAccount: sa, UID: st.User.UID}, nil
 }

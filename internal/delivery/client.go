@@ -202,13 +202,7 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 		}
 		return false, err
 	}
-	for len(all) > 0 {
-		n := min(len(all), reportsPerMessage)
-		if err := s.SendMsg(&v1alpha1.AgentMessage{Reports: all[:n]}); err != nil {
-			return false, err
-		}
-		all = all[n:]
-	}
+
 	interval, perr := time.ParseDuration(first.HeartbeatInterval)
 	if perr != nil || interval < 100*time.Millisecond {
 		interval = v1alpha1.DefaultHeartbeatInterval
@@ -216,6 +210,13 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 	c.setUp(true)
 	defer c.setUp(false)
 	accepted()
+	for len(all) > 0 {
+		n := min(len(all), reportsPerMessage)
+		if err := s.SendMsg(&v1alpha1.AgentMessage{Reports: all[:n]}); err != nil {
+			return true, err
+		}
+		all = all[n:]
+	}
 
 	// The hub sends nothing more for now but a new interval; a receive error ends the stream.
 	recvErr := make(chan error, 1)
@@ -320,7 +321,7 @@ func Probe(ctx context.Context, addr, serverName string, ca []byte, cluster, tok
 	if err != nil {
 		return err
 	}
-	if err := s.SendMsg(&v1alpha1.AgentMessage{Hello: &v1alpha1.DeliveryHello{Cluster: cluster, Version: "probe"}}); err != nil {
+	if err := s.SendMsg(&v1alpha1.AgentMessage{Hello: &v1alpha1.DeliveryHello{Cluster: cluster, Version: "probe", Probe: true}}); err != nil {
 		return err
 	}
 	var first v1alpha1.HubMessage

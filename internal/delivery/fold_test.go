@@ -13,7 +13,7 @@ import (
 func TestFold(t *testing.T) {
 	s := &Server{}
 	s.init()
-	s.open("east", nil)
+	gen, _ := s.open("east", nil)
 	type call struct {
 		work  string
 		reach bool
@@ -27,12 +27,12 @@ func TestFold(t *testing.T) {
 	if got := s.Overlay(work); got != work {
 		t.Fatal("a Work without a report came back changed")
 	}
-	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
 	if got := s.Overlay(work); got.Status.Summary.Available != 1 || work.Status.Summary.Available != 0 {
 		t.Fatalf("overlay %+v (the Work itself %+v)", got.Status, work.Status)
 	}
 	// The same report again is no news.
-	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
 	if len(reported) != 1 || reported[0].reach {
 		t.Fatalf("reported %v, want one, without reach", reported)
 	}
@@ -40,8 +40,8 @@ func TestFold(t *testing.T) {
 	// (the edge must hear of both).
 	withReach := *avail.DeepCopy()
 	withReach.Resources = []v1alpha1.ResourceStatus{{Reach: &v1alpha1.ServiceReach{}}}
-	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: withReach}})
-	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: withReach}})
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
 	if len(reported) != 3 || !reported[1].reach || !reported[2].reach {
 		t.Fatalf("reported %v, want the last two with reach", reported)
 	}
@@ -62,15 +62,15 @@ func TestFold(t *testing.T) {
 	}
 	// Forget and Gone drop it, but only for its own uid.
 	s.Forget("east", "shop.web", "u2")
-	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u2", Gone: true}})
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u2", Gone: true}})
 	if got := s.Overlay(work); got == work {
 		t.Fatal("a Forget or Gone of another uid dropped the report")
 	}
-	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Gone: true}})
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Gone: true}})
 	if got := s.Overlay(work); got != work {
 		t.Fatal("Gone kept the report")
 	}
-	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
 	s.Forget("east", "shop.web", "u1")
 	if got := s.Overlay(work); got != work {
 		t.Fatal("Forget kept the report")
@@ -79,12 +79,35 @@ func TestFold(t *testing.T) {
 	// A new stream (an agent that restarted) names the Works it reports: the others' reports
 	// go, since what is stored is all that agent knows of them.
 	kept := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: work.Namespace, Name: "shop.api", UID: types.UID("u3")}}
-	s.fold(ctx, "east", []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}, {Work: "shop.api", UID: "u3", Status: avail}})
-	s.close("east")
-	s.open("east", []string{"shop.api"})
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: withReach}, {Work: "shop.api", UID: "u3", Status: avail}})
+	old := gen
+	gen, dropped := s.open("east", []string{"shop.api"})
+	s.close("east") // the old stream ends after the new one opened
 	if s.Overlay(work) != work || s.Overlay(kept) == kept {
 		t.Fatal("a new stream did not replace the cluster's reports with those it names")
 	}
+	if len(dropped) != 1 || dropped[0] != (change{"shop.web", true}) {
+		t.Fatalf("dropped %v, want shop.web's report, with reach (the controllers are told)", dropped)
+	}
+	// What the old stream still folds is not taken: the new one is the agent now.
+	s.fold(ctx, "east", old, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: avail}})
+	if s.Overlay(work) != work {
+		t.Fatal("a report of an older stream was folded")
+	}
+	// Once its stream ends, a report that is stored already is not laid over the stored status
+	// (the agent may write it itself now); one not stored yet still is.
+	s.takeDirty(ctx)
+	s.close("east")
+	if s.Overlay(kept) != kept {
+		t.Fatal("a stored report of a cluster without a stream was laid over its Work")
+	}
+	gen, _ = s.open("east", []string{"shop.api"})
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.api", UID: "u3", Status: withReach}})
+	s.close("east")
+	if s.Overlay(kept) == kept {
+		t.Fatal("a report not stored yet was dropped when the stream ended")
+	}
+	s.open("east", []string{"shop.api"})
 
 	// A deleted cluster with a stream open goes when the stream ends.
 	s.ForgetCluster("east")

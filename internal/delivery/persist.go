@@ -17,6 +17,10 @@ import (
 // about 4.5 ms of API server and datastore CPU each, a tenth of a core at most.
 const DefaultPersistRate = 20
 
+// maxRetries is how many passes (a second or more apart) the Persister waits for the cache to
+// show a reported Work.
+const maxRetries = 30
+
 // Persister stores the Server's folded reports in the Works' status, at most Rate a second,
 // the latest of each Work only. It is the one writer of a streaming agent's Works' status; the
 // stored status is a view for kubectl and what a restarted hub reads until the agents report
@@ -43,6 +47,7 @@ func (p *Persister) Start(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	retries := map[string]int{} // by NAMESPACE/NAME: passes the cache did not show the Work
 	for {
 		batch := p.Server.takeDirty(ctx)
 		if ctx.Err() != nil {
@@ -51,13 +56,19 @@ func (p *Persister) Start(ctx context.Context) error {
 		for _, rep := range batch {
 			ns, name, _ := strings.Cut(rep.Work, "/")
 			w := &v1alpha1.Work{}
-			if err := p.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, w); err != nil {
-				// Not in the cache (yet, or any more: a deleted Work's report is forgotten
-				// when the cache sees it go): the controllers read the report from memory.
+			if err := p.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, w); err != nil || string(w.UID) != rep.UID {
+				// The cache does not show this Work (yet, or any more: a deleted Work's report
+				// is forgotten when the cache sees it go). Try again a few times.
+				if retries[rep.Work] < maxRetries {
+					retries[rep.Work]++
+					p.Server.markDirty(ns, name)
+				} else {
+					delete(retries, rep.Work)
+				}
 				continue
 			}
-			if string(w.UID) != rep.UID || rep.Status.ObservedGeneration < w.Status.ObservedGeneration ||
-				equality.Semantic.DeepEqual(w.Status, rep.Status) {
+			delete(retries, rep.Work)
+			if rep.Status.ObservedGeneration < w.Status.ObservedGeneration || equality.Semantic.DeepEqual(w.Status, rep.Status) {
 				continue
 			}
 			if err := limit.Wait(ctx); err != nil {

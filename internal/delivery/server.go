@@ -67,6 +67,7 @@ type workKey struct{ cluster, work string }
 type clusterState struct {
 	last      time.Time // the last message
 	streams   int
+	gen       int // the newest stream's number
 	reports   map[string]*v1alpha1.WorkReport
 	forgotten bool // the Cluster is gone: drop it when its last stream ends
 }
@@ -146,8 +147,11 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 		return status.Error(codes.Unauthenticated, "no bearer token: the agent authenticates with its ServiceAccount token")
 	}
 	id, err := s.Auth.Authenticate(ctx, token)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotAgent):
 		return status.Errorf(codes.Unauthenticated, "token refused: %v", err)
+	case err != nil:
+		return status.Errorf(codes.Unavailable, "cannot check the agent's token yet: %v", err)
 	}
 	var hello v1alpha1.AgentMessage
 	if err := stream.RecvMsg(&hello); err != nil {
@@ -162,8 +166,13 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 	if err := s.Auth.Current(ctx, id); err != nil {
 		return currentError(err)
 	}
-	s.open(id.Cluster, hello.Hello.Works)
+	if hello.Hello.Probe {
+		// Only asking whether the hub takes this identity: no heartbeat, nothing replaced.
+		return stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String()})
+	}
+	gen, dropped := s.open(id.Cluster, hello.Hello.Works)
 	defer s.close(id.Cluster)
+	s.notify(ctx, id.Cluster, dropped)
 	log := s.Log.With("cluster", id.Cluster)
 	log.Debug("agent stream opened", "version", hello.Hello.Version)
 	if s.Seen != nil {
@@ -172,7 +181,7 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 	if err := stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String()}); err != nil {
 		return err
 	}
-	s.fold(ctx, id.Cluster, hello.Reports)
+	s.fold(ctx, id.Cluster, gen, hello.Reports)
 	checked := time.Now()
 	for {
 		var m v1alpha1.AgentMessage
@@ -187,7 +196,7 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 			checked = now
 		}
 		s.touch(id.Cluster)
-		s.fold(ctx, id.Cluster, m.Reports)
+		s.fold(ctx, id.Cluster, gen, m.Reports)
 	}
 }
 
@@ -201,8 +210,9 @@ func currentError(err error) error {
 }
 
 // open counts a new stream of cluster, whose agent holds reports of works (and sends them
-// next): the reports of its other Works are dropped.
-func (s *Server) open(cluster string, works []string) {
+// next): the reports of its other Works are dropped, and returned. Only the newest stream of a
+// cluster (gen) is folded: an older one may still be draining what it had read.
+func (s *Server) open(cluster string, works []string) (gen int, dropped []change) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.clusters[cluster]
@@ -211,18 +221,21 @@ func (s *Server) open(cluster string, works []string) {
 		s.clusters[cluster] = c
 	}
 	c.streams++
+	c.gen++
 	c.last = time.Now()
 	c.forgotten = false
 	keep := make(map[string]bool, len(works))
 	for _, w := range works {
 		keep[w] = true
 	}
-	for w := range c.reports {
+	for w, r := range c.reports {
 		if !keep[w] {
+			dropped = append(dropped, change{w, hasReach(r)})
 			delete(c.reports, w)
 			delete(s.dirty, workKey{cluster, w})
 		}
 	}
+	return c.gen, dropped
 }
 
 func (s *Server) close(cluster string) {
@@ -245,17 +258,17 @@ func (s *Server) touch(cluster string) {
 }
 
 // fold takes reports into memory and says who needs to know.
-func (s *Server) fold(ctx context.Context, cluster string, reports []v1alpha1.WorkReport) {
+func (s *Server) fold(ctx context.Context, cluster string, gen int, reports []v1alpha1.WorkReport) {
 	if len(reports) == 0 {
 		return
-	}
-	type change struct {
-		work  string
-		reach bool
 	}
 	var changed []change
 	s.mu.Lock()
 	c := s.clusters[cluster]
+	if c == nil || c.gen != gen {
+		s.mu.Unlock()
+		return // a newer stream of the cluster has opened
+	}
 	for i := range reports {
 		r := &reports[i]
 		old := c.reports[r.Work]
@@ -282,6 +295,17 @@ func (s *Server) fold(ctx context.Context, cluster string, reports []v1alpha1.Wo
 	case s.wake <- struct{}{}:
 	default:
 	}
+	s.notify(ctx, cluster, changed)
+}
+
+// change is a Work whose report changed, and whether the report, new or old, has a reach.
+type change struct {
+	work  string
+	reach bool
+}
+
+// notify tells Reported of changed reports; the caller holds no lock.
+func (s *Server) notify(ctx context.Context, cluster string, changed []change) {
 	if s.Reported != nil {
 		for _, ch := range changed {
 			s.Reported(ctx, cluster, ch.work, ch.reach)
@@ -334,6 +358,11 @@ func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
 	var r *v1alpha1.WorkReport
 	if c := s.clusters[cluster]; c != nil {
 		r = c.reports[w.Name]
+		// Without a stream the agent may write the status itself now: a report that is
+		// stored already says nothing the stored status does not.
+		if c.streams == 0 && !s.dirty[workKey{cluster, w.Name}] {
+			r = nil
+		}
 	}
 	s.mu.RUnlock()
 	// A report of an older generation than the stored status is behind it (the agent wrote
