@@ -98,13 +98,13 @@ func identityOf(st authenticationv1.TokenReviewStatus) (Identity, error) {
 		if msg == "" {
 			msg = "not authenticated"
 		}
-		return Identity{}, fmt.Errorf("%w: %s; join the cluster again (convoy cluster join)", ErrNotAgent, msg)
+		return Identity{}, fmt.Errorf("%s (%w); join the cluster again (convoy cluster join)", msg, ErrNotAgent)
 	}
 	rest, ok := strings.CutPrefix(st.User.Username, "system:serviceaccount:")
 	ns, sa, ok2 := strings.Cut(rest, ":")
 	cluster, ok3 := strings.CutPrefix(ns, v1alpha1.ClusterNamespacePrefix)
 	if !ok || !ok2 || !ok3 || cluster == "" || !strings.HasPrefix(sa, "agent-") {
-		return Identity{}, fmt.Errorf("%w: %s is not", ErrNotAgent, st.User.Username)
+		return Identity{}, fmt.Errorf("%s is %w", st.User.Username, ErrNotAgent)
 	}
 	return Identity{Cluster: cluster, ServiceAccount: sa, UID: st.User.UID}, nil
 }
