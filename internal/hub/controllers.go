@@ -113,6 +113,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if err != nil {
 		return err
 	}
+	h.deliveryListener = dl // closed by shutdown, whether or not the manager ran its server
 	deliveryPort := 0
 	if dl != nil {
 		deliveryPort = dl.Addr().(*net.TCPAddr).Port

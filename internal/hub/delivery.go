@@ -39,9 +39,19 @@ func (h *Hub) listenDelivery() (net.Listener, error) {
 	default:
 		port, fallback = st.APIServerPort+1, true
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil && fallback {
-		l, err = net.Listen("tcp", "127.0.0.1:0")
+	var l net.Listener
+	if fallback {
+		if l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err != nil {
+			l, err = net.Listen("tcp", "127.0.0.1:0")
+		}
+	} else {
+		// A hub that just stopped may take a moment to let go of the port.
+		for range 50 {
+			if l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 	switch {
 	case err != nil && h.opts.DeliveryPort == 0 && !fallback:

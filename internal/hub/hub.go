@@ -121,8 +121,9 @@ type Hub struct {
 	registry    *registry.Server
 	pki         *kubeproc.PKI
 
-	delivery     *delivery.Server
-	deliveryAddr string
+	delivery         *delivery.Server
+	deliveryAddr     string
+	deliveryListener net.Listener
 
 	apiserverURL string
 	admin        *rest.Config
@@ -559,6 +560,9 @@ func (h *Hub) shutdown(ctx context.Context) {
 		if h.stopManager != nil {
 			h.stopManager()
 			<-h.managerDone
+		}
+		if h.deliveryListener != nil {
+			_ = h.deliveryListener.Close() // a manager stopped early may not have served it
 		}
 		kubeproc.StopAll(ctx, h.procs)
 		if h.registry != nil {

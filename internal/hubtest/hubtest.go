@@ -55,10 +55,17 @@ func Start(t testing.TB, opts ...func(*hub.Options)) *Hub {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The delivery stream's port is reserved too, so that no other test takes it while this
+	// hub restarts.
+	deliveryPort, err := kubeproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	o := hub.Options{
 		DataDir:       t.TempDir(),
 		BinDir:        BinDir(t),
 		APIServerPort: port,
+		DeliveryPort:  deliveryPort,
 		HealthAddr:    "127.0.0.1:0",
 		ConvoyBinary:  ConvoyBinary(t),
 		SkipTemplates: true,
