@@ -3,8 +3,9 @@ package v1alpha1
 // The delivery connection between the hub and an agent (internal/delivery): one long-lived
 // gRPC stream per agent, served by the hub process next to its API server. The agent
 // authenticates with its ServiceAccount token, heartbeats on the stream, and reports its
-// Works' status on it; the hub folds the reports in memory and stores them in batches, so
-// that neither a heartbeat nor a status report is a write to the hub's datastore.
+// Works' status and its cluster's inventory on it; the hub folds the reports in memory and
+// stores them in batches, so that neither a heartbeat nor a status report is a write to the
+// hub's datastore of its own.
 //
 // The messages below travel as JSON (the stream's codec is "json"); both sides must accept
 // fields they do not know, so that either may be newer.
@@ -26,6 +27,10 @@ type AgentMessage struct {
 	// Reports are Works' status, the latest of each: after the hello every Work the agent
 	// has reported since it started (in as many messages as it takes), then changes.
 	Reports []WorkReport `json:"reports,omitempty"`
+	// Inventory is the cluster's inventory, when it changed (and in the hello's message, the
+	// latest): the hub writes it into the Cluster's status with its verdict, in one write,
+	// instead of the agent's own write of it.
+	Inventory *Inventory `json:"inventory,omitempty"`
 }
 
 // DeliveryHello names the agent's cluster; the hub checks it against the token's identity.

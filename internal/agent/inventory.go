@@ -28,10 +28,11 @@ const (
 )
 
 // inventory reports the member to the hub when what it reports changes, looking at most
-// every two seconds.
+// every two seconds: on the delivery stream, or by writing it into the Cluster's status.
 func (a *Agent) inventory(ctx context.Context) {
 	var last *v1alpha1.Inventory
 	var sent time.Time
+	var wrote bool // the last one was written, not only sent on the stream
 	fails := 0
 	for {
 		inv := a.opts.Member.Observe(ctx)
@@ -39,8 +40,19 @@ func (a *Agent) inventory(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if last == nil || !sameInventory(*last, inv) || time.Since(sent) > inventoryRefresh {
-			if err := a.report(ctx, inv); err != nil {
+		// On the delivery stream the hub writes the inventory with its verdict; without one
+		// (or while one that never opened is given up on) the agent writes it, and writes the
+		// current one again when it moves from the stream to writing.
+		c, write := a.reporter()
+		if last == nil || !sameInventory(*last, inv) || time.Since(sent) > inventoryRefresh || write && !wrote {
+			if c != nil {
+				c.SetInventory(inv)
+			}
+			var err error
+			if write {
+				err = a.report(ctx, inv)
+			}
+			if err != nil {
 				fails++
 				if fails == 1 {
 					a.log.Warn("cannot report inventory; retrying", "err", err)
@@ -51,7 +63,7 @@ func (a *Agent) inventory(ctx context.Context) {
 				continue
 			}
 			fails = 0
-			last, sent = &inv, time.Now()
+			last, sent, wrote = &inv, time.Now(), write
 		}
 		if !sleep(ctx, inventoryEvery) {
 			return
@@ -148,7 +160,7 @@ func sameInventory(a, b v1alpha1.Inventory) bool {
 }
 
 // report writes the inventory into the Cluster's status (the only Cluster field the agent
-// may write).
+// may write; with a delivery stream the hub writes it instead).
 func (a *Agent) report(ctx context.Context, inv v1alpha1.Inventory) error {
 	body, err := json.Marshal(map[string]any{"status": map[string]any{"inventory": inv}})
 	if err != nil {

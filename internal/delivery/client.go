@@ -20,8 +20,8 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
-// Client is an agent's end of its stream. It keeps the latest report of each Work, sends
-// changes as they come, everything again on each new stream, and an empty message every
+// Client is an agent's end of its stream. It keeps the latest report of each Work and the
+// latest inventory, sends changes as they come, everything again on each new stream, and an empty message every
 // interval the hub asks for. While the hub is away the reports wait in memory; nothing is
 // lost but intermediate states.
 type Client struct {
@@ -39,9 +39,13 @@ type Client struct {
 	mu      sync.Mutex
 	reports map[string]v1alpha1.WorkReport // by Work name
 	pending map[string]bool                // Works whose report the hub has not been sent
-	kick    chan struct{}
-	up      bool
-	everUp  bool
+	// inventory is the cluster's latest inventory, and inventoryPending says the hub has not
+	// been sent it.
+	inventory        *v1alpha1.Inventory
+	inventoryPending bool
+	kick             chan struct{}
+	up               bool
+	everUp           bool
 }
 
 // NewClient makes a Client; Run connects it.
@@ -58,6 +62,15 @@ func (c *Client) Report(work, uid string, st v1alpha1.WorkStatus) {
 	c.mu.Lock()
 	c.reports[work] = v1alpha1.WorkReport{Work: work, UID: uid, Status: st}
 	c.pending[work] = true
+	c.mu.Unlock()
+	c.poke()
+}
+
+// SetInventory records the cluster's inventory and sends it when it can; a new stream sends
+// the latest with its hello.
+func (c *Client) SetInventory(inv v1alpha1.Inventory) {
+	c.mu.Lock()
+	c.inventory, c.inventoryPending = inv.DeepCopy(), true
 	c.mu.Unlock()
 	c.poke()
 }
@@ -179,7 +192,8 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 	// Everything the agent has reported follows the hello: a new stream may reach a hub that
 	// knows nothing yet, or holds reports of an earlier run of this agent.
 	c.mu.Lock()
-	hello := v1alpha1.AgentMessage{Hello: &v1alpha1.DeliveryHello{Cluster: c.Cluster, Version: c.Version}}
+	hello := v1alpha1.AgentMessage{Hello: &v1alpha1.DeliveryHello{Cluster: c.Cluster, Version: c.Version}, Inventory: c.inventory.DeepCopy()}
+	c.inventoryPending = false
 	var all []v1alpha1.WorkReport
 	for w, r := range c.reports {
 		if !r.Gone {
@@ -255,9 +269,13 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 			}
 		case <-c.kick:
 			m := c.takePending()
-			for len(m.Reports) > 0 {
+			for first := true; first || len(m.Reports) > 0; first = false {
 				n := min(len(m.Reports), reportsPerMessage)
-				if err := s.SendMsg(&v1alpha1.AgentMessage{Reports: m.Reports[:n]}); err != nil {
+				msg := v1alpha1.AgentMessage{Reports: m.Reports[:n]}
+				if first {
+					msg.Inventory = m.Inventory
+				}
+				if err := s.SendMsg(&msg); err != nil {
 					return true, err
 				}
 				m.Reports = m.Reports[n:]
@@ -281,11 +299,14 @@ func (c *Client) setUp(up bool) {
 	c.mu.Unlock()
 }
 
-// takePending returns the reports not sent yet.
+// takePending returns the reports and inventory not sent yet.
 func (c *Client) takePending() v1alpha1.AgentMessage {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var m v1alpha1.AgentMessage
+	if c.inventoryPending {
+		m.Inventory, c.inventoryPending = c.inventory.DeepCopy(), false
+	}
 	for w := range c.pending {
 		r := c.reports[w]
 		m.Reports = append(m.Reports, r)

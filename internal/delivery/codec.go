@@ -11,6 +11,8 @@
 // reports, folded in memory (Overlay answers with the latest); the Persister stores them in the
 // Works at a bounded rate, so that a change of a thousand Works' status costs the Placement's
 // controller one reconcile and the datastore a paced trickle, not a thousand writes at once.
+// The cluster's inventory comes the same way (Inventory answers with the latest), and the
+// Cluster controller stores it with its verdict. Stats counts what the streams carry.
 //
 // The hub's composition root and the agent import it; the controllers see the fold only through
 // their own small interfaces.

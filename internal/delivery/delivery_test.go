@@ -118,6 +118,22 @@ func TestStreams(t *testing.T) {
 		t.Error("the hub heard from west, which has no stream")
 	}
 
+	// The inventory sent on the stream is written into the Cluster's status by the hub (with
+	// its verdict), not by the agent; a change of it as well.
+	inv := v1alpha1.Inventory{AgentVersion: "test", KubernetesVersion: "v1.37.2", APIHealthy: true,
+		Nodes: v1alpha1.NodeCounts{Total: 2, Ready: 2}, ReportedAt: metav1.Now()}
+	for _, ready := range []int32{2, 1} {
+		inv.Nodes.Ready = ready
+		ce.SetInventory(inv)
+		eventually(t, fmt.Sprintf("east's inventory with %d Ready nodes stored", ready), func() error {
+			got := &v1alpha1.Cluster{}
+			hubtest.Must(t, h.Client.Get(ctx, client.ObjectKey{Name: "east"}, got))
+			if got.Status.Inventory == nil || got.Status.Inventory.Nodes.Ready != ready || got.Status.Inventory.KubernetesVersion != "v1.37.2" {
+				return fmt.Errorf("inventory %+v", got.Status.Inventory)
+			}
+			return nil
+		})
+	}
 	// A report reaches the Work's stored status, through the fold.
 	w := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web"}}
 	hubtest.Must(t, h.Client.Create(ctx, w))

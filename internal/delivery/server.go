@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
@@ -46,8 +47,9 @@ type Server struct {
 	// HeartbeatInterval is how often agents must send; zero means
 	// v1alpha1.DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
-	// Seen, if set, is called when a cluster's stream opens (its verdict may change), with
-	// the stream's context.
+	// Seen, if set, is called when a cluster's stream opens or its inventory changes (its
+	// verdict may change, and the inventory is the Cluster controller's to store), with the
+	// stream's context.
 	Seen func(ctx context.Context, cluster string)
 	// Reported, if set, is called (outside any lock) with each Work whose report changed,
 	// with the stream's context; reach says whether the report, new or old, has a Service's
@@ -60,6 +62,7 @@ type Server struct {
 	dirty    map[workKey]bool
 	wake     chan struct{}
 	grpc     *grpc.Server
+	count    counters
 }
 
 type workKey struct{ cluster, work string }
@@ -69,7 +72,8 @@ type clusterState struct {
 	streams   int
 	gen       int // the newest stream's number
 	reports   map[string]*v1alpha1.WorkReport
-	forgotten bool // the Cluster is gone: drop it when its last stream ends
+	inventory *v1alpha1.Inventory // the newest stream's latest
+	forgotten bool                // the Cluster is gone: drop it when its last stream ends
 }
 
 // recheck is how often a stream's identity is checked again (a revocation cuts it).
@@ -124,7 +128,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, cert tls.Certificate
 		case <-stopped:
 		}
 	}()
-	err := s.grpc.Serve(l)
+	err := s.grpc.Serve(countingListener{Listener: l, c: &s.count})
 	close(stopped)
 	if ctx.Err() != nil || errors.Is(err, grpc.ErrServerStopped) {
 		return nil
@@ -153,10 +157,12 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 	case err != nil:
 		return status.Errorf(codes.Unavailable, "cannot check the agent's token yet: %v", err)
 	}
+	s.count.opened.Add(1)
 	var hello v1alpha1.AgentMessage
 	if err := stream.RecvMsg(&hello); err != nil {
 		return err
 	}
+	s.count.messagesIn.Add(1)
 	if hello.Hello == nil || hello.Hello.Cluster == "" {
 		return status.Error(codes.InvalidArgument, "the first message must say hello with the cluster's name")
 	}
@@ -168,16 +174,19 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 	}
 	if hello.Hello.Probe {
 		// Only asking whether the hub takes this identity: no heartbeat, nothing replaced.
+		s.count.messagesOut.Add(1)
 		return stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String()})
 	}
 	gen, dropped := s.open(id.Cluster, hello.Hello.Works)
 	defer s.close(id.Cluster)
+	s.setInventory(id.Cluster, gen, hello.Inventory)
 	s.notify(ctx, id.Cluster, dropped)
 	log := s.Log.With("cluster", id.Cluster)
 	log.Debug("agent stream opened", "version", hello.Hello.Version)
 	if s.Seen != nil {
 		s.Seen(ctx, id.Cluster)
 	}
+	s.count.messagesOut.Add(1)
 	if err := stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String()}); err != nil {
 		return err
 	}
@@ -188,6 +197,7 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 		if err := stream.RecvMsg(&m); err != nil {
 			return err
 		}
+		s.count.messagesIn.Add(1)
 		if now := time.Now(); now.Sub(checked) >= recheck {
 			if err := s.Auth.Current(ctx, id); err != nil {
 				log.Info("agent stream cut: its identity is no longer current", "err", err)
@@ -196,8 +206,46 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 			checked = now
 		}
 		s.touch(id.Cluster)
+		if s.setInventory(id.Cluster, gen, m.Inventory) && s.Seen != nil {
+			s.Seen(ctx, id.Cluster)
+		}
 		s.fold(ctx, id.Cluster, gen, m.Reports)
 	}
+}
+
+// setInventory keeps the inventory that the newest stream of cluster sent, and says whether
+// it took it. An agent sends its inventory only when it changed, or to refresh it (every few
+// minutes), so each one is worth a look by the Cluster controller.
+func (s *Server) setInventory(cluster string, gen int, inv *v1alpha1.Inventory) bool {
+	if inv == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.clusters[cluster]
+	if c == nil || c.gen != gen {
+		return false
+	}
+	c.inventory = inv
+	return true
+}
+
+// Inventory is the latest inventory that cluster's agent sent on its stream, while a stream
+// of it is open: an agent without one writes its inventory itself.
+func (s *Server) Inventory(cluster string) (v1alpha1.Inventory, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.clusters[cluster]
+	if c == nil || c.inventory == nil || c.streams == 0 {
+		return v1alpha1.Inventory{}, false
+	}
+	return *c.inventory.DeepCopy(), true
+}
+
+// SameInventory compares two inventories but for when they were taken.
+func SameInventory(a, b v1alpha1.Inventory) bool {
+	a.ReportedAt, b.ReportedAt = metav1.Time{}, metav1.Time{}
+	return equality.Semantic.DeepEqual(a, b)
 }
 
 // currentError is the stream's answer to an identity that Current refused: PermissionDenied

@@ -187,6 +187,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	if dl != nil {
 		streams = &delivery.Server{HeartbeatInterval: h.opts.HeartbeatInterval, Log: h.log.With("component", "delivery")}
 		h.delivery, h.deliveryAddr = streams, dl.Addr().String()
+		h.streams.Store(streams)
 		streams.Seen = func(ctx context.Context, name string) {
 			select {
 			case changes <- event.TypedGenericEvent[*v1alpha1.Cluster]{Object: &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name}}}:

@@ -121,7 +121,9 @@ type Hub struct {
 	registry    *registry.Server
 	pki         *kubeproc.PKI
 
-	delivery         *delivery.Server
+	delivery *delivery.Server
+	// streams is delivery again, for /status, which is served before the controllers start.
+	streams          atomic.Pointer[delivery.Server]
 	deliveryAddr     string
 	deliveryListener net.Listener
 
@@ -501,6 +503,8 @@ type Status struct {
 	APIServer  string            `json:"apiserver"`
 	Kubeconfig string            `json:"kubeconfig"`
 	Children   []kubeproc.Status `json:"children"`
+	// Delivery is what the agents' delivery streams cost so far (absent with --delivery-port -1).
+	Delivery *delivery.Stats `json:"delivery,omitempty"`
 }
 
 // Status reports the hub's phase and its children.
@@ -516,6 +520,10 @@ func (h *Hub) Status() Status {
 	}
 	for _, p := range h.procs {
 		s.Children = append(s.Children, p.Status())
+	}
+	if d := h.streams.Load(); d != nil {
+		st := d.Stats()
+		s.Delivery = &st
 	}
 	return s
 }

@@ -34,6 +34,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/delivery"
 	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/sim"
@@ -90,6 +91,32 @@ type ScaleResult struct {
 	APIServerRestarts int     `json:"apiserverRestarts,omitempty"`
 	RatioP99          float64 `json:"ratioP99"`
 	SimProcessMiB     float64 `json:"simProcessMiB"`
+	// IdleStream is what the delivery streams carried per cluster and second while idle;
+	// PropagationStream per cluster over the propagation (absent in runs before 2026-12-02).
+	IdleStream        *StreamCost `json:"idleStream,omitempty"`
+	PropagationStream *StreamCost `json:"propagationStream,omitempty"`
+}
+
+// StreamCost is what the agents' delivery streams carried, per cluster: bytes on the wire
+// (TLS, HTTP/2 and the messages) and messages, each way.
+type StreamCost struct {
+	BytesDown    float64 `json:"bytesDown"`
+	BytesUp      float64 `json:"bytesUp"`
+	MessagesDown float64 `json:"messagesDown"`
+	MessagesUp   float64 `json:"messagesUp"`
+}
+
+// streamCost is what the streams carried between two of the hub's counts, divided by per.
+func streamCost(before, after *delivery.Stats, per float64) *StreamCost {
+	if before == nil || after == nil || per <= 0 {
+		return nil
+	}
+	return &StreamCost{
+		BytesDown:    float64(after.BytesOut-before.BytesOut) / per,
+		BytesUp:      float64(after.BytesIn-before.BytesIn) / per,
+		MessagesDown: float64(after.MessagesOut-before.MessagesOut) / per,
+		MessagesUp:   float64(after.MessagesIn-before.MessagesIn) / per,
+	}
 }
 
 // ScaleReport is what make bench-scale writes to docs/scale.json.
@@ -310,12 +337,18 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 
 	// Idle, every agent heartbeating.
 	time.Sleep(15 * time.Second)
+	streamsBefore := h.Status().Delivery
 	res.Idle = measure(pids(), func() {
 		if !profile(cs, fmt.Sprintf("idle-%d", n), 30) {
 			time.Sleep(30 * time.Second)
 		}
 	})
+	heapProfile(cs, fmt.Sprintf("idle-%d", n))
+	res.IdleStream = streamCost(streamsBefore, h.Status().Delivery, float64(n)*res.Idle.Seconds)
 	fmt.Printf("hub idle with %d clusters: %.0f MiB, %.0f millicores %v\n", n, res.Idle.TotalMiB, res.Idle.Millicores, res.Idle.CPU)
+	if s := res.IdleStream; s != nil {
+		fmt.Printf("delivery streams idle, per cluster and second: %.0f bytes down, %.0f up; %.2f messages down, %.2f up\n", s.BytesDown, s.BytesUp, s.MessagesDown, s.MessagesUp)
+	}
 
 	// A Deployment duplicated to every cluster, placed once (not timed as propagation).
 	must(b, c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "scale"}}))
@@ -363,6 +396,7 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	staleMu.Unlock()
 	availableAt.reset()
 	var peak Usage
+	streamsBefore = h.Status().Delivery
 	peak = measure(pids(), func() {
 		before := requestCounts(cs)
 		defer func() { res.Requests = requestsSince(cs, before) }()
@@ -384,6 +418,10 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	})
 	res.Propagation = percentiles(availableAt.since(start))
 	res.DuringPropagation = peak
+	res.PropagationStream = streamCost(streamsBefore, h.Status().Delivery, float64(n))
+	if s := res.PropagationStream; s != nil {
+		fmt.Printf("delivery streams during the propagation, per cluster: %.0f bytes down, %.0f up; %.2f messages down, %.2f up\n", s.BytesDown, s.BytesUp, s.MessagesDown, s.MessagesUp)
+	}
 	fmt.Printf("template change -> Available in all %d clusters: p50 %.2fs p90 %.2fs p99 %.2fs max %.2fs (hub %.0f MiB peak, %.0f millicores %v)\n",
 		n, res.Propagation.P50, res.Propagation.P90, res.Propagation.P99, res.Propagation.Max, peak.TotalMiB, peak.Millicores, peak.CPU)
 	fmt.Printf("writes to the hub during the propagation: %v\n", res.Requests)
@@ -481,6 +519,21 @@ func requestCounts(cs kubernetes.Interface) map[string]int {
 		out[key] += int(n)
 	}
 	return out
+}
+
+// heapProfile saves a heap profile of the hub's API server to $CONVOY_SCALE_PPROF/NAME.heap.pprof,
+// when that is set: what its memory holds.
+func heapProfile(cs kubernetes.Interface, name string) {
+	dir := os.Getenv("CONVOY_SCALE_PPROF")
+	if dir == "" {
+		return
+	}
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/heap").Timeout(time.Minute).DoRaw(context.Background())
+	if err != nil {
+		fmt.Printf("heap profile %s: %v\n", name, err)
+		return
+	}
+	_ = os.WriteFile(filepath.Join(dir, name+".heap.pprof"), raw, 0o644)
 }
 
 // profile saves a CPU profile of the hub's API server to $CONVOY_SCALE_PPROF/NAME.pprof, when
@@ -744,6 +797,27 @@ func scaleMarkdown(rep ScaleReport) string {
 	fmt.Fprintf(&s, "| Clusters | Registration | Propagation |\n|---:|---|---|\n")
 	for _, r := range rep.Results {
 		fmt.Fprintf(&s, "| %d | %s | %s |\n", r.Clusters, perCluster(r.RegistrationRequests, r.Clusters), perCluster(r.Requests, r.Clusters))
+	}
+	streams := false
+	for _, r := range rep.Results {
+		streams = streams || r.IdleStream != nil || r.PropagationStream != nil
+	}
+	if streams {
+		fmt.Fprintf(&s, "\nWhat the agents' delivery streams carried per cluster, counted by the hub (bytes on the wire: TLS, HTTP/2 and the JSON messages; down is hub to agent). Idle is per second; the propagation's counts include the heartbeats sent meanwhile:\n\n")
+		fmt.Fprintf(&s, "| Clusters | Idle: bytes down / up per s | Idle: messages down / up per s | Propagation: bytes down / up | Propagation: messages down / up |\n|---:|---:|---:|---:|---:|\n")
+		cost := func(c *StreamCost, f string) string {
+			if c == nil {
+				return "not measured"
+			}
+			if f == "bytes" {
+				return fmt.Sprintf("%.0f / %.0f", c.BytesDown, c.BytesUp)
+			}
+			return fmt.Sprintf("%.2f / %.2f", c.MessagesDown, c.MessagesUp)
+		}
+		for _, r := range rep.Results {
+			fmt.Fprintf(&s, "| %d | %s | %s | %s | %s |\n", r.Clusters, cost(r.IdleStream, "bytes"), cost(r.IdleStream, "messages"),
+				cost(r.PropagationStream, "bytes"), cost(r.PropagationStream, "messages"))
+		}
 	}
 	for _, r := range rep.Results {
 		if r.APIServerRestarts > 0 {

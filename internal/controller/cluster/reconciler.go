@@ -73,8 +73,12 @@ type Reconciler struct {
 	Since time.Time
 	// Streams, when set, says when each cluster's agent last sent a message on its delivery
 	// stream (internal/delivery); an agent that has one heartbeats there, not on its Lease.
+	// It also has the inventory the agent sent there: the reconciler writes that into the
+	// status with its verdict (one write instead of the agent's and the hub's), while the
+	// stream is open; an agent without one writes its inventory itself.
 	Streams interface {
 		LastSeen(cluster string) (last time.Time, interval time.Duration, ok bool)
+		Inventory(cluster string) (v1alpha1.Inventory, bool)
 	}
 
 	mu     sync.Mutex
@@ -418,11 +422,13 @@ func backoff(n int) time.Duration {
 	return min(d, time.Minute)
 }
 
-// judge sets the Ready and Unreachable conditions from the agent's heartbeat (its delivery
-// stream's last message, or its Lease) and inventory, records
+// judge takes the inventory the agent sent on its delivery stream, if it has one, then sets
+// the Ready and Unreachable conditions from the agent's heartbeat (the stream's last message,
+// or its Lease) and inventory, records
 // an Event when the cluster becomes Unreachable or Reachable again, and says when the verdict
 // changes by itself (the instant the Lease would expire).
 func (r *Reconciler) judge(ctx context.Context, c, before *v1alpha1.Cluster) (time.Duration, error) {
+	r.streamedInventory(c)
 	var lease *coordinationv1.Lease
 	l := &coordinationv1.Lease{}
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(c.Name), Name: v1alpha1.AgentLease}, l)
@@ -456,6 +462,26 @@ func (r *Reconciler) judge(ctx context.Context, c, before *v1alpha1.Cluster) (ti
 	return v.RecheckAfter, nil
 }
 
+// streamedInventory puts into c's status the inventory its agent sent on its delivery stream,
+// when it differs from the stored one or was taken later (a refresh).
+func (r *Reconciler) streamedInventory(c *v1alpha1.Cluster) {
+	if r.Streams == nil {
+		return
+	}
+	inv, ok := r.Streams.Inventory(c.Name)
+	if !ok {
+		return
+	}
+	if stored := c.Status.Inventory; stored != nil && !inv.ReportedAt.After(stored.ReportedAt.Time) {
+		a, b := inv, *stored
+		a.ReportedAt, b.ReportedAt = metav1.Time{}, metav1.Time{}
+		if equality.Semantic.DeepEqual(a, b) {
+			return
+		}
+	}
+	c.Status.Inventory = &inv
+}
+
 func (r *Reconciler) now() time.Time {
 	if r.Clock == nil {
 		return time.Now()
@@ -464,8 +490,9 @@ func (r *Reconciler) now() time.Time {
 }
 
 // patchStatus writes what this reconciler owns of the status, with the phase derived from the
-// conditions, when it changed. It patches only the fields it changed, and it is their only
-// writer, so it needs no lock against the agent's writes of the inventory.
+// conditions, when it changed, and the inventory that came on the agent's stream. It patches
+// only the fields it changed, and it is their only writer (the inventory's while the stream is
+// open: the agent writes it only without one), so it needs no lock.
 func (r *Reconciler) patchStatus(ctx context.Context, c, before *v1alpha1.Cluster) error {
 	c.Status.ObservedGeneration = c.Generation
 	c.Status.Phase = clusterphase.Of(c)
