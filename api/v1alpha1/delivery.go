@@ -62,4 +62,7 @@ type HubMessage struct {
 	// HeartbeatInterval (a Go duration) is how often the agent must send a message; the hub
 	// counts the cluster Unreachable after its grace without one. Every HubMessage has it.
 	HeartbeatInterval string `json:"heartbeatInterval"`
+	// Inventory says the hub stores the inventory that comes on the stream; an agent whose
+	// hub does not (an older one) writes its inventory itself.
+	Inventory bool `json:"inventory,omitempty"`
 }

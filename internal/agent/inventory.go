@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/delivery"
 )
 
 const (
@@ -40,10 +41,7 @@ func (a *Agent) inventory(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		// On the delivery stream the hub writes the inventory with its verdict; without one
-		// (or while one that never opened is given up on) the agent writes it, and writes the
-		// current one again when it moves from the stream to writing.
-		c, write := a.reporter()
+		c, write := a.inventoryRoute()
 		if last == nil || !sameInventory(*last, inv) || time.Since(sent) > inventoryRefresh || write && !wrote {
 			if c != nil {
 				c.SetInventory(inv)
@@ -68,6 +66,24 @@ func (a *Agent) inventory(ctx context.Context) {
 		if !sleep(ctx, inventoryEvery) {
 			return
 		}
+	}
+}
+
+// inventoryRoute says where the inventory goes: to the delivery stream's client (nil if there
+// is none), and whether the agent also writes it itself. On a stream whose hub stores it, the
+// hub writes it with its verdict; the agent writes it when the hub offers no stream, when its
+// stream has not opened within leasePatience (as the heartbeat goes back to the Lease then),
+// and when its hub does not store it (an older hub). Once it writes, the loop writes the
+// current inventory again even if unchanged.
+func (a *Agent) inventoryRoute() (c *delivery.Client, write bool) {
+	s := a.stream.Load()
+	switch {
+	case s == nil:
+		return nil, true
+	case s.client.EverUp():
+		return s.client, !s.client.HubStoresInventory()
+	default:
+		return s.client, !a.awaitingStream()
 	}
 }
 

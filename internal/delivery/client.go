@@ -46,6 +46,8 @@ type Client struct {
 	kick             chan struct{}
 	up               bool
 	everUp           bool
+	// hubInventory says the hub of the last stream stores the inventory it is sent.
+	hubInventory bool
 }
 
 // NewClient makes a Client; Run connects it.
@@ -221,6 +223,9 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 	if perr != nil || interval < 100*time.Millisecond {
 		interval = v1alpha1.DefaultHeartbeatInterval
 	}
+	c.mu.Lock()
+	c.hubInventory = first.Inventory
+	c.mu.Unlock()
 	c.setUp(true)
 	defer c.setUp(false)
 	accepted()
@@ -283,6 +288,14 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 			tick.Reset(interval) // the report was a heartbeat too
 		}
 	}
+}
+
+// HubStoresInventory says whether the hub of the last stream that opened stores the inventory
+// sent on it (an older hub ignores it, and the agent must write it itself).
+func (c *Client) HubStoresInventory() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hubInventory
 }
 
 // EverUp says whether a stream has been open since the Client started.

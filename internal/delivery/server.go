@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
@@ -105,6 +104,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, cert tls.Certificate
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
 		grpc.ForceServerCodec(codec{}),
+		grpc.StatsHandler(&s.count),
 		grpc.MaxRecvMsgSize(maxMessage),
 		// A thousand agents' connections: small buffers, since messages are small.
 		grpc.ReadBufferSize(connBuffer), grpc.WriteBufferSize(connBuffer),
@@ -128,7 +128,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, cert tls.Certificate
 		case <-stopped:
 		}
 	}()
-	err := s.grpc.Serve(countingListener{Listener: l, c: &s.count})
+	err := s.grpc.Serve(l)
 	close(stopped)
 	if ctx.Err() != nil || errors.Is(err, grpc.ErrServerStopped) {
 		return nil
@@ -162,7 +162,6 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 	if err := stream.RecvMsg(&hello); err != nil {
 		return err
 	}
-	s.count.messagesIn.Add(1)
 	if hello.Hello == nil || hello.Hello.Cluster == "" {
 		return status.Error(codes.InvalidArgument, "the first message must say hello with the cluster's name")
 	}
@@ -174,8 +173,7 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 	}
 	if hello.Hello.Probe {
 		// Only asking whether the hub takes this identity: no heartbeat, nothing replaced.
-		s.count.messagesOut.Add(1)
-		return stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String()})
+		return stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String(), Inventory: true})
 	}
 	gen, dropped := s.open(id.Cluster, hello.Hello.Works)
 	defer s.close(id.Cluster)
@@ -186,8 +184,7 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 	if s.Seen != nil {
 		s.Seen(ctx, id.Cluster)
 	}
-	s.count.messagesOut.Add(1)
-	if err := stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String()}); err != nil {
+	if err := stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String(), Inventory: true}); err != nil {
 		return err
 	}
 	s.fold(ctx, id.Cluster, gen, hello.Reports)
@@ -197,7 +194,6 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 		if err := stream.RecvMsg(&m); err != nil {
 			return err
 		}
-		s.count.messagesIn.Add(1)
 		if now := time.Now(); now.Sub(checked) >= recheck {
 			if err := s.Auth.Current(ctx, id); err != nil {
 				log.Info("agent stream cut: its identity is no longer current", "err", err)
@@ -230,8 +226,8 @@ func (s *Server) setInventory(cluster string, gen int, inv *v1alpha1.Inventory) 
 	return true
 }
 
-// Inventory is the latest inventory that cluster's agent sent on its stream, while a stream
-// of it is open: an agent without one writes its inventory itself.
+// Inventory is the latest inventory that the newest stream of cluster's agent sent, while a
+// stream of it is open (an agent that does not send it there writes it itself).
 func (s *Server) Inventory(cluster string) (v1alpha1.Inventory, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -240,12 +236,6 @@ func (s *Server) Inventory(cluster string) (v1alpha1.Inventory, bool) {
 		return v1alpha1.Inventory{}, false
 	}
 	return *c.inventory.DeepCopy(), true
-}
-
-// SameInventory compares two inventories but for when they were taken.
-func SameInventory(a, b v1alpha1.Inventory) bool {
-	a.ReportedAt, b.ReportedAt = metav1.Time{}, metav1.Time{}
-	return equality.Semantic.DeepEqual(a, b)
 }
 
 // currentError is the stream's answer to an identity that Current refused: PermissionDenied
@@ -272,6 +262,7 @@ func (s *Server) open(cluster string, works []string) (gen int, dropped []change
 	c.gen++
 	c.last = time.Now()
 	c.forgotten = false
+	c.inventory = nil // the new stream's hello brings the agent's latest, if it has one
 	keep := make(map[string]bool, len(works))
 	for _, w := range works {
 		keep[w] = true

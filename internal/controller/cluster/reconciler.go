@@ -7,8 +7,10 @@
 // Each field of a Cluster's status has one writer. This reconciler writes the conditions
 // (Accepted, Provisioned, Ready, Unreachable), the phase derived from them
 // (internal/clusterphase), observedGeneration and endpoint, in one patch at the end of each
-// reconcile. The cluster's agent writes status.inventory, the only source of facts about the
-// member (version, nodes, capacity); nothing else writes it.
+// reconcile. status.inventory, the only source of facts about the member (version, nodes,
+// capacity), comes from the cluster's agent: on its delivery stream, from which this reconciler
+// writes it in the same patch (the Streams field), or, when the agent has no stream whose hub
+// stores it, written by the agent itself; never both at once.
 package cluster
 
 import (
@@ -73,9 +75,9 @@ type Reconciler struct {
 	Since time.Time
 	// Streams, when set, says when each cluster's agent last sent a message on its delivery
 	// stream (internal/delivery); an agent that has one heartbeats there, not on its Lease.
-	// It also has the inventory the agent sent there: the reconciler writes that into the
-	// status with its verdict (one write instead of the agent's and the hub's), while the
-	// stream is open; an agent without one writes its inventory itself.
+	// It also has the inventory the agent sent there, while the stream is open: the reconciler
+	// writes that into the status with its verdict (one write instead of the agent's and the
+	// hub's); an agent that does not send it there writes it itself.
 	Streams interface {
 		LastSeen(cluster string) (last time.Time, interval time.Duration, ok bool)
 		Inventory(cluster string) (v1alpha1.Inventory, bool)
@@ -87,9 +89,10 @@ type Reconciler struct {
 	lastConverging map[string]string
 }
 
-// SetupWithManager registers the reconciler with mgr. Its own status writes do not wake it:
-// only changes to the spec and metadata, the agent's inventory, a heartbeat that changes the
-// verdict, a bootstrap token, or the provider.
+// SetupWithManager registers the reconciler with mgr. Its own status writes do not wake it
+// (but for its writes of an inventory from the stream, once each, to no effect): only changes
+// to the spec and metadata, the agent's inventory, a heartbeat that changes the verdict, a
+// bootstrap token, or the provider.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.Cluster{}, builder.WithPredicates(notOwnStatus)).
@@ -463,7 +466,8 @@ func (r *Reconciler) judge(ctx context.Context, c, before *v1alpha1.Cluster) (ti
 }
 
 // streamedInventory puts into c's status the inventory its agent sent on its delivery stream,
-// when it differs from the stored one or was taken later (a refresh).
+// when it differs from the stored one or was taken later (a refresh), unless the stored one
+// was taken later still.
 func (r *Reconciler) streamedInventory(c *v1alpha1.Cluster) {
 	if r.Streams == nil {
 		return
@@ -472,10 +476,13 @@ func (r *Reconciler) streamedInventory(c *v1alpha1.Cluster) {
 	if !ok {
 		return
 	}
-	if stored := c.Status.Inventory; stored != nil && !inv.ReportedAt.After(stored.ReportedAt.Time) {
+	if stored := c.Status.Inventory; stored != nil {
+		if inv.ReportedAt.Before(&stored.ReportedAt) {
+			return // the agent wrote a later one itself
+		}
 		a, b := inv, *stored
 		a.ReportedAt, b.ReportedAt = metav1.Time{}, metav1.Time{}
-		if equality.Semantic.DeepEqual(a, b) {
+		if !inv.ReportedAt.After(stored.ReportedAt.Time) && equality.Semantic.DeepEqual(a, b) {
 			return
 		}
 	}
