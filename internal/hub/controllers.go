@@ -184,13 +184,14 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		return err
 	}
 	var streams *delivery.Server
+	heard := make(chan event.TypedGenericEvent[*v1alpha1.Cluster], 64)
 	if dl != nil {
 		streams = &delivery.Server{HeartbeatInterval: h.opts.HeartbeatInterval, Log: h.log.With("component", "delivery")}
 		h.delivery, h.deliveryAddr = streams, dl.Addr().String()
 		h.streams.Store(streams)
 		streams.Seen = func(ctx context.Context, name string) {
 			select {
-			case changes <- event.TypedGenericEvent[*v1alpha1.Cluster]{Object: &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name}}}:
+			case heard <- event.TypedGenericEvent[*v1alpha1.Cluster]{Object: &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name}}}:
 			case <-ctx.Done():
 			}
 		}
@@ -203,6 +204,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		Providers:        providers,
 		Recorder:         mgr.GetEventRecorder("convoy-hub"),
 		Changes:          changes,
+		Heard:            heard,
 		UnreachableAfter: h.opts.UnreachableAfter,
 		Clock:            clock.RealClock{},
 		Since:            time.Now(),

@@ -65,6 +65,10 @@ type Reconciler struct {
 	// Changes, when set, names clusters whose provider saw something change (a process
 	// crashed), so that they are reconciled at once.
 	Changes <-chan event.TypedGenericEvent[*v1alpha1.Cluster]
+	// Heard, when set, names clusters whose agent's delivery stream opened or sent an
+	// inventory: their verdict or inventory may change, so they are reconciled at once,
+	// without asking the provider (Changes does).
+	Heard <-chan event.TypedGenericEvent[*v1alpha1.Cluster]
 	// UnreachableAfter is the grace after an agent's last heartbeat; zero is the default.
 	UnreachableAfter time.Duration
 	// Clock is the time source of health verdicts; nil is the real clock.
@@ -122,6 +126,9 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return err
 		}
 		b = b.WatchesRawSource(source.Channel(changes, &handler.TypedEnqueueRequestForObject[*v1alpha1.Cluster]{}))
+	}
+	if r.Heard != nil {
+		b = b.WatchesRawSource(source.Channel(r.Heard, &handler.TypedEnqueueRequestForObject[*v1alpha1.Cluster]{}))
 	}
 	// A new bootstrap token (convoy cluster join) is handed to an agent the provider runs.
 	b = b.Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
