@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -120,5 +121,46 @@ func TestFold(t *testing.T) {
 	s.close("east")
 	if _, _, ok := s.LastSeen("east"); ok {
 		t.Fatal("a forgotten cluster stayed after its last stream ended")
+	}
+}
+
+// TestUnconfirmed: a restarted hub takes a cluster's stored Works' status as confirmed only
+// once the cluster's stream has brought every report its hello announced, or once the hub has
+// been up long enough that an agent without a stream would have been back.
+func TestUnconfirmed(t *testing.T) {
+	s := &Server{Since: time.Now()}
+	s.init()
+	ctx := context.Background()
+	if !s.Unconfirmed("east") {
+		t.Fatal("a cluster not heard since the start is confirmed")
+	}
+	gen, _ := s.open("east", []string{"shop.web", "shop.db"})
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1"}})
+	if !s.Unconfirmed("east") {
+		t.Fatal("confirmed with one of two announced reports")
+	}
+	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.db", UID: "u2"}})
+	if s.Unconfirmed("east") {
+		t.Fatal("unconfirmed with every announced report in")
+	}
+	// A stream that drops and opens again keeps what this hub was told.
+	s.close("east")
+	s.open("east", []string{"shop.web", "shop.db"})
+	if s.Unconfirmed("east") {
+		t.Fatal("unconfirmed again after a reconnect to the same hub")
+	}
+	// An agent that holds no reports confirms with its hello.
+	s.open("west", nil)
+	if s.Unconfirmed("west") {
+		t.Fatal("an agent with nothing to report left its cluster unconfirmed")
+	}
+	// After the window, the stored status counts.
+	old := &Server{Since: time.Now().Add(-confirmWindow)}
+	old.init()
+	if old.Unconfirmed("east") {
+		t.Fatal("unconfirmed after the window")
+	}
+	if (&Server{}).Unconfirmed("east") {
+		t.Fatal("a Server without a start time left a cluster unconfirmed")
 	}
 }

@@ -54,7 +54,10 @@ type Server struct {
 	// with the stream's context; reach says whether the report, new or old, has a Service's
 	// reach.
 	Reported func(ctx context.Context, cluster, work string, reach bool)
-	Log      *slog.Logger
+	// Since is when the hub started; zero means every cluster's stored Work status is taken
+	// as confirmed (see Unconfirmed).
+	Since time.Time
+	Log   *slog.Logger
 
 	mu       sync.RWMutex
 	clusters map[string]*clusterState
@@ -72,7 +75,11 @@ type clusterState struct {
 	gen       int // the newest stream's number
 	reports   map[string]*v1alpha1.WorkReport
 	inventory *v1alpha1.Inventory // the newest stream's latest
-	forgotten bool                // the Cluster is gone: drop it when its last stream ends
+	// awaiting are the Works whose reports the newest stream's hello announced and that have
+	// not come yet, until synced: every announced report has come once since the hub started.
+	awaiting  map[string]bool
+	synced    bool
+	forgotten bool // the Cluster is gone: drop it when its last stream ends
 }
 
 // recheck is how often a stream's identity is checked again (a revocation cuts it).
@@ -263,6 +270,13 @@ func (s *Server) open(cluster string, works []string) (gen int, dropped []change
 	c.last = time.Now()
 	c.forgotten = false
 	c.inventory = nil // the new stream's hello brings the agent's latest, if it has one
+	if !c.synced {
+		c.awaiting = make(map[string]bool, len(works))
+		for _, w := range works {
+			c.awaiting[w] = true
+		}
+		c.synced = len(works) == 0
+	}
 	keep := make(map[string]bool, len(works))
 	for _, w := range works {
 		keep[w] = true
@@ -310,6 +324,10 @@ func (s *Server) fold(ctx context.Context, cluster string, gen int, reports []v1
 	}
 	for i := range reports {
 		r := &reports[i]
+		if !c.synced {
+			delete(c.awaiting, r.Work)
+			c.synced = len(c.awaiting) == 0
+		}
 		old := c.reports[r.Work]
 		switch {
 		case r.Gone:
@@ -335,6 +353,27 @@ func (s *Server) fold(ctx context.Context, cluster string, gen int, reports []v1
 	default:
 	}
 	s.notify(ctx, cluster, changed)
+}
+
+// confirmWindow is how long after the hub starts a cluster's stored Work status counts as
+// unconfirmed until its agent's stream has brought its reports again: agents reconnect within
+// 10 s of a hub's start (their backoff cap) and send their reports at once. An agent without a
+// stream never confirms; its stored status counts once the window has passed.
+const confirmWindow = 30 * time.Second
+
+// Unconfirmed says whether what is stored of cluster's Works' status may be behind what its
+// agent reported to an earlier run of the hub (stored at the Persister's pace): the hub started
+// less than confirmWindow ago and the cluster's stream has not brought every report its agent
+// holds yet. A rollout neither pauses nor passes a wave on such a status (rollout.Cluster's
+// Unknown).
+func (s *Server) Unconfirmed(cluster string) bool {
+	if s.Since.IsZero() || time.Since(s.Since) >= confirmWindow {
+		return false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.clusters[cluster]
+	return c == nil || !c.synced
 }
 
 // change is a Work whose report changed, and whether the report, new or old, has a reach.

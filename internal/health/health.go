@@ -41,9 +41,26 @@ type Verdict struct {
 
 // AfterRestart adjusts a Lease and the grace for a hub that started at since: a heartbeat
 // from before then is taken as one at since, with ReconnectGrace more to wait, unless the
-// cluster was Unreachable already. It is pure.
-func AfterRestart(lease *coordinationv1.Lease, unreachable bool, since time.Time, grace time.Duration) (*coordinationv1.Lease, time.Duration) {
-	if lease == nil || lease.Spec.RenewTime == nil || unreachable || !lease.Spec.RenewTime.Time.Before(since) {
+// cluster was Unreachable already. heard says the verdict stored before (the Unreachable
+// condition, False because the agent heartbeats) vouches for a heartbeat the Lease does not
+// show: an agent on its delivery stream renews no Lease, and its stream's messages are known
+// only to the hub that received them. It is pure.
+func AfterRestart(lease *coordinationv1.Lease, heard, unreachable bool, since time.Time, grace time.Duration) (*coordinationv1.Lease, time.Duration) {
+	if unreachable {
+		return lease, grace
+	}
+	if lease == nil || lease.Spec.RenewTime == nil {
+		if !heard {
+			return lease, grace
+		}
+		out := &coordinationv1.Lease{}
+		if lease != nil {
+			out = lease.DeepCopy()
+		}
+		out.Spec.RenewTime = &metav1.MicroTime{Time: since}
+		return out, grace + ReconnectGrace
+	}
+	if !lease.Spec.RenewTime.Time.Before(since) {
 		return lease, grace
 	}
 	lease = lease.DeepCopy()
@@ -78,16 +95,17 @@ func Judge(lease *coordinationv1.Lease, inv *v1alpha1.Inventory, grace time.Dura
 }
 
 // Assess is the verdict on a cluster as the hub sees it: its agent's Lease (nil if none), its
-// last inventory, whether it was Unreachable already, when this hub began to receive
+// last inventory, whether the verdict before said it heartbeats (wasHeard) or that it was
+// Unreachable already, when this hub began to receive
 // heartbeats (since), the hub's grace (unreachableAfter; zero is the default) and the time.
 // The grace is never shorter than the Lease's own duration: in a large fleet agents heartbeat
 // less often (v1alpha1.FleetHeartbeatInterval) and say so there.
-func Assess(lease *coordinationv1.Lease, inv *v1alpha1.Inventory, wasUnreachable bool, since time.Time, unreachableAfter time.Duration, now time.Time) Verdict {
+func Assess(lease *coordinationv1.Lease, inv *v1alpha1.Inventory, wasHeard, wasUnreachable bool, since time.Time, unreachableAfter time.Duration, now time.Time) Verdict {
 	grace := unreachableAfter
 	if grace == 0 {
 		grace = DefaultUnreachableAfter
 	}
-	lease, grace = AfterRestart(lease, wasUnreachable, since, grace)
+	lease, grace = AfterRestart(lease, wasHeard, wasUnreachable, since, grace)
 	if lease != nil && lease.Spec.LeaseDurationSeconds != nil {
 		grace = max(grace, time.Duration(*lease.Spec.LeaseDurationSeconds)*time.Second)
 	}

@@ -77,13 +77,24 @@ func TestAfterRestart(t *testing.T) {
 		{"heard after the restart: the normal grace", at(start.Add(time.Second)), false, start.Add(time.Second + grace + time.Millisecond), true},
 	}
 	for _, tc := range cases {
-		l, g := AfterRestart(tc.lease, tc.unreachable, start, grace)
+		l, g := AfterRestart(tc.lease, !tc.unreachable, tc.unreachable, start, grace)
 		if v := Judge(l, healthy, g, tc.now); v.Unreachable != tc.want {
 			t.Errorf("%s: Unreachable = %v, want %v (%s)", tc.name, v.Unreachable, tc.want, v.Message)
 		}
 	}
-	if l, g := AfterRestart(nil, false, start, grace); l != nil || g != grace {
-		t.Errorf("no lease: got %v, %s", l, g)
+	if l, g := AfterRestart(nil, false, false, start, grace); l != nil || g != grace {
+		t.Errorf("no lease, never heard: got %v, %s", l, g)
+	}
+	// An agent on its delivery stream renews no Lease: the verdict stored before vouches for
+	// its heartbeat, which counts as one at the hub's start.
+	for _, tc := range []struct {
+		now  time.Time
+		want bool
+	}{{start.Add(time.Second), false}, {start.Add(grace + ReconnectGrace), false}, {start.Add(grace + ReconnectGrace + time.Millisecond), true}} {
+		l, g := AfterRestart(nil, true, false, start, grace)
+		if v := Judge(l, healthy, g, tc.now); v.Unreachable != tc.want {
+			t.Errorf("no Lease, heard before the restart, %s after it: Unreachable = %v, want %v (%s)", tc.now.Sub(start), v.Unreachable, tc.want, v.Message)
+		}
 	}
 }
 
@@ -123,10 +134,10 @@ func TestStreamed(t *testing.T) {
 	}
 	// A stream whose messages stop makes the cluster Unreachable after its grace, as a Lease does.
 	l := Streamed(nil, now.Add(-7*time.Second), 2*time.Second, true)
-	if v := Assess(l, &v1alpha1.Inventory{APIHealthy: true}, false, now.Add(-time.Hour), 0, now); !v.Unreachable {
+	if v := Assess(l, &v1alpha1.Inventory{APIHealthy: true}, true, false, now.Add(-time.Hour), 0, now); !v.Unreachable {
 		t.Fatalf("7 s of silence on a 2 s stream: %+v, want Unreachable", v)
 	}
-	if v := Assess(Streamed(nil, now.Add(-5*time.Second), 2*time.Second, true), &v1alpha1.Inventory{APIHealthy: true}, false, now.Add(-time.Hour), 0, now); !v.Ready {
+	if v := Assess(Streamed(nil, now.Add(-5*time.Second), 2*time.Second, true), &v1alpha1.Inventory{APIHealthy: true}, true, false, now.Add(-time.Hour), 0, now); !v.Ready {
 		t.Fatalf("5 s of silence on a 2 s stream: %+v, want Ready", v)
 	}
 }

@@ -64,6 +64,10 @@ type Input struct {
 	Clusters []scheduler.Cluster
 	// Works are the Placement's Works as they are, by cluster.
 	Works map[string]*v1alpha1.Work
+	// Unconfirmed names the clusters whose Works' status may be behind what their agents
+	// reported (a restarted hub whose agent has not reported again): a rollout takes them as
+	// Unknown, neither Available nor regressed.
+	Unconfirmed map[string]bool
 	// Revisions are the templates of stored revisions, by hash: the rollout's target and stable
 	// revision when they are not the templates' own. A missing one leaves the clusters that
 	// run it as they are.

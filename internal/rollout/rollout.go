@@ -59,6 +59,11 @@ type Cluster struct {
 	Available bool
 	// Lost is true when the cluster is Unreachable or not Ready.
 	Lost bool
+	// Unknown is true when the hub does not know yet how the cluster is: a restarted hub
+	// whose agent has not reported again (what is stored of its Work may be behind what the
+	// agent reported to the hub before). It is neither Available nor a regression: a gate or
+	// a soak waits for it, and no wave is paused for it.
+	Unknown bool
 }
 
 // State is persisted in the Placement's status between decisions.
@@ -165,7 +170,7 @@ func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands,
 		unavailable, lost := gate(w, by, st.Target)
 		if st.Phase == Progressing {
 			if len(unavailable) > w.MaxUnavailable {
-				if s.ProgressDeadline > 0 && now.Sub(st.WaveStarted) >= s.ProgressDeadline {
+				if s.ProgressDeadline > 0 && now.Sub(st.WaveStarted) >= s.ProgressDeadline && len(known(unavailable, by)) > w.MaxUnavailable {
 					st.Phase = Paused
 					gate := ""
 					if w.Gate != "" {
@@ -193,9 +198,13 @@ func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands,
 			}
 		}
 		if st.Phase == Soaking {
-			if len(unavailable) > w.MaxUnavailable {
-				st.Phase, st.Message = Paused, fmt.Sprintf("health regressed in wave %s while soaking: %s", w.Name, strings.Join(unavailable, ", "))
+			if bad := known(unavailable, by); len(bad) > w.MaxUnavailable {
+				st.Phase, st.Message = Paused, fmt.Sprintf("health regressed in wave %s while soaking: %s", w.Name, strings.Join(bad, ", "))
 				ev("rollout paused: %s", st.Message)
+				break
+			}
+			if len(unavailable) > w.MaxUnavailable {
+				st.Message = fmt.Sprintf("wave %s soaking: waiting for the reports of %s", w.Name, strings.Join(unknownOf(unavailable, by), ", "))
 				break
 			}
 			if left := st.SoakStarted.Add(w.Soak).Sub(now); left > 0 {
@@ -265,8 +274,8 @@ func resolve(waves []Wave, clusters []Cluster) []Wave {
 	return out
 }
 
-// gate lists the wave's clusters that are not Available at the target (lost ones included),
-// and the lost ones.
+// gate lists the wave's clusters that are not Available at the target (lost and unknown
+// ones included), and the lost ones.
 func gate(w Wave, by map[string]Cluster, target string) (unavailable, lost []string) {
 	for _, name := range w.Clusters {
 		c := by[name]
@@ -274,11 +283,35 @@ func gate(w Wave, by map[string]Cluster, target string) (unavailable, lost []str
 		case c.Lost:
 			unavailable = append(unavailable, name+" (lost)")
 			lost = append(lost, name)
+		case c.Unknown:
+			unavailable = append(unavailable, name+" (no report yet)")
 		case c.Revision != target || !c.Available:
 			unavailable = append(unavailable, name)
 		}
 	}
 	return unavailable, lost
+}
+
+// known keeps the entries of gate's list whose clusters' state is known.
+func known(unavailable []string, by map[string]Cluster) []string {
+	var out []string
+	for _, u := range unavailable {
+		if name, _, _ := strings.Cut(u, " "); !by[name].Unknown {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// unknownOf keeps the names of gate's list whose clusters' state is unknown.
+func unknownOf(unavailable []string, by map[string]Cluster) []string {
+	var out []string
+	for _, u := range unavailable {
+		if name, _, _ := strings.Cut(u, " "); by[name].Unknown {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // regressed names a finished wave whose clusters, reachable and at the target, stopped being
@@ -287,7 +320,7 @@ func regressed(done []Wave, by map[string]Cluster, target string) string {
 	for _, w := range done {
 		var bad []string
 		for _, name := range w.Clusters {
-			if c := by[name]; !c.Lost && c.Revision == target && !c.Available {
+			if c := by[name]; !c.Lost && !c.Unknown && c.Revision == target && !c.Available {
 				bad = append(bad, name)
 			}
 		}

@@ -70,6 +70,8 @@ func TestTranscripts(t *testing.T) {
 							c.Available = true
 						case f == "lost":
 							c.Lost = true
+						case f == "unknown":
+							c.Unknown = true
 						}
 					}
 					observed[c.Name] = c

@@ -453,7 +453,7 @@ func (r *Reconciler) judge(ctx context.Context, c, before *v1alpha1.Cluster) (ti
 		lease = health.Streamed(lease, last, interval, ok)
 	}
 	wasUnreachable := meta.IsStatusConditionTrue(before.Status.Conditions, v1alpha1.ClusterUnreachableCondition)
-	v := health.Assess(lease, c.Status.Inventory, wasUnreachable, r.Since, r.UnreachableAfter, r.now())
+	v := health.Assess(lease, c.Status.Inventory, heartbeating(before), wasUnreachable, r.Since, r.UnreachableAfter, r.now())
 	r.setCondition(c, v1alpha1.ClusterReadyCondition, v.Ready, v.ReadyReason, v.Message)
 	msg := "the agent heartbeats"
 	switch {

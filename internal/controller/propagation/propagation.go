@@ -52,6 +52,10 @@ import (
 	"github.com/convoy-dev/convoy/internal/scheduler"
 )
 
+// unconfirmedRecheck is how often a Placement with clusters whose status is not confirmed yet
+// (Reports.Unconfirmed) is looked at again.
+const unconfirmedRecheck = 2 * time.Second
+
 // Reconciler reconciles Placements.
 type Reconciler struct {
 	Client    client.Client
@@ -61,8 +65,11 @@ type Reconciler struct {
 	Clock clock.PassiveClock
 	// Reports, when set, gives each Work with the status its agent last reported on its
 	// delivery stream (internal/delivery), which the stored status may lag behind.
+	// It also says which clusters' stored status a restarted hub has not had confirmed by
+	// their agents yet.
 	Reports interface {
 		Overlay(w *v1alpha1.Work) *v1alpha1.Work
+		Unconfirmed(cluster string) bool
 	}
 
 	changed  chan event.TypedGenericEvent[*v1alpha1.Placement]
@@ -262,6 +269,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if in.Works, err = r.works(ctx, p); err != nil {
 		return ctrl.Result{}, err
 	}
+	if r.Reports != nil && p.Spec.Rollout != nil {
+		for name := range in.Works {
+			if r.Reports.Unconfirmed(name) {
+				if in.Unconfirmed == nil {
+					in.Unconfirmed = map[string]bool{}
+				}
+				in.Unconfirmed[name] = true
+			}
+		}
+	}
 	var live map[string]*unstructured.Unstructured
 	in.Templates, live, in.SelectErr = r.selectTemplates(ctx, p)
 	if in.Clusters, err = r.snapshot(ctx); err != nil {
@@ -301,7 +318,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if writeErr != nil {
 		return ctrl.Result{}, writeErr
 	}
-	return ctrl.Result{RequeueAfter: out.RecheckAfter}, nil
+	requeue := out.RecheckAfter
+	if len(in.Unconfirmed) > 0 && (requeue == 0 || requeue > unconfirmedRecheck) {
+		// Their agents' reports wake the Placement; an agent without a stream never sends one,
+		// and its stored status counts once the hub has been up a while.
+		requeue = unconfirmedRecheck
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
 // write makes the plan's Work writes and removals, a few at a time: Works are independent
