@@ -43,6 +43,10 @@ type Options struct {
 	HubURL string
 	// HubCA is the PEM certificate authority of the hub's API server.
 	HubCA []byte
+	// DeliveryAddr, HOST:PORT, is where the agent reaches the hub's delivery stream when that
+	// is not HubURL's host at the port the hub's settings give (a proxy or a port mapping
+	// between them). The hub's certificate is checked for HubURL's host either way.
+	DeliveryAddr string
 	// BootstrapTokenFile holds a bootstrap token from `convoy cluster join`; the agent reads
 	// it when it has no working identity.
 	BootstrapTokenFile string

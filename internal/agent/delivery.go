@@ -121,10 +121,14 @@ func (a *Agent) switchDelivery(ctx context.Context, port string) {
 	sctx, cancel := context.WithCancel(ctx)
 	s := &stream{client: c, port: port, cancel: cancel, done: make(chan struct{}), since: time.Now()}
 	a.stream.Store(s)
-	a.log.Info("using the hub's delivery stream for heartbeats and status", "port", port)
+	a.log.Info("using the hub's delivery stream for heartbeats and status", "port", port, "addr", a.opts.DeliveryAddr)
+	addr := net.JoinHostPort(u.Hostname(), port)
+	if a.opts.DeliveryAddr != "" {
+		addr = a.opts.DeliveryAddr
+	}
 	go func() {
 		defer close(s.done)
-		c.Run(sctx, net.JoinHostPort(u.Hostname(), port), u.Hostname())
+		c.Run(sctx, addr, u.Hostname())
 	}()
 	// A stream that does not open in time: the agent writes its Works' status itself from
 	// then on, and looks at every Work again to write what it only reported so far.

@@ -102,6 +102,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 	f.StringVar(&o.Cluster, "cluster", "", "name of this cluster on the hub")
 	f.StringVar(&o.HubURL, "hub-url", "", "URL of the hub's API server")
 	f.StringVar(&caFile, "hub-ca-file", "", "the hub's CA certificate (PEM)")
+	f.StringVar(&o.DeliveryAddr, "delivery-addr", "", "HOST:PORT of the hub's delivery stream, when the agent reaches it elsewhere than at --hub-url's host and the port the hub names (a proxy or port mapping)")
 	f.StringVar(&o.BootstrapTokenFile, "bootstrap-token-file", "", "file with a bootstrap token from `convoy cluster join`")
 	f.StringVar(&token, "bootstrap-token", "", "a bootstrap token from `convoy cluster join` (stored in --state-dir)")
 	f.StringVar(&o.StateDir, "state-dir", "", "directory where the agent keeps its identity")

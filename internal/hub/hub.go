@@ -503,8 +503,10 @@ type Status struct {
 	APIServer  string            `json:"apiserver"`
 	Kubeconfig string            `json:"kubeconfig"`
 	Children   []kubeproc.Status `json:"children"`
-	// Delivery is what the agents' delivery streams cost so far (absent with --delivery-port -1).
-	Delivery *delivery.Stats `json:"delivery,omitempty"`
+	// DeliveryAddr is the agents' delivery stream's address, and Delivery what the streams
+	// cost so far (both absent with --delivery-port -1).
+	DeliveryAddr string          `json:"deliveryAddr,omitempty"`
+	Delivery     *delivery.Stats `json:"delivery,omitempty"`
 }
 
 // Status reports the hub's phase and its children.
@@ -523,7 +525,7 @@ func (h *Hub) Status() Status {
 	}
 	if d := h.streams.Load(); d != nil {
 		st := d.Stats()
-		s.Delivery = &st
+		s.Delivery, s.DeliveryAddr = &st, h.deliveryAddr
 	}
 	return s
 }

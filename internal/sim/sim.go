@@ -28,6 +28,8 @@ type Options struct {
 	// HubURL and HubCA reach the hub's API server.
 	HubURL string
 	HubCA  []byte
+	// DeliveryAddr is the agents' agent.Options.DeliveryAddr: empty for the hub's own.
+	DeliveryAddr string
 	// StateDir holds one directory per cluster with its agent's identity.
 	StateDir string
 	// AvailableAfter is how long a simulated workload takes to become available.
@@ -93,7 +95,7 @@ func (f *Fleet) Start(ctx context.Context, name, bootstrapToken string) (*Cluste
 	ctx, cancel := context.WithCancel(ctx)
 	c.cancel, c.done, c.started = cancel, make(chan struct{}), time.Now()
 	o := agent.Options{
-		Cluster: name, HubURL: f.opts.HubURL, HubCA: f.opts.HubCA,
+		Cluster: name, HubURL: f.opts.HubURL, HubCA: f.opts.HubCA, DeliveryAddr: f.opts.DeliveryAddr,
 		BootstrapTokenFile: tokenFile, StateDir: dir, Member: c.Member,
 		HubQPS: f.opts.HubQPS, Version: f.opts.Version, Log: f.opts.Log,
 	}

@@ -95,7 +95,13 @@ func TestPartitionedAgent(t *testing.T) {
 	// The fourth cluster's agent reaches the hub through the partition.
 	hubAddr := h.Config.Host[len("https://"):]
 	cutOff := newPartition(t, hubAddr)
-	isolated := sim.NewFleet(sim.Options{HubURL: "https://" + cutOff.addr(), HubCA: h.Config.CAData, StateDir: t.TempDir(),
+	// The agent's delivery stream goes through the same cut as its API connections.
+	streamAddr := h.Status().DeliveryAddr
+	if streamAddr == "" {
+		t.Fatal("the hub serves no delivery stream")
+	}
+	cutOffStream := newPartition(t, streamAddr)
+	isolated := sim.NewFleet(sim.Options{HubURL: "https://" + cutOff.addr(), DeliveryAddr: cutOffStream.addr(), HubCA: h.Config.CAData, StateDir: t.TempDir(),
 		AvailableAfter: 100 * time.Millisecond, Version: "chaos"})
 	t.Cleanup(isolated.StopAll)
 	const lonely = "part-lonely"
@@ -147,6 +153,7 @@ func TestPartitionedAgent(t *testing.T) {
 	eventually(t, "2 replicas on each of 4 clusters", 2*time.Minute, even)
 
 	cutOff.setCut(true)
+	cutOffStream.setCut(true)
 	t.Log("partition cut")
 	eventually(t, "the cut-off cluster Unreachable", time.Minute, func() (bool, error) {
 		return phase(lonely) == v1alpha1.ClusterUnreachable, fmt.Errorf("phase %s", phase(lonely))
@@ -168,6 +175,7 @@ func TestPartitionedAgent(t *testing.T) {
 	}
 
 	cutOff.setCut(false)
+	cutOffStream.setCut(false)
 	healed := time.Now()
 	t.Log("partition healed")
 	eventually(t, "the cluster Ready again", time.Minute, func() (bool, error) {
