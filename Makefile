@@ -53,7 +53,8 @@ test: deps all verify-generated
 	@$(MAKE) --no-print-directory test-chaos
 
 ## test-chaos: the fault tests (the hub killed in rollouts, down for a minute under 100
-## clusters, a partitioned agent, invalid input in bulk, agent isolation) and fuzzing of the
+## clusters, restarted under 1,000 reconnecting at once, a partitioned agent, invalid input in
+## bulk, agent isolation) and fuzzing of the
 ## scheduler and of manifest decoding from their committed seed corpora
 test-chaos: all
 	$(GO) test -tags chaos -count=1 -v -timeout 30m ./test/chaos/

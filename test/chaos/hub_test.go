@@ -1,8 +1,8 @@
 //go:build chaos
 
 // Package chaos holds Convoy's fault tests, run by `make test-chaos`: the hub killed with
-// SIGKILL in the middle of rollouts, the hub down for a minute under a hundred clusters, an
-// agent cut off from the hub, invalid input in bulk, and the isolation of agents from each
+// SIGKILL in the middle of rollouts, the hub down for a minute under a hundred clusters, the
+// hub restarted under a thousand clusters reconnecting at once, an agent cut off from the hub, invalid input in bulk, and the isolation of agents from each
 // other. They run the real hub (its API server and kine from bin/) and simulated members
 // (internal/sim, each running the real agent). Nothing imports this package.
 package chaos
