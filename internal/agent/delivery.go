@@ -121,11 +121,11 @@ func (a *Agent) switchDelivery(ctx context.Context, port string) {
 	sctx, cancel := context.WithCancel(ctx)
 	s := &stream{client: c, port: port, cancel: cancel, done: make(chan struct{}), since: time.Now()}
 	a.stream.Store(s)
-	a.log.Info("using the hub's delivery stream for heartbeats and status", "port", port, "addr", a.opts.DeliveryAddr)
 	addr := net.JoinHostPort(u.Hostname(), port)
 	if a.opts.DeliveryAddr != "" {
 		addr = a.opts.DeliveryAddr
 	}
+	a.log.Info("using the hub's delivery stream for heartbeats and status", "addr", addr)
 	go func() {
 		defer close(s.done)
 		c.Run(sctx, addr, u.Hostname())

@@ -163,11 +163,12 @@ func (c *Client) dial(addr, serverName string) (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{}), grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		// gRPC's own reconnection backs off up to 120 s by default: after a hub outage of a
-		// minute an agent would wait that long for its connection however often Run asks for
-		// a stream. Capped like the agent's other attempts, every agent is back within
-		// maxBackoff of the hub's return.
+		// minute an agent would wait that long for its connection. Capped so that with its 20%
+		// jitter it stays within maxBackoff, and with the stream waiting for the connection
+		// (WaitForReady) rather than failing beside it, every agent is back within maxBackoff
+		// of the hub's return.
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           grpcbackoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff},
+			Backoff:           grpcbackoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxBackoff * 5 / 6},
 			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithReadBufferSize(connBuffer), grpc.WithWriteBufferSize(connBuffer),
@@ -196,7 +197,9 @@ var ErrRefused = errors.New("the hub refused the agent's stream")
 func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted func()) (opened bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := conn.NewStream(ctx, &streamDesc, syncMethod, grpc.PerRPCCredentials(bearer(c.Token)))
+	// The stream waits for the connection, which gRPC re-establishes as soon as its backoff
+	// allows: failing at once instead would add Run's own backoff to gRPC's.
+	s, err := conn.NewStream(ctx, &streamDesc, syncMethod, grpc.PerRPCCredentials(bearer(c.Token)), grpc.WaitForReady(true))
 	if err != nil {
 		return false, err
 	}

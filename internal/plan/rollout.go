@@ -68,7 +68,7 @@ func (pl *planner) rollout(d scheduler.Decision) map[string]string {
 	}
 	var observed []rollout.Cluster
 	for _, ch := range d.Clusters {
-		c := rollout.Cluster{Name: ch.Name, Lost: !ch.Healthy, Unknown: pl.in.Unconfirmed[ch.Name]}
+		c := rollout.Cluster{Name: ch.Name, Lost: !ch.Healthy, Unknown: ch.Healthy && pl.in.Unconfirmed[ch.Name]}
 		if w := pl.in.Works[ch.Name]; w != nil {
 			c.Revision = w.Annotations[v1alpha1.AnnotationRevision]
 			c.Available = current(w) && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkAvailable) && gateHolds(w, gateOf[ch.Name], p.Namespace)

@@ -59,10 +59,12 @@ type Cluster struct {
 	Available bool
 	// Lost is true when the cluster is Unreachable or not Ready.
 	Lost bool
-	// Unknown is true when the hub does not know yet how the cluster is: a restarted hub
-	// whose agent has not reported again (what is stored of its Work may be behind what the
-	// agent reported to the hub before). It is neither Available nor a regression: a gate or
-	// a soak waits for it, and no wave is paused for it.
+	// Unknown is true when the hub does not know yet how a reachable cluster is: a restarted
+	// hub whose agent has not reported again (what is stored of its Work may be behind what
+	// the agent reported to the hub before). It is neither Available nor a regression: a gate
+	// counts it as not Available (within the wave's budget, as a lost cluster), a soak does
+	// not finish while it is beyond the budget, and no wave is paused for it, by health or by
+	// the progress deadline.
 	Unknown bool
 }
 
@@ -170,13 +172,13 @@ func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands,
 		unavailable, lost := gate(w, by, st.Target)
 		if st.Phase == Progressing {
 			if len(unavailable) > w.MaxUnavailable {
-				if s.ProgressDeadline > 0 && now.Sub(st.WaveStarted) >= s.ProgressDeadline && len(known(unavailable, by)) > w.MaxUnavailable {
+				if bad := known(unavailable, by); s.ProgressDeadline > 0 && now.Sub(st.WaveStarted) >= s.ProgressDeadline && len(bad) > w.MaxUnavailable {
 					st.Phase = Paused
 					gate := ""
 					if w.Gate != "" {
 						gate = " (with " + w.Gate + ")"
 					}
-					st.Message = fmt.Sprintf("wave %s not Available%s within %s: %s", w.Name, gate, s.ProgressDeadline, strings.Join(unavailable, ", "))
+					st.Message = fmt.Sprintf("wave %s not Available%s within %s: %s", w.Name, gate, s.ProgressDeadline, strings.Join(bad, ", "))
 					ev("rollout paused: %s", st.Message)
 					break
 				}
@@ -185,8 +187,8 @@ func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands,
 					need += " and " + w.Gate
 				}
 				st.Message = fmt.Sprintf("wave %s: waiting for %s (%s needed in all but %d)", w.Name, strings.Join(unavailable, ", "), need, w.MaxUnavailable)
-				if s.ProgressDeadline > 0 {
-					d.RecheckAfter = st.WaveStarted.Add(s.ProgressDeadline).Sub(now)
+				if left := st.WaveStarted.Add(s.ProgressDeadline).Sub(now); s.ProgressDeadline > 0 && left > 0 {
+					d.RecheckAfter = left
 				}
 				break
 			}

@@ -459,7 +459,7 @@ func (r *Reconciler) judge(ctx context.Context, c, before *v1alpha1.Cluster) (ti
 	switch {
 	case v.Unreachable:
 		msg = v.Message
-	case lease == nil:
+	case v.UnreachableReason != health.ReasonHeartbeating:
 		msg = "the agent has not joined yet"
 	}
 	r.setCondition(c, v1alpha1.ClusterUnreachableCondition, v.Unreachable, v.UnreachableReason, msg)
