@@ -76,7 +76,9 @@ type Agent struct {
 	hubCache cache.Cache   // Works and the agent's settings, in the cluster's namespace only
 	hubCS    kubernetes.Interface
 
-	stream    atomic.Pointer[stream] // the delivery stream, once the hub offers one
+	stream atomic.Pointer[stream] // the delivery stream, once the hub offers one
+	// inv is the latest inventory taken, which a new delivery stream's client starts with.
+	inv       atomic.Pointer[v1alpha1.Inventory]
 	lastCheck atomic.Int64           // unix nanoseconds of the last checkIdentity
 	requeue   atomic.Pointer[func()] // the Work controller's requeueAll, once it runs
 }
@@ -181,6 +183,10 @@ func Run(ctx context.Context, o Options) error {
 	// decides before it heartbeats or reports anything, so that one writer reports each thing.
 	// (The cache refuses reads until it has started.)
 	a.hubCache.WaitForCacheSync(ctx)
+	// The first inventory goes with the stream's hello, so that the hub judges the cluster
+	// with it at once: one status write for the verdict and the inventory together.
+	first := a.observe(ctx)
+	a.inv.Store(&first)
 	if port, ok := a.deliveryPort(ctx); ok {
 		a.switchDelivery(ctx, port)
 	}

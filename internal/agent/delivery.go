@@ -117,6 +117,9 @@ func (a *Agent) switchDelivery(ctx context.Context, port string) {
 	if c == nil {
 		c = delivery.NewClient(a.opts.Cluster, a.opts.Version, a.opts.HubCA, a.id.token, a.log.With("component", "delivery"))
 		c.OnRefused = func(error) { a.checkIdentity(ctx) }
+		if inv := a.inv.Load(); inv != nil {
+			c.SetInventory(*inv)
+		}
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	s := &stream{client: c, port: port, cancel: cancel, done: make(chan struct{}), since: time.Now()}

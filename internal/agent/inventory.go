@@ -31,13 +31,15 @@ const (
 // inventory reports the member to the hub when what it reports changes, looking at most
 // every two seconds: on the delivery stream, or by writing it into the Cluster's status.
 func (a *Agent) inventory(ctx context.Context) {
-	var last *v1alpha1.Inventory
-	var sent time.Time
+	// The first one, taken before the stream started, is with the stream's client already.
+	last, sent := a.inv.Load(), time.Now()
+	if s := a.stream.Load(); s == nil || last == nil {
+		last = nil
+	}
 	var wrote bool // the last one was written, not only sent on the stream
 	fails := 0
 	for {
-		inv := a.opts.Member.Observe(ctx)
-		inv.AgentVersion, inv.ReportedAt = a.opts.Version, metav1.Now()
+		inv := a.observe(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -62,6 +64,7 @@ func (a *Agent) inventory(ctx context.Context) {
 			}
 			fails = 0
 			last, sent, wrote = &inv, time.Now(), write
+			a.inv.Store(&inv)
 		}
 		if !sleep(ctx, inventoryEvery) {
 			return
@@ -85,6 +88,13 @@ func (a *Agent) inventoryRoute() (c *delivery.Client, write bool) {
 	default:
 		return s.client, !a.awaitingStream()
 	}
+}
+
+// observe takes the member's inventory now.
+func (a *Agent) observe(ctx context.Context) v1alpha1.Inventory {
+	inv := a.opts.Member.Observe(ctx)
+	inv.AgentVersion, inv.ReportedAt = a.opts.Version, metav1.Now()
+	return inv
 }
 
 // observeKube builds a real member's inventory from listers of its nodes and pods and a

@@ -344,7 +344,6 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 		}
 	})
 	res.IdleStream = streamCost(streamsBefore, h.Status().Delivery, float64(n)*res.Idle.Seconds)
-	heapProfile(cs, fmt.Sprintf("idle-%d", n))
 	fmt.Printf("hub idle with %d clusters: %.0f MiB, %.0f millicores %v\n", n, res.Idle.TotalMiB, res.Idle.Millicores, res.Idle.CPU)
 	if s := res.IdleStream; s != nil {
 		fmt.Printf("delivery streams idle, per cluster and second: %.0f bytes down, %.0f up; %.2f messages down, %.2f up\n", s.BytesDown, s.BytesUp, s.MessagesDown, s.MessagesUp)
@@ -519,21 +518,6 @@ func requestCounts(cs kubernetes.Interface) map[string]int {
 		out[key] += int(n)
 	}
 	return out
-}
-
-// heapProfile saves a heap profile of the hub's API server to $CONVOY_SCALE_PPROF/NAME.heap.pprof,
-// when that is set: what its memory holds.
-func heapProfile(cs kubernetes.Interface, name string) {
-	dir := os.Getenv("CONVOY_SCALE_PPROF")
-	if dir == "" {
-		return
-	}
-	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/heap").Timeout(time.Minute).DoRaw(context.Background())
-	if err != nil {
-		fmt.Printf("heap profile %s: %v\n", name, err)
-		return
-	}
-	_ = os.WriteFile(filepath.Join(dir, name+".heap.pprof"), raw, 0o644)
 }
 
 // profile saves a CPU profile of the hub's API server to $CONVOY_SCALE_PPROF/NAME.pprof, when
