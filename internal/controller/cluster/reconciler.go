@@ -238,7 +238,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	due, next := r.providerDue(c)
-	if due && verdictChanged(before, c) {
+	// An agent-only cluster's provider step reads only what its agent reported (the
+	// inventory just judged): it cannot be slow, so its outcome goes in the same write.
+	if due && verdictChanged(before, c) && !c.AgentOnly() {
 		if err := r.patchStatus(ctx, c, before); err != nil {
 			r.forceProvider(c.Name) // still due at the retry
 			return ctrl.Result{}, err
