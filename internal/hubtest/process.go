@@ -257,6 +257,24 @@ func (p *Process) Clientset() kubernetes.Interface {
 	return cs
 }
 
+// Parallel runs f(0), ..., f(n-1) on workers goroutines and returns when all have returned.
+func Parallel(workers, n int, f func(i int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				f(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
 // Eventually polls cond every 200 ms until it holds, and fails the test with cond's last
 // error when it does not within timeout.
 func Eventually(tb testing.TB, what string, timeout time.Duration, cond func() (bool, error)) {

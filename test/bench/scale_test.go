@@ -696,22 +696,7 @@ func watchKind(b *testing.B, ctx context.Context, cfg *rest.Config, obj client.O
 	cache.WaitForCacheSync(ctx)
 }
 
-func parallel(workers, n int, f func(i int)) {
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := range next {
-				f(i)
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-}
+var parallel = hubtest.Parallel
 
 func waitUntil(b *testing.B, what string, timeout time.Duration, cond func() (bool, string)) {
 	b.Helper()

@@ -70,17 +70,7 @@ func registerFleet(t *testing.T, ctx context.Context, h *hubProcess, fleet *sim.
 		must(t, err)
 	}
 	eventually(t, "every simulated cluster Ready", 3*time.Minute, func() (bool, error) {
-		var list v1alpha1.ClusterList
-		if err := h.Client.List(ctx, &list, client.MatchingLabels{"fleet": prefix}); err != nil {
-			return false, err
-		}
-		ready := 0
-		for _, c := range list.Items {
-			if c.Status.Phase == v1alpha1.ClusterReady {
-				ready++
-			}
-		}
-		return ready == n, fmt.Errorf("%d of %d Ready", ready, n)
+		return readyCount(ctx, h.Client, prefix, n)
 	})
 	return names
 }

@@ -63,7 +63,7 @@ func TestReconnectStorm(t *testing.T) {
 	tokens := make([]string, n)
 	var regErr error
 	var mu sync.Mutex
-	parallel(32, n, func(i int) {
+	hubtest.Parallel(32, n, func(i int) {
 		names[i] = fmt.Sprintf("storm-%04d", i)
 		tok, err := sim.Register(ctx, c, names[i], map[string]string{"fleet": "storm"}, time.Hour)
 		mu.Lock()
@@ -273,22 +273,4 @@ func (p *kubectlProbe) result() (calls []time.Duration, failures []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.calls), slices.Clone(p.failures)
-}
-
-// parallel runs f(0..n-1) on workers goroutines.
-func parallel(workers, n int, f func(i int)) {
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := range next {
-				f(i)
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
 }
