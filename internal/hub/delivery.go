@@ -88,30 +88,18 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 		if err != nil {
 			return err
 		}
-		if _, err := works.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
-			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-				o = t.Obj
+		if _, err := works.AddEventHandler(onDelete(func(w client.Object) {
+			if cluster, ok := strings.CutPrefix(w.GetNamespace(), v1alpha1.ClusterNamespacePrefix); ok {
+				srv.Forget(cluster, w.GetName(), string(w.GetUID()))
 			}
-			if w, ok := o.(client.Object); ok {
-				if cluster, ok := strings.CutPrefix(w.GetNamespace(), v1alpha1.ClusterNamespacePrefix); ok {
-					srv.Forget(cluster, w.GetName(), string(w.GetUID()))
-				}
-			}
-		}}); err != nil {
+		})); err != nil {
 			return err
 		}
 		clusters, err := mgr.GetCache().GetInformer(ctx, &v1alpha1.Cluster{})
 		if err != nil {
 			return err
 		}
-		if _, err := clusters.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
-			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-				o = t.Obj
-			}
-			if c, ok := o.(client.Object); ok {
-				srv.ForgetCluster(c.GetName())
-			}
-		}}); err != nil {
+		if _, err := clusters.AddEventHandler(onDelete(func(c client.Object) { srv.ForgetCluster(c.GetName()) })); err != nil {
 			return err
 		}
 		h.log.Info("serving the agents' delivery stream", "addr", l.Addr().String())
@@ -120,6 +108,19 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 		return err
 	}
 	return mgr.Add(&delivery.Persister{Server: srv, Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: h.log.With("component", "delivery")})
+}
+
+// onDelete is an informer handler that calls f with each deleted object, also when the
+// informer only learnt of the deletion late (a tombstone).
+func onDelete(f func(client.Object)) toolscache.ResourceEventHandlerFuncs {
+	return toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
+		if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+			o = t.Obj
+		}
+		if obj, ok := o.(client.Object); ok {
+			f(obj)
+		}
+	}}
 }
 
 // DeliveryAddr is the address of the agents' delivery stream, or "" when it is off.
