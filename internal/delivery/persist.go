@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"time"
 
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -53,38 +54,60 @@ func (p *Persister) Start(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		again := false // something of this batch is put back for a later pass
 		for _, rep := range batch {
 			ns, name, _ := strings.Cut(rep.Work, "/")
-			w := &v1alpha1.Work{}
-			if err := p.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, w); err != nil || string(w.UID) != rep.UID {
+			// The cache's own object, read only: most reports after a restart are stored
+			// already, and need no copy of the Work's manifests.
+			cached := &v1alpha1.Work{}
+			if err := p.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, cached, client.UnsafeDisableDeepCopy); err != nil || string(cached.UID) != rep.UID {
 				// The cache does not show this Work (yet, or any more: a deleted Work's report
 				// is forgotten when the cache sees it go). Try again a few times.
 				if retries[rep.Work] < maxRetries {
 					retries[rep.Work]++
 					p.Server.markDirty(ns, name)
+					again = true
 				} else {
 					delete(retries, rep.Work)
 				}
 				continue
 			}
 			delete(retries, rep.Work)
-			if rep.Status.ObservedGeneration < w.Status.ObservedGeneration || equality.Semantic.DeepEqual(w.Status, rep.Status) {
+			if rep.Status.ObservedGeneration < cached.Status.ObservedGeneration || equality.Semantic.DeepEqual(cached.Status, rep.Status) {
 				continue
 			}
 			if err := limit.Wait(ctx); err != nil {
 				return nil
 			}
-			before := w.DeepCopy()
+			w := cached.DeepCopy()
 			// A copy: the patch decodes the answer into w, and the report's memory is shared
 			// with what Overlay hands the controllers.
 			w.Status = *rep.Status.DeepCopy()
-			if err := p.Client.Status().Patch(ctx, w, client.MergeFrom(before)); err != nil {
+			if err := p.Client.Status().Patch(ctx, w, client.MergeFrom(cached)); err != nil {
 				if apierrors.IsNotFound(err) {
 					continue
 				}
 				log.Debug("cannot store a Work's status yet; trying again", "work", rep.Work, "err", err)
 				p.Server.markDirty(ns, name)
+				again = true
 			}
 		}
+		// What was put back waits a pass, so that the retries are spread out as maxRetries
+		// says, not spent at once.
+		if again && !sleepCtx(ctx, persistDelay) {
+			return nil
+		}
+	}
+}
+
+// sleepCtx waits d or until ctx ends, and says whether to go on.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
