@@ -31,15 +31,22 @@ const (
 // inventory reports the member to the hub when what it reports changes, looking at most
 // every two seconds: on the delivery stream, or by writing it into the Cluster's status.
 func (a *Agent) inventory(ctx context.Context) {
-	// The first one, taken before the stream started, is with the stream's client already.
-	last, sent := a.inv.Load(), time.Now()
-	if s := a.stream.Load(); s == nil || last == nil {
-		last = nil
+	// The first one, taken before the stream started, is with the stream's client already,
+	// if there is one; without, it is written on the first pass.
+	first, sent := a.inv.Load(), time.Now()
+	var last *v1alpha1.Inventory
+	if a.stream.Load() != nil {
+		last = first
 	}
 	var wrote bool // the last one was written, not only sent on the stream
 	fails := 0
 	for {
-		inv := a.observe(ctx)
+		var inv v1alpha1.Inventory
+		if first != nil {
+			inv, first = *first, nil
+		} else {
+			inv = a.observe(ctx)
+		}
 		if ctx.Err() != nil {
 			return
 		}

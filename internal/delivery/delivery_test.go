@@ -44,17 +44,10 @@ func agentToken(t *testing.T, h *hubtest.Hub, cs kubernetes.Interface, name stri
 
 func eventually(t *testing.T, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
+	hubtest.Eventually(t, what, time.Minute, func() (bool, error) {
 		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil, err
+	})
 }
 
 // TestStreams runs real agents' streams against a real hub: who may open one, reports folded

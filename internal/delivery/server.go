@@ -416,14 +416,6 @@ func (s *Server) LastSeen(cluster string) (last time.Time, interval time.Duratio
 	return c.last, s.interval(), true
 }
 
-// Connected says whether the cluster's agent has a stream open now.
-func (s *Server) Connected(cluster string) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	c := s.clusters[cluster]
-	return c != nil && c.streams > 0
-}
-
 // Overlay returns w with the status its agent reported last, unless that is of another Work
 // (uid) or an older generation than what w holds: a shallow copy, whose status shares memory
 // with the report and must not be changed; w itself when there is no such report.
@@ -538,13 +530,5 @@ func (s *Server) markDirty(namespace, work string) {
 
 // String describes the Server for logs.
 func (s *Server) String() string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	n := 0
-	for _, c := range s.clusters {
-		if c.streams > 0 {
-			n++
-		}
-	}
-	return fmt.Sprintf("delivery: %d agents connected", n)
+	return fmt.Sprintf("delivery: %d agents connected", s.Stats().Connected)
 }

@@ -187,7 +187,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	heard := make(chan event.TypedGenericEvent[*v1alpha1.Cluster], 64)
 	if dl != nil {
 		streams = &delivery.Server{HeartbeatInterval: h.opts.HeartbeatInterval, Since: time.Now(), Log: h.log.With("component", "delivery")}
-		h.delivery, h.deliveryAddr = streams, dl.Addr().String()
+		h.deliveryAddr = dl.Addr().String()
 		h.streams.Store(streams)
 		streams.Seen = func(ctx context.Context, name string) {
 			select {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/delivery"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
 
 // listenDelivery opens the port of the agents' delivery stream on 127.0.0.1, beside the API
@@ -42,7 +43,12 @@ func (h *Hub) listenDelivery() (net.Listener, error) {
 	var l net.Listener
 	if fallback {
 		if l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err != nil {
-			l, err = net.Listen("tcp", "127.0.0.1:0")
+			// Taken: a free port outside the kernel's ephemeral range (kubeproc.FreePort),
+			// since agents are told it and it must stay free across restarts.
+			var free int
+			if free, err = kubeproc.FreePort(); err == nil {
+				l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(free))
+			}
 		}
 	} else {
 		// A hub that just stopped may take a moment to let go of the port.
@@ -125,7 +131,7 @@ func onDelete(f func(client.Object)) toolscache.ResourceEventHandlerFuncs {
 
 // DeliveryAddr is the address of the agents' delivery stream, or "" when it is off.
 func (h *Hub) DeliveryAddr() string {
-	if h.delivery == nil {
+	if h.streams.Load() == nil {
 		return ""
 	}
 	return h.deliveryAddr
@@ -134,9 +140,10 @@ func (h *Hub) DeliveryAddr() string {
 // LastHeard is when the hub last heard from a cluster's agent on its delivery stream; ok is
 // false when it has not since it started (or the stream is off).
 func (h *Hub) LastHeard(cluster string) (last time.Time, ok bool) {
-	if h.delivery == nil {
+	d := h.streams.Load()
+	if d == nil {
 		return time.Time{}, false
 	}
-	last, _, ok = h.delivery.LastSeen(cluster)
+	last, _, ok = d.LastSeen(cluster)
 	return last, ok
 }

@@ -121,8 +121,8 @@ type Hub struct {
 	registry    *registry.Server
 	pki         *kubeproc.PKI
 
-	delivery *delivery.Server
-	// streams is delivery again, for /status, which is served before the controllers start.
+	// streams is the agents' delivery stream's server once the controllers start (nil when
+	// the stream is off); /status reads it, and is served before then.
 	streams          atomic.Pointer[delivery.Server]
 	deliveryAddr     string
 	deliveryListener net.Listener

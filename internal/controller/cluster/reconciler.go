@@ -489,10 +489,8 @@ func (r *Reconciler) streamedInventory(c *v1alpha1.Cluster) {
 		if inv.ReportedAt.Before(&stored.ReportedAt) {
 			return // the agent wrote a later one itself
 		}
-		a, b := inv, *stored
-		a.ReportedAt, b.ReportedAt = metav1.Time{}, metav1.Time{}
-		if !inv.ReportedAt.After(stored.ReportedAt.Time) && equality.Semantic.DeepEqual(a, b) {
-			return
+		if !inv.ReportedAt.After(stored.ReportedAt.Time) && equality.Semantic.DeepEqual(inv, *stored) {
+			return // the same, taken at the same time
 		}
 	}
 	c.Status.Inventory = &inv
