@@ -143,15 +143,24 @@ func edgeTeams(t *testing.T, env []string, dataDir, kubectl, edgeNet string) {
 	}
 	t.Logf("edge: a route change was live %s after kubectl patch began", routeLive.Round(time.Millisecond))
 
-	// An endpoint change, under load: blog's Deployment goes from 3 to 6 replicas, 2 in each
-	// cluster. Logged: from us-east's EndpointSlice showing 2 ready endpoints to the pool's
-	// HAProxy weighing us-east's servers anew (its Runtime API, no reload).
+	// An endpoint change, under load: blog's Deployment goes from 3 to 6 replicas. Logged: from
+	// us-east's EndpointSlice showing more ready endpoints to the pool's HAProxy weighing
+	// us-east's servers anew (its Runtime API, no reload).
 	usEast := filepath.Join(t.TempDir(), "us-east.kubeconfig")
 	if err := os.WriteFile(usEast, []byte(run(t, env, convoyBin, "cluster", "kubeconfig", "us-east")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	metrics := poolMetrics(t, kubectl, hub, "blog.edge")
 	weightsBefore := usEastWeights(metrics)
+	readyInUSEast := func() int {
+		out, _ := exec.Command(kubectl, "--kubeconfig", usEast, "-n", "blog", "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
+			"-o", `jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}`).Output()
+		return strings.Count(string(out), "x")
+	}
+	// us-east's share is not always 1 before, nor 2 after: the failover above may still hold
+	// us-west's share elsewhere (until it has been Ready for the failover's 30 s), and then
+	// us-east goes from 1 or 2 to 3. The change is the first time its ready count grows.
+	readyBefore, readyAfter := readyInUSEast(), 0
 	var endpointsAt, weightsAt time.Time
 	results = attack(t, blog, 50, 20*time.Second, 2*time.Second, func() error {
 		if out, err := exec.Command(kubectl, "--kubeconfig", hub, "-n", "blog", "scale", "deployment", "web", "--replicas=6").CombinedOutput(); err != nil {
@@ -159,9 +168,7 @@ func edgeTeams(t *testing.T, env []string, dataDir, kubectl, edgeNet string) {
 		}
 		for start := time.Now(); time.Since(start) < 17*time.Second && (endpointsAt.IsZero() || weightsAt.IsZero()); time.Sleep(10 * time.Millisecond) {
 			if endpointsAt.IsZero() {
-				out, _ := exec.Command(kubectl, "--kubeconfig", usEast, "-n", "blog", "get", "endpointslices", "-l", "kubernetes.io/service-name=web",
-					"-o", `jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}`).Output()
-				if strings.Count(string(out), "x") == 2 {
+				if readyAfter = readyInUSEast(); readyAfter > readyBefore {
 					endpointsAt = time.Now()
 				}
 			}
@@ -173,10 +180,11 @@ func edgeTeams(t *testing.T, env []string, dataDir, kubectl, edgeNet string) {
 	})
 	summarize(t, "an endpoint change", results)
 	if endpointsAt.IsZero() || weightsAt.IsZero() {
-		t.Fatalf("the endpoint change was not seen: endpoints at %v, weights at %v", endpointsAt, weightsAt)
+		t.Fatalf("the endpoint change was not seen: us-east's ready endpoints %d -> %d at %v, weights %s -> %s at %v",
+			readyBefore, readyAfter, endpointsAt, weightsBefore, usEastWeights(metrics), weightsAt)
 	}
-	t.Logf("edge: an endpoint change was live in HAProxy %s after us-east's EndpointSlice showed it (weights %s -> %s)",
-		weightsAt.Sub(endpointsAt).Round(time.Millisecond), weightsBefore, usEastWeights(metrics))
+	t.Logf("edge: an endpoint change was live in HAProxy %s after us-east's EndpointSlice showed it (ready %d -> %d, weights %s -> %s)",
+		weightsAt.Sub(endpointsAt).Round(time.Millisecond), readyBefore, readyAfter, weightsBefore, usEastWeights(metrics))
 }
 
 // attack sends GETs to url at rate a second for d. At time at it runs action, in a goroutine;
