@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/delivery"
 )
 
 // Options configure an agent.
@@ -163,7 +163,7 @@ func Run(ctx context.Context, o Options) error {
 			break
 		}
 		a.log.Warn("cannot reach the hub's API yet; retrying", "err", err)
-		if !sleep(ctx, backoff(time.Second, fails)) {
+		if !sleep(ctx, delivery.Backoff(time.Second, fails)) {
 			wg.Wait()
 			return nil
 		}
@@ -215,24 +215,6 @@ func hubMapper() meta.RESTMapper {
 	m.Add(corev1.SchemeGroupVersion.WithKind("ConfigMap"), meta.RESTScopeNamespace)
 	m.Add(coordinationv1.SchemeGroupVersion.WithKind("Lease"), meta.RESTScopeNamespace)
 	return m
-}
-
-// maxBackoff caps the wait between attempts to reach the hub: once the hub is back, every
-// agent is back within it. Attempts at a hub that is down cost it nothing.
-const maxBackoff = 10 * time.Second
-
-// backoff is the wait after the n-th failure in a row: it doubles from base up to maxBackoff,
-// with half of it random, so that many agents coming back after a hub outage spread out.
-func backoff(base time.Duration, n int) time.Duration {
-	d := min(base, maxBackoff)
-	for range n {
-		d *= 2
-		if d >= maxBackoff {
-			d = maxBackoff
-			break
-		}
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // sleep waits d or until ctx ends, and says whether to go on.

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/delivery"
 )
 
 func fieldsName(name string) fields.Selector {
@@ -66,7 +67,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 				a.log.Warn("heartbeat failed; the hub is unreachable or refuses the agent; retrying with backoff")
 			}
 			fails++
-			wait = backoff(interval, fails)
+			wait = delivery.Backoff(interval, fails)
 		case fails > 0:
 			a.log.Info("heartbeat back", "after", time.Since(down).Round(time.Millisecond))
 			fails = 0

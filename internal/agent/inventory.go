@@ -64,7 +64,7 @@ func (a *Agent) inventory(ctx context.Context) {
 				if fails == 1 {
 					a.log.Warn("cannot report inventory; retrying", "err", err)
 				}
-				if !sleep(ctx, backoff(inventoryEvery, fails)) {
+				if !sleep(ctx, delivery.Backoff(inventoryEvery, fails)) {
 					return
 				}
 				continue

@@ -145,7 +145,7 @@ func (c *Client) Run(ctx context.Context, addr, serverName string) {
 			c.Log.Warn("heartbeat failed; the delivery stream to the hub is lost or refused; retrying with backoff", "addr", addr, "err", err)
 		}
 		fails++
-		t := time.NewTimer(backoff(fails))
+		t := time.NewTimer(Backoff(250*time.Millisecond, fails)) // 0.5 s after the first failure
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -175,12 +175,17 @@ func (c *Client) dial(addr, serverName string) (*grpc.ClientConn, error) {
 	)
 }
 
-// maxBackoff caps the wait between attempts, as the agent's other hub connections do.
+// maxBackoff caps the wait between attempts to reach the hub, on the stream and on the
+// agent's other hub connections: once the hub is back, every agent is back within it.
+// Attempts at a hub that is down cost it nothing.
 const maxBackoff = 10 * time.Second
 
-func backoff(n int) time.Duration {
-	d := 500 * time.Millisecond
-	for range n - 1 {
+// Backoff is the wait after the n-th failure in a row to reach the hub: it doubles from base up
+// to 10 s, with half of it random, so that many agents coming back after a hub outage spread
+// out. The agent's connections to the hub all use it.
+func Backoff(base time.Duration, n int) time.Duration {
+	d := min(base, maxBackoff)
+	for range n {
 		d *= 2
 		if d >= maxBackoff {
 			d = maxBackoff

@@ -94,20 +94,12 @@ func (p *Persister) Start(ctx context.Context) error {
 		}
 		// What was put back waits a pass, so that the retries are spread out as maxRetries
 		// says, not spent at once.
-		if again && !sleepCtx(ctx, persistDelay) {
-			return nil
+		if again {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(persistDelay):
+			}
 		}
-	}
-}
-
-// sleepCtx waits d or until ctx ends, and says whether to go on.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
