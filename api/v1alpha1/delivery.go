@@ -44,6 +44,9 @@ type DeliveryHello struct {
 	// Probe asks only whether the hub takes the identity: the hub answers and ends the
 	// stream, and counts no heartbeat.
 	Probe bool `json:"probe,omitempty"`
+	// WatchWorks asks the hub to send the cluster's Works on the stream (HubMessage's
+	// Works), instead of the agent watching them through the hub's API.
+	WatchWorks bool `json:"watchWorks,omitempty"`
 }
 
 // WorkReport is one Work's status as the agent sees it.
@@ -65,4 +68,18 @@ type HubMessage struct {
 	// Inventory says the hub stores the inventory that comes on the stream; an agent whose
 	// hub does not (an older one) writes its inventory itself.
 	Inventory bool `json:"inventory,omitempty"`
+	// SendsWorks, in the first message, says the hub sends the cluster's Works on this
+	// stream, as the hello's WatchWorks asked; an agent whose hub does not (an older one, or
+	// one that was not asked) watches them through the hub's API.
+	SendsWorks bool `json:"sendsWorks,omitempty"`
+
+	// The cluster's Works, as the hub's cache holds them (without managedFields). After the
+	// first message the hub sends all of them, from a message with WorksBegin to one with
+	// WorksEnd (the same message when they fit in one), then each Work again when it changes,
+	// and the names of those that are gone from the hub. Only a complete set (WorksEnd) says
+	// that a Work it does not list is gone; a stream that ends before it says nothing.
+	WorksBegin bool     `json:"worksBegin,omitempty"`
+	Works      []Work   `json:"works,omitempty"`
+	WorksGone  []string `json:"worksGone,omitempty"`
+	WorksEnd   bool     `json:"worksEnd,omitempty"`
 }

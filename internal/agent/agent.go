@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -81,6 +82,9 @@ type Agent struct {
 	inv       atomic.Pointer[v1alpha1.Inventory]
 	lastCheck atomic.Int64           // unix nanoseconds of the last checkIdentity
 	requeue   atomic.Pointer[func()] // the Work controller's requeueAll, once it runs
+	// deliveryKnown is closed once the agent has read whether the hub offers a delivery
+	// stream, and started it if so: the Works informer lists from the stream when it can.
+	deliveryKnown chan struct{}
 }
 
 // Run runs the agent until ctx ends.
@@ -91,7 +95,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{opts: o, ns: v1alpha1.ClusterNamespace(o.Cluster), log: o.Log.With("cluster", o.Cluster)}
+	a := &Agent{opts: o, ns: v1alpha1.ClusterNamespace(o.Cluster), log: o.Log.With("cluster", o.Cluster), deliveryKnown: make(chan struct{})}
 
 	if o.HubQPS == 0 {
 		o.HubQPS = 50
@@ -158,6 +162,13 @@ func Run(ctx context.Context, o Options) error {
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.ConfigMap{}: {Field: fieldsName(v1alpha1.AgentConfigMap)},
 			},
+			// The Works come on the delivery stream when the hub sends them there (works.go).
+			NewInformer: func(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, idx toolscache.Indexers) toolscache.SharedIndexInformer {
+				if _, ok := obj.(*v1alpha1.Work); ok {
+					lw = &worksSource{a: a, api: toolscache.ToListerWatcherWithContext(lw)}
+				}
+				return toolscache.NewSharedIndexInformer(lw, obj, resync, idx)
+			},
 		})
 		if err == nil {
 			break
@@ -181,8 +192,12 @@ func Run(ctx context.Context, o Options) error {
 	})
 	// The hub says in the agent's settings whether it serves a delivery stream; the agent
 	// decides before it heartbeats or reports anything, so that one writer reports each thing.
-	// (The cache refuses reads until it has started.)
-	a.hubCache.WaitForCacheSync(ctx)
+	// (The Works informer waits for that decision: it lists from the stream if it can.)
+	settings, err := a.hubCache.GetInformer(ctx, &corev1.ConfigMap{})
+	if err != nil {
+		return fmt.Errorf("watch the agent's settings: %w", err)
+	}
+	toolscache.WaitForCacheSync(ctx.Done(), settings.HasSynced)
 	// The first inventory goes with the stream's hello, so that the hub judges the cluster
 	// with it at once: one status write for the verdict and the inventory together.
 	first := a.observe(ctx)
@@ -190,6 +205,7 @@ func Run(ctx context.Context, o Options) error {
 	if port, ok := a.deliveryPort(ctx); ok {
 		a.switchDelivery(ctx, port)
 	}
+	close(a.deliveryKnown)
 	wg.Go(func() { a.followDelivery(ctx) })
 	wg.Go(func() { a.heartbeat(ctx) })
 	wg.Go(func() { a.inventory(ctx) })

@@ -15,7 +15,8 @@ import (
 
 // stream is the agent's delivery stream, when the hub offers one (its agent-config names a
 // port): once it has opened, the agent heartbeats and reports its Works' status on it instead
-// of renewing its Lease and writing the Works' status (internal/delivery).
+// of renewing its Lease and writing the Works' status, and gets its Works on it instead of
+// watching them through the hub's API (worksource.go, internal/delivery).
 type stream struct {
 	client *delivery.Client
 	port   string
@@ -106,6 +107,7 @@ func (a *Agent) switchDelivery(ctx context.Context, port string) {
 		// The hub stopped offering the stream (convoy hub --delivery-port -1): back to the
 		// Lease and writing status, which the hub expects now.
 		a.stream.Store(nil)
+		c.EndWatches() // the Works informer watches the API again
 		a.log.Info("the hub no longer offers a delivery stream; heartbeating on the Lease")
 		a.requeueWorks() // their status is written now, and may be behind
 		return
@@ -117,6 +119,7 @@ func (a *Agent) switchDelivery(ctx context.Context, port string) {
 	if c == nil {
 		c = delivery.NewClient(a.opts.Cluster, a.opts.Version, a.opts.HubCA, a.id.token, a.log.With("component", "delivery"))
 		c.OnRefused = func(error) { a.checkIdentity(ctx) }
+		c.GetWorks = true
 		if inv := a.inv.Load(); inv != nil {
 			c.SetInventory(*inv)
 		}

@@ -58,6 +58,11 @@ func TestSharedObjects(t *testing.T) {
 	t.Run("a Placement deleted while the agent is down", func(t *testing.T) {
 		afterRestart(t, f, "shop4")
 	})
+	// All of that came to the agents on their delivery streams, also after the restart: the
+	// hub's API server never served a watch of one cluster's Works.
+	if n := workWatches(t, f.hub); n != 0 {
+		t.Errorf("the hub's API server served %v watches of Works in a namespace; the agents get their Works on the stream", n)
+	}
 }
 
 type fleet struct {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -264,4 +267,27 @@ func (c *workCase) deleting(ns, name string) bool {
 
 func gvrOf(group, resource string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: group, Version: "v1", Resource: resource}
+}
+
+// workWatches counts the watches of Works in one namespace that the hub's API server has
+// served, ended (a request counted) or still open (its own controllers watch them in every
+// namespace).
+func workWatches(t *testing.T, h *hubtest.Hub) float64 {
+	t.Helper()
+	cs := kubernetes.NewForConfigOrDie(h.Config)
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	hubtest.Must(t, err)
+	var n float64
+	for line := range strings.Lines(string(raw)) {
+		if !strings.HasPrefix(line, "apiserver_request_total{") && !strings.HasPrefix(line, "apiserver_longrunning_requests{") {
+			continue
+		}
+		if labels, value, ok := strings.Cut(strings.TrimSpace(line), "} "); ok &&
+			strings.Contains(labels, `resource="works"`) && strings.Contains(labels, `scope="namespace"`) && strings.Contains(labels, `verb="WATCH"`) {
+			v, err := strconv.ParseFloat(value, 64)
+			hubtest.Must(t, err)
+			n += v
+		}
+	}
+	return n
 }

@@ -36,6 +36,11 @@ type Client struct {
 	Log *slog.Logger
 	// OnRefused, if set, is called when the hub refuses the agent's identity (revoked).
 	OnRefused func(error)
+	// GetWorks asks the hub to send the cluster's Works on the stream (see WatchWorks). Set
+	// it before Run.
+	GetWorks bool
+
+	works *clientWorks
 
 	mu      sync.Mutex
 	reports map[string]v1alpha1.WorkReport // by Work name
@@ -57,7 +62,7 @@ func NewClient(cluster, version string, ca []byte, token func() string, log *slo
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Client{Cluster: cluster, Version: version, CA: ca, Token: token, Log: log,
-		reports: map[string]v1alpha1.WorkReport{}, pending: map[string]bool{}, kick: make(chan struct{}, 1)}
+		reports: map[string]v1alpha1.WorkReport{}, pending: map[string]bool{}, kick: make(chan struct{}, 1), works: newClientWorks()}
 }
 
 // Report records a Work's status and sends it when it can.
@@ -211,7 +216,7 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 	// Everything the agent has reported follows the hello: a new stream may reach a hub that
 	// knows nothing yet, or holds reports of an earlier run of this agent.
 	c.mu.Lock()
-	hello := v1alpha1.AgentMessage{Hello: &v1alpha1.DeliveryHello{Cluster: c.Cluster, Version: c.Version}, Inventory: c.inventory.DeepCopy()}
+	hello := v1alpha1.AgentMessage{Hello: &v1alpha1.DeliveryHello{Cluster: c.Cluster, Version: c.Version, WatchWorks: c.GetWorks}, Inventory: c.inventory.DeepCopy()}
 	c.inventoryPending = false
 	var all []v1alpha1.WorkReport
 	for w, r := range c.reports {
@@ -243,6 +248,8 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 	c.mu.Lock()
 	c.hubInventory = first.Inventory
 	c.mu.Unlock()
+	worksStream := c.works.streamOpened(first.SendsWorks)
+	c.works.take(worksStream, &first)
 	c.setUp(true)
 	defer c.setUp(false)
 	accepted()
@@ -254,7 +261,8 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 		all = all[n:]
 	}
 
-	// The hub sends nothing more for now but a new interval; a receive error ends the stream.
+	// The hub sends the cluster's Works, if asked, and a new interval; a receive error ends
+	// the stream.
 	recvErr := make(chan error, 1)
 	intervals := make(chan time.Duration, 1)
 	go func() {
@@ -264,6 +272,7 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 				recvErr <- err
 				return
 			}
+			c.works.take(worksStream, &m)
 			if d, err := time.ParseDuration(m.HeartbeatInterval); err == nil && d >= 100*time.Millisecond {
 				select {
 				case intervals <- d:

@@ -12,7 +12,10 @@
 // Works at a bounded rate, so that a change of a thousand Works' status costs the Placement's
 // controller one reconcile and the datastore a paced trickle, not a thousand writes at once.
 // The cluster's inventory comes the same way (Inventory answers with the latest), and the
-// Cluster controller stores it with its verdict. Stats counts what the streams carry.
+// Cluster controller stores it with its verdict. Down the stream go the cluster's Works, to an
+// agent that asks (works.go): all of them from the hub's cache when the stream opens, then each
+// change (WorkChanged), so that agents neither list nor watch Works through the hub's API.
+// Stats counts what the streams carry.
 //
 // The hub's composition root and the agent import it; the controllers see the fold only through
 // their own small interfaces.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -158,5 +161,111 @@ func TestStreams(t *testing.T) {
 	err = delivery.Probe(ctx, addr, host, h.Config.CAData, "west", west)
 	if !errors.Is(err, delivery.ErrRefused) || !strings.Contains(err.Error(), "revoked") {
 		t.Errorf("west after its revocation: %v, want refused as revoked", err)
+	}
+}
+
+// TestWorksOnStream: an agent that asks gets its cluster's Works on its stream, and no other
+// cluster's: all of them when the stream opens, then each change; after a reconnect the
+// complete set again, of which only what changed meanwhile reaches its watch.
+func TestWorksOnStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a hub")
+	}
+	h := hubtest.Start(t)
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(h.Config)
+	addr := h.DeliveryAddr()
+	host, _, _ := net.SplitHostPort(addr)
+	east := agentToken(t, h, cs, "east")
+	west := agentToken(t, h, cs, "west")
+	work := func(cluster, name string) *v1alpha1.Work {
+		w := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace(cluster), Name: name}}
+		hubtest.Must(t, h.Client.Create(ctx, w))
+		return w
+	}
+	a, b := work("east", "a"), work("east", "b")
+	work("west", "x")
+
+	c := delivery.NewClient("east", "test", h.Config.CAData, func() string { return east }, hubtest.Logger(t))
+	c.GetWorks = true
+	run := func() context.CancelFunc {
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); c.Run(cctx, addr, host) }()
+		stop := func() { cancel(); <-done }
+		t.Cleanup(stop)
+		return stop
+	}
+	stop := run()
+	select {
+	case <-c.WorksReady():
+	case <-time.After(time.Minute):
+		t.Fatal("east's Works never came on its stream")
+	}
+	works, ww := c.WatchWorks()
+	defer ww.Stop()
+	var names []string
+	for _, w := range works {
+		names = append(names, w.Name)
+	}
+	if slices.Sort(names); !slices.Equal(names, []string{"a", "b"}) {
+		t.Fatalf("east got Works %v, want [a b] (and none of west's)", names)
+	}
+	next := func(what string) watch.Event {
+		t.Helper()
+		select {
+		case e := <-ww.ResultChan():
+			return e
+		case <-time.After(time.Minute):
+			t.Fatalf("no change on the stream: waiting for %s", what)
+			return watch.Event{}
+		}
+	}
+	describe := func(e watch.Event) string {
+		w, _ := e.Object.(*v1alpha1.Work)
+		if w == nil {
+			return fmt.Sprintf("%s %T", e.Type, e.Object)
+		}
+		return fmt.Sprintf("%s %s/%d", e.Type, w.Name, w.Generation)
+	}
+
+	// A change comes as it is made.
+	a.Spec.Manifests = []runtime.RawExtension{{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"default"}}`)}}
+	hubtest.Must(t, h.Client.Update(ctx, a))
+	if e := next("a's change"); describe(e) != fmt.Sprintf("MODIFIED a/%d", a.Generation) {
+		t.Fatalf("got %s, want a's change (generation %d)", describe(e), a.Generation)
+	}
+
+	// While the stream is down, b goes and c comes. The next stream's complete set brings
+	// just that: c, then b gone (at the set's end); a, unchanged, is not handed on again.
+	stop()
+	work("east", "c")
+	hubtest.Must(t, h.Client.Delete(ctx, b))
+	run()
+	var got []string
+	for {
+		e := next("b gone")
+		got = append(got, describe(e))
+		if e.Type == watch.Deleted {
+			break
+		}
+	}
+	if want := []string{"MODIFIED c/1", "DELETED b/1"}; !slices.Equal(got, want) {
+		t.Errorf("after the reconnect the watch got %v, want %v", got, want)
+	}
+
+	// An agent that does not ask gets no Works.
+	cw := delivery.NewClient("west", "test", h.Config.CAData, func() string { return west }, hubtest.Logger(t))
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go cw.Run(wctx, addr, host)
+	eventually(t, "west up", func() error {
+		if !cw.Up() {
+			return errors.New("not up")
+		}
+		return nil
+	})
+	if cw.HubSendsWorks() {
+		t.Error("the hub sends west its Works, which it did not ask for")
 	}
 }

@@ -14,7 +14,7 @@ import (
 func TestFold(t *testing.T) {
 	s := &Server{}
 	s.init()
-	gen, _ := s.open("east", nil)
+	gen, _ := s.open("east", nil, nil)
 	type call struct {
 		work  string
 		reach bool
@@ -82,8 +82,8 @@ func TestFold(t *testing.T) {
 	kept := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: work.Namespace, Name: "shop.api", UID: types.UID("u3")}}
 	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1", Status: withReach}, {Work: "shop.api", UID: "u3", Status: avail}})
 	old := gen
-	gen, dropped := s.open("east", []string{"shop.api"})
-	s.close("east") // the old stream ends after the new one opened
+	gen, dropped := s.open("east", []string{"shop.api"}, nil)
+	s.close("east", nil) // the old stream ends after the new one opened
 	if s.Overlay(work) != work || s.Overlay(kept) == kept {
 		t.Fatal("a new stream did not replace the cluster's reports with those it names")
 	}
@@ -98,17 +98,17 @@ func TestFold(t *testing.T) {
 	// Once its stream ends, a report that is stored already is not laid over the stored status
 	// (the agent may write it itself now); one not stored yet still is.
 	s.takeDirty(ctx)
-	s.close("east")
+	s.close("east", nil)
 	if s.Overlay(kept) != kept {
 		t.Fatal("a stored report of a cluster without a stream was laid over its Work")
 	}
-	gen, _ = s.open("east", []string{"shop.api"})
+	gen, _ = s.open("east", []string{"shop.api"}, nil)
 	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.api", UID: "u3", Status: withReach}})
-	s.close("east")
+	s.close("east", nil)
 	if s.Overlay(kept) == kept {
 		t.Fatal("a report not stored yet was dropped when the stream ended")
 	}
-	s.open("east", []string{"shop.api"})
+	s.open("east", []string{"shop.api"}, nil)
 
 	// A deleted cluster with a stream open goes when the stream ends.
 	s.ForgetCluster("east")
@@ -118,7 +118,7 @@ func TestFold(t *testing.T) {
 	if _, _, ok := s.LastSeen("east"); !ok {
 		t.Fatal("a cluster with a stream open was dropped at once")
 	}
-	s.close("east")
+	s.close("east", nil)
 	if _, _, ok := s.LastSeen("east"); ok {
 		t.Fatal("a forgotten cluster stayed after its last stream ended")
 	}
@@ -134,7 +134,7 @@ func TestUnconfirmed(t *testing.T) {
 	if !s.Unconfirmed("east") {
 		t.Fatal("a cluster not heard since the start is confirmed")
 	}
-	gen, _ := s.open("east", []string{"shop.web", "shop.db"})
+	gen, _ := s.open("east", []string{"shop.web", "shop.db"}, nil)
 	s.fold(ctx, "east", gen, []v1alpha1.WorkReport{{Work: "shop.web", UID: "u1"}})
 	if !s.Unconfirmed("east") {
 		t.Fatal("confirmed with one of two announced reports")
@@ -144,13 +144,13 @@ func TestUnconfirmed(t *testing.T) {
 		t.Fatal("unconfirmed with every announced report in")
 	}
 	// A stream that drops and opens again keeps what this hub was told.
-	s.close("east")
-	s.open("east", []string{"shop.web", "shop.db"})
+	s.close("east", nil)
+	s.open("east", []string{"shop.web", "shop.db"}, nil)
 	if s.Unconfirmed("east") {
 		t.Fatal("unconfirmed again after a reconnect to the same hub")
 	}
 	// An agent that holds no reports confirms with its hello.
-	s.open("west", nil)
+	s.open("west", nil, nil)
 	if s.Unconfirmed("west") {
 		t.Fatal("an agent with nothing to report left its cluster unconfirmed")
 	}

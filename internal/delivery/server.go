@@ -54,6 +54,9 @@ type Server struct {
 	// with the stream's context; reach says whether the report, new or old, has a Service's
 	// reach.
 	Reported func(ctx context.Context, cluster, work string, reach bool)
+	// Works, if set, reads the clusters' Works for the agents that ask to get them on the
+	// stream (see WorkChanged).
+	Works WorkLister
 	// Since is when the hub started; zero means every cluster's stored Work status is taken
 	// as confirmed (see Unconfirmed).
 	Since time.Time
@@ -80,6 +83,8 @@ type clusterState struct {
 	awaiting  map[string]bool
 	synced    bool
 	forgotten bool // the Cluster is gone: drop it when its last stream ends
+	// feeds are the open streams that get the cluster's Works.
+	feeds map[*feed]bool
 }
 
 // recheck is how often a stream's identity is checked again (a revocation cuts it).
@@ -182,8 +187,12 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 		// Only asking whether the hub takes this identity: no heartbeat, nothing replaced.
 		return stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String(), Inventory: true})
 	}
-	gen, dropped := s.open(id.Cluster, hello.Hello.Works)
-	defer s.close(id.Cluster)
+	var works *feed
+	if hello.Hello.WatchWorks && s.Works != nil {
+		works = newFeed()
+	}
+	gen, dropped := s.open(id.Cluster, hello.Hello.Works, works)
+	defer s.close(id.Cluster, works)
 	s.setInventory(id.Cluster, gen, hello.Inventory)
 	s.notify(ctx, id.Cluster, dropped)
 	log := s.Log.With("cluster", id.Cluster)
@@ -191,10 +200,42 @@ func (s *Server) sync(stream grpc.ServerStream) error {
 	if s.Seen != nil {
 		s.Seen(ctx, id.Cluster)
 	}
-	if err := stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String(), Inventory: true}); err != nil {
+	if err := stream.SendMsg(&v1alpha1.HubMessage{HeartbeatInterval: s.interval().String(), Inventory: true, SendsWorks: works != nil}); err != nil {
 		return err
 	}
 	s.fold(ctx, id.Cluster, gen, hello.Reports)
+	if works != nil {
+		// From here on only sendWorks sends on the stream; the stream ends when it fails.
+		sctx, cancel := context.WithCancel(ctx)
+		sent := make(chan error, 1)
+		go func() { sent <- s.sendWorks(sctx, stream, id.Cluster, works) }()
+		defer func() {
+			cancel()
+			// A send blocked on a peer that stopped reading ends with the stream, which ends
+			// once this handler returns: do not wait for it for ever.
+			select {
+			case <-sent:
+			case <-time.After(5 * time.Second):
+			}
+		}()
+		recvErr := make(chan error, 1)
+		go func() { recvErr <- s.receive(ctx, stream, id, gen, log) }()
+		select {
+		case err := <-recvErr:
+			return err
+		case err := <-sent:
+			if err == nil {
+				err = ctx.Err()
+			}
+			return err
+		}
+	}
+	return s.receive(ctx, stream, id, gen, log)
+}
+
+// receive takes the agent's messages after its hello until the stream fails or its identity
+// is no longer current.
+func (s *Server) receive(ctx context.Context, stream grpc.ServerStream, id Identity, gen int, log *slog.Logger) error {
 	checked := time.Now()
 	for {
 		var m v1alpha1.AgentMessage
@@ -257,7 +298,7 @@ func currentError(err error) error {
 // open counts a new stream of cluster, whose agent holds reports of works (and sends them
 // next): the reports of its other Works are dropped, and returned. Only the newest stream of a
 // cluster (gen) is folded: an older one may still be draining what it had read.
-func (s *Server) open(cluster string, works []string) (gen int, dropped []change) {
+func (s *Server) open(cluster string, works []string, f *feed) (gen int, dropped []change) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.clusters[cluster]
@@ -267,6 +308,12 @@ func (s *Server) open(cluster string, works []string) (gen int, dropped []change
 	}
 	c.streams++
 	c.gen++
+	if f != nil {
+		if c.feeds == nil {
+			c.feeds = map[*feed]bool{}
+		}
+		c.feeds[f] = true
+	}
 	c.last = time.Now()
 	c.forgotten = false
 	c.inventory = nil // the new stream's hello brings the agent's latest, if it has one
@@ -291,10 +338,11 @@ func (s *Server) open(cluster string, works []string) (gen int, dropped []change
 	return c.gen, dropped
 }
 
-func (s *Server) close(cluster string) {
+func (s *Server) close(cluster string, f *feed) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.clusters[cluster]; c != nil {
+		delete(c.feeds, f)
 		c.streams--
 		if c.streams == 0 && c.forgotten {
 			delete(s.clusters, cluster)

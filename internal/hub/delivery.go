@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -89,16 +90,36 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 		return err
 	}
 	srv.Auth = &delivery.TokenReviews{Reviews: cs.AuthenticationV1().TokenReviews(), Cache: mgr.GetCache()}
+	srv.Works = cachedWorks{mgr.GetCache()}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		works, err := mgr.GetCache().GetInformer(ctx, &v1alpha1.Work{})
 		if err != nil {
 			return err
 		}
-		if _, err := works.AddEventHandler(onDelete(func(w client.Object) {
-			if cluster, ok := strings.CutPrefix(w.GetNamespace(), v1alpha1.ClusterNamespacePrefix); ok {
-				srv.Forget(cluster, w.GetName(), string(w.GetUID()))
+		// Every change of a Work goes to its cluster's stream, if its agent gets its Works
+		// there; a Work that is gone also drops its report.
+		changed := func(o any) {
+			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+				o = t.Obj
 			}
-		})); err != nil {
+			if w, ok := o.(client.Object); ok {
+				if cluster, ok := strings.CutPrefix(w.GetNamespace(), v1alpha1.ClusterNamespacePrefix); ok {
+					srv.WorkChanged(cluster, w.GetName())
+				}
+			}
+		}
+		if _, err := works.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    changed,
+			UpdateFunc: func(_, o any) { changed(o) },
+			DeleteFunc: func(o any) {
+				changed(o)
+				onDelete(func(w client.Object) {
+					if cluster, ok := strings.CutPrefix(w.GetNamespace(), v1alpha1.ClusterNamespacePrefix); ok {
+						srv.Forget(cluster, w.GetName(), string(w.GetUID()))
+					}
+				}).OnDelete(o)
+			},
+		}); err != nil {
 			return err
 		}
 		clusters, err := mgr.GetCache().GetInformer(ctx, &v1alpha1.Cluster{})
@@ -114,6 +135,21 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 		return err
 	}
 	return mgr.Add(&delivery.Persister{Server: srv, Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: h.log.With("component", "delivery")})
+}
+
+// cachedWorks reads clusters' Works from the manager's cache for their agents' streams.
+type cachedWorks struct{ cache cache.Cache }
+
+func (c cachedWorks) ClusterWorks(ctx context.Context, cluster string) ([]*v1alpha1.Work, error) {
+	var list v1alpha1.WorkList
+	if err := c.cache.List(ctx, &list, client.InNamespace(v1alpha1.ClusterNamespace(cluster)), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	out := make([]*v1alpha1.Work, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out, nil
 }
 
 // onDelete is an informer handler that calls f with each deleted object, also when the
