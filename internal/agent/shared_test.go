@@ -60,8 +60,11 @@ func TestSharedObjects(t *testing.T) {
 	})
 	// All of that came to the agents on their delivery streams, also after the restart: the
 	// hub's API server never served a watch of one cluster's Works.
-	if n := workWatches(t, f.hub); n != 0 {
-		t.Errorf("the hub's API server served %v watches of Works in a namespace; the agents get their Works on the stream", n)
+	switch ns, all := workWatches(t, f.hub); {
+	case all == 0:
+		t.Error("the hub's API server counts no watch of Works, not even its own controllers'")
+	case ns != 0:
+		t.Errorf("the hub's API server served %v watches of Works in a namespace; the agents get their Works on the stream", ns)
 	}
 }
 

@@ -269,25 +269,30 @@ func gvrOf(group, resource string) schema.GroupVersionResource {
 	return schema.GroupVersionResource{Group: group, Version: "v1", Resource: resource}
 }
 
-// workWatches counts the watches of Works in one namespace that the hub's API server has
-// served, ended (a request counted) or still open (its own controllers watch them in every
-// namespace).
-func workWatches(t *testing.T, h *hubtest.Hub) float64 {
+// workWatches counts the watches of Works that the hub's API server has served, ended (a
+// request counted) or still open, in one namespace (the agents') and in all of them (the hub's
+// own controllers).
+func workWatches(t *testing.T, h *hubtest.Hub) (namespace, cluster float64) {
 	t.Helper()
 	cs := kubernetes.NewForConfigOrDie(h.Config)
 	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	hubtest.Must(t, err)
-	var n float64
 	for line := range strings.Lines(string(raw)) {
 		if !strings.HasPrefix(line, "apiserver_request_total{") && !strings.HasPrefix(line, "apiserver_longrunning_requests{") {
 			continue
 		}
-		if labels, value, ok := strings.Cut(strings.TrimSpace(line), "} "); ok &&
-			strings.Contains(labels, `resource="works"`) && strings.Contains(labels, `scope="namespace"`) && strings.Contains(labels, `verb="WATCH"`) {
-			v, err := strconv.ParseFloat(value, 64)
-			hubtest.Must(t, err)
-			n += v
+		labels, value, ok := strings.Cut(strings.TrimSpace(line), "} ")
+		if !ok || !strings.Contains(labels, `resource="works"`) || !strings.Contains(labels, `verb="WATCH"`) {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		hubtest.Must(t, err)
+		switch {
+		case strings.Contains(labels, `scope="namespace"`):
+			namespace += v
+		case strings.Contains(labels, `scope="cluster"`):
+			cluster += v
 		}
 	}
-	return n
+	return namespace, cluster
 }

@@ -21,7 +21,8 @@ import (
 // open within streamPatience, an older hub). An informer that started on the API moves to the
 // stream when its watch next ends; one on the stream stays there while the hub offers it, as
 // the agent's reports do: a lost stream leaves the Works as they were (fail static) until the
-// next stream brings them again.
+// next stream brings them again. A list is taken from the stream only while it is open and has
+// brought the complete set: what a lost stream left may be older than what the API has.
 type worksSource struct {
 	a   *Agent
 	api toolscache.ListerWatcherWithContext
@@ -92,23 +93,18 @@ func (s *worksSource) Watch(opts metav1.ListOptions) (watch.Interface, error) {
 	return s.WatchWithContext(context.Background(), opts)
 }
 
-// streamWorks returns the delivery stream's client if it has brought the cluster's Works.
+// streamWorks returns the delivery stream's client if the Works it holds are current (see
+// delivery.Client.WorksCurrent).
 func (a *Agent) streamWorks() *delivery.Client {
-	s := a.stream.Load()
-	if s == nil {
-		return nil
-	}
-	select {
-	case <-s.client.WorksReady():
+	if s := a.stream.Load(); s != nil && s.client.WorksCurrent() {
 		return s.client
-	default:
-		return nil
 	}
+	return nil
 }
 
 // worksFeed returns the delivery stream's client if it brings the cluster's Works, waiting for
-// the first complete set while the stream is opening (up to streamPatience from its start);
-// nil when the agent is to watch them through the API.
+// a complete set while the stream is opening (up to streamPatience from its start); nil when
+// the agent is to watch them through the API.
 func (a *Agent) worksFeed(ctx context.Context) *delivery.Client {
 	for {
 		s := a.stream.Load()
@@ -120,13 +116,11 @@ func (a *Agent) worksFeed(ctx context.Context) *delivery.Client {
 		case s.client.EverUp() && !s.client.HubSendsWorks(), time.Since(s.since) >= streamPatience:
 			return nil
 		}
-		t := time.NewTimer(100 * time.Millisecond)
+		t := time.NewTimer(50 * time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
-		case <-s.client.WorksReady():
-			t.Stop()
 		case <-t.C:
 		}
 	}

@@ -178,13 +178,17 @@ type clientWorks struct {
 	// building names the Works of the complete set being received, nil when none is.
 	building map[string]bool
 	// ready is closed when the first complete set has come; hubSends says the hub of the
-	// last stream that opened sends the Works.
+	// last stream that opened sends the Works, and current that this stream has brought its
+	// complete set.
 	ready    chan struct{}
 	complete bool
 	hubSends bool
+	current  bool
 	watches  map[*WorkWatch]bool
 	// stream numbers the streams: only the newest one's messages are taken.
 	stream int
+	// closed says the agent no longer takes its Works from this Client (EndWatches).
+	closed bool
 }
 
 func newClientWorks() *clientWorks {
@@ -193,6 +197,19 @@ func newClientWorks() *clientWorks {
 
 // WorksReady is closed once a stream has brought the cluster's complete set of Works.
 func (c *Client) WorksReady() <-chan struct{} { return c.works.ready }
+
+// WorksCurrent says whether the Works the Client holds are current: a stream is open, its hub
+// sends the Works, and it has brought their complete set. Only then may an informer list them
+// here; otherwise they may be older than what the hub's API has.
+func (c *Client) WorksCurrent() bool {
+	if !c.Up() {
+		return false
+	}
+	cw := c.works
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	return cw.hubSends && cw.current && !cw.closed
+}
 
 // HubSendsWorks says whether the hub of the last stream that opened sends the cluster's Works
 // on it.
@@ -215,9 +232,19 @@ func (c *Client) WatchWorks() ([]*v1alpha1.Work, *WorkWatch) {
 		out = append(out, w)
 	}
 	ww := &WorkWatch{owner: cw, wake: make(chan struct{}, 1), out: make(chan watch.Event), stop: make(chan struct{})}
-	cw.watches[ww] = true
+	if cw.closed {
+		ww.push(expired("the agent no longer gets its Works on this delivery stream"), true)
+	} else {
+		cw.watches[ww] = true
+	}
 	go ww.run()
 	return out, ww
+}
+
+// expired is the error event that ends a watch of the Works: its informer lists them again,
+// from where they come now.
+func expired(why string) watch.Event {
+	return watch.Event{Type: watch.Error, Object: &apierrors.NewResourceExpired(why).ErrStatus}
 }
 
 // EndWatches ends every watch of the Works with an error (the agent no longer takes its
@@ -226,8 +253,13 @@ func (c *Client) EndWatches() {
 	cw := c.works
 	cw.mu.Lock()
 	defer cw.mu.Unlock()
+	cw.closed = true
+	cw.endWatches("the agent no longer gets its Works on this delivery stream")
+}
+
+func (cw *clientWorks) endWatches(why string) {
 	for ww := range cw.watches {
-		ww.push(watch.Event{Type: watch.Error, Object: &apierrors.NewResourceExpired("the agent no longer gets its Works on this delivery stream").ErrStatus}, true)
+		ww.push(expired(why), true)
 		delete(cw.watches, ww)
 	}
 }
@@ -238,7 +270,11 @@ func (cw *clientWorks) streamOpened(sends bool) int {
 	cw.mu.Lock()
 	defer cw.mu.Unlock()
 	cw.stream++
-	cw.hubSends, cw.building = sends, nil
+	if cw.hubSends && !sends {
+		// This hub does not send the Works (an older one): their informer goes to the API.
+		cw.endWatches("the hub no longer sends the Works on the delivery stream")
+	}
+	cw.hubSends, cw.building, cw.current = sends, nil, false
 	return cw.stream
 }
 
@@ -261,8 +297,12 @@ func (cw *clientWorks) take(stream int, m *v1alpha1.HubMessage) {
 			cw.building[w.Name] = true
 		}
 		// A complete set after a reconnect repeats what the agent has: only changes go on.
-		if old := cw.works[w.Name]; old != nil && old.UID == w.UID && old.ResourceVersion == w.ResourceVersion {
+		old := cw.works[w.Name]
+		if old != nil && old.UID == w.UID && old.ResourceVersion == w.ResourceVersion {
 			continue
+		}
+		if old != nil && old.UID != w.UID {
+			cw.emit(watch.Deleted, old) // deleted and made again while the stream was away
 		}
 		cw.works[w.Name] = w
 		cw.emit(watch.Modified, w)
@@ -280,7 +320,7 @@ func (cw *clientWorks) take(stream int, m *v1alpha1.HubMessage) {
 				cw.emit(watch.Deleted, old)
 			}
 		}
-		cw.building = nil
+		cw.building, cw.current = nil, true
 		if !cw.complete {
 			cw.complete = true
 			close(cw.ready)

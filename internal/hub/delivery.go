@@ -110,7 +110,15 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 		}
 		if _, err := works.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 			AddFunc:    changed,
-			UpdateFunc: func(_, o any) { changed(o) },
+			UpdateFunc: func(oldObj, o any) {
+				// A resync of the cache changes nothing: nothing to send.
+				if a, ok := oldObj.(client.Object); ok {
+					if b, ok := o.(client.Object); ok && a.GetResourceVersion() == b.GetResourceVersion() {
+						return
+					}
+				}
+				changed(o)
+			},
 			DeleteFunc: func(o any) {
 				changed(o)
 				onDelete(func(w client.Object) {
