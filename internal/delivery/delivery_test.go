@@ -54,20 +54,27 @@ func eventually(t *testing.T, what string, f func() error) {
 	})
 }
 
-// TestStreams runs real agents' streams against a real hub: who may open one, reports folded
-// and stored, heartbeats seen, and a revocation cutting a stream that is open.
-func TestStreams(t *testing.T) {
+// startHub starts a hub for a test that is not short, and returns it, a client of its API and
+// the address and host name of its delivery stream.
+func startHub(t *testing.T) (*hubtest.Hub, kubernetes.Interface, string, string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a hub")
 	}
 	h := hubtest.Start(t)
-	ctx := context.Background()
-	cs := kubernetes.NewForConfigOrDie(h.Config)
 	addr := h.DeliveryAddr()
 	if addr == "" {
 		t.Fatal("the hub serves no delivery stream")
 	}
 	host, _, _ := net.SplitHostPort(addr)
+	return h, kubernetes.NewForConfigOrDie(h.Config), addr, host
+}
+
+// TestStreams runs real agents' streams against a real hub: who may open one, reports folded
+// and stored, heartbeats seen, and a revocation cutting a stream that is open.
+func TestStreams(t *testing.T) {
+	h, cs, addr, host := startHub(t)
+	ctx := context.Background()
 	east := agentToken(t, h, cs, "east")
 	west := agentToken(t, h, cs, "west")
 
@@ -169,14 +176,8 @@ func TestStreams(t *testing.T) {
 // cluster's: all of them when the stream opens, then each change; after a reconnect the
 // complete set again, of which only what changed meanwhile reaches its watch.
 func TestWorksOnStream(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a hub")
-	}
-	h := hubtest.Start(t)
+	h, cs, addr, host := startHub(t)
 	ctx := context.Background()
-	cs := kubernetes.NewForConfigOrDie(h.Config)
-	addr := h.DeliveryAddr()
-	host, _, _ := net.SplitHostPort(addr)
 	east := agentToken(t, h, cs, "east")
 	west := agentToken(t, h, cs, "west")
 	work := func(cluster, name string) *v1alpha1.Work {

@@ -109,7 +109,7 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 			}
 		}
 		if _, err := works.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    changed,
+			AddFunc: changed,
 			UpdateFunc: func(oldObj, o any) {
 				// A resync of the cache changes nothing: nothing to send.
 				if a, ok := oldObj.(client.Object); ok {
