@@ -508,9 +508,15 @@ func TestAgentDeploymentOnRealNodes(t *testing.T) {
 	f.convoy(t, "cluster", "create", "inside", "--nodes", "1", "--node-kind", "real", "--region", "r1")
 	_, memberKubeconfig := f.member(t, "inside")
 	f.convoy(t, "cluster", "import", "ext", "--kubeconfig", memberKubeconfig, "--region", "r2")
+	// Until the hub's push is done, the list may fail (the repository has no tag yet): retried.
 	eventually(t, "Convoy's image in the fleet registry", time.Minute, func() (bool, error) {
-		list := f.convoy(t, "image", "list", "--data-dir", f.DataDir)
-		return strings.Contains(list, registry.ConvoyImage()), fmt.Errorf("image list:\n%s", list)
+		cmd := exec.Command(convoyBin, "image", "list", "--data-dir", f.DataDir)
+		cmd.Env = append(os.Environ(), f.env...)
+		list, err := cmd.CombinedOutput()
+		if err != nil {
+			return false, fmt.Errorf("image list: %v\n%s", err, list)
+		}
+		return strings.Contains(string(list), registry.ConvoyImage()), fmt.Errorf("image list:\n%s", list)
 	})
 
 	join := exec.Command(convoyBin, "cluster", "join", "ext")

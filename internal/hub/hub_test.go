@@ -392,10 +392,12 @@ func must(t *testing.T, err error) {
 	}
 }
 
+// waitFor waits until cond holds. Its deadline bounds only a failure: a loaded 2-core
+// machine has taken a minute to start a hub's API server.
 func waitFor(t *testing.T, what string, cond func() (bool, error)) {
 	t.Helper()
 	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
 		ok, err := cond()
 		last = err
 		return ok, nil
