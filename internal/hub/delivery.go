@@ -98,14 +98,20 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 		}
 		// Every change of a Work goes to its cluster's stream, if its agent gets its Works
 		// there; a Work that is gone also drops its report.
-		changed := func(o any) {
+		clusterWork := func(o any) (string, client.Object, bool) {
 			if t, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
 				o = t.Obj
 			}
-			if w, ok := o.(client.Object); ok {
-				if cluster, ok := strings.CutPrefix(w.GetNamespace(), v1alpha1.ClusterNamespacePrefix); ok {
-					srv.WorkChanged(cluster, w.GetName())
-				}
+			w, ok := o.(client.Object)
+			if !ok {
+				return "", nil, false
+			}
+			cluster, ok := strings.CutPrefix(w.GetNamespace(), v1alpha1.ClusterNamespacePrefix)
+			return cluster, w, ok
+		}
+		changed := func(o any) {
+			if cluster, w, ok := clusterWork(o); ok {
+				srv.WorkChanged(cluster, w.GetName())
 			}
 		}
 		if _, err := works.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
@@ -120,12 +126,10 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 				changed(o)
 			},
 			DeleteFunc: func(o any) {
-				changed(o)
-				onDelete(func(w client.Object) {
-					if cluster, ok := strings.CutPrefix(w.GetNamespace(), v1alpha1.ClusterNamespacePrefix); ok {
-						srv.Forget(cluster, w.GetName(), string(w.GetUID()))
-					}
-				}).OnDelete(o)
+				if cluster, w, ok := clusterWork(o); ok {
+					srv.WorkChanged(cluster, w.GetName())
+					srv.Forget(cluster, w.GetName(), string(w.GetUID()))
+				}
 			},
 		}); err != nil {
 			return err
