@@ -68,6 +68,11 @@ type Server struct {
 	wake     chan struct{}
 	grpc     *grpc.Server
 	count    counters
+
+	// pmu guards pending: content handed for Works and not yet seen stored (pending.go).
+	pmu     sync.Mutex
+	pending map[workKey]*pendingWork
+	toWrite chan struct{} // wakes the Writer
 }
 
 type workKey struct{ cluster, work string }
@@ -97,6 +102,7 @@ func (s *Server) init() {
 		s.clusters = map[string]*clusterState{}
 		s.dirty = map[workKey]bool{}
 		s.wake = make(chan struct{}, 1)
+		s.toWrite = make(chan struct{}, 1)
 	}
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
@@ -464,7 +470,8 @@ func (s *Server) LastSeen(cluster string) (last time.Time, interval time.Duratio
 	return c.last, s.interval(), true
 }
 
-// Overlay returns w with the status its agent reported last, unless that is of another Work
+// Overlay returns w with the content handed for it (View) and the status its agent reported
+// last, unless that is of another Work
 // (uid) or an older generation than what w holds: a shallow copy, whose status shares memory
 // with the report and must not be changed; w itself when there is no such report.
 func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
@@ -472,6 +479,7 @@ func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
 	if !ok {
 		return w
 	}
+	w = s.View(w)
 	s.mu.RLock()
 	var r *v1alpha1.WorkReport
 	if c := s.clusters[cluster]; c != nil {
@@ -496,6 +504,11 @@ func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
 // Forget drops the report of a Work that is gone from the hub, if it is of that Work (uid): a
 // Work made again under the same name keeps the report of the new one.
 func (s *Server) Forget(cluster, work, uid string) {
+	s.pmu.Lock()
+	if p := s.pending[workKey{cluster, work}]; p != nil && string(p.uid) == uid {
+		delete(s.pending, workKey{cluster, work})
+	}
+	s.pmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.clusters[cluster]
@@ -509,6 +522,13 @@ func (s *Server) Forget(cluster, work, uid string) {
 // ForgetCluster drops all that the Server holds of a cluster that is gone (once its last
 // stream ends, if one is open: the identity check ends it).
 func (s *Server) ForgetCluster(cluster string) {
+	s.pmu.Lock()
+	for k := range s.pending {
+		if k.cluster == cluster {
+			delete(s.pending, k)
+		}
+	}
+	s.pmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.clusters[cluster]; c != nil {

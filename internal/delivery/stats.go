@@ -19,11 +19,19 @@ type Stats struct {
 	BytesOut    int64 `json:"bytesOut"`
 	MessagesIn  int64 `json:"messagesIn"`
 	MessagesOut int64 `json:"messagesOut"`
+	// Handed is how many Work contents were handed to the streams ahead of their write
+	// (Server.Hand), Stored how many of those the Writer stored, Dropped how many it dropped
+	// for a conflict, and Pending how many Works have handed content not stored yet.
+	Handed  int64 `json:"handed"`
+	Stored  int64 `json:"stored"`
+	Dropped int64 `json:"dropped"`
+	Pending int   `json:"pending"`
 }
 
 // counters are the Server's running totals, kept by gRPC's stats hooks.
 type counters struct {
 	opened, bytesIn, bytesOut, messagesIn, messagesOut atomic.Int64
+	handed, stored, dropped                            atomic.Int64
 }
 
 var _ stats.Handler = (*counters)(nil)
@@ -53,6 +61,10 @@ func (s *Server) Stats() Stats {
 		BytesOut:    s.count.bytesOut.Load(),
 		MessagesIn:  s.count.messagesIn.Load(),
 		MessagesOut: s.count.messagesOut.Load(),
+		Handed:      s.count.handed.Load(),
+		Stored:      s.count.stored.Load(),
+		Dropped:     s.count.dropped.Load(),
+		Pending:     s.Pending(),
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()

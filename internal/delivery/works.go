@@ -136,6 +136,7 @@ func (s *Server) sendWorks(ctx context.Context, stream grpc.ServerStream, cluste
 		m := v1alpha1.HubMessage{HeartbeatInterval: interval, WorksBegin: full, WorksGone: gone}
 		size := 0
 		for i, w := range send {
+			w = s.View(w)
 			m.Works = append(m.Works, wire(w))
 			size += workSize(w)
 			if size >= worksPerMessage && i < len(send)-1 {
@@ -297,8 +298,16 @@ func (cw *clientWorks) take(stream int, m *v1alpha1.HubMessage) {
 			cw.building[w.Name] = true
 		}
 		// A complete set after a reconnect repeats what the agent has: only changes go on.
+		// Content handed ahead of its write (pending.go) keeps the resourceVersion of what
+		// is stored: the generation tells it apart.
 		old := cw.works[w.Name]
-		if old != nil && old.UID == w.UID && old.ResourceVersion == w.ResourceVersion {
+		if old != nil && old.UID == w.UID && old.ResourceVersion == w.ResourceVersion && old.Generation == w.Generation {
+			continue
+		}
+		// A Work's generation never goes back but for content handed ahead of its write
+		// that the hub dropped (it stopped first, or someone else changed the Work): the
+		// agent keeps what it has until the hub hands it again or something newer.
+		if old != nil && old.UID == w.UID && w.Generation < old.Generation && w.DeletionTimestamp.IsZero() {
 			continue
 		}
 		if old != nil && old.UID != w.UID {

@@ -273,6 +273,12 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 			}
 			placements.WorkReported(ctx, w)
 		}
+		// The content handed to the streams is stored at a paced rate; a write that finds
+		// the Work changed under it wakes the Placement to derive it again.
+		if err := mgr.Add(&delivery.Writer{Server: streams, Client: mgr.GetClient(), Log: h.log.With("component", "delivery"),
+			Conflict: placements.WorkReported}); err != nil {
+			return err
+		}
 	}
 	if err := placements.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up propagation controller: %w", err)

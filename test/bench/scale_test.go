@@ -93,7 +93,9 @@ type ScaleResult struct {
 	SimProcessMiB     float64 `json:"simProcessMiB"`
 	// IdleStream is what the delivery streams carried per cluster and second while idle;
 	// PropagationStream per cluster over the propagation (absent in runs before 2026-12-02).
-	IdleStream        *StreamCost `json:"idleStream,omitempty"`
+	IdleStream *StreamCost `json:"idleStream,omitempty"`
+	// StoredAfter is how long after the template change the last handed Work was stored.
+	StoredAfter       float64     `json:"storedAfter,omitempty"`
 	PropagationStream *StreamCost `json:"propagationStream,omitempty"`
 }
 
@@ -104,6 +106,10 @@ type StreamCost struct {
 	BytesUp      float64 `json:"bytesUp"`
 	MessagesDown float64 `json:"messagesDown"`
 	MessagesUp   float64 `json:"messagesUp"`
+	// Handed is the Work contents handed to the streams ahead of their write, and Stored
+	// how many of them were stored by the window's end (absent before 2026-12-03).
+	Handed float64 `json:"handed,omitempty"`
+	Stored float64 `json:"stored,omitempty"`
 }
 
 // streamCost is what the streams carried between two of the hub's counts, divided by per.
@@ -116,6 +122,8 @@ func streamCost(before, after *delivery.Stats, per float64) *StreamCost {
 		BytesUp:      float64(after.BytesIn-before.BytesIn) / per,
 		MessagesDown: float64(after.MessagesOut-before.MessagesOut) / per,
 		MessagesUp:   float64(after.MessagesIn-before.MessagesIn) / per,
+		Handed:       float64(after.Handed-before.Handed) / per,
+		Stored:       float64(after.Stored-before.Stored) / per,
 	}
 }
 
@@ -419,7 +427,20 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	res.DuringPropagation = peak
 	res.PropagationStream = streamCost(streamsBefore, h.Status().Delivery, float64(n))
 	if s := res.PropagationStream; s != nil {
-		fmt.Printf("delivery streams during the propagation, per cluster: %.0f bytes down, %.0f up; %.2f messages down, %.2f up\n", s.BytesDown, s.BytesUp, s.MessagesDown, s.MessagesUp)
+		fmt.Printf("delivery streams during the propagation, per cluster: %.0f bytes down, %.0f up; %.2f messages down, %.2f up; %.2f Work contents handed ahead of their write, %.2f stored by then\n",
+			s.BytesDown, s.BytesUp, s.MessagesDown, s.MessagesUp, s.Handed, s.Stored)
+	}
+	// The hub stores the handed Works at a paced rate after the agents have them: the floor
+	// below waits until it is done, so that it measures its own writes alone.
+	waitUntil(b, "the handed Works stored", 10*time.Minute, func() (bool, string) {
+		if d := h.Status().Delivery; d != nil && d.Pending > 0 {
+			return false, fmt.Sprintf("%d pending", d.Pending)
+		}
+		return true, ""
+	})
+	if s := res.PropagationStream; s != nil && s.Handed > 0 {
+		res.StoredAfter = time.Since(start).Seconds()
+		fmt.Printf("the handed Works all stored %.1fs after the template change\n", res.StoredAfter)
 	}
 	fmt.Printf("template change -> Available in all %d clusters: p50 %.2fs p90 %.2fs p99 %.2fs max %.2fs (hub %.0f MiB peak, %.0f millicores %v)\n",
 		n, res.Propagation.P50, res.Propagation.P90, res.Propagation.P99, res.Propagation.Max, peak.TotalMiB, peak.Millicores, peak.CPU)
@@ -786,6 +807,12 @@ func scaleMarkdown(rep ScaleReport) string {
 		for _, r := range rep.Results {
 			fmt.Fprintf(&s, "| %d | %s | %s | %s | %s |\n", r.Clusters, cost(r.IdleStream, "bytes"), cost(r.IdleStream, "messages"),
 				cost(r.PropagationStream, "bytes"), cost(r.PropagationStream, "messages"))
+		}
+		for _, r := range rep.Results {
+			if c := r.PropagationStream; c != nil && c.Handed > 0 {
+				fmt.Fprintf(&s, "\nWith %d clusters the hub handed %.2f Work contents per cluster to the streams ahead of their write; %.2f per cluster were stored by the time all clusters had the change Available, and the last %.1f s after the change (the Writer stores 50 a second).\n",
+					r.Clusters, c.Handed, c.Stored, r.StoredAfter)
+			}
 		}
 	}
 	for _, r := range rep.Results {

@@ -67,9 +67,12 @@ type Reconciler struct {
 	// delivery stream (internal/delivery), which the stored status may lag behind.
 	// It also says which clusters' stored status a restarted hub has not had confirmed by
 	// their agents yet.
+	// Its Hand takes a Work's new content to send to the agent at once and store at a paced
+	// rate; Overlay shows it from then on.
 	Reports interface {
 		Overlay(w *v1alpha1.Work) *v1alpha1.Work
 		Unconfirmed(cluster string) bool
+		Hand(old, w *v1alpha1.Work) bool
 	}
 
 	changed  chan event.TypedGenericEvent[*v1alpha1.Placement]
@@ -516,12 +519,6 @@ func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, old *
 		r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "WorkCreated", "Propagate", "cluster %s gets %d resource(s)", wr.Cluster, len(wr.Manifests))
 		return nil
 	}
-	content := workContent(wr)
-	if r.wroteRecently(client.ObjectKeyFromObject(old), content) {
-		return nil // this hub wrote it a moment ago; the cache is behind
-	}
-	// The hub alone writes a Work's spec, so a patch without a resourceVersion is safe, and
-	// does not fail because the agent wrote the status a moment ago.
 	w := old.DeepCopy()
 	w.Spec.Manifests, w.Spec.DeletionPolicy = wr.Manifests, wr.DeletionPolicy
 	if w.Annotations == nil {
@@ -532,6 +529,17 @@ func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, old *
 		w.Labels = map[string]string{}
 	}
 	maps.Copy(w.Labels, labels)
+	// A cluster whose agent gets its Works on the delivery stream gets the content from
+	// there at once; the store follows at a paced rate (delivery.Server.Hand).
+	if r.Reports != nil && old.DeletionTimestamp.IsZero() && r.Reports.Hand(old, w) {
+		return nil
+	}
+	content := workContent(wr)
+	if r.wroteRecently(client.ObjectKeyFromObject(old), content) {
+		return nil // this hub wrote it a moment ago; the cache is behind
+	}
+	// The hub alone writes a Work's spec, so a patch without a resourceVersion is safe, and
+	// does not fail because the agent wrote the status a moment ago.
 	if err := r.Client.Patch(ctx, w, client.MergeFrom(old)); err != nil {
 		return fmt.Errorf("update the work for cluster %s: %w", wr.Cluster, err)
 	}

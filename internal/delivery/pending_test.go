@@ -1,0 +1,172 @@
+package delivery
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// handed makes the next content of w: its deletion policy marks it apart.
+func handed(w *v1alpha1.Work, policy v1alpha1.DeletionPolicy) *v1alpha1.Work {
+	out := w.DeepCopy()
+	out.Spec.DeletionPolicy = policy
+	return out
+}
+
+func TestHandedContent(t *testing.T) {
+	s := &Server{}
+	s.init()
+	stored := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web", UID: "u1",
+		ResourceVersion: "10", Generation: 3}, Spec: v1alpha1.WorkSpec{DeletionPolicy: v1alpha1.DeletionDelete}}
+
+	// A cluster without a stream that gets its Works takes nothing: the caller writes.
+	if s.Hand(stored, handed(stored, v1alpha1.DeletionOrphan)) {
+		t.Fatal("content was handed for a cluster without a stream")
+	}
+	if got := s.View(stored); got != stored {
+		t.Fatal("the view of a Work with nothing handed is not the Work")
+	}
+	f := newFeed()
+	s.open("east", nil, f)
+	f.take()
+
+	// Two contents in a row: the view shows the newest, with the generation its write
+	// makes, and the stream is told.
+	if !s.Hand(stored, handed(stored, v1alpha1.DeletionOrphan)) {
+		t.Fatal("content was not handed for a cluster with a stream")
+	}
+	v := s.View(stored)
+	if !s.Hand(v, handed(v, "Other")) {
+		t.Fatal("the second content was not handed")
+	}
+	if _, names := f.take(); !slices.Equal(names, []string{"shop.web"}) {
+		t.Fatalf("the stream was told of %v, want shop.web", names)
+	}
+	v = s.View(stored)
+	if v.Generation != 5 || v.Spec.DeletionPolicy != "Other" || v.ResourceVersion != "10" || stored.Generation != 3 {
+		t.Fatalf("view generation %d policy %s rv %s (stored generation %d), want 5, Other, 10 (3)", v.Generation, v.Spec.DeletionPolicy, v.ResourceVersion, stored.Generation)
+	}
+	if s.Pending() != 1 {
+		t.Fatalf("%d Works pending, want 1", s.Pending())
+	}
+
+	// The writes follow the generations, each on the resourceVersion the one before made.
+	var order []string
+	write := func(newRV string) {
+		t.Helper()
+		k, w, rv, ok := s.nextWrite(nil)
+		if !ok {
+			t.Fatal("nothing to write")
+		}
+		if _, _, _, again := s.nextWrite(nil); again {
+			t.Fatal("a Work being written was handed out again")
+		}
+		order = append(order, fmt.Sprintf("%d@%s", w.Generation, rv))
+		out := w.DeepCopy()
+		out.ResourceVersion = newRV
+		s.wrote(k, w, out, false)
+	}
+	write("11")
+	// The cache still shows generation 3: the view still shows 5.
+	if v := s.View(stored); v.Generation != 5 {
+		t.Fatalf("view generation %d after the first write, want 5", v.Generation)
+	}
+	write("12")
+	if want := []string{"4@10", "5@11"}; !slices.Equal(order, want) {
+		t.Fatalf("writes %v, want %v", order, want)
+	}
+	if _, _, _, ok := s.nextWrite(nil); ok {
+		t.Fatal("something left to write")
+	}
+	// Once the cache shows the last write, the view is the cache's Work and nothing is kept.
+	caught := stored.DeepCopy()
+	caught.Generation, caught.ResourceVersion, caught.Spec.DeletionPolicy = 5, "12", "Other"
+	if got := s.View(caught); got != caught {
+		t.Fatal("the view of a stored Work is not the Work")
+	}
+	if len(s.pending) != 0 || s.Pending() != 0 {
+		t.Fatalf("%d Works kept after their writes were stored", len(s.pending))
+	}
+
+	// A write that conflicts drops what is pending: the view is the store's again.
+	if !s.Hand(caught, handed(caught, v1alpha1.DeletionDelete)) {
+		t.Fatal("not handed")
+	}
+	k, w, _, _ := s.nextWrite(nil)
+	s.wrote(k, w, nil, true)
+	if got := s.View(caught); got != caught {
+		t.Fatal("a dropped content is still shown")
+	}
+
+	// A failed write is tried again, with the same content.
+	if !s.Hand(caught, handed(caught, v1alpha1.DeletionDelete)) {
+		t.Fatal("not handed")
+	}
+	k, w, _, _ = s.nextWrite(nil)
+	s.wrote(k, w, nil, false)
+	if _, again, _, _ := s.nextWrite(map[workKey]bool{}); again != w {
+		t.Fatal("a failed write is not tried again")
+	}
+
+	// A Work being deleted, or made again, shows as it is stored.
+	deleting := caught.DeepCopy()
+	deleting.DeletionTimestamp = &metav1.Time{Time: time.Unix(1, 0)}
+	if got := s.View(deleting); got != deleting {
+		t.Fatal("a Work being deleted shows handed content")
+	}
+	again := caught.DeepCopy()
+	again.UID = types.UID("u2")
+	if got := s.View(again); got != again {
+		t.Fatal("a Work made again shows the old one's handed content")
+	}
+	// Forgetting a Work drops what was handed of it.
+	s.wrote(k, w, nil, false)
+	s.Forget("east", "shop.web", "u1")
+	if s.Pending() != 0 {
+		t.Fatal("a forgotten Work's content is still pending")
+	}
+}
+
+// TestClientHoldsNewerContent checks that the agent's side never goes back to an older
+// generation of a Work, as it would when the hub dropped content it had handed.
+func TestClientHoldsNewerContent(t *testing.T) {
+	cw := newClientWorks()
+	stream := cw.streamOpened(true)
+	work := func(gen int64, rv string, deleting bool) v1alpha1.Work {
+		w := v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Name: "shop.web", UID: "u1", Generation: gen, ResourceVersion: rv}}
+		if deleting {
+			w.DeletionTimestamp = &metav1.Time{Time: time.Unix(1, 0)}
+		}
+		return w
+	}
+	take := func(w v1alpha1.Work) {
+		cw.take(stream, &v1alpha1.HubMessage{Works: []v1alpha1.Work{w}})
+	}
+	held := func() string {
+		w := cw.works["shop.web"]
+		return fmt.Sprintf("%d@%s", w.Generation, w.ResourceVersion)
+	}
+	take(work(3, "10", false))
+	take(work(4, "10", false)) // handed ahead of its write: the same resourceVersion
+	if got := held(); got != "4@10" {
+		t.Fatalf("holds %s, want the handed generation 4@10", got)
+	}
+	take(work(3, "11", false)) // the hub dropped it: the store's older generation
+	if got := held(); got != "4@10" {
+		t.Fatalf("holds %s after an older generation came, want 4@10", got)
+	}
+	take(work(4, "12", false)) // handed again, or stored
+	if got := held(); got != "4@12" {
+		t.Fatalf("holds %s, want 4@12", got)
+	}
+	take(work(3, "13", true)) // a deletion is taken whatever its generation
+	if got := held(); got != "3@13" {
+		t.Fatalf("holds %s, want the deletion 3@13", got)
+	}
+}
