@@ -15,7 +15,9 @@
 // Cluster controller stores it with its verdict. Down the stream go the cluster's Works, to an
 // agent that asks (works.go): all of them from the hub's cache when the stream opens, then each
 // change (WorkChanged), so that agents neither list nor watch Works through the hub's API.
-// Stats counts what the streams carry.
+// A Work's new content may be handed to the Server ahead of its stored write (Hand, in
+// pending.go): the streams send it at once and the Writer stores it at a paced rate, one write
+// per generation. Stats counts what the streams carry.
 //
 // The hub's composition root and the agent import it; the controllers see the fold only through
 // their own small interfaces.

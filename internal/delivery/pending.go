@@ -2,6 +2,9 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -9,6 +12,7 @@ import (
 
 	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -20,7 +24,7 @@ import (
 // which the controllers read through) shows it at once, with the generation that its write
 // will make, and the cluster's streams send it, so the agent applies it at once; the Writer
 // stores it at a paced rate. Writes of one Work follow its generations exactly: one write per
-// handed content, in order, each preconditioned on the resourceVersion the one before made,
+// handed content, in order, each preconditioned on the generation the one before made,
 // so that an agent's report of generation G is of the content handed as G. A write that finds
 // the Work changed by someone else (a conflict) drops what is pending of it, and the Work's
 // Placement is woken to derive its content again from what is stored.
@@ -34,9 +38,8 @@ import (
 // pendingWork is what is handed of one Work and not yet seen stored in the cache.
 type pendingWork struct {
 	uid types.UID
-	// rv and gen are the stored Work's, as the last write made them (or as the content was
-	// first handed): the next write is preconditioned on rv.
-	rv  string
+	// gen is the stored Work's generation, as the last write made it (or as the content was
+	// first handed): the next write is preconditioned on it.
 	gen int64
 	// queue is what is still to write, in order; queue[i].Generation == gen+i+1.
 	queue []*v1alpha1.Work
@@ -78,7 +81,7 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 			s.pmu.Unlock()
 			return false
 		}
-		p = &pendingWork{uid: old.UID, rv: old.ResourceVersion, gen: old.Generation}
+		p = &pendingWork{uid: old.UID, gen: old.Generation}
 		s.pending[k] = p
 	}
 	top := p.gen
@@ -159,7 +162,7 @@ func (s *Server) Pending() int {
 
 // nextWrite takes the oldest handed content of a Work that is not being written, and marks
 // the Work as being written; ok is false when there is none.
-func (s *Server) nextWrite(skip map[workKey]bool) (k workKey, w *v1alpha1.Work, rv string, ok bool) {
+func (s *Server) nextWrite(skip map[workKey]bool) (k workKey, w *v1alpha1.Work, ok bool) {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	for key, p := range s.pending {
@@ -167,9 +170,9 @@ func (s *Server) nextWrite(skip map[workKey]bool) (k workKey, w *v1alpha1.Work, 
 			continue
 		}
 		p.writing = true
-		return key, p.queue[0], p.rv, true
+		return key, p.queue[0], true
 	}
-	return workKey{}, nil, "", false
+	return workKey{}, nil, false
 }
 
 // wrote records the outcome of writing w: stored (the Work as the write returned it), or
@@ -188,7 +191,7 @@ func (s *Server) wrote(k workKey, w *v1alpha1.Work, stored *v1alpha1.Work, dropp
 		s.count.dropped.Add(1)
 	case stored != nil:
 		s.count.stored.Add(1)
-		p.rv, p.gen = stored.ResourceVersion, stored.Generation
+		p.gen = stored.Generation
 		p.queue = slices.Delete(p.queue, 0, 1)
 	}
 }
@@ -197,6 +200,9 @@ func (s *Server) wrote(k workKey, w *v1alpha1.Work, stored *v1alpha1.Work, dropp
 type Writer struct {
 	Server *Server
 	Client client.Client
+	// Reader reads a Work from the API server itself, to tell a refused write from a Work
+	// that changed under it.
+	Reader client.Reader
 	// Rate is writes a second; zero means DefaultWriteRate.
 	Rate float64
 	// Conflict, if set, is called with a Work whose handed content was dropped because the
@@ -206,8 +212,11 @@ type Writer struct {
 }
 
 // writeRetry is how long a Work whose write failed (not for a conflict) waits before the next
-// try.
-const writeRetry = time.Second
+// try, doubling up to maxWriteRetry.
+const (
+	writeRetry    = time.Second
+	maxWriteRetry = 30 * time.Second
+)
 
 // Start runs the Writer until ctx ends (a controller-runtime Runnable).
 func (wr *Writer) Start(ctx context.Context) error {
@@ -222,7 +231,8 @@ func (wr *Writer) Start(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	failed := map[workKey]time.Time{} // Works whose last write failed, until when they wait
+	failed := map[workKey]time.Time{}      // Works whose last write failed, until when they wait
+	backoff := map[workKey]time.Duration{} // and how long they waited last
 	for {
 		now := time.Now()
 		skip := map[workKey]bool{}
@@ -237,7 +247,7 @@ func (wr *Writer) Start(ctx context.Context) error {
 				delete(failed, k)
 			}
 		}
-		k, w, rv, ok := s.nextWrite(skip)
+		k, w, ok := s.nextWrite(skip)
 		if !ok {
 			if next == 0 {
 				next = time.Hour // nothing waits for a retry: only a hand wakes the Writer
@@ -257,18 +267,18 @@ func (wr *Writer) Start(ctx context.Context) error {
 			s.wrote(k, w, nil, false)
 			return nil
 		}
-		obj := w.DeepCopy()
-		obj.ResourceVersion = rv
-		err := wr.Client.Update(ctx, obj)
+		stored, err := wr.write(ctx, w)
 		switch {
-		case err == nil && obj.Generation == w.Generation:
-			s.wrote(k, w, obj, false)
-		case err == nil || apierrors.IsConflict(err) || apierrors.IsNotFound(err):
-			// Someone else changed the Work (or the write changed nothing, so the
+		case err == nil && stored.Generation == w.Generation:
+			s.wrote(k, w, stored, false)
+			delete(backoff, k)
+		case err == nil || errors.Is(err, errMoved) || apierrors.IsNotFound(err):
+			// Someone else changed the Work's spec (or the write changed nothing, so the
 			// generations no longer line up): what the store holds goes to the agent, and
 			// the Placement derives the content again.
 			log.Debug("a handed Work changed under its write; deriving it again", "work", w.Namespace+"/"+w.Name, "err", err)
 			s.wrote(k, w, nil, true)
+			delete(backoff, k)
 			s.WorkChanged(k.cluster, k.work)
 			if wr.Conflict != nil && !apierrors.IsNotFound(err) {
 				wr.Conflict(ctx, w)
@@ -278,9 +288,47 @@ func (wr *Writer) Start(ctx context.Context) error {
 				s.wrote(k, w, nil, false)
 				return nil
 			}
+			backoff[k] = min(max(2*backoff[k], writeRetry), maxWriteRetry)
 			log.Debug("cannot store a handed Work yet; trying again", "work", w.Namespace+"/"+w.Name, "err", err)
 			s.wrote(k, w, nil, false)
-			failed[k] = time.Now().Add(writeRetry)
+			failed[k] = time.Now().Add(backoff[k])
 		}
 	}
+}
+
+// errMoved says that a handed Work's stored spec is no longer the one its content followed.
+var errMoved = errors.New("the stored Work changed under the handed content")
+
+// write stores w, the next content handed for its Work, if the stored Work is still the same
+// one (uid) at the generation before w's: a JSON patch whose tests make that check and whose
+// operations set the spec, labels and annotations, all at once in the API server. The status,
+// which the Persister writes meanwhile, and the agent's finalizer do not move the generation,
+// so they do not stand in its way.
+func (wr *Writer) write(ctx context.Context, w *v1alpha1.Work) (*v1alpha1.Work, error) {
+	ops := []map[string]any{
+		{"op": "test", "path": "/metadata/uid", "value": w.UID},
+		{"op": "test", "path": "/metadata/generation", "value": w.Generation - 1},
+		{"op": "add", "path": "/spec", "value": w.Spec},
+		{"op": "add", "path": "/metadata/labels", "value": w.Labels},
+		{"op": "add", "path": "/metadata/annotations", "value": w.Annotations},
+	}
+	patch, err := json.Marshal(ops)
+	if err != nil {
+		return nil, err
+	}
+	out := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: w.Namespace, Name: w.Name}}
+	err = wr.Client.Patch(ctx, out, client.RawPatch(types.JSONPatchType, patch))
+	if err == nil || !apierrors.IsInvalid(err) || wr.Reader == nil {
+		return out, err
+	}
+	// A failed test and content the API refuses are both Invalid: the stored Work tells
+	// them apart.
+	live := &v1alpha1.Work{}
+	if gerr := wr.Reader.Get(ctx, client.ObjectKeyFromObject(out), live); gerr != nil {
+		return nil, errors.Join(err, gerr)
+	}
+	if live.UID != w.UID || live.Generation != w.Generation-1 {
+		return nil, fmt.Errorf("%w: %w", errMoved, err)
+	}
+	return nil, err
 }

@@ -56,18 +56,18 @@ func TestHandedContent(t *testing.T) {
 		t.Fatalf("%d Works pending, want 1", s.Pending())
 	}
 
-	// The writes follow the generations, each on the resourceVersion the one before made.
+	// The writes follow the generations, one at a time.
 	var order []string
 	write := func(newRV string) {
 		t.Helper()
-		k, w, rv, ok := s.nextWrite(nil)
+		k, w, ok := s.nextWrite(nil)
 		if !ok {
 			t.Fatal("nothing to write")
 		}
-		if _, _, _, again := s.nextWrite(nil); again {
+		if _, _, again := s.nextWrite(nil); again {
 			t.Fatal("a Work being written was handed out again")
 		}
-		order = append(order, fmt.Sprintf("%d@%s", w.Generation, rv))
+		order = append(order, fmt.Sprintf("%d@%s", w.Generation, newRV))
 		out := w.DeepCopy()
 		out.ResourceVersion = newRV
 		s.wrote(k, w, out, false)
@@ -78,10 +78,10 @@ func TestHandedContent(t *testing.T) {
 		t.Fatalf("view generation %d after the first write, want 5", v.Generation)
 	}
 	write("12")
-	if want := []string{"4@10", "5@11"}; !slices.Equal(order, want) {
+	if want := []string{"4@11", "5@12"}; !slices.Equal(order, want) {
 		t.Fatalf("writes %v, want %v", order, want)
 	}
-	if _, _, _, ok := s.nextWrite(nil); ok {
+	if _, _, ok := s.nextWrite(nil); ok {
 		t.Fatal("something left to write")
 	}
 	// Once the cache shows the last write, the view is the cache's Work and nothing is kept.
@@ -98,7 +98,7 @@ func TestHandedContent(t *testing.T) {
 	if !s.Hand(caught, handed(caught, v1alpha1.DeletionDelete)) {
 		t.Fatal("not handed")
 	}
-	k, w, _, _ := s.nextWrite(nil)
+	k, w, _ := s.nextWrite(nil)
 	s.wrote(k, w, nil, true)
 	if got := s.View(caught); got != caught {
 		t.Fatal("a dropped content is still shown")
@@ -108,9 +108,9 @@ func TestHandedContent(t *testing.T) {
 	if !s.Hand(caught, handed(caught, v1alpha1.DeletionDelete)) {
 		t.Fatal("not handed")
 	}
-	k, w, _, _ = s.nextWrite(nil)
+	k, w, _ = s.nextWrite(nil)
 	s.wrote(k, w, nil, false)
-	if _, again, _, _ := s.nextWrite(map[workKey]bool{}); again != w {
+	if _, again, _ := s.nextWrite(map[workKey]bool{}); again != w {
 		t.Fatal("a failed write is not tried again")
 	}
 

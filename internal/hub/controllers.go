@@ -275,7 +275,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		}
 		// The content handed to the streams is stored at a paced rate; a write that finds
 		// the Work changed under it wakes the Placement to derive it again.
-		if err := mgr.Add(&delivery.Writer{Server: streams, Client: mgr.GetClient(), Log: h.log.With("component", "delivery"),
+		if err := mgr.Add(&delivery.Writer{Server: streams, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Log: h.log.With("component", "delivery"),
 			Conflict: placements.WorkReported}); err != nil {
 			return err
 		}
