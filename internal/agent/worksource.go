@@ -66,6 +66,10 @@ func (s *worksSource) ListWithContext(ctx context.Context, opts metav1.ListOptio
 	s.mu.Lock()
 	s.fromStream = false
 	s.mu.Unlock()
+	// The informer's last resourceVersion may be one the stream made up for content handed
+	// ahead of its write (delivery.Server.Hand), which the API server does not know: list
+	// what it holds now.
+	opts.ResourceVersion, opts.ResourceVersionMatch = "", ""
 	return s.api.ListWithContext(ctx, opts)
 }
 

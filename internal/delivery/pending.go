@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -46,6 +48,8 @@ type pendingWork struct {
 	// last is the newest content handed: queue's last, or the last written.
 	last    *v1alpha1.Work
 	writing bool
+	// since is when the queue's oldest content was handed.
+	since time.Time
 }
 
 // DefaultWriteRate is how many handed Works a second the Writer stores by default: at about
@@ -54,8 +58,11 @@ const DefaultWriteRate = 50
 
 // Hand gives the Server w, the content that the Work old (as the Server's view showed it)
 // should have next: its spec, labels and annotations. It returns false, and keeps nothing,
-// when the Work's cluster takes no handed content (no stream of its agent gets its Works):
-// the caller writes it itself. w becomes the Server's: the caller must not change it.
+// when the Work's cluster takes no handed content (no stream of its agent gets its Works),
+// when nothing but metadata changes and nothing is pending (a write that moves no
+// generation), or when the Writer could not store the Work's last handed content for a
+// reason other than a conflict: the caller writes it itself, and sees the error. w becomes
+// the Server's: the caller must not change it.
 func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	cluster, ok := strings.CutPrefix(old.Namespace, v1alpha1.ClusterNamespacePrefix)
 	if !ok || old.UID == "" {
@@ -66,11 +73,24 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	s.pmu.Lock()
 	if s.pending == nil {
 		s.pending = map[workKey]*pendingWork{}
+		s.refused = map[workKey]bool{}
+	}
+	if s.refused[k] {
+		delete(s.refused, k)
+		s.pmu.Unlock()
+		return false
 	}
 	p := s.pending[k]
 	if p != nil && p.uid != old.UID {
 		delete(s.pending, k) // of a Work that is gone
 		p = nil
+	}
+	// A change of labels or annotations alone moves no generation: it is a write of the
+	// same generation, and needs none of its own when nothing is pending.
+	sameSpec := equality.Semantic.DeepEqual(old.Spec, w.Spec)
+	if sameSpec && (p == nil || (len(p.queue) == 0 && !p.writing)) {
+		s.pmu.Unlock()
+		return false
 	}
 	if p == nil {
 		s.mu.RLock()
@@ -88,8 +108,18 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	if p.last != nil {
 		top = max(top, p.last.Generation)
 	}
-	w.Generation = top + 1
+	if !sameSpec {
+		top++
+	}
+	w.Generation = top
 	w.UID = old.UID
+	// A resourceVersion of its own, which no stored Work has: the agent's informer takes an
+	// update with an unchanged one for a resync, and its client a repeat of what it has.
+	s.handSeq++
+	w.ResourceVersion = fmt.Sprintf("h%d.%d", s.epoch, s.handSeq)
+	if len(p.queue) == 0 {
+		p.since = time.Now()
+	}
 	p.queue = append(p.queue, w)
 	p.last = w
 	s.pmu.Unlock()
@@ -103,9 +133,9 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 }
 
 // View returns w, the Work as the cache holds it, with the content handed for it and not
-// yet seen stored: a shallow copy whose spec, labels and annotations are the handed ones
-// and whose generation is the one their write makes, or w itself. It shares memory with w
-// and the handed content: neither may be changed.
+// yet seen stored: a shallow copy whose spec, labels, annotations and resourceVersion are the
+// handed ones and whose generation is the one their write makes, or w itself. It shares
+// memory with w and the handed content: neither may be changed.
 func (s *Server) View(w *v1alpha1.Work) *v1alpha1.Work {
 	cluster, ok := strings.CutPrefix(w.Namespace, v1alpha1.ClusterNamespacePrefix)
 	if !ok {
@@ -115,21 +145,21 @@ func (s *Server) View(w *v1alpha1.Work) *v1alpha1.Work {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	p := s.pending[k]
-	if p == nil || p.last == nil {
+	if p == nil || p.last == nil || p.uid != w.UID {
+		// A Work made again under the same name drops the old one's entry when it is
+		// forgotten (Forget) or handed content (Hand).
 		return w
 	}
-	if p.uid != w.UID || !w.DeletionTimestamp.IsZero() {
-		if !p.writing {
-			delete(s.pending, k) // the Work is being deleted, or was made again
-		}
-		return w
-	}
-	if w.Generation >= p.last.Generation {
-		// Stored (or overtaken by someone else's write, which the next write of the queue
-		// finds out).
-		if len(p.queue) == 0 && !p.writing {
+	settled := len(p.queue) == 0 && !p.writing
+	if !w.DeletionTimestamp.IsZero() {
+		// Being deleted: what is stored is what the agent must finalize.
+		if settled {
 			delete(s.pending, k)
 		}
+		return w
+	}
+	if settled && w.Generation >= p.last.Generation {
+		delete(s.pending, k) // stored, and the cache shows it
 		return w
 	}
 	out := *w
@@ -137,14 +167,8 @@ func (s *Server) View(w *v1alpha1.Work) *v1alpha1.Work {
 	out.Generation = p.last.Generation
 	out.Labels = p.last.Labels
 	out.Annotations = p.last.Annotations
+	out.ResourceVersion = p.last.ResourceVersion
 	return &out
-}
-
-// dropPending forgets what is handed of a Work (it is gone, or a write conflicted).
-func (s *Server) dropPending(cluster, work string) {
-	s.pmu.Lock()
-	delete(s.pending, workKey{cluster, work})
-	s.pmu.Unlock()
 }
 
 // Pending is how many Works have handed content that is not stored yet.
@@ -160,24 +184,45 @@ func (s *Server) Pending() int {
 	return n
 }
 
-// nextWrite takes the oldest handed content of a Work that is not being written, and marks
-// the Work as being written; ok is false when there is none.
-func (s *Server) nextWrite(skip map[workKey]bool) (k workKey, w *v1alpha1.Work, ok bool) {
+// nextWrite takes the oldest handed content of a Work that is not being written and was
+// first handed writeDelay before now, and marks the Work as being written; base is the
+// generation the store holds before it (the content's own, for a change of metadata alone,
+// else one less). ok is false when there is none; wait is then how long until one is due.
+func (s *Server) nextWrite(skip map[workKey]bool, now time.Time) (k workKey, w *v1alpha1.Work, base int64, wait time.Duration, ok bool) {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	for key, p := range s.pending {
 		if len(p.queue) == 0 || p.writing || skip[key] {
 			continue
 		}
+		if d := p.since.Add(writeDelay).Sub(now); d > 0 {
+			if wait == 0 || d < wait {
+				wait = d
+			}
+			continue
+		}
 		p.writing = true
-		return key, p.queue[0], true
+		return key, p.queue[0], p.gen, 0, true
 	}
-	return workKey{}, nil, false
+	return workKey{}, nil, 0, wait, false
+}
+
+// isPending says whether a Work has handed content not stored yet.
+func (s *Server) isPending(k workKey) bool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	p := s.pending[k]
+	return p != nil && (len(p.queue) > 0 || p.writing)
 }
 
 // wrote records the outcome of writing w: stored (the Work as the write returned it), or
 // dropped (the write conflicted, or the Work is gone), or neither (try again later).
 func (s *Server) wrote(k workKey, w *v1alpha1.Work, stored *v1alpha1.Work, dropped bool) {
+	s.settle(k, w, stored, dropped, false)
+}
+
+// settle is wrote, and with refused also makes the next Hand of the Work return false.
+func (s *Server) settle(k workKey, w *v1alpha1.Work, stored *v1alpha1.Work, dropped, refused bool) {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	p := s.pending[k]
@@ -189,8 +234,12 @@ func (s *Server) wrote(k workKey, w *v1alpha1.Work, stored *v1alpha1.Work, dropp
 	case dropped:
 		delete(s.pending, k)
 		s.count.dropped.Add(1)
+		if refused {
+			s.refused[k] = true
+		}
 	case stored != nil:
 		s.count.stored.Add(1)
+		p.since = time.Now().Add(-writeDelay) // the next content is due at once
 		p.gen = stored.Generation
 		p.queue = slices.Delete(p.queue, 0, 1)
 	}
@@ -212,13 +261,18 @@ type Writer struct {
 }
 
 // writeRetry is how long a Work whose write failed (not for a conflict) waits before the next
-// try, doubling up to maxWriteRetry.
+// try, doubling up to maxWriteRetry; writeDelay is how long handed content waits before its
+// write, so that the propagation it is part of passes first (its agents report within it).
 const (
 	writeRetry    = time.Second
 	maxWriteRetry = 30 * time.Second
+	writeDelay    = time.Second
+	// flushTime bounds how long a stopping Writer stores what is left, unpaced.
+	flushTime = 5 * time.Second
 )
 
-// Start runs the Writer until ctx ends (a controller-runtime Runnable).
+// Start runs the Writer until ctx ends (a controller-runtime Runnable); then it stores what
+// is left for a few seconds more, unpaced, so that a hub that stops loses little.
 func (wr *Writer) Start(ctx context.Context) error {
 	s := wr.Server
 	s.init()
@@ -226,7 +280,7 @@ func (wr *Writer) Start(ctx context.Context) error {
 	if r <= 0 {
 		r = DefaultWriteRate
 	}
-	limit := rate.NewLimiter(rate.Limit(r), max(1, int(r)))
+	limit := rate.NewLimiter(rate.Limit(r), max(1, int(r)/10))
 	log := wr.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -236,7 +290,7 @@ func (wr *Writer) Start(ctx context.Context) error {
 	for {
 		now := time.Now()
 		skip := map[workKey]bool{}
-		next := time.Duration(0)
+		var next time.Duration
 		for k, until := range failed {
 			if now.Before(until) {
 				skip[k] = true
@@ -247,15 +301,19 @@ func (wr *Writer) Start(ctx context.Context) error {
 				delete(failed, k)
 			}
 		}
-		k, w, ok := s.nextWrite(skip)
+		k, w, base, wait, ok := s.nextWrite(skip, now)
 		if !ok {
+			if wait > 0 && (next == 0 || wait < next) {
+				next = wait
+			}
 			if next == 0 {
-				next = time.Hour // nothing waits for a retry: only a hand wakes the Writer
+				next = time.Hour // nothing waits: only a hand wakes the Writer
 			}
 			t := time.NewTimer(next)
 			select {
 			case <-ctx.Done():
 				t.Stop()
+				wr.flush(log)
 				return nil
 			case <-s.toWrite:
 			case <-t.C:
@@ -265,52 +323,102 @@ func (wr *Writer) Start(ctx context.Context) error {
 		}
 		if err := limit.Wait(ctx); err != nil {
 			s.wrote(k, w, nil, false)
+			wr.flush(log)
 			return nil
 		}
-		stored, err := wr.write(ctx, w)
-		switch {
-		case err == nil && stored.Generation == w.Generation:
-			s.wrote(k, w, stored, false)
-			delete(backoff, k)
-		case err == nil || errors.Is(err, errMoved) || apierrors.IsNotFound(err):
-			// Someone else changed the Work's spec (or the write changed nothing, so the
-			// generations no longer line up): what the store holds goes to the agent, and
-			// the Placement derives the content again.
-			log.Debug("a handed Work changed under its write; deriving it again", "work", w.Namespace+"/"+w.Name, "err", err)
-			s.wrote(k, w, nil, true)
-			delete(backoff, k)
-			s.WorkChanged(k.cluster, k.work)
-			if wr.Conflict != nil && !apierrors.IsNotFound(err) {
-				wr.Conflict(ctx, w)
-			}
-		default:
-			if ctx.Err() != nil {
-				s.wrote(k, w, nil, false)
-				return nil
-			}
-			backoff[k] = min(max(2*backoff[k], writeRetry), maxWriteRetry)
-			log.Debug("cannot store a handed Work yet; trying again", "work", w.Namespace+"/"+w.Name, "err", err)
+		if ctx.Err() != nil {
 			s.wrote(k, w, nil, false)
+			wr.flush(log)
+			return nil
+		}
+		if !wr.store(ctx, log, k, w, base) {
+			backoff[k] = min(max(2*backoff[k], writeRetry), maxWriteRetry)
 			failed[k] = time.Now().Add(backoff[k])
+		} else {
+			delete(backoff, k)
+		}
+		for k := range backoff {
+			if !s.isPending(k) {
+				delete(backoff, k)
+			}
 		}
 	}
+}
+
+// flush stores what is left, unpaced, for flushTime at most.
+func (wr *Writer) flush(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), flushTime)
+	defer cancel()
+	failed := map[workKey]bool{}
+	for ctx.Err() == nil {
+		k, w, base, _, ok := wr.Server.nextWrite(failed, time.Now().Add(writeDelay))
+		if !ok {
+			return
+		}
+		if !wr.store(ctx, log, k, w, base) {
+			failed[k] = true
+		}
+	}
+	if n := wr.Server.Pending(); n > 0 {
+		log.Info("stopping with handed Works not stored; the next hub derives them again", "works", n)
+	}
+}
+
+// store writes w and records the outcome; it returns false when the write failed and is to
+// be tried again.
+func (wr *Writer) store(ctx context.Context, log *slog.Logger, k workKey, w *v1alpha1.Work, base int64) bool {
+	s := wr.Server
+	stored, err := wr.write(ctx, w, base)
+	switch {
+	case err == nil && stored.Generation == w.Generation:
+		s.wrote(k, w, stored, false)
+		return true
+	case err == nil || errors.Is(err, errMoved) || apierrors.IsNotFound(err):
+		// Someone else changed the Work's spec (or the write moved the generation
+		// otherwise than it should): what the store holds goes to the agent, and the
+		// Placement derives the content again.
+		log.Debug("a handed Work changed under its write; deriving it again", "work", w.Namespace+"/"+w.Name, "err", err)
+		s.wrote(k, w, nil, true)
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err) || apierrors.IsForbidden(err):
+		// The API refuses the content: the Placement's next write of it is its own, and
+		// its reconcile sees the error.
+		log.Info("the API refuses a handed Work; its Placement writes it itself", "work", w.Namespace+"/"+w.Name, "err", err)
+		s.settle(k, w, nil, true, true)
+	default:
+		if ctx.Err() == nil {
+			log.Debug("cannot store a handed Work yet; trying again", "work", w.Namespace+"/"+w.Name, "err", err)
+		}
+		s.wrote(k, w, nil, false)
+		return false
+	}
+	s.WorkChanged(k.cluster, k.work)
+	if wr.Conflict != nil && !apierrors.IsNotFound(err) {
+		wr.Conflict(ctx, w)
+	}
+	return true
 }
 
 // errMoved says that a handed Work's stored spec is no longer the one its content followed.
 var errMoved = errors.New("the stored Work changed under the handed content")
 
 // write stores w, the next content handed for its Work, if the stored Work is still the same
-// one (uid) at the generation before w's: a JSON patch whose tests make that check and whose
-// operations set the spec, labels and annotations, all at once in the API server. The status,
-// which the Persister writes meanwhile, and the agent's finalizer do not move the generation,
-// so they do not stand in its way.
-func (wr *Writer) write(ctx context.Context, w *v1alpha1.Work) (*v1alpha1.Work, error) {
+// one (uid) at generation base: a JSON patch whose tests make that check and whose
+// operations set the spec and each of w's labels and annotations (others' keys stay), all at
+// once in the API server. The status, which the Persister writes meanwhile, and the agent's
+// finalizer do not move the generation, so they do not stand in its way.
+func (wr *Writer) write(ctx context.Context, w *v1alpha1.Work, base int64) (*v1alpha1.Work, error) {
 	ops := []map[string]any{
 		{"op": "test", "path": "/metadata/uid", "value": w.UID},
-		{"op": "test", "path": "/metadata/generation", "value": w.Generation - 1},
+		{"op": "test", "path": "/metadata/generation", "value": base},
 		{"op": "add", "path": "/spec", "value": w.Spec},
-		{"op": "add", "path": "/metadata/labels", "value": w.Labels},
-		{"op": "add", "path": "/metadata/annotations", "value": w.Annotations},
+	}
+	for _, m := range []struct {
+		path string
+		kv   map[string]string
+	}{{"/metadata/labels", w.Labels}, {"/metadata/annotations", w.Annotations}} {
+		for _, key := range slices.Sorted(maps.Keys(m.kv)) {
+			ops = append(ops, map[string]any{"op": "add", "path": m.path + "/" + jsonPointer(key), "value": m.kv[key]})
+		}
 	}
 	patch, err := json.Marshal(ops)
 	if err != nil {
@@ -327,8 +435,17 @@ func (wr *Writer) write(ctx context.Context, w *v1alpha1.Work) (*v1alpha1.Work, 
 	if gerr := wr.Reader.Get(ctx, client.ObjectKeyFromObject(out), live); gerr != nil {
 		return nil, errors.Join(err, gerr)
 	}
-	if live.UID != w.UID || live.Generation != w.Generation-1 {
+	switch {
+	case live.UID == w.UID && live.Generation == w.Generation && equality.Semantic.DeepEqual(live.Spec, w.Spec) &&
+		live.Annotations[v1alpha1.AnnotationRevision] == w.Annotations[v1alpha1.AnnotationRevision]:
+		return live, nil // stored already: an earlier try's answer was lost
+	case live.UID != w.UID || live.Generation != base:
 		return nil, fmt.Errorf("%w: %w", errMoved, err)
 	}
 	return nil, err
+}
+
+// jsonPointer escapes a map key for a JSON patch path (RFC 6901).
+func jsonPointer(key string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1")
 }

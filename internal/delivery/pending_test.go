@@ -23,7 +23,8 @@ func TestHandedContent(t *testing.T) {
 	s := &Server{}
 	s.init()
 	stored := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web", UID: "u1",
-		ResourceVersion: "10", Generation: 3}, Spec: v1alpha1.WorkSpec{DeletionPolicy: v1alpha1.DeletionDelete}}
+		ResourceVersion: "10", Generation: 3, Annotations: map[string]string{"r": "1"}}, Spec: v1alpha1.WorkSpec{DeletionPolicy: v1alpha1.DeletionDelete}}
+	later := time.Now().Add(time.Minute) // every handed content is due for its write then
 
 	// A cluster without a stream that gets its Works takes nothing: the caller writes.
 	if s.Hand(stored, handed(stored, v1alpha1.DeletionOrphan)) {
@@ -36,52 +37,74 @@ func TestHandedContent(t *testing.T) {
 	s.open("east", nil, f)
 	f.take()
 
+	// A change of metadata alone, with nothing pending, is the caller's to write.
+	meta := stored.DeepCopy()
+	meta.Annotations["r"] = "2"
+	if s.Hand(stored, meta) {
+		t.Fatal("a change of annotations alone was handed with nothing pending")
+	}
+
 	// Two contents in a row: the view shows the newest, with the generation its write
-	// makes, and the stream is told.
+	// makes and a resourceVersion of its own, and the stream is told.
 	if !s.Hand(stored, handed(stored, v1alpha1.DeletionOrphan)) {
 		t.Fatal("content was not handed for a cluster with a stream")
 	}
-	v := s.View(stored)
-	if !s.Hand(v, handed(v, "Other")) {
+	first := s.View(stored)
+	if _, _, _, wait, ok := s.nextWrite(nil, time.Now()); ok || wait <= 0 {
+		t.Fatalf("content handed just now is due for its write (ok %v, wait %v)", ok, wait)
+	}
+	if !s.Hand(first, handed(first, "Other")) {
 		t.Fatal("the second content was not handed")
 	}
 	if _, names := f.take(); !slices.Equal(names, []string{"shop.web"}) {
 		t.Fatalf("the stream was told of %v, want shop.web", names)
 	}
-	v = s.View(stored)
-	if v.Generation != 5 || v.Spec.DeletionPolicy != "Other" || v.ResourceVersion != "10" || stored.Generation != 3 {
-		t.Fatalf("view generation %d policy %s rv %s (stored generation %d), want 5, Other, 10 (3)", v.Generation, v.Spec.DeletionPolicy, v.ResourceVersion, stored.Generation)
+	v := s.View(stored)
+	if v.Generation != 5 || v.Spec.DeletionPolicy != "Other" || stored.Generation != 3 {
+		t.Fatalf("view generation %d policy %s (stored generation %d), want 5, Other (3)", v.Generation, v.Spec.DeletionPolicy, stored.Generation)
+	}
+	if v.ResourceVersion == stored.ResourceVersion || v.ResourceVersion == first.ResourceVersion {
+		t.Fatalf("the view's resourceVersion %q is not its own (stored %q, first content %q)", v.ResourceVersion, stored.ResourceVersion, first.ResourceVersion)
+	}
+	// A change of metadata alone while content is pending follows it, with its generation.
+	meta = v.DeepCopy()
+	meta.Annotations["r"] = "3"
+	if !s.Hand(v, meta) {
+		t.Fatal("a change of annotations alone was not handed behind pending content")
+	}
+	if v := s.View(stored); v.Generation != 5 || v.Annotations["r"] != "3" {
+		t.Fatalf("view generation %d annotation %q, want 5 and 3", v.Generation, v.Annotations["r"])
 	}
 	if s.Pending() != 1 {
 		t.Fatalf("%d Works pending, want 1", s.Pending())
 	}
 
-	// The writes follow the generations, one at a time.
+	// The writes follow the generations, one at a time, each on the generation the one
+	// before made.
 	var order []string
-	write := func(newRV string) {
+	write := func() {
 		t.Helper()
-		k, w, ok := s.nextWrite(nil)
+		k, w, base, _, ok := s.nextWrite(nil, later)
 		if !ok {
 			t.Fatal("nothing to write")
 		}
-		if _, _, again := s.nextWrite(nil); again {
+		if _, _, _, _, again := s.nextWrite(nil, later); again {
 			t.Fatal("a Work being written was handed out again")
 		}
-		order = append(order, fmt.Sprintf("%d@%s", w.Generation, newRV))
-		out := w.DeepCopy()
-		out.ResourceVersion = newRV
-		s.wrote(k, w, out, false)
+		order = append(order, fmt.Sprintf("%d->%d", base, w.Generation))
+		s.wrote(k, w, w.DeepCopy(), false)
 	}
-	write("11")
+	write()
 	// The cache still shows generation 3: the view still shows 5.
 	if v := s.View(stored); v.Generation != 5 {
 		t.Fatalf("view generation %d after the first write, want 5", v.Generation)
 	}
-	write("12")
-	if want := []string{"4@11", "5@12"}; !slices.Equal(order, want) {
+	write()
+	write()
+	if want := []string{"3->4", "4->5", "5->5"}; !slices.Equal(order, want) {
 		t.Fatalf("writes %v, want %v", order, want)
 	}
-	if _, _, ok := s.nextWrite(nil); ok {
+	if _, _, _, _, ok := s.nextWrite(nil, later); ok {
 		t.Fatal("something left to write")
 	}
 	// Once the cache shows the last write, the view is the cache's Work and nothing is kept.
@@ -98,7 +121,7 @@ func TestHandedContent(t *testing.T) {
 	if !s.Hand(caught, handed(caught, v1alpha1.DeletionDelete)) {
 		t.Fatal("not handed")
 	}
-	k, w, _ := s.nextWrite(nil)
+	k, w, _, _, _ := s.nextWrite(nil, later)
 	s.wrote(k, w, nil, true)
 	if got := s.View(caught); got != caught {
 		t.Fatal("a dropped content is still shown")
@@ -108,9 +131,9 @@ func TestHandedContent(t *testing.T) {
 	if !s.Hand(caught, handed(caught, v1alpha1.DeletionDelete)) {
 		t.Fatal("not handed")
 	}
-	k, w, _ = s.nextWrite(nil)
+	k, w, _, _, _ = s.nextWrite(nil, later)
 	s.wrote(k, w, nil, false)
-	if _, again, _ := s.nextWrite(map[workKey]bool{}); again != w {
+	if _, again, _, _, _ := s.nextWrite(map[workKey]bool{}, later); again != w {
 		t.Fatal("a failed write is not tried again")
 	}
 
@@ -125,8 +148,16 @@ func TestHandedContent(t *testing.T) {
 	if got := s.View(again); got != again {
 		t.Fatal("a Work made again shows the old one's handed content")
 	}
+	// A content the API refuses: the next one is the caller's to write, and the one after
+	// is handed again.
+	s.settle(k, w, nil, true, true)
+	if s.Hand(caught, handed(caught, v1alpha1.DeletionOrphan)) {
+		t.Fatal("content was handed right after the API refused the Work's last")
+	}
+	if !s.Hand(caught, handed(caught, v1alpha1.DeletionOrphan)) {
+		t.Fatal("content is never handed again after a refusal")
+	}
 	// Forgetting a Work drops what was handed of it.
-	s.wrote(k, w, nil, false)
 	s.Forget("east", "shop.web", "u1")
 	if s.Pending() != 0 {
 		t.Fatal("a forgotten Work's content is still pending")

@@ -69,9 +69,14 @@ type Server struct {
 	grpc     *grpc.Server
 	count    counters
 
-	// pmu guards pending: content handed for Works and not yet seen stored (pending.go).
+	// pmu guards pending: content handed for Works and not yet seen stored (pending.go);
+	// refused, the Works whose next content the caller writes itself; and handSeq, which
+	// with epoch (when the Server started) names each handed content.
 	pmu     sync.Mutex
 	pending map[workKey]*pendingWork
+	refused map[workKey]bool
+	handSeq int64
+	epoch   int64
 	toWrite chan struct{} // wakes the Writer
 }
 
@@ -103,6 +108,7 @@ func (s *Server) init() {
 		s.dirty = map[workKey]bool{}
 		s.wake = make(chan struct{}, 1)
 		s.toWrite = make(chan struct{}, 1)
+		s.epoch = time.Now().UnixNano()
 	}
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -85,6 +86,56 @@ func TestWriter(t *testing.T) {
 	}
 	_, ww := c.WatchWorks()
 	defer ww.Stop()
+	// An informer on the stream, as the agent's: it takes an update whose resourceVersion
+	// did not change for a resync, which its handlers do not see.
+	var pending watch.Interface
+	inf := toolscache.NewSharedIndexInformer(&toolscache.ListWatch{
+		ListWithContextFunc: func(context.Context, metav1.ListOptions) (runtime.Object, error) {
+			works, w := c.WatchWorks()
+			pending = w
+			list := &v1alpha1.WorkList{}
+			for _, x := range works {
+				list.Items = append(list.Items, *x)
+			}
+			return list, nil
+		},
+		WatchFuncWithContext: func(context.Context, metav1.ListOptions) (watch.Interface, error) {
+			if pending == nil {
+				return nil, errors.New("no second watch in this test")
+			}
+			w := pending
+			pending = nil
+			return w, nil
+		},
+	}, &v1alpha1.Work{}, time.Second, toolscache.Indexers{})
+	// The handler under test asks for no resync; another one's resync every second makes the
+	// informer tell them apart, as an agent's long-running informer does.
+	updated := make(chan *v1alpha1.Work, 16)
+	if _, err := inf.AddEventHandlerWithResyncPeriod(toolscache.ResourceEventHandlerFuncs{UpdateFunc: func(_, o any) { updated <- o.(*v1alpha1.Work) }}, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	resynced := make(chan struct{}, 1)
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{UpdateFunc: func(_, _ any) {
+		select {
+		case resynced <- struct{}{}:
+		default:
+		}
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	go inf.RunWithContext(sctx)
+	if !toolscache.WaitForCacheSync(sctx.Done(), inf.HasSynced) {
+		t.Fatal("the informer on the stream never synced")
+	}
+	select {
+	case <-resynced:
+	case <-time.After(time.Minute):
+		t.Fatal("the informer never resynced")
+	}
+	for len(updated) > 0 {
+		<-updated // the resyncs before the first check
+	}
+
 	next := func(what string) *v1alpha1.Work {
 		t.Helper()
 		for {
@@ -124,6 +175,14 @@ func TestWriter(t *testing.T) {
 	if got := content(next("the handed content")); got != "2 Orphan r2 0" {
 		t.Fatalf("the agent got %q, want the handed content as generation 2", got)
 	}
+	select {
+	case w := <-updated:
+		if got := content(w); got != "2 Orphan r2 0" {
+			t.Fatalf("the informer's handler got %q, want the handed content as generation 2", got)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the informer's handler never saw the handed content")
+	}
 	if got := content(stored()); got != "1 Delete r1 0" {
 		t.Fatalf("the store holds %q before any Writer ran", got)
 	}
@@ -159,18 +218,44 @@ func TestWriter(t *testing.T) {
 		t.Fatalf("handed %d, dropped %d, %d conflicts; want 1, 0, none", st.Handed, st.Dropped, len(conflicts))
 	}
 
+	// A change of spec and then of its revision alone, handed before either is stored:
+	// the second has the first's generation, and both are stored in order.
+	base = stored()
+	hand(base, v1alpha1.DeletionDelete, "r3")
+	hand(s.View(base), v1alpha1.DeletionDelete, "r4")
+	for got := ""; got != "3 Delete r4 0"; {
+		got = content(next("the revision's change"))
+		if got != "3 Delete r3 0" && got != "3 Delete r4 0" {
+			t.Fatalf("the agent got %q, want generation 3 with revision r3, then r4", got)
+		}
+	}
+	stopWriter = runWriter()
+	eventually(t, "both stored", func() error {
+		if st := s.Stats(); st.Pending > 0 || st.Stored < 3 {
+			return fmt.Errorf("%d pending, %d stored", st.Pending, st.Stored)
+		}
+		return nil
+	})
+	stopWriter()
+	if got := content(stored()); got != "3 Delete r4 0" {
+		t.Fatalf("the store holds %q, want 3 Delete r4 0", got)
+	}
+	if st := s.Stats(); st.Dropped != 0 {
+		t.Fatalf("%d dropped, want none", st.Dropped)
+	}
+
 	// Handed, then someone else changes the spec before the Writer runs: the write finds
 	// out, drops the content, tells the Placement, and the agent gets what is stored.
 	base = stored()
-	hand(base, v1alpha1.DeletionDelete, "r3")
-	if got := content(next("the second handed content")); got != "3 Delete r3 0" {
-		t.Fatalf("the agent got %q, want the second content as generation 3", got)
+	hand(base, v1alpha1.DeletionOrphan, "r5")
+	if got := content(next("the next handed content")); got != "4 Orphan r5 0" {
+		t.Fatalf("the agent got %q, want the content as generation 4", got)
 	}
 	other := stored()
 	other.Spec.Manifests = []runtime.RawExtension{{Raw: []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c","namespace":"default"}}`)}}
 	hubtest.Must(t, h.Client.Update(ctx, other))
-	if other.Generation != 3 {
-		t.Fatalf("the other write made generation %d, want 3", other.Generation)
+	if other.Generation != 4 {
+		t.Fatalf("the other write made generation %d, want 4", other.Generation)
 	}
 	stopWriter = runWriter()
 	defer stopWriter()
@@ -180,16 +265,16 @@ func TestWriter(t *testing.T) {
 		}
 		return nil
 	})
-	if got := content(next("the stored content after the conflict")); got != "3 Orphan r2 1" {
-		t.Fatalf("the agent got %q after the conflict, want what is stored (3 Orphan r2 1)", got)
+	if got := content(next("the stored content after the conflict")); got != "4 Delete r4 1" {
+		t.Fatalf("the agent got %q after the conflict, want what is stored (4 Delete r4 1)", got)
 	}
 	if len(conflicts) != 1 || <-conflicts != "shop.web" {
 		t.Fatal("the Placement of shop.web was not told once of the conflict")
 	}
-	if got := content(stored()); got != "3 Orphan r2 1" {
+	if got := content(stored()); got != "4 Delete r4 1" {
 		t.Fatalf("the store holds %q, want the other write's content", got)
 	}
-	if st := s.Stats(); st.Stored != 1 || st.Pending != 0 {
-		t.Fatalf("stored %d, pending %d after the conflict; want 1, 0", st.Stored, st.Pending)
+	if st := s.Stats(); st.Stored != 3 || st.Pending != 0 {
+		t.Fatalf("stored %d, pending %d after the conflict; want 3, 0", st.Stored, st.Pending)
 	}
 }

@@ -553,13 +553,27 @@ func (r *Reconciler) removeWork(ctx context.Context, p *v1alpha1.Placement, w *v
 	if w == nil || !w.DeletionTimestamp.IsZero() {
 		return nil
 	}
-	if orphan && w.Spec.DeletionPolicy != v1alpha1.DeletionOrphan {
-		w = w.DeepCopy()
-		w.Spec.DeletionPolicy = v1alpha1.DeletionOrphan
-		if err := r.Client.Update(ctx, w); err != nil {
-			return fmt.Errorf("keep the resources of work %s/%s: %w", w.Namespace, w.Name, err)
+	// The deletion policy that counts is the stored one, which the agent finalizes the Work
+	// with: w may show content handed to the delivery stream and not stored yet (whose
+	// write the deletion then makes fail).
+	stored := &v1alpha1.Work{}
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(w), stored); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !stored.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	want := v1alpha1.DeletionDelete
+	if orphan {
+		want = v1alpha1.DeletionOrphan
+	}
+	if stored.Spec.DeletionPolicy != want && (orphan || w.Spec.DeletionPolicy == v1alpha1.DeletionDelete) {
+		stored.Spec.DeletionPolicy = want
+		if err := r.Client.Update(ctx, stored); err != nil {
+			return fmt.Errorf("set the deletion policy of work %s/%s: %w", w.Namespace, w.Name, err)
 		}
 	}
+	w = stored
 	if err := r.Client.Delete(ctx, w); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete work %s/%s: %w", w.Namespace, w.Name, err)
 	}
