@@ -73,7 +73,8 @@ type HubMessage struct {
 	// one that was not asked) watches them through the hub's API.
 	SendsWorks bool `json:"sendsWorks,omitempty"`
 
-	// The cluster's Works, as the hub's cache holds them (without managedFields). After the
+	// The cluster's Works, as the hub's cache holds them (without managedFields), with the
+	// content handed ahead of its write where there is some (see WorksReset). After the
 	// first message the hub sends all of them, from a message with WorksBegin to one with
 	// WorksEnd (the same message when they fit in one), then each Work again when it changes,
 	// and the names of those that are gone from the hub. Only a complete set (WorksEnd) says
@@ -82,4 +83,9 @@ type HubMessage struct {
 	Works      []Work   `json:"works,omitempty"`
 	WorksGone  []string `json:"worksGone,omitempty"`
 	WorksEnd   bool     `json:"worksEnd,omitempty"`
+	// WorksReset names Works of this message that the agent takes even if it holds a newer
+	// generation: the hub handed that one ahead of its write and will not store it (its
+	// write was refused or conflicted, or a restarted hub found that what is stored is what
+	// it wants). Without it an agent never goes back to an older generation of a Work.
+	WorksReset []string `json:"worksReset,omitempty"`
 }

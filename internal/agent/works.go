@@ -214,11 +214,14 @@ func (w *workController) reconcile(ctx context.Context, name string) (time.Durat
 		return w.finalize(ctx, work)
 	}
 	if !controllerutil.ContainsFinalizer(work, v1alpha1.AgentFinalizer) {
-		before := work.DeepCopy()
-		controllerutil.AddFinalizer(work, v1alpha1.AgentFinalizer)
-		if err := w.a.hub.Patch(ctx, work, client.MergeFrom(before)); err != nil {
+		// A copy takes the answer: the stored Work may be older than the one the stream
+		// gave (content handed ahead of its write), and this reconcile applies the latter.
+		patched := work.DeepCopy()
+		controllerutil.AddFinalizer(patched, v1alpha1.AgentFinalizer)
+		if err := w.a.hub.Patch(ctx, patched, client.MergeFrom(work)); err != nil {
 			return 0, fmt.Errorf("add finalizer: %w", err)
 		}
+		controllerutil.AddFinalizer(work, v1alpha1.AgentFinalizer)
 	}
 
 	prev := map[string]v1alpha1.ResourceStatus{}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,9 +68,11 @@ func (s *worksSource) ListWithContext(ctx context.Context, opts metav1.ListOptio
 	s.fromStream = false
 	s.mu.Unlock()
 	// The informer's last resourceVersion may be one the stream made up for content handed
-	// ahead of its write (delivery.Server.Hand), which the API server does not know: list
-	// what it holds now.
-	opts.ResourceVersion, opts.ResourceVersionMatch = "", ""
+	// ahead of its write (delivery.Server.Hand, "h..."), which the API server does not know:
+	// list what it holds now.
+	if strings.HasPrefix(opts.ResourceVersion, "h") {
+		opts.ResourceVersion, opts.ResourceVersionMatch = "", ""
+	}
 	return s.api.ListWithContext(ctx, opts)
 }
 

@@ -1,7 +1,10 @@
 package delivery
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,7 +46,8 @@ type pendingWork struct {
 	// gen is the stored Work's generation, as the last write made it (or as the content was
 	// first handed): the next write is preconditioned on it.
 	gen int64
-	// queue is what is still to write, in order; queue[i].Generation == gen+i+1.
+	// queue is what is still to write, in order, each with the generation its write makes:
+	// one more than the one before for a change of spec, the same for metadata alone.
 	queue []*v1alpha1.Work
 	// last is the newest content handed: queue's last, or the last written.
 	last    *v1alpha1.Work
@@ -73,12 +77,15 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	s.pmu.Lock()
 	if s.pending == nil {
 		s.pending = map[workKey]*pendingWork{}
-		s.refused = map[workKey]bool{}
+		s.refused = map[workKey]string{}
+		s.reset = map[workKey]bool{}
 	}
-	if s.refused[k] {
+	if key, ok := s.refused[k]; ok {
+		if key == contentKey(w) {
+			s.pmu.Unlock()
+			return false // the API refused this very content: the caller writes it, and sees why
+		}
 		delete(s.refused, k)
-		s.pmu.Unlock()
-		return false
 	}
 	p := s.pending[k]
 	if p != nil && p.uid != old.UID {
@@ -87,7 +94,7 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	}
 	// A change of labels or annotations alone moves no generation: it is a write of the
 	// same generation, and needs none of its own when nothing is pending.
-	sameSpec := equality.Semantic.DeepEqual(old.Spec, w.Spec)
+	sameSpec := sameSpec(old.Spec, w.Spec)
 	if sameSpec && (p == nil || (len(p.queue) == 0 && !p.writing)) {
 		s.pmu.Unlock()
 		return false
@@ -158,7 +165,8 @@ func (s *Server) View(w *v1alpha1.Work) *v1alpha1.Work {
 		}
 		return w
 	}
-	if settled && w.Generation >= p.last.Generation {
+	if settled && w.Generation >= p.last.Generation &&
+		w.Annotations[v1alpha1.AnnotationRevision] == p.last.Annotations[v1alpha1.AnnotationRevision] {
 		delete(s.pending, k) // stored, and the cache shows it
 		return w
 	}
@@ -167,7 +175,9 @@ func (s *Server) View(w *v1alpha1.Work) *v1alpha1.Work {
 	out.Generation = p.last.Generation
 	out.Labels = p.last.Labels
 	out.Annotations = p.last.Annotations
-	out.ResourceVersion = p.last.ResourceVersion
+	// Its own, and the cache's: a change of what is stored (the status, the agent's
+	// finalizer) still reaches the agent as a change.
+	out.ResourceVersion = p.last.ResourceVersion + "." + w.ResourceVersion
 	return &out
 }
 
@@ -234,8 +244,10 @@ func (s *Server) settle(k workKey, w *v1alpha1.Work, stored *v1alpha1.Work, drop
 	case dropped:
 		delete(s.pending, k)
 		s.count.dropped.Add(1)
+		// The agent may hold this content, or a later one: it goes back to what is stored.
+		s.reset[k] = true
 		if refused {
-			s.refused[k] = true
+			s.refused[k] = contentKey(w)
 		}
 	case stored != nil:
 		s.count.stored.Add(1)
@@ -331,7 +343,7 @@ func (wr *Writer) Start(ctx context.Context) error {
 			wr.flush(log)
 			return nil
 		}
-		if !wr.store(ctx, log, k, w, base) {
+		if !wr.store(ctx, log, k, w, base, false) {
 			backoff[k] = min(max(2*backoff[k], writeRetry), maxWriteRetry)
 			failed[k] = time.Now().Add(backoff[k])
 		} else {
@@ -355,7 +367,7 @@ func (wr *Writer) flush(log *slog.Logger) {
 		if !ok {
 			return
 		}
-		if !wr.store(ctx, log, k, w, base) {
+		if !wr.store(ctx, log, k, w, base, true) {
 			failed[k] = true
 		}
 	}
@@ -366,7 +378,7 @@ func (wr *Writer) flush(log *slog.Logger) {
 
 // store writes w and records the outcome; it returns false when the write failed and is to
 // be tried again.
-func (wr *Writer) store(ctx context.Context, log *slog.Logger, k workKey, w *v1alpha1.Work, base int64) bool {
+func (wr *Writer) store(ctx context.Context, log *slog.Logger, k workKey, w *v1alpha1.Work, base int64, flushing bool) bool {
 	s := wr.Server
 	stored, err := wr.write(ctx, w, base)
 	switch {
@@ -392,8 +404,8 @@ func (wr *Writer) store(ctx context.Context, log *slog.Logger, k workKey, w *v1a
 		return false
 	}
 	s.WorkChanged(k.cluster, k.work)
-	if wr.Conflict != nil && !apierrors.IsNotFound(err) {
-		wr.Conflict(ctx, w)
+	if wr.Conflict != nil && !apierrors.IsNotFound(err) && !flushing {
+		wr.Conflict(ctx, w) // not while stopping: the controllers are stopping too
 	}
 	return true
 }
@@ -436,7 +448,7 @@ func (wr *Writer) write(ctx context.Context, w *v1alpha1.Work, base int64) (*v1a
 		return nil, errors.Join(err, gerr)
 	}
 	switch {
-	case live.UID == w.UID && live.Generation == w.Generation && equality.Semantic.DeepEqual(live.Spec, w.Spec) &&
+	case live.UID == w.UID && live.Generation == w.Generation && sameSpec(live.Spec, w.Spec) &&
 		live.Annotations[v1alpha1.AnnotationRevision] == w.Annotations[v1alpha1.AnnotationRevision]:
 		return live, nil // stored already: an earlier try's answer was lost
 	case live.UID != w.UID || live.Generation != base:
@@ -448,4 +460,69 @@ func (wr *Writer) write(ctx context.Context, w *v1alpha1.Work, base int64) (*v1a
 // jsonPointer escapes a map key for a JSON patch path (RFC 6901).
 func jsonPointer(key string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1")
+}
+
+// Reset tells the Server that w, as the cache holds it, is what its Placement wants, although
+// its agent reports a newer generation: content handed ahead of its write that this hub, or
+// the one before it, did not store. The agent gets w again, and takes it whatever its
+// generation. Nothing happens while content is handed for w.
+func (s *Server) Reset(w *v1alpha1.Work) {
+	cluster, ok := strings.CutPrefix(w.Namespace, v1alpha1.ClusterNamespacePrefix)
+	if !ok {
+		return
+	}
+	s.init()
+	k := workKey{cluster, w.Name}
+	s.pmu.Lock()
+	if s.pending == nil {
+		s.pending = map[workKey]*pendingWork{}
+		s.refused = map[workKey]string{}
+		s.reset = map[workKey]bool{}
+	}
+	if p := s.pending[k]; p != nil && p.uid == w.UID {
+		s.pmu.Unlock()
+		return
+	}
+	s.reset[k] = true
+	s.pmu.Unlock()
+	s.WorkChanged(cluster, w.Name)
+}
+
+// takeReset says whether the agent must take Work name of cluster whatever its generation,
+// and forgets that it must.
+func (s *Server) takeReset(cluster, name string) bool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	k := workKey{cluster, name}
+	if !s.reset[k] {
+		return false
+	}
+	delete(s.reset, k)
+	return true
+}
+
+// sameSpec says whether two Work specs ask for the same: their manifests equal as JSON
+// values (not as bytes), and the same policies.
+func sameSpec(a, b v1alpha1.WorkSpec) bool {
+	if a.DeletionPolicy != b.DeletionPolicy || a.DriftPolicy != b.DriftPolicy || len(a.Manifests) != len(b.Manifests) {
+		return false
+	}
+	for i := range a.Manifests {
+		x, y := a.Manifests[i].Raw, b.Manifests[i].Raw
+		if bytes.Equal(x, y) {
+			continue
+		}
+		var u, v any
+		if json.Unmarshal(x, &u) != nil || json.Unmarshal(y, &v) != nil || !equality.Semantic.DeepEqual(u, v) {
+			return false
+		}
+	}
+	return true
+}
+
+// contentKey identifies what a write of w sets: its spec and revision.
+func contentKey(w *v1alpha1.Work) string {
+	raw, _ := json.Marshal(w.Spec)
+	h := sha256.Sum256(append(raw, w.Annotations[v1alpha1.AnnotationRevision]...))
+	return hex.EncodeToString(h[:])
 }

@@ -148,24 +148,39 @@ func TestHandedContent(t *testing.T) {
 	if got := s.View(again); got != again {
 		t.Fatal("a Work made again shows the old one's handed content")
 	}
-	// A content the API refuses: the next one is the caller's to write, and the one after
-	// is handed again.
+	// A content the API refuses is the caller's to write from then on, and the agent gets
+	// the stored Work back, whatever its generation; another content is handed again.
 	s.settle(k, w, nil, true, true)
-	if s.Hand(caught, handed(caught, v1alpha1.DeletionOrphan)) {
-		t.Fatal("content was handed right after the API refused the Work's last")
+	if !s.takeReset("east", "shop.web") || s.takeReset("east", "shop.web") {
+		t.Fatal("a refused content does not send the stored Work back once")
+	}
+	for range 2 {
+		if s.Hand(caught, handed(caught, v1alpha1.DeletionDelete)) {
+			t.Fatal("content the API refused was handed again")
+		}
 	}
 	if !s.Hand(caught, handed(caught, v1alpha1.DeletionOrphan)) {
-		t.Fatal("content is never handed again after a refusal")
+		t.Fatal("another content is not handed after a refusal")
+	}
+	// A reset asked for while content is handed waits for it; else it is sent.
+	s.Reset(caught)
+	if s.takeReset("east", "shop.web") {
+		t.Fatal("a reset was sent while content is handed")
 	}
 	// Forgetting a Work drops what was handed of it.
 	s.Forget("east", "shop.web", "u1")
 	if s.Pending() != 0 {
 		t.Fatal("a forgotten Work's content is still pending")
 	}
+	s.Reset(caught)
+	if !s.takeReset("east", "shop.web") {
+		t.Fatal("a reset of a Work with nothing handed is not sent")
+	}
 }
 
 // TestClientHoldsNewerContent checks that the agent's side never goes back to an older
-// generation of a Work, as it would when the hub dropped content it had handed.
+// generation of a Work, as it would when the hub dropped content it had handed, unless the
+// hub says that the older one is what it wants.
 func TestClientHoldsNewerContent(t *testing.T) {
 	cw := newClientWorks()
 	stream := cw.streamOpened(true)
@@ -176,27 +191,36 @@ func TestClientHoldsNewerContent(t *testing.T) {
 		}
 		return w
 	}
-	take := func(w v1alpha1.Work) {
-		cw.take(stream, &v1alpha1.HubMessage{Works: []v1alpha1.Work{w}})
+	take := func(w v1alpha1.Work, reset bool) {
+		m := &v1alpha1.HubMessage{Works: []v1alpha1.Work{w}}
+		if reset {
+			m.WorksReset = []string{w.Name}
+		}
+		cw.take(stream, m)
 	}
 	held := func() string {
 		w := cw.works["shop.web"]
 		return fmt.Sprintf("%d@%s", w.Generation, w.ResourceVersion)
 	}
-	take(work(3, "10", false))
-	take(work(4, "10", false)) // handed ahead of its write: the same resourceVersion
-	if got := held(); got != "4@10" {
-		t.Fatalf("holds %s, want the handed generation 4@10", got)
+	take(work(3, "10", false), false)
+	take(work(4, "h1.1.10", false), false) // handed ahead of its write
+	if got := held(); got != "4@h1.1.10" {
+		t.Fatalf("holds %s, want the handed generation 4", got)
 	}
-	take(work(3, "11", false)) // the hub dropped it: the store's older generation
-	if got := held(); got != "4@10" {
-		t.Fatalf("holds %s after an older generation came, want 4@10", got)
+	take(work(3, "11", false), false) // the hub dropped it: the store's older generation
+	if got := held(); got != "4@h1.1.10" {
+		t.Fatalf("holds %s after an older generation came, want 4@h1.1.10", got)
 	}
-	take(work(4, "12", false)) // handed again, or stored
+	take(work(3, "11", false), true) // the hub wants the older one after all
+	if got := held(); got != "3@11" {
+		t.Fatalf("holds %s after a reset, want 3@11", got)
+	}
+	take(work(4, "h1.2.11", false), false) // handed again
+	take(work(4, "12", false), false)      // and stored
 	if got := held(); got != "4@12" {
 		t.Fatalf("holds %s, want 4@12", got)
 	}
-	take(work(3, "13", true)) // a deletion is taken whatever its generation
+	take(work(3, "13", true), false) // a deletion is taken whatever its generation
 	if got := held(); got != "3@13" {
 		t.Fatalf("holds %s, want the deletion 3@13", got)
 	}

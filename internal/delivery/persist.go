@@ -73,7 +73,10 @@ func (p *Persister) Start(ctx context.Context) error {
 				continue
 			}
 			delete(retries, rep.Work)
-			if rep.Status.ObservedGeneration < cached.Status.ObservedGeneration || equality.Semantic.DeepEqual(cached.Status, rep.Status) {
+			// A stored status ahead of the Work is of content that was handed ahead of its
+			// write and not stored (pending.go): the agent's report replaces it.
+			behind := rep.Status.ObservedGeneration < cached.Status.ObservedGeneration && cached.Status.ObservedGeneration <= cached.Generation
+			if behind || equality.Semantic.DeepEqual(cached.Status, rep.Status) {
 				continue
 			}
 			if err := limit.Wait(ctx); err != nil {

@@ -70,11 +70,12 @@ type Server struct {
 	count    counters
 
 	// pmu guards pending: content handed for Works and not yet seen stored (pending.go);
-	// refused, the Works whose next content the caller writes itself; and handSeq, which
+	// refused and reset; and handSeq, which
 	// with epoch (when the Server started) names each handed content.
 	pmu     sync.Mutex
 	pending map[workKey]*pendingWork
-	refused map[workKey]bool
+	refused map[workKey]string // the content (contentKey) the API refused
+	reset   map[workKey]bool   // the agent takes these again whatever their generation
 	handSeq int64
 	epoch   int64
 	toWrite chan struct{} // wakes the Writer
@@ -499,7 +500,9 @@ func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
 	s.mu.RUnlock()
 	// A report of an older generation than the stored status is behind it (the agent wrote
 	// the stored one itself, having no stream then).
-	if r == nil || r.UID != string(w.UID) || r.Status.ObservedGeneration < w.Status.ObservedGeneration {
+	// (A stored status ahead of the Work itself is of content handed ahead of its write and
+	// not stored: the agent's reports count, whatever their generation.)
+	if r == nil || r.UID != string(w.UID) || (r.Status.ObservedGeneration < w.Status.ObservedGeneration && w.Status.ObservedGeneration <= w.Generation) {
 		return w
 	}
 	out := *w
@@ -514,6 +517,8 @@ func (s *Server) Forget(cluster, work, uid string) {
 	if p := s.pending[workKey{cluster, work}]; p != nil && string(p.uid) == uid {
 		delete(s.pending, workKey{cluster, work})
 	}
+	delete(s.refused, workKey{cluster, work})
+	delete(s.reset, workKey{cluster, work})
 	s.pmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -529,6 +534,18 @@ func (s *Server) Forget(cluster, work, uid string) {
 // stream ends, if one is open: the identity check ends it).
 func (s *Server) ForgetCluster(cluster string) {
 	s.pmu.Lock()
+	for _, m := range []map[workKey]bool{s.reset} {
+		for k := range m {
+			if k.cluster == cluster {
+				delete(m, k)
+			}
+		}
+	}
+	for k := range s.refused {
+		if k.cluster == cluster {
+			delete(s.refused, k)
+		}
+	}
 	for k := range s.pending {
 		if k.cluster == cluster {
 			delete(s.pending, k)

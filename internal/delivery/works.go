@@ -138,6 +138,9 @@ func (s *Server) sendWorks(ctx context.Context, stream grpc.ServerStream, cluste
 		for i, w := range send {
 			w = s.View(w)
 			m.Works = append(m.Works, wire(w))
+			if s.takeReset(cluster, w.Name) {
+				m.WorksReset = append(m.WorksReset, w.Name)
+			}
 			size += workSize(w)
 			if size >= worksPerMessage && i < len(send)-1 {
 				if err := stream.SendMsg(&m); err != nil {
@@ -292,22 +295,25 @@ func (cw *clientWorks) take(stream int, m *v1alpha1.HubMessage) {
 	if m.WorksBegin {
 		cw.building = map[string]bool{}
 	}
+	reset := map[string]bool{}
+	for _, n := range m.WorksReset {
+		reset[n] = true
+	}
 	for i := range m.Works {
 		w := &m.Works[i]
 		if cw.building != nil {
 			cw.building[w.Name] = true
 		}
 		// A complete set after a reconnect repeats what the agent has: only changes go on.
-		// Content handed ahead of its write (pending.go) keeps the resourceVersion of what
-		// is stored: the generation tells it apart.
 		old := cw.works[w.Name]
 		if old != nil && old.UID == w.UID && old.ResourceVersion == w.ResourceVersion && old.Generation == w.Generation {
 			continue
 		}
 		// A Work's generation never goes back but for content handed ahead of its write
 		// that the hub dropped (it stopped first, or someone else changed the Work): the
-		// agent keeps what it has until the hub hands it again or something newer.
-		if old != nil && old.UID == w.UID && w.Generation < old.Generation && w.DeletionTimestamp.IsZero() {
+		// agent keeps what it has until the hub hands it again, or something newer, or
+		// says that the older one is what it wants (WorksReset).
+		if old != nil && old.UID == w.UID && w.Generation < old.Generation && w.DeletionTimestamp.IsZero() && !reset[w.Name] {
 			continue
 		}
 		if old != nil && old.UID != w.UID {

@@ -277,4 +277,34 @@ func TestWriter(t *testing.T) {
 	if st := s.Stats(); st.Stored != 3 || st.Pending != 0 {
 		t.Fatalf("stored %d, pending %d after the conflict; want 3, 0", st.Stored, st.Pending)
 	}
+
+	// Content the API refuses (more manifests than a Work holds): the agent gets the
+	// stored Work back although it is an older generation, the Placement is told, and the
+	// same content is not handed again (its own write shows the error).
+	base = stored()
+	big := base.DeepCopy()
+	for range 1000 {
+		big.Spec.Manifests = append(big.Spec.Manifests, base.Spec.Manifests[0])
+	}
+	big.Annotations[v1alpha1.AnnotationRevision] = "r6"
+	if !s.Hand(base, big.DeepCopy()) {
+		t.Fatal("the large content was not handed")
+	}
+	if got := content(next("the large content")); got != "5 Delete r6 1001" {
+		t.Fatalf("the agent got %q, want the large content as generation 5", got)
+	}
+	if got := content(next("the stored Work back")); got != "4 Delete r4 1" {
+		t.Fatalf("the agent got %q after the refusal, want the stored Work back (4 Delete r4 1)", got)
+	}
+	select {
+	case name := <-conflicts:
+		if name != "shop.web" {
+			t.Fatalf("the Placement of %s was told", name)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the Placement was not told of the refusal")
+	}
+	if s.Hand(stored(), big.DeepCopy()) {
+		t.Fatal("content the API refused was handed again")
+	}
 }

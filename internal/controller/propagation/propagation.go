@@ -73,6 +73,7 @@ type Reconciler struct {
 		Overlay(w *v1alpha1.Work) *v1alpha1.Work
 		Unconfirmed(cluster string) bool
 		Hand(old, w *v1alpha1.Work) bool
+		Reset(w *v1alpha1.Work)
 	}
 
 	changed  chan event.TypedGenericEvent[*v1alpha1.Placement]
@@ -305,6 +306,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 	writeErr := r.write(ctx, p, in.Works, out)
+	r.resetAhead(in.Works, out)
 	for _, e := range out.Events {
 		r.Recorder.Eventf(p, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
 	}
@@ -355,6 +357,28 @@ func (r *Reconciler) write(ctx context.Context, p *v1alpha1.Placement, works map
 	}
 	_ = g.Wait()
 	return errors.Join(errs...)
+}
+
+// resetAhead sends again, to be taken whatever their generation, the Works that the plan
+// leaves as they are while their agents report a newer generation: content handed ahead of
+// its write and not stored (this hub dropped it, or the one before it stopped first), which
+// the plan no longer wants.
+func (r *Reconciler) resetAhead(works map[string]*v1alpha1.Work, out plan.Output) {
+	if r.Reports == nil {
+		return
+	}
+	changed := map[string]bool{}
+	for _, w := range out.Writes {
+		changed[w.Cluster] = true
+	}
+	for _, rm := range out.Removals {
+		changed[rm.Cluster] = true
+	}
+	for cluster, w := range works {
+		if !changed[cluster] && w.DeletionTimestamp.IsZero() && w.Status.ObservedGeneration > w.Generation {
+			r.Reports.Reset(w)
+		}
+	}
 }
 
 // works returns the Placement's Works by cluster, each with its agent's latest report (see
@@ -574,7 +598,10 @@ func (r *Reconciler) removeWork(ctx context.Context, p *v1alpha1.Placement, w *v
 		}
 	}
 	w = stored
-	if err := r.Client.Delete(ctx, w); err != nil && !apierrors.IsNotFound(err) {
+	// Only the Work whose policy was just read: one that changed since (the delivery
+	// stream's Writer stored a handed content) is read again at the next reconcile.
+	uid, rv := w.UID, w.ResourceVersion
+	if err := r.Client.Delete(ctx, w, client.Preconditions{UID: &uid, ResourceVersion: &rv}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete work %s/%s: %w", w.Namespace, w.Name, err)
 	}
 	r.Recorder.Eventf(p, nil, corev1.EventTypeNormal, "WorkRemoved", "Propagate", "cluster %s is no longer chosen", w.Labels[v1alpha1.LabelCluster])
