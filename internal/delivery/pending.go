@@ -74,12 +74,7 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	}
 	s.init()
 	k := workKey{cluster, old.Name}
-	s.pmu.Lock()
-	if s.pending == nil {
-		s.pending = map[workKey]*pendingWork{}
-		s.refused = map[workKey]string{}
-		s.reset = map[workKey]bool{}
-	}
+	s.lockPending()
 	if key, ok := s.refused[k]; ok {
 		if key == contentKey(w) {
 			s.pmu.Unlock()
@@ -462,6 +457,16 @@ func jsonPointer(key string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(key, "~", "~0"), "/", "~1")
 }
 
+// lockPending takes pmu, and makes the maps it guards the first time.
+func (s *Server) lockPending() {
+	s.pmu.Lock()
+	if s.pending == nil {
+		s.pending = map[workKey]*pendingWork{}
+		s.refused = map[workKey]string{}
+		s.reset = map[workKey]bool{}
+	}
+}
+
 // Reset tells the Server that w, as the cache holds it, is what its Placement wants, although
 // its agent reports a newer generation: content handed ahead of its write that this hub, or
 // the one before it, did not store. The agent gets w again, and takes it whatever its
@@ -473,12 +478,7 @@ func (s *Server) Reset(w *v1alpha1.Work) {
 	}
 	s.init()
 	k := workKey{cluster, w.Name}
-	s.pmu.Lock()
-	if s.pending == nil {
-		s.pending = map[workKey]*pendingWork{}
-		s.refused = map[workKey]string{}
-		s.reset = map[workKey]bool{}
-	}
+	s.lockPending()
 	if p := s.pending[k]; p != nil && p.uid == w.UID {
 		s.pmu.Unlock()
 		return
