@@ -91,6 +91,12 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	// same generation, and needs none of its own when nothing is pending.
 	sameSpec := sameSpec(old.Spec, w.Spec)
 	if sameSpec && (p == nil || (len(p.queue) == 0 && !p.writing)) {
+		if p != nil && p.last != nil {
+			// The caller writes it; until the cache shows that, the view shows it too.
+			last := *p.last
+			last.Labels, last.Annotations = w.Labels, w.Annotations
+			p.last = &last
+		}
 		s.pmu.Unlock()
 		return false
 	}
@@ -115,6 +121,15 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	}
 	w.Generation = top
 	w.UID = old.UID
+	// An agent that reports a newer generation than this one holds content a hub handed and
+	// did not store (it stopped first): it takes this one anyway.
+	s.mu.RLock()
+	if c := s.clusters[cluster]; c != nil {
+		if r := c.reports[old.Name]; r != nil && r.UID == string(old.UID) && r.Status.ObservedGeneration >= top {
+			s.reset[k] = true
+		}
+	}
+	s.mu.RUnlock()
 	// A resourceVersion of its own, which no stored Work has: the agent's informer takes an
 	// update with an unchanged one for a resync, and its client a repeat of what it has.
 	s.handSeq++
@@ -488,17 +503,21 @@ func (s *Server) Reset(w *v1alpha1.Work) {
 	s.WorkChanged(cluster, w.Name)
 }
 
-// takeReset says whether the agent must take Work name of cluster whatever its generation,
-// and forgets that it must.
-func (s *Server) takeReset(cluster, name string) bool {
+// hasReset says whether the agent must take Work name of cluster whatever its generation.
+func (s *Server) hasReset(cluster, name string) bool {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
-	k := workKey{cluster, name}
-	if !s.reset[k] {
-		return false
+	return s.reset[workKey{cluster, name}]
+}
+
+// clearResets forgets the resets of names: a message with them went out on the cluster's
+// newest stream.
+func (s *Server) clearResets(cluster string, names []string) {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	for _, n := range names {
+		delete(s.reset, workKey{cluster, n})
 	}
-	delete(s.reset, k)
-	return true
 }
 
 // sameSpec says whether two Work specs ask for the same: their manifests equal as JSON

@@ -75,7 +75,7 @@ func (p *Persister) Start(ctx context.Context) error {
 			delete(retries, rep.Work)
 			// A stored status ahead of the Work is of content that was handed ahead of its
 			// write and not stored (pending.go): the agent's report replaces it.
-			behind := rep.Status.ObservedGeneration < cached.Status.ObservedGeneration && cached.Status.ObservedGeneration <= cached.Generation
+			behind := rep.Status.ObservedGeneration < cached.Status.ObservedGeneration && cached.Status.ObservedGeneration <= p.Server.View(cached).Generation
 			if behind || equality.Semantic.DeepEqual(cached.Status, rep.Status) {
 				continue
 			}

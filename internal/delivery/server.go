@@ -322,6 +322,7 @@ func (s *Server) open(cluster string, works []string, f *feed) (gen int, dropped
 	c.streams++
 	c.gen++
 	if f != nil {
+		f.gen = c.gen
 		if c.feeds == nil {
 			c.feeds = map[*feed]bool{}
 		}
@@ -489,8 +490,10 @@ func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
 	w = s.View(w)
 	s.mu.RLock()
 	var r *v1alpha1.WorkReport
+	streaming := false
 	if c := s.clusters[cluster]; c != nil {
 		r = c.reports[w.Name]
+		streaming = c.streams > 0
 		// Without a stream the agent may write the status itself now: a report that is
 		// stored already says nothing the stored status does not.
 		if c.streams == 0 && !s.dirty[workKey{cluster, w.Name}] {
@@ -500,9 +503,13 @@ func (s *Server) Overlay(w *v1alpha1.Work) *v1alpha1.Work {
 	s.mu.RUnlock()
 	// A report of an older generation than the stored status is behind it (the agent wrote
 	// the stored one itself, having no stream then).
-	// (A stored status ahead of the Work itself is of content handed ahead of its write and
-	// not stored: the agent's reports count, whatever their generation.)
-	if r == nil || r.UID != string(w.UID) || (r.Status.ObservedGeneration < w.Status.ObservedGeneration && w.Status.ObservedGeneration <= w.Generation) {
+	// While the agent's stream is open its report is its latest word, whatever its
+	// generation: the agent sends all of them again when a stream opens, and may have gone
+	// back to an older generation (a reset of content handed ahead of its write). Without a
+	// stream, a stored status ahead of the Work itself is of such content, and does not
+	// count either.
+	if r == nil || r.UID != string(w.UID) ||
+		(!streaming && r.Status.ObservedGeneration < w.Status.ObservedGeneration && w.Status.ObservedGeneration <= w.Generation) {
 		return w
 	}
 	out := *w

@@ -30,6 +30,16 @@ type feed struct {
 	full  bool
 	names map[string]bool
 	kick  chan struct{}
+	// gen is the stream's number among its cluster's (set by open, under the Server's mu).
+	gen int
+}
+
+// newest says whether f is the feed of its cluster's newest stream.
+func (s *Server) newest(cluster string, f *feed) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.clusters[cluster]
+	return c != nil && c.gen == f.gen
 }
 
 func newFeed() *feed {
@@ -135,22 +145,33 @@ func (s *Server) sendWorks(ctx context.Context, stream grpc.ServerStream, cluste
 		}
 		m := v1alpha1.HubMessage{HeartbeatInterval: interval, WorksBegin: full, WorksGone: gone}
 		size := 0
+		// A reset is forgotten once a message with it went out on the cluster's newest
+		// stream: an older one may be half open, and a send may fail.
+		sendMsg := func() error {
+			if err := stream.SendMsg(&m); err != nil {
+				return err
+			}
+			if len(m.WorksReset) > 0 && s.newest(cluster, f) {
+				s.clearResets(cluster, m.WorksReset)
+			}
+			return nil
+		}
 		for i, w := range send {
 			w = s.View(w)
 			m.Works = append(m.Works, wire(w))
-			if s.takeReset(cluster, w.Name) {
+			if s.hasReset(cluster, w.Name) {
 				m.WorksReset = append(m.WorksReset, w.Name)
 			}
 			size += workSize(w)
 			if size >= worksPerMessage && i < len(send)-1 {
-				if err := stream.SendMsg(&m); err != nil {
+				if err := sendMsg(); err != nil {
 					return err
 				}
 				m, size = v1alpha1.HubMessage{HeartbeatInterval: interval}, 0
 			}
 		}
 		m.WorksEnd = full
-		if err := stream.SendMsg(&m); err != nil {
+		if err := sendMsg(); err != nil {
 			return err
 		}
 	}

@@ -84,6 +84,9 @@ type Output struct {
 	Writes []Write
 	// Removals are the clusters whose Work goes.
 	Removals []Removal
+	// Kept are the clusters whose Work the plan rendered again and found as it wants it
+	// (not those it left alone, failing static), by cluster name order.
+	Kept []string
 	// Revision, with a rollout, is the revision of the templates as they are: the caller stores
 	// it (keeping Keep) before it writes any Work that names it.
 	Revision *Revision
@@ -363,6 +366,8 @@ func (pl *planner) propagate(d scheduler.Decision, revisionOf map[string]string,
 		if old == nil || !SameManifests(old.Spec.Manifests, manifests) || old.Spec.DeletionPolicy != policy || old.Annotations[v1alpha1.AnnotationRevision] != revision {
 			pl.out.Writes = append(pl.out.Writes, *w)
 			pl.writing[c.Name] = true
+		} else if len(failed) == 0 {
+			pl.out.Kept = append(pl.out.Kept, c.Name)
 		}
 	}
 	names := make([]string, 0, len(pl.in.Works))

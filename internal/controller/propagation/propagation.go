@@ -360,22 +360,16 @@ func (r *Reconciler) write(ctx context.Context, p *v1alpha1.Placement, works map
 }
 
 // resetAhead sends again, to be taken whatever their generation, the Works that the plan
-// leaves as they are while their agents report a newer generation: content handed ahead of
-// its write and not stored (this hub dropped it, or the one before it stopped first), which
-// the plan no longer wants.
+// rendered and found as it wants them while their agents report a newer generation: content
+// handed ahead of its write and not stored (this hub dropped it, or the one before it stopped
+// first), which the plan no longer wants. A Work the plan left alone (failing static, failed
+// over, a render error) is not reset.
 func (r *Reconciler) resetAhead(works map[string]*v1alpha1.Work, out plan.Output) {
 	if r.Reports == nil {
 		return
 	}
-	changed := map[string]bool{}
-	for _, w := range out.Writes {
-		changed[w.Cluster] = true
-	}
-	for _, rm := range out.Removals {
-		changed[rm.Cluster] = true
-	}
-	for cluster, w := range works {
-		if !changed[cluster] && w.DeletionTimestamp.IsZero() && w.Status.ObservedGeneration > w.Generation {
+	for _, cluster := range out.Kept {
+		if w := works[cluster]; w != nil && w.DeletionTimestamp.IsZero() && w.Status.ObservedGeneration > w.Generation {
 			r.Reports.Reset(w)
 		}
 	}
@@ -618,10 +612,12 @@ func (r *Reconciler) finalize(ctx context.Context, p *v1alpha1.Placement) error 
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, w := range works {
-		if err := r.removeWork(ctx, p, w, p.Spec.PreserveResourcesOnDeletion); err != nil {
-			return err
-		}
+		errs = append(errs, r.removeWork(ctx, p, w, p.Spec.PreserveResourcesOnDeletion))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	before := p.DeepCopy()
 	controllerutil.RemoveFinalizer(p, v1alpha1.PlacementFinalizer)
