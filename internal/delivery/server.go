@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -540,24 +541,11 @@ func (s *Server) Forget(cluster, work, uid string) {
 // ForgetCluster drops all that the Server holds of a cluster that is gone (once its last
 // stream ends, if one is open: the identity check ends it).
 func (s *Server) ForgetCluster(cluster string) {
+	ofCluster := func(k workKey) bool { return k.cluster == cluster }
 	s.pmu.Lock()
-	for _, m := range []map[workKey]bool{s.reset} {
-		for k := range m {
-			if k.cluster == cluster {
-				delete(m, k)
-			}
-		}
-	}
-	for k := range s.refused {
-		if k.cluster == cluster {
-			delete(s.refused, k)
-		}
-	}
-	for k := range s.pending {
-		if k.cluster == cluster {
-			delete(s.pending, k)
-		}
-	}
+	maps.DeleteFunc(s.reset, func(k workKey, _ bool) bool { return ofCluster(k) })
+	maps.DeleteFunc(s.refused, func(k workKey, _ string) bool { return ofCluster(k) })
+	maps.DeleteFunc(s.pending, func(k workKey, _ *pendingWork) bool { return ofCluster(k) })
 	s.pmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
