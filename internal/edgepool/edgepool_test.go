@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,9 +42,10 @@ func backend(t *testing.T, name string) netip.AddrPort {
 
 func pool(port int, health string, clusters map[string][]netip.AddrPort) edge.Pool {
 	r := edge.Route{Name: "shop/web/0", Backend: edge.Backend{HealthPath: health}}
-	for c, addrs := range clusters {
+	// In name order, as edge.Resolve builds them: another order is another shape (a reload).
+	for _, c := range slices.Sorted(maps.Keys(clusters)) {
 		cs := edge.ClusterServers{Cluster: c}
-		for _, a := range addrs {
+		for _, a := range clusters[c] {
 			cs.Servers = append(cs.Servers, edge.Server{Addr: a, Weight: 1})
 		}
 		r.Backend.Clusters = append(r.Backend.Clusters, cs)
