@@ -89,6 +89,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		Logger:                 logr.FromSlogHandler(h.log.Handler()),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		PprofBindAddress:       h.opts.PprofAddr,
 		// Controller names are checked for uniqueness process-wide, for metrics; a process
 		// may run more than one hub over its life (tests, restarts), and the hub serves no
 		// controller-runtime metrics.

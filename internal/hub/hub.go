@@ -76,6 +76,9 @@ type Options struct {
 	DeliveryPort int
 	// HealthAddr is where /healthz and /readyz are served; empty turns them off.
 	HealthAddr string
+	// PprofAddr is where the hub process serves Go's /debug/pprof (controller-runtime's),
+	// for profiling; empty turns it off.
+	PprofAddr string
 	// StepTimeout bounds each start-up step, such as waiting for the API server. Zero means 60s.
 	StepTimeout time.Duration
 	// HeartbeatInterval is how often agents renew their Lease; zero means 2s.

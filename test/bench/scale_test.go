@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -255,7 +257,15 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	fmt.Printf("\n== %d simulated clusters ==\n", n)
 
 	// The hub, as its own process, so that its memory and CPU are its own.
-	h := hubtest.StartProcess(b, hubtest.ProcessOptions{Args: []string{"--log-level", "warn"}})
+	args := []string{"--log-level", "warn"}
+	hubPprof := ""
+	if os.Getenv("CONVOY_SCALE_PPROF") != "" {
+		port, err := kubeproc.FreePort()
+		must(b, err)
+		hubPprof = fmt.Sprintf("127.0.0.1:%d", port)
+		args = append(args, "--pprof-addr", hubPprof)
+	}
+	h := hubtest.StartProcess(b, hubtest.ProcessOptions{Args: args})
 	defer h.Stop()
 	// The hub restarts a child that dies, so its pids are read again before each measure.
 	pids := func() map[string]int {
@@ -347,7 +357,7 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	time.Sleep(15 * time.Second)
 	streamsBefore := h.Status().Delivery
 	res.Idle = measure(pids(), func() {
-		if !profile(cs, fmt.Sprintf("idle-%d", n), 30) {
+		if !profile(cs, hubPprof, fmt.Sprintf("idle-%d", n), 30) {
 			time.Sleep(30 * time.Second)
 		}
 	})
@@ -408,7 +418,7 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 		before := requestCounts(cs)
 		defer func() { res.Requests = requestsSince(cs, before) }()
 		profiled := make(chan bool)
-		go func() { profiled <- profile(cs, fmt.Sprintf("propagation-%d", n), 3) }()
+		go func() { profiled <- profile(cs, hubPprof, fmt.Sprintf("propagation-%d", n), 3) }()
 		defer func() { <-profiled }()
 		start = time.Now()
 		must(b, retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -541,14 +551,41 @@ func requestCounts(cs kubernetes.Interface) map[string]int {
 	return out
 }
 
-// profile saves a CPU profile of the hub's API server to $CONVOY_SCALE_PPROF/NAME.pprof, when
-// that is set, and says whether it did.
-func profile(cs kubernetes.Interface, name string, seconds int) bool {
+// profile saves CPU profiles of the hub's API server and of the hub process (served on
+// hubPprof, when set) to $CONVOY_SCALE_PPROF/NAME.pprof and NAME-hub.pprof, both over the same
+// seconds, when that is set, and says whether it did.
+func profile(cs kubernetes.Interface, hubPprof, name string, seconds int) bool {
 	dir := os.Getenv("CONVOY_SCALE_PPROF")
 	if dir == "" {
 		return false
 	}
+	var hubErr error
+	var wg sync.WaitGroup
+	if hubPprof != "" {
+		wg.Go(func() {
+			hc := &http.Client{Timeout: time.Duration(seconds+30) * time.Second}
+			resp, err := hc.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", hubPprof, seconds))
+			if err != nil {
+				hubErr = err
+				return
+			}
+			defer resp.Body.Close()
+			raw, err := io.ReadAll(resp.Body)
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("%s: %s", resp.Status, raw)
+			}
+			if err != nil {
+				hubErr = err
+				return
+			}
+			hubErr = os.WriteFile(filepath.Join(dir, name+"-hub.pprof"), raw, 0o644)
+		})
+	}
 	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).Timeout(time.Duration(seconds+30) * time.Second).DoRaw(context.Background())
+	wg.Wait()
+	if hubErr != nil {
+		fmt.Printf("profile %s of the hub process: %v\n", name, hubErr)
+	}
 	if err != nil {
 		fmt.Printf("profile %s: %v\n", name, err)
 		return false
