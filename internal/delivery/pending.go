@@ -149,6 +149,26 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	return true
 }
 
+// MaxHanded is how many contents of one Work may wait for their writes. The Writer stores
+// them one write each, in order, so a Work that changes faster than it can be stored (the API
+// server away, a template changed in a loop) waits for its writes, instead of holding more
+// and more of them.
+const MaxHanded = 8
+
+// Backlogged says whether the Work old (as the Server's view shows it) has MaxHanded contents
+// handed and not stored yet. The caller then hands it nothing more, writes nothing itself,
+// and looks again a while later: the agent keeps the newest content handed meanwhile.
+func (s *Server) Backlogged(old *v1alpha1.Work) bool {
+	cluster, ok := strings.CutPrefix(old.Namespace, v1alpha1.ClusterNamespacePrefix)
+	if !ok {
+		return false
+	}
+	s.lockPending()
+	defer s.pmu.Unlock()
+	p := s.pending[workKey{cluster, old.Name}]
+	return p != nil && p.uid == old.UID && len(p.queue) >= MaxHanded
+}
+
 // View returns w, the Work as the cache holds it, with the content handed for it and not
 // yet seen stored: a shallow copy whose spec, labels, annotations and resourceVersion are the
 // handed ones and whose generation is the one their write makes, or w itself. It shares

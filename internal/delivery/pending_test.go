@@ -244,3 +244,43 @@ func TestClientHoldsNewerContent(t *testing.T) {
 		t.Fatalf("holds %s, want the deletion 3@13", got)
 	}
 }
+
+// TestBacklog: a Work holds at most MaxHanded contents waiting for their writes; each write
+// makes room for one more.
+func TestBacklog(t *testing.T) {
+	s := &Server{}
+	s.init()
+	stored := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web", UID: "u1",
+		ResourceVersion: "10", Generation: 3}}
+	f := newFeed()
+	s.open("east", nil, f)
+	f.take()
+	v := stored
+	for i := range MaxHanded {
+		if s.Backlogged(v) {
+			t.Fatalf("backlogged with %d contents handed, want room for %d", i, MaxHanded)
+		}
+		if !s.Hand(v, handed(v, v1alpha1.DeletionPolicy(fmt.Sprint("p", i)))) {
+			t.Fatalf("content %d was not handed", i)
+		}
+		v = s.View(stored)
+	}
+	if !s.Backlogged(v) {
+		t.Fatalf("not backlogged with %d contents handed", MaxHanded)
+	}
+	other := stored.DeepCopy()
+	other.UID = "u2" // another Work of the same name: nothing of it is handed
+	if s.Backlogged(other) {
+		t.Fatal("a new Work of the same name is backlogged by the old one's content")
+	}
+	k, w, _, _, ok := s.nextWrite(nil, time.Now().Add(time.Minute))
+	if !ok {
+		t.Fatal("no content due for its write")
+	}
+	written := w.DeepCopy()
+	written.ResourceVersion = "11"
+	s.wrote(k, w, written, false)
+	if s.Backlogged(v) {
+		t.Fatalf("backlogged with %d contents handed after a write", MaxHanded-1)
+	}
+}

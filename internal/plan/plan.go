@@ -456,6 +456,21 @@ func resourceStatus(w *v1alpha1.Work, key string) *v1alpha1.ResourceStatus {
 // current says whether the agent has reported on the Work's content as it is.
 func current(w *v1alpha1.Work) bool { return w != nil && w.Status.ObservedGeneration == w.Generation }
 
+// ahead says whether a Work's agent reports a generation the Work has not reached.
+func ahead(w *v1alpha1.Work) bool { return w != nil && w.Status.ObservedGeneration > w.Generation }
+
+// Ahead says whether an agent reports a generation of its Work that the Work has not reached:
+// a rollout takes that cluster as Unknown, as it does Input.Unconfirmed ones, and the caller
+// looks again a while later, as it does for those.
+func Ahead(works map[string]*v1alpha1.Work) bool {
+	for _, w := range works {
+		if ahead(w) {
+			return true
+		}
+	}
+	return false
+}
+
 // availableIn says whether the member reports the template's resource healthy, for what the
 // Work sends now.
 func availableIn(w *v1alpha1.Work, key string) bool {

@@ -45,8 +45,10 @@ var revisionName = regexp.MustCompile(`\br[0-9]+\b`)
 //	annotate KEY=VALUE                                 on the Placement (revisions as rN)
 //	select-error [MESSAGE]                             selecting the templates fails (or no more)
 //	plan at=SECONDS                                    decide, and write what it says
-//	report CLUSTER available|unavailable|failed=MSG [replicas=N] [condition=TYPE=STATUS]
+//	report CLUSTER available|unavailable|failed=MSG [replicas=N] [condition=TYPE=STATUS] [ahead]
 //	                                                   the agent's report on the Work as it is
+//	                                                   (ahead: of the next generation, which a
+//	                                                   killed hub handed and never stored)
 //	show CLUSTER                                       the cluster's Work, manifest by manifest
 //	restart                                            only what the API server stores survives
 //
@@ -409,6 +411,10 @@ func (w *world) report(cluster string, fields []string) string {
 	_, available := a["available"]
 	msg, failed := a["failed"]
 	work.Status = v1alpha1.WorkStatus{ObservedGeneration: work.Generation}
+	if _, ok := a["ahead"]; ok {
+		// Of content a killed hub handed it and never stored: a generation the Work has not reached.
+		work.Status.ObservedGeneration++
+	}
 	var conds []v1alpha1.ResourceCondition
 	if c := a["condition"]; c != "" {
 		typ, status, _ := strings.Cut(c, "=")

@@ -73,6 +73,7 @@ type Reconciler struct {
 		Overlay(w *v1alpha1.Work) *v1alpha1.Work
 		Unconfirmed(cluster string) bool
 		Hand(old, w *v1alpha1.Work) bool
+		Backlogged(old *v1alpha1.Work) bool
 		Reset(w *v1alpha1.Work)
 	}
 
@@ -305,7 +306,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 	}
-	writeErr := r.write(ctx, p, in.Works, out)
+	backlog, writeErr := r.write(ctx, p, in.Works, out)
 	r.resetAhead(in.Works, out)
 	for _, e := range out.Events {
 		r.Recorder.Eventf(p, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
@@ -324,17 +325,29 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, writeErr
 	}
 	requeue := out.RecheckAfter
-	if len(in.Unconfirmed) > 0 && (requeue == 0 || requeue > unconfirmedRecheck) {
+	if (len(in.Unconfirmed) > 0 || p.Spec.Rollout != nil && plan.Ahead(in.Works)) && (requeue == 0 || requeue > unconfirmedRecheck) {
 		// Their agents' reports wake the Placement; an agent without a stream never sends one,
-		// and its stored status counts once the hub has been up a while.
+		// and its stored status counts once the hub has been up a while. An agent ahead of its
+		// Work is handed the content again, or reset, and reports again.
 		requeue = unconfirmedRecheck
+	}
+	if backlog && (requeue == 0 || requeue > backlogRecheck) {
+		requeue = backlogRecheck
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
+// errBacklog says that a Work has as much handed content waiting for its writes as it may
+// (delivery.MaxHanded): its new content waits, and the Placement is looked at again in
+// backlogRecheck.
+var errBacklog = errors.New("the Work's handed content waits for its writes")
+
+const backlogRecheck = time.Second
+
 // write makes the plan's Work writes and removals, a few at a time: Works are independent
-// objects.
-func (r *Reconciler) write(ctx context.Context, p *v1alpha1.Placement, works map[string]*v1alpha1.Work, out plan.Output) error {
+// objects. backlog says that a Work's new content waits for the writes of what was handed
+// before it (errBacklog).
+func (r *Reconciler) write(ctx context.Context, p *v1alpha1.Placement, works map[string]*v1alpha1.Work, out plan.Output) (backlog bool, err error) {
 	var g errgroup.Group
 	g.SetLimit(16)
 	var mu sync.Mutex
@@ -343,7 +356,11 @@ func (r *Reconciler) write(ctx context.Context, p *v1alpha1.Placement, works map
 		g.Go(func() error {
 			if err := f(); err != nil {
 				mu.Lock()
-				errs = append(errs, err)
+				if errors.Is(err, errBacklog) {
+					backlog = true
+				} else {
+					errs = append(errs, err)
+				}
 				mu.Unlock()
 			}
 			return nil
@@ -356,7 +373,7 @@ func (r *Reconciler) write(ctx context.Context, p *v1alpha1.Placement, works map
 		run(func() error { return r.removeWork(ctx, p, works[rm.Cluster], rm.Orphan) })
 	}
 	_ = g.Wait()
-	return errors.Join(errs...)
+	return backlog, errors.Join(errs...)
 }
 
 // resetAhead sends again, to be taken whatever their generation, the Works that the plan
@@ -548,11 +565,16 @@ func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, old *
 	}
 	maps.Copy(w.Labels, labels)
 	// A cluster whose agent gets its Works on the delivery stream gets the content from
-	// there at once; the store follows at a paced rate (delivery.Server.Hand). Not yet under
-	// a rollout: its waves and gates read the Works' generations across hub restarts, which
-	// content lost with a killed hub would make unknown for a while (test/chaos kill_test).
-	if r.Reports != nil && p.Spec.Rollout == nil && old.DeletionTimestamp.IsZero() && r.Reports.Hand(old, w) {
-		return nil
+	// there at once; the store follows at a paced rate (delivery.Server.Hand). Content that a
+	// killed hub handed and never stored leaves its agent ahead of the stored Work: a rollout
+	// takes that cluster as Unknown (plan.Ahead) until it is handed again or reset.
+	if r.Reports != nil && old.DeletionTimestamp.IsZero() {
+		if r.Reports.Backlogged(old) {
+			return errBacklog
+		}
+		if r.Reports.Hand(old, w) {
+			return nil
+		}
 	}
 	content := workContent(wr)
 	if r.wroteRecently(client.ObjectKeyFromObject(old), content) {
