@@ -38,7 +38,7 @@ kubectl and helm use.`,
 	f.IntVar(&opts.RegistryPort, "registry-port", 0, "port of the fleet registry on 127.0.0.1 (default: the port used last time, else 5000 if free)")
 	f.IntVar(&opts.DeliveryPort, "delivery-port", 0, "port of the agents' delivery stream (heartbeats and status) on 127.0.0.1 (default: the port used last time, else the API server's + 1 if free); -1 turns it off, and agents renew Leases and write status themselves")
 	f.StringVar(&opts.HealthAddr, "health-addr", "127.0.0.1:9440", "address for /healthz and /readyz; empty turns them off")
-	f.StringVar(&opts.PprofAddr, "pprof-addr", "", "address where the hub process serves Go's /debug/pprof, for profiling (for example 127.0.0.1:6060); empty turns it off")
+	f.StringVar(&opts.PprofAddr, "pprof-addr", "", "address where the hub process serves Go's /debug/pprof, for profiling (for example 127.0.0.1:6060), and turns on its API server's /debug/pprof; empty turns both off")
 	f.DurationVar(&opts.HeartbeatInterval, "heartbeat-interval", 0, "how often agents heartbeat (default 2s): on the delivery stream, or by renewing their Lease while the fleet is within --max-heartbeat-rate")
 	f.Float64Var(&opts.MaxHeartbeatRate, "max-heartbeat-rate", 0, "heartbeats a second the whole fleet may send (default 50); a larger fleet heartbeats less often, and its clusters become Unreachable after 3 intervals")
 	f.DurationVar(&opts.UnreachableAfter, "unreachable-after", 0, "how long without a heartbeat makes a cluster Unreachable (default 6s)")

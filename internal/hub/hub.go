@@ -77,7 +77,7 @@ type Options struct {
 	// HealthAddr is where /healthz and /readyz are served; empty turns them off.
 	HealthAddr string
 	// PprofAddr is where the hub process serves Go's /debug/pprof (controller-runtime's),
-	// for profiling; empty turns it off.
+	// for profiling; set, it also turns on the API server's own. Empty turns both off.
 	PprofAddr string
 	// StepTimeout bounds each start-up step, such as waiting for the API server. Zero means 60s.
 	StepTimeout time.Duration
@@ -282,10 +282,13 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	}
 
 	h.setPhase("starting kube-apiserver")
+	// Agents join with bootstrap tokens (see package join).
+	extra := []string{"--enable-bootstrap-token-auth=true"}
+	if opts.PprofAddr != "" {
+		extra = append(extra, "--profiling=true") // its /debug/pprof, for cluster-admins
+	}
 	apiserver, err := h.startChild(kubeproc.KubeAPIServer, apiserverBin, kubeproc.APIServerConfig{
-		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki,
-		// Agents join with bootstrap tokens (see package join).
-		Extra: []string{"--enable-bootstrap-token-auth=true"},
+		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki, Extra: extra,
 	}.Args())
 	if err != nil {
 		return nil, err
