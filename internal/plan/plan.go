@@ -11,6 +11,7 @@
 package plan
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"strings"
@@ -174,6 +175,9 @@ type planner struct {
 	// each cluster's Work.
 	writing map[string]bool
 	views   map[string]*view
+	// decoded caches status's decoded manifests by their bytes, read only: most clusters'
+	// Works hold the same ones.
+	decoded map[string]manifest.Object
 }
 
 // Plan decides what one Placement's clusters get.
@@ -325,13 +329,21 @@ func (pl *planner) propagate(d scheduler.Decision, revisionOf map[string]string,
 				continue
 			}
 		}
-		oldManifests := map[string]runtime.RawExtension{}
-		if old != nil {
-			for i, o := range manifest.Decode(old.Spec.Manifests) {
-				if o.Err == nil {
-					oldManifests[manifest.Key(o.ID)] = old.Spec.Manifests[i]
+		// What the cluster has of a template, for one that fails to render: decoded only then.
+		var oldManifests map[string]runtime.RawExtension
+		previous := func(key string) (runtime.RawExtension, bool) {
+			if oldManifests == nil {
+				oldManifests = map[string]runtime.RawExtension{}
+				if old != nil {
+					for i, o := range manifest.Decode(old.Spec.Manifests) {
+						if o.Err == nil {
+							oldManifests[manifest.Key(o.ID)] = old.Spec.Manifests[i]
+						}
+					}
 				}
 			}
+			m, ok := oldManifests[key]
+			return m, ok
 		}
 		var manifests []runtime.RawExtension
 		if nsManifest != nil {
@@ -346,7 +358,7 @@ func (pl *planner) propagate(d scheduler.Decision, revisionOf map[string]string,
 			u, err := render.ForCluster(t.Obj, c, share, p.Spec.Overrides)
 			if err != nil {
 				failed = append(failed, err.Error())
-				if prev, ok := oldManifests[t.Key]; ok {
+				if prev, ok := previous(t.Key); ok {
 					manifests = append(manifests, prev) // keep what the cluster has
 				}
 				continue
@@ -411,17 +423,22 @@ func (pl *planner) share(set []Template, d scheduler.Decision, failedOver map[st
 	return out
 }
 
-// SameManifests compares two manifest lists by content, not by bytes.
+// SameManifests compares two manifest lists by content, not by bytes: only manifests whose
+// bytes differ are decoded (a thousand clusters' Works are compared on each reconcile, and
+// most are byte for byte what was rendered before).
 func SameManifests(a, b []runtime.RawExtension) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	da, db := manifest.Decode(a), manifest.Decode(b)
-	for i := range da {
-		if da[i].Err != nil || db[i].Err != nil {
+	for i := range a {
+		if bytes.Equal(a[i].Raw, b[i].Raw) && len(a[i].Raw) > 0 {
+			continue
+		}
+		d := manifest.Decode([]runtime.RawExtension{a[i], b[i]})
+		if d[0].Err != nil || d[1].Err != nil {
 			return false
 		}
-		if da[i].Hash != db[i].Hash && !equality.Semantic.DeepEqual(da[i].Obj.Object, db[i].Obj.Object) {
+		if d[0].Hash != d[1].Hash && !equality.Semantic.DeepEqual(d[0].Obj.Object, d[1].Obj.Object) {
 			return false
 		}
 	}

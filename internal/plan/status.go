@@ -41,7 +41,15 @@ func (pl *planner) view(name string, planned map[string]*Write) *view {
 		v.manifests, v.revision = pw.Manifests, pw.Revision
 	}
 	v.objects = map[string]*unstructured.Unstructured{}
-	for _, o := range manifest.Decode(v.manifests) {
+	for _, m := range v.manifests {
+		o, ok := pl.decoded[string(m.Raw)]
+		if !ok {
+			o = manifest.Decode([]runtime.RawExtension{m})[0]
+			if pl.decoded == nil {
+				pl.decoded = map[string]manifest.Object{}
+			}
+			pl.decoded[string(m.Raw)] = o
+		}
 		if o.Err == nil {
 			v.objects[manifest.Key(o.ID)] = o.Obj
 		}

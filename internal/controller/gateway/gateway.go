@@ -329,25 +329,32 @@ func (r *Reconciler) snapshot(ctx context.Context) (edge.Snapshot, error) {
 	var https gatewayv1.HTTPRouteList
 	var tcps gatewayv1.TCPRouteList
 	var grants gatewayv1.ReferenceGrantList
-	var nss corev1.NamespaceList
-	for _, l := range []client.ObjectList{&classes, &gws, &https, &tcps, &grants, &nss} {
+	for _, l := range []client.ObjectList{&classes, &gws, &https, &tcps, &grants} {
 		if err := r.Client.List(ctx, l); err != nil {
 			return s, fmt.Errorf("list %T: %w", l, err)
 		}
 	}
 	s.Classes, s.Gateways, s.HTTPRoutes, s.TCPRoutes, s.Grants = classes.Items, gws.Items, https.Items, tcps.Items, grants.Items
-	for _, ns := range nss.Items {
-		s.Namespaces[ns.Name] = ns.Labels
-	}
 	ours := map[string]bool{}
 	for _, c := range s.Classes {
 		ours[c.Name] = string(c.Spec.ControllerName) == v1alpha1.EdgeControllerName
 	}
 	if !slices.ContainsFunc(s.Gateways, func(g gatewayv1.Gateway) bool { return ours[string(g.Spec.GatewayClassName)] }) {
-		return s, nil // no edge Gateway: no backend to find in a large fleet's Works
+		// No edge Gateway: no listener admits routes by their namespace's labels, and no
+		// backend is to be found in a large fleet's Namespaces (a thousand clusters' own
+		// among them) and Works.
+		return s, nil
+	}
+	// Read only, so the cache's own objects.
+	var nss corev1.NamespaceList
+	if err := r.Client.List(ctx, &nss, client.UnsafeDisableDeepCopy); err != nil {
+		return s, fmt.Errorf("list Namespaces: %w", err)
+	}
+	for _, ns := range nss.Items {
+		s.Namespaces[ns.Name] = ns.Labels
 	}
 	var works v1alpha1.WorkList
-	if err := r.Client.List(ctx, &works); err != nil {
+	if err := r.Client.List(ctx, &works, client.UnsafeDisableDeepCopy); err != nil {
 		return s, fmt.Errorf("list Works: %w", err)
 	}
 	for i := range works.Items {
