@@ -18,6 +18,7 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/manifest"
 	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
@@ -142,7 +143,19 @@ func TestPlacementAcrossLocalClusters(t *testing.T) {
 		}
 		return w
 	}
-	before := cacheWork()
+	// The agents get a Work's new content before the hub stores it (the chart's templates
+	// came one by one): the barrier is the stored Work holding all of the chart, after which
+	// nothing more is on its way to the store.
+	var before *v1alpha1.Work
+	eventually(t, "cache's Work stored with the whole chart", time.Minute, func() (bool, error) {
+		before = cacheWork()
+		var kinds []string
+		for _, o := range manifest.Decode(before.Spec.Manifests) {
+			kinds = append(kinds, o.ID.Kind+"/"+o.ID.Name)
+		}
+		slices.Sort(kinds)
+		return slices.Equal(kinds, []string{"ConfigMap/cache-config", "Deployment/cache", "Namespace/shop", "Service/cache"}), fmt.Errorf("stored: %v", kinds)
+	})
 	kubectl("patch", "placement", "cache", "-n", "shop", "--type", "json", "-p",
 		`[{"op":"replace","path":"/spec/resources/0/labelSelector/matchLabels/app.kubernetes.io~1instance","value":"cahce"}]`)
 	p := &v1alpha1.Placement{}
