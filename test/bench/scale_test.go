@@ -339,6 +339,8 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	fleet := sim.NewFleet(sim.Options{HubURL: cfg.Host, HubCA: ca, StateDir: b.TempDir(), AvailableAfter: scaleAvailableAfter, Version: version.Convoy, Log: agentLog})
 	defer fleet.StopAll()
 	before := requestCounts(cs)
+	profiled := make(chan bool, 1)
+	go func() { profiled <- profile(cs, hubPprof, fmt.Sprintf("registration-%d", n), 5) }()
 	start := time.Now()
 	for i, name := range names {
 		if _, err := fleet.Start(ctx, name, tokens[i]); err != nil {
@@ -348,6 +350,7 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	waitUntil(b, "every cluster Ready", 10*time.Minute, func() (bool, string) {
 		return readyAt.count() >= n, fmt.Sprintf("%d of %d Ready", readyAt.count(), n)
 	})
+	<-profiled
 	res.RegistrationRequests = requestsSince(cs, before)
 	res.Registration = percentiles(readyAt.since(start))
 	fmt.Printf("registration, %d agents at once: p50 %.2fs p99 %.2fs max %.2fs\n", n, res.Registration.P50, res.Registration.P99, res.Registration.Max)
