@@ -424,6 +424,9 @@ func (s *Server) fold(ctx context.Context, cluster string, gen int, reports []v1
 // stream never confirms; its stored status counts once the window has passed.
 const confirmWindow = 30 * time.Second
 
+// Started is when the hub started (Since).
+func (s *Server) Started() time.Time { return s.Since }
+
 // Unconfirmed says whether what is stored of cluster's Works' status may be behind what its
 // agent reported to an earlier run of the hub (stored at the Persister's pace): the hub started
 // less than confirmWindow ago and the cluster's stream has not brought every report its agent

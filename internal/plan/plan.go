@@ -69,6 +69,10 @@ type Input struct {
 	// reported (a restarted hub whose agent has not reported again): a rollout takes them as
 	// Unknown, neither Available nor regressed.
 	Unconfirmed map[string]bool
+	// Started is when this hub started: within AheadWindow of it, a rollout takes a cluster
+	// whose agent reports a generation its Work has not reached (content that a killed hub
+	// handed and never stored) as Unknown too. Zero: never.
+	Started time.Time
 	// Revisions are the templates of stored revisions, by hash: the rollout's target and stable
 	// revision when they are not the templates' own. A missing one leaves the clusters that
 	// run it as they are.
@@ -476,17 +480,16 @@ func current(w *v1alpha1.Work) bool { return w != nil && w.Status.ObservedGenera
 // ahead says whether a Work's agent reports a generation the Work has not reached.
 func ahead(w *v1alpha1.Work) bool { return w != nil && w.Status.ObservedGeneration > w.Generation }
 
-// Ahead says whether an agent reports a generation of its Work that the Work has not reached:
-// a rollout takes that cluster as Unknown, as it does Input.Unconfirmed ones, and the caller
-// looks again a while later, as it does for those.
-func Ahead(works map[string]*v1alpha1.Work) bool {
-	for _, w := range works {
-		if ahead(w) {
-			return true
-		}
-	}
-	return false
-}
+// AheadWindow is how long after the hub started (Input.Started) a rollout takes a cluster whose
+// agent reports a generation its Work has not reached as Unknown: long enough for the agents
+// to reconnect and be handed that content again, or reset. After it the report counts for
+// what it is, not Available at the Work's generation, so that a cluster stuck there (its
+// content no longer renders for it, its revision is gone) pauses the rollout where a person
+// sees it, instead of holding it forever.
+const AheadWindow = 2 * time.Minute
+
+// aheadRecheck is how often a Placement with such a cluster is looked at again.
+const aheadRecheck = 2 * time.Second
 
 // availableIn says whether the member reports the template's resource healthy, for what the
 // Work sends now.

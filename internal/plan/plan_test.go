@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -50,7 +51,8 @@ var revisionName = regexp.MustCompile(`\br[0-9]+\b`)
 //	                                                   (ahead: of the next generation, which a
 //	                                                   killed hub handed and never stored)
 //	show CLUSTER                                       the cluster's Work, manifest by manifest
-//	restart                                            only what the API server stores survives
+//	restart [at=SECONDS]                               only what the API server stores survives;
+//	                                                   the hub starts again at that time (0)
 //
 // go test -run TestTranscripts -update rewrites the expected output; review the diff.
 func TestTranscripts(t *testing.T) {
@@ -74,6 +76,7 @@ type world struct {
 	stored    map[string][]Template // revisions the controller stored
 	names     map[string]string     // revision hash -> r1, r2, ... for readable output
 	selectErr error
+	started   time.Time // when the hub last started
 }
 
 func args(fields []string) map[string]string {
@@ -188,6 +191,7 @@ func (w *world) run(input []string) string {
 	case "show":
 		return w.show(fields[1])
 	case "restart":
+		w.started = w.t0.Add(time.Duration(w.num(cmp.Or(args(fields[1:])["at"], "0"))) * time.Second)
 		return w.restart()
 	}
 	w.t.Fatalf("unknown command %q", fields[0])
@@ -224,7 +228,7 @@ func (w *world) cluster(f []string) {
 }
 
 func (w *world) input(now time.Time) Input {
-	in := Input{Placement: w.placement, NamespaceLabels: w.nsLabels, Works: w.works, Now: now, SelectErr: w.selectErr}
+	in := Input{Placement: w.placement, NamespaceLabels: w.nsLabels, Works: w.works, Now: now, SelectErr: w.selectErr, Started: w.started}
 	for _, name := range sorted(mapsKeys(w.clusters)) {
 		in.Clusters = append(in.Clusters, w.clusters[name])
 	}

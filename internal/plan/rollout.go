@@ -73,8 +73,11 @@ func (pl *planner) rollout(d scheduler.Decision) map[string]string {
 			// A report of a generation the Work has not reached is of content that a killed
 			// hub handed to the agent and never stored (delivery.Server.Hand): what the cluster
 			// runs is not known until that content is handed again or the agent is reset to
-			// the stored one. Neither Available nor a regression.
-			c.Unknown = c.Unknown || ch.Healthy && ahead(w)
+			// the stored one. Neither Available nor a regression, for a while (AheadWindow).
+			if ch.Healthy && ahead(w) && pl.in.Now.Before(pl.in.Started.Add(AheadWindow)) {
+				c.Unknown = true
+				pl.recheckIn(aheadRecheck)
+			}
 			c.Revision = w.Annotations[v1alpha1.AnnotationRevision]
 			c.Available = current(w) && meta.IsStatusConditionTrue(w.Status.Conditions, v1alpha1.WorkAvailable) && gateHolds(w, gateOf[ch.Name], p.Namespace)
 		}

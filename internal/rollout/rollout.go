@@ -286,7 +286,7 @@ func gate(w Wave, by map[string]Cluster, target string) (unavailable, lost []str
 			unavailable = append(unavailable, name+" (lost)")
 			lost = append(lost, name)
 		case c.Unknown:
-			unavailable = append(unavailable, name+" (no report yet)")
+			unavailable = append(unavailable, name+" (unknown since the hub started)")
 		case c.Revision != target || !c.Available:
 			unavailable = append(unavailable, name)
 		}

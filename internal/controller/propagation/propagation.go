@@ -74,6 +74,7 @@ type Reconciler struct {
 		Unconfirmed(cluster string) bool
 		Hand(old, w *v1alpha1.Work) bool
 		Backlogged(old *v1alpha1.Work) bool
+		Started() time.Time
 		Reset(w *v1alpha1.Work)
 	}
 
@@ -275,6 +276,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	if r.Reports != nil && p.Spec.Rollout != nil {
+		in.Started = r.Reports.Started()
 		for name := range in.Works {
 			if r.Reports.Unconfirmed(name) {
 				if in.Unconfirmed == nil {
@@ -325,10 +327,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, writeErr
 	}
 	requeue := out.RecheckAfter
-	if (len(in.Unconfirmed) > 0 || p.Spec.Rollout != nil && plan.Ahead(in.Works)) && (requeue == 0 || requeue > unconfirmedRecheck) {
+	if len(in.Unconfirmed) > 0 && (requeue == 0 || requeue > unconfirmedRecheck) {
 		// Their agents' reports wake the Placement; an agent without a stream never sends one,
-		// and its stored status counts once the hub has been up a while. An agent ahead of its
-		// Work is handed the content again, or reset, and reports again.
+		// and its stored status counts once the hub has been up a while.
 		requeue = unconfirmedRecheck
 	}
 	if backlog && (requeue == 0 || requeue > backlogRecheck) {
@@ -567,7 +568,7 @@ func (r *Reconciler) writeWork(ctx context.Context, p *v1alpha1.Placement, old *
 	// A cluster whose agent gets its Works on the delivery stream gets the content from
 	// there at once; the store follows at a paced rate (delivery.Server.Hand). Content that a
 	// killed hub handed and never stored leaves its agent ahead of the stored Work: a rollout
-	// takes that cluster as Unknown (plan.Ahead) until it is handed again or reset.
+	// takes that cluster as Unknown (plan.AheadWindow) until it is handed again or reset.
 	if r.Reports != nil && old.DeletionTimestamp.IsZero() {
 		if r.Reports.Backlogged(old) {
 			return errBacklog
