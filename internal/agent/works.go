@@ -60,8 +60,24 @@ type writtenStatus struct {
 
 // statusSettle is how long after an apply the agent waits before it reports a resource that
 // is not healthy yet, so that a member that settles at once costs the hub one status write,
-// not two. It is the same pause that gathers the member's status changes (see watch).
+// not two. It is also the pause that gathers the member's status changes (see watch), when the
+// agent writes its reports itself.
 const statusSettle = 300 * time.Millisecond
+
+// streamGather is statusSettle's counterpart on a delivery stream: how long the agent gathers
+// the member's status changes of a Work before it reports them, when a report is a message on
+// the stream rather than a write. Short, since the Placement's status (and a rollout's gate)
+// waits for it; the hub gathers the reports of many clusters itself.
+const streamGather = 50 * time.Millisecond
+
+// gather is how long the agent gathers the member's status changes of a Work before it
+// reports them.
+func (w *workController) gather() time.Duration {
+	if w.a.streaming() != nil {
+		return streamGather
+	}
+	return statusSettle
+}
 
 // writtenFresh is how long the agent trusts its memory of a status it wrote over the cache.
 const writtenFresh = 10 * time.Second
@@ -422,7 +438,7 @@ func (w *workController) watch(gvr schema.GroupVersionResource) {
 				if changed {
 					w.drifts.AddAfter(driftKey{work: work, gvr: gvr, ns: newU.GetNamespace(), name: newU.GetName()}, 100*time.Millisecond)
 				} else {
-					w.queue.AddAfter(work, 300*time.Millisecond) // status moved: report health
+					w.queue.AddAfter(work, w.gather()) // status moved: report health
 				}
 			}
 		},
