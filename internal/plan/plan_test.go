@@ -191,7 +191,7 @@ func (w *world) run(input []string) string {
 	case "show":
 		return w.show(fields[1])
 	case "restart":
-		w.started = w.t0.Add(time.Duration(w.num(cmp.Or(args(fields[1:])["at"], "0"))) * time.Second)
+		w.started = w.at(cmp.Or(args(fields[1:])["at"], "0"))
 		return w.restart()
 	}
 	w.t.Fatalf("unknown command %q", fields[0])
