@@ -14,10 +14,12 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
@@ -348,6 +350,20 @@ func TestAgentIsolationAndRevocation(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Name: "alpha"}, &v1alpha1.Cluster{}); err != nil {
 		t.Errorf("alpha's agent cannot read its own Cluster: %v", err)
 	}
+	alpha := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "alpha"}}
+	if err := c.Status().Patch(ctx, alpha, client.RawPatch(types.MergePatchType, []byte(`{}`))); err != nil {
+		t.Errorf("alpha's agent cannot write its own Cluster's status: %v", err)
+	}
+	mustDeny("patch its own Cluster", c.Patch(ctx, alpha.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"evil":"yes"}}}`))))
+	// The hub's authorization webhook grants that, not a ClusterRoleBinding per cluster
+	// (the RBAC authorizer walks every ClusterRoleBinding on every request).
+	var crbs rbacv1.ClusterRoleBindingList
+	if err := admin.List(ctx, &crbs, client.HasLabels{v1alpha1.LabelCluster}); err != nil {
+		t.Fatal(err)
+	}
+	if len(crbs.Items) != 0 {
+		t.Errorf("%d ClusterRoleBindings of clusters, want none (first %s)", len(crbs.Items), crbs.Items[0].Name)
+	}
 
 	// A bootstrap token of alpha gets alpha's identity, not beta's.
 	out := run(t, f.env, convoyBin, "cluster", "join", "alpha", "--mode", "process")
@@ -375,6 +391,10 @@ func TestAgentIsolationAndRevocation(t *testing.T) {
 		err := c.List(ctx, &v1alpha1.WorkList{}, client.InNamespace(v1alpha1.ClusterNamespace("alpha")))
 		return apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err), fmt.Errorf("not refused: %v", err)
 	})
+	// Nor may it write its Cluster's status any more (the webhook knows the generation).
+	if err := c.Status().Patch(ctx, alpha.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{}`))); !apierrors.IsForbidden(err) && !apierrors.IsUnauthorized(err) {
+		t.Errorf("the revoked agent wrote its Cluster's status: %v", err)
+	}
 	eventually(t, "alpha Unreachable", 30*time.Second, func() (bool, error) {
 		cl := &v1alpha1.Cluster{}
 		err := admin.Get(ctx, client.ObjectKey{Name: "alpha"}, cl)

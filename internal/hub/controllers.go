@@ -306,6 +306,8 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 			return fmt.Errorf("hub controllers: cache of %T did not sync within %s: %w", obj, h.opts.StepTimeout, err)
 		}
 	}
+	// The agents' authorizer answers from the synced cache of Clusters from now on.
+	h.authz.Use(mgr.GetCache())
 	return nil
 }
 

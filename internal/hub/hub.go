@@ -25,6 +25,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/convoy-dev/convoy/internal/controller/access"
 	"github.com/convoy-dev/convoy/internal/delivery"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
@@ -123,6 +124,10 @@ type Hub struct {
 	healthAddr  string
 	registry    *registry.Server
 	pki         *kubeproc.PKI
+	// authz is the API server's authorization webhook for agents' own Clusters, served by
+	// authzServer.
+	authz       *access.Authorizer
+	authzServer *http.Server
 
 	// streams is the agents' delivery stream's server once the controllers start (nil when
 	// the stream is off); /status reads it, and is served before then.
@@ -287,8 +292,12 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	if opts.PprofAddr != "" {
 		extra = append(extra, "--profiling=true") // its /debug/pprof, for cluster-admins
 	}
+	authzConfig, err := h.serveAuthorizer()
+	if err != nil {
+		return nil, err
+	}
 	apiserver, err := h.startChild(kubeproc.KubeAPIServer, apiserverBin, kubeproc.APIServerConfig{
-		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki, Extra: extra,
+		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki, AuthorizationConfig: authzConfig, Extra: extra,
 	}.Args())
 	if err != nil {
 		return nil, err
@@ -581,6 +590,9 @@ func (h *Hub) shutdown(ctx context.Context) {
 			_ = h.deliveryListener.Close() // a manager stopped early may not have served it
 		}
 		kubeproc.StopAll(ctx, h.procs)
+		if h.authzServer != nil {
+			_ = h.authzServer.Close()
+		}
 		if h.registry != nil {
 			_ = h.registry.Close(ctx)
 		}

@@ -106,6 +106,10 @@ type APIServerConfig struct {
 	// reach the API server: the "kubernetes" Service points at Advertise:Port. Without it the
 	// Service has no endpoints.
 	Advertise string
+	// AuthorizationConfig, when set, is the path of an AuthorizationConfiguration
+	// (AuthorizationConfig) that replaces --authorization-mode; it must list Node itself when
+	// Kubelets is set.
+	AuthorizationConfig string
 	// Extra arguments, appended last so they win.
 	Extra []string
 }
@@ -140,13 +144,16 @@ func (c APIServerConfig) Args() []string {
 		// The "kubernetes" Service would point at a loopback address, which Endpoints refuse.
 		args = append(args, "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none")
 	}
+	mode := "--authorization-mode=RBAC"
 	if k := c.Kubelets; k != nil {
-		args = append(args, "--authorization-mode=Node,RBAC",
-			"--kubelet-client-certificate="+k.CertPath, "--kubelet-client-key="+k.KeyPath,
+		mode = "--authorization-mode=Node,RBAC"
+		args = append(args, "--kubelet-client-certificate="+k.CertPath, "--kubelet-client-key="+k.KeyPath,
 			"--kubelet-preferred-address-types=InternalIP,Hostname")
-	} else {
-		args = append(args, "--authorization-mode=RBAC")
 	}
+	if c.AuthorizationConfig != "" {
+		mode = "--authorization-config=" + c.AuthorizationConfig
+	}
+	args = append(args, mode)
 	if c.EtcdTLS.CAFile != "" {
 		args = append(args, "--etcd-cafile="+c.EtcdTLS.CAFile)
 	}

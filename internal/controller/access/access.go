@@ -1,8 +1,10 @@
 // Package access holds the hub controller that gives each Cluster's agent a place and an
 // identity on the hub: the namespace convoy-cluster-NAME, the ServiceAccount "agent-GEN" with RBAC
-// that reaches only that namespace and that Cluster's status, the RBAC that lets the
-// cluster's bootstrap tokens get that ServiceAccount a token, and the agent's settings. Only
-// the hub's composition root imports it.
+// that reaches only that namespace, the RBAC that lets the cluster's bootstrap tokens get that
+// ServiceAccount a token, and the agent's settings. Its Authorizer, the hub API server's
+// authorization webhook, lets the agent read its own Cluster and write that Cluster's status,
+// in place of a ClusterRole and ClusterRoleBinding per cluster. Only the hub's composition root
+// imports it.
 package access
 
 import (
@@ -92,8 +94,6 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.ConfigMap{}, ofCluster).
 		Watches(&rbacv1.Role{}, ofCluster).
 		Watches(&rbacv1.RoleBinding{}, ofCluster).
-		Watches(&rbacv1.ClusterRole{}, ofCluster).
-		Watches(&rbacv1.ClusterRoleBinding{}, ofCluster).
 		Complete(r)
 }
 
@@ -132,13 +132,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		{obj: &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: agentRole}}},
 		{obj: &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: bootstrapRole}}},
 		{obj: &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: bootstrapRole}}},
-		{obj: &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: agentRole + ":" + c.Name}}, owned: true},
-		{obj: &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: agentRole + ":" + c.Name}}, owned: true},
 	}
 	for _, o := range objects {
 		_, err := controllerutil.CreateOrUpdate(ctx, r.Client, o.obj, func() error {
 			o.obj.SetLabels(mergeLabels(o.obj.GetLabels(), labels))
-			fill(o.obj, c.Name, ns, sa, v1alpha1.BootstrapGroup(c.Name, gen), interval, r.DeliveryPort)
+			fill(o.obj, ns, sa, v1alpha1.BootstrapGroup(c.Name, gen), interval, r.DeliveryPort)
 			if o.owned {
 				return controllerutil.SetOwnerReference(c, o.obj, r.Client.Scheme())
 			}
@@ -146,6 +144,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		})
 		if err != nil {
 			return ctrl.Result{}, fmt.Errorf("agent access of %s: %T %s: %w", c.Name, o.obj, o.obj.GetName(), err)
+		}
+	}
+	// A hub before the Authorizer gave each agent a ClusterRole and ClusterRoleBinding of its
+	// own for its Cluster; they go (read from the cache, so this costs no request once gone).
+	for _, o := range []client.Object{&rbacv1.ClusterRoleBinding{}, &rbacv1.ClusterRole{}} {
+		if err := r.Client.Get(ctx, client.ObjectKey{Name: agentRole + ":" + c.Name}, o); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, err
+		} else if err == nil {
+			if err := r.Client.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
+				return ctrl.Result{}, fmt.Errorf("delete the agent's former %T: %w", o, err)
+			}
 		}
 	}
 	// ServiceAccounts of earlier generations go, and with them every token they were given.
@@ -226,7 +235,7 @@ func mergeLabels(have, add map[string]string) map[string]string {
 
 // fill sets the content of one access object. sa is the current generation's ServiceAccount
 // and group its bootstrap tokens' group.
-func fill(o client.Object, cluster, ns, sa, group string, interval time.Duration, deliveryPort int) {
+func fill(o client.Object, ns, sa, group string, interval time.Duration, deliveryPort int) {
 	agent := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}
 	switch o := o.(type) {
 	case *corev1.ConfigMap:
@@ -257,14 +266,6 @@ func fill(o client.Object, cluster, ns, sa, group string, interval time.Duration
 			o.Subjects = []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: group}}
 			return
 		}
-		o.Subjects = []rbacv1.Subject{agent}
-	case *rbacv1.ClusterRole:
-		o.Rules = []rbacv1.PolicyRule{
-			{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"clusters"}, Verbs: []string{"get"}, ResourceNames: []string{cluster}},
-			{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"clusters/status"}, Verbs: []string{"get", "patch", "update"}, ResourceNames: []string{cluster}},
-		}
-	case *rbacv1.ClusterRoleBinding:
-		o.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: o.Name}
 		o.Subjects = []rbacv1.Subject{agent}
 	}
 }

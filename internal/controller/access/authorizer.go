@@ -1,0 +1,135 @@
+package access
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// The hub API server asks the Authorizer (its first authorizer, a webhook) only about these
+// requests: see WebhookMatchConditions.
+const (
+	agentUserPrefix = "system:serviceaccount:" + v1alpha1.ClusterNamespacePrefix
+	clustersRes     = "clusters"
+)
+
+var clustersGroup = v1alpha1.GroupVersion.Group
+
+// WebhookMatchConditions are the CEL conditions under which the hub API server asks the
+// Authorizer at all: requests of an agent's ServiceAccount (in some cluster's namespace) on
+// Clusters. Every other request goes straight to RBAC.
+var WebhookMatchConditions = []string{
+	"request.user.startsWith('" + agentUserPrefix + "')",
+	"has(request.resourceAttributes) && has(request.resourceAttributes.resource) && request.resourceAttributes.resource == '" + clustersRes + "'" +
+		" && has(request.resourceAttributes.group) && request.resourceAttributes.group == '" + clustersGroup + "'",
+}
+
+// Decision is an authorizer's answer: allow, or no opinion (the next authorizer, RBAC,
+// decides; for an agent that means a refusal). The Authorizer never denies outright.
+type Decision struct {
+	Allowed bool
+	Reason  string
+}
+
+// CurrentAgent names the ServiceAccount that is a cluster's agent now (its credential
+// generation's); ok is false when the hub knows no such Cluster.
+type CurrentAgent func(cluster string) (serviceAccount string, ok bool)
+
+// Decide answers one SubjectAccessReview: an agent's ServiceAccount may get its own Cluster,
+// and get, patch and update its status; nothing else, and nothing of another Cluster. The
+// ServiceAccount must be the Cluster's current generation, so a revocation holds at once,
+// even while the API server still accepts the old token. This replaces a ClusterRole and
+// ClusterRoleBinding per cluster: the RBAC authorizer walks every ClusterRoleBinding on every
+// request, so 1,000 of them made every request of the fleet cost O(clusters).
+func Decide(spec authorizationv1.SubjectAccessReviewSpec, current CurrentAgent) Decision {
+	rest, ok := strings.CutPrefix(spec.User, agentUserPrefix)
+	if !ok {
+		return Decision{Reason: "not an agent"}
+	}
+	cluster, sa, ok := strings.Cut(rest, ":")
+	if !ok || cluster == "" || sa == "" {
+		return Decision{Reason: "not an agent"}
+	}
+	ra := spec.ResourceAttributes
+	if ra == nil || ra.Group != clustersGroup || ra.Resource != clustersRes {
+		return Decision{Reason: "not a Cluster"}
+	}
+	if ra.Name != cluster {
+		return Decision{Reason: "an agent reaches only its own Cluster"}
+	}
+	switch {
+	case ra.Subresource == "" && ra.Verb == "get":
+	case ra.Subresource == "status" && (ra.Verb == "get" || ra.Verb == "patch" || ra.Verb == "update"):
+	default:
+		return Decision{Reason: "an agent may only read its Cluster and write its status"}
+	}
+	if current == nil {
+		return Decision{Reason: "the hub's caches are not synced yet"}
+	}
+	want, ok := current(cluster)
+	if !ok {
+		return Decision{Reason: "no such Cluster"}
+	}
+	if sa != want {
+		return Decision{Reason: "a revoked agent identity"}
+	}
+	return Decision{Allowed: true, Reason: "the agent of cluster " + cluster}
+}
+
+// Authorizer serves Decide as the hub API server's authorization webhook
+// (authorization.k8s.io/v1 SubjectAccessReviews, POSTed by the API server).
+type Authorizer struct {
+	Log     *slog.Logger
+	current atomic.Pointer[CurrentAgent]
+}
+
+// Use makes the Authorizer look Clusters up in r (the hub's synced informer cache). Until
+// then it allows nothing, and the agents retry.
+func (a *Authorizer) Use(r client.Reader) {
+	f := CurrentAgent(func(cluster string) (string, bool) {
+		c := &v1alpha1.Cluster{}
+		if err := r.Get(context.Background(), client.ObjectKey{Name: cluster}, c); err != nil {
+			return "", false
+		}
+		return v1alpha1.AgentServiceAccount(v1alpha1.AgentGeneration(c)), true
+	})
+	a.current.Store(&f)
+}
+
+// ServeHTTP answers one SubjectAccessReview.
+func (a *Authorizer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST a SubjectAccessReview", http.StatusMethodNotAllowed)
+		return
+	}
+	var sar authorizationv1.SubjectAccessReview
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&sar); err != nil {
+		http.Error(w, "read the SubjectAccessReview: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	var current CurrentAgent
+	if p := a.current.Load(); p != nil {
+		current = *p
+	}
+	d := Decide(sar.Spec, current)
+	if !d.Allowed && a.Log != nil {
+		a.Log.Debug("no opinion on an agent's request", "user", sar.Spec.User, "reason", d.Reason)
+	}
+	out := authorizationv1.SubjectAccessReview{
+		TypeMeta: sar.TypeMeta,
+		Status:   authorizationv1.SubjectAccessReviewStatus{Allowed: d.Allowed, Reason: d.Reason},
+	}
+	if out.APIVersion == "" {
+		out.APIVersion, out.Kind = authorizationv1.SchemeGroupVersion.String(), "SubjectAccessReview"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(&out)
+}

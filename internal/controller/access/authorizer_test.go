@@ -1,0 +1,102 @@
+package access
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+)
+
+func TestDecide(t *testing.T) {
+	// Cluster "eu" is in its second credential generation; "us" has no Cluster.
+	current := CurrentAgent(func(cluster string) (string, bool) {
+		if cluster == "eu" {
+			return "agent-2", true
+		}
+		return "", false
+	})
+	agent := "system:serviceaccount:convoy-cluster-eu:agent-2"
+	on := func(verb, sub, name string) *authorizationv1.ResourceAttributes {
+		return &authorizationv1.ResourceAttributes{Group: "convoy.dev", Version: "v1alpha1", Resource: "clusters", Subresource: sub, Name: name, Verb: verb}
+	}
+	for _, tc := range []struct {
+		name    string
+		user    string
+		ra      *authorizationv1.ResourceAttributes
+		noCache bool // the hub's caches have not synced
+		allowed bool
+		reason  string
+	}{
+		{name: "read its Cluster", user: agent, ra: on("get", "", "eu"), allowed: true},
+		{name: "read its status", user: agent, ra: on("get", "status", "eu"), allowed: true},
+		{name: "patch its status", user: agent, ra: on("patch", "status", "eu"), allowed: true},
+		{name: "update its status", user: agent, ra: on("update", "status", "eu"), allowed: true},
+		{name: "another Cluster", user: agent, ra: on("get", "", "us"), reason: "an agent reaches only its own Cluster"},
+		{name: "another Cluster's status", user: agent, ra: on("patch", "status", "us"), reason: "an agent reaches only its own Cluster"},
+		{name: "list Clusters", user: agent, ra: on("list", "", ""), reason: "an agent reaches only its own Cluster"},
+		{name: "patch its Cluster", user: agent, ra: on("patch", "", "eu"), reason: "an agent may only read its Cluster and write its status"},
+		{name: "delete its Cluster", user: agent, ra: on("delete", "", "eu"), reason: "an agent may only read its Cluster and write its status"},
+		{name: "watch its Cluster", user: agent, ra: on("watch", "", "eu"), reason: "an agent may only read its Cluster and write its status"},
+		{name: "a revoked generation", user: "system:serviceaccount:convoy-cluster-eu:agent-1", ra: on("get", "", "eu"), reason: "a revoked agent identity"},
+		{name: "another account of the namespace", user: "system:serviceaccount:convoy-cluster-eu:default", ra: on("get", "", "eu"), reason: "a revoked agent identity"},
+		{name: "a Cluster the hub does not know", user: "system:serviceaccount:convoy-cluster-us:agent-1", ra: on("get", "", "us"), reason: "no such Cluster"},
+		{name: "before the caches sync", user: agent, ra: on("get", "", "eu"), noCache: true, reason: "the hub's caches are not synced yet"},
+		{name: "a person", user: "alice", ra: on("get", "", "eu"), reason: "not an agent"},
+		{name: "an account elsewhere", user: "system:serviceaccount:kube-system:eu", ra: on("get", "", "eu"), reason: "not an agent"},
+		{name: "an agent on Works", user: agent, ra: &authorizationv1.ResourceAttributes{Group: "convoy.dev", Resource: "works", Verb: "get", Name: "eu"}, reason: "not a Cluster"},
+		{name: "clusters of another group", user: agent, ra: &authorizationv1.ResourceAttributes{Group: "example.com", Resource: "clusters", Verb: "get", Name: "eu"}, reason: "not a Cluster"},
+		{name: "a non-resource request", user: agent, reason: "not a Cluster"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cur := current
+			if tc.noCache {
+				cur = nil
+			}
+			d := Decide(authorizationv1.SubjectAccessReviewSpec{User: tc.user, ResourceAttributes: tc.ra}, cur)
+			if d.Allowed != tc.allowed || (!tc.allowed && d.Reason != tc.reason) {
+				t.Errorf("Decide = %+v, want allowed %v (reason %q)", d, tc.allowed, tc.reason)
+			}
+		})
+	}
+}
+
+// The webhook speaks SubjectAccessReview over HTTP, and allows nothing before Use.
+func TestAuthorizerServeHTTP(t *testing.T) {
+	a := &Authorizer{}
+	ask := func() authorizationv1.SubjectAccessReview {
+		t.Helper()
+		body, _ := json.Marshal(authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:               "system:serviceaccount:convoy-cluster-eu:agent-1",
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Group: "convoy.dev", Resource: "clusters", Verb: "get", Name: "eu"},
+		}})
+		rec := httptest.NewRecorder()
+		a.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/authorize", bytes.NewReader(body)))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		var out authorizationv1.SubjectAccessReview
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+			t.Fatal(err)
+		}
+		if out.Kind != "SubjectAccessReview" || out.APIVersion != "authorization.k8s.io/v1" {
+			t.Errorf("answer is a %s %s", out.APIVersion, out.Kind)
+		}
+		return out
+	}
+	if out := ask(); out.Status.Allowed || out.Status.Denied {
+		t.Errorf("before Use: %+v, want no opinion", out.Status)
+	}
+	f := CurrentAgent(func(string) (string, bool) { return "agent-1", true })
+	a.current.Store(&f)
+	if out := ask(); !out.Status.Allowed {
+		t.Errorf("after Use: %+v, want allowed", out.Status)
+	}
+	rec := httptest.NewRecorder()
+	a.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/authorize", bytes.NewReader([]byte("{"))))
+	if rec.Code != http.StatusBadRequest {
+		t.Errorf("a malformed review: status %d, want 400", rec.Code)
+	}
+}
