@@ -339,10 +339,11 @@ type PlacementStatus struct {
 	// +optional
 	ScheduledClusters int32 `json:"scheduledClusters,omitempty"`
 
-	// Clusters reports each chosen cluster.
+	// Clusters reports each chosen cluster, sorted by name. The list is atomic: only the hub
+	// writes it, whole, and the API server then keeps no managed fields per row (with a
+	// thousand clusters they cost more than the rows).
 	// +optional
-	// +listType=map
-	// +listMapKey=cluster
+	// +listType=atomic
 	Clusters []ClusterPlacementStatus `json:"clusters,omitempty"`
 
 	// Rollout is the state of the wave-by-wave rollout, when the Placement has a strategy.
