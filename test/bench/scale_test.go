@@ -365,6 +365,7 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 		}
 	})
 	res.IdleStream = streamCost(streamsBefore, h.Status().Delivery, float64(n)*res.Idle.Seconds)
+	heapProfile(cs, hubPprof, fmt.Sprintf("idle-%d", n))
 	fmt.Printf("hub idle with %d clusters: %.0f MiB, %.0f millicores %v\n", n, res.Idle.TotalMiB, res.Idle.Millicores, res.Idle.CPU)
 	if s := res.IdleStream; s != nil {
 		fmt.Printf("delivery streams idle, per cluster and second: %.0f bytes down, %.0f up; %.2f messages down, %.2f up\n", s.BytesDown, s.BytesUp, s.MessagesDown, s.MessagesUp)
@@ -595,6 +596,37 @@ func profile(cs kubernetes.Interface, hubPprof, name string, seconds int) bool {
 	}
 	_ = os.WriteFile(filepath.Join(dir, name+".pprof"), raw, 0o644)
 	return true
+}
+
+// heapProfile saves the heaps of the hub's API server and of the hub process to
+// $CONVOY_SCALE_PPROF/NAME.heap and NAME-hub.heap, when that is set: what the memory is.
+func heapProfile(cs kubernetes.Interface, hubPprof, name string) {
+	dir := os.Getenv("CONVOY_SCALE_PPROF")
+	if dir == "" {
+		return
+	}
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/heap").Timeout(time.Minute).DoRaw(context.Background())
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name+".heap"), raw, 0o644)
+	}
+	if err != nil {
+		fmt.Printf("heap profile %s: %v\n", name, err)
+	}
+	if hubPprof == "" {
+		return
+	}
+	resp, err := (&http.Client{Timeout: time.Minute}).Get("http://" + hubPprof + "/debug/pprof/heap")
+	if err == nil {
+		defer resp.Body.Close()
+		if raw, err = io.ReadAll(resp.Body); err == nil && resp.StatusCode == http.StatusOK {
+			err = os.WriteFile(filepath.Join(dir, name+"-hub.heap"), raw, 0o644)
+		} else if err == nil {
+			err = fmt.Errorf("%s", resp.Status)
+		}
+	}
+	if err != nil {
+		fmt.Printf("heap profile %s of the hub process: %v\n", name, err)
+	}
 }
 
 // floor writes one ConfigMap with payload into each cluster's namespace and returns how long
