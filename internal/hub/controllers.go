@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -103,6 +104,10 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 			}},
 			&corev1.ServiceAccount{}: {Label: clusterLabelled},
 			&coordinationv1.Lease{}:  {Label: clusterLabelled},
+			// Only the agents' former ClusterRoles and bindings, which the access controller
+			// deletes (an older hub made them, with the cluster label).
+			&rbacv1.ClusterRole{}:        {Label: clusterLabelled},
+			&rbacv1.ClusterRoleBinding{}: {Label: clusterLabelled},
 		}},
 	})
 	if err != nil {
@@ -285,6 +290,8 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		return fmt.Errorf("set up propagation controller: %w", err)
 	}
 
+	// The agents' authorizer answers from the cache of Clusters, as soon as it syncs.
+	h.authz.Use(mgr.GetCache())
 	mctx, cancel := context.WithCancel(context.Background())
 	h.stopManager = cancel
 	h.managerDone = make(chan error, 1)
@@ -306,8 +313,6 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 			return fmt.Errorf("hub controllers: cache of %T did not sync within %s: %w", obj, h.opts.StepTimeout, err)
 		}
 	}
-	// The agents' authorizer answers from the synced cache of Clusters from now on.
-	h.authz.Use(mgr.GetCache())
 	return nil
 }
 

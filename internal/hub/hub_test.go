@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -440,4 +441,42 @@ func TestExternalEtcd(t *testing.T) {
 	must(t, h.Client.Create(ctx, cluster("on-etcd", v1alpha1.ClusterSpec{Provider: "local"})))
 	h.Restart()
 	must(t, h.Client.Get(ctx, client.ObjectKey{Name: "on-etcd"}, &v1alpha1.Cluster{}))
+}
+
+// A hub before the authorization webhook gave each agent a ClusterRole and ClusterRoleBinding
+// for its own Cluster, with the cluster label; the access controller deletes those, and only
+// those.
+func TestAgentsFormerClusterRolesGo(t *testing.T) {
+	t.Parallel()
+	h := hubtest.Start(t)
+	ctx := context.Background()
+
+	// A role of that name without the label is someone else's: it stays. The access
+	// controller has one worker, so once it has made keep's last access object, its pass over
+	// keep ends before it starts one over a Cluster created later.
+	unlabelled := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "convoy-agent:keep"}}
+	must(t, h.Client.Create(ctx, unlabelled))
+	must(t, h.Client.Create(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "keep"}, Spec: v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderImport}}))
+	waitFor(t, "keep's access", func() (bool, error) {
+		err := h.Client.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace("keep"), Name: "convoy-agent-bootstrap"}, &rbacv1.RoleBinding{})
+		return err == nil, client.IgnoreNotFound(err)
+	})
+
+	labels := map[string]string{v1alpha1.LabelCluster: "old"}
+	former := []client.Object{
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "convoy-agent:old", Labels: labels}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "convoy-agent:old", Labels: labels},
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "convoy-agent:old"}},
+	}
+	for _, o := range former {
+		must(t, h.Client.Create(ctx, o))
+	}
+	must(t, h.Client.Create(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "old"}, Spec: v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderImport}}))
+	for _, o := range former {
+		waitFor(t, fmt.Sprintf("%T deleted", o), func() (bool, error) {
+			err := h.Client.Get(ctx, client.ObjectKeyFromObject(o), o.DeepCopyObject().(client.Object))
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		})
+	}
+	must(t, h.Client.Get(ctx, client.ObjectKeyFromObject(unlabelled), &rbacv1.ClusterRole{}))
 }

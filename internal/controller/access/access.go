@@ -147,11 +147,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 	// A hub before the Authorizer gave each agent a ClusterRole and ClusterRoleBinding of its
-	// own for its Cluster; they go (read from the cache, so this costs no request once gone).
+	// own for its Cluster, with the cluster label; they go. They are read from the cache, which
+	// holds only labelled ones (the hub's cache options), so this costs no request once gone.
 	for _, o := range []client.Object{&rbacv1.ClusterRoleBinding{}, &rbacv1.ClusterRole{}} {
 		if err := r.Client.Get(ctx, client.ObjectKey{Name: agentRole + ":" + c.Name}, o); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, err
-		} else if err == nil {
+		} else if err == nil && o.GetLabels()[v1alpha1.LabelCluster] == c.Name {
 			if err := r.Client.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
 				return ctrl.Result{}, fmt.Errorf("delete the agent's former %T: %w", o, err)
 			}

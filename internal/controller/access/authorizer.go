@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -91,12 +92,16 @@ type Authorizer struct {
 	current atomic.Pointer[CurrentAgent]
 }
 
-// Use makes the Authorizer look Clusters up in r (the hub's synced informer cache). Until
-// then it allows nothing, and the agents retry.
+// Use makes the Authorizer look Clusters up in r (the hub's informer cache). Until then it
+// allows nothing, and while the cache syncs it waits for it at most a second per question:
+// the agents retry.
 func (a *Authorizer) Use(r client.Reader) {
 	f := CurrentAgent(func(cluster string) (string, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		c := &v1alpha1.Cluster{}
-		if err := r.Get(context.Background(), client.ObjectKey{Name: cluster}, c); err != nil {
+		// Only an annotation is read: the cache's own object, not a copy.
+		if err := r.Get(ctx, client.ObjectKey{Name: cluster}, c, client.UnsafeDisableDeepCopy); err != nil {
 			return "", false
 		}
 		return v1alpha1.AgentServiceAccount(v1alpha1.AgentGeneration(c)), true
