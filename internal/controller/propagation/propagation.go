@@ -32,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
@@ -89,7 +90,16 @@ type Reconciler struct {
 	// pruned is when expired entries of written were last dropped: at most once per
 	// writtenFresh, so that a change to a thousand Works does not scan the map a thousand times.
 	pruned time.Time
+	// statusWritten holds, per Placement, the resourceVersion of the status this reconciler
+	// last wrote, until the cache has it. A reconcile that reads an older Placement waits for
+	// the cache instead of deciding again from the status before its own write: it would
+	// repeat that write's events (a failover or fail-back told twice).
+	statusWritten sync.Map // client.ObjectKey -> string
 }
+
+// staleRecheck is how soon a Placement read older than this reconciler's own last status write
+// is looked at again (its status writes do not wake it).
+const staleRecheck = 50 * time.Millisecond
 
 type writtenWork struct {
 	content string
@@ -260,7 +270,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !p.DeletionTimestamp.IsZero() {
+		r.statusWritten.Delete(req.NamespacedName)
 		return ctrl.Result{}, r.finalize(ctx, p)
+	}
+	if last, ok := r.statusWritten.Load(req.NamespacedName); ok {
+		// Resource versions compare as numbers on every store the hub runs on; one that does
+		// not parse is taken as caught up.
+		if c, err := resourceversion.CompareResourceVersion(p.ResourceVersion, last.(string)); err == nil && c < 0 {
+			return ctrl.Result{RequeueAfter: staleRecheck}, nil
+		}
+		r.statusWritten.CompareAndDelete(req.NamespacedName, last)
 	}
 	if !controllerutil.ContainsFinalizer(p, v1alpha1.PlacementFinalizer) {
 		before := p.DeepCopy()
@@ -310,15 +329,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	backlog, writeErr := r.write(ctx, p, in.Works, out)
 	r.resetAhead(in.Works, out)
-	for _, e := range out.Events {
-		r.Recorder.Eventf(p, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
-	}
 	if !equality.Semantic.DeepEqual(p.Status, out.Status) {
 		before := p.DeepCopy()
 		p.Status = out.Status
 		if err := r.Client.Status().Patch(ctx, p, client.MergeFrom(before)); err != nil {
 			return ctrl.Result{}, errors.Join(writeErr, fmt.Errorf("update status: %w", err))
 		}
+		r.statusWritten.Store(req.NamespacedName, p.ResourceVersion)
+	}
+	// The events tell of decisions the status now holds: after a failed status write the next
+	// reconcile decides, and tells, again.
+	for _, e := range out.Events {
+		r.Recorder.Eventf(p, nil, e.Type, e.Reason, e.Action, "%s", e.Note)
 	}
 	if err := r.summarize(ctx, in.Templates, live, out.Summaries); err != nil {
 		return ctrl.Result{}, errors.Join(writeErr, err)
