@@ -15,7 +15,6 @@ import (
 	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -104,10 +103,6 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 			}},
 			&corev1.ServiceAccount{}: {Label: clusterLabelled},
 			&coordinationv1.Lease{}:  {Label: clusterLabelled},
-			// Only the agents' former ClusterRoles and bindings, which the access controller
-			// deletes (an older hub made them, with the cluster label).
-			&rbacv1.ClusterRole{}:        {Label: clusterLabelled},
-			&rbacv1.ClusterRoleBinding{}: {Label: clusterLabelled},
 		}},
 	})
 	if err != nil {
@@ -229,6 +224,9 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		return err
 	}
 	if err := gateway.EnsureRoles(ctx, direct); err != nil {
+		return err
+	}
+	if err := access.RemoveFormerRoles(ctx, direct); err != nil {
 		return err
 	}
 	if err := (&gateway.ClassReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {

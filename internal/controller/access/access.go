@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -146,18 +147,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, fmt.Errorf("agent access of %s: %T %s: %w", c.Name, o.obj, o.obj.GetName(), err)
 		}
 	}
-	// A hub before the Authorizer gave each agent a ClusterRole and ClusterRoleBinding of its
-	// own for its Cluster, with the cluster label; they go. They are read from the cache, which
-	// holds only labelled ones (the hub's cache options), so this costs no request once gone.
-	for _, o := range []client.Object{&rbacv1.ClusterRoleBinding{}, &rbacv1.ClusterRole{}} {
-		if err := r.Client.Get(ctx, client.ObjectKey{Name: agentRole + ":" + c.Name}, o); client.IgnoreNotFound(err) != nil {
-			return ctrl.Result{}, err
-		} else if err == nil && o.GetLabels()[v1alpha1.LabelCluster] == c.Name {
-			if err := r.Client.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
-				return ctrl.Result{}, fmt.Errorf("delete the agent's former %T: %w", o, err)
-			}
-		}
-	}
 	// ServiceAccounts of earlier generations go, and with them every token they were given.
 	var sas corev1.ServiceAccountList
 	if err := r.Client.List(ctx, &sas, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelCluster: c.Name}); err != nil {
@@ -171,6 +160,31 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 	return ctrl.Result{}, nil
+}
+
+// RemoveFormerRoles deletes the ClusterRoles and ClusterRoleBindings that a hub before the
+// Authorizer gave each agent for its own Cluster (named convoy-agent:NAME, with the cluster
+// label NAME), and nothing else. The hub calls it once as it starts, before the controllers.
+func RemoveFormerRoles(ctx context.Context, c client.Client) error {
+	for _, list := range []client.ObjectList{&rbacv1.ClusterRoleBindingList{}, &rbacv1.ClusterRoleList{}} {
+		if err := c.List(ctx, list, client.HasLabels{v1alpha1.LabelCluster}); err != nil {
+			return fmt.Errorf("list the agents' former roles: %w", err)
+		}
+		objs, err := meta.ExtractList(list)
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			obj := o.(client.Object)
+			if obj.GetName() != agentRole+":"+obj.GetLabels()[v1alpha1.LabelCluster] {
+				continue
+			}
+			if err := c.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("delete the agent's former %T %s: %w", obj, obj.GetName(), err)
+			}
+		}
+	}
+	return nil
 }
 
 // fleetChanged counts a Cluster in or out of the fleet. When that changes the fleet's
