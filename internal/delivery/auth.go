@@ -33,6 +33,9 @@ type TokenReviews struct {
 	Reviews authclient.TokenReviewInterface
 	// Cache reads Clusters and agent ServiceAccounts (the hub's informer cache).
 	Cache client.Reader
+	// Keys, if set, verifies the hub API server's own tokens without a TokenReview; a token
+	// they cannot vouch for is reviewed.
+	Keys *TokenKeys
 	// TTL is how long an answer is remembered; zero means a minute. A revocation does not
 	// wait for it: Current is checked at once.
 	TTL time.Duration
@@ -55,10 +58,7 @@ var _ Authenticator = (*TokenReviews)(nil)
 // Authenticate implements Authenticator.
 func (t *TokenReviews) Authenticate(ctx context.Context, token string) (Identity, error) {
 	key := sha256.Sum256([]byte(token))
-	ttl := t.TTL
-	if ttl == 0 {
-		ttl = time.Minute
-	}
+	ttl := t.ttl()
 	now := time.Now()
 	t.mu.Lock()
 	if t.seen == nil {
@@ -77,18 +77,36 @@ func (t *TokenReviews) Authenticate(ctx context.Context, token string) (Identity
 	}
 	t.mu.Unlock()
 
+	if t.Keys != nil {
+		if id, err := t.Keys.Verify(token, now); !errors.Is(err, errNotLocal) {
+			t.remember(key, reviewed{id: id, err: err, at: now})
+			return id, err
+		}
+	}
 	res, err := t.Reviews.Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
 	if err != nil {
 		return Identity{}, fmt.Errorf("review the token: %w", err) // not remembered: the hub may be busy
 	}
 	id, rerr := identityOf(res.Status)
-	if rerr != nil && ttl > negativeTTL {
-		now = now.Add(negativeTTL - ttl) // a refusal is remembered only briefly
+	t.remember(key, reviewed{id: id, err: rerr, at: now})
+	return id, rerr
+}
+
+// remember keeps an answer for the TTL, a refusal only for negativeTTL.
+func (t *TokenReviews) remember(key [32]byte, r reviewed) {
+	if ttl := t.ttl(); r.err != nil && ttl > negativeTTL {
+		r.at = r.at.Add(negativeTTL - ttl)
 	}
 	t.mu.Lock()
-	t.seen[key] = reviewed{id: id, err: rerr, at: now}
+	t.seen[key] = r
 	t.mu.Unlock()
-	return id, rerr
+}
+
+func (t *TokenReviews) ttl() time.Duration {
+	if t.TTL == 0 {
+		return time.Minute
+	}
+	return t.TTL
 }
 
 // identityOf reads an agent's identity from a TokenReview's answer.
@@ -100,13 +118,18 @@ func identityOf(st authenticationv1.TokenReviewStatus) (Identity, error) {
 		}
 		return Identity{}, fmt.Errorf("%s (%w); join the cluster again (convoy cluster join)", msg, ErrNotAgent)
 	}
-	rest, ok := strings.CutPrefix(st.User.Username, "system:serviceaccount:")
+	return identityOfUser(st.User.Username, st.User.UID)
+}
+
+// identityOfUser reads an agent's identity from its user name and uid.
+func identityOfUser(username, uid string) (Identity, error) {
+	rest, ok := strings.CutPrefix(username, "system:serviceaccount:")
 	ns, sa, ok2 := strings.Cut(rest, ":")
 	cluster, ok3 := strings.CutPrefix(ns, v1alpha1.ClusterNamespacePrefix)
 	if !ok || !ok2 || !ok3 || cluster == "" || !strings.HasPrefix(sa, "agent-") {
-		return Identity{}, fmt.Errorf("%s is %w", st.User.Username, ErrNotAgent)
+		return Identity{}, fmt.Errorf("%s is %w", username, ErrNotAgent)
 	}
-	return Identity{Cluster: cluster, ServiceAccount: sa, UID: st.User.UID}, nil
+	return Identity{Cluster: cluster, ServiceAccount: sa, UID: uid}, nil
 }
 
 // Current implements Authenticator.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -21,8 +22,10 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/delivery"
+	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/join"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
 
 // agentToken registers an imported cluster and returns a token of its current agent
@@ -108,6 +111,16 @@ func TestStreams(t *testing.T) {
 	refused("east", adminToken.Status.Token, "is not a cluster's agent")
 	if err := delivery.Probe(ctx, addr, host, h.Config.CAData, "east", east); err != nil {
 		t.Fatalf("east's own identity: %v", err)
+	}
+	// The tokens the hub's API server issues verify in the hub process, without a
+	// TokenReview: the public key the API server checks them with, and its issuer.
+	keys, err := delivery.LoadTokenKeys(filepath.Join(hub.Layout{Dir: h.Options.DataDir}.PKI(), "sa.pub"), kubeproc.ServiceAccountIssuer, kubeproc.ServiceAccountIssuer)
+	hubtest.Must(t, err)
+	if id, err := keys.Verify(east, time.Now()); err != nil || id.Cluster != "east" || id.ServiceAccount != "agent-1" || id.UID == "" {
+		t.Errorf("east's token verified by the hub's key: %+v, %v", id, err)
+	}
+	if _, err := keys.Verify(adminToken.Status.Token, time.Now()); !errors.Is(err, delivery.ErrNotAgent) {
+		t.Errorf("another ServiceAccount's token verified by the hub's key: %v, want ErrNotAgent", err)
 	}
 
 	// A stream heartbeats: the hub hears from east, and not from west, which has none.

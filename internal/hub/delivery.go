@@ -89,7 +89,11 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 	if err != nil {
 		return err
 	}
-	srv.Auth = &delivery.TokenReviews{Reviews: cs.AuthenticationV1().TokenReviews(), Cache: mgr.GetCache()}
+	keys, err := delivery.LoadTokenKeys(h.pki.ServiceAccountPub, kubeproc.ServiceAccountIssuer, kubeproc.ServiceAccountIssuer)
+	if err != nil {
+		return err
+	}
+	srv.Auth = &delivery.TokenReviews{Reviews: cs.AuthenticationV1().TokenReviews(), Cache: mgr.GetCache(), Keys: keys}
 	srv.Works = cachedWorks{mgr.GetCache()}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		works, err := mgr.GetCache().GetInformer(ctx, &v1alpha1.Work{})

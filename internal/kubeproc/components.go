@@ -88,6 +88,10 @@ func SQLiteEndpoint(path string) string {
 	return "sqlite://" + path + "?_journal_mode=WAL&_busy_timeout=30000&_synchronous=NORMAL&_txlock=immediate&_stmt_cache_size=20&cache=shared"
 }
 
+// ServiceAccountIssuer is the issuer of the ServiceAccount tokens every API server that
+// kubeproc configures signs, and the audience they are for.
+const ServiceAccountIssuer = "https://kubernetes.default.svc"
+
 // APIServerConfig is the configuration of one kube-apiserver.
 type APIServerConfig struct {
 	// EtcdServers are the etcd (or kine) URLs, for example http://127.0.0.1:2379.
@@ -128,8 +132,8 @@ func (c APIServerConfig) Args() []string {
 		"--tls-cert-file=" + c.PKI.Serving.CertPath,
 		"--tls-private-key-file=" + c.PKI.Serving.KeyPath,
 		"--client-ca-file=" + CACertPath(c.PKI.Dir),
-		"--service-account-issuer=https://kubernetes.default.svc",
-		"--api-audiences=https://kubernetes.default.svc",
+		"--service-account-issuer=" + ServiceAccountIssuer,
+		"--api-audiences=" + ServiceAccountIssuer,
 		"--service-account-key-file=" + c.PKI.ServiceAccountPub,
 		"--service-account-signing-key-file=" + c.PKI.ServiceAccountKey,
 		"--service-cluster-ip-range=" + cidr,
