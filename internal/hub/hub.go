@@ -41,13 +41,14 @@ const DefaultRegistryPort = 5000
 // hubControllers are the kube-controller-manager controllers the hub runs: enough for
 // namespaces to delete, owner references to collect garbage, service accounts to get tokens
 // and RBAC aggregation to work. Deployment, ReplicaSet and the other workload controllers
-// are left out on purpose: the hub stores templates and never runs them.
+// are left out on purpose: the hub stores templates and never runs them. So is the root-CA
+// publisher: its ConfigMap kube-root-ca.crt in every namespace is for pods, and a fleet of a
+// thousand clusters has a thousand namespaces at the hub.
 var hubControllers = []string{
 	"namespace-controller",
 	"garbage-collector-controller",
 	"serviceaccount-controller",
 	"serviceaccount-token-controller",
-	"root-ca-certificate-publisher-controller",
 	"clusterrole-aggregation-controller",
 	// Expired bootstrap tokens (from convoy cluster join) are deleted.
 	"token-cleaner-controller",
