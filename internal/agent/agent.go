@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,6 +77,14 @@ type Agent struct {
 	hub      client.Client // uncached, for writes
 	hubCache cache.Cache   // Works and the agent's settings, in the cluster's namespace only
 	hubCS    kubernetes.Interface
+
+	// cacheHTTP carries hubCache's requests: its idle connection is closed once the agent no
+	// longer watches its settings (unwatchSettings).
+	cacheHTTP *http.Client
+	// settings are the agent-config's, as last read; settingsWatched says whether hubCache
+	// watches the agent-config now.
+	settings        atomic.Pointer[agentSettings]
+	settingsWatched atomic.Bool
 
 	stream atomic.Pointer[stream] // the delivery stream, once the hub offers one
 	// inv is the latest inventory taken, which a new delivery stream's client starts with.
@@ -152,10 +161,14 @@ func Run(ctx context.Context, o Options) error {
 	if a.hubCS, err = kubernetes.NewForConfig(hubCfg); err != nil {
 		return err
 	}
+	if a.cacheHTTP, err = rest.HTTPClientFor(hubCfg); err != nil {
+		return err
+	}
 	// Making the cache needs no answer from the hub with the static mapper, but keep
 	// retrying should that change: the hub may be down just now.
 	for fails := 1; ; fails++ {
 		a.hubCache, err = cache.New(hubCfg, cache.Options{
+			HTTPClient:        a.cacheHTTP,
 			Scheme:            scheme,
 			Mapper:            mapper,
 			DefaultNamespaces: map[string]cache.Config{a.ns: {}},
@@ -197,13 +210,14 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("watch the agent's settings: %w", err)
 	}
+	a.settingsWatched.Store(true)
 	toolscache.WaitForCacheSync(ctx.Done(), settings.HasSynced)
 	// The first inventory goes with the stream's hello, so that the hub judges the cluster
 	// with it at once: one status write for the verdict and the inventory together.
 	first := a.observe(ctx)
 	a.inv.Store(&first)
-	if port, ok := a.deliveryPort(ctx); ok {
-		a.switchDelivery(ctx, port)
+	if st, ok := a.readSettings(ctx); ok {
+		a.switchDelivery(ctx, st.port)
 	}
 	close(a.deliveryKnown)
 	wg.Go(func() { a.followDelivery(ctx) })

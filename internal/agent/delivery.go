@@ -41,14 +41,54 @@ func (a *Agent) awaitingStream() bool {
 	return s != nil && !s.client.EverUp() && time.Since(s.since) < leasePatience
 }
 
-// deliveryPort is the port of the hub's delivery stream that the agent's settings give ("" for
-// none); ok is false when the settings cannot be read.
-func (a *Agent) deliveryPort(ctx context.Context) (port string, ok bool) {
+// agentSettings are what the hub's agent-config gives the agent.
+type agentSettings struct {
+	interval time.Duration // heartbeatInterval; 0 if it gives none that is valid
+	port     string        // the delivery stream's port; "" for none
+}
+
+// readSettings reads the agent's settings from its cache of the agent-config (which starts
+// watching it again if it had stopped: watchSettings) and remembers them; ok is false when
+// they cannot be read within a few seconds (the hub is away): the last ones stay.
+func (a *Agent) readSettings(ctx context.Context) (st agentSettings, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	cm := &corev1.ConfigMap{}
+	a.settingsWatched.Store(true) // the cache watches it from now on, even if it answers late
 	if err := a.hubCache.Get(ctx, client.ObjectKey{Namespace: a.ns, Name: v1alpha1.AgentConfigMap}, cm); err != nil {
-		return "", false
+		return agentSettings{}, false
 	}
-	return cm.Data[v1alpha1.AgentConfigDeliveryPort], true
+	if d, err := time.ParseDuration(cm.Data["heartbeatInterval"]); err == nil && d >= 100*time.Millisecond {
+		st.interval = d
+	}
+	st.port = cm.Data[v1alpha1.AgentConfigDeliveryPort]
+	a.settings.Store(&st)
+	return st, true
+}
+
+// settingsPatience is how long the agent's open stream may be down before the agent reads its
+// settings through the hub's API again (and watches them until a stream is open again): longer
+// than a blip of the stream, short enough that an agent whose hub stopped offering the stream
+// (or moved it) renews its Lease well within the grace a restarted hub gives it (10 s more
+// than --unreachable-after).
+const settingsPatience = 5 * time.Second
+
+// unwatchSettings stops watching the agent-config, and closes the connection to the hub's API
+// server that the watch kept open, once the agent's stream is open: the stream says what the
+// settings said (the heartbeat interval; its port is the one in use), so an idle agent holds
+// no request and no connection at the hub's API server. A stream down for settingsPatience
+// reads the settings again (readSettings), which watches them again.
+func (a *Agent) unwatchSettings(ctx context.Context) {
+	if !a.settingsWatched.CompareAndSwap(true, false) {
+		return
+	}
+	if err := a.hubCache.RemoveInformer(ctx, &corev1.ConfigMap{}); err != nil {
+		a.settingsWatched.Store(true)
+		return
+	}
+	if a.cacheHTTP != nil {
+		a.cacheHTTP.CloseIdleConnections()
+	}
 }
 
 // streaming returns the delivery stream's client once a stream has opened, or nil while the
@@ -77,11 +117,22 @@ func (a *Agent) reporter() (c *delivery.Client, write bool) {
 }
 
 // followDelivery starts the delivery stream once the agent's settings name a port, moves it
-// when the port changes, and stops it when the hub no longer offers one.
+// when the port changes, and stops it when the hub no longer offers one. While the stream is
+// open it does not read the settings (unwatchSettings); it reads them again once the stream
+// has been down for settingsPatience.
 func (a *Agent) followDelivery(ctx context.Context) {
-	for sleep(ctx, a.heartbeatInterval(ctx)) {
-		if port, ok := a.deliveryPort(ctx); ok {
-			a.switchDelivery(ctx, port)
+	var lastUp time.Time
+	for sleep(ctx, a.heartbeatInterval()) {
+		if s := a.stream.Load(); s != nil && s.client.Up() {
+			lastUp = time.Now()
+			a.unwatchSettings(ctx)
+			continue
+		}
+		if !lastUp.IsZero() && time.Since(lastUp) < settingsPatience {
+			continue
+		}
+		if st, ok := a.readSettings(ctx); ok {
+			a.switchDelivery(ctx, st.port)
 		}
 	}
 	if s := a.stream.Load(); s != nil {

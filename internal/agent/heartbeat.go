@@ -7,11 +7,9 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/delivery"
@@ -21,13 +19,11 @@ func fieldsName(name string) fields.Selector {
 	return fields.OneTermEqualSelector("metadata.name", name)
 }
 
-// heartbeatInterval is what the hub's agent-config says, or the default.
-func (a *Agent) heartbeatInterval(ctx context.Context) time.Duration {
-	cm := &corev1.ConfigMap{}
-	if err := a.hubCache.Get(ctx, client.ObjectKey{Namespace: a.ns, Name: v1alpha1.AgentConfigMap}, cm); err == nil {
-		if d, err := time.ParseDuration(cm.Data["heartbeatInterval"]); err == nil && d >= 100*time.Millisecond {
-			return d
-		}
+// heartbeatInterval is what the hub's agent-config said when the agent last read it, or the
+// default.
+func (a *Agent) heartbeatInterval() time.Duration {
+	if st := a.settings.Load(); st != nil && st.interval > 0 {
+		return st.interval
 	}
 	return v1alpha1.DefaultHeartbeatInterval
 }
@@ -44,7 +40,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	fails := 0
 	var down time.Time
 	for {
-		interval := a.heartbeatInterval(ctx)
+		interval := a.heartbeatInterval()
 		if a.awaitingStream() {
 			if !sleep(ctx, 100*time.Millisecond) {
 				return

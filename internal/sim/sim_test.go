@@ -3,17 +3,20 @@ package sim_test
 import (
 	"context"
 	"fmt"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -35,6 +38,11 @@ func TestSimulatedFleet(t *testing.T) {
 	h := hubtest.Start(t)
 	ctx := context.Background()
 	c := h.Client
+	settingsWatches := func() float64 {
+		t.Helper()
+		return watchesOfOneConfigMap(t, h)
+	}
+	watchesBefore := settingsWatches()
 	fleet := sim.NewFleet(sim.Options{HubURL: h.Config.Host, HubCA: h.Config.CAData, StateDir: t.TempDir(),
 		AvailableAfter: 200 * time.Millisecond, Version: "test", Log: hubtest.Logger(t)})
 	t.Cleanup(fleet.StopAll)
@@ -74,6 +82,12 @@ func TestSimulatedFleet(t *testing.T) {
 		})
 	}
 	heartbeats(3)
+	// An agent whose stream is open holds no watch of its settings at the hub's API server
+	// (nor, then, a connection): the stream says what they said.
+	eventually(t, "the agents' watches of their settings closed", time.Minute, func() (bool, error) {
+		n := settingsWatches()
+		return n == watchesBefore, fmt.Errorf("%v watches of one ConfigMap, %v before the agents started", n, watchesBefore)
+	})
 	// Nor do they renew its Lease (if one was made while its stream was opening): the stream
 	// carries them.
 	lease := func() string {
@@ -180,6 +194,46 @@ func TestSimulatedFleet(t *testing.T) {
 			t.Errorf("%s lost %v", n, del)
 		}
 	}
+
+	// The hub restarts without a delivery stream: the agents, which no longer watched their
+	// settings, read them again once their stream has been down a while, and heartbeat on
+	// their Leases; their clusters stay Ready.
+	h.Options.DeliveryPort = -1
+	h.Restart()
+	c = h.Client
+	for _, n := range names {
+		renewed := map[string]bool{}
+		eventually(t, n+"'s Lease renewed twice, and Ready", time.Minute, func() (bool, error) {
+			l := &coordinationv1.Lease{}
+			if err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(n), Name: v1alpha1.AgentLease}, l); err != nil {
+				return false, err
+			}
+			renewed[l.ResourceVersion] = true
+			cl := &v1alpha1.Cluster{}
+			hubtest.Must(t, c.Get(ctx, client.ObjectKey{Name: n}, cl))
+			return len(renewed) > 2 && cl.Status.Phase == v1alpha1.ClusterReady, fmt.Errorf("%d versions of the Lease, phase %q", len(renewed), cl.Status.Phase)
+		})
+	}
+}
+
+// watchesOfOneConfigMap is how many watches of a single ConfigMap (by name) the hub's API
+// server serves now, from its metrics: the agents watch their settings so.
+func watchesOfOneConfigMap(t *testing.T, h *hubtest.Hub) float64 {
+	t.Helper()
+	cs := kubernetes.NewForConfigOrDie(h.Config)
+	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	hubtest.Must(t, err)
+	var n float64
+	for line := range strings.Lines(string(raw)) {
+		if strings.HasPrefix(line, "apiserver_longrunning_requests{") && strings.Contains(line, `resource="configmaps"`) &&
+			strings.Contains(line, `scope="resource"`) && strings.Contains(line, `verb="WATCH"`) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			hubtest.Must(t, err)
+			n += v
+		}
+	}
+	return n
 }
 
 func unstructuredInt(obj map[string]any, path ...string) (int64, bool, error) {
