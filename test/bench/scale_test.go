@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"runtime"
 	"slices"
 	"strconv"
@@ -555,8 +556,9 @@ func requestCounts(cs kubernetes.Interface) map[string]int {
 	return out
 }
 
-// profile saves CPU profiles of the hub's API server and of the hub process (served on
-// hubPprof, when set) to $CONVOY_SCALE_PPROF/NAME.pprof and NAME-hub.pprof, both over the same
+// profile saves CPU profiles of the hub's API server, of the hub process (served on hubPprof,
+// when set) and of the benchmark's own process (the simulated clusters) to
+// $CONVOY_SCALE_PPROF/NAME.pprof, NAME-hub.pprof and NAME-sim.pprof, all over about the same
 // seconds, when that is set, and says whether it did.
 func profile(cs kubernetes.Interface, hubPprof, name string, seconds int) bool {
 	dir := os.Getenv("CONVOY_SCALE_PPROF")
@@ -584,6 +586,13 @@ func profile(cs kubernetes.Interface, hubPprof, name string, seconds int) bool {
 			}
 			hubErr = os.WriteFile(filepath.Join(dir, name+"-hub.pprof"), raw, 0o644)
 		})
+	}
+	// The benchmark's own process too: the simulated clusters' agents share the hub's cores.
+	if f, err := os.Create(filepath.Join(dir, name+"-sim.pprof")); err == nil {
+		defer f.Close() // after the profile is written (deferred calls run last first)
+		if pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
 	}
 	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).Timeout(time.Duration(seconds+30) * time.Second).DoRaw(context.Background())
 	wg.Wait()
