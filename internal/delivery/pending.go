@@ -287,7 +287,8 @@ func (s *Server) settle(k workKey, w *v1alpha1.Work, stored *v1alpha1.Work, drop
 	}
 }
 
-// Writer stores the content handed to the Server, at most Rate Works a second (see Hand).
+// Writer stores the content handed to the Server, at most Rate Works a second (see Hand), and
+// not while a burst of reports lasts (burst.go).
 type Writer struct {
 	Server *Server
 	Client client.Client
@@ -330,6 +331,11 @@ func (wr *Writer) Start(ctx context.Context) error {
 	failed := map[workKey]time.Time{}      // Works whose last write failed, until when they wait
 	backoff := map[workKey]time.Duration{} // and how long they waited last
 	for {
+		// Nothing is taken while a burst of reports holds the stores (burst.go).
+		if !s.awaitQuiet(ctx) {
+			wr.flush(log)
+			return nil
+		}
 		now := time.Now()
 		skip := map[workKey]bool{}
 		var next time.Duration

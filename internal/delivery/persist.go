@@ -23,7 +23,7 @@ const DefaultPersistRate = 20
 const maxRetries = 30
 
 // Persister stores the Server's folded reports in the Works' status, at most Rate a second,
-// the latest of each Work only. It is the one writer of a streaming agent's Works' status; the
+// the latest of each Work only, and not while a burst of reports lasts (burst.go). It is the one writer of a streaming agent's Works' status; the
 // stored status is a view for kubectl and what a restarted hub reads until the agents report
 // again.
 type Persister struct {
@@ -78,6 +78,9 @@ func (p *Persister) Start(ctx context.Context) error {
 			behind := rep.Status.ObservedGeneration < cached.Status.ObservedGeneration && cached.Status.ObservedGeneration <= p.Server.View(cached).Generation
 			if behind || equality.Semantic.DeepEqual(cached.Status, rep.Status) {
 				continue
+			}
+			if !p.Server.awaitQuiet(ctx) {
+				return nil
 			}
 			if err := limit.Wait(ctx); err != nil {
 				return nil

@@ -67,6 +67,7 @@ type Server struct {
 	clusters map[string]*clusterState
 	dirty    map[workKey]bool
 	wake     chan struct{}
+	burst    burst // of reports that changed something: stores wait for its end
 	grpc     *grpc.Server
 	count    counters
 
@@ -405,6 +406,7 @@ func (s *Server) fold(ctx context.Context, cluster string, gen int, reports []v1
 		}
 		c.reports[r.Work] = r
 		s.dirty[workKey{cluster, r.Work}] = true
+		s.burst.report(time.Now())
 		changed = append(changed, change{r.Work, hasReach(old) || hasReach(r)})
 	}
 	s.mu.Unlock()
