@@ -312,6 +312,23 @@ func (pl *planner) propagate(d scheduler.Decision, revisionOf map[string]string,
 		nsManifest = &runtime.RawExtension{Raw: raw}
 	}
 
+	// A template renders the same for clusters with the same share and the same matching
+	// overrides (render.OverrideKey): it is rendered once for them, so a Placement of a thousand
+	// clusters without overrides renders each template once, not a thousand times. The
+	// clusters' Works share the rendered bytes, which nothing changes.
+	type renderKey struct {
+		t         *unstructured.Unstructured
+		share     int32
+		hasShare  bool
+		overrides string
+	}
+	type rendering struct {
+		raw  []byte
+		err  error
+		keep bool // on err: the cluster keeps what it has of the template
+	}
+	renders := map[renderKey]rendering{}
+
 	chosen := map[string]bool{}
 	for _, choice := range d.Clusters {
 		chosen[choice.Name] = true
@@ -354,25 +371,27 @@ func (pl *planner) propagate(d scheduler.Decision, revisionOf map[string]string,
 			manifests = append(manifests, *nsManifest)
 		}
 		var failed []string
+		overrideKey := render.OverrideKey(c, p.Spec.Overrides)
 		for _, t := range set {
 			var share *int32
+			k := renderKey{t: t.Obj, overrides: overrideKey}
 			if s, ok := tshares[t.Key][c.Name]; ok {
 				share = &s
+				k.share, k.hasShare = s, true
 			}
-			u, err := render.ForCluster(t.Obj, c, share, p.Spec.Overrides)
-			if err != nil {
-				failed = append(failed, err.Error())
-				if prev, ok := previous(t.Key); ok {
+			r, ok := renders[k]
+			if !ok {
+				r.raw, r.keep, r.err = renderRaw(t, c, share, p.Spec.Overrides)
+				renders[k] = r
+			}
+			if r.err != nil {
+				failed = append(failed, r.err.Error())
+				if prev, ok := previous(t.Key); ok && r.keep {
 					manifests = append(manifests, prev) // keep what the cluster has
 				}
 				continue
 			}
-			raw, err := u.MarshalJSON()
-			if err != nil {
-				failed = append(failed, fmt.Sprintf("%s %s: %v", t.ID.Kind, t.ID.Name, err))
-				continue
-			}
-			manifests = append(manifests, runtime.RawExtension{Raw: raw})
+			manifests = append(manifests, runtime.RawExtension{Raw: r.raw})
 		}
 		if len(failed) > 0 {
 			renderErrs[c.Name] = strings.Join(failed, "; ")
@@ -397,6 +416,20 @@ func (pl *planner) propagate(d scheduler.Decision, revisionOf map[string]string,
 		}
 	}
 	return shares
+}
+
+// renderRaw renders template t for cluster c (render.ForCluster) and encodes it. keep says
+// that the cluster keeps what it has of the template: for a render error, not for an error
+// encoding what rendered.
+func renderRaw(t Template, c scheduler.Cluster, share *int32, overrides []v1alpha1.Override) (raw []byte, keep bool, err error) {
+	u, err := render.ForCluster(t.Obj, c, share, overrides)
+	if err != nil {
+		return nil, true, err
+	}
+	if raw, err = u.MarshalJSON(); err != nil {
+		return nil, false, fmt.Errorf("%s %s: %v", t.ID.Kind, t.ID.Name, err)
+	}
+	return raw, false, nil
 }
 
 // share divides the Divided workloads of a set of templates: template key -> cluster ->

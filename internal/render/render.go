@@ -242,7 +242,9 @@ func Dependencies(u *unstructured.Unstructured) []Ref {
 }
 
 // ForCluster renders a cleaned template for one cluster: its share of replicas (nil keeps the
-// template's), then the overrides that match the cluster and the template, in order.
+// template's), then the overrides that match the cluster and the template, in order. It
+// depends on the cluster only through OverrideKey: clusters with the same key and share get
+// the same rendering.
 func ForCluster(clean *unstructured.Unstructured, c scheduler.Cluster, replicas *int32, overrides []v1alpha1.Override) (*unstructured.Unstructured, error) {
 	u := clean.DeepCopy()
 	if replicas != nil && hasReplicas(u) {
@@ -271,6 +273,23 @@ func ForCluster(clean *unstructured.Unstructured, c scheduler.Cluster, replicas 
 		}
 	}
 	return u, nil
+}
+
+// OverrideKey says which of overrides match cluster c, and which cannot be matched (an invalid
+// selector): all that ForCluster reads of the cluster.
+func OverrideKey(c scheduler.Cluster, overrides []v1alpha1.Override) string {
+	key := make([]byte, len(overrides))
+	for i, o := range overrides {
+		switch ok, err := scheduler.Matches(o.Clusters, c); {
+		case err != nil:
+			key[i] = 'e'
+		case ok:
+			key[i] = '1'
+		default:
+			key[i] = '0'
+		}
+	}
+	return string(key)
 }
 
 // apply applies one override to u.

@@ -137,6 +137,18 @@ func TestForCluster(t *testing.T) {
 	}
 	clean := Clean(obj(t, deployment))
 
+	// What ForCluster reads of a cluster: which overrides match it (and which cannot match).
+	if got := OverrideKey(eu, overrides); got != "1111" {
+		t.Errorf("eu-west's override key %q, want 1111", got)
+	}
+	if got := OverrideKey(us, overrides); got != "0101" {
+		t.Errorf("us-east's override key %q, want 0101", got)
+	}
+	bad := []v1alpha1.Override{{Clusters: v1alpha1.ClusterAffinity{LabelSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: "Sideways"}}}}}}
+	if got := OverrideKey(eu, bad); got != "e" {
+		t.Errorf("an invalid selector's override key %q, want e", got)
+	}
+
 	gotUS, err := ForCluster(clean, us, ptr.To[int32](2), overrides)
 	if err != nil {
 		t.Fatal(err)
