@@ -37,17 +37,33 @@ func (b burst) wait(now time.Time) time.Duration {
 	return max(0, min(b.last.Add(quietGap).Sub(now), b.start.Add(maxDefer).Sub(now)))
 }
 
-// awaitQuiet returns once no burst of reports holds the stores (see burst), or false when ctx
-// ends first.
-func (s *Server) awaitQuiet(ctx context.Context) bool {
+// storeGate holds a store (the Persister, the Writer) while bursts of reports last. A store
+// held for maxDefer runs for maxDefer after that whatever the bursts do, so that reports that
+// never pause for quietGap slow the stores and never stop them.
+type storeGate struct {
+	s         *Server
+	freeUntil time.Time
+}
+
+// wait returns once the store may go on, or false when ctx ends first.
+func (g *storeGate) wait(ctx context.Context) bool {
+	if time.Now().Before(g.freeUntil) {
+		return ctx.Err() == nil
+	}
+	until := time.Now().Add(maxDefer)
 	for {
-		s.mu.RLock()
-		d := s.burst.wait(time.Now())
-		s.mu.RUnlock()
+		g.s.mu.RLock()
+		now := time.Now()
+		d := g.s.burst.wait(now)
+		g.s.mu.RUnlock()
 		if d <= 0 {
 			return ctx.Err() == nil
 		}
-		t := time.NewTimer(d)
+		if !now.Before(until) {
+			g.freeUntil = now.Add(maxDefer)
+			return ctx.Err() == nil
+		}
+		t := time.NewTimer(min(d, until.Sub(now)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -55,4 +71,14 @@ func (s *Server) awaitQuiet(ctx context.Context) bool {
 		case <-t.C:
 		}
 	}
+}
+
+// holds says whether a burst holds the store now (wait would wait).
+func (g *storeGate) holds() bool {
+	if time.Now().Before(g.freeUntil) {
+		return false
+	}
+	g.s.mu.RLock()
+	defer g.s.mu.RUnlock()
+	return g.s.burst.wait(time.Now()) > 0
 }

@@ -328,11 +328,12 @@ func (wr *Writer) Start(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	gate := storeGate{s: s}
 	failed := map[workKey]time.Time{}      // Works whose last write failed, until when they wait
 	backoff := map[workKey]time.Duration{} // and how long they waited last
 	for {
 		// Nothing is taken while a burst of reports holds the stores (burst.go).
-		if !s.awaitQuiet(ctx) {
+		if !gate.wait(ctx) {
 			wr.flush(log)
 			return nil
 		}

@@ -49,13 +49,19 @@ func (p *Persister) Start(ctx context.Context) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	retries := map[string]int{} // by NAMESPACE/NAME: passes the cache did not show the Work
+	gate := storeGate{s: p.Server}
 	for {
+		// The batch is taken once no burst of reports holds the stores (burst.go), so that
+		// it holds the latest reports.
+		if !gate.wait(ctx) {
+			return nil
+		}
 		batch := p.Server.takeDirty(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		again := false // something of this batch is put back for a later pass
-		for _, rep := range batch {
+		for i, rep := range batch {
 			ns, name, _ := strings.Cut(rep.Work, "/")
 			// The cache's own object, read only: most reports after a restart are stored
 			// already, and need no copy of the Work's manifests.
@@ -79,8 +85,15 @@ func (p *Persister) Start(ctx context.Context) error {
 			if behind || equality.Semantic.DeepEqual(cached.Status, rep.Status) {
 				continue
 			}
-			if !p.Server.awaitQuiet(ctx) {
-				return nil
+			if gate.holds() {
+				// A burst began: what is left of the batch waits for it, and is taken again
+				// then, with what the burst brings.
+				again = true
+				for _, r := range batch[i:] {
+					ns, name, _ := strings.Cut(r.Work, "/")
+					p.Server.markDirty(ns, name)
+				}
+				break
 			}
 			if err := limit.Wait(ctx); err != nil {
 				return nil

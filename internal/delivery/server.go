@@ -135,6 +135,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, cert tls.Certificate
 		grpc.MaxRecvMsgSize(maxMessage),
 		// A thousand agents' connections: small buffers, since messages are small.
 		grpc.ReadBufferSize(connBuffer), grpc.WriteBufferSize(connBuffer),
+		// Fixed flow-control windows, which turns off gRPC's bandwidth estimation: it pings the
+		// agent after the first data it receives following each answered ping, so every
+		// heartbeat cost the hub a ping out and its answer in. A Work's full set (1 MB
+		// messages) still flows without waiting for window updates.
+		grpc.InitialWindowSize(flowWindow), grpc.InitialConnWindowSize(flowWindow),
 		// Agents ping through their messages; transport pings only find dead peers sooner.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
