@@ -177,6 +177,9 @@ func (c *Client) dial(addr, serverName string) (*grpc.ClientConn, error) {
 			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithReadBufferSize(connBuffer), grpc.WithWriteBufferSize(connBuffer),
+		// Fixed windows, as the hub's (server.go): no bandwidth-estimating ping to the hub
+		// for each message it sends.
+		grpc.WithInitialWindowSize(flowWindow), grpc.WithInitialConnWindowSize(flowWindow),
 	)
 }
 

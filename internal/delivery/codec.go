@@ -3,7 +3,8 @@
 // messages of api/v1alpha1/delivery.go as JSON.
 //
 // The agent (Client) authenticates with its ServiceAccount token and says its cluster; the hub
-// (Server) checks the token with a TokenReview (cached) and that it is the cluster's current
+// (Server) checks the token (with its API server's signing key, or a TokenReview; cached) and
+// that it is the cluster's current
 // agent identity; the latter again every 2 s while the stream lasts (at the agent's next
 // message), so a revocation cuts the stream. Every
 // message is a heartbeat: the Server keeps each cluster's last one in memory (LastSeen), for the
@@ -53,4 +54,7 @@ const (
 	// connBuffer is each connection's read and write buffer (gRPC's default is 32 KiB each,
 	// 64 MiB for a thousand agents).
 	connBuffer = 8 << 10
+	// flowWindow is each stream's and connection's flow-control window, on both sides (gRPC's
+	// lower bound is 64 KiB; a fixed one turns off its bandwidth-estimating pings).
+	flowWindow = 1 << 20
 )
