@@ -25,8 +25,9 @@ var ErrRevoked = errors.New("the agent's credentials were revoked")
 // wraps it. Any other error of Authenticate means the hub could not tell (try again).
 var ErrNotAgent = errors.New("not a cluster's agent")
 
-// TokenReviews authenticates agents with the hub API server's TokenReview, remembering each
-// answer for TTL, and checks that an identity is current against the hub's cache: the
+// TokenReviews authenticates agents, with Keys where they can vouch for the token and with the
+// hub API server's TokenReview otherwise, remembering each answer for TTL (never past the
+// token's expiry), and checks that an identity is current against the hub's cache: the
 // Cluster exists, its current credential generation is the identity's ServiceAccount, and that
 // ServiceAccount is the one the token was made for (same uid).
 type TokenReviews struct {
@@ -78,8 +79,12 @@ func (t *TokenReviews) Authenticate(ctx context.Context, token string) (Identity
 	t.mu.Unlock()
 
 	if t.Keys != nil {
-		if id, err := t.Keys.Verify(token, now); !errors.Is(err, errNotLocal) {
-			t.remember(key, reviewed{id: id, err: err, at: now})
+		if id, exp, err := t.Keys.Verify(token, now); !errors.Is(err, errNotLocal) {
+			r := reviewed{id: id, err: err, at: now}
+			if left := exp.Sub(now); err == nil && left < ttl {
+				r.at = now.Add(left - ttl) // forgotten when the token expires
+			}
+			t.remember(key, r)
 			return id, err
 		}
 	}
@@ -146,7 +151,7 @@ func (t *TokenReviews) Current(ctx context.Context, id Identity) error {
 	if err := t.Cache.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(id.Cluster), Name: id.ServiceAccount}, sa, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("cluster %q's agent ServiceAccount: %w", id.Cluster, err)
 	}
-	if string(sa.UID) != id.UID {
+	if string(sa.UID) != id.UID || !sa.DeletionTimestamp.IsZero() {
 		return fmt.Errorf("%w: cluster %q's agent ServiceAccount was made again; join it again", ErrRevoked, id.Cluster)
 	}
 	return nil

@@ -116,10 +116,10 @@ func TestStreams(t *testing.T) {
 	// TokenReview: the public key the API server checks them with, and its issuer.
 	keys, err := delivery.LoadTokenKeys(filepath.Join(hub.Layout{Dir: h.Options.DataDir}.PKI(), "sa.pub"), kubeproc.ServiceAccountIssuer, kubeproc.ServiceAccountIssuer)
 	hubtest.Must(t, err)
-	if id, err := keys.Verify(east, time.Now()); err != nil || id.Cluster != "east" || id.ServiceAccount != "agent-1" || id.UID == "" {
+	if id, _, err := keys.Verify(east, time.Now()); err != nil || id.Cluster != "east" || id.ServiceAccount != "agent-1" || id.UID == "" {
 		t.Errorf("east's token verified by the hub's key: %+v, %v", id, err)
 	}
-	if _, err := keys.Verify(adminToken.Status.Token, time.Now()); !errors.Is(err, delivery.ErrNotAgent) {
+	if _, _, err := keys.Verify(adminToken.Status.Token, time.Now()); !errors.Is(err, delivery.ErrNotAgent) {
 		t.Errorf("another ServiceAccount's token verified by the hub's key: %v, want ErrNotAgent", err)
 	}
 

@@ -63,30 +63,32 @@ type serviceAccountClaims struct {
 	} `json:"kubernetes.io"`
 }
 
-// Verify returns the identity of token when it verifies, as Authenticate would return it;
-// errNotLocal (wrapped) when this process cannot vouch for it (another signer, expired, bound
-// to an object, not a JWT): the caller asks the API server, whose answer is authoritative.
-// A token that verifies and is not a cluster agent's is refused here (ErrNotAgent).
-func (k *TokenKeys) Verify(token string, now time.Time) (Identity, error) {
+// Verify returns the identity of token when it verifies, as Authenticate would return it, and
+// when the token expires; errNotLocal (wrapped) when this process cannot vouch for it (another
+// signer, expired, bound to an object, not a JWT): the caller asks the API server, whose answer
+// is authoritative. A token that verifies and is not a cluster agent's is refused here
+// (ErrNotAgent).
+func (k *TokenKeys) Verify(token string, now time.Time) (Identity, time.Time, error) {
 	tok, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512, jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512})
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: %v", errNotLocal, err)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: %v", errNotLocal, err)
 	}
 	var std jwt.Claims
 	var sa serviceAccountClaims
 	if err := tok.Claims(k.Key, &std, &sa); err != nil {
-		return Identity{}, fmt.Errorf("%w: %v", errNotLocal, err)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: %v", errNotLocal, err)
 	}
 	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: k.Issuer, AnyAudience: jwt.Audience{k.Audience}, Time: now}, 0); err != nil {
-		return Identity{}, fmt.Errorf("%w: %v", errNotLocal, err)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: %v", errNotLocal, err)
 	}
 	kube := sa.Kubernetes
 	if std.Expiry == nil || len(kube.Pod) > 0 || len(kube.Secret) > 0 || len(kube.Node) > 0 {
-		return Identity{}, fmt.Errorf("%w: a token without expiry or bound to an object", errNotLocal)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: a token without expiry or bound to an object", errNotLocal)
 	}
 	user := "system:serviceaccount:" + kube.Namespace + ":" + kube.ServiceAccount.Name
 	if kube.Namespace == "" || kube.ServiceAccount.Name == "" || kube.ServiceAccount.UID == "" || std.Subject != user {
-		return Identity{}, fmt.Errorf("%w: not a ServiceAccount token", errNotLocal)
+		return Identity{}, time.Time{}, fmt.Errorf("%w: not a ServiceAccount token", errNotLocal)
 	}
-	return identityOfUser(user, kube.ServiceAccount.UID)
+	id, err := identityOfUser(user, kube.ServiceAccount.UID)
+	return id, std.Expiry.Time(), err
 }

@@ -3,7 +3,12 @@ package delivery
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"strings"
 	"testing"
@@ -54,15 +59,15 @@ func TestTokenKeys(t *testing.T) {
 		return tok
 	}
 
-	id, err := keys.Verify(sign(key, agent()), now)
-	if err != nil || id != (Identity{Cluster: "east", ServiceAccount: "agent-1", UID: "u-1"}) {
-		t.Fatalf("an agent's token: %+v, %v", id, err)
+	id, exp, err := keys.Verify(sign(key, agent()), now)
+	if err != nil || id != (Identity{Cluster: "east", ServiceAccount: "agent-1", UID: "u-1"}) || !exp.Equal(now.Add(time.Hour)) {
+		t.Fatalf("an agent's token: %+v, expiring %v, %v", id, exp, err)
 	}
 
 	notAgent := agent()
 	notAgent.Subject = "system:serviceaccount:default:default"
 	notAgent.Kubernetes = map[string]any{"namespace": "default", "serviceaccount": map[string]any{"name": "default", "uid": "u-2"}}
-	if _, err := keys.Verify(sign(key, notAgent), now); !errors.Is(err, ErrNotAgent) {
+	if _, _, err := keys.Verify(sign(key, notAgent), now); !errors.Is(err, ErrNotAgent) {
 		t.Errorf("another ServiceAccount's token: %v, want ErrNotAgent", err)
 	}
 
@@ -111,11 +116,35 @@ func TestTokenKeys(t *testing.T) {
 			c.Kubernetes["serviceaccount"] = map[string]any{"name": "agent-1"}
 			return sign(key, c)
 		}},
+		{"no audience", func() string {
+			c := agent()
+			c.Audience = nil
+			return sign(key, c)
+		}},
+		{"alg none", func() string {
+			tok := sign(key, agent())
+			parts := strings.Split(tok, ".")
+			return b64(`{"alg":"none","typ":"JWT"}`) + "." + parts[1] + "."
+		}},
+		{"HS256 keyed with the public key", func() string {
+			tok := sign(key, agent())
+			parts := strings.Split(tok, ".")
+			pub, err := x509.MarshalPKIXPublicKey(key.Public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			input := b64(`{"alg":"HS256","typ":"JWT"}`) + "." + parts[1]
+			mac := hmac.New(sha256.New, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))
+			mac.Write([]byte(input))
+			return input + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+		}},
 		{"not a JWT", func() string { return "not-a-token" }},
 		{"signature cut", func() string { tok := sign(key, agent()); return tok[:strings.LastIndex(tok, ".")+1] }},
 	} {
-		if id, err := keys.Verify(tc.token(), now); !errors.Is(err, errNotLocal) {
+		if id, _, err := keys.Verify(tc.token(), now); !errors.Is(err, errNotLocal) {
 			t.Errorf("%s: %+v, %v; want it left to the API server", tc.name, id, err)
 		}
 	}
 }
+
+func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
