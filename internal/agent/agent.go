@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,9 +77,6 @@ type Agent struct {
 	hubCache cache.Cache   // Works and the agent's settings, in the cluster's namespace only
 	hubCS    kubernetes.Interface
 
-	// cacheHTTP carries hubCache's requests: its idle connection is closed once the agent no
-	// longer watches its settings (unwatchSettings).
-	cacheHTTP *http.Client
 	// settings are the agent-config's, as last read; settingsWatched says whether hubCache
 	// watches the agent-config now.
 	settings        atomic.Pointer[agentSettings]
@@ -161,14 +157,10 @@ func Run(ctx context.Context, o Options) error {
 	if a.hubCS, err = kubernetes.NewForConfig(hubCfg); err != nil {
 		return err
 	}
-	if a.cacheHTTP, err = rest.HTTPClientFor(hubCfg); err != nil {
-		return err
-	}
 	// Making the cache needs no answer from the hub with the static mapper, but keep
 	// retrying should that change: the hub may be down just now.
 	for fails := 1; ; fails++ {
 		a.hubCache, err = cache.New(hubCfg, cache.Options{
-			HTTPClient:        a.cacheHTTP,
 			Scheme:            scheme,
 			Mapper:            mapper,
 			DefaultNamespaces: map[string]cache.Config{a.ns: {}},

@@ -73,21 +73,17 @@ func (a *Agent) readSettings(ctx context.Context) (st agentSettings, ok bool) {
 // than --unreachable-after).
 const settingsPatience = 5 * time.Second
 
-// unwatchSettings stops watching the agent-config, and closes the connection to the hub's API
-// server that the watch kept open, once the agent's stream is open: the stream says what the
-// settings said (the heartbeat interval; its port is the one in use), so an idle agent holds
-// no request and no connection at the hub's API server. A stream down for settingsPatience
-// reads the settings again (readSettings), which watches them again.
+// unwatchSettings stops watching the agent-config once the agent's stream is open: the stream
+// says what the settings said (the heartbeat interval; its port is the one in use), so an idle
+// agent holds no request at the hub's API server, and its connection there closes when idle
+// (client-go's transport closes idle connections after 90 s). A stream down for
+// settingsPatience reads the settings again (readSettings), which watches them again.
 func (a *Agent) unwatchSettings(ctx context.Context) {
 	if !a.settingsWatched.CompareAndSwap(true, false) {
 		return
 	}
 	if err := a.hubCache.RemoveInformer(ctx, &corev1.ConfigMap{}); err != nil {
 		a.settingsWatched.Store(true)
-		return
-	}
-	if a.cacheHTTP != nil {
-		a.cacheHTTP.CloseIdleConnections()
 	}
 }
 

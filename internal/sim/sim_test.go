@@ -214,6 +214,12 @@ func TestSimulatedFleet(t *testing.T) {
 			return len(renewed) > 2 && cl.Status.Phase == v1alpha1.ClusterReady, fmt.Errorf("%d versions of the Lease, phase %q", len(renewed), cl.Status.Phase)
 		})
 	}
+	// Without a stream they watch their settings again (which also shows that the count
+	// above is of their watches).
+	eventually(t, "the agents' watches of their settings", time.Minute, func() (bool, error) {
+		n := settingsWatches()
+		return n == watchesBefore+float64(len(names)), fmt.Errorf("%v watches of one ConfigMap, %v before the agents started", n, watchesBefore)
+	})
 }
 
 // watchesOfOneConfigMap is how many watches of a single ConfigMap (by name) the hub's API
