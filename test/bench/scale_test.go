@@ -592,6 +592,8 @@ func profile(cs kubernetes.Interface, hubPprof, name string, seconds int) bool {
 		defer f.Close() // after the profile is written (deferred calls run last first)
 		if pprof.StartCPUProfile(f) == nil {
 			defer pprof.StopCPUProfile()
+		} else {
+			defer os.Remove(f.Name()) // profiled already (go test -cpuprofile)
 		}
 	}
 	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", strconv.Itoa(seconds)).Timeout(time.Duration(seconds+30) * time.Second).DoRaw(context.Background())
