@@ -127,6 +127,9 @@ func Run(ctx context.Context, o Options) error {
 		store = fileStore(filepath.Join(o.StateDir, "token.json"))
 	}
 	a.id = newIdentity(ctx, o.Cluster, base, store, o.BootstrapTokenFile, a.log)
+	// Joining reads the agent's settings: a new agent needs no list and watch of them for its
+	// first stream.
+	a.id.settings = func(data map[string]string) { a.takeSettings(data) }
 	hubCfg := rest.CopyConfig(base)
 	hubCfg.WrapTransport = a.id.wrap
 
@@ -198,19 +201,22 @@ func Run(ctx context.Context, o Options) error {
 	// The hub says in the agent's settings whether it serves a delivery stream; the agent
 	// decides before it heartbeats or reports anything, so that one writer reports each thing.
 	// (The Works informer waits for that decision: it lists from the stream if it can.)
-	settings, err := a.hubCache.GetInformer(ctx, &corev1.ConfigMap{})
-	if err != nil {
-		return fmt.Errorf("watch the agent's settings: %w", err)
+	// A new agent has them from joining; one that restarted with its token reads (and
+	// watches) them now, until its stream is open.
+	st := a.settings.Load()
+	for st == nil {
+		if got, ok := a.readSettings(ctx); ok {
+			st = &got
+		} else if ctx.Err() != nil {
+			wg.Wait()
+			return nil
+		}
 	}
-	a.settingsWatched.Store(true)
-	toolscache.WaitForCacheSync(ctx.Done(), settings.HasSynced)
 	// The first inventory goes with the stream's hello, so that the hub judges the cluster
 	// with it at once: one status write for the verdict and the inventory together.
 	first := a.observe(ctx)
 	a.inv.Store(&first)
-	if st, ok := a.readSettings(ctx); ok {
-		a.switchDelivery(ctx, st.port)
-	}
+	a.switchDelivery(ctx, st.port)
 	close(a.deliveryKnown)
 	wg.Go(func() { a.followDelivery(ctx) })
 	wg.Go(func() { a.heartbeat(ctx) })

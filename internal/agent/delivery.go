@@ -50,7 +50,7 @@ type agentSettings struct {
 // readSettings reads the agent's settings from its cache of the agent-config (which starts
 // watching it again if it had stopped: watchSettings) and remembers them; ok is false when
 // they cannot be read within a few seconds (the hub is away): the last ones stay.
-func (a *Agent) readSettings(ctx context.Context) (st agentSettings, ok bool) {
+func (a *Agent) readSettings(ctx context.Context) (agentSettings, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	cm := &corev1.ConfigMap{}
@@ -58,12 +58,18 @@ func (a *Agent) readSettings(ctx context.Context) (st agentSettings, ok bool) {
 	if err := a.hubCache.Get(ctx, client.ObjectKey{Namespace: a.ns, Name: v1alpha1.AgentConfigMap}, cm); err != nil {
 		return agentSettings{}, false
 	}
-	if d, err := time.ParseDuration(cm.Data["heartbeatInterval"]); err == nil && d >= 100*time.Millisecond {
+	return a.takeSettings(cm.Data), true
+}
+
+// takeSettings remembers the settings of the agent-config's data, and returns them.
+func (a *Agent) takeSettings(data map[string]string) agentSettings {
+	var st agentSettings
+	if d, err := time.ParseDuration(data["heartbeatInterval"]); err == nil && d >= 100*time.Millisecond {
 		st.interval = d
 	}
-	st.port = cm.Data[v1alpha1.AgentConfigDeliveryPort]
+	st.port = data[v1alpha1.AgentConfigDeliveryPort]
 	a.settings.Store(&st)
-	return st, true
+	return st
 }
 
 // settingsPatience is how long the agent's open stream may be down before the agent reads its

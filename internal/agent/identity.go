@@ -49,6 +49,8 @@ type identity struct {
 	expires       time.Time
 	usedBootstrap string // the bootstrap token last traded, not to be tried again
 	revoked       atomic.Bool
+	// settings, if set, gets the agent-config each request reads (the agent's settings).
+	settings func(data map[string]string)
 }
 
 type savedToken struct {
@@ -203,6 +205,9 @@ func (id *identity) request(ctx context.Context, bearer, fromBootstrap string) e
 	}
 	if err != nil {
 		return err
+	}
+	if id.settings != nil {
+		id.settings(cm.Data)
 	}
 	sa := cm.Data["serviceAccount"]
 	if sa == "" {
