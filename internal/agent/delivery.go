@@ -47,9 +47,9 @@ type agentSettings struct {
 	port     string        // the delivery stream's port; "" for none
 }
 
-// readSettings reads the agent's settings from its cache of the agent-config (which starts
-// watching it again if it had stopped: watchSettings) and remembers them; ok is false when
-// they cannot be read within a few seconds (the hub is away): the last ones stay.
+// readSettings reads the agent's settings from its cache of the agent-config (which watches it
+// from then on, until unwatchSettings) and remembers them; false when they cannot be read
+// within a few seconds (the hub is away): the last ones stay.
 func (a *Agent) readSettings(ctx context.Context) (agentSettings, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

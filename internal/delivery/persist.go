@@ -23,9 +23,9 @@ const DefaultPersistRate = 20
 const maxRetries = 30
 
 // Persister stores the Server's folded reports in the Works' status, at most Rate a second,
-// the latest of each Work only, and not while a burst of reports lasts (burst.go). It is the one writer of a streaming agent's Works' status; the
-// stored status is a view for kubectl and what a restarted hub reads until the agents report
-// again.
+// the latest of each Work only, and not while a burst of reports lasts (burst.go). It is the
+// one writer of a streaming agent's Works' status; the stored status is a view for kubectl and
+// what a restarted hub reads until the agents report again.
 type Persister struct {
 	Server *Server
 	// Client writes the status; Cache reads the Works (the hub's informer cache).
