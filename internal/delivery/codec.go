@@ -4,10 +4,9 @@
 //
 // The agent (Client) authenticates with its ServiceAccount token and says its cluster; the hub
 // (Server) checks the token (with its API server's signing key, or a TokenReview; cached) and
-// that it is the cluster's current
-// agent identity; the latter again every 2 s while the stream lasts (at the agent's next
-// message), so a revocation cuts the stream. Every
-// message is a heartbeat: the Server keeps each cluster's last one in memory (LastSeen), for the
+// that it is the cluster's current agent identity; the latter again every 2 s while the stream
+// lasts (at the agent's next message), so a revocation cuts the stream. Every message is a
+// heartbeat: the Server keeps each cluster's last one in memory (LastSeen), for the
 // Cluster controller, instead of a Lease written every interval. Works' status comes back as
 // reports, folded in memory (Overlay answers with the latest); the Persister stores them in the
 // Works at a bounded rate, so that a change of a thousand Works' status costs the Placement's

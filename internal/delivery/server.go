@@ -411,8 +411,10 @@ func (s *Server) fold(ctx context.Context, cluster string, gen int, reports []v1
 		}
 		c.reports[r.Work] = r
 		s.dirty[workKey{cluster, r.Work}] = true
-		s.burst.report(time.Now())
 		changed = append(changed, change{r.Work, hasReach(old) || hasReach(r)})
+	}
+	if len(changed) > 0 {
+		s.burst.report(time.Now())
 	}
 	s.mu.Unlock()
 	if len(changed) == 0 {

@@ -1,49 +1,40 @@
 package delivery
 
 import (
-	"crypto"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"k8s.io/client-go/util/keyutil"
 )
 
 // TokenKeys verifies, in this process, the ServiceAccount tokens that the hub's own API server
 // signs: the hub holds the public half of the signing key (its PKI), so a stream that opens
 // needs no TokenReview, which at a thousand agents registering at once is a thousand requests
 // to an API server that is busiest then. Only what the API server's own check would accept
-// passes: a signature by Key, the issuer and audience the API server is configured with, a
-// lifetime that covers now, and a token bound to no object (a Pod, Secret or Node, whose
-// existence only the API server can check). Whether the ServiceAccount still exists with the
+// passes: a signature by one of Keys, the issuer and audience the API server is configured
+// with, a lifetime that covers now, and a token bound to no object (a Pod, Secret or Node,
+// whose existence only the API server can check). Whether the ServiceAccount still exists with the
 // token's uid is Current's to check, from the cache, as for a reviewed token.
 type TokenKeys struct {
-	Key      crypto.PublicKey
+	// Keys are the public keys the API server checks tokens with; a token signed by any
+	// of them verifies.
+	Keys     []any
 	Issuer   string
 	Audience string
 }
 
-// LoadTokenKeys reads the PEM public key at path (the API server's
-// --service-account-key-file).
+// LoadTokenKeys reads the public keys at path (the API server's --service-account-key-file),
+// as the API server reads them.
 func LoadTokenKeys(path, issuer, audience string) (*TokenKeys, error) {
-	b, err := os.ReadFile(path)
+	keys, err := keyutil.PublicKeysFromFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read the service-account key: %w", err)
 	}
-	block, _ := pem.Decode(b)
-	if block == nil {
-		return nil, fmt.Errorf("%s holds no PEM block", path)
-	}
-	key, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse the service-account key %s: %w", path, err)
-	}
-	return &TokenKeys{Key: key, Issuer: issuer, Audience: audience}, nil
+	return &TokenKeys{Keys: keys, Issuer: issuer, Audience: audience}, nil
 }
 
 // errNotLocal says that a token is not one TokenKeys can vouch for: the API server decides.
@@ -75,7 +66,13 @@ func (k *TokenKeys) Verify(token string, now time.Time) (Identity, time.Time, er
 	}
 	var std jwt.Claims
 	var sa serviceAccountClaims
-	if err := tok.Claims(k.Key, &std, &sa); err != nil {
+	err = errors.New("no key")
+	for _, key := range k.Keys {
+		if err = tok.Claims(key, &std, &sa); err == nil {
+			break
+		}
+	}
+	if err != nil {
 		return Identity{}, time.Time{}, fmt.Errorf("%w: %v", errNotLocal, err)
 	}
 	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: k.Issuer, AnyAudience: jwt.Audience{k.Audience}, Time: now}, 0); err != nil {

@@ -30,7 +30,7 @@ func TestTokenKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	const issuer = "https://kubernetes.default.svc"
-	keys := &TokenKeys{Key: key.Public(), Issuer: issuer, Audience: issuer}
+	keys := &TokenKeys{Keys: []any{key.Public()}, Issuer: issuer, Audience: issuer}
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 
 	type claims struct {
@@ -71,78 +71,44 @@ func TestTokenKeys(t *testing.T) {
 		t.Errorf("another ServiceAccount's token: %v, want ErrNotAgent", err)
 	}
 
-	for _, tc := range []struct {
-		name  string
-		token func() string
-	}{
-		{"another signer", func() string { return sign(other, agent()) }},
-		{"expired", func() string {
-			c := agent()
-			c.Expiry = jwt.NewNumericDate(now.Add(-time.Second))
-			return sign(key, c)
-		}},
-		{"not yet valid", func() string {
-			c := agent()
-			c.NotBefore = jwt.NewNumericDate(now.Add(time.Minute))
-			return sign(key, c)
-		}},
-		{"no expiry", func() string {
-			c := agent()
-			c.Expiry = nil
-			return sign(key, c)
-		}},
-		{"another issuer", func() string {
-			c := agent()
-			c.Issuer = "kubernetes/serviceaccount"
-			return sign(key, c)
-		}},
-		{"another audience", func() string {
-			c := agent()
-			c.Audience = jwt.Audience{"vault"}
-			return sign(key, c)
-		}},
-		{"bound to a pod", func() string {
-			c := agent()
-			c.Kubernetes["pod"] = map[string]any{"name": "p", "uid": "u-3"}
-			return sign(key, c)
-		}},
-		{"subject not its ServiceAccount", func() string {
-			c := agent()
-			c.Subject = "system:serviceaccount:convoy-cluster-west:agent-1"
-			return sign(key, c)
-		}},
-		{"no uid", func() string {
-			c := agent()
-			c.Kubernetes["serviceaccount"] = map[string]any{"name": "agent-1"}
-			return sign(key, c)
-		}},
-		{"no audience", func() string {
-			c := agent()
-			c.Audience = nil
-			return sign(key, c)
-		}},
-		{"alg none", func() string {
-			tok := sign(key, agent())
-			parts := strings.Split(tok, ".")
-			return b64(`{"alg":"none","typ":"JWT"}`) + "." + parts[1] + "."
-		}},
-		{"HS256 keyed with the public key", func() string {
-			tok := sign(key, agent())
-			parts := strings.Split(tok, ".")
-			pub, err := x509.MarshalPKIXPublicKey(key.Public())
-			if err != nil {
-				t.Fatal(err)
-			}
-			input := b64(`{"alg":"HS256","typ":"JWT"}`) + "." + parts[1]
-			mac := hmac.New(sha256.New, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))
-			mac.Write([]byte(input))
-			return input + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
-		}},
-		{"not a JWT", func() string { return "not-a-token" }},
-		{"signature cut", func() string { tok := sign(key, agent()); return tok[:strings.LastIndex(tok, ".")+1] }},
+	// Tokens signed by the hub's key with one claim changed.
+	for name, change := range map[string]func(c *claims){
+		"expired":                        func(c *claims) { c.Expiry = jwt.NewNumericDate(now.Add(-time.Second)) },
+		"not yet valid":                  func(c *claims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Minute)) },
+		"no expiry":                      func(c *claims) { c.Expiry = nil },
+		"another issuer":                 func(c *claims) { c.Issuer = "kubernetes/serviceaccount" },
+		"another audience":               func(c *claims) { c.Audience = jwt.Audience{"vault"} },
+		"no audience":                    func(c *claims) { c.Audience = nil },
+		"bound to a pod":                 func(c *claims) { c.Kubernetes["pod"] = map[string]any{"name": "p", "uid": "u-3"} },
+		"subject not its ServiceAccount": func(c *claims) { c.Subject = "system:serviceaccount:convoy-cluster-west:agent-1" },
+		"no uid":                         func(c *claims) { c.Kubernetes["serviceaccount"] = map[string]any{"name": "agent-1"} },
 	} {
-		if id, _, err := keys.Verify(tc.token(), now); !errors.Is(err, errNotLocal) {
-			t.Errorf("%s: %+v, %v; want it left to the API server", tc.name, id, err)
+		c := agent()
+		change(&c)
+		if id, _, err := keys.Verify(sign(key, c), now); !errors.Is(err, errNotLocal) {
+			t.Errorf("%s: %+v, %v; want it left to the API server", name, id, err)
+		}
+	}
+
+	// Tokens not signed by the hub's key, or not signed at all.
+	good := sign(key, agent())
+	payload := strings.Split(good, ".")[1]
+	pub, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs256 := b64(`{"alg":"HS256","typ":"JWT"}`) + "." + payload
+	mac := hmac.New(sha256.New, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}))
+	mac.Write([]byte(hs256))
+	for name, token := range map[string]string{
+		"another signer":                  sign(other, agent()),
+		"alg none":                        b64(`{"alg":"none","typ":"JWT"}`) + "." + payload + ".",
+		"HS256 keyed with the public key": hs256 + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil)),
+		"not a JWT":                       "not-a-token",
+		"signature cut":                   good[:strings.LastIndex(good, ".")+1],
+	} {
+		if id, _, err := keys.Verify(token, now); !errors.Is(err, errNotLocal) {
+			t.Errorf("%s: %+v, %v; want it left to the API server", name, id, err)
 		}
 	}
 }
