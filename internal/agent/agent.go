@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -73,9 +74,9 @@ type Agent struct {
 	log  *slog.Logger
 	id   *identity
 
-	hub      client.Client // uncached, for writes
-	hubCache cache.Cache   // Works and the agent's settings, in the cluster's namespace only
-	hubCS    kubernetes.Interface
+	hub      client.Client                                // uncached, for writes
+	hubCache cache.Cache                                  // Works and the agent's settings, in the cluster's namespace only
+	leases   coordinationv1client.CoordinationV1Interface // the hub's, for the heartbeat Lease
 
 	// settings are the agent-config's, as last read; settingsWatched says whether hubCache
 	// watches the agent-config now.
@@ -157,7 +158,7 @@ func Run(ctx context.Context, o Options) error {
 	if a.hub, err = client.New(hubCfg, client.Options{Scheme: scheme, Mapper: mapper}); err != nil {
 		return fmt.Errorf("hub client: %w", err)
 	}
-	if a.hubCS, err = kubernetes.NewForConfig(hubCfg); err != nil {
+	if a.leases, err = coordinationv1client.NewForConfig(hubCfg); err != nil {
 		return err
 	}
 	// Making the cache needs no answer from the hub with the static mapper, but keep

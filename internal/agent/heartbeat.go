@@ -33,7 +33,7 @@ func (a *Agent) heartbeatInterval() time.Duration {
 // heartbeat. While the hub does not answer it retries
 // with growing, jittered waits, and logs the outage once, and the return.
 func (a *Agent) heartbeat(ctx context.Context) {
-	leases := a.hubCS.CoordinationV1().Leases(a.ns)
+	leases := a.leases.Leases(a.ns)
 	holder, _ := os.Hostname()
 	holder = a.opts.Cluster + "/" + holder
 	var lease *coordinationv1.Lease
