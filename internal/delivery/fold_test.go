@@ -171,3 +171,51 @@ func TestUnconfirmed(t *testing.T) {
 		t.Fatal("a Server without a start time left a cluster unconfirmed")
 	}
 }
+
+// TestLapses shows the Server telling Seen of a missed heartbeat once, and of the agent heard
+// again, and Watched saying when the Cluster controller may rely on that.
+func TestLapses(t *testing.T) {
+	s := &Server{HeartbeatInterval: 2 * time.Second}
+	s.init()
+	var seen []string
+	s.Seen = func(_ context.Context, cluster string) { seen = append(seen, cluster) }
+	ctx := context.Background()
+	if s.Watched("east") {
+		t.Fatal("a cluster never heard from is watched")
+	}
+	s.open("east", nil, nil)
+	s.open("west", nil, nil)
+	start := s.clusters["east"].last
+	if !s.Watched("east") || len(s.lapses(start)) != 0 {
+		t.Fatal("a cluster just heard from is not watched, or lapsed already")
+	}
+	// 3 s (one interval and a half) is not yet a missed heartbeat; just after, it is, once.
+	if got := s.lapses(start.Add(3 * time.Second)); len(got) != 0 {
+		t.Fatalf("lapsed at 3 s: %v", got)
+	}
+	s.clusters["west"].last = start.Add(2 * time.Second) // west's heartbeat came at 2 s
+	got := s.lapses(start.Add(3*time.Second + time.Millisecond))
+	if len(got) != 1 || got[0] != "east" {
+		t.Fatalf("lapsed just after 3 s: %v, want east", got)
+	}
+	if s.Watched("east") || !s.Watched("west") {
+		t.Fatal("east lapsed and is watched, or west is not")
+	}
+	if got := s.lapses(start.Add(10 * time.Second)); len(got) != 1 || got[0] != "west" {
+		t.Fatalf("lapses at 10 s: %v, want west only (east was told already)", got)
+	}
+	if len(seen) != 0 {
+		t.Fatalf("Seen was called by lapses itself: %v", seen)
+	}
+	// A message after the lapse is news; the next one is not.
+	s.touch(ctx, "east")
+	s.touch(ctx, "east")
+	if len(seen) != 1 || seen[0] != "east" || !s.Watched("east") {
+		t.Fatalf("after east was heard again: Seen %v, watched %v", seen, s.Watched("east"))
+	}
+	// A new stream is told to Seen by its opening: it clears the lapse without another call.
+	s.open("west", nil, nil)
+	if !s.Watched("west") || len(seen) != 1 {
+		t.Fatalf("a new stream of west: watched %v, Seen %v", s.Watched("west"), seen)
+	}
+}

@@ -49,7 +49,8 @@ type Server struct {
 	HeartbeatInterval time.Duration
 	// Seen, if set, is called when a cluster's stream opens or its inventory changes (its
 	// verdict may change, and the inventory is the Cluster controller's to store), with the
-	// stream's context.
+	// stream's context; and when a cluster whose agent the Server heard misses a heartbeat, or
+	// is heard again after it missed one (see Watched), with Serve's.
 	Seen func(ctx context.Context, cluster string)
 	// Reported, if set, is called (outside any lock) with each Work whose report changed,
 	// with the stream's context; reach says whether the report, new or old, has a Service's
@@ -86,7 +87,10 @@ type Server struct {
 type workKey struct{ cluster, work string }
 
 type clusterState struct {
-	last      time.Time // the last message
+	last time.Time // the last message
+	// lapsed says the agent missed a heartbeat and Seen was told (see Watched); a message
+	// clears it, and tells Seen again.
+	lapsed    bool
 	streams   int
 	gen       int // the newest stream's number
 	reports   map[string]*v1alpha1.WorkReport
@@ -160,6 +164,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, cert tls.Certificate
 		case <-stopped:
 		}
 	}()
+	go s.watchLapses(ctx, stopped)
 	err := s.grpc.Serve(l)
 	close(stopped)
 	if ctx.Err() != nil || errors.Is(err, grpc.ErrServerStopped) {
@@ -269,7 +274,7 @@ func (s *Server) receive(ctx context.Context, stream grpc.ServerStream, id Ident
 			}
 			checked = now
 		}
-		s.touch(id.Cluster)
+		s.touch(ctx, id.Cluster)
 		if s.setInventory(id.Cluster, gen, m.Inventory) && s.Seen != nil {
 			s.Seen(ctx, id.Cluster)
 		}
@@ -336,6 +341,7 @@ func (s *Server) open(cluster string, works []string, f *feed) (gen int, dropped
 		c.feeds[f] = true
 	}
 	c.last = time.Now()
+	c.lapsed = false // the stream's opening is told to Seen
 	c.forgotten = false
 	c.inventory = nil // the new stream's hello brings the agent's latest, if it has one
 	if !c.synced {
@@ -371,12 +377,60 @@ func (s *Server) close(cluster string, f *feed) {
 	}
 }
 
-func (s *Server) touch(cluster string) {
+// touch notes a message from cluster's agent, and tells Seen when it comes after a heartbeat
+// the agent missed.
+func (s *Server) touch(ctx context.Context, cluster string) {
 	s.mu.Lock()
+	again := false
 	if c := s.clusters[cluster]; c != nil {
 		c.last = time.Now()
+		again, c.lapsed = c.lapsed, false
 	}
 	s.mu.Unlock()
+	if again && s.Seen != nil {
+		s.Seen(ctx, cluster)
+	}
+}
+
+// lapseAfter is how long after an agent's last message the Server calls it a missed
+// heartbeat: one interval and a half, so that a message late by less than half an interval is
+// not one. The verdict it may change (internal/health) allows three intervals at least.
+func (s *Server) lapseAfter() time.Duration { return s.interval() * 3 / 2 }
+
+// watchLapses tells Seen, every half interval, of the clusters whose agents missed a
+// heartbeat since the last look, until ctx ends or stopped closes.
+func (s *Server) watchLapses(ctx context.Context, stopped <-chan struct{}) {
+	t := time.NewTicker(s.interval() / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stopped:
+			return
+		case now := <-t.C:
+			for _, cluster := range s.lapses(now) {
+				if s.Seen != nil {
+					s.Seen(ctx, cluster)
+				}
+			}
+		}
+	}
+}
+
+// lapses marks, and returns, the clusters whose agents the Server heard from and that have
+// sent nothing for lapseAfter at now, unless they were marked already.
+func (s *Server) lapses(now time.Time) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for name, c := range s.clusters {
+		if !c.lapsed && !c.last.IsZero() && now.Sub(c.last) > s.lapseAfter() {
+			c.lapsed = true
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // fold takes reports into memory and says who needs to know.
@@ -489,6 +543,16 @@ func (s *Server) LastSeen(cluster string) (last time.Time, interval time.Duratio
 		return time.Time{}, 0, false
 	}
 	return c.last, s.interval(), true
+}
+
+// Watched says whether the Server will tell Seen when the cluster's agent misses its next
+// heartbeat: it heard from it, and it has not missed one since. Until then the agent's verdict
+// cannot change by itself, and needs no look at the time its heartbeat would expire.
+func (s *Server) Watched(cluster string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.clusters[cluster]
+	return c != nil && !c.last.IsZero() && !c.lapsed
 }
 
 // Overlay returns w with the content handed for it (View) and the status its agent reported

@@ -84,6 +84,9 @@ type Reconciler struct {
 	// hub's); an agent that does not send it there writes it itself.
 	Streams interface {
 		LastSeen(cluster string) (last time.Time, interval time.Duration, ok bool)
+		// Watched says that the cluster is woken (Heard) as soon as its agent misses a
+		// heartbeat on its stream, so that its verdict needs no look before then.
+		Watched(cluster string) bool
 		Inventory(cluster string) (v1alpha1.Inventory, bool)
 	}
 
@@ -335,8 +338,16 @@ func (r *Reconciler) lifecycle(ctx context.Context, c *v1alpha1.Cluster, p provi
 		// only through its agent changes by its agent's reports, which come as events.)
 		return 100 * time.Millisecond, nil
 	}
+	if c.AgentOnly() {
+		return agentOnlyResync, nil
+	}
 	return r.resync(), nil
 }
+
+// agentOnlyResync is how often a cluster known only through its agent is looked at when
+// nothing wakes it. Everything its provider step reads comes from its agent, whose reports,
+// heartbeats and missed heartbeats wake the reconciler; this look is only a safety net.
+const agentOnlyResync = 5 * time.Minute
 
 // pass is what the reconciler remembers of its last provider step for one cluster. It only
 // schedules the provider's work; no decision depends on it, and a restarted hub starts with
@@ -352,8 +363,13 @@ type pass struct {
 // it has not been asked since the hub started, the spec changed since, the provider reported a
 // change (a crashed process) or a new bootstrap token came, the cluster is not provisioned (it
 // moves in steps of a second or less), it failed last time and its backoff has passed, or the
-// resync period has.
+// resync period has. A cluster known only through its agent is due at every look.
 func (r *Reconciler) providerDue(c *v1alpha1.Cluster) (bool, time.Duration) {
+	if c.AgentOnly() {
+		// Its provider step reads only the inventory just judged: it costs nothing, and it
+		// is due whenever the cluster is looked at.
+		return true, 0
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	last, ok := r.passes[c.Name]
@@ -450,12 +466,22 @@ func (r *Reconciler) judge(ctx context.Context, c, before *v1alpha1.Cluster) (ti
 	case !apierrors.IsNotFound(err):
 		return 0, fmt.Errorf("read the agent's lease: %w", err)
 	}
+	watched := false
 	if r.Streams != nil {
+		// Watched is read first: a lapse after it wakes this cluster again.
+		watched = r.Streams.Watched(c.Name)
 		last, interval, ok := r.Streams.LastSeen(c.Name)
+		streamed := ok && (lease == nil || lease.Spec.RenewTime == nil || lease.Spec.RenewTime.Time.Before(last))
+		watched = watched && streamed
 		lease = health.Streamed(lease, last, interval, ok)
 	}
 	wasUnreachable := meta.IsStatusConditionTrue(before.Status.Conditions, v1alpha1.ClusterUnreachableCondition)
 	v := health.Assess(lease, c.Status.Inventory, heartbeating(before), wasUnreachable, r.Since, r.UnreachableAfter, r.now())
+	if watched && !v.Unreachable {
+		// The delivery server wakes the cluster when its agent misses a heartbeat: a thousand
+		// heartbeating clusters cost no look each every few seconds.
+		v.RecheckAfter = 0
+	}
 	r.setCondition(c, v1alpha1.ClusterReadyCondition, v.Ready, v.ReadyReason, v.Message)
 	msg := "the agent heartbeats"
 	switch {
