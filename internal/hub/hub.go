@@ -18,7 +18,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -444,31 +443,6 @@ func (h *Hub) startRegistry(ctx context.Context) error {
 // RegistryAddr is the fleet registry's address on the host's loopback.
 func (h *Hub) RegistryAddr() string { return h.registry.Addr() }
 
-// The garbage-collection targets (Go's GOGC) of the hub's processes, unless the hub's own
-// environment sets GOGC. At Go's default (100) a heap grows to twice its live data before it
-// is collected: with a thousand clusters the hub's four processes then held 1,086 to 1,152 MiB,
-// over the 1 GiB of issue 15's goal. The API server, which does most of the work of a
-// propagation, collects at 75; the others, whose CPU is small, at 50. The hub then held
-// 1,006 MiB, and a propagation took no longer for the host's speed (docs/SCALE.md).
-const (
-	apiserverGOGC = 75
-	otherGOGC     = 50
-)
-
-// childEnv is what a child process's environment adds to the hub's.
-func childEnv(name string) []string {
-	if _, set := os.LookupEnv("GOGC"); set {
-		return nil // inherited, as the user set it
-	}
-	switch name {
-	case kubeproc.KubeAPIServer:
-		return []string{fmt.Sprintf("GOGC=%d", apiserverGOGC)}
-	case kubeproc.KubeControllerManager, kubeproc.Kine:
-		return []string{fmt.Sprintf("GOGC=%d", otherGOGC)}
-	}
-	return nil
-}
-
 func (h *Hub) startChild(name, bin string, args []string) (*kubeproc.Process, error) {
 	p, err := kubeproc.Start(kubeproc.Spec{
 		Name:    name,
@@ -476,7 +450,6 @@ func (h *Hub) startChild(name, bin string, args []string) (*kubeproc.Process, er
 		Args:    args,
 		LogPath: filepath.Join(h.layout.Logs(), name+".log"),
 		PIDPath: filepath.Join(h.layout.Run(), name+".pid"),
-		Env:     childEnv(name),
 	}, h.log)
 	if err != nil {
 		return nil, err
@@ -638,9 +611,6 @@ func (h *Hub) shutdown(ctx context.Context) {
 
 // Run starts a hub, tells the user how to reach it, and runs until ctx ends or the hub fails.
 func Run(ctx context.Context, opts Options, out io.Writer) error {
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(otherGOGC) // this process is the hub's: see childEnv
-	}
 	h, err := Start(ctx, opts)
 	if err != nil {
 		return err
