@@ -49,8 +49,8 @@ type Server struct {
 	HeartbeatInterval time.Duration
 	// Seen, if set, is called when a cluster's stream opens or its inventory changes (its
 	// verdict may change, and the inventory is the Cluster controller's to store), with the
-	// stream's context; and when a cluster whose agent the Server heard misses a heartbeat, or
-	// is heard again after it missed one (see Watched), with Serve's.
+	// stream's context; and, with Serve's, when a cluster whose agent the Server heard misses
+	// a heartbeat, or is heard again after it missed one (see Watched).
 	Seen func(ctx context.Context, cluster string)
 	// Reported, if set, is called (outside any lock) with each Work whose report changed,
 	// with the stream's context; reach says whether the report, new or old, has a Service's
@@ -68,9 +68,12 @@ type Server struct {
 	clusters map[string]*clusterState
 	dirty    map[workKey]bool
 	wake     chan struct{}
-	burst    burst // of reports that changed something: stores wait for its end
-	grpc     *grpc.Server
-	count    counters
+	// serving is Serve's context: a call to Seen made on a stream's behalf that must not end
+	// with the stream (see touch).
+	serving context.Context
+	burst   burst // of reports that changed something: stores wait for its end
+	grpc    *grpc.Server
+	count   counters
 
 	// pmu guards pending: content handed for Works and not yet seen stored (pending.go);
 	// refused and reset; and handSeq, which
@@ -165,6 +168,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, cert tls.Certificate
 		}
 	}()
 	go s.watchLapses(ctx, stopped)
+	s.mu.Lock()
+	s.serving = ctx
+	s.mu.Unlock()
 	err := s.grpc.Serve(l)
 	close(stopped)
 	if ctx.Err() != nil || errors.Is(err, grpc.ErrServerStopped) {
@@ -274,7 +280,7 @@ func (s *Server) receive(ctx context.Context, stream grpc.ServerStream, id Ident
 			}
 			checked = now
 		}
-		s.touch(ctx, id.Cluster)
+		s.touch(id.Cluster)
 		if s.setInventory(id.Cluster, gen, m.Inventory) && s.Seen != nil {
 			s.Seen(ctx, id.Cluster)
 		}
@@ -378,16 +384,21 @@ func (s *Server) close(cluster string, f *feed) {
 }
 
 // touch notes a message from cluster's agent, and tells Seen when it comes after a heartbeat
-// the agent missed.
-func (s *Server) touch(ctx context.Context, cluster string) {
+// the agent missed, with Serve's context: were that call lost with the stream, the Cluster would
+// stay Unreachable until the next lapse.
+func (s *Server) touch(cluster string) {
 	s.mu.Lock()
 	again := false
 	if c := s.clusters[cluster]; c != nil {
 		c.last = time.Now()
 		again, c.lapsed = c.lapsed, false
 	}
+	ctx := s.serving
 	s.mu.Unlock()
 	if again && s.Seen != nil {
+		if ctx == nil {
+			ctx = context.Background() // not serving: a test's Server
+		}
 		s.Seen(ctx, cluster)
 	}
 }

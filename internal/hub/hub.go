@@ -25,6 +25,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/controller/access"
 	"github.com/convoy-dev/convoy/internal/delivery"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
@@ -154,6 +155,10 @@ type Hub struct {
 // Start brings a hub up and returns once it is ready: the API server answers, the CRDs are
 // established and the controllers' caches are synced. On error nothing is left running.
 func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
+	if opts.HeartbeatInterval != 0 && opts.HeartbeatInterval < 100*time.Millisecond {
+		// Agents take a shorter one for a mistake and send every 2 s.
+		return nil, fmt.Errorf("heartbeat interval %s is too short: use 100ms or more (the default is %s)", opts.HeartbeatInterval, v1alpha1.DefaultHeartbeatInterval)
+	}
 	if !opts.EdgeAddresses.IsValid() {
 		opts.EdgeAddresses = DefaultEdgeAddresses
 	}

@@ -66,8 +66,9 @@ type Reconciler struct {
 	// crashed), so that they are reconciled at once.
 	Changes <-chan event.TypedGenericEvent[*v1alpha1.Cluster]
 	// Heard, when set, names clusters whose agent's delivery stream opened or sent an
-	// inventory: their verdict or inventory may change, so they are reconciled at once,
-	// without asking the provider (Changes does).
+	// inventory, or whose agent missed a heartbeat on it or was heard again after one: their
+	// verdict or inventory may change, so they are reconciled at once, without asking the
+	// provider (Changes does).
 	Heard <-chan event.TypedGenericEvent[*v1alpha1.Cluster]
 	// UnreachableAfter is the grace after an agent's last heartbeat; zero is the default.
 	UnreachableAfter time.Duration
