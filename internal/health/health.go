@@ -117,7 +117,7 @@ func Assess(lease *coordinationv1.Lease, inv *v1alpha1.Inventory, wasHeard, wasU
 // interval: the later of the two is the heartbeat, as a Lease that lasts three intervals, as an
 // agent's own Lease does. It is pure.
 func Streamed(lease *coordinationv1.Lease, last time.Time, interval time.Duration, ok bool) *coordinationv1.Lease {
-	if !ok || (lease != nil && lease.Spec.RenewTime != nil && !lease.Spec.RenewTime.Time.Before(last)) {
+	if !FromStream(lease, last, ok) {
 		return lease
 	}
 	out := &coordinationv1.Lease{}
@@ -128,4 +128,12 @@ func Streamed(lease *coordinationv1.Lease, last time.Time, interval time.Duratio
 	duration := int32(math.Ceil(3 * interval.Seconds()))
 	out.Spec.RenewTime, out.Spec.LeaseDurationSeconds = &renew, &duration
 	return out
+}
+
+// FromStream says whether Streamed takes the stream's last message as the heartbeat: the hub
+// heard one (ok) later than the Lease was renewed, or there is no Lease. Only then may a
+// watcher of the stream's lapses stand in for a look when the heartbeat would expire. It is
+// pure.
+func FromStream(lease *coordinationv1.Lease, last time.Time, ok bool) bool {
+	return ok && (lease == nil || lease.Spec.RenewTime == nil || lease.Spec.RenewTime.Time.Before(last))
 }

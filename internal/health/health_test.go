@@ -111,15 +111,20 @@ func TestStreamed(t *testing.T) {
 		ok       bool
 		want     time.Time // zero: no Lease
 		wantSecs int32
+		stream   bool // FromStream: the stream's message is the heartbeat
 	}{
 		{name: "neither", want: time.Time{}},
 		{name: "lease only", lease: lease(now.Add(-time.Second), 60), want: now.Add(-time.Second), wantSecs: 60},
-		{name: "stream only", last: now, ok: true, want: now, wantSecs: 6},
-		{name: "stream newer", lease: lease(now.Add(-time.Minute), 60), last: now, ok: true, want: now, wantSecs: 6},
+		{name: "stream only", last: now, ok: true, want: now, wantSecs: 6, stream: true},
+		{name: "stream newer", lease: lease(now.Add(-time.Minute), 60), last: now, ok: true, want: now, wantSecs: 6, stream: true},
 		{name: "lease newer", lease: lease(now, 60), last: now.Add(-time.Minute), ok: true, want: now, wantSecs: 60},
+		{name: "lease as new", lease: lease(now, 60), last: now, ok: true, want: now, wantSecs: 60},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			if got := FromStream(c.lease, c.last, c.ok); got != c.stream {
+				t.Errorf("FromStream %v, want %v", got, c.stream)
+			}
 			got := Streamed(c.lease, c.last, 2*time.Second, c.ok)
 			if c.want.IsZero() {
 				if got != nil {

@@ -474,8 +474,7 @@ func (r *Reconciler) judge(ctx context.Context, c, before *v1alpha1.Cluster) (ti
 		// Watched is read first: a lapse after it wakes this cluster again.
 		watched = r.Streams.Watched(c.Name)
 		last, interval, ok := r.Streams.LastSeen(c.Name)
-		streamed := ok && (lease == nil || lease.Spec.RenewTime == nil || lease.Spec.RenewTime.Time.Before(last))
-		watched = watched && streamed
+		watched = watched && health.FromStream(lease, last, ok)
 		lease = health.Streamed(lease, last, interval, ok)
 	}
 	wasUnreachable := meta.IsStatusConditionTrue(before.Status.Conditions, v1alpha1.ClusterUnreachableCondition)
