@@ -36,6 +36,9 @@ const (
 	// DefaultHeartbeatInterval is how often an agent renews its Lease unless the hub says
 	// otherwise.
 	DefaultHeartbeatInterval = 2 * time.Second
+	// MinHeartbeatInterval is the shortest interval an agent takes from its hub; it takes a
+	// shorter one for a mistake and uses DefaultHeartbeatInterval, and the hub refuses one.
+	MinHeartbeatInterval = 100 * time.Millisecond
 	// DefaultMaxHeartbeatRate is how many heartbeats a second the whole fleet may send the
 	// hub by default (see FleetHeartbeatInterval).
 	DefaultMaxHeartbeatRate = 50

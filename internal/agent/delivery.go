@@ -64,7 +64,7 @@ func (a *Agent) readSettings(ctx context.Context) (agentSettings, bool) {
 // takeSettings remembers the settings of the agent-config's data, and returns them.
 func (a *Agent) takeSettings(data map[string]string) agentSettings {
 	var st agentSettings
-	if d, err := time.ParseDuration(data["heartbeatInterval"]); err == nil && d >= 100*time.Millisecond {
+	if d, err := time.ParseDuration(data["heartbeatInterval"]); err == nil && d >= v1alpha1.MinHeartbeatInterval {
 		st.interval = d
 	}
 	st.port = data[v1alpha1.AgentConfigDeliveryPort]

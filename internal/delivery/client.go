@@ -245,7 +245,7 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 	}
 
 	interval, perr := time.ParseDuration(first.HeartbeatInterval)
-	if perr != nil || interval < 100*time.Millisecond {
+	if perr != nil || interval < v1alpha1.MinHeartbeatInterval {
 		interval = v1alpha1.DefaultHeartbeatInterval
 	}
 	c.mu.Lock()
@@ -276,7 +276,7 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn, accepted fun
 				return
 			}
 			c.works.take(worksStream, &m)
-			if d, err := time.ParseDuration(m.HeartbeatInterval); err == nil && d >= 100*time.Millisecond {
+			if d, err := time.ParseDuration(m.HeartbeatInterval); err == nil && d >= v1alpha1.MinHeartbeatInterval {
 				select {
 				case intervals <- d:
 				default:

@@ -155,9 +155,9 @@ type Hub struct {
 // Start brings a hub up and returns once it is ready: the API server answers, the CRDs are
 // established and the controllers' caches are synced. On error nothing is left running.
 func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
-	if opts.HeartbeatInterval != 0 && opts.HeartbeatInterval < 100*time.Millisecond {
+	if opts.HeartbeatInterval != 0 && opts.HeartbeatInterval < v1alpha1.MinHeartbeatInterval {
 		// Agents take a shorter one for a mistake and send every 2 s.
-		return nil, fmt.Errorf("heartbeat interval %s is too short: use 100ms or more (the default is %s)", opts.HeartbeatInterval, v1alpha1.DefaultHeartbeatInterval)
+		return nil, fmt.Errorf("heartbeat interval %s is too short: use %s or more (the default is %s)", opts.HeartbeatInterval, v1alpha1.MinHeartbeatInterval, v1alpha1.DefaultHeartbeatInterval)
 	}
 	if !opts.EdgeAddresses.IsValid() {
 		opts.EdgeAddresses = DefaultEdgeAddresses
