@@ -95,8 +95,10 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		// controller-runtime metrics.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		// The hub reads Secrets only in its own namespace; caching every Secret of every
-		// tenant namespace would cost memory for nothing.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+		// tenant namespace would cost memory for nothing. No controller reads managed fields,
+		// and they are a third or more of a Cluster or Work: the cache drops them (an update
+		// without them keeps the stored ones).
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Namespaces: map[string]cache.Config{
 				v1alpha1.SystemNamespace: {},
 				metav1.NamespaceSystem:   {LabelSelector: clusterLabelled},
