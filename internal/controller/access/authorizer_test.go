@@ -84,6 +84,7 @@ func TestDecide(t *testing.T) {
 		{name: "bootstrap: its Cluster", user: "system:bootstrap:abcdef", groups: bootstrap, ra: on("get", "", "eu"), reason: "a bootstrap token may not reach Clusters"},
 		{name: "bootstrap: another cluster's namespace", user: "system:bootstrap:abcdef", groups: bootstrap, ra: in(other, "", "configmaps", "", "get", "agent-config"), reason: "an agent reaches only its own cluster's namespace"},
 		{name: "bootstrap: a revoked generation", user: "system:bootstrap:abcdef", groups: []string{"system:bootstrappers:convoy:eu:1"}, ra: in(own, "", "configmaps", "", "get", "agent-config"), reason: "a revoked agent identity"},
+		{name: "bootstrap: the generation spelled otherwise", user: "system:bootstrap:abcdef", groups: []string{"system:bootstrappers:convoy:eu:02"}, ra: in(own, "", "configmaps", "", "get", "agent-config"), reason: "not an agent"},
 		{name: "bootstrap: a malformed group", user: "system:bootstrap:abcdef", groups: []string{"system:bootstrappers:convoy:eu"}, ra: in(own, "", "configmaps", "", "get", "agent-config"), reason: "not an agent"},
 		{name: "bootstrap: a cluster the hub does not know", user: "system:bootstrap:abcdef", groups: []string{"system:bootstrappers:convoy:us:1"}, ra: in(other, "", "configmaps", "", "get", "agent-config"), reason: "no such Cluster"},
 	} {
