@@ -200,11 +200,7 @@ func (id *identity) request(ctx context.Context, bearer, fromBootstrap string) e
 		return err
 	}
 	ns := v1alpha1.ClusterNamespace(id.cluster)
-	// Only a refused token is a revocation: revoking deletes the ServiceAccount and the
-	// bootstrap tokens. A Forbidden answer is retried: the hub's authorization webhook has
-	// no opinion while the hub starts (its caches syncing), and a revoked identity turns
-	// Unauthorized moments later.
-	refused := apierrors.IsUnauthorized
+	refused := func(err error) bool { return apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) }
 	// The hub says which ServiceAccount is the agent's now (it changes when revoked).
 	cm, err := cs.ConfigMaps(ns).Get(ctx, v1alpha1.AgentConfigMap, metav1.GetOptions{})
 	if refused(err) {

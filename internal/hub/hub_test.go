@@ -444,9 +444,8 @@ func TestExternalEtcd(t *testing.T) {
 }
 
 // A hub before the authorization webhook gave each agent a ClusterRole and ClusterRoleBinding
-// for its own Cluster, and two Roles and RoleBindings in its namespace, with the cluster label;
-// a hub that starts deletes those, and only those.
-func TestAgentsFormerRolesGo(t *testing.T) {
+// for its own Cluster, with the cluster label; a hub that starts deletes those, and only those.
+func TestAgentsFormerClusterRolesGo(t *testing.T) {
 	t.Parallel()
 	h := hubtest.Start(t)
 	ctx := context.Background()
@@ -455,27 +454,12 @@ func TestAgentsFormerRolesGo(t *testing.T) {
 	unlabelled := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "convoy-agent:keep"}}
 	must(t, h.Client.Create(ctx, unlabelled))
 	labels := map[string]string{v1alpha1.LabelCluster: "old"}
-	ns := v1alpha1.ClusterNamespace("old")
-	for _, n := range []string{ns, "shop"} {
-		must(t, h.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}))
-	}
-	role := func(ns, name string) *rbacv1.Role {
-		return &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}}
-	}
-	binding := func(ns, name string) *rbacv1.RoleBinding {
-		return &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
-			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}}
-	}
 	former := []client.Object{
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "convoy-agent:old", Labels: labels}},
 		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "convoy-agent:old", Labels: labels},
 			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "convoy-agent:old"}},
-		role(ns, "convoy-agent"), binding(ns, "convoy-agent"),
-		role(ns, "convoy-agent-bootstrap"), binding(ns, "convoy-agent-bootstrap"),
 	}
-	// Roles of other names, or in another namespace, are someone else's too.
-	kept := []client.Object{role(ns, "team"), binding(ns, "team"), role("shop", "convoy-agent"), binding("shop", "convoy-agent")}
-	for _, o := range append(former, kept...) {
+	for _, o := range former {
 		must(t, h.Client.Create(ctx, o))
 	}
 	must(t, h.Client.Create(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "old"}, Spec: v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderImport}}))
@@ -489,7 +473,4 @@ func TestAgentsFormerRolesGo(t *testing.T) {
 		}
 	}
 	must(t, h.Client.Get(ctx, client.ObjectKeyFromObject(unlabelled), &rbacv1.ClusterRole{}))
-	for _, o := range kept {
-		must(t, h.Client.Get(ctx, client.ObjectKeyFromObject(o), o.DeepCopyObject().(client.Object)))
-	}
 }

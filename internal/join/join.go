@@ -4,8 +4,8 @@
 // authenticates as the group system:bootstrappers:convoy:CLUSTER:GEN, which may do one thing:
 // ask for a token of the ServiceAccount "agent-GEN" in the cluster's hub namespace (GEN is the
 // cluster's credential generation). The agent trades it for that token on first contact and
-// renews it itself; the hub's authorization webhook (internal/controller/access) limits the
-// ServiceAccount to its own namespace and its own Cluster's status. Revoking deletes the ServiceAccount, which
+// renews it itself; RBAC limits the ServiceAccount to its
+// own namespace and its own Cluster's status. Revoking deletes the ServiceAccount, which
 // invalidates every token it was given, and the cluster's bootstrap tokens. The CLI, the
 // Cluster controller and internal/sim import this package.
 package join
@@ -109,7 +109,7 @@ func Valid(ctx context.Context, c client.Reader, cluster string) ([]Token, error
 }
 
 // Revoke locks a cluster's agent out: it moves the cluster's credential generation on, so
-// that the hub's authorization webhook grants nothing to the old ServiceAccount and the old bootstrap tokens (at once,
+// that RBAC grants nothing to the old ServiceAccount and the old bootstrap tokens (at once,
 // whatever the API server has cached), then deletes them. The hub makes a new ServiceAccount,
 // which only a new bootstrap token (Issue) can get a token for.
 func Revoke(ctx context.Context, c client.Client, cluster string) error {

@@ -1,11 +1,10 @@
 // Package access holds the hub controller that gives each Cluster's agent a place and an
-// identity on the hub: the namespace convoy-cluster-NAME, the ServiceAccount "agent-GEN", and
-// the agent's settings. What the agent may do is not RBAC: the Authorizer, the hub API server's
-// authorization webhook, lets the agent read its own Cluster, write that Cluster's status and
-// reach its Works, Lease, settings and token in that namespace, and lets the cluster's
-// bootstrap tokens get the ServiceAccount a token, in place of a ClusterRole, a
-// ClusterRoleBinding and two Roles and RoleBindings per cluster. Only the hub's composition
-// root imports it.
+// identity on the hub: the namespace convoy-cluster-NAME, the ServiceAccount "agent-GEN" with RBAC
+// that reaches only that namespace, the RBAC that lets the cluster's bootstrap tokens get that
+// ServiceAccount a token, and the agent's settings. Its Authorizer, the hub API server's
+// authorization webhook, lets the agent read its own Cluster and write that Cluster's status,
+// in place of a ClusterRole and ClusterRoleBinding per cluster. Only the hub's composition root
+// imports it.
 package access
 
 import (
@@ -35,10 +34,9 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
-// The names of the RBAC a hub before the Authorizer made for each agent (RemoveFormerRoles).
 const (
-	formerAgentRole     = "convoy-agent"
-	formerBootstrapRole = "convoy-agent-bootstrap"
+	agentRole     = "convoy-agent"
+	bootstrapRole = "convoy-agent-bootstrap"
 )
 
 // Reconciler keeps each Cluster's agent access in place.
@@ -62,8 +60,8 @@ type Reconciler struct {
 }
 
 // SetupWithManager registers the reconciler. A deleted agent ServiceAccount (a revocation) is
-// made again at once, empty: only a new bootstrap token can get it a token; so is the agent's
-// settings ConfigMap when someone changed or deleted it.
+// made again at once, empty: only a new bootstrap token can get it a token; so is any other
+// access object someone changed or deleted.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.retell = make(chan event.GenericEvent, 1024)
 	r.changed = make(chan struct{}, 1)
@@ -95,6 +93,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// their cluster's label (a revoked ServiceAccount is made again empty).
 		Watches(&corev1.ServiceAccount{}, ofCluster).
 		Watches(&corev1.ConfigMap{}, ofCluster).
+		Watches(&rbacv1.Role{}, ofCluster).
+		Watches(&rbacv1.RoleBinding{}, ofCluster).
 		Complete(r)
 }
 
@@ -106,7 +106,7 @@ var ofCluster = handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o cli
 	return nil
 })
 
-// Reconcile makes or updates the cluster's namespace, identity and agent settings.
+// Reconcile makes or updates the cluster's namespace, identity, RBAC and agent settings.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	c := &v1alpha1.Cluster{}
 	if err := r.Client.Get(ctx, req.NamespacedName, c); err != nil {
@@ -129,11 +129,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		{obj: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, owned: true},
 		{obj: &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa}}},
 		{obj: &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: v1alpha1.AgentConfigMap}}},
+		{obj: &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: agentRole}}},
+		{obj: &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: agentRole}}},
+		{obj: &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: bootstrapRole}}},
+		{obj: &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: bootstrapRole}}},
 	}
 	for _, o := range objects {
 		_, err := controllerutil.CreateOrUpdate(ctx, r.Client, o.obj, func() error {
 			o.obj.SetLabels(mergeLabels(o.obj.GetLabels(), labels))
-			fill(o.obj, sa, interval, r.DeliveryPort)
+			fill(o.obj, ns, sa, v1alpha1.BootstrapGroup(c.Name, gen), interval, r.DeliveryPort)
 			if o.owned {
 				return controllerutil.SetOwnerReference(c, o.obj, r.Client.Scheme())
 			}
@@ -158,13 +162,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{}, nil
 }
 
-// RemoveFormerRoles deletes the RBAC that a hub before the Authorizer gave each agent, and
-// nothing else: the ClusterRoles and ClusterRoleBindings for its own Cluster (named
-// convoy-agent:NAME, with the cluster label NAME), and the Roles and RoleBindings convoy-agent
-// and convoy-agent-bootstrap in its namespace (with the cluster label). The hub calls it once
-// as it starts, before the controllers.
+// RemoveFormerRoles deletes the ClusterRoles and ClusterRoleBindings that a hub before the
+// Authorizer gave each agent for its own Cluster (named convoy-agent:NAME, with the cluster
+// label NAME), and nothing else. The hub calls it once as it starts, before the controllers.
 func RemoveFormerRoles(ctx context.Context, c client.Client) error {
-	for _, list := range []client.ObjectList{&rbacv1.ClusterRoleBindingList{}, &rbacv1.ClusterRoleList{}, &rbacv1.RoleBindingList{}, &rbacv1.RoleList{}} {
+	for _, list := range []client.ObjectList{&rbacv1.ClusterRoleBindingList{}, &rbacv1.ClusterRoleList{}} {
 		if err := c.List(ctx, list, client.HasLabels{v1alpha1.LabelCluster}); err != nil {
 			return fmt.Errorf("list the agents' former roles: %w", err)
 		}
@@ -174,7 +176,7 @@ func RemoveFormerRoles(ctx context.Context, c client.Client) error {
 		}
 		for _, o := range objs {
 			obj := o.(client.Object)
-			if !formerRole(obj) {
+			if obj.GetName() != agentRole+":"+obj.GetLabels()[v1alpha1.LabelCluster] {
 				continue
 			}
 			if err := c.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
@@ -246,24 +248,39 @@ func mergeLabels(have, add map[string]string) map[string]string {
 	return have
 }
 
-// formerRole tells whether obj is RBAC that a hub before the Authorizer made for an agent.
-func formerRole(obj client.Object) bool {
-	cluster := obj.GetLabels()[v1alpha1.LabelCluster]
-	if cluster == "" {
-		return false
-	}
-	if obj.GetNamespace() == "" {
-		return obj.GetName() == formerAgentRole+":"+cluster
-	}
-	return obj.GetNamespace() == v1alpha1.ClusterNamespace(cluster) && (obj.GetName() == formerAgentRole || obj.GetName() == formerBootstrapRole)
-}
-
-// fill sets the content of one access object. sa is the current generation's ServiceAccount.
-func fill(o client.Object, sa string, interval time.Duration, deliveryPort int) {
-	if o, ok := o.(*corev1.ConfigMap); ok {
+// fill sets the content of one access object. sa is the current generation's ServiceAccount
+// and group its bootstrap tokens' group.
+func fill(o client.Object, ns, sa, group string, interval time.Duration, deliveryPort int) {
+	agent := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: ns}
+	switch o := o.(type) {
+	case *corev1.ConfigMap:
 		o.Data = map[string]string{"heartbeatInterval": interval.String(), "serviceAccount": sa}
 		if deliveryPort != 0 {
 			o.Data[v1alpha1.AgentConfigDeliveryPort] = strconv.Itoa(deliveryPort)
 		}
+	case *rbacv1.Role:
+		if o.Name == bootstrapRole {
+			// A bootstrap token may read which ServiceAccount to ask for, and ask for its token.
+			o.Rules = []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}, ResourceNames: []string{v1alpha1.AgentConfigMap}},
+				{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}, ResourceNames: []string{sa}},
+			}
+			return
+		}
+		o.Rules = []rbacv1.PolicyRule{
+			{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"works"}, Verbs: []string{"get", "list", "watch", "update", "patch"}},
+			{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"works/status"}, Verbs: []string{"get", "update", "patch"}},
+			{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"configmaps", "secrets"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"}, Verbs: []string{"create"}, ResourceNames: []string{sa}},
+		}
+	case *rbacv1.RoleBinding:
+		o.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: o.Name}
+		if o.Name == bootstrapRole {
+			o.Subjects = []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: group}}
+			return
+		}
+		o.Subjects = []rbacv1.Subject{agent}
 	}
 }

@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -28,12 +25,12 @@ const (
 var clustersGroup = v1alpha1.GroupVersion.Group
 
 // WebhookMatchConditions are the CEL conditions under which the hub API server asks the
-// Authorizer at all: resource requests of an agent's ServiceAccount (in some cluster's
-// namespace) or of a cluster's bootstrap token. Every other request goes straight to RBAC.
+// Authorizer at all: requests of an agent's ServiceAccount (in some cluster's namespace) on
+// Clusters. Every other request goes straight to RBAC.
 var WebhookMatchConditions = []string{
-	"request.user.startsWith('" + agentUserPrefix + "')" +
-		" || (has(request.groups) && request.groups.exists(g, g.startsWith('" + v1alpha1.BootstrapGroupPrefix + "')))",
-	"has(request.resourceAttributes)",
+	"request.user.startsWith('" + agentUserPrefix + "')",
+	"has(request.resourceAttributes) && has(request.resourceAttributes.resource) && request.resourceAttributes.resource == '" + clustersRes + "'" +
+		" && has(request.resourceAttributes.group) && request.resourceAttributes.group == '" + clustersGroup + "'",
 }
 
 // Decision is an authorizer's answer: allow, or no opinion (the next authorizer, RBAC,
@@ -43,89 +40,37 @@ type Decision struct {
 	Reason  string
 }
 
-// CurrentAgent gives a cluster's current agent credential generation (the Cluster's
-// annotation); ok is false when the hub knows no such Cluster.
-type CurrentAgent func(cluster string) (generation int, ok bool)
+// CurrentAgent names the ServiceAccount that is a cluster's agent now (its credential
+// generation's); ok is false when the hub knows no such Cluster.
+type CurrentAgent func(cluster string) (serviceAccount string, ok bool)
 
-// rule is one thing an agent may do in its cluster's namespace on the hub.
-type rule struct {
-	group, resource, subresource string
-	verbs                        []string
-	// name, when set, is the only object the rule reaches; ownAccount means the agent's
-	// current ServiceAccount.
-	name       string
-	ownAccount bool
-}
-
-var (
-	read  = []string{"get", "list", "watch"}
-	write = []string{"create", "patch"}
-)
-
-// agentRules is what an agent's ServiceAccount may do in its cluster's namespace: its Works
-// (reading, finalizers) and their status, its Lease, the ConfigMaps and Secrets it reads, its
-// Events, and a new token for itself.
-var agentRules = []rule{
-	{group: clustersGroup, resource: "works", verbs: []string{"get", "list", "watch", "update", "patch"}},
-	{group: clustersGroup, resource: "works", subresource: "status", verbs: []string{"get", "update", "patch"}},
-	{group: "coordination.k8s.io", resource: "leases", verbs: []string{"get", "list", "watch", "create", "update", "patch"}},
-	{resource: "configmaps", verbs: read},
-	{resource: "secrets", verbs: read},
-	{resource: "events", verbs: write},
-	{group: "events.k8s.io", resource: "events", verbs: write},
-	{resource: "serviceaccounts", subresource: "token", verbs: []string{"create"}, ownAccount: true},
-}
-
-// bootstrapRules is what a cluster's bootstrap token may do there: read which ServiceAccount
-// to ask for, and ask for its token.
-var bootstrapRules = []rule{
-	{resource: "configmaps", verbs: []string{"get"}, name: v1alpha1.AgentConfigMap},
-	{resource: "serviceaccounts", subresource: "token", verbs: []string{"create"}, ownAccount: true},
-}
-
-// Decide answers one SubjectAccessReview. An agent's ServiceAccount may get its own Cluster,
-// get, patch and update its status, and do what agentRules list in its cluster's namespace; a
-// cluster's bootstrap token (its group) what bootstrapRules list there. Nothing of another
-// cluster. The ServiceAccount or the token's group must be the Cluster's current generation,
-// so a revocation holds at once, even while the API server still accepts the old token. This
-// replaces a ClusterRole and ClusterRoleBinding, and two Roles and RoleBindings, per cluster:
-// the RBAC authorizer walks every ClusterRoleBinding on every request, so 1,000 of them made
-// every request of the fleet cost O(clusters), and the Roles were four objects per cluster
-// that the API server, its RBAC authorizer and the hub each held.
+// Decide answers one SubjectAccessReview: an agent's ServiceAccount may get its own Cluster,
+// and get, patch and update its status; nothing else, and nothing of another Cluster. The
+// ServiceAccount must be the Cluster's current generation, so a revocation holds at once,
+// even while the API server still accepts the old token. This replaces a ClusterRole and
+// ClusterRoleBinding per cluster: the RBAC authorizer walks every ClusterRoleBinding on every
+// request, so 1,000 of them made every request of the fleet cost O(clusters).
 func Decide(spec authorizationv1.SubjectAccessReviewSpec, current CurrentAgent) Decision {
-	cluster, account, generation := "", "", 0
-	if rest, ok := strings.CutPrefix(spec.User, agentUserPrefix); ok {
-		c, sa, ok := strings.Cut(rest, ":")
-		if !ok || c == "" || sa == "" {
-			return Decision{Reason: "not an agent"}
-		}
-		cluster, account = c, sa
-	} else if c, g, ok := bootstrapGroup(spec.Groups); ok {
-		cluster, generation = c, g
-	} else {
+	rest, ok := strings.CutPrefix(spec.User, agentUserPrefix)
+	if !ok {
+		return Decision{Reason: "not an agent"}
+	}
+	cluster, sa, ok := strings.Cut(rest, ":")
+	if !ok || cluster == "" || sa == "" {
 		return Decision{Reason: "not an agent"}
 	}
 	ra := spec.ResourceAttributes
-	if ra == nil {
-		return Decision{Reason: "not a resource request"}
+	if ra == nil || ra.Group != clustersGroup || ra.Resource != clustersRes {
+		return Decision{Reason: "not a Cluster"}
 	}
-	var allowed bool
-	if ra.Group == clustersGroup && ra.Resource == clustersRes {
-		if account == "" {
-			return Decision{Reason: "a bootstrap token may not reach Clusters"}
-		}
-		if ra.Name != cluster {
-			return Decision{Reason: "an agent reaches only its own Cluster"}
-		}
-		switch {
-		case ra.Subresource == "" && ra.Verb == "get":
-		case ra.Subresource == "status" && (ra.Verb == "get" || ra.Verb == "patch" || ra.Verb == "update"):
-		default:
-			return Decision{Reason: "an agent may only read its Cluster and write its status"}
-		}
-		allowed = true
-	} else if ra.Namespace != v1alpha1.ClusterNamespace(cluster) {
-		return Decision{Reason: "an agent reaches only its own cluster's namespace"}
+	if ra.Name != cluster {
+		return Decision{Reason: "an agent reaches only its own Cluster"}
+	}
+	switch {
+	case ra.Subresource == "" && ra.Verb == "get":
+	case ra.Subresource == "status" && (ra.Verb == "get" || ra.Verb == "patch" || ra.Verb == "update"):
+	default:
+		return Decision{Reason: "an agent may only read its Cluster and write its status"}
 	}
 	if current == nil {
 		return Decision{Reason: "the hub's caches are not synced yet"}
@@ -134,52 +79,10 @@ func Decide(spec authorizationv1.SubjectAccessReviewSpec, current CurrentAgent) 
 	if !ok {
 		return Decision{Reason: "no such Cluster"}
 	}
-	if account != "" && account != v1alpha1.AgentServiceAccount(want) || account == "" && generation != want {
+	if sa != want {
 		return Decision{Reason: "a revoked agent identity"}
 	}
-	if !allowed {
-		rules := agentRules
-		if account == "" {
-			rules = bootstrapRules
-		}
-		if !anyAllows(rules, ra, v1alpha1.AgentServiceAccount(want)) {
-			return Decision{Reason: "not among what an agent may do in its namespace"}
-		}
-	}
 	return Decision{Allowed: true, Reason: "the agent of cluster " + cluster}
-}
-
-// bootstrapGroup finds the group that a cluster's bootstrap tokens carry.
-func bootstrapGroup(groups []string) (cluster string, generation int, ok bool) {
-	for _, g := range groups {
-		rest, found := strings.CutPrefix(g, v1alpha1.BootstrapGroupPrefix)
-		if !found {
-			continue
-		}
-		i := strings.LastIndexByte(rest, ':')
-		if i <= 0 {
-			continue
-		}
-		gen, err := strconv.Atoi(rest[i+1:])
-		if err != nil || gen < 1 || g != v1alpha1.BootstrapGroup(rest[:i], gen) {
-			continue // only the group as BootstrapGroup spells it
-		}
-		return rest[:i], gen, true
-	}
-	return "", 0, false
-}
-
-func anyAllows(rules []rule, ra *authorizationv1.ResourceAttributes, account string) bool {
-	for _, r := range rules {
-		if r.group != ra.Group || r.resource != ra.Resource || r.subresource != ra.Subresource || !slices.Contains(r.verbs, ra.Verb) {
-			continue
-		}
-		if r.ownAccount && ra.Name != account || r.name != "" && ra.Name != r.name {
-			continue
-		}
-		return true
-	}
-	return false
 }
 
 // Authorizer serves Decide as the hub API server's authorization webhook
@@ -189,27 +92,19 @@ type Authorizer struct {
 	current atomic.Pointer[CurrentAgent]
 }
 
-// Use makes the Authorizer look Clusters up in cached (the hub's informer cache). Until then
-// it allows nothing. While the cache syncs (the hub is starting) it waits for it half a
-// second per question and then asks direct (the API server), so that agents are not turned
-// away at every start of the hub.
-func (a *Authorizer) Use(cached, direct client.Reader) {
-	f := CurrentAgent(func(cluster string) (int, bool) {
-		key := client.ObjectKey{Name: cluster}
+// Use makes the Authorizer look Clusters up in r (the hub's informer cache). Until then it
+// allows nothing, and while the cache syncs it waits for it at most a second per question:
+// the agents retry.
+func (a *Authorizer) Use(r client.Reader) {
+	f := CurrentAgent(func(cluster string) (string, bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		c := &v1alpha1.Cluster{}
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		// Only an annotation is read: the cache's own object, not a copy.
-		err := cached.Get(ctx, key, c, client.UnsafeDisableDeepCopy)
-		cancel()
-		if err != nil && !apierrors.IsNotFound(err) && direct != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			err = direct.Get(ctx, key, c)
+		if err := r.Get(ctx, client.ObjectKey{Name: cluster}, c, client.UnsafeDisableDeepCopy); err != nil {
+			return "", false
 		}
-		if err != nil {
-			return 0, false
-		}
-		return v1alpha1.AgentGeneration(c), true
+		return v1alpha1.AgentServiceAccount(v1alpha1.AgentGeneration(c)), true
 	})
 	a.current.Store(&f)
 }
