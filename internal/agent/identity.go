@@ -200,7 +200,10 @@ func (id *identity) request(ctx context.Context, bearer, fromBootstrap string) e
 		return err
 	}
 	ns := v1alpha1.ClusterNamespace(id.cluster)
-	refused := func(err error) bool { return apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) }
+	// Only a refused token is a revocation: revoking deletes the ServiceAccount and the
+	// bootstrap tokens, and a revoked identity turns Unauthorized moments after its rights
+	// go. A Forbidden answer is retried: it can pass (an authorizer that cannot answer yet).
+	refused := apierrors.IsUnauthorized
 	// The hub says which ServiceAccount is the agent's now (it changes when revoked).
 	cm, err := cs.ConfigMaps(ns).Get(ctx, v1alpha1.AgentConfigMap, metav1.GetOptions{})
 	if refused(err) {

@@ -290,8 +290,9 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		return fmt.Errorf("set up propagation controller: %w", err)
 	}
 
-	// The agents' authorizer answers from the cache of Clusters, as soon as it syncs.
-	h.authz.Use(mgr.GetCache())
+	// The agents' authorizer answers from the cache of Clusters, and from the API server
+	// until that has synced.
+	h.authz.Use(mgr.GetCache(), mgr.GetAPIReader())
 	mctx, cancel := context.WithCancel(context.Background())
 	h.stopManager = cancel
 	h.managerDone = make(chan error, 1)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -92,16 +93,24 @@ type Authorizer struct {
 	current atomic.Pointer[CurrentAgent]
 }
 
-// Use makes the Authorizer look Clusters up in r (the hub's informer cache). Until then it
-// allows nothing, and while the cache syncs it waits for it at most a second per question:
-// the agents retry.
-func (a *Authorizer) Use(r client.Reader) {
+// Use makes the Authorizer look Clusters up in cached (the hub's informer cache). Until then
+// it allows nothing. While the cache syncs (the hub is starting) it waits for it half a
+// second per question and then asks direct (the API server), so that agents are not turned
+// away at every start of the hub.
+func (a *Authorizer) Use(cached, direct client.Reader) {
 	f := CurrentAgent(func(cluster string) (string, bool) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
+		key := client.ObjectKey{Name: cluster}
 		c := &v1alpha1.Cluster{}
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		// Only an annotation is read: the cache's own object, not a copy.
-		if err := r.Get(ctx, client.ObjectKey{Name: cluster}, c, client.UnsafeDisableDeepCopy); err != nil {
+		err := cached.Get(ctx, key, c, client.UnsafeDisableDeepCopy)
+		cancel()
+		if err != nil && !apierrors.IsNotFound(err) && direct != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			err = direct.Get(ctx, key, c)
+		}
+		if err != nil {
 			return "", false
 		}
 		return v1alpha1.AgentServiceAccount(v1alpha1.AgentGeneration(c)), true
