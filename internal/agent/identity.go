@@ -202,7 +202,8 @@ func (id *identity) request(ctx context.Context, bearer, fromBootstrap string) e
 	ns := v1alpha1.ClusterNamespace(id.cluster)
 	// Only a refused token is a revocation: revoking deletes the ServiceAccount and the
 	// bootstrap tokens, and a revoked identity turns Unauthorized moments after its rights
-	// go. A Forbidden answer is retried: it can pass (an authorizer that cannot answer yet).
+	// go. A Forbidden answer is retried: it can pass (the API server's RBAC behind a Role
+	// just made, or the hub's webhook not answering yet).
 	refused := apierrors.IsUnauthorized
 	// The hub says which ServiceAccount is the agent's now (it changes when revoked).
 	cm, err := cs.ConfigMaps(ns).Get(ctx, v1alpha1.AgentConfigMap, metav1.GetOptions{})

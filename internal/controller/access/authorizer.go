@@ -74,7 +74,7 @@ func Decide(spec authorizationv1.SubjectAccessReviewSpec, current CurrentAgent) 
 		return Decision{Reason: "an agent may only read its Cluster and write its status"}
 	}
 	if current == nil {
-		return Decision{Reason: "the hub's caches are not synced yet"}
+		return Decision{Reason: "the hub's controllers have not started"}
 	}
 	want, ok := current(cluster)
 	if !ok {

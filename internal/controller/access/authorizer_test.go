@@ -2,12 +2,19 @@ package access
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
 func TestDecide(t *testing.T) {
@@ -43,7 +50,7 @@ func TestDecide(t *testing.T) {
 		{name: "a revoked generation", user: "system:serviceaccount:convoy-cluster-eu:agent-1", ra: on("get", "", "eu"), reason: "a revoked agent identity"},
 		{name: "another account of the namespace", user: "system:serviceaccount:convoy-cluster-eu:default", ra: on("get", "", "eu"), reason: "a revoked agent identity"},
 		{name: "a Cluster the hub does not know", user: "system:serviceaccount:convoy-cluster-us:agent-1", ra: on("get", "", "us"), reason: "no such Cluster"},
-		{name: "before the caches sync", user: agent, ra: on("get", "", "eu"), noCache: true, reason: "the hub's caches are not synced yet"},
+		{name: "before the controllers start", user: agent, ra: on("get", "", "eu"), noCache: true, reason: "the hub's controllers have not started"},
 		{name: "a person", user: "alice", ra: on("get", "", "eu"), reason: "not an agent"},
 		{name: "an account elsewhere", user: "system:serviceaccount:kube-system:eu", ra: on("get", "", "eu"), reason: "not an agent"},
 		{name: "an agent on Works", user: agent, ra: &authorizationv1.ResourceAttributes{Group: "convoy.dev", Resource: "works", Verb: "get", Name: "eu"}, reason: "not a Cluster"},
@@ -98,5 +105,55 @@ func TestAuthorizerServeHTTP(t *testing.T) {
 	a.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/authorize", bytes.NewReader([]byte("{"))))
 	if rec.Code != http.StatusBadRequest {
 		t.Errorf("a malformed review: status %d, want 400", rec.Code)
+	}
+}
+
+// reader answers Get with a Cluster, an error, or NotFound, and counts the questions.
+type reader struct {
+	cluster *v1alpha1.Cluster
+	err     error
+	asked   int
+}
+
+func (r *reader) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
+	r.asked++
+	if r.err != nil {
+		return r.err
+	}
+	if r.cluster == nil || r.cluster.Name != key.Name {
+		return apierrors.NewNotFound(v1alpha1.GroupVersion.WithResource("clusters").GroupResource(), key.Name)
+	}
+	r.cluster.DeepCopyInto(obj.(*v1alpha1.Cluster))
+	return nil
+}
+
+func (r *reader) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return errors.New("not listed")
+}
+
+// Until the cache answers, the Authorizer asks the API server; what the cache knows is gone
+// is gone, without asking.
+func TestUseFallsBackToTheAPIServer(t *testing.T) {
+	eu := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "eu", Annotations: map[string]string{v1alpha1.AnnotationAgentGeneration: "3"}}}
+	for _, tc := range []struct {
+		name        string
+		cached      *reader
+		want        string
+		ok          bool
+		directAsked int
+	}{
+		{name: "the cache knows it", cached: &reader{cluster: eu}, want: "agent-3", ok: true},
+		{name: "the cache has not synced", cached: &reader{err: errors.New("the cache is not started")}, want: "agent-3", ok: true, directAsked: 1},
+		{name: "the cache says it is gone", cached: &reader{}, directAsked: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			direct := &reader{cluster: eu}
+			a := &Authorizer{}
+			a.Use(tc.cached, direct)
+			got, ok := (*a.current.Load())("eu")
+			if got != tc.want || ok != tc.ok || direct.asked != tc.directAsked {
+				t.Errorf("current(eu) = %q, %v with the API server asked %d times; want %q, %v, %d", got, ok, direct.asked, tc.want, tc.ok, tc.directAsked)
+			}
+		})
 	}
 }
