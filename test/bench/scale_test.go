@@ -369,7 +369,7 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	// Right after the registration, then idle, every agent heartbeating: once the
 	// registration's garbage has been collected (Go's runtime collects at least every two
 	// minutes), the memory is what an idle fleet holds.
-	ready := start.Add(time.Duration(res.Registration.Max * float64(time.Second))) // the last Ready
+	ready := readyAt.last()
 	after := measure(pids(), func() { time.Sleep(15 * time.Second) })
 	res.AfterRegistration = &after
 	fmt.Printf("hub in the 15 s after the registration: %.0f MiB %v\n", after.TotalMiB, after.RSSMiB)
@@ -768,6 +768,19 @@ func (f *firstSeen) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.at)
+}
+
+// last is when the latest key was first seen.
+func (f *firstSeen) last() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var t time.Time
+	for _, at := range f.at {
+		if at.After(t) {
+			t = at
+		}
+	}
+	return t
 }
 
 func (f *firstSeen) reset() {
