@@ -54,7 +54,15 @@ type pendingWork struct {
 	writing bool
 	// since is when the queue's oldest content was handed.
 	since time.Time
+	// stored is when the last write emptied the queue (zero while it is not empty).
+	stored time.Time
 }
+
+// settledGrace is how long a Work's entry outlives its last write. A reader may hold a copy
+// of the cache taken before the write reached it (a controller lists its Works, then views
+// them one by one): until the entry goes, its view of that copy is still the handed content,
+// not the older stored one, which it would take for a change to make again.
+const settledGrace = 5 * time.Second
 
 // DefaultWriteRate is how many handed Works a second the Writer stores by default: at about
 // 3.4 ms of API server and datastore CPU each, under a fifth of a core.
@@ -83,8 +91,11 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 		delete(s.refused, k)
 	}
 	p := s.pending[k]
-	if p != nil && p.uid != old.UID {
-		delete(s.pending, k) // of a Work that is gone
+	if p != nil && (p.uid != old.UID ||
+		(len(p.queue) == 0 && !p.writing && old.Generation > p.last.Generation)) {
+		// Of a Work that is gone, or stored and changed by another writer since: the next
+		// write is on the generation old shows.
+		delete(s.pending, k)
 		p = nil
 	}
 	// A change of labels or annotations alone moves no generation: it is a write of the
@@ -197,7 +208,10 @@ func (s *Server) View(w *v1alpha1.Work) *v1alpha1.Work {
 	}
 	if settled && w.Generation >= p.last.Generation &&
 		w.Annotations[v1alpha1.AnnotationRevision] == p.last.Annotations[v1alpha1.AnnotationRevision] {
-		delete(s.pending, k) // stored, and the cache shows it
+		// Stored, and this copy shows it; the entry stays a while for older copies.
+		if time.Since(p.stored) > settledGrace {
+			delete(s.pending, k)
+		}
 		return w
 	}
 	out := *w
@@ -284,6 +298,9 @@ func (s *Server) settle(k workKey, w *v1alpha1.Work, stored *v1alpha1.Work, drop
 		p.since = time.Now().Add(-writeDelay) // the next content is due at once
 		p.gen = stored.Generation
 		p.queue = slices.Delete(p.queue, 0, 1)
+		if len(p.queue) == 0 {
+			p.stored = time.Now()
+		}
 	}
 }
 

@@ -108,14 +108,25 @@ func TestHandedContent(t *testing.T) {
 	if _, _, _, _, ok := s.nextWrite(nil, later); ok {
 		t.Fatal("something left to write")
 	}
-	// Once the cache shows the last write, the view is the cache's Work and nothing is kept.
+	// Once the cache shows the last write, the view of the cache's Work is that Work. A copy
+	// read before the cache had it still shows the handed content, for a while.
 	caught := stored.DeepCopy()
 	caught.Generation, caught.ResourceVersion, caught.Spec.DeletionPolicy = 5, "12", "Other"
 	if got := s.View(caught); got != caught {
 		t.Fatal("the view of a stored Work is not the Work")
 	}
-	if len(s.pending) != 0 || s.Pending() != 0 {
-		t.Fatalf("%d Works kept after their writes were stored", len(s.pending))
+	if s.Pending() != 0 {
+		t.Fatalf("%d Works pending after their writes were stored", s.Pending())
+	}
+	if v := s.View(stored); v.Generation != 5 || v.Spec.DeletionPolicy != "Other" {
+		t.Fatalf("a copy read before the last write shows generation %d policy %s, want 5, Other", v.Generation, v.Spec.DeletionPolicy)
+	}
+	s.pending[workKey{"east", "shop.web"}].stored = time.Now().Add(-settledGrace - time.Second)
+	if got := s.View(caught); got != caught {
+		t.Fatal("the view of a stored Work is not the Work")
+	}
+	if len(s.pending) != 0 {
+		t.Fatalf("%d Works kept after their writes were stored and the grace passed", len(s.pending))
 	}
 
 	// A write that conflicts drops what is pending: the view is the store's again.
@@ -282,5 +293,35 @@ func TestBacklog(t *testing.T) {
 	s.wrote(k, w, written, false)
 	if s.Backlogged(v) {
 		t.Fatalf("backlogged with %d contents handed after a write", MaxHanded-1)
+	}
+}
+
+// A Work stored from handed content and then changed by another writer is handed its next
+// content on the generation that writer made, not on the one the Server last wrote.
+func TestHandAfterAnotherWriter(t *testing.T) {
+	s := &Server{}
+	s.init()
+	f := newFeed()
+	s.open("east", nil, f)
+	stored := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web", UID: "u1",
+		ResourceVersion: "10", Generation: 3}, Spec: v1alpha1.WorkSpec{DeletionPolicy: v1alpha1.DeletionDelete}}
+	later := time.Now().Add(time.Minute)
+	if !s.Hand(stored, handed(stored, v1alpha1.DeletionOrphan)) {
+		t.Fatal("not handed")
+	}
+	k, w, _, _, _ := s.nextWrite(nil, later)
+	s.wrote(k, w, w.DeepCopy(), false)
+	// Another writer changed the spec: generation 5.
+	changed := stored.DeepCopy()
+	changed.Generation, changed.ResourceVersion, changed.Spec.DeletionPolicy = 5, "14", "Changed"
+	if got := s.View(changed); got != changed {
+		t.Fatal("the view of a Work changed since is not the Work")
+	}
+	if !s.Hand(changed, handed(changed, "Next")) {
+		t.Fatal("not handed")
+	}
+	_, w, base, _, ok := s.nextWrite(nil, later)
+	if !ok || base != 5 || w.Generation != 6 {
+		t.Fatalf("the next write is %d->%d (ok %v), want 5->6", base, w.Generation, ok)
 	}
 }
