@@ -99,6 +99,9 @@ type Output struct {
 	Summaries map[string]string
 	// Events to record on the Placement.
 	Events []Event
+	// Awaiting counts the clusters in Status whose agents have not reported on the content
+	// their Work has (or is about to have): their rows change as those reports come in.
+	Awaiting int
 	// RecheckAfter is when the decision changes by itself if nothing else happens.
 	RecheckAfter time.Duration
 }

@@ -356,6 +356,9 @@ func (w *world) plan(now time.Time) string {
 	for _, k := range sorted(mapsKeys(out.Summaries)) {
 		fmt.Fprintf(&b, "\nsummary %s: %s", w.templates[k].ID.Kind+"/"+w.templates[k].ID.Name, out.Summaries[k])
 	}
+	if out.Awaiting > 0 {
+		fmt.Fprintf(&b, "\nawaiting %d", out.Awaiting)
+	}
 	if out.RecheckAfter != DefaultRecheck {
 		fmt.Fprintf(&b, "\nrecheck after %s", out.RecheckAfter)
 	}

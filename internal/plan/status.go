@@ -104,6 +104,9 @@ func (pl *planner) status(d scheduler.Decision, shares map[string]map[string]int
 			cs.ScheduledReplicas = &scheduled
 		}
 		v := pl.view(e.name, planned)
+		if v.work == nil || !v.fresh {
+			pl.out.Awaiting++
+		}
 		if v.work != nil || v.manifests != nil {
 			cs.Resources = int32(len(v.manifests))
 			cs.Revision = v.revision

@@ -2,9 +2,10 @@
 // decision needs (the templates the Placement selects in its namespace and what they depend
 // on, the fleet's Clusters, the Placement's Works and the stored revisions of its templates),
 // asks the pure internal/plan what each cluster gets, and writes that: one Work per chosen
-// cluster in that cluster's namespace, only when its content changed; the Placement's status;
-// the summary annotation on each selected template; the template revisions a rollout needs.
-// Only internal/hub imports it.
+// cluster in that cluster's namespace, only when its content changed; the Placement's status
+// (a change that only counts the clusters' reports waits up to a second for the rest of them:
+// foldFor); the summary annotation on each selected template; the template revisions a
+// rollout needs. Only internal/hub imports it.
 //
 // It fails static: when selectors match nothing, or the decision cannot be made, the plan
 // leaves the Works as they are and a condition says why. A cluster loses its Work only when
@@ -22,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -95,6 +97,80 @@ type Reconciler struct {
 	// the cache instead of deciding again from the status before its own write: it would
 	// repeat that write's events (a failover or fail-back told twice).
 	statusWritten sync.Map // client.ObjectKey -> string
+	// folds holds, per Placement, the status change held back (foldFor).
+	folds sync.Map // client.ObjectKey -> fold
+	// epoch counts the changes of templates and Clusters, which a held-back status does not
+	// wait for (fold).
+	epoch atomic.Uint64
+}
+
+// statusInterval is how long at most a change of a Placement's status waits while its
+// clusters' reports come in (foldFor). With a thousand clusters the status is about 150 KB,
+// and each write of it costs the API server about a third of a second of CPU: written at each
+// report window, it slowed the very reports it waited for.
+const statusInterval = time.Second
+
+// fold is a change of a Placement's status held back: since when, and what the decision
+// that held it back was made from. While it lasts, a reconcile for the same Placement,
+// templates and Clusters only looks whether every cluster has reported (held), instead of
+// deciding again at every report.
+type fold struct {
+	since       time.Time
+	generation  int64
+	annotations map[string]string
+	epoch       uint64
+}
+
+// foldFor says how long the status write of out waits, or 0 for now. It waits while only the
+// clusters' rows and the conditions counting them change and some clusters have yet to report
+// on their content (out.Awaiting), for statusInterval at most from the first change held back:
+// the reports still to come fold into one write, which the last of them makes at once. What a
+// decision stores (the rollout's state, failed-over clusters, the observed generation, and
+// anything that comes with an event) is never held back.
+func (r *Reconciler) foldFor(key client.ObjectKey, p *v1alpha1.Placement, out plan.Output, epoch uint64) time.Duration {
+	if out.Awaiting == 0 || len(out.Events) > 0 ||
+		out.Status.ObservedGeneration != p.Status.ObservedGeneration ||
+		!equality.Semantic.DeepEqual(out.Status.Rollout, p.Status.Rollout) ||
+		!equality.Semantic.DeepEqual(out.Status.FailedOver, p.Status.FailedOver) ||
+		equality.Semantic.DeepEqual(out.Status, p.Status) {
+		r.folds.Delete(key)
+		return 0
+	}
+	since := time.Now() // pacing: the wall clock, not the decisions'
+	if f, ok := r.folds.Load(key); ok {
+		since = f.(fold).since
+	}
+	r.folds.Store(key, fold{since: since, generation: p.Generation, annotations: maps.Clone(p.Annotations), epoch: epoch})
+	wait := time.Until(since.Add(statusInterval))
+	if wait <= 0 {
+		r.folds.Delete(key)
+	}
+	return wait
+}
+
+// held says how long the status change held back for p still waits, when nothing the
+// decision is made from changed since and some of its clusters have yet to report: the
+// reconcile then only waits.
+func (r *Reconciler) held(ctx context.Context, key client.ObjectKey, p *v1alpha1.Placement) time.Duration {
+	v, ok := r.folds.Load(key)
+	if !ok {
+		return 0
+	}
+	f := v.(fold)
+	wait := time.Until(f.since.Add(statusInterval))
+	if wait <= 0 || f.generation != p.Generation || f.epoch != r.epoch.Load() || !maps.Equal(f.annotations, p.Annotations) {
+		return 0
+	}
+	works, err := r.works(ctx, p)
+	if err != nil {
+		return 0
+	}
+	for _, w := range works {
+		if w.DeletionTimestamp.IsZero() && w.Status.ObservedGeneration != w.Generation {
+			return wait // this cluster's report is still to come
+		}
+	}
+	return 0
 }
 
 // staleRecheck is how soon a Placement read older than this reconciler's own last status write
@@ -163,6 +239,7 @@ func (r *Reconciler) WorkReported(ctx context.Context, w *v1alpha1.Work) {
 
 // TemplatesChanged wakes every Placement of a namespace. Templates calls it.
 func (r *Reconciler) TemplatesChanged(namespace string) {
+	r.epoch.Add(1)
 	var list v1alpha1.PlacementList
 	if err := r.Client.List(context.Background(), &list, client.InNamespace(namespace)); err != nil {
 		return
@@ -180,6 +257,7 @@ func (r *Reconciler) TemplatesChanged(namespace string) {
 // spec (generation), its annotations (the rollout commands), its finalizers and its deletion.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	allPlacements := coalesced(func(ctx context.Context, _ client.Object) []ctrl.Request {
+		r.epoch.Add(1) // a Cluster changed
 		var list v1alpha1.PlacementList
 		if err := r.Client.List(ctx, &list); err != nil {
 			return nil
@@ -271,6 +349,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if !p.DeletionTimestamp.IsZero() {
 		r.statusWritten.Delete(req.NamespacedName)
+		r.folds.Delete(req.NamespacedName)
 		return ctrl.Result{}, r.finalize(ctx, p)
 	}
 	if last, ok := r.statusWritten.Load(req.NamespacedName); ok {
@@ -289,6 +368,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 
+	// Read before the decision's inputs: a change after it makes the next reconcile decide.
+	epoch := r.epoch.Load()
+	if wait := r.held(ctx, req.NamespacedName, p); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	in := plan.Input{Placement: p, Now: r.now()}
 	var err error
 	if in.Works, err = r.works(ctx, p); err != nil {
@@ -329,6 +413,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	backlog, writeErr := r.write(ctx, p, in.Works, out)
 	r.resetAhead(in.Works, out)
+	if wait := r.foldFor(req.NamespacedName, p, out, epoch); wait > 0 {
+		// Only rows that more reports are about to change again: written with them.
+		return ctrl.Result{RequeueAfter: wait}, writeErr
+	}
 	if !equality.Semantic.DeepEqual(p.Status, out.Status) {
 		before := p.DeepCopy()
 		p.Status = out.Status
