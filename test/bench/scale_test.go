@@ -277,6 +277,9 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	}
 	h := hubtest.StartProcess(b, hubtest.ProcessOptions{Args: args})
 	defer h.Stop()
+	if f := os.Getenv("CONVOY_SCALE_HUB_LOG"); f != "" {
+		defer func() { _ = os.WriteFile(f, []byte(h.Output()), 0o644) }()
+	}
 	// The hub restarts a child that dies, so its pids are read again before each measure.
 	pids := func() map[string]int {
 		out := map[string]int{"convoy hub": h.PID(), simProcess: os.Getpid()}
@@ -373,7 +376,9 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	after := measure(pids(), func() { time.Sleep(15 * time.Second) })
 	res.AfterRegistration = &after
 	fmt.Printf("hub in the 15 s after the registration: %.0f MiB %v\n", after.TotalMiB, after.RSSMiB)
-	time.Sleep(time.Until(ready.Add(idleAfter)))
+	if os.Getenv("CONVOY_SCALE_TRACE") == "" { // a trace is of the propagation alone
+		time.Sleep(time.Until(ready.Add(idleAfter)))
+	}
 	streamsBefore := h.Status().Delivery
 	res.Idle = measure(pids(), func() {
 		if !profile(cs, hubPprof, fmt.Sprintf("idle-%d", n), 30) {
@@ -394,22 +399,33 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	// Each cluster counts once the hub's Placement status says it is Available with the
 	// template's current content (what `convoy status` shows): not the Works' stored status,
 	// which the hub writes at its own pace from what the agents report on their streams.
-	// After a change, a cluster's row turns not Available (its Work's content is newer than
-	// its agent's report) and then Available again.
+	// After a change, a row is Available again only once the cluster's agent has reported on
+	// the new content, so any status written after the change (a resourceVersion other than
+	// the one before it) shows that; the hub may write none in between, when all its clusters
+	// report within a second (propagation.foldFor).
 	availableAt := newFirstSeen()
 	var changing atomic.Bool
-	var staleMu sync.Mutex
-	stale := map[string]bool{}
+	var rvMu sync.Mutex
+	lastRV, beforeRV := "", ""
+	// CONVOY_SCALE_TRACE prints each Placement status the propagation sees, timed.
+	trace := os.Getenv("CONVOY_SCALE_TRACE") != ""
+	var traceStart atomic.Int64
 	watchPlacements(b, ctx, cfg, func(p *v1alpha1.Placement) {
-		staleMu.Lock()
-		defer staleMu.Unlock()
+		rvMu.Lock()
+		defer rvMu.Unlock()
+		lastRV = p.ResourceVersion
+		if changing.Load() && p.ResourceVersion == beforeRV {
+			return
+		}
+		avail := 0
 		for _, row := range p.Status.Clusters {
-			switch {
-			case !row.Available:
-				stale[row.Cluster] = true
-			case !changing.Load() || stale[row.Cluster]:
+			if row.Available {
+				avail++
 				availableAt.see(row.Cluster)
 			}
+		}
+		if t0 := traceStart.Load(); trace && t0 != 0 {
+			fmt.Printf("trace: %.3fs placement status rv %s: %d of %d rows available\n", time.Since(time.Unix(0, t0)).Seconds(), p.ResourceVersion, avail, len(p.Status.Clusters))
 		}
 	})
 	start = time.Now()
@@ -427,11 +443,11 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 
 	// Propagation: the template changes; each cluster's time is until the hub's Placement
 	// status says it has the new revision Available.
-	staleMu.Lock()
-	clear(stale)
-	changing.Store(true)
-	staleMu.Unlock()
+	rvMu.Lock()
 	availableAt.reset()
+	beforeRV = lastRV
+	changing.Store(true)
+	rvMu.Unlock()
 	var peak Usage
 	streamsBefore = h.Status().Delivery
 	peak = measure(pids(), func() {
@@ -441,6 +457,10 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 		go func() { profiled <- profile(cs, hubPprof, fmt.Sprintf("propagation-%d", n), 3) }()
 		defer func() { <-profiled }()
 		start = time.Now()
+		traceStart.Store(start.UnixNano())
+		if trace {
+			fmt.Printf("trace: change at %d\n", start.UnixMilli())
+		}
 		must(b, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			got := &appsv1.Deployment{}
 			if err := c.Get(ctx, client.ObjectKeyFromObject(d), got); err != nil {
@@ -874,7 +894,7 @@ func scaleMarkdown(rep ScaleReport) string {
 	fmt.Fprintf(&s, "- **Members:** N simulated clusters in the benchmark's process (internal/sim). Each runs the real agent: it joins with a bootstrap token, trades it for its own ServiceAccount token, opens its delivery stream to the hub and heartbeats on it every %s, reports its inventory, watches its Works and reports their status on the stream (the hub stores it in the Works at most 20 a second). Only the member cluster is in memory; a workload reports itself available %s after it is applied.\n", rep.HeartbeatInterval, rep.AvailableAfter)
 	fmt.Fprintf(&s, "- **Registration:** the Clusters (imported, known only through their agents) and their bootstrap tokens are made first (the setup time), then all N agents start at once; each cluster's time runs until the hub reports it Ready.\n")
 	fmt.Fprintf(&s, "- **Idle:** 30 s with every agent heartbeating, from %s after the last cluster became Ready: Go's runtime collects garbage at least every two minutes, so by then the memory is what the idle fleet holds, not what the registration left behind (the 15 s right after it are given apart; before 2026-12-03 afternoon the idle window began 15 s after the registration). Memory is the peak resident memory (RSS) of the hub process, kine, kube-apiserver and kube-controller-manager together; CPU is their CPU time over the window.\n", idleAfter)
-	fmt.Fprintf(&s, "- **Propagation:** a Deployment duplicated to all N clusters by one Placement; its image changes on the hub, and each cluster's time runs from that update until the hub's Placement status shows the cluster Available with the new content, which is what `convoy status` shows (p50, p90, p99 over clusters; before 2026-12-02 the time ran until the Work's stored status said so, which the agent wrote itself). The hub's memory is the peak, CPU the average over that time; CPU per cluster is the hub's processes' CPU time over that time divided by N.\n")
+	fmt.Fprintf(&s, "- **Propagation:** a Deployment duplicated to all N clusters by one Placement; its image changes on the hub, and each cluster's time runs from that update until the hub's Placement status shows the cluster Available with the new content, which is what `convoy status` shows (p50, p90, p99 over clusters; before 2026-12-02 the time ran until the Work's stored status said so, which the agent wrote itself). A row counts from the first status written after the update that shows it Available: since 2026-12-03 evening the hub holds back, for up to a second, a status change that only counts reports while more are due, so it may write none in between. The hub's memory is the peak, CPU the average over that time; CPU per cluster is the hub's processes' CPU time over that time divided by N.\n")
 	fmt.Fprintf(&s, "- **Floor:** in the same run, with the same agents heartbeating, N objects of the same size as a Work are written straight to the same API server, 16 at a time (as the hub writes Works), and each is timed until a watcher of its own namespace sees it. The ratio is Convoy's p99 over the floor's p99.\n\n")
 	fmt.Fprintf(&s, "## Results\n\n")
 	fmt.Fprintf(&s, "| Clusters | Registration p99 | Hub idle RSS | Hub idle CPU | Propagation p50 | p90 | p99 | Floor p99 | p99 / floor | Hub RSS during | Hub CPU during |\n")
