@@ -175,6 +175,10 @@ func (rep ScaleReport) LowerBound(n int, datastore bool) float64 {
 // one watcher per cluster. CONVOY_SCALE_N="10,100" picks the sizes; CONVOY_SCALE_REPORT names
 // a directory to write scale.json and SCALE.md into. With CONVOY_SCALE_RENDER set as well, it
 // runs nothing and only writes SCALE.md again from that directory's scale.json.
+// For looking into a run: CONVOY_SCALE_PPROF=DIR saves CPU and heap profiles,
+// CONVOY_SCALE_AGENT_LOG=FILE the agents' logs, CONVOY_SCALE_HUB_LOG=FILE what the hub printed,
+// and CONVOY_SCALE_TRACE=1 prints each Placement status the propagation sees, timed (it skips
+// the wait before the idle window, so its idle figures are not comparable).
 func BenchmarkScale(b *testing.B) {
 	ctrllog.SetLogger(logr.Discard())
 	if os.Getenv("CONVOY_SCALE_RENDER") != "" {
