@@ -64,6 +64,10 @@ type pendingWork struct {
 // not the older stored one, which it would take for a change to make again.
 const settledGrace = 5 * time.Second
 
+// settledSweep is how long after its last write an entry that no view dropped (its Work was
+// not looked at again) goes when the Writer next looks for work.
+const settledSweep = time.Minute
+
 // DefaultWriteRate is how many handed Works a second the Writer stores by default: at about
 // 3.4 ms of API server and datastore CPU each, under a fifth of a core.
 const DefaultWriteRate = 50
@@ -92,9 +96,10 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	}
 	p := s.pending[k]
 	if p != nil && (p.uid != old.UID ||
-		(len(p.queue) == 0 && !p.writing && old.Generation > p.last.Generation)) {
-		// Of a Work that is gone, or stored and changed by another writer since: the next
-		// write is on the generation old shows.
+		(len(p.queue) == 0 && !p.writing && (old.Generation > p.last.Generation || !s.streamsWorks(cluster)))) {
+		// Of a Work that is gone, or stored and changed by another writer since (the next
+		// write is on the generation old shows), or stored and its cluster has no stream that
+		// gets its Works any more (the caller writes).
 		delete(s.pending, k)
 		p = nil
 	}
@@ -112,11 +117,7 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 		return false
 	}
 	if p == nil {
-		s.mu.RLock()
-		c := s.clusters[cluster]
-		streamed := c != nil && len(c.feeds) > 0
-		s.mu.RUnlock()
-		if !streamed {
+		if !s.streamsWorks(cluster) {
 			s.pmu.Unlock()
 			return false
 		}
@@ -158,6 +159,14 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	}
 	s.WorkChanged(cluster, old.Name)
 	return true
+}
+
+// streamsWorks says whether a stream of the cluster's agent gets its Works.
+func (s *Server) streamsWorks(cluster string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.clusters[cluster]
+	return c != nil && len(c.feeds) > 0
 }
 
 // MaxHanded is how many contents of one Work may wait for their writes. The Writer stores
@@ -246,6 +255,10 @@ func (s *Server) nextWrite(skip map[workKey]bool, now time.Time) (k workKey, w *
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	for key, p := range s.pending {
+		if len(p.queue) == 0 && !p.writing && time.Since(p.stored) > settledSweep {
+			delete(s.pending, key) // stored long ago: every copy of the cache shows it
+			continue
+		}
 		if len(p.queue) == 0 || p.writing || skip[key] {
 			continue
 		}
@@ -538,7 +551,7 @@ func (s *Server) Reset(w *v1alpha1.Work) {
 	s.init()
 	k := workKey{cluster, w.Name}
 	s.lockPending()
-	if p := s.pending[k]; p != nil && p.uid == w.UID {
+	if p := s.pending[k]; p != nil && p.uid == w.UID && (len(p.queue) > 0 || p.writing) {
 		s.pmu.Unlock()
 		return
 	}

@@ -325,3 +325,53 @@ func TestHandAfterAnotherWriter(t *testing.T) {
 		t.Fatalf("the next write is %d->%d (ok %v), want 5->6", base, w.Generation, ok)
 	}
 }
+
+// An entry whose content is stored serves older copies of the cache only: it sends no reset
+// astray, does not queue content for a cluster whose stream is gone, and goes in the end.
+func TestSettledEntry(t *testing.T) {
+	s := &Server{}
+	s.init()
+	f := newFeed()
+	s.open("east", nil, f)
+	stored := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web", UID: "u1",
+		ResourceVersion: "10", Generation: 3}, Spec: v1alpha1.WorkSpec{DeletionPolicy: v1alpha1.DeletionDelete}}
+	later := time.Now().Add(time.Minute)
+	settled := func() *v1alpha1.Work {
+		t.Helper()
+		if !s.Hand(stored, handed(stored, v1alpha1.DeletionOrphan)) {
+			t.Fatal("not handed")
+		}
+		k, w, _, _, _ := s.nextWrite(nil, later)
+		s.wrote(k, w, w.DeepCopy(), false)
+		if s.Pending() != 0 || len(s.pending) != 1 {
+			t.Fatalf("%d pending, %d entries; want 0 and 1", s.Pending(), len(s.pending))
+		}
+		return w
+	}
+	w := settled()
+
+	// A reset (the plan wants what is stored while the agent reports newer) is sent.
+	s.Reset(w)
+	if !s.hasReset("east", "shop.web") {
+		t.Fatal("a Work with only stored content left is not reset")
+	}
+	s.clearResets("east", []string{"shop.web"})
+
+	// Without a stream that gets the Works, the caller writes the next content itself.
+	s.close("east", f)
+	if s.Hand(w, handed(w, "Next")) {
+		t.Fatal("content was handed for a cluster whose stream is gone")
+	}
+	if len(s.pending) != 0 {
+		t.Fatal("the entry of a cluster without a stream is kept")
+	}
+
+	// An entry that no view drops goes a while after its write.
+	f = newFeed()
+	s.open("east", nil, f)
+	settled()
+	s.pending[workKey{"east", "shop.web"}].stored = time.Now().Add(-settledSweep - time.Second)
+	if _, _, _, _, ok := s.nextWrite(nil, later); ok || len(s.pending) != 0 {
+		t.Fatalf("an entry stored long ago is kept (%d entries)", len(s.pending))
+	}
+}
