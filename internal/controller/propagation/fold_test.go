@@ -13,8 +13,8 @@ import (
 
 // TestFoldFor: which changes of a Placement's status wait for more reports, and for how long.
 func TestFoldFor(t *testing.T) {
-	stored := v1alpha1.PlacementStatus{ObservedGeneration: 2, Clusters: []v1alpha1.ClusterPlacementStatus{
-		{Cluster: "east", Applied: true, Available: true}, {Cluster: "west", Applied: true, Available: true}}}
+	stored := v1alpha1.PlacementStatus{ObservedGeneration: 2, ScheduledClusters: 2, Clusters: []v1alpha1.ClusterPlacementStatus{
+		{Cluster: "east", Applied: true, Available: true, Healthy: true}, {Cluster: "west", Applied: true, Available: true, Healthy: true}}}
 	// The template changed: one cluster reported on the new content, the other not yet.
 	rows := func(st v1alpha1.PlacementStatus) v1alpha1.PlacementStatus {
 		st = *st.DeepCopy()
@@ -55,6 +55,32 @@ func TestFoldFor(t *testing.T) {
 		{name: "a cluster fails over", out: func() plan.Output {
 			st := rows(stored)
 			st.FailedOver = []v1alpha1.FailedOverCluster{{Cluster: "west", Since: metav1.Now()}}
+			return plan.Output{Status: st, Awaiting: 1}
+		}},
+		{name: "the counting conditions change with the rows", out: func() plan.Output {
+			st := rows(stored)
+			st.Conditions = []metav1.Condition{{Type: v1alpha1.PlacementAvailable, Status: metav1.ConditionFalse, Reason: "Progressing", Message: "available in 1/2 clusters"}}
+			return plan.Output{Status: st, Awaiting: 1}
+		}, held: true},
+		{name: "another condition changes", out: func() plan.Output {
+			st := rows(stored)
+			st.Conditions = []metav1.Condition{{Type: v1alpha1.PlacementScheduled, Status: metav1.ConditionFalse, Reason: "NoClusters"}}
+			return plan.Output{Status: st, Awaiting: 1}
+		}},
+		{name: "a cluster is chosen", out: func() plan.Output {
+			st := rows(stored)
+			st.Clusters = append(st.Clusters, v1alpha1.ClusterPlacementStatus{Cluster: "south", Healthy: true})
+			st.ScheduledClusters = 3
+			return plan.Output{Status: st, Awaiting: 2}
+		}},
+		{name: "a cluster is no longer healthy", out: func() plan.Output {
+			st := rows(stored)
+			st.Clusters[1].Healthy = false
+			return plan.Output{Status: st, Awaiting: 1}
+		}},
+		{name: "a cluster reports an error", out: func() plan.Output {
+			st := rows(stored)
+			st.Clusters[1].Error = "Deployment web: invalid"
 			return plan.Output{Status: st, Awaiting: 1}
 		}},
 		{name: "a new generation is observed", out: func() plan.Output {

@@ -121,17 +121,15 @@ type fold struct {
 	epoch       uint64
 }
 
-// foldFor says how long the status write of out waits, or 0 for now. It waits while only the
-// clusters' rows and the conditions counting them change and some clusters have yet to report
-// on their content (out.Awaiting), for statusInterval at most from the first change held back:
-// the reports still to come fold into one write, which the last of them makes at once. What a
-// decision stores (the rollout's state, failed-over clusters, the observed generation, and
-// anything that comes with an event) is never held back.
+// foldFor says how long the status write of out waits, or 0 for now. It waits while only what
+// the clusters report changes (onlyReports) and some clusters have yet to report on their
+// content (out.Awaiting), for statusInterval at most from the first change held back: the
+// reports still to come fold into one write, which the last of them makes at once. What a
+// decision stores or reads back (the chosen clusters, the rollout's state, failed-over
+// clusters, the observed generation), errors, and anything that comes with an event are never
+// held back.
 func (r *Reconciler) foldFor(key client.ObjectKey, p *v1alpha1.Placement, out plan.Output, epoch uint64) time.Duration {
-	if out.Awaiting == 0 || len(out.Events) > 0 ||
-		out.Status.ObservedGeneration != p.Status.ObservedGeneration ||
-		!equality.Semantic.DeepEqual(out.Status.Rollout, p.Status.Rollout) ||
-		!equality.Semantic.DeepEqual(out.Status.FailedOver, p.Status.FailedOver) ||
+	if out.Awaiting == 0 || len(out.Events) > 0 || !onlyReports(p.Status, out.Status) ||
 		equality.Semantic.DeepEqual(out.Status, p.Status) {
 		r.folds.Delete(key)
 		return 0
@@ -146,6 +144,40 @@ func (r *Reconciler) foldFor(key client.ObjectKey, p *v1alpha1.Placement, out pl
 		r.folds.Delete(key)
 	}
 	return wait
+}
+
+// onlyReports says whether next differs from stored only in what the clusters' reports move:
+// each row's applied, available, drifted and replica counts, and the Applied and Available
+// conditions that count them. The rows' clusters and their health are the decision's own (the
+// next one schedules from them), as are the other conditions, the rollout's state and the
+// failed-over clusters.
+func onlyReports(stored, next v1alpha1.PlacementStatus) bool {
+	if stored.ObservedGeneration != next.ObservedGeneration || stored.ScheduledClusters != next.ScheduledClusters ||
+		len(stored.Clusters) != len(next.Clusters) ||
+		!equality.Semantic.DeepEqual(stored.Rollout, next.Rollout) ||
+		!equality.Semantic.DeepEqual(stored.FailedOver, next.FailedOver) {
+		return false
+	}
+	for i, a := range stored.Clusters {
+		b := next.Clusters[i]
+		if a.Cluster != b.Cluster || a.Healthy != b.Healthy || a.Revision != b.Revision || a.Error != b.Error ||
+			!equality.Semantic.DeepEqual(a.ScheduledReplicas, b.ScheduledReplicas) {
+			return false
+		}
+	}
+	counting := func(c metav1.Condition) bool {
+		return c.Type == v1alpha1.PlacementApplied || c.Type == v1alpha1.PlacementAvailable
+	}
+	others := func(cs []metav1.Condition) []metav1.Condition {
+		var out []metav1.Condition
+		for _, c := range cs {
+			if !counting(c) {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	return equality.Semantic.DeepEqual(others(stored.Conditions), others(next.Conditions))
 }
 
 // held says how long the status change held back for p still waits, when nothing the
