@@ -296,16 +296,22 @@ func TestBacklog(t *testing.T) {
 	}
 }
 
-// A Work stored from handed content and then changed by another writer is handed its next
-// content on the generation that writer made, not on the one the Server last wrote.
-func TestHandAfterAnotherWriter(t *testing.T) {
+// streamedWork is a Server whose cluster east has a stream that gets its Works, a stored Work
+// of that cluster, and a time when every content handed is due for its write.
+func streamedWork() (*Server, *feed, *v1alpha1.Work, time.Time) {
 	s := &Server{}
 	s.init()
 	f := newFeed()
 	s.open("east", nil, f)
 	stored := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web", UID: "u1",
 		ResourceVersion: "10", Generation: 3}, Spec: v1alpha1.WorkSpec{DeletionPolicy: v1alpha1.DeletionDelete}}
-	later := time.Now().Add(time.Minute)
+	return s, f, stored, time.Now().Add(time.Minute)
+}
+
+// A Work stored from handed content and then changed by another writer is handed its next
+// content on the generation that writer made, not on the one the Server last wrote.
+func TestHandAfterAnotherWriter(t *testing.T) {
+	s, _, stored, later := streamedWork()
 	if !s.Hand(stored, handed(stored, v1alpha1.DeletionOrphan)) {
 		t.Fatal("not handed")
 	}
@@ -329,13 +335,7 @@ func TestHandAfterAnotherWriter(t *testing.T) {
 // An entry whose content is stored serves older copies of the cache only: it sends no reset
 // astray, does not queue content for a cluster whose stream is gone, and goes in the end.
 func TestSettledEntry(t *testing.T) {
-	s := &Server{}
-	s.init()
-	f := newFeed()
-	s.open("east", nil, f)
-	stored := &v1alpha1.Work{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.ClusterNamespace("east"), Name: "shop.web", UID: "u1",
-		ResourceVersion: "10", Generation: 3}, Spec: v1alpha1.WorkSpec{DeletionPolicy: v1alpha1.DeletionDelete}}
-	later := time.Now().Add(time.Minute)
+	s, f, stored, later := streamedWork()
 	settled := func() *v1alpha1.Work {
 		t.Helper()
 		if !s.Hand(stored, handed(stored, v1alpha1.DeletionOrphan)) {
