@@ -58,6 +58,9 @@ type pendingWork struct {
 	stored time.Time
 }
 
+// settled says that all content handed for the Work is stored: the entry serves views only.
+func (p *pendingWork) settled() bool { return len(p.queue) == 0 && !p.writing }
+
 // settledGrace is how long a Work's entry outlives its last write. A reader may hold a copy
 // of the cache taken before the write reached it (a controller lists its Works, then views
 // them one by one): until the entry goes, its view of that copy is still the handed content,
@@ -96,7 +99,7 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	}
 	p := s.pending[k]
 	if p != nil && (p.uid != old.UID ||
-		(len(p.queue) == 0 && !p.writing && (old.Generation > p.last.Generation || !s.streamsWorks(cluster)))) {
+		(p.settled() && (old.Generation > p.last.Generation || !s.streamsWorks(cluster)))) {
 		// Of a Work that is gone, or stored and changed by another writer since (the next
 		// write is on the generation old shows), or stored and its cluster has no stream that
 		// gets its Works any more (the caller writes).
@@ -106,7 +109,7 @@ func (s *Server) Hand(old, w *v1alpha1.Work) bool {
 	// A change of labels or annotations alone moves no generation: it is a write of the
 	// same generation, and needs none of its own when nothing is pending.
 	sameSpec := sameSpec(old.Spec, w.Spec)
-	if sameSpec && (p == nil || (len(p.queue) == 0 && !p.writing)) {
+	if sameSpec && (p == nil || p.settled()) {
 		if p != nil && p.last != nil {
 			// The caller writes it; until the cache shows that, the view shows it too.
 			last := *p.last
@@ -207,7 +210,7 @@ func (s *Server) View(w *v1alpha1.Work) *v1alpha1.Work {
 		// forgotten (Forget) or handed content (Hand).
 		return w
 	}
-	settled := len(p.queue) == 0 && !p.writing
+	settled := p.settled()
 	if !w.DeletionTimestamp.IsZero() {
 		// Being deleted: what is stored is what the agent must finalize.
 		if settled {
@@ -240,7 +243,7 @@ func (s *Server) Pending() int {
 	defer s.pmu.Unlock()
 	n := 0
 	for _, p := range s.pending {
-		if len(p.queue) > 0 || p.writing {
+		if !p.settled() {
 			n++
 		}
 	}
@@ -255,7 +258,7 @@ func (s *Server) nextWrite(skip map[workKey]bool, now time.Time) (k workKey, w *
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	for key, p := range s.pending {
-		if len(p.queue) == 0 && !p.writing && time.Since(p.stored) > settledSweep {
+		if p.settled() && time.Since(p.stored) > settledSweep {
 			delete(s.pending, key) // stored long ago: every copy of the cache shows it
 			continue
 		}
@@ -279,7 +282,7 @@ func (s *Server) isPending(k workKey) bool {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	p := s.pending[k]
-	return p != nil && (len(p.queue) > 0 || p.writing)
+	return p != nil && !p.settled()
 }
 
 // wrote records the outcome of writing w: stored (the Work as the write returned it), or
@@ -551,7 +554,7 @@ func (s *Server) Reset(w *v1alpha1.Work) {
 	s.init()
 	k := workKey{cluster, w.Name}
 	s.lockPending()
-	if p := s.pending[k]; p != nil && p.uid == w.UID && (len(p.queue) > 0 || p.writing) {
+	if p := s.pending[k]; p != nil && p.uid == w.UID && !p.settled() {
 		s.pmu.Unlock()
 		return
 	}

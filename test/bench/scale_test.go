@@ -269,6 +269,8 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fmt.Printf("\n== %d simulated clusters ==\n", n)
+	// CONVOY_SCALE_TRACE prints each Placement status the propagation sees, timed.
+	trace := os.Getenv("CONVOY_SCALE_TRACE") != ""
 
 	// The hub, as its own process, so that its memory and CPU are its own.
 	args := []string{"--log-level", "warn"}
@@ -380,7 +382,7 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	after := measure(pids(), func() { time.Sleep(15 * time.Second) })
 	res.AfterRegistration = &after
 	fmt.Printf("hub in the 15 s after the registration: %.0f MiB %v\n", after.TotalMiB, after.RSSMiB)
-	if os.Getenv("CONVOY_SCALE_TRACE") == "" { // a trace is of the propagation alone
+	if !trace { // a trace is of the propagation alone
 		time.Sleep(time.Until(ready.Add(idleAfter)))
 	}
 	streamsBefore := h.Status().Delivery
@@ -411,8 +413,6 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	var changing atomic.Bool
 	var rvMu sync.Mutex
 	lastRV, beforeRV := "", ""
-	// CONVOY_SCALE_TRACE prints each Placement status the propagation sees, timed.
-	trace := os.Getenv("CONVOY_SCALE_TRACE") != ""
 	var traceStart atomic.Int64
 	watchPlacements(b, ctx, cfg, func(p *v1alpha1.Placement) {
 		rvMu.Lock()

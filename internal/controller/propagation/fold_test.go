@@ -94,7 +94,7 @@ func TestFoldFor(t *testing.T) {
 			r := &Reconciler{}
 			p := &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Generation: 2}, Status: *stored.DeepCopy()}
 			if tc.since > 0 {
-				r.folds.Store(key, fold{since: time.Now().Add(-tc.since), generation: 2})
+				r.folds.Store(key, fold{since: time.Now().Add(-tc.since), resourceVersion: p.ResourceVersion})
 			}
 			wait := r.foldFor(key, p, tc.out(), 0)
 			_, kept := r.folds.Load(key)

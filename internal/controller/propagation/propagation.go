@@ -115,10 +115,11 @@ const statusInterval = time.Second
 // templates and Clusters only looks whether every cluster has reported (held), instead of
 // deciding again at every report.
 type fold struct {
-	since       time.Time
-	generation  int64
-	annotations map[string]string
-	epoch       uint64
+	since time.Time
+	// resourceVersion is the Placement's: any change of it (its spec, its annotations with
+	// the rollout's commands) is decided again.
+	resourceVersion string
+	epoch           uint64
 }
 
 // foldFor says how long the status write of out waits, or 0 for now. It waits while only what
@@ -138,7 +139,7 @@ func (r *Reconciler) foldFor(key client.ObjectKey, p *v1alpha1.Placement, out pl
 	if f, ok := r.folds.Load(key); ok {
 		since = f.(fold).since
 	}
-	r.folds.Store(key, fold{since: since, generation: p.Generation, annotations: maps.Clone(p.Annotations), epoch: epoch})
+	r.folds.Store(key, fold{since: since, resourceVersion: p.ResourceVersion, epoch: epoch})
 	wait := time.Until(since.Add(statusInterval))
 	if wait <= 0 {
 		r.folds.Delete(key)
@@ -190,7 +191,7 @@ func (r *Reconciler) held(ctx context.Context, key client.ObjectKey, p *v1alpha1
 	}
 	f := v.(fold)
 	wait := time.Until(f.since.Add(statusInterval))
-	if wait <= 0 || f.generation != p.Generation || f.epoch != r.epoch.Load() || !maps.Equal(f.annotations, p.Annotations) {
+	if wait <= 0 || f.resourceVersion != p.ResourceVersion || f.epoch != r.epoch.Load() {
 		return 0
 	}
 	works, err := r.works(ctx, p)
