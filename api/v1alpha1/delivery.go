@@ -1,5 +1,7 @@
 package v1alpha1
 
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 // The delivery connection between the hub and an agent (internal/delivery): one long-lived
 // gRPC stream per agent, served by the hub process next to its API server. The agent
 // authenticates with its ServiceAccount token, heartbeats on the stream, and reports its
@@ -13,6 +15,13 @@ const (
 	// DeliveryService is the stream's gRPC service, and DeliverySync its one method.
 	DeliveryService = "convoy.delivery.v1alpha1.Delivery"
 	DeliverySync    = "Sync"
+	// DeliveryJoin is the service's unary method by which an agent gets a token of its
+	// cluster's ServiceAccount from the hub process (JoinRequest, JoinResponse): with a
+	// bootstrap token to join, or its current token to renew it. It answers what the hub's API
+	// server would (the agent-config's settings and a token request), from the hub's cache and
+	// its service-account signing key, so that an agent that joins makes no request to the
+	// API server, and on the connection its stream then uses.
+	DeliveryJoin = "Join"
 	// AgentConfigDeliveryPort is the key of the agent's ConfigMap (AgentConfigMap) that gives
 	// the port of the hub's delivery stream, on the host of the hub's API server. An agent
 	// whose ConfigMap has none renews its Lease and writes its Works' status itself.
@@ -88,4 +97,24 @@ type HubMessage struct {
 	// write was refused or conflicted, or a restarted hub found that what is stored is what
 	// it wants). Without it an agent never goes back to an older generation of a Work.
 	WorksReset []string `json:"worksReset,omitempty"`
+}
+
+// JoinRequest asks for a token of the cluster's agent ServiceAccount (DeliveryJoin). The
+// request's bearer token is a bootstrap token of the cluster's current credential generation,
+// or a token of its current ServiceAccount.
+type JoinRequest struct {
+	Cluster string `json:"cluster"`
+	// ExpirationSeconds is the lifetime the agent asks for; the hub may give a shorter one.
+	ExpirationSeconds int64 `json:"expirationSeconds,omitempty"`
+}
+
+// JoinResponse is the hub's answer to a JoinRequest.
+type JoinResponse struct {
+	// Token is a ServiceAccount token, as the hub's API server would issue it, valid until
+	// Expires.
+	Token   string      `json:"token"`
+	Expires metav1.Time `json:"expires"`
+	// Settings are the agent-config's data (AgentConfigMap): the ServiceAccount, the
+	// heartbeat interval, the delivery port.
+	Settings map[string]string `json:"settings,omitempty"`
 }

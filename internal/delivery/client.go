@@ -54,6 +54,12 @@ type Client struct {
 	everUp           bool
 	// hubInventory says the hub of the last stream stores the inventory it is sent.
 	hubInventory bool
+
+	// conn is the connection to connAddr that a join made or the stream uses: a join and
+	// the stream after it share one connection (one TLS handshake for both).
+	cmu      sync.Mutex
+	conn     *grpc.ClientConn
+	connAddr string
 }
 
 // NewClient makes a Client; Run connects it.
@@ -125,12 +131,12 @@ func (c *Client) poke() {
 // Run keeps a stream open to addr (HOST:PORT) until ctx ends, reconnecting with jittered
 // backoff up to maxBackoff.
 func (c *Client) Run(ctx context.Context, addr, serverName string) {
-	conn, err := c.dial(addr, serverName)
+	conn, err := c.connFor(addr, serverName)
 	if err != nil {
 		c.Log.Error("cannot set up the delivery stream", "addr", addr, "err", err)
 		return
 	}
-	defer conn.Close()
+	defer c.release(conn)
 	fails := 0
 	var down time.Time
 	for ctx.Err() == nil {
@@ -158,6 +164,91 @@ func (c *Client) Run(ctx context.Context, addr, serverName string) {
 		case <-t.C:
 		}
 	}
+}
+
+// connFor returns the Client's connection to addr, made if there is none (or it is to
+// another address, which it replaces).
+func (c *Client) connFor(addr, serverName string) (*grpc.ClientConn, error) {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	if c.conn != nil && c.connAddr == addr {
+		return c.conn, nil
+	}
+	conn, err := c.dial(addr, serverName)
+	if err != nil {
+		return nil, err
+	}
+	if c.conn != nil {
+		c.conn.Close()
+	}
+	c.conn, c.connAddr = conn, addr
+	return conn, nil
+}
+
+// Close closes the Client's connection, if a join made one that no stream took.
+func (c *Client) Close() {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn, c.connAddr = nil, ""
+	}
+}
+
+// release closes conn, the stream's, once the stream is done with it.
+func (c *Client) release(conn *grpc.ClientConn) {
+	c.cmu.Lock()
+	if c.conn == conn {
+		c.conn, c.connAddr = nil, ""
+	}
+	c.cmu.Unlock()
+	conn.Close()
+}
+
+// ErrNoJoin says the hub at the address serves no joins (v1alpha1.DeliveryJoin), or cannot
+// be reached there (an older hub, a member whose network forwards only the API server): the
+// agent asks the hub's API server instead.
+var ErrNoJoin = errors.New("the hub serves no joins on its delivery port")
+
+// Join asks the hub at addr for a token of the cluster's agent, presenting token (a bootstrap
+// token, or the current one to renew it), valid for ttl at most. It uses the Client's
+// connection to addr, and makes it if there is none, for the stream (Run) to use; a connection
+// to another address stays as it is, and the join uses one of its own. A refusal wraps
+// ErrRefused, and a hub that serves no joins, or cannot be reached, ErrNoJoin.
+func (c *Client) Join(ctx context.Context, addr, serverName, token string, ttl time.Duration) (v1alpha1.JoinResponse, error) {
+	c.cmu.Lock()
+	conn, own := c.conn, false
+	switch {
+	case conn == nil:
+		if conn, _ = c.dial(addr, serverName); conn != nil {
+			c.conn, c.connAddr = conn, addr
+		}
+	case c.connAddr != addr:
+		conn, _ = c.dial(addr, serverName)
+		own = true
+	}
+	c.cmu.Unlock()
+	if conn == nil {
+		return v1alpha1.JoinResponse{}, fmt.Errorf("%w: cannot set up a connection to %s", ErrNoJoin, addr)
+	}
+	if own {
+		defer conn.Close()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var resp v1alpha1.JoinResponse
+	err := conn.Invoke(ctx, joinMethod, &v1alpha1.JoinRequest{Cluster: c.Cluster, ExpirationSeconds: int64(ttl / time.Second)}, &resp,
+		grpc.PerRPCCredentials(bearer(func() string { return token })))
+	if st, ok := status.FromError(err); ok && err != nil && (st.Code() == codes.Unimplemented || st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded) {
+		return v1alpha1.JoinResponse{}, fmt.Errorf("%w: %s", ErrNoJoin, st.Message())
+	}
+	if err != nil {
+		return v1alpha1.JoinResponse{}, refusal(err)
+	}
+	if resp.Token == "" {
+		return v1alpha1.JoinResponse{}, errors.New("the hub's join answer has no token")
+	}
+	return resp, nil
 }
 
 func (c *Client) dial(addr, serverName string) (*grpc.ClientConn, error) {

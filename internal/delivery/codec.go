@@ -17,7 +17,10 @@
 // change (WorkChanged), so that agents neither list nor watch Works through the hub's API.
 // A Work's new content may be handed to the Server ahead of its stored write (Hand, in
 // pending.go): the streams send it at once and the Writer stores it at a paced rate, one write
-// per generation. Stats counts what the streams carry.
+// per generation. Stats counts what the streams carry. An agent may also join on the same
+// port (Delivery.Join, join.go): the hub's Enrollment trades its bootstrap token, or renews its
+// token, from the hub's cache and the API server's signing key, and the stream then uses the
+// join's connection.
 //
 // The hub's composition root and the agent import it; the controllers see the fold only through
 // their own small interfaces.
@@ -41,6 +44,9 @@ func (codec) Name() string                       { return "json" }
 
 // syncMethod is the full gRPC method name of the stream.
 const syncMethod = "/" + v1alpha1.DeliveryService + "/" + v1alpha1.DeliverySync
+
+// joinMethod is the full name of the unary join (v1alpha1.DeliveryJoin).
+const joinMethod = "/" + v1alpha1.DeliveryService + "/" + v1alpha1.DeliveryJoin
 
 // streamDesc describes the one bidirectional stream.
 var streamDesc = grpc.StreamDesc{StreamName: v1alpha1.DeliverySync, ClientStreams: true, ServerStreams: true}

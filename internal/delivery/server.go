@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/api/equality"
 
@@ -44,6 +43,9 @@ type Authenticator interface {
 // fields, then call Serve.
 type Server struct {
 	Auth Authenticator
+	// Enroll, if set, answers the agents' joins and token renewals (v1alpha1.DeliveryJoin);
+	// without it the method is not served, and agents ask the API server.
+	Enroll *Enrollment
 	// HeartbeatInterval is how often agents must send; zero means
 	// v1alpha1.DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
@@ -151,9 +153,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, cert tls.Certificate
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
+	var methods []grpc.MethodDesc
+	if s.Enroll != nil {
+		methods = append(methods, s.joinDesc())
+	}
 	s.grpc.RegisterService(&grpc.ServiceDesc{
 		ServiceName: v1alpha1.DeliveryService,
 		HandlerType: (*any)(nil),
+		Methods:     methods,
 		Streams: []grpc.StreamDesc{{
 			StreamName: v1alpha1.DeliverySync, ClientStreams: true, ServerStreams: true,
 			Handler: func(_ any, stream grpc.ServerStream) error { return s.sync(stream) },
@@ -182,14 +189,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, cert tls.Certificate
 // sync serves one agent's stream.
 func (s *Server) sync(stream grpc.ServerStream) error {
 	ctx := stream.Context()
-	token := ""
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		for _, v := range md.Get("authorization") {
-			if t, ok := strings.CutPrefix(v, "Bearer "); ok {
-				token = t
-			}
-		}
-	}
+	token := bearerOf(ctx)
 	if token == "" {
 		return status.Error(codes.Unauthenticated, "no bearer token: the agent authenticates with its ServiceAccount token")
 	}

@@ -13,8 +13,10 @@ import (
 type Stats struct {
 	// Connected is how many clusters have a stream open now.
 	Connected int `json:"connected"`
-	// Opened is how many streams were opened since the hub started (probes included).
+	// Opened is how many streams were opened since the hub started (probes included), and
+	// Joined how many joins (and token renewals) the hub answered itself (Enrollment).
 	Opened      int64 `json:"opened"`
+	Joined      int64 `json:"joined"`
 	BytesIn     int64 `json:"bytesIn"`
 	BytesOut    int64 `json:"bytesOut"`
 	MessagesIn  int64 `json:"messagesIn"`
@@ -30,8 +32,8 @@ type Stats struct {
 
 // counters are the Server's running totals, kept by gRPC's stats hooks.
 type counters struct {
-	opened, bytesIn, bytesOut, messagesIn, messagesOut atomic.Int64
-	handed, stored, dropped                            atomic.Int64
+	opened, joined, bytesIn, bytesOut, messagesIn, messagesOut atomic.Int64
+	handed, stored, dropped                                    atomic.Int64
 }
 
 var _ stats.Handler = (*counters)(nil)
@@ -57,6 +59,7 @@ func (c *counters) HandleConn(context.Context, stats.ConnStats) {}
 func (s *Server) Stats() Stats {
 	st := Stats{
 		Opened:      s.count.opened.Load(),
+		Joined:      s.count.joined.Load(),
 		BytesIn:     s.count.bytesIn.Load(),
 		BytesOut:    s.count.bytesOut.Load(),
 		MessagesIn:  s.count.messagesIn.Load(),

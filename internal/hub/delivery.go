@@ -94,6 +94,11 @@ func (h *Hub) startDelivery(mgr manager.Manager, cfg *rest.Config, l net.Listene
 		return err
 	}
 	srv.Auth = &delivery.TokenReviews{Reviews: cs.AuthenticationV1().TokenReviews(), Cache: mgr.GetCache(), Keys: keys}
+	// Joins and token renewals are answered here, from the cache and the API server's own
+	// signing key: the agents need not reach the API server to join.
+	if srv.Enroll, err = delivery.LoadEnrollment(mgr.GetCache(), h.pki.ServiceAccountKey, kubeproc.ServiceAccountIssuer, kubeproc.ServiceAccountIssuer); err != nil {
+		return err
+	}
 	srv.Works = cachedWorks{mgr.GetCache()}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		works, err := mgr.GetCache().GetInformer(ctx, &v1alpha1.Work{})
