@@ -49,6 +49,12 @@ type Options struct {
 	// is not HubURL's host at the port the hub's settings give (a proxy or a port mapping
 	// between them). The hub's certificate is checked for HubURL's host either way.
 	DeliveryAddr string
+	// DeliveryPort is the port of the hub's delivery stream on HubURL's host, when known
+	// before the agent has joined (the local provider gives it to its clusters' agents): the
+	// agent then joins there (v1alpha1.DeliveryJoin), with no request to the hub's API
+	// server. Without it or DeliveryAddr the agent joins through the API server. Either way
+	// it renews its token on the port its settings give, once they give one.
+	DeliveryPort string
 	// BootstrapTokenFile holds a bootstrap token from `convoy cluster join`; the agent reads
 	// it when it has no working identity.
 	BootstrapTokenFile string
@@ -83,7 +89,12 @@ type Agent struct {
 	settings        atomic.Pointer[agentSettings]
 	settingsWatched atomic.Bool
 
-	stream atomic.Pointer[stream] // the delivery stream, once the hub offers one
+	// dc is the first delivery stream's client: it joins, and its connection then carries
+	// that stream (switchDelivery); dcTaken says a stream has it (a later stream, after the
+	// hub stopped offering one, gets a client of its own, as the first did).
+	dc      *delivery.Client
+	dcTaken atomic.Bool
+	stream  atomic.Pointer[stream] // the delivery stream, once the hub offers one
 	// inv is the latest inventory taken, which a new delivery stream's client starts with.
 	inv       atomic.Pointer[v1alpha1.Inventory]
 	lastCheck atomic.Int64           // unix nanoseconds of the last checkIdentity
@@ -128,6 +139,9 @@ func Run(ctx context.Context, o Options) error {
 		store = fileStore(filepath.Join(o.StateDir, "token.json"))
 	}
 	a.id = newIdentity(ctx, o.Cluster, base, store, o.BootstrapTokenFile, a.log)
+	a.dc = a.newDeliveryClient(ctx)
+	defer a.dc.Close() // a connection a join made, when no stream took it
+	a.id.join = a.join
 	// Joining reads the agent's settings: a new agent needs no list and watch of them for its
 	// first stream.
 	a.id.settings = func(data map[string]string) { a.takeSettings(data) }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/url"
 	"time"
@@ -170,9 +171,10 @@ func (a *Agent) switchDelivery(ctx context.Context, port string) {
 		return
 	}
 	if c == nil {
-		c = delivery.NewClient(a.opts.Cluster, a.opts.Version, a.opts.HubCA, a.id.token, a.log.With("component", "delivery"))
-		c.OnRefused = func(error) { a.checkIdentity(ctx) }
-		c.GetWorks = true
+		c = a.dc
+		if a.dcTaken.Swap(true) {
+			c = a.newDeliveryClient(ctx)
+		}
 		if inv := a.inv.Load(); inv != nil {
 			c.SetInventory(*inv)
 		}
@@ -221,4 +223,40 @@ func (a *Agent) requeueWorks() {
 	if f := a.requeue.Load(); f != nil {
 		(*f)()
 	}
+}
+
+// join asks the hub process for the agent's token (identity.join), on its delivery port:
+// DeliveryAddr, or HubURL's host at the port of the agent's settings, or before it has any,
+// at DeliveryPort. delivery.ErrNoJoin when none is known: the agent asks the API server.
+func (a *Agent) join(ctx context.Context, bearer string) (v1alpha1.JoinResponse, error) {
+	u, err := url.Parse(a.opts.HubURL)
+	if err != nil {
+		return v1alpha1.JoinResponse{}, fmt.Errorf("%w: %v", delivery.ErrNoJoin, err)
+	}
+	port := a.opts.DeliveryPort
+	if st := a.settings.Load(); st != nil {
+		port = st.port
+	}
+	addr := a.opts.DeliveryAddr
+	switch {
+	case port == "" && (addr == "" || a.settings.Load() != nil):
+		// No port known, or the hub's settings say it offers no stream.
+		return v1alpha1.JoinResponse{}, delivery.ErrNoJoin
+	case addr == "":
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	// The stream's client, whose connection is open, or the one the first stream will take.
+	c := a.dc
+	if s := a.stream.Load(); s != nil {
+		c = s.client
+	}
+	return c.Join(ctx, addr, u.Hostname(), bearer, tokenTTL)
+}
+
+// newDeliveryClient makes a delivery stream's client.
+func (a *Agent) newDeliveryClient(ctx context.Context) *delivery.Client {
+	c := delivery.NewClient(a.opts.Cluster, a.opts.Version, a.opts.HubCA, a.id.token, a.log.With("component", "delivery"))
+	c.OnRefused = func(error) { a.checkIdentity(ctx) }
+	c.GetWorks = true
+	return c
 }

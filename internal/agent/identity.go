@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/delivery"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
 
@@ -52,6 +53,9 @@ type identity struct {
 	revoked       atomic.Bool
 	// settings, if set, gets the agent-config each request reads (the agent's settings).
 	settings func(data map[string]string)
+	// join, if set, asks the hub process for the token instead of its API server
+	// (v1alpha1.DeliveryJoin), presenting bearer; delivery.ErrNoJoin when it cannot.
+	join func(ctx context.Context, bearer string) (v1alpha1.JoinResponse, error)
 }
 
 type savedToken struct {
@@ -188,8 +192,29 @@ func (id *identity) readBootstrap() string {
 }
 
 // request asks the hub for a token of the agent's ServiceAccount, authenticating with
-// bearer (a bootstrap token, or the current token to renew it), and keeps it.
+// bearer (a bootstrap token, or the current token to renew it), and keeps it: the hub
+// process on its delivery port when it answers joins there, else its API server.
 func (id *identity) request(ctx context.Context, bearer, fromBootstrap string) error {
+	if id.join != nil {
+		resp, err := id.join(ctx, bearer)
+		switch {
+		case err == nil:
+			if id.settings != nil {
+				id.settings(resp.Settings)
+			}
+			return id.keep(ctx, resp.Token, resp.Expires.Time, fromBootstrap)
+		case errors.Is(err, delivery.ErrRefused) && fromBootstrap == "":
+			return fmt.Errorf("%w (%v)", ErrRevoked, err)
+		case errors.Is(err, delivery.ErrRefused):
+			// The hub process takes only the bootstrap tokens `convoy cluster join` makes;
+			// the API server decides for any other (and refuses a revoked one too).
+			id.log.Debug("the hub refused the bootstrap token on its delivery port; asking its API server", "err", err)
+		case !errors.Is(err, delivery.ErrNoJoin):
+			return err
+		default:
+			id.log.Debug("the hub answers no joins on its delivery port; asking its API server", "err", err)
+		}
+	}
 	cfg := rest.CopyConfig(id.hub)
 	cfg.BearerToken = bearer
 	cfg.Timeout = 15 * time.Second
@@ -228,7 +253,13 @@ func (id *identity) request(ctx context.Context, bearer, fromBootstrap string) e
 	if err != nil {
 		return err
 	}
-	s := savedToken{Token: resp.Status.Token, Expires: resp.Status.ExpirationTimestamp.Time, Bootstrap: id.usedBootstrap}
+	return id.keep(ctx, resp.Status.Token, resp.Status.ExpirationTimestamp.Time, fromBootstrap)
+}
+
+// keep stores and uses a new token, which came from the bootstrap token fromBootstrap (or ""
+// for a renewal).
+func (id *identity) keep(ctx context.Context, token string, expires time.Time, fromBootstrap string) error {
+	s := savedToken{Token: token, Expires: expires, Bootstrap: id.usedBootstrap}
 	if fromBootstrap != "" {
 		s.Bootstrap = fromBootstrap
 	}

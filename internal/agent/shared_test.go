@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -35,6 +36,10 @@ func TestSharedObjects(t *testing.T) {
 		t.Skip("starts a hub")
 	}
 	f := startFleet(t, "m1", "m2")
+	// They joined on the hub's delivery port, not through its API server.
+	if st := f.hub.Status().Delivery; st == nil || st.Joined < int64(len(f.names)) {
+		t.Errorf("the hub answered joins on its delivery port: %+v; want one for each of the %d agents", st, len(f.names))
+	}
 
 	t.Run("group", func(t *testing.T) {
 		t.Run("two Placements share a namespace and a ConfigMap, backend deleted first", func(t *testing.T) {
@@ -78,7 +83,10 @@ type fleet struct {
 func startFleet(t *testing.T, names ...string) *fleet {
 	h := hubtest.Start(t)
 	ctx := context.Background()
-	f := &fleet{hub: h, c: h.Client, names: names, sim: sim.NewFleet(sim.Options{HubURL: h.Config.Host, HubCA: h.Config.CAData,
+	// The agents are told the hub's delivery port, as local clusters' agents are: they join
+	// there, not through the API server (TestSharedObjects checks that).
+	_, port, _ := net.SplitHostPort(h.DeliveryAddr())
+	f := &fleet{hub: h, c: h.Client, names: names, sim: sim.NewFleet(sim.Options{HubURL: h.Config.Host, HubCA: h.Config.CAData, DeliveryPort: port,
 		StateDir: t.TempDir(), AvailableAfter: 100 * time.Millisecond, Version: "test", Log: hubtest.Logger(t)})}
 	t.Cleanup(f.sim.StopAll)
 	for _, n := range names {

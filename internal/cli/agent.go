@@ -39,7 +39,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if s.clusters > 0 {
-				s.stateDir = o.StateDir
+				s.stateDir, s.deliveryAddr, s.deliveryPort = o.StateDir, o.DeliveryAddr, o.DeliveryPort
 				return runSimulated(cmd.Context(), g, s)
 			}
 			if s.clusters < 0 {
@@ -103,6 +103,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 	f.StringVar(&o.HubURL, "hub-url", "", "URL of the hub's API server")
 	f.StringVar(&caFile, "hub-ca-file", "", "the hub's CA certificate (PEM)")
 	f.StringVar(&o.DeliveryAddr, "delivery-addr", "", "HOST:PORT of the hub's delivery stream, when the agent reaches it elsewhere than at --hub-url's host and the port the hub names (a proxy or port mapping)")
+	f.StringVar(&o.DeliveryPort, "delivery-port", "", "port of the hub's delivery stream on --hub-url's host: the agent joins the hub there, with no request to the hub's API server (without it or --delivery-addr, the agent joins through the API server and learns the port from the hub)")
 	f.StringVar(&o.BootstrapTokenFile, "bootstrap-token-file", "", "file with a bootstrap token from `convoy cluster join`")
 	f.StringVar(&token, "bootstrap-token", "", "a bootstrap token from `convoy cluster join` (stored in --state-dir)")
 	f.StringVar(&o.StateDir, "state-dir", "", "directory where the agent keeps its identity")
@@ -121,6 +122,8 @@ type simOptions struct {
 	labels         map[string]string
 	availableAfter time.Duration
 	stateDir       string
+	deliveryAddr   string
+	deliveryPort   string
 }
 
 // runSimulated registers simulated clusters and runs their agents until ctx ends.
@@ -145,7 +148,8 @@ func runSimulated(ctx context.Context, g *globals, s simOptions) error {
 	if err != nil {
 		return err
 	}
-	fleet := sim.NewFleet(sim.Options{HubURL: cfg.Host, HubCA: ca, StateDir: s.stateDir, AvailableAfter: s.availableAfter, Version: version.Convoy, Log: g.log})
+	fleet := sim.NewFleet(sim.Options{HubURL: cfg.Host, HubCA: ca, DeliveryAddr: s.deliveryAddr, DeliveryPort: s.deliveryPort,
+		StateDir: s.stateDir, AvailableAfter: s.availableAfter, Version: version.Convoy, Log: g.log})
 	defer fleet.StopAll()
 	out := g.streams.Out
 	start := time.Now()

@@ -30,6 +30,9 @@ type Options struct {
 	HubCA  []byte
 	// DeliveryAddr is the agents' agent.Options.DeliveryAddr: empty for the hub's own.
 	DeliveryAddr string
+	// DeliveryPort is the agents' agent.Options.DeliveryPort: with it, they join on the
+	// hub's delivery port instead of through its API server.
+	DeliveryPort string
 	// StateDir holds one directory per cluster with its agent's identity.
 	StateDir string
 	// AvailableAfter is how long a simulated workload takes to become available.
@@ -95,7 +98,7 @@ func (f *Fleet) Start(ctx context.Context, name, bootstrapToken string) (*Cluste
 	ctx, cancel := context.WithCancel(ctx)
 	c.cancel, c.done, c.started = cancel, make(chan struct{}), time.Now()
 	o := agent.Options{
-		Cluster: name, HubURL: f.opts.HubURL, HubCA: f.opts.HubCA, DeliveryAddr: f.opts.DeliveryAddr,
+		Cluster: name, HubURL: f.opts.HubURL, HubCA: f.opts.HubCA, DeliveryAddr: f.opts.DeliveryAddr, DeliveryPort: f.opts.DeliveryPort,
 		BootstrapTokenFile: tokenFile, StateDir: dir, Member: c.Member,
 		HubQPS: f.opts.HubQPS, Version: f.opts.Version, Log: f.opts.Log,
 	}

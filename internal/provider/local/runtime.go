@@ -361,11 +361,16 @@ func (r *Runtime) components() ([]component, error) {
 		if err != nil {
 			errs = append(errs, err)
 		} else {
-			comps = append(comps, component{name: agentComponent, bin: self, args: []string{
+			args := []string{
 				"agent", "--cluster", r.cfg.Name, "--hub-url", a.HubURL, "--hub-ca-file", a.HubCAFile,
 				"--bootstrap-token-file", filepath.Join(r.dir.agent(), "bootstrap-token"),
 				"--state-dir", r.dir.agent(), "--kubeconfig", r.dir.kubeconfig(),
-			}})
+			}
+			if a.DeliveryPort != 0 {
+				// It joins there, without a request to the hub's API server.
+				args = append(args, "--delivery-port", strconv.Itoa(a.DeliveryPort))
+			}
+			comps = append(comps, component{name: agentComponent, bin: self, args: args})
 		}
 	}
 	return comps, errors.Join(errs...)
