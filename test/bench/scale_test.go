@@ -355,7 +355,16 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 		defer out.Close()
 		agentLog = slog.New(slog.NewTextHandler(out, nil))
 	}
-	fleet := sim.NewFleet(sim.Options{HubURL: cfg.Host, HubCA: ca, StateDir: b.TempDir(), AvailableAfter: scaleAvailableAfter, Version: version.Convoy, Log: agentLog})
+	// The agents join on the hub's delivery port, as local clusters' agents do (the hub tells
+	// them the port); CONVOY_SCALE_JOIN=api has them join through the API server instead, as
+	// an agent that is not told the port does.
+	deliveryPort := ""
+	if os.Getenv("CONVOY_SCALE_JOIN") != "api" {
+		cm, err := cs.CoreV1().ConfigMaps(v1alpha1.ClusterNamespace(names[0])).Get(ctx, v1alpha1.AgentConfigMap, metav1.GetOptions{})
+		must(b, err)
+		deliveryPort = cm.Data[v1alpha1.AgentConfigDeliveryPort]
+	}
+	fleet := sim.NewFleet(sim.Options{HubURL: cfg.Host, HubCA: ca, DeliveryPort: deliveryPort, StateDir: b.TempDir(), AvailableAfter: scaleAvailableAfter, Version: version.Convoy, Log: agentLog})
 	defer fleet.StopAll()
 	before := requestCounts(cs)
 	profiled := make(chan bool, 1)
