@@ -489,7 +489,9 @@ func TestUpAndDown(t *testing.T) {
 	health := fmt.Sprintf("127.0.0.1:%d", healthPort)
 	env := []string{"CONVOY_BIN_DIR=" + hubtest.BinDir(t), "CONVOY_DATA_DIR=" + dataDir}
 	t.Cleanup(func() {
-		cmd := exec.Command(convoyBin, "down")
+		// --purge: a test that failed half-way leaves nothing either (real nodes give back
+		// their fleet addresses, pods their network namespaces).
+		cmd := exec.Command(convoyBin, "down", "--purge")
 		cmd.Env = append(os.Environ(), env...)
 		cmd.Run()
 	})
