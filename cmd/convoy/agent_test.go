@@ -476,9 +476,19 @@ func TestAgentProcessForImportedCluster(t *testing.T) {
 	if token == "" || !strings.Contains(out, "convoy agent --cluster ext") {
 		t.Fatalf("join --mode process:\n%s", out)
 	}
+	// It names the hub's delivery port, where the agent joins without a request to the API
+	// server: the one the hub gives its agents.
+	var settings corev1.ConfigMap
+	if err := admin.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace("ext"), Name: v1alpha1.AgentConfigMap}, &settings); err != nil {
+		t.Fatal(err)
+	}
+	port := settings.Data[v1alpha1.AgentConfigDeliveryPort]
+	if port == "" || !strings.Contains(out, " --delivery-port "+port+" ") {
+		t.Fatalf("join --mode process does not name the delivery port %q:\n%s", port, out)
+	}
 	caFile := filepath.Join(t.TempDir(), "hub-ca.crt")
 	os.WriteFile(caFile, f.Config().CAData, 0o600)
-	agent := exec.Command(convoyBin, "agent", "--cluster", "ext", "--hub-url", f.Config().Host, "--hub-ca-file", caFile,
+	agent := exec.Command(convoyBin, "agent", "--cluster", "ext", "--hub-url", f.Config().Host, "--delivery-port", port, "--hub-ca-file", caFile,
 		"--bootstrap-token", token, "--state-dir", t.TempDir(), "--kubeconfig", targetKubeconfig)
 	agentOut := &hubtest.SyncBuffer{}
 	agent.Stdout, agent.Stderr = agentOut, agentOut
@@ -545,8 +555,9 @@ func TestAgentDeploymentOnRealNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(manifest), "image: "+registry.ConvoyImage()) || !strings.Contains(string(manifest), "https://10.77.0.1:") {
-		t.Fatalf("the agent manifest names neither Convoy's image nor the hub at the fleet gateway:\n%s", manifest)
+	if !strings.Contains(string(manifest), "image: "+registry.ConvoyImage()) || !strings.Contains(string(manifest), "https://10.77.0.1:") ||
+		!strings.Contains(string(manifest), "- --delivery-port\n") {
+		t.Fatalf("the agent manifest names not Convoy's image, the hub at the fleet gateway and its delivery port:\n%s", manifest)
 	}
 	manifestFile := filepath.Join(t.TempDir(), "agent.yaml")
 	os.WriteFile(manifestFile, manifest, 0o600)

@@ -5,9 +5,12 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/join"
@@ -17,7 +20,7 @@ import (
 
 func newClusterJoinCmd(g *globals) *cobra.Command {
 	var ttl time.Duration
-	var mode, image, hubURL string
+	var mode, image, hubURL, deliveryPort string
 	cmd := &cobra.Command{
 		Use:   "join NAME",
 		Short: "Issue a short-lived bootstrap token for a cluster's agent, and print how to run the agent",
@@ -77,6 +80,20 @@ that agent (which uses it when it has no working identity, for example after a r
 					return err
 				}
 			}
+			if !cmd.Flags().Changed("delivery-port") {
+				// The port the hub gives its agents in their settings; an agent that cannot
+				// reach it joins through the API server instead.
+				var settings corev1.ConfigMap
+				key := client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(c.Name), Name: v1alpha1.AgentConfigMap}
+				if err := hc.Get(ctx, key, &settings); err == nil {
+					deliveryPort = settings.Data[v1alpha1.AgentConfigDeliveryPort]
+				}
+			}
+			if deliveryPort != "" {
+				if p, err := strconv.Atoi(deliveryPort); err != nil || p < 1 || p > 65535 {
+					return usageError("--delivery-port %q: use a port number (1 to 65535), or \"\" to join through the API server", deliveryPort)
+				}
+			}
 			out, errOut := g.streams.Out, g.streams.ErrOut
 			fmt.Fprintf(errOut, "Bootstrap token for cluster %q, valid until %s (%s):\n  %s\n", c.Name, token.Expires.Format(time.RFC3339), ttl, token.Value)
 			switch mode {
@@ -84,10 +101,14 @@ that agent (which uses it when it has no working identity, for example after a r
 				fmt.Fprintf(errOut, "The hub runs the agent of local cluster %q itself and hands it this token.\n", c.Name)
 			case "process":
 				fmt.Fprintf(out, "cat > hub-ca.crt <<'EOF'\n%sEOF\n", ca)
-				fmt.Fprintf(out, "convoy agent --cluster %s --hub-url %s --hub-ca-file hub-ca.crt --bootstrap-token %s --state-dir ./convoy-agent-%s --kubeconfig MEMBER_KUBECONFIG\n",
-					c.Name, hubURL, token.Value, c.Name)
+				port := ""
+				if deliveryPort != "" {
+					port = " --delivery-port " + deliveryPort
+				}
+				fmt.Fprintf(out, "convoy agent --cluster %s --hub-url %s%s --hub-ca-file hub-ca.crt --bootstrap-token %s --state-dir ./convoy-agent-%s --kubeconfig MEMBER_KUBECONFIG\n",
+					c.Name, hubURL, port, token.Value, c.Name)
 			case "deployment":
-				m, err := join.AgentManifest(c.Name, hubURL, ca, token.Value, image)
+				m, err := join.AgentManifest(c.Name, hubURL, deliveryPort, ca, token.Value, image)
 				if err != nil {
 					return err
 				}
@@ -101,6 +122,7 @@ that agent (which uses it when it has no working identity, for example after a r
 	f.DurationVar(&ttl, "ttl", join.DefaultTTL, "how long the token is valid (1m to 24h)")
 	f.StringVar(&mode, "mode", "", "how to run the agent: deployment or process (default: deployment; local clusters: the hub runs it)")
 	f.StringVar(&image, "image", registry.ConvoyImage(), "container image of convoy, for --mode deployment (the hub pushes this one to the fleet registry)")
+	f.StringVar(&deliveryPort, "delivery-port", "", "port of the hub's delivery stream on --hub-url's host, where the agent joins without a request to the hub's API server (default: the one the hub gives its agents; \"\": join through the API server)")
 	f.StringVar(&hubURL, "hub-url", "", "the hub's URL as the member sees it (default: the one in your hub kubeconfig; for a deployment, a hub on 127.0.0.1 is https://10.77.0.1:PORT, as pods on real nodes reach it)")
 	return cmd
 }

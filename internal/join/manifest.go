@@ -19,8 +19,16 @@ const AgentNamespace = "convoy-system"
 // AgentManifest is what runs a cluster's agent inside the member as a Deployment: a
 // namespace, a ServiceAccount bound to cluster-admin (the agent applies whatever the cluster's
 // Works carry), a Secret with the bootstrap token and the hub's CA, and the Deployment, which
-// keeps its hub identity in a Secret so that a new pod needs no new token.
-func AgentManifest(cluster, hubURL string, hubCA []byte, token, image string) (string, error) {
+// keeps its hub identity in a Secret so that a new pod needs no new token. A deliveryPort
+// that is not empty is the port of the hub's delivery stream on hubURL's host, where the agent
+// joins (convoy agent --delivery-port).
+func AgentManifest(cluster, hubURL, deliveryPort string, hubCA []byte, token, image string) (string, error) {
+	args := []string{"agent", "--cluster", cluster, "--hub-url", hubURL}
+	if deliveryPort != "" {
+		args = append(args, "--delivery-port", deliveryPort)
+	}
+	args = append(args, "--hub-ca-file", "/etc/convoy/hub-ca.crt", "--bootstrap-token-file", "/etc/convoy/token",
+		"--state-secret", AgentNamespace+"/convoy-agent-state")
 	labels := map[string]string{"app.kubernetes.io/name": "convoy-agent"}
 	meta := func(name string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: name, Namespace: AgentNamespace, Labels: labels}
@@ -53,9 +61,7 @@ func AgentManifest(cluster, hubURL string, hubCA []byte, token, image string) (s
 						Containers: []corev1.Container{{
 							Name:  "agent",
 							Image: image,
-							Args: []string{"agent", "--cluster", cluster, "--hub-url", hubURL,
-								"--hub-ca-file", "/etc/convoy/hub-ca.crt", "--bootstrap-token-file", "/etc/convoy/token",
-								"--state-secret", AgentNamespace + "/convoy-agent-state"},
+							Args:  args,
 							Resources: corev1.ResourceRequirements{
 								Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
 								Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
