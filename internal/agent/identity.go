@@ -197,23 +197,16 @@ func (id *identity) readBootstrap() string {
 func (id *identity) request(ctx context.Context, bearer, fromBootstrap string) error {
 	if id.join != nil {
 		resp, err := id.join(ctx, bearer)
-		switch {
-		case err == nil:
+		if err == nil {
 			if id.settings != nil {
 				id.settings(resp.Settings)
 			}
 			return id.keep(ctx, resp.Token, resp.Expires.Time, fromBootstrap)
-		case errors.Is(err, delivery.ErrRefused) && fromBootstrap == "":
-			return fmt.Errorf("%w (%v)", ErrRevoked, err)
-		case errors.Is(err, delivery.ErrRefused):
-			// The hub process takes only the bootstrap tokens `convoy cluster join` makes;
-			// the API server decides for any other (and refuses a revoked one too).
-			id.log.Debug("the hub refused the bootstrap token on its delivery port; asking its API server", "err", err)
-		case !errors.Is(err, delivery.ErrNoJoin):
-			return err
-		default:
-			id.log.Debug("the hub answers no joins on its delivery port; asking its API server", "err", err)
 		}
+		if err := afterJoin(err, fromBootstrap != ""); err != nil {
+			return err
+		}
+		id.log.Debug("no token from the hub's delivery port; asking its API server", "err", err)
 	}
 	cfg := rest.CopyConfig(id.hub)
 	cfg.BearerToken = bearer
@@ -254,6 +247,24 @@ func (id *identity) request(ctx context.Context, bearer, fromBootstrap string) e
 		return err
 	}
 	return id.keep(ctx, resp.Status.Token, resp.Status.ExpirationTimestamp.Time, fromBootstrap)
+}
+
+// afterJoin decides what a failed join on the delivery port (joinErr) means: nil when the
+// agent asks the hub's API server instead, else the error to return. A renewal the hub
+// refuses is a revocation. A bootstrap token it refuses goes to the API server, which decides
+// (the hub process takes only the bootstrap tokens `convoy cluster join` makes, and the API
+// server refuses a revoked one too). A hub that answers no joins there, or cannot be reached
+// there, is asked through its API server; any other error (the hub not ready to answer) is
+// retried as it is.
+func afterJoin(joinErr error, bootstrap bool) error {
+	switch {
+	case errors.Is(joinErr, delivery.ErrRefused) && !bootstrap:
+		return fmt.Errorf("%w (%v)", ErrRevoked, joinErr)
+	case errors.Is(joinErr, delivery.ErrRefused), errors.Is(joinErr, delivery.ErrNoJoin):
+		return nil
+	default:
+		return joinErr
+	}
 }
 
 // keep stores and uses a new token, which came from the bootstrap token fromBootstrap (or ""
