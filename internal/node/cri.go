@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -119,25 +121,63 @@ const cniCacheDir = "/var/lib/cni/results"
 
 // forgetPodNetworks removes libcni's cached results of the node's pods, which stay when the
 // pods were killed rather than removed (a runtime that died): they are named after the pod's
-// sandbox, whose directory containerd keeps in its root.
-func forgetPodNetworks(s Spec) error {
+// sandbox, whose directory containerd keeps in its root. It returns the network namespaces
+// (in /run/netns) that those results name: a pod's namespace outlives its processes (a sandbox
+// whose pause process is gone, or that never started one), so teardown cannot find every one
+// through the processes in it.
+func forgetPodNetworks(s Spec) ([]string, error) {
 	sandboxes, err := os.ReadDir(filepath.Join(s.containerdRoot(), "io.containerd.grpc.v1.cri", "sandboxes"))
 	if err != nil || len(sandboxes) == 0 {
-		return nil
+		return nil, nil
 	}
 	cached, err := os.ReadDir(cniCacheDir)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	var errs []error
+	var netns []string
 	for _, f := range cached {
 		for _, sb := range sandboxes {
 			if strings.Contains(f.Name(), "-"+sb.Name()+"-") {
-				if err := os.Remove(filepath.Join(cniCacheDir, f.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				path := filepath.Join(cniCacheDir, f.Name())
+				if raw, err := os.ReadFile(path); err == nil {
+					netns = append(netns, cachedNetNS(raw)...)
+				}
+				if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 					errs = append(errs, err)
 				}
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return netns, errors.Join(errs...)
+}
+
+// cachedNetNS is the named network namespaces that one of libcni's cached results names: its
+// netns (newer libcni) and its interfaces' sandboxes (the CNI result's own record of where each
+// interface is), in netnsDir.
+func cachedNetNS(raw []byte) []string {
+	var c struct {
+		NetNS  string `json:"netns"`
+		Result struct {
+			Interfaces []struct {
+				Sandbox string `json:"sandbox"`
+			} `json:"interfaces"`
+		} `json:"result"`
+	}
+	if json.Unmarshal(raw, &c) != nil {
+		return nil
+	}
+	paths := []string{c.NetNS}
+	for _, i := range c.Result.Interfaces {
+		paths = append(paths, i.Sandbox)
+	}
+	var out []string
+	for _, p := range paths {
+		// /var/run is /run on every system containerd runs on.
+		p = filepath.Clean(strings.Replace(p, "/var/run/", "/run/", 1))
+		if filepath.Dir(p) == netnsDir && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -289,7 +289,9 @@ func teardown(s Spec, log *slog.Logger) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	errs = append(errs, forgetPodNetworks(s), unmountUnder(s.Dir), removeCgroups(s.CgroupRoot()))
+	cachedNS, err := forgetPodNetworks(s)
+	podNS = append(podNS, cachedNS...)
+	errs = append(errs, err, unmountUnder(s.Dir), removeCgroups(s.CgroupRoot()))
 	if err := os.Remove(s.short()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
@@ -299,7 +301,8 @@ func teardown(s Spec, log *slog.Logger) error {
 		}
 	}
 	// The pods' network namespaces, which containerd 1.6 mounts in /run/netns whatever its
-	// state directory: those its pods' processes were in.
+	// state directory: those its pods' processes were in, and those its pods' cached network
+	// results name.
 	for _, path := range slices.Compact(slices.Sorted(slices.Values(podNS))) {
 		if path == netnsPath(s) {
 			continue

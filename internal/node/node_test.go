@@ -113,3 +113,31 @@ func TestShellWords(t *testing.T) {
 		t.Errorf("shellWords:\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestCachedNetNS reads the pod network namespaces out of libcni's cached results, as
+// containerd 1.6 leaves them in /var/lib/cni/results: older libcni records the namespace only
+// in the result's interfaces, newer libcni also at the top.
+func TestCachedNetNS(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		raw  string
+		want []string
+	}{
+		{"interfaces only", `{"kind":"cniCacheV1","containerId":"abc","ifName":"eth0","networkName":"convoy",
+			"result":{"cniVersion":"1.0.0","interfaces":[{"name":"cni0","mac":"aa:bb:cc:dd:ee:ff"},
+			{"name":"veth1","mac":"aa:bb:cc:dd:ee:01"},{"name":"eth0","mac":"aa:bb:cc:dd:ee:02","sandbox":"/var/run/netns/cni-1234"}]}}`,
+			[]string{"/run/netns/cni-1234"}},
+		{"netns and interfaces", `{"kind":"cniCacheV1","netns":"/run/netns/cni-5678",
+			"result":{"interfaces":[{"name":"eth0","sandbox":"/run/netns/cni-5678"}]}}`,
+			[]string{"/run/netns/cni-5678"}},
+		{"a namespace elsewhere is not ours to remove", `{"netns":"/proc/42/ns/net","result":{"interfaces":[{"sandbox":"/run/netns/../../etc/x"}]}}`,
+			nil},
+		{"not JSON", `garbage`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := cachedNetNS([]byte(tc.raw)); !slices.Equal(got, tc.want) {
+				t.Errorf("cachedNetNS = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
