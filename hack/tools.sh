@@ -126,6 +126,22 @@ if ((${#images_todo[@]})); then
   fi
 fi
 
+# The fleet's observability stores, which the hub runs (VictoriaMetrics single-node), in one
+# build from hack/observe/go.mod, which pins them; static, like the other programs.
+observe_version=$(cd hack/observe && go list -m -f '{{.Version}}' github.com/VictoriaMetrics/VictoriaMetrics)
+if needs victoria-metrics "$observe_version"; then
+  missing=1
+  if $check; then
+    echo "would build: victoria-metrics ($observe_version)"
+  else
+    say "building victoria-metrics $observe_version (hack/observe/go.mod)"
+    t0=$(date +%s)
+    (cd hack/observe && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/" github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics)
+    stamp victoria-metrics "$observe_version"
+    say "  built victoria-metrics in $(elapsed "$t0")"
+  fi
+fi
+
 # The Gateway API's standard CRDs, which the hub installs for the edge load balancer: copied as
 # released from the Go module, nothing built.
 if needs gateway-api "$GATEWAY_API_VERSION"; then
@@ -147,4 +163,4 @@ fi
 if $check; then
   exit "$missing"
 fi
-say "tools ready in bin/: kubernetes $KUBE_VERSION, kine $KINE_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, controller-gen $cg_version, Gateway API $GATEWAY_API_VERSION"
+say "tools ready in bin/: kubernetes $KUBE_VERSION, kine $KINE_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, controller-gen $cg_version, VictoriaMetrics $observe_version, Gateway API $GATEWAY_API_VERSION"

@@ -78,6 +78,7 @@ an agent on each member cluster applies them and reports back.`,
 		newRolloutCmd(g),
 		newImageCmd(g),
 		newEdgeCmd(g),
+		newMetricsCmd(g),
 	)
 	return root
 }

@@ -29,6 +29,9 @@ func (l Layout) PKI() string { return filepath.Join(l.Dir, "pki") }
 // Registry holds the fleet registry's blobs and manifests.
 func (l Layout) Registry() string { return filepath.Join(l.Dir, "registry") }
 
+// Metrics holds the fleet metrics store: its data, and its scrape configuration.
+func (l Layout) Metrics() string { return filepath.Join(l.Dir, "metrics") }
+
 // DB holds the default SQLite datastore.
 func (l Layout) DB() string { return filepath.Join(l.Dir, "db") }
 

@@ -1,14 +1,16 @@
 // Package hub is the composition root of `convoy hub`.
 //
-// It locks the data dir, starts the datastore (kine, or an external etcd), kube-apiserver and
-// the few kube-controller-manager controllers a hub needs as supervised children, installs
-// Convoy's CRDs, and runs Convoy's controllers in-process. The hub stores workload templates
+// It locks the data dir, starts the datastore (kine, or an external etcd), kube-apiserver,
+// the few kube-controller-manager controllers a hub needs and the fleet metrics store
+// (VictoriaMetrics, whose query API it serves through the API server: metrics.go) as
+// supervised children, installs Convoy's CRDs, and runs Convoy's controllers in-process. The hub stores workload templates
 // and never runs them: no workload controller and no scheduler run here. Only the CLI and
 // hubtest import this package.
 package hub
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -79,6 +82,10 @@ type Options struct {
 	DeliveryPort int
 	// HealthAddr is where /healthz and /readyz are served; empty turns them off.
 	HealthAddr string
+	// MetricsRetention is how long the fleet metrics store keeps samples (in whole days;
+	// zero means observe.DefaultRetention); a negative one turns the store and its query API
+	// off.
+	MetricsRetention time.Duration
 	// PprofAddr is where the hub process serves Go's /debug/pprof (controller-runtime's),
 	// for profiling; set, it also turns on the API server's own. Empty turns both off.
 	PprofAddr string
@@ -130,6 +137,11 @@ type Hub struct {
 	// authzServer.
 	authz       *access.Authorizer
 	authzServer *http.Server
+	// frontProxyCA verifies the API server's client certificate on the hub's aggregated
+	// APIs; metricsStore and metricsServer are the metrics store and its query API.
+	frontProxyCA  *x509.CertPool
+	metricsStore  *url.URL
+	metricsServer *http.Server
 
 	// streams is the agents' delivery stream's server once the controllers start (nil when
 	// the stream is off); /status reads it, and is served before then.
@@ -202,6 +214,12 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	kcmBin, err := bins.Path(kubeproc.KubeControllerManager)
 	if err != nil {
 		return nil, err
+	}
+	metricsBin := ""
+	if opts.MetricsRetention >= 0 {
+		if metricsBin, err = bins.Path(VictoriaMetrics); err != nil {
+			return nil, err
+		}
 	}
 	ds, err := parseDatastore(opts.DatastoreEndpoint, kubeproc.SQLiteEndpoint(filepath.Join(h.layout.DB(), "state.db")))
 	if err != nil {
@@ -302,6 +320,11 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	if err != nil {
 		return nil, err
 	}
+	frontProxy, err := h.frontProxy()
+	if err != nil {
+		return nil, err
+	}
+	extra = append(extra, frontProxy...)
 	apiserver, err := h.startChild(kubeproc.KubeAPIServer, apiserverBin, kubeproc.APIServerConfig{
 		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki, AuthorizationConfig: authzConfig, Extra: extra,
 	}.Args())
@@ -330,6 +353,11 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	}
 	versions := local.AvailableVersions(opts.BinDir)
 	if err := installAdmission(ctx, controllersCfg, scheme, versions); err != nil {
+		return nil, err
+	}
+
+	h.setPhase("starting the metrics store")
+	if err := h.startMetrics(ctx, controllersCfg, metricsBin); err != nil {
 		return nil, err
 	}
 
@@ -594,6 +622,9 @@ func (h *Hub) shutdown(ctx context.Context) {
 		}
 		if h.deliveryListener != nil {
 			_ = h.deliveryListener.Close() // a manager stopped early may not have served it
+		}
+		if h.metricsServer != nil {
+			_ = h.metricsServer.Close()
 		}
 		kubeproc.StopAll(ctx, h.procs)
 		if h.authzServer != nil {

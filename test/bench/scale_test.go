@@ -273,7 +273,9 @@ func scaleRun(b *testing.B, n int) ScaleResult {
 	trace := os.Getenv("CONVOY_SCALE_TRACE") != ""
 
 	// The hub, as its own process, so that its memory and CPU are its own.
-	args := []string{"--log-level", "warn"}
+	// Without the fleet metrics store: what this measures is the delivery of work to the
+	// fleet, and the four processes that do it (the store's cost is its own figure).
+	args := []string{"--log-level", "warn", "--metrics-retention", "-1s"}
 	hubPprof := ""
 	if os.Getenv("CONVOY_SCALE_PPROF") != "" {
 		port, err := kubeproc.FreePort()
@@ -903,7 +905,7 @@ func scaleMarkdown(rep ScaleReport) string {
 	fmt.Fprintf(&s, "run it again. The same figures are in [scale.json](scale.json).\n\n")
 	fmt.Fprintf(&s, "## Method\n\n")
 	fmt.Fprintf(&s, "- **Machine:** %s.\n", rep.Machine)
-	fmt.Fprintf(&s, "- **Hub:** `convoy hub` as its own process, with kube-apiserver %s and %s, and the hub's controllers, all defaults.\n", rep.Kubernetes, rep.Datastore)
+	fmt.Fprintf(&s, "- **Hub:** `convoy hub` as its own process, with kube-apiserver %s and %s, and the hub's controllers, all defaults but the fleet metrics store, which is off (since 2026-12-03; it is not part of delivery).\n", rep.Kubernetes, rep.Datastore)
 	fmt.Fprintf(&s, "- **Members:** N simulated clusters in the benchmark's process (internal/sim). Each runs the real agent: it joins with a bootstrap token, trades it for its own ServiceAccount token, opens its delivery stream to the hub and heartbeats on it every %s, reports its inventory, watches its Works and reports their status on the stream (the hub stores it in the Works at most 20 a second). Only the member cluster is in memory; a workload reports itself available %s after it is applied.\n", rep.HeartbeatInterval, rep.AvailableAfter)
 	fmt.Fprintf(&s, "- **Registration:** the Clusters (imported, known only through their agents) and their bootstrap tokens are made first (the setup time), then all N agents start at once; each cluster's time runs until the hub reports it Ready.\n")
 	fmt.Fprintf(&s, "- **Idle:** 30 s with every agent heartbeating, from %s after the last cluster became Ready: Go's runtime collects garbage at least every two minutes, so by then the memory is what the idle fleet holds, not what the registration left behind (the 15 s right after it are given apart; before 2026-12-03 afternoon the idle window began 15 s after the registration). Memory is the peak resident memory (RSS) of the hub process, kine, kube-apiserver and kube-controller-manager together; CPU is their CPU time over the window.\n", idleAfter)

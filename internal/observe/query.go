@@ -1,0 +1,119 @@
+package observe
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// QueryAPI is the aggregated API (v1alpha1.MetricsGroup) that the hub's API server forwards
+// query requests to, after it has authenticated and authorized them: it serves the API's
+// discovery documents, and passes the Prometheus query API's read endpoints to the store. A
+// request for those must come from the API server itself, which proves it with its
+// front-proxy client certificate (--proxy-client-cert-file), signed by FrontProxyCA and named
+// one of FrontProxyNames; anything else is refused, so that nobody reaches the store past the
+// hub's RBAC.
+type QueryAPI struct {
+	// Store is the store's base URL (http://127.0.0.1:PORT).
+	Store *url.URL
+	// FrontProxyCA verifies the API server's client certificate.
+	FrontProxyCA *x509.CertPool
+	// FrontProxyNames are the common names the API server's client certificate may have.
+	FrontProxyNames []string
+	Log             *slog.Logger
+}
+
+// Handler serves the API.
+func (q *QueryAPI) Handler() http.Handler {
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(q.Store)
+			r.Out.URL.Path = strings.TrimPrefix(r.In.URL.Path, v1alpha1.MetricsQueryPrefix)
+			r.Out.URL.RawPath = ""
+			// The store needs none of what the API server says about the user.
+			for k := range r.Out.Header {
+				if strings.HasPrefix(k, "X-Remote-") || k == "Authorization" || k == "Impersonate-User" {
+					r.Out.Header.Del(k)
+				}
+			}
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			q.Log.Warn("metrics store unreachable", "path", r.URL.Path, "err", err)
+			writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+				"the hub's metrics store does not answer; the hub's /status shows whether it runs")
+		},
+	}
+	mux := http.NewServeMux()
+	group := metav1.APIGroup{
+		TypeMeta:         metav1.TypeMeta{Kind: "APIGroup", APIVersion: "v1"},
+		Name:             v1alpha1.MetricsGroup,
+		Versions:         []metav1.GroupVersionForDiscovery{{GroupVersion: v1alpha1.MetricsGroup + "/" + v1alpha1.MetricsVersion, Version: v1alpha1.MetricsVersion}},
+		PreferredVersion: metav1.GroupVersionForDiscovery{GroupVersion: v1alpha1.MetricsGroup + "/" + v1alpha1.MetricsVersion, Version: v1alpha1.MetricsVersion},
+	}
+	// Discovery is public: the API server reads it to find what the group serves, and to
+	// judge the APIService available.
+	mux.HandleFunc("GET /apis", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: []metav1.APIGroup{group}})
+	})
+	mux.HandleFunc("GET /apis/"+v1alpha1.MetricsGroup, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, group) })
+	mux.HandleFunc("GET "+v1alpha1.MetricsQueryPrefix, func(w http.ResponseWriter, r *http.Request) {
+		// The query API is no resource the API server's clients list or watch.
+		writeJSON(w, metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"},
+			GroupVersion: v1alpha1.MetricsGroup + "/" + v1alpha1.MetricsVersion, APIResources: []metav1.APIResource{}})
+	})
+	mux.HandleFunc(v1alpha1.MetricsQueryPrefix+"/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if !q.fromAPIServer(r) {
+			writeStatus(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized,
+				"query the fleet's metrics through the hub's API server, at "+v1alpha1.MetricsQueryPrefix)
+			return
+		}
+		endpoint, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, v1alpha1.MetricsQueryPrefix+"/api/v1/"), "/")
+		if !slices.Contains(v1alpha1.MetricsQueryEndpoints, endpoint) || (r.Method != http.MethodGet && r.Method != http.MethodPost) {
+			writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound,
+				"the hub serves the Prometheus query API's read endpoints only: "+strings.Join(v1alpha1.MetricsQueryEndpoints, ", "))
+			return
+		}
+		q.Log.Debug("metrics query", "user", r.Header.Get("X-Remote-User"), "endpoint", endpoint)
+		proxy.ServeHTTP(w, r)
+	})
+	return mux
+}
+
+// fromAPIServer reports whether the request carries the API server's front-proxy client
+// certificate.
+func (q *QueryAPI) fromAPIServer(r *http.Request) bool {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || q.FrontProxyCA == nil {
+		return false
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range r.TLS.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: q.FrontProxyCA, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return false
+	}
+	return len(q.FrontProxyNames) == 0 || slices.Contains(q.FrontProxyNames, leaf.Subject.CommonName)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeStatus(w http.ResponseWriter, code int, reason metav1.StatusReason, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+		Status: metav1.StatusFailure, Code: int32(code), Reason: reason, Message: msg})
+}
