@@ -62,6 +62,20 @@ that agent (which uses it when it has no working identity, for example after a r
 			if ttl < time.Minute || ttl > 24*time.Hour {
 				return usageError("--ttl %s: use between 1m and 24h", ttl)
 			}
+			if !cmd.Flags().Changed("delivery-port") {
+				// The port the hub gives its agents in their settings; an agent that cannot
+				// reach it joins through the API server instead.
+				var settings corev1.ConfigMap
+				key := client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(c.Name), Name: v1alpha1.AgentConfigMap}
+				if err := hc.Get(ctx, key, &settings); err == nil {
+					deliveryPort = settings.Data[v1alpha1.AgentConfigDeliveryPort]
+				}
+			}
+			if deliveryPort != "" {
+				if p, err := strconv.Atoi(deliveryPort); err != nil || p < 1 || p > 65535 {
+					return usageError("--delivery-port %q: use a port number (1 to 65535), or \"\" to join through the API server", deliveryPort)
+				}
+			}
 			token, err := join.Issue(ctx, hc, c.Name, ttl)
 			if err != nil {
 				return hubError("the hub", err)
@@ -78,20 +92,6 @@ that agent (which uses it when it has no working identity, for example after a r
 			if len(ca) == 0 && cfg.CAFile != "" {
 				if ca, err = os.ReadFile(cfg.CAFile); err != nil {
 					return err
-				}
-			}
-			if !cmd.Flags().Changed("delivery-port") {
-				// The port the hub gives its agents in their settings; an agent that cannot
-				// reach it joins through the API server instead.
-				var settings corev1.ConfigMap
-				key := client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(c.Name), Name: v1alpha1.AgentConfigMap}
-				if err := hc.Get(ctx, key, &settings); err == nil {
-					deliveryPort = settings.Data[v1alpha1.AgentConfigDeliveryPort]
-				}
-			}
-			if deliveryPort != "" {
-				if p, err := strconv.Atoi(deliveryPort); err != nil || p < 1 || p > 65535 {
-					return usageError("--delivery-port %q: use a port number (1 to 65535), or \"\" to join through the API server", deliveryPort)
 				}
 			}
 			out, errOut := g.streams.Out, g.streams.ErrOut

@@ -175,7 +175,8 @@ func cachedNetNS(raw []byte) []string {
 	for _, p := range paths {
 		// /var/run is /run on every system containerd runs on.
 		p = filepath.Clean(strings.Replace(p, "/var/run/", "/run/", 1))
-		if filepath.Dir(p) == netnsDir && !slices.Contains(out, p) {
+		// containerd names its pods' namespaces cni-UUID; a node's own is convoy-HASH.
+		if filepath.Dir(p) == netnsDir && strings.HasPrefix(filepath.Base(p), "cni-") && !slices.Contains(out, p) {
 			out = append(out, p)
 		}
 	}
