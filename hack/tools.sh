@@ -126,19 +126,26 @@ if ((${#images_todo[@]})); then
   fi
 fi
 
-# The fleet's observability stores, which the hub runs (VictoriaMetrics single-node), in one
-# build from hack/observe/go.mod, which pins them; static, like the other programs.
+# The fleet's metrics store, which the hub runs (VictoriaMetrics single-node), and the members'
+# collector, which agents run (vmagent), in one build from hack/observe/go.mod, which pins them;
+# static, like the other programs.
 observe_version=$(cd hack/observe && go list -m -f '{{.Version}}' github.com/VictoriaMetrics/VictoriaMetrics)
-if needs victoria-metrics "$observe_version"; then
+observe_todo=()
+for b in victoria-metrics vmagent; do
+  needs "$b" "$observe_version" && observe_todo+=("$b")
+done
+if ((${#observe_todo[@]})); then
   missing=1
   if $check; then
-    echo "would build: victoria-metrics ($observe_version)"
+    echo "would build: ${observe_todo[*]} ($observe_version)"
   else
-    say "building victoria-metrics $observe_version (hack/observe/go.mod)"
+    say "building ${observe_todo[*]} $observe_version (hack/observe/go.mod)"
     t0=$(date +%s)
-    (cd hack/observe && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/" github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics)
-    stamp victoria-metrics "$observe_version"
-    say "  built victoria-metrics in $(elapsed "$t0")"
+    pkgs=()
+    for b in "${observe_todo[@]}"; do pkgs+=("github.com/VictoriaMetrics/VictoriaMetrics/app/$b"); done
+    (cd hack/observe && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/" "${pkgs[@]}")
+    for b in "${observe_todo[@]}"; do stamp "$b" "$observe_version"; done
+    say "  built ${observe_todo[*]} in $(elapsed "$t0")"
   fi
 fi
 

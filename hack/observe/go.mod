@@ -2,7 +2,10 @@ module github.com/convoy-dev/convoy/hack/observe
 
 go 1.26.6
 
-tool github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics
+tool (
+	github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics
+	github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent
+)
 
 require (
 	cloud.google.com/go/compute/metadata v0.9.0 // indirect

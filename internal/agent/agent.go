@@ -69,6 +69,8 @@ type Options struct {
 	HubQPS float32
 	// Version is reported in the inventory.
 	Version string
+	// Collector, if set, runs the member's metrics collector next to the agent (collector.go).
+	Collector *Collector
 	// Log receives the agent's logs.
 	Log *slog.Logger
 }
@@ -158,6 +160,14 @@ func Run(ctx context.Context, o Options) error {
 		wg.Wait()
 		return nil
 	case <-ready:
+	}
+
+	if o.Collector != nil {
+		wg.Go(func() {
+			if err := a.runCollector(ctx, *o.Collector); err != nil {
+				a.log.Error("no metrics collector", "err", err)
+			}
+		})
 	}
 
 	scheme := runtime.NewScheme()

@@ -22,7 +22,7 @@ import (
 
 func newAgentCmd(g *globals) *cobra.Command {
 	var o agent.Options
-	var caFile, memberKubeconfig, token string
+	var caFile, memberKubeconfig, token, collectorBin string
 	var s simOptions
 	cmd := &cobra.Command{
 		Use:   "agent --cluster NAME --hub-url URL --hub-ca-file FILE --state-dir DIR | agent --simulate N --state-dir DIR",
@@ -85,6 +85,15 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 			if o.Member, err = agent.NewKubeMember(memberCfg); err != nil {
 				return err
 			}
+			if collectorBin != "" {
+				if o.StateDir == "" {
+					return usageError("--collector-bin needs --state-dir: the collector keeps its configuration and buffer there")
+				}
+				if _, err := os.Stat(collectorBin); err != nil {
+					return usageError("--collector-bin: %v (make builds bin/vmagent)", err)
+				}
+				o.Collector = &agent.Collector{Binary: collectorBin, Member: memberCfg, Dir: filepath.Join(o.StateDir, "collector")}
+			}
 			o.Version, o.Log = version.Convoy, g.log
 			if os.Getenv("GOGC") == "" {
 				// The agent's heap is small and its allocation rate low: collecting at a quarter
@@ -109,6 +118,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 	f.StringVar(&o.StateDir, "state-dir", "", "directory where the agent keeps its identity")
 	f.StringVar(&o.StateSecret, "state-secret", "", "NAMESPACE/NAME of a member Secret to keep the identity in (instead of --state-dir)")
 	f.StringVar(&memberKubeconfig, "kubeconfig", "", "kubeconfig of the member cluster (default: in-cluster)")
+	f.StringVar(&collectorBin, "collector-bin", "", "vmagent's executable: the agent runs it to send the member's metrics to the hub's fleet store (without it, none are sent)")
 	f.IntVar(&s.clusters, "simulate", 0, "run N simulated clusters' agents in this process instead of one real agent")
 	f.StringVar(&s.prefix, "name-prefix", "sim", "with --simulate: the clusters are named PREFIX-0000, PREFIX-0001, ...")
 	f.StringToStringVar(&s.labels, "labels", nil, "with --simulate: labels of the simulated Clusters, for Placements to select")

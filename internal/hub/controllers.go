@@ -124,6 +124,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	localProvider := &local.Provider{
 		Root: h.layout.Clusters(), BinDir: h.opts.BinDir, Convoy: h.opts.ConvoyBinary, Log: h.log.With("provider", "local"),
 		HubURL: h.apiserverURL, HubCAFile: kubeproc.CACertPath(h.layout.PKI()), DeliveryPort: deliveryPort,
+		Metrics:  h.metricsStore != nil,
 		Registry: h.registry.Addr(), RegistryPull: h.registry.PullAddr(),
 	}
 	if !h.opts.SkipTemplates {
@@ -293,6 +294,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	// The agents' authorizer answers from the cache of Clusters, and from the API server
 	// until that has synced.
 	h.authz.Use(mgr.GetCache(), mgr.GetAPIReader())
+	h.useClusters(mgr.GetCache())
 	mctx, cancel := context.WithCancel(context.Background())
 	h.stopManager = cancel
 	h.managerDone = make(chan error, 1)

@@ -92,6 +92,8 @@ type state struct {
 	RegistryPullPort int `json:"registryPullPort,omitempty"`
 	// DeliveryPort is the agents' delivery stream's, which their settings name.
 	DeliveryPort int `json:"deliveryPort,omitempty"`
+	// MetricsPort is the metrics query API's, which its APIService names.
+	MetricsPort int `json:"metricsPort,omitempty"`
 }
 
 func loadState(l Layout) (state, error) {

@@ -27,11 +27,13 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/controller/access"
 	"github.com/convoy-dev/convoy/internal/delivery"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/observe"
 	"github.com/convoy-dev/convoy/internal/provider/local"
 	"github.com/convoy-dev/convoy/internal/registry"
 )
@@ -139,9 +141,13 @@ type Hub struct {
 	authzServer *http.Server
 	// frontProxyCA verifies the API server's client certificate on the hub's aggregated
 	// APIs; metricsStore and metricsServer are the metrics store and its query API.
-	frontProxyCA  *x509.CertPool
-	metricsStore  *url.URL
-	metricsServer *http.Server
+	frontProxyCA        *x509.CertPool
+	metricsStore        *url.URL
+	metricsServer       *http.Server
+	metricsPort         int
+	metricsPasswordFile string
+	metricsAuth         observe.BasicAuth
+	clusters            atomic.Pointer[client.Reader] // the manager's cache, once it runs
 
 	// streams is the agents' delivery stream's server once the controllers start (nil when
 	// the stream is off); /status reads it, and is served before then.
@@ -217,7 +223,7 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	}
 	metricsBin := ""
 	if opts.MetricsRetention >= 0 {
-		if metricsBin, err = bins.Path(VictoriaMetrics); err != nil {
+		if metricsBin, err = bins.Path(kubeproc.VictoriaMetrics); err != nil {
 			return nil, err
 		}
 	}
@@ -325,6 +331,12 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 		return nil, err
 	}
 	extra = append(extra, frontProxy...)
+	if err := h.prepareMetricsAuth(); err != nil {
+		return nil, err
+	}
+	if err := h.serveMetricsAPI(); err != nil {
+		return nil, err
+	}
 	apiserver, err := h.startChild(kubeproc.KubeAPIServer, apiserverBin, kubeproc.APIServerConfig{
 		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki, AuthorizationConfig: authzConfig, Extra: extra,
 	}.Args())
@@ -333,6 +345,11 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	}
 	if err := kubeproc.WaitAPIServer(ctx, h.admin, apiserver, opts.StepTimeout); err != nil {
 		return nil, fmt.Errorf("hub API server (datastore %s): %w", redact(ds.endpoint), err)
+	}
+
+	// Before the controller-manager, whose discovery would otherwise find the group failing.
+	if err := h.registerMetricsAPI(ctx, controllersCfg); err != nil {
+		return nil, err
 	}
 
 	h.setPhase("starting kube-controller-manager")
@@ -357,7 +374,7 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	}
 
 	h.setPhase("starting the metrics store")
-	if err := h.startMetrics(ctx, controllersCfg, metricsBin); err != nil {
+	if err := h.startMetricsStore(ctx, metricsBin); err != nil {
 		return nil, err
 	}
 
@@ -532,6 +549,9 @@ func (h *Hub) Ready(ctx context.Context) error {
 		return fmt.Errorf("hub is starting: %s", h.phase.Load())
 	}
 	for _, p := range h.procs {
+		if p.Name() == kubeproc.VictoriaMetrics {
+			continue // the hub works without its metrics store; /status shows it
+		}
 		if st := p.Status(); !st.Running {
 			return fmt.Errorf("%s is not running (restarts %d, last exit: %s)", st.Name, st.Restarts, st.LastExit)
 		}

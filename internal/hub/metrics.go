@@ -2,9 +2,11 @@ package hub
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -25,9 +27,6 @@ import (
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/observe"
 )
-
-// VictoriaMetrics is the fleet metrics store's binary in the bin dir (hack/tools.sh builds it).
-const VictoriaMetrics = "victoria-metrics"
 
 // frontProxyName is the common name of the API server's front-proxy client certificate, the
 // only one the hub's aggregated APIs take requests from.
@@ -67,20 +66,97 @@ func (h *Hub) frontProxy() ([]string, error) {
 	}, nil
 }
 
-// startMetrics runs the fleet metrics store (VictoriaMetrics, a supervised child, its data in
-// the data dir), has it scrape the hub's API server, and serves its query API through the
-// hub's API server (observe.QueryAPI behind the APIService v1alpha1.metrics.convoy.dev), with
-// the ClusterRole that grants it.
-func (h *Hub) startMetrics(ctx context.Context, cfg *rest.Config, bin string) error {
+// serveMetricsAPI serves the metrics query API before the API server starts, so that the
+// APIService, which points at its port, is available as soon as the API server is (an
+// APIService that is not makes every client's discovery, and the controller-manager's garbage
+// collector and namespace controller, report the group as failed). Its port is the last run's
+// (hub.json), else any free one; the store's port is chosen here too, and until the store
+// answers the API answers 503.
+func (h *Hub) serveMetricsAPI() error {
 	if h.opts.MetricsRetention < 0 {
-		// An APIService left by an earlier run would point at nothing, and every client's
-		// discovery would report the group unavailable.
-		return h.unregisterMetricsAPI(ctx, cfg)
+		return nil
+	}
+	st, err := loadState(h.layout)
+	if err != nil {
+		return err
+	}
+	var l net.Listener
+	if st.MetricsPort != 0 {
+		// A hub that just stopped may take a moment to let go of the port.
+		for range 50 {
+			if l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(st.MetricsPort)); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if l == nil {
+		port, err := kubeproc.FreePort()
+		if err != nil {
+			return err
+		}
+		if l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err != nil {
+			return fmt.Errorf("listen for the metrics query API: %w", err)
+		}
+	}
+	h.metricsPort = l.Addr().(*net.TCPAddr).Port
+	if h.metricsPort != st.MetricsPort {
+		st.MetricsPort = h.metricsPort
+		if err := saveState(h.layout, st); err != nil {
+			l.Close()
+			return err
+		}
+	}
+	storePort, err := kubeproc.FreePort()
+	if err != nil {
+		l.Close()
+		return err
+	}
+	h.metricsStore = &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(storePort)}
+
+	// A certificate for the Service's name, which the API server checks against the
+	// APIService's caBundle.
+	serving, err := h.pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
+		Name: "hub-metrics", CommonName: metricsService, Server: true,
+		DNSNames: []string{metricsService + "." + v1alpha1.SystemNamespace + ".svc"},
+	})
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("prepare hub PKI: %w", err)
+	}
+	pair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	api := &observe.QueryAPI{Store: h.metricsStore, StoreAuth: h.metricsAuth, FrontProxyCA: h.frontProxyCA, FrontProxyNames: []string{frontProxyName},
+		ClusterLabels: h.clusterLabels, Log: h.log.With("component", "metrics-query")}
+	h.metricsServer = &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// A client certificate is asked for, and checked per request (QueryAPI.fromAPIServer):
+		// discovery is for anyone, and any other certificate gets an answer, not a failed
+		// handshake.
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
+			ClientAuth: tls.RequestClientCert},
+	}
+	go func() {
+		if err := h.metricsServer.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			h.log.Error("metrics query API stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// startMetricsStore runs the fleet metrics store (VictoriaMetrics, a supervised child, its
+// data in the data dir, on 127.0.0.1 behind a password that only the hub holds) and has it
+// scrape the hub's API server. A store that does not come up stops nothing else: the hub
+// logs it, keeps restarting it, and /status shows it.
+func (h *Hub) startMetricsStore(ctx context.Context, bin string) error {
+	if h.opts.MetricsRetention < 0 {
+		return nil
 	}
 	dir := h.layout.Metrics()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("prepare the metrics store's dir: %w", err)
-	}
 	// The store scrapes the hub's API server with a certificate of the group that the
 	// built-in role system:monitoring is bound to.
 	scraper, err := h.pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
@@ -104,60 +180,83 @@ func (h *Hub) startMetrics(ctx context.Context, cfg *rest.Config, bin string) er
 	if err := kubeproc.WriteFileAtomic(scrapeFile, scrape, 0o600); err != nil {
 		return err
 	}
-	port, err := kubeproc.FreePort()
-	if err != nil {
-		return err
-	}
-	store, err := h.startChild(VictoriaMetrics, bin, observe.MetricsStore{
+	port, _ := strconv.Atoi(h.metricsStore.Port())
+	store, err := h.startChild(kubeproc.VictoriaMetrics, bin, observe.MetricsStore{
 		DataDir: filepath.Join(dir, "data"), Port: port, Retention: h.opts.MetricsRetention,
-		MemoryBytes: 256 << 20, ScrapeConfig: scrapeFile,
+		MemoryBytes: 256 << 20, ScrapeConfig: scrapeFile, PasswordFile: h.metricsPasswordFile,
 	}.Args())
 	if err != nil {
 		return err
 	}
-	storeURL := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
-	if err := waitHTTP(ctx, storeURL.String()+"/health", store, h.opts.StepTimeout); err != nil {
-		return fmt.Errorf("metrics store: %w", err)
+	if err := waitHTTP(ctx, h.metricsStore.String()+"/health", store, h.opts.StepTimeout); err != nil {
+		h.log.Error("the fleet metrics store is not answering; the hub runs on without it, and keeps restarting it", "err", err)
 	}
-	h.metricsStore = storeURL
+	return nil
+}
 
-	// The query API, on a port of its own with a certificate for the Service's name.
-	serving, err := h.pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
-		Name: "hub-metrics", CommonName: metricsService, Server: true,
-		DNSNames: []string{metricsService + "." + v1alpha1.SystemNamespace + ".svc"},
-	})
-	if err != nil {
-		return fmt.Errorf("prepare hub PKI: %w", err)
+// prepareMetricsAuth makes (once) the password that the store asks of every request, which
+// only the hub process holds: the store's port takes no request that did not come through the
+// hub's query API.
+func (h *Hub) prepareMetricsAuth() error {
+	if h.opts.MetricsRetention < 0 {
+		return nil
 	}
-	pair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
-	if err != nil {
-		return err
+	dir := h.layout.Metrics()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("prepare the metrics store's dir: %w", err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("listen for the metrics query API: %w", err)
-	}
-	api := &observe.QueryAPI{Store: storeURL, FrontProxyCA: h.frontProxyCA, FrontProxyNames: []string{frontProxyName}, Log: h.log.With("component", "metrics-query")}
-	h.metricsServer = &http.Server{
-		Handler:           api.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		// A client certificate is asked for, and checked per request (QueryAPI.fromAPIServer):
-		// discovery is for anyone, and any other certificate gets an answer, not a failed
-		// handshake.
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
-			ClientAuth: tls.RequestClientCert},
-	}
-	go func() {
-		if err := h.metricsServer.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			h.log.Error("metrics query API stopped", "err", err)
+	h.metricsPasswordFile = filepath.Join(dir, "password")
+	raw, err := os.ReadFile(h.metricsPasswordFile)
+	if err != nil || len(raw) < 32 {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return err
 		}
-	}()
-	return h.registerMetricsAPI(ctx, cfg, l.Addr().(*net.TCPAddr).Port)
+		raw = []byte(hex.EncodeToString(b))
+		if err := kubeproc.WriteFileDurable(h.metricsPasswordFile, raw, 0o600); err != nil {
+			return fmt.Errorf("prepare the metrics store's password: %w", err)
+		}
+	}
+	h.metricsAuth = observe.BasicAuth{User: observe.StoreUser, Password: string(raw)}
+	return nil
+}
+
+// MetricsStoreURL is the fleet metrics store's address on 127.0.0.1 (nil when it is off). It
+// asks a password of every request but /health, which only the hub holds.
+func (h *Hub) MetricsStoreURL() *url.URL { return h.metricsStore }
+
+// useClusters lets the metrics API read Clusters from the hub's cache, once it runs.
+func (h *Hub) useClusters(cached client.Reader) { h.clusters.Store(&cached) }
+
+// clusterLabels are the labels every sample of a cluster gets in the fleet store: its name
+// and its region. Until the hub's cache runs, or for a Cluster it does not hold, none (the
+// agent's collector keeps its samples, and sends them again).
+func (h *Hub) clusterLabels(cluster string) (map[string]string, bool) {
+	r := h.clusters.Load()
+	if r == nil {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c := &v1alpha1.Cluster{}
+	if err := (*r).Get(ctx, client.ObjectKey{Name: cluster}, c, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, false
+	}
+	labels := map[string]string{"cluster": c.Name}
+	if c.Spec.Region != "" {
+		labels["region"] = c.Spec.Region
+	}
+	return labels, true
 }
 
 // registerMetricsAPI points the hub's API server at the query API: the Service, the
-// APIService, and the ClusterRole that grants querying.
-func (h *Hub) registerMetricsAPI(ctx context.Context, cfg *rest.Config, port int) error {
+// APIService, and the ClusterRole that grants querying. With the store off it removes the
+// APIService instead: one left by an earlier run would point at nothing.
+func (h *Hub) registerMetricsAPI(ctx context.Context, cfg *rest.Config) error {
+	if h.opts.MetricsRetention < 0 {
+		return h.unregisterMetricsAPI(ctx, cfg)
+	}
+	port := h.metricsPort
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
 		return fmt.Errorf("build client: %w", err)
@@ -167,6 +266,8 @@ func (h *Hub) registerMetricsAPI(ctx context.Context, cfg *rest.Config, port int
 		endpoints = append(endpoints, "api/"+e)
 	}
 	objs := []map[string]any{
+		// The hub makes its namespace later too; the Service needs it now.
+		{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": v1alpha1.SystemNamespace}},
 		{
 			"apiVersion": "v1", "kind": "Service",
 			"metadata": map[string]any{"name": metricsService, "namespace": v1alpha1.SystemNamespace},

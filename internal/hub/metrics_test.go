@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
-	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/observe"
 )
 
@@ -124,6 +124,18 @@ func TestMetricsQueryAPI(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("a request to the query API's own port with the admin's certificate: %s, want 401", resp.Status)
 	}
+	// Nor does the store's own port take a request without the hub's password: not a query,
+	// not a deletion.
+	for _, path := range []string{"/api/v1/query?query=up", "/api/v1/admin/tsdb/delete_series?match[]=up", "/api/v1/import/prometheus"} {
+		resp, err := http.Post(h.MetricsStoreURL().String()+path, "text/plain", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s on the store's own port without the password: %s, want 401", path, resp.Status)
+		}
+	}
 
 	// Turned off, the store leaves no APIService behind that points at nothing (every
 	// client's discovery would report the group unavailable).
@@ -137,7 +149,7 @@ func TestMetricsQueryAPI(t *testing.T) {
 		t.Errorf("the APIService with the store off: %v, want NotFound", err)
 	}
 	for _, c := range h.Children() {
-		if c.Name == hub.VictoriaMetrics {
+		if c.Name == kubeproc.VictoriaMetrics {
 			t.Errorf("the store runs although it is off: %+v", c)
 		}
 	}

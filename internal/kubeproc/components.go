@@ -16,6 +16,9 @@ const (
 	KubeScheduler         = "kube-scheduler"
 	Kine                  = "kine"
 	Kwok                  = "kwok"
+	// VictoriaMetrics is the hub's fleet metrics store, and VMAgent the members' collector.
+	VictoriaMetrics = "victoria-metrics"
+	VMAgent         = "vmagent"
 )
 
 // Binaries finds the upstream executables in one directory: bin/ of a checkout after

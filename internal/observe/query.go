@@ -17,20 +17,32 @@ import (
 
 // QueryAPI is the aggregated API (v1alpha1.MetricsGroup) that the hub's API server forwards
 // query requests to, after it has authenticated and authorized them: it serves the API's
-// discovery documents, and passes the Prometheus query API's read endpoints to the store. A
+// discovery documents, passes the Prometheus query API's read endpoints to the store, and
+// takes the members' collectors' remote writes (from agents only, labelled with their
+// cluster). A
 // request for those must come from the API server itself, which proves it with its
 // front-proxy client certificate (--proxy-client-cert-file), signed by FrontProxyCA and named
 // one of FrontProxyNames; anything else is refused, so that nobody reaches the store past the
 // hub's RBAC.
 type QueryAPI struct {
-	// Store is the store's base URL (http://127.0.0.1:PORT).
-	Store *url.URL
+	// Store is the store's base URL (http://127.0.0.1:PORT), and StoreAuth what it asks of
+	// every request (no user: none).
+	Store     *url.URL
+	StoreAuth BasicAuth
 	// FrontProxyCA verifies the API server's client certificate.
 	FrontProxyCA *x509.CertPool
 	// FrontProxyNames are the common names the API server's client certificate may have.
 	FrontProxyNames []string
-	Log             *slog.Logger
+	// ClusterLabels gives the labels that every sample a cluster's agent sends gets (cluster,
+	// region), overriding what the agent put there; false for a cluster the hub does not know.
+	ClusterLabels func(cluster string) (map[string]string, bool)
+	Log           *slog.Logger
 }
+
+// agentUserPrefix is how the API server names a cluster's agent: the ServiceAccount
+// agent-GEN in the cluster's namespace (the hub's authorizer let it write only if it is the
+// cluster's current one).
+const agentUserPrefix = "system:serviceaccount:" + v1alpha1.ClusterNamespacePrefix
 
 // Handler serves the API.
 func (q *QueryAPI) Handler() http.Handler {
@@ -41,9 +53,12 @@ func (q *QueryAPI) Handler() http.Handler {
 			r.Out.URL.RawPath = ""
 			// The store needs none of what the API server says about the user.
 			for k := range r.Out.Header {
-				if strings.HasPrefix(k, "X-Remote-") || k == "Authorization" || k == "Impersonate-User" {
+				if strings.HasPrefix(k, "X-Remote-") || k == "Impersonate-User" || k == "Authorization" {
 					r.Out.Header.Del(k)
 				}
+			}
+			if q.StoreAuth.User != "" {
+				r.Out.SetBasicAuth(q.StoreAuth.User, q.StoreAuth.Password)
 			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -70,6 +85,47 @@ func (q *QueryAPI) Handler() http.Handler {
 		writeJSON(w, metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList", APIVersion: "v1"},
 			GroupVersion: v1alpha1.MetricsGroup + "/" + v1alpha1.MetricsVersion, APIResources: []metav1.APIResource{}})
 	})
+	// Remote write, from a cluster's agent (its collector) only: the samples are labelled with
+	// the agent's cluster whatever they say, so that no cluster writes another's series.
+	mux.HandleFunc("POST "+v1alpha1.MetricsQueryPrefix+"/api/v1/write", func(w http.ResponseWriter, r *http.Request) {
+		if !q.fromAPIServer(r) {
+			writeStatus(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized,
+				"send metrics through the hub's API server, at "+v1alpha1.MetricsQueryPrefix+"/api/v1/write")
+			return
+		}
+		rest, _ := strings.CutPrefix(r.Header.Get("X-Remote-User"), agentUserPrefix)
+		cluster, _, _ := strings.Cut(rest, ":")
+		if cluster == "" {
+			writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden,
+				"only a cluster's agent sends metrics to the fleet store")
+			return
+		}
+		var labels map[string]string
+		ok := q.ClusterLabels != nil
+		if ok {
+			labels, ok = q.ClusterLabels(cluster)
+		}
+		if !ok {
+			// The hub is starting (its cache is not running yet): the collector keeps the
+			// samples and sends them again.
+			writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+				"the hub does not know cluster "+cluster+" yet; send again")
+			return
+		}
+		out := r.Clone(r.Context())
+		query := out.URL.Query()
+		query.Del("extra_label")
+		keys := make([]string, 0, len(labels))
+		for k := range labels {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			query.Add("extra_label", k+"="+labels[k])
+		}
+		out.URL.RawQuery = query.Encode()
+		proxy.ServeHTTP(w, out)
+	})
 	mux.HandleFunc(v1alpha1.MetricsQueryPrefix+"/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		if !q.fromAPIServer(r) {
 			writeStatus(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized,
@@ -77,7 +133,8 @@ func (q *QueryAPI) Handler() http.Handler {
 			return
 		}
 		endpoint, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, v1alpha1.MetricsQueryPrefix+"/api/v1/"), "/")
-		if !slices.Contains(v1alpha1.MetricsQueryEndpoints, endpoint) || (r.Method != http.MethodGet && r.Method != http.MethodPost) {
+		if !slices.Contains(v1alpha1.MetricsQueryEndpoints, endpoint) || strings.Contains(r.URL.Path, "..") ||
+			(r.Method != http.MethodGet && r.Method != http.MethodPost) {
 			writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound,
 				"the hub serves the Prometheus query API's read endpoints only: "+strings.Join(v1alpha1.MetricsQueryEndpoints, ", "))
 			return

@@ -25,7 +25,16 @@ type MetricsStore struct {
 	MemoryBytes int64
 	// ScrapeConfig, if set, is the file of the targets the store scrapes itself (ScrapeTargets).
 	ScrapeConfig string
+	// PasswordFile, if set, holds the password the store asks of every request but /health,
+	// with the user StoreUser (HTTP basic authentication).
+	PasswordFile string
 }
+
+// StoreUser is the user of the store's basic authentication.
+const StoreUser = "convoy-hub"
+
+// BasicAuth is what the hub presents to the store.
+type BasicAuth struct{ User, Password string }
 
 // Args are the store's command-line flags.
 func (s MetricsStore) Args() []string {
@@ -46,6 +55,9 @@ func (s MetricsStore) Args() []string {
 	}
 	if s.MemoryBytes > 0 {
 		args = append(args, "-memory.allowedBytes="+strconv.FormatInt(s.MemoryBytes, 10))
+	}
+	if s.PasswordFile != "" {
+		args = append(args, "-httpAuth.username="+StoreUser, "-httpAuth.password=file://"+s.PasswordFile)
 	}
 	if s.ScrapeConfig != "" {
 		args = append(args, "-promscrape.config="+s.ScrapeConfig)

@@ -21,17 +21,22 @@ import (
 const (
 	agentUserPrefix = "system:serviceaccount:" + v1alpha1.ClusterNamespacePrefix
 	clustersRes     = "clusters"
+	// metricsRes is, to the API server, the resource of every request under the fleet
+	// metrics store's API (v1alpha1.MetricsQueryPrefix + "/api/v1/..."); its name is "v1".
+	metricsRes = "api"
 )
 
 var clustersGroup = v1alpha1.GroupVersion.Group
 
 // WebhookMatchConditions are the CEL conditions under which the hub API server asks the
 // Authorizer at all: requests of an agent's ServiceAccount (in some cluster's namespace) on
-// Clusters. Every other request goes straight to RBAC.
+// Clusters, or on the fleet metrics store's API (its remote write). Every other request goes
+// straight to RBAC.
 var WebhookMatchConditions = []string{
 	"request.user.startsWith('" + agentUserPrefix + "')",
-	"has(request.resourceAttributes) && has(request.resourceAttributes.resource) && request.resourceAttributes.resource == '" + clustersRes + "'" +
-		" && has(request.resourceAttributes.group) && request.resourceAttributes.group == '" + clustersGroup + "'",
+	"has(request.resourceAttributes) && has(request.resourceAttributes.resource) && has(request.resourceAttributes.group) && (" +
+		"(request.resourceAttributes.resource == '" + clustersRes + "' && request.resourceAttributes.group == '" + clustersGroup + "') || " +
+		"(request.resourceAttributes.resource == '" + metricsRes + "' && request.resourceAttributes.group == '" + v1alpha1.MetricsGroup + "'))",
 }
 
 // Decision is an authorizer's answer: allow, or no opinion (the next authorizer, RBAC,
@@ -46,7 +51,9 @@ type Decision struct {
 type CurrentAgent func(cluster string) (serviceAccount string, ok bool)
 
 // Decide answers one SubjectAccessReview: an agent's ServiceAccount may get its own Cluster,
-// and get, patch and update its status; nothing else, and nothing of another Cluster. The
+// and get, patch and update its status, and send its cluster's metrics to the fleet metrics
+// store (create on api/write of v1alpha1.MetricsGroup: the hub labels what it sends with its
+// cluster); nothing else, and nothing of another Cluster. The
 // ServiceAccount must be the Cluster's current generation, so a revocation holds at once,
 // even while the API server still accepts the old token. This replaces a ClusterRole and
 // ClusterRoleBinding per cluster: the RBAC authorizer walks every ClusterRoleBinding on every
@@ -61,13 +68,15 @@ func Decide(spec authorizationv1.SubjectAccessReviewSpec, current CurrentAgent) 
 		return Decision{Reason: "not an agent"}
 	}
 	ra := spec.ResourceAttributes
-	if ra == nil || ra.Group != clustersGroup || ra.Resource != clustersRes {
-		return Decision{Reason: "not a Cluster"}
-	}
-	if ra.Name != cluster {
-		return Decision{Reason: "an agent reaches only its own Cluster"}
-	}
 	switch {
+	case ra != nil && ra.Group == v1alpha1.MetricsGroup && ra.Resource == metricsRes:
+		if ra.Name != "v1" || ra.Subresource != "write" || ra.Verb != "create" {
+			return Decision{Reason: "an agent may only send metrics (POST api/v1/write)"}
+		}
+	case ra == nil || ra.Group != clustersGroup || ra.Resource != clustersRes:
+		return Decision{Reason: "not a Cluster"}
+	case ra.Name != cluster:
+		return Decision{Reason: "an agent reaches only its own Cluster"}
 	case ra.Subresource == "" && ra.Verb == "get":
 	case ra.Subresource == "status" && (ra.Verb == "get" || ra.Verb == "patch" || ra.Verb == "update"):
 	default:

@@ -29,6 +29,9 @@ func TestDecide(t *testing.T) {
 	on := func(verb, sub, name string) *authorizationv1.ResourceAttributes {
 		return &authorizationv1.ResourceAttributes{Group: "convoy.dev", Version: "v1alpha1", Resource: "clusters", Subresource: sub, Name: name, Verb: verb}
 	}
+	metrics := func(verb, sub string) *authorizationv1.ResourceAttributes {
+		return &authorizationv1.ResourceAttributes{Group: v1alpha1.MetricsGroup, Version: v1alpha1.MetricsVersion, Resource: "api", Subresource: sub, Name: "v1", Verb: verb}
+	}
 	for _, tc := range []struct {
 		name    string
 		user    string
@@ -56,6 +59,11 @@ func TestDecide(t *testing.T) {
 		{name: "an agent on Works", user: agent, ra: &authorizationv1.ResourceAttributes{Group: "convoy.dev", Resource: "works", Verb: "get", Name: "eu"}, reason: "not a Cluster"},
 		{name: "clusters of another group", user: agent, ra: &authorizationv1.ResourceAttributes{Group: "example.com", Resource: "clusters", Verb: "get", Name: "eu"}, reason: "not a Cluster"},
 		{name: "a non-resource request", user: agent, reason: "not a Cluster"},
+		{name: "send its metrics", user: agent, ra: metrics("create", "write"), allowed: true},
+		{name: "query the metrics store", user: agent, ra: metrics("get", "query"), reason: "an agent may only send metrics (POST api/v1/write)"},
+		{name: "query the metrics store by POST", user: agent, ra: metrics("create", "query"), reason: "an agent may only send metrics (POST api/v1/write)"},
+		{name: "a revoked generation sends metrics", user: "system:serviceaccount:convoy-cluster-eu:agent-1", ra: metrics("create", "write"), reason: "a revoked agent identity"},
+		{name: "a person sends metrics", user: "alice", ra: metrics("create", "write"), reason: "not an agent"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cur := current

@@ -56,6 +56,8 @@ type agentConfig struct {
 	HubCAFile string `json:"hubCAFile"`
 	// DeliveryPort is the hub's delivery stream's, forwarded with the API server's.
 	DeliveryPort int `json:"deliveryPort,omitempty"`
+	// Metrics runs the agent's metrics collector.
+	Metrics bool `json:"metrics,omitempty"`
 }
 
 // cluster is the Cluster that config describes, for desiredNodes.

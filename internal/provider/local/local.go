@@ -50,6 +50,9 @@ type Provider struct {
 	// DeliveryPort is the port of the hub's delivery stream beside HubURL's (zero: none), for
 	// agents that run inside the cluster and reach the hub through the fleet network.
 	DeliveryPort int
+	// Metrics makes each cluster's agent run the metrics collector (vmagent from BinDir), which
+	// sends the member's metrics to the hub's store.
+	Metrics bool
 	// Registry is the fleet registry's address on the host's loopback (host:port), from which
 	// real nodes pull their images (see internal/registry); real node pools need it.
 	Registry string
@@ -140,7 +143,7 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	}
 	cfg.Agent = nil
 	if p.HubURL != "" {
-		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile, DeliveryPort: p.DeliveryPort}
+		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile, DeliveryPort: p.DeliveryPort, Metrics: p.Metrics}
 	}
 	if err := checkVersion(cfg.BinDir, cfg.KubernetesVersion); err != nil {
 		return err

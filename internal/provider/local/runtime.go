@@ -370,6 +370,13 @@ func (r *Runtime) components() ([]component, error) {
 				// It joins there, without a request to the hub's API server.
 				args = append(args, "--delivery-port", strconv.Itoa(a.DeliveryPort))
 			}
+			if a.Metrics {
+				if p, err := always.Path(kubeproc.VMAgent); err != nil {
+					errs = append(errs, err)
+				} else {
+					args = append(args, "--collector-bin", p)
+				}
+			}
 			comps = append(comps, component{name: agentComponent, bin: self, args: args})
 		}
 	}

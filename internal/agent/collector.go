@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/observe"
+)
+
+// Collector runs the member's metrics collector (vmagent, observe.Collector) next to the agent:
+// it scrapes the member through its API server and sends the samples to the hub's fleet store
+// with the agent's identity. It stops with the agent, and with the agent's process (its
+// parent's death kills it).
+type Collector struct {
+	// Binary is vmagent's executable.
+	Binary string
+	// Member is the member's API server with the agent's credentials there.
+	Member *rest.Config
+	// Dir is the collector's directory: its configuration, the credentials it reads, its
+	// buffer and its log.
+	Dir string
+	// BufferBytes bounds what it keeps while the hub is away (observe.DefaultBufferBytes
+	// when zero).
+	BufferBytes int64
+}
+
+// runCollector writes the collector's configuration and credentials, keeps the hub token's
+// file current, and runs vmagent until ctx ends.
+func (a *Agent) runCollector(ctx context.Context, c Collector) error {
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return fmt.Errorf("collector dir: %w", err)
+	}
+	write := func(name string, data []byte) (string, error) {
+		path := filepath.Join(c.Dir, name)
+		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+			return path, nil
+		}
+		return path, kubeproc.WriteFileAtomic(path, data, 0o600)
+	}
+	target := observe.MemberTarget{APIServer: c.Member.Host}
+	files := []struct {
+		data []byte
+		file string
+		name string
+		into *string
+	}{
+		{c.Member.CAData, c.Member.CAFile, "member-ca.crt", &target.CAFile},
+		{c.Member.CertData, c.Member.CertFile, "member.crt", &target.CertFile},
+		{c.Member.KeyData, c.Member.KeyFile, "member.key", &target.KeyFile},
+		{[]byte(c.Member.BearerToken), c.Member.BearerTokenFile, "member-token", &target.BearerTokenFile},
+	}
+	for _, f := range files {
+		switch {
+		case f.file != "":
+			*f.into = f.file
+		case len(f.data) > 0:
+			path, err := write(f.name, f.data)
+			if err != nil {
+				return err
+			}
+			*f.into = path
+		}
+	}
+	scrape, err := observe.MemberScrapeConfig(target)
+	if err != nil {
+		return err
+	}
+	scrapeFile, err := write("scrape.yaml", scrape)
+	if err != nil {
+		return err
+	}
+	hubCA, err := write("hub-ca.crt", a.opts.HubCA)
+	if err != nil {
+		return err
+	}
+	tokenFile := filepath.Join(c.Dir, "hub-token")
+	syncToken := func() error {
+		t := a.id.token()
+		if t == "" {
+			return nil
+		}
+		_, err := write("hub-token", []byte(t))
+		return err
+	}
+	if err := syncToken(); err != nil {
+		return err
+	}
+	remote, err := observe.RemoteWriteURL(a.opts.HubURL)
+	if err != nil {
+		return err
+	}
+	port, err := kubeproc.FreePort()
+	if err != nil {
+		return err
+	}
+	p, err := kubeproc.Start(kubeproc.Spec{
+		Name: "vmagent",
+		Path: c.Binary,
+		Args: observe.Collector{Dir: c.Dir, Port: port, RemoteWriteURL: remote, HubCAFile: hubCA, HubTokenFile: tokenFile,
+			BufferBytes: c.BufferBytes, ScrapeConfig: scrapeFile}.Args(),
+		LogPath: filepath.Join(c.Dir, "vmagent.log"),
+	}, a.log)
+	if err != nil {
+		return fmt.Errorf("start the metrics collector: %w", err)
+	}
+	a.log.Info("metrics collector started", "remote", remote)
+	defer p.Stop(context.Background())
+	// The agent renews its token well before it expires; the collector reads the file again.
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := syncToken(); err != nil {
+				a.log.Warn("cannot update the metrics collector's hub token", "err", err)
+			}
+		}
+	}
+}
