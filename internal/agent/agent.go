@@ -163,11 +163,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	if o.Collector != nil {
-		wg.Go(func() {
-			if err := a.runCollector(ctx, *o.Collector); err != nil {
+		// It ends with Run, whichever way Run returns.
+		cctx, stopCollector := context.WithCancel(ctx)
+		collected := make(chan struct{})
+		defer func() { stopCollector(); <-collected }()
+		go func() {
+			defer close(collected)
+			if err := a.runCollector(cctx, *o.Collector); err != nil {
 				a.log.Error("no metrics collector", "err", err)
 			}
-		})
+		}()
 	}
 
 	scheme := runtime.NewScheme()

@@ -3,6 +3,8 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -96,14 +98,19 @@ func (a *Agent) runCollector(ctx context.Context, c Collector) error {
 	if err != nil {
 		return err
 	}
-	port, err := kubeproc.FreePort()
-	if err != nil {
-		return err
+	// A unix socket's path is at most 107 bytes; a deep state dir gets one in the temporary
+	// directory instead, named after it (the socket is only vmagent's own API, which no one
+	// needs).
+	socket := filepath.Join(c.Dir, "vmagent.sock")
+	if len(socket) > 100 {
+		sum := sha256.Sum256([]byte(c.Dir))
+		socket = filepath.Join(os.TempDir(), "convoy-vmagent-"+hex.EncodeToString(sum[:8])+".sock")
 	}
+	_ = os.Remove(socket) // left by a collector that was killed
 	p, err := kubeproc.Start(kubeproc.Spec{
 		Name: "vmagent",
 		Path: c.Binary,
-		Args: observe.Collector{Dir: c.Dir, Port: port, RemoteWriteURL: remote, HubCAFile: hubCA, HubTokenFile: tokenFile,
+		Args: observe.Collector{Dir: c.Dir, Socket: socket, RemoteWriteURL: remote, HubCAFile: hubCA, HubTokenFile: tokenFile,
 			BufferBytes: c.BufferBytes, ScrapeConfig: scrapeFile}.Args(),
 		LogPath: filepath.Join(c.Dir, "vmagent.log"),
 	}, a.log)
@@ -111,7 +118,10 @@ func (a *Agent) runCollector(ctx context.Context, c Collector) error {
 		return fmt.Errorf("start the metrics collector: %w", err)
 	}
 	a.log.Info("metrics collector started", "remote", remote)
-	defer p.Stop(context.Background())
+	defer func() {
+		p.Stop(context.Background())
+		_ = os.Remove(socket)
+	}()
 	// The agent renews its token well before it expires; the collector reads the file again.
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()

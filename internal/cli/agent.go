@@ -89,10 +89,13 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 				if o.StateDir == "" {
 					return usageError("--collector-bin needs --state-dir: the collector keeps its configuration and buffer there")
 				}
+				// The agent's work does not wait for its metrics: without the binary it runs
+				// without a collector.
 				if _, err := os.Stat(collectorBin); err != nil {
-					return usageError("--collector-bin: %v (make builds bin/vmagent)", err)
+					g.log.Error("no metrics collector (make builds bin/vmagent)", "err", err)
+				} else {
+					o.Collector = &agent.Collector{Binary: collectorBin, Member: memberCfg, Dir: filepath.Join(o.StateDir, "collector")}
 				}
-				o.Collector = &agent.Collector{Binary: collectorBin, Member: memberCfg, Dir: filepath.Join(o.StateDir, "collector")}
 			}
 			o.Version, o.Log = version.Convoy, g.log
 			if os.Getenv("GOGC") == "" {

@@ -124,7 +124,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	localProvider := &local.Provider{
 		Root: h.layout.Clusters(), BinDir: h.opts.BinDir, Convoy: h.opts.ConvoyBinary, Log: h.log.With("provider", "local"),
 		HubURL: h.apiserverURL, HubCAFile: kubeproc.CACertPath(h.layout.PKI()), DeliveryPort: deliveryPort,
-		Metrics:  h.metricsStore != nil,
+		Metrics:  h.opts.MetricsRetention >= 0,
 		Registry: h.registry.Addr(), RegistryPull: h.registry.PullAddr(),
 	}
 	if !h.opts.SkipTemplates {

@@ -142,7 +142,7 @@ type Hub struct {
 	// frontProxyCA verifies the API server's client certificate on the hub's aggregated
 	// APIs; metricsStore and metricsServer are the metrics store and its query API.
 	frontProxyCA        *x509.CertPool
-	metricsStore        *url.URL
+	metricsStore        atomic.Pointer[url.URL]
 	metricsServer       *http.Server
 	metricsPort         int
 	metricsPasswordFile string

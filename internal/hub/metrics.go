@@ -107,13 +107,6 @@ func (h *Hub) serveMetricsAPI() error {
 			return err
 		}
 	}
-	storePort, err := kubeproc.FreePort()
-	if err != nil {
-		l.Close()
-		return err
-	}
-	h.metricsStore = &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(storePort)}
-
 	// A certificate for the Service's name, which the API server checks against the
 	// APIService's caBundle.
 	serving, err := h.pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
@@ -129,7 +122,7 @@ func (h *Hub) serveMetricsAPI() error {
 		l.Close()
 		return err
 	}
-	api := &observe.QueryAPI{Store: h.metricsStore, StoreAuth: h.metricsAuth, FrontProxyCA: h.frontProxyCA, FrontProxyNames: []string{frontProxyName},
+	api := &observe.QueryAPI{Store: h.metricsStore.Load, StoreAuth: h.metricsAuth, FrontProxyCA: h.frontProxyCA, FrontProxyNames: []string{frontProxyName},
 		ClusterLabels: h.clusterLabels, Log: h.log.With("component", "metrics-query")}
 	h.metricsServer = &http.Server{
 		Handler:           api.Handler(),
@@ -180,7 +173,12 @@ func (h *Hub) startMetricsStore(ctx context.Context, bin string) error {
 	if err := kubeproc.WriteFileAtomic(scrapeFile, scrape, 0o600); err != nil {
 		return err
 	}
-	port, _ := strconv.Atoi(h.metricsStore.Port())
+	// Its port is chosen just before it starts (a port chosen earlier could be taken
+	// meanwhile, and the supervisor restarts it on the same one).
+	port, err := kubeproc.FreePort()
+	if err != nil {
+		return err
+	}
 	store, err := h.startChild(kubeproc.VictoriaMetrics, bin, observe.MetricsStore{
 		DataDir: filepath.Join(dir, "data"), Port: port, Retention: h.opts.MetricsRetention,
 		MemoryBytes: 256 << 20, ScrapeConfig: scrapeFile, PasswordFile: h.metricsPasswordFile,
@@ -188,9 +186,15 @@ func (h *Hub) startMetricsStore(ctx context.Context, bin string) error {
 	if err != nil {
 		return err
 	}
-	if err := waitHTTP(ctx, h.metricsStore.String()+"/health", store, h.opts.StepTimeout); err != nil {
-		h.log.Error("the fleet metrics store is not answering; the hub runs on without it, and keeps restarting it", "err", err)
-	}
+	storeURL := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
+	h.metricsStore.Store(storeURL)
+	// The hub does not wait for it: a store replaying a large data dir, or failing, holds
+	// nothing else back.
+	go func() {
+		if err := waitHTTP(ctx, storeURL.String()+"/health", store, h.opts.StepTimeout); err != nil && ctx.Err() == nil {
+			h.log.Error("the fleet metrics store is not answering; the hub runs on without it, and keeps restarting it", "err", err)
+		}
+	}()
 	return nil
 }
 
@@ -223,10 +227,13 @@ func (h *Hub) prepareMetricsAuth() error {
 
 // MetricsStoreURL is the fleet metrics store's address on 127.0.0.1 (nil when it is off). It
 // asks a password of every request but /health, which only the hub holds.
-func (h *Hub) MetricsStoreURL() *url.URL { return h.metricsStore }
+func (h *Hub) MetricsStoreURL() *url.URL { return h.metricsStore.Load() }
 
 // useClusters lets the metrics API read Clusters from the hub's cache, once it runs.
 func (h *Hub) useClusters(cached client.Reader) { h.clusters.Store(&cached) }
+
+// NoRegion is the region label of the samples of a cluster that has no region.
+const NoRegion = "none"
 
 // clusterLabels are the labels every sample of a cluster gets in the fleet store: its name
 // and its region. Until the hub's cache runs, or for a Cluster it does not hold, none (the
@@ -242,11 +249,13 @@ func (h *Hub) clusterLabels(cluster string) (map[string]string, bool) {
 	if err := (*r).Get(ctx, client.ObjectKey{Name: cluster}, c, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, false
 	}
-	labels := map[string]string{"cluster": c.Name}
-	if c.Spec.Region != "" {
-		labels["region"] = c.Spec.Region
+	// Always both: the store drops a label given an empty value instead of setting it, so a
+	// cluster without a region gets "none", not what its agent wrote.
+	region := c.Spec.Region
+	if region == "" {
+		region = NoRegion
 	}
-	return labels, true
+	return map[string]string{"cluster": c.Name, "region": region}, true
 }
 
 // registerMetricsAPI points the hub's API server at the query API: the Service, the

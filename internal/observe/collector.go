@@ -18,8 +18,10 @@ import (
 type Collector struct {
 	// Dir is the collector's working directory: its on-disk buffer is Dir/buffer.
 	Dir string
-	// Port is its own HTTP port on 127.0.0.1.
-	Port int
+	// Socket is where vmagent serves its own HTTP API (its /metrics, and the ingestion
+	// endpoints every vmagent has): a unix socket in a directory only the agent may enter,
+	// so that nobody on the host can push series that it would send with the agent's identity.
+	Socket string
 	// RemoteWriteURL is the hub's remote-write endpoint (RemoteWriteURL).
 	RemoteWriteURL string
 	// HubCAFile and HubTokenFile authenticate the hub and the agent to each other; the agent
@@ -64,7 +66,7 @@ func (c Collector) Args() []string {
 		"-remoteWrite.tmpDataPath=" + c.Dir + "/buffer",
 		"-remoteWrite.maxDiskUsagePerURL=" + strconv.FormatInt(buffer, 10),
 		"-remoteWrite.flushInterval=" + CollectorFlushInterval,
-		"-httpListenAddr=127.0.0.1:" + strconv.Itoa(c.Port),
+		"-httpListenAddr=unix:" + c.Socket,
 		"-loggerLevel=WARN",
 	}
 }

@@ -25,9 +25,9 @@ import (
 // one of FrontProxyNames; anything else is refused, so that nobody reaches the store past the
 // hub's RBAC.
 type QueryAPI struct {
-	// Store is the store's base URL (http://127.0.0.1:PORT), and StoreAuth what it asks of
-	// every request (no user: none).
-	Store     *url.URL
+	// Store gives the store's base URL (http://127.0.0.1:PORT), nil while it has none (the
+	// API answers 503), and StoreAuth is what the store asks of every request (no user: none).
+	Store     func() *url.URL
 	StoreAuth BasicAuth
 	// FrontProxyCA verifies the API server's client certificate.
 	FrontProxyCA *x509.CertPool
@@ -48,7 +48,12 @@ const agentUserPrefix = "system:serviceaccount:" + v1alpha1.ClusterNamespacePref
 func (q *QueryAPI) Handler() http.Handler {
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(q.Store)
+			store := q.Store()
+			if store == nil {
+				// Nowhere to go: the transport fails, and the error handler answers 503.
+				store = &url.URL{Scheme: "http", Host: "127.0.0.1:0"}
+			}
+			r.SetURL(store)
 			r.Out.URL.Path = strings.TrimPrefix(r.In.URL.Path, v1alpha1.MetricsQueryPrefix)
 			r.Out.URL.RawPath = ""
 			// The store needs none of what the API server says about the user.

@@ -371,8 +371,9 @@ func (r *Runtime) components() ([]component, error) {
 				args = append(args, "--delivery-port", strconv.Itoa(a.DeliveryPort))
 			}
 			if a.Metrics {
+				// The cluster runs without a collector rather than not at all.
 				if p, err := always.Path(kubeproc.VMAgent); err != nil {
-					errs = append(errs, err)
+					r.log.Warn("no metrics collector for the agent", "err", err)
 				} else {
 					args = append(args, "--collector-bin", p)
 				}
