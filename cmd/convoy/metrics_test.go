@@ -67,7 +67,7 @@ func TestMetricsQueryCLI(t *testing.T) {
 		return ok, fmt.Errorf("up{cluster=\"m1\"}:\n%s", out)
 	})
 	eventually(t, "m1's containers' CPU", time.Minute, func() (bool, error) {
-		out := query(`sum by (cluster, region, zone) (container_cpu_usage_seconds_total{cluster="m1"})`)
+		out := query(`sum by (cluster, region, zone) (container_cpu_usage_seconds_total{cluster="m1", job="kubelet"})`)
 		return strings.Contains(out, "m1") && strings.Contains(out, "eu-west"), fmt.Errorf("container CPU:\n%s", out)
 	})
 }
