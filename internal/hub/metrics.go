@@ -19,7 +19,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -191,7 +190,7 @@ func (h *Hub) startMetricsStore(ctx context.Context, bin string) error {
 	// The hub does not wait for it: a store replaying a large data dir, or failing, holds
 	// nothing else back.
 	go func() {
-		if err := waitHTTP(ctx, storeURL.String()+"/health", store, h.opts.StepTimeout); err != nil && ctx.Err() == nil {
+		if err := kubeproc.WaitHTTP(ctx, storeURL.String()+"/health", store, h.opts.StepTimeout); err != nil && ctx.Err() == nil {
 			h.log.Error("the fleet metrics store is not answering; the hub runs on without it, and keeps restarting it", "err", err)
 		}
 	}()
@@ -321,30 +320,4 @@ func (h *Hub) unregisterMetricsAPI(ctx context.Context, cfg *rest.Config) error 
 		return fmt.Errorf("remove the metrics query API's APIService: %w", err)
 	}
 	return nil
-}
-
-// waitHTTP waits until url answers 200, while p runs.
-func waitHTTP(ctx context.Context, url string, p *kubeproc.Process, timeout time.Duration) error {
-	hc := &http.Client{Timeout: 2 * time.Second}
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		if st := p.Status(); st.Restarts > 3 {
-			return false, fmt.Errorf("%s keeps exiting: %s\n%s", st.Name, st.LastExit, st.ExitTail)
-		}
-		resp, err := hc.Get(url)
-		if err != nil {
-			last = err
-			return false, nil
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			last = fmt.Errorf("%s: %s", url, resp.Status)
-			return false, nil
-		}
-		return true, nil
-	})
-	if err != nil && last != nil {
-		return fmt.Errorf("%w (last: %v)", err, last)
-	}
-	return err
 }

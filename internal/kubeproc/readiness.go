@@ -28,6 +28,26 @@ func WaitTCP(ctx context.Context, addr string, proc *Process, timeout time.Durat
 	})
 }
 
+// WaitHTTP waits until url answers GET with 200 (a child's health endpoint on loopback). If
+// proc is not nil, the error on timeout quotes the end of its log.
+func WaitHTTP(ctx context.Context, url string, proc *Process, timeout time.Duration) error {
+	return poll(ctx, proc, timeout, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s answered %s", url, resp.Status)
+		}
+		return nil
+	})
+}
+
 // WaitAPIServer waits until the API server of cfg answers GET /readyz with 200.
 func WaitAPIServer(ctx context.Context, cfg *rest.Config, proc *Process, timeout time.Duration) error {
 	hc, err := rest.HTTPClientFor(cfg)
