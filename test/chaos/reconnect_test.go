@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,7 +37,8 @@ import (
 // member and that nothing was applied again (a restarted hub re-derives what it wants, and
 // the agents, which hold what they applied, find it unchanged; the barrier is a change made
 // afterwards, which each member must apply as its only apply since). It prints how long the agents
-// took to come back and how long kubectl took to answer; the goals of issue 15 (every cluster
+// took to come back and how long kubectl took, both the hub's answers (from kubectl's own log)
+// and the whole command, whose start competes for the two cores with the simulated fleet; the goals of issue 15 (every cluster
 // back within 30 s, kubectl within 1 s) are reported as met or not, not asserted: timings are
 // measurements on a shared machine (docs/SCALE.md, "Faults").
 //
@@ -152,20 +154,31 @@ func TestReconnectStorm(t *testing.T) {
 	if len(calls) == 0 {
 		t.Fatal("no kubectl call answered while the fleet reconnected")
 	}
-	slices.Sort(calls)
+	var timeline []string
+	took := make([]time.Duration, len(calls))
+	served := make([]time.Duration, len(calls))
+	for i, c := range calls {
+		timeline = append(timeline, fmt.Sprintf("+%s: %s (hub %s)", c.at.Sub(started).Round(100*time.Millisecond),
+			c.took.Round(10*time.Millisecond), c.served.Round(10*time.Millisecond)))
+		took[i], served[i] = c.took, c.served
+	}
+	t.Logf("kubectl calls, by start after the hub's start: %s", strings.Join(timeline, ", "))
+	slices.Sort(took)
+	slices.Sort(served)
 	met := func(ok bool) string {
 		if ok {
 			return "met"
 		}
 		return "NOT met"
 	}
+	k := len(calls)
 	lines := []string{
 		fmt.Sprintf("reconnect storm, %d clusters: hub ready %s after its start; agents back p50 %s, p99 %s, max %s after the start; the hub counted all %d streams open after %s (goal: back within 30 s, %s)",
 			n, ready.Sub(started).Round(time.Millisecond), times[n/2].Round(time.Millisecond), times[n*99/100].Round(time.Millisecond),
 			times[n-1].Round(time.Millisecond), n, allBack.Round(time.Millisecond), met(times[n-1] <= 30*time.Second && allBack <= 30*time.Second)),
-		fmt.Sprintf("reconnect storm, %d clusters: %d kubectl calls meanwhile, p50 %s, p99 %s, max %s (goal: within 1 s, %s)",
-			n, len(calls), calls[len(calls)/2].Round(time.Millisecond), calls[len(calls)*99/100].Round(time.Millisecond),
-			calls[len(calls)-1].Round(time.Millisecond), met(calls[len(calls)-1] <= time.Second)),
+		fmt.Sprintf("reconnect storm, %d clusters: %d kubectl calls meanwhile; the hub answered each (kubectl's configuration loaded to its last answer) in p50 %s, max %s (goal: within 1 s, %s); whole commands, with kubectl's own start on the shared cores, p50 %s, max %s",
+			n, k, served[k/2].Round(time.Millisecond), served[k-1].Round(time.Millisecond), met(served[k-1] <= time.Second),
+			took[k/2].Round(time.Millisecond), took[k-1].Round(time.Millisecond)),
 	}
 	for _, l := range lines {
 		t.Log(l)
@@ -228,14 +241,24 @@ func placementAvailable(t *testing.T, ctx context.Context, c client.Client) {
 }
 
 // kubectlProbe runs one kubectl command again and again, 250 ms apart, and keeps how long each
-// call took, or how it failed.
+// call took, or how it failed. kubectl runs with -v=6, whose log says when it had loaded its
+// configuration and when each answer came: the span between is the hub's part of the call
+// (its answers, discovery included), and what comes before is kubectl's own start, which on
+// this machine shares two cores with the 1,000 simulated agents.
 type kubectlProbe struct {
 	bin  string
 	args []string
 
 	mu       sync.Mutex
-	calls    []time.Duration
+	calls    []kubectlCall
 	failures []string
+}
+
+// kubectlCall is one answered call: when it started, how long the command took in all, and
+// how long from kubectl's configuration loaded to its last answer from the hub.
+type kubectlCall struct {
+	at           time.Time
+	took, served time.Duration
 }
 
 // start runs the probe until stop, which may be called more than once.
@@ -247,13 +270,18 @@ func (p *kubectlProbe) start() (stop func()) {
 		defer close(finished)
 		for {
 			at := time.Now()
-			out, err := exec.Command(p.bin, append([]string{"--request-timeout", "10s"}, p.args...)...).CombinedOutput()
+			var stderr strings.Builder
+			cmd := exec.Command(p.bin, append([]string{"--request-timeout", "10s", "-v=6"}, p.args...)...)
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
 			took := time.Since(at)
 			p.mu.Lock()
 			if err != nil {
-				p.failures = append(p.failures, fmt.Sprintf("%v after %s: %s", err, took.Round(time.Millisecond), out))
+				p.failures = append(p.failures, fmt.Sprintf("%v after %s: %s%s", err, took.Round(time.Millisecond), out, stderr.String()))
+			} else if served, ok := servedSpan(stderr.String()); !ok {
+				p.failures = append(p.failures, fmt.Sprintf("kubectl's log says no answer came: %s", stderr.String()))
 			} else {
-				p.calls = append(p.calls, took)
+				p.calls = append(p.calls, kubectlCall{at: at, took: took, served: served})
 			}
 			p.mu.Unlock()
 			select {
@@ -269,8 +297,45 @@ func (p *kubectlProbe) start() (stop func()) {
 	}
 }
 
-func (p *kubectlProbe) result() (calls []time.Duration, failures []string) {
+func (p *kubectlProbe) result() (calls []kubectlCall, failures []string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.calls), slices.Clone(p.failures)
+}
+
+// servedSpan reads kubectl's -v=6 log (klog lines, "I1204 04:29:33.563955 ...") of a call:
+// the time from its first line (the configuration loaded) to its last line
+// that logs an answer ("Response"). ok is false when no answer is logged.
+func servedSpan(log string) (served time.Duration, ok bool) {
+	stamp := func(line string) (time.Time, bool) {
+		if len(line) < 21 {
+			return time.Time{}, false
+		}
+		clock, err := time.ParseInLocation("15:04:05.000000", line[6:21], time.Local)
+		if err != nil {
+			return time.Time{}, false
+		}
+		return clock, true
+	}
+	var first, last time.Time
+	for line := range strings.SplitSeq(log, "\n") {
+		ts, isStamp := stamp(strings.TrimSpace(line))
+		if !isStamp {
+			continue
+		}
+		if first.IsZero() {
+			first = ts
+		}
+		if strings.Contains(line, `"Response"`) {
+			last = ts
+		}
+	}
+	if first.IsZero() || last.IsZero() {
+		return 0, false
+	}
+	served = last.Sub(first)
+	if served < 0 { // the call ran over midnight
+		served += 24 * time.Hour
+	}
+	return served, true
 }
