@@ -14,7 +14,8 @@ import (
 
 // TestMetricsQueryCLI runs `convoy metrics query` as a user would, against a hub process:
 // the table shows the hub's API server scraped by the store, an invalid query fails with the
-// store's own message, and a cluster's metrics reach the store from its agent's collector.
+// store's own message, and a cluster's metrics reach the store from its agent's collector:
+// its API server's, its kubelet's, and its workload state from the agent's exporter.
 func TestMetricsQueryCLI(t *testing.T) {
 	t.Parallel()
 	f := startFleetHub(t)
@@ -55,7 +56,7 @@ func TestMetricsQueryCLI(t *testing.T) {
 	eventually(t, "m1's API server and kubelet scraped", 2*time.Minute, func() (bool, error) {
 		out := query(`up{cluster="m1"}`)
 		ok := true
-		for _, job := range []string{"apiserver", "kubelet", "cadvisor"} {
+		for _, job := range []string{"apiserver", "kubelet", "cadvisor", "kube-state-metrics"} {
 			line := ""
 			for _, l := range strings.Split(out, "\n") {
 				if strings.Contains(l, " "+job+" ") {
@@ -69,5 +70,12 @@ func TestMetricsQueryCLI(t *testing.T) {
 	eventually(t, "m1's containers' CPU", time.Minute, func() (bool, error) {
 		out := query(`sum by (cluster, region, zone) (container_cpu_usage_seconds_total{cluster="m1", job="kubelet"})`)
 		return strings.Contains(out, "m1") && strings.Contains(out, "eu-west"), fmt.Errorf("container CPU:\n%s", out)
+	})
+	// The agent's workload-state exporter, under kube-state-metrics' names: CoreDNS available,
+	// and the real node ready.
+	eventually(t, "m1's workload state", time.Minute, func() (bool, error) {
+		out := query(`kube_deployment_status_replicas_available{cluster="m1", namespace="kube-system", deployment="coredns"} >= 1`)
+		nodes := query(`kube_node_status_condition{cluster="m1", condition="Ready", status="true"} == 1`)
+		return strings.Contains(out, "coredns") && strings.Contains(nodes, "m1"), fmt.Errorf("CoreDNS available:\n%s\nnodes ready:\n%s", out, nodes)
 	})
 }

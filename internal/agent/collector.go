@@ -6,18 +6,22 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/observe"
+	"github.com/convoy-dev/convoy/internal/observe/kubestate"
 )
 
 // Collector runs the member's metrics collector (vmagent, observe.Collector) next to the agent:
-// it scrapes the member through its API server and sends the samples to the hub's fleet store
+// it scrapes the member through its API server, and the workload-state exporter the agent
+// serves on loopback for it (observe/kubestate), and sends the samples to the hub's fleet store
 // with the agent's identity. It stops with the agent, and with the agent's process (its
 // parent's death kills it).
 type Collector struct {
@@ -70,6 +74,26 @@ func (a *Agent) runCollector(ctx context.Context, c Collector) error {
 			*f.into = path
 		}
 	}
+	// The workload-state exporter, on loopback, for the collector only.
+	cs, err := kubernetes.NewForConfig(c.Member)
+	if err != nil {
+		return fmt.Errorf("member client for the workload-state exporter: %w", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("workload-state exporter: %w", err)
+	}
+	exported := make(chan struct{})
+	defer func() { <-exported }()
+	ectx, stopExporter := context.WithCancel(ctx)
+	defer stopExporter() // before the wait above
+	go func() {
+		defer close(exported)
+		if err := kubestate.NewExporter(cs).Serve(ectx, l); err != nil {
+			a.log.Error("the workload-state exporter stopped", "err", err)
+		}
+	}()
+	target.KubeState = l.Addr().String()
 	scrape, err := observe.MemberScrapeConfig(target)
 	if err != nil {
 		return err

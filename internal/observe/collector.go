@@ -71,18 +71,24 @@ func (c Collector) Args() []string {
 	}
 }
 
+// KubeStateJob is the job of the workload-state series, kube-state-metrics' usual one.
+const KubeStateJob = "kube-state-metrics"
+
 // MemberTarget is how a collector reaches its member's API server: its URL and the agent's
 // credentials there, as files (a client certificate, or a bearer token).
 type MemberTarget struct {
 	APIServer                                  string // https://HOST:PORT
 	CAFile, CertFile, KeyFile, BearerTokenFile string
+	// KubeState is where the agent serves its member's workload state (package
+	// observe/kubestate), HOST:PORT over plain HTTP on loopback; not scraped when empty.
+	KubeState string
 }
 
 // MemberScrapeConfig is what a collector scrapes on its member, every 15 s: the API server's
 // own metrics (job apiserver), and each node's kubelet through the API server's node proxy,
 // its resource metrics (job kubelet: node and container CPU and memory) and cAdvisor's (job
-// cadvisor), labelled with the node and its zone. Simulated (kwok) nodes have no kubelet and
-// are left out.
+// cadvisor), labelled with the node and its zone, and the agent's workload-state exporter
+// (job kube-state-metrics). Simulated (kwok) nodes have no kubelet and are left out.
 func MemberScrapeConfig(m MemberTarget) ([]byte, error) {
 	u, err := url.Parse(m.APIServer)
 	if err != nil || u.Host == "" || u.Scheme != "https" {
@@ -122,6 +128,12 @@ func MemberScrapeConfig(m MemberTarget) ([]byte, error) {
 		auth(map[string]any{"job_name": "apiserver", "scrape_interval": "15s", "static_configs": []any{map[string]any{"targets": []any{u.Host}}}}),
 		kubelet("kubelet", "/metrics/resource"),
 		kubelet("cadvisor", "/metrics/cadvisor"),
+	}
+	if m.KubeState != "" {
+		// Its series carry their objects' namespace and pod labels, which stay as they are
+		// (honor_labels), as with kube-state-metrics.
+		jobs = append(jobs, map[string]any{"job_name": KubeStateJob, "scrape_interval": "15s", "honor_labels": true,
+			"static_configs": []any{map[string]any{"targets": []any{m.KubeState}}}})
 	}
 	return yaml.Marshal(map[string]any{"scrape_configs": jobs})
 }
