@@ -33,7 +33,7 @@ func RealNodes(t testing.TB, missing func(binDir string) error) {
 }
 
 // HostState lists what real nodes make on the host, all of it and not only what is named after
-// Convoy: network namespaces, links, mounts, iptables rules, files under /var/lib/cni, cgroups
+// Convoy: network namespaces, links, static routes, mounts, iptables rules, files under /var/lib/cni, cgroups
 // under /convoy, and the processes of nodes and pods (by program name: API servers' flags
 // mention the kubelet). Compare the lists before and after with Difference.
 func HostState(t testing.TB) map[string][]string {
@@ -65,6 +65,7 @@ func HostState(t testing.TB) map[string][]string {
 	return map[string][]string{
 		"network namespaces": lines("ls", "-A", "/run/netns"),
 		"links":              lines("sh", "-c", "ip -o link show | cut -d: -f2"),
+		"routes":             lines("ip", "-4", "route", "show", "proto", "static"),
 		"mounts":             lines("sh", "-c", "cut -d' ' -f5 /proc/self/mountinfo"),
 		"iptables rules":     rules,
 		"CNI files":          lines("sh", "-c", "find /var/lib/cni -type f 2>/dev/null; true"),

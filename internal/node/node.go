@@ -43,10 +43,11 @@ type Node struct {
 	stopPull context.CancelFunc
 	pulled   chan struct{}
 
-	mu      sync.Mutex // guards what Join and Stop change
+	mu      sync.Mutex // guards what Join, SetPodCIDR and Stop change
 	kubelet *kubeproc.Process
 	proxy   *kubeproc.Process
 	stopped bool
+	routed  netip.Prefix // the node's pod range that the host routes to it, once it does
 }
 
 // Processes are the node's supervised processes, for status reports: containerd, and the
@@ -176,14 +177,62 @@ func (n *Node) inNetNS(name, bin string, args ...string) kubeproc.Spec {
 	}
 }
 
-// SetPodCIDR gives the node the range of pod addresses the cluster allocated it.
+// SetPodCIDR gives the node the range of pod addresses the cluster allocated it and, when the
+// cluster's pod network is one of its own (PodNetworkSpace), routes the range from the host to
+// the node, so that the host reaches its pods; Stop takes the route away.
 func (n *Node) SetPodCIDR(cidr netip.Prefix) error {
 	path := filepath.Join(n.Spec.cniConfDir(), "10-convoy.conflist")
 	want := CNIConfig(n.Spec, cidr)
-	if have, err := os.ReadFile(path); err == nil && string(have) == want {
+	if have, err := os.ReadFile(path); err != nil || string(have) != want {
+		if err := kubeproc.WriteFileAtomic(path, []byte(want), 0o644); err != nil {
+			return err
+		}
+	}
+	if !n.Spec.routedNetwork() {
 		return nil
 	}
-	return kubeproc.WriteFileAtomic(path, []byte(want), 0o644)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped || n.routed == cidr {
+		return nil
+	}
+	if out, err := exec.Command("ip", "route", "replace", cidr.String(), "via", n.Spec.IP.String(), "dev", Bridge, "proto", "static").CombinedOutput(); err != nil {
+		return fmt.Errorf("route the pod range %s to node %s: %v: %s", cidr, n.Spec.Name, err, strings.TrimSpace(string(out)))
+	}
+	n.routed = cidr
+	return nil
+}
+
+// routedNetwork says whether the host routes the cluster's pod network: one of its own, from
+// PodNetworkSpace. A cluster made before keeps the network every such cluster shared, which
+// the host cannot route.
+func (s Spec) routedNetwork() bool {
+	return s.PodNetwork.IsValid() && PodNetworkSpace.Contains(s.PodNetwork.Addr())
+}
+
+// RemoveHostRoutes deletes the host's routes, through the fleet bridge, to pod ranges within
+// network (a cluster's pod network): those its nodes' Stop left, when a runtime died.
+func RemoveHostRoutes(network netip.Prefix) error {
+	out, err := exec.Command("ip", "-4", "route", "show", "proto", "static").Output()
+	if err != nil {
+		return fmt.Errorf("list the host's routes: %w", err)
+	}
+	var errs []error
+	for line := range strings.SplitSeq(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || !slices.Contains(f, Bridge) {
+			continue
+		}
+		dst, err := netip.ParsePrefix(f[0])
+		if err != nil || !network.Contains(dst.Addr()) || dst.Bits() < network.Bits() {
+			continue
+		}
+		if out, err := exec.Command("ip", "route", "del", f[0], "proto", "static", "dev", Bridge).CombinedOutput(); err != nil &&
+			!strings.Contains(string(out), "No such process") {
+			errs = append(errs, fmt.Errorf("remove the route to %s: %v: %s", f[0], err, strings.TrimSpace(string(out))))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // SetRoutes makes the node route each other node's pod range to that node, and nothing else
@@ -256,6 +305,16 @@ func (n *Node) Stop(ctx context.Context) {
 	}
 	if err := teardown(n.Spec, n.log); err != nil {
 		n.log.Warn("node not fully taken down", "err", err)
+	}
+	n.mu.Lock()
+	routed := n.routed
+	n.routed = netip.Prefix{}
+	n.mu.Unlock()
+	if routed.IsValid() {
+		if out, err := exec.Command("ip", "route", "del", routed.String(), "via", n.Spec.IP.String(), "proto", "static").CombinedOutput(); err != nil &&
+			!strings.Contains(string(out), "No such process") && !strings.Contains(string(out), "Cannot find device") {
+			n.log.Warn("cannot remove the host's route to the node's pods", "range", routed, "err", err, "out", strings.TrimSpace(string(out)))
+		}
 	}
 }
 

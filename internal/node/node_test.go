@@ -1,10 +1,12 @@
 package node
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -139,5 +141,68 @@ func TestCachedNetNS(t *testing.T) {
 				t.Errorf("cachedNetNS = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPodNetworks: each cluster gets a pod network of its own, keeps it, takes back the one it
+// had after the host's file is lost, and is told when another took it meanwhile.
+func TestPodNetworks(t *testing.T) {
+	root := t.TempDir()
+	p := PodNetworks{File: filepath.Join(root, "pod-networks.json")}
+	dir := func(name string) string {
+		d := filepath.Join(root, name)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	east, err := p.Allocate(dir("east"), netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := netip.MustParsePrefix("10.64.0.0/18"); east != want {
+		t.Fatalf("first pod network = %s, want %s", east, want)
+	}
+	west, _ := p.Allocate(dir("west"), netip.Prefix{})
+	if want := netip.MustParsePrefix("10.64.64.0/18"); west != want {
+		t.Fatalf("second pod network = %s, want %s", west, want)
+	}
+	if again, _ := p.Allocate(dir("east"), netip.Prefix{}); again != east {
+		t.Fatalf("a cluster's pod network changed from %s to %s", east, again)
+	}
+	// The host restarted: the file is gone, and the clusters ask for what they had.
+	if err := os.Remove(p.File); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Allocate(dir("west"), west); err != nil || got != west {
+		t.Fatalf("west asked for %s again: %s, %v", west, got, err)
+	}
+	if got, _ := p.Allocate(dir("north"), netip.Prefix{}); got != east {
+		t.Fatalf("north = %s, want the lowest free one, %s", got, east)
+	}
+	if _, err := p.Allocate(dir("east"), east); err == nil {
+		t.Fatal("east took back the pod network that north holds now")
+	}
+	// Released, and a cluster whose directory is gone, give theirs back.
+	if err := p.Release(filepath.Join(root, "north")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Allocate(dir("east"), east); err != nil || got != east {
+		t.Fatalf("east after north's release: %s, %v", got, err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "west")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := p.Allocate(dir("south"), netip.Prefix{}); got != west {
+		t.Fatalf("south = %s, want west's, whose directory is gone (%s)", got, west)
+	}
+	// 256 networks in all, then a clear error.
+	for i := range 254 {
+		if _, err := p.Allocate(dir(fmt.Sprintf("c%03d", i)), netip.Prefix{}); err != nil {
+			t.Fatalf("cluster %d: %v", i, err)
+		}
+	}
+	if _, err := p.Allocate(dir("one-too-many"), netip.Prefix{}); err == nil || !strings.Contains(err.Error(), "every pod network") {
+		t.Fatalf("the 257th cluster: %v", err)
 	}
 }

@@ -29,6 +29,9 @@ func (d dir) run() string        { return filepath.Join(string(d), "run") }
 func (d dir) internal() string   { return filepath.Join(string(d), "internal") }
 func (d dir) agent() string      { return filepath.Join(string(d), "agent") }
 
+// podNetworkFile holds the cluster's pod network (podNetworkOf), once it has real nodes.
+func (d dir) podNetworkFile() string { return filepath.Join(d.internal(), "pod-network") }
+
 // config is what the hub asks the runtime to run.
 type config struct {
 	// Name of the cluster.

@@ -26,13 +26,62 @@ import (
 	"github.com/convoy-dev/convoy/internal/registry"
 )
 
-// The pod network of a local cluster with real nodes: each node gets a /24 of it from the
-// controller-manager. Clusters may share it: no route leads from one cluster's nodes to
-// another's pods. kwok's simulated pods take their addresses from a range of their own.
+// The pod network of a local cluster with real nodes is one of node.PodNetworkSpace, its own
+// (podNetworkOf): each node gets a /24 of it from the controller-manager, and the host routes
+// each node's range to the node. Clusters whose real nodes were made before that share
+// sharedPodNetwork, which the host does not route. kwok's simulated pods take their addresses
+// from a range of their own.
 var (
-	podNetwork  = netip.MustParsePrefix("10.244.0.0/14")
-	kwokPodCIDR = "10.240.0.0/16"
+	sharedPodNetwork = netip.MustParsePrefix("10.244.0.0/14")
+	kwokPodCIDR      = "10.240.0.0/16"
 )
+
+// podNetwork is the cluster's pod network (podNetworkOf), found once.
+func (r *Runtime) podNetwork() (netip.Prefix, error) {
+	r.podNetMu.Lock()
+	defer r.podNetMu.Unlock()
+	if r.podNet.IsValid() {
+		return r.podNet, nil
+	}
+	network, err := podNetworkOf(r.dir)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	r.podNet = network
+	return network, nil
+}
+
+// podNetworkOf is the pod network of the cluster in d: the one it was given (d.podNetworkFile),
+// which it holds host-wide (node.HostPodNetworks) while it exists; a new one for a cluster that
+// has none; the shared one for a cluster whose real nodes were made before clusters had their
+// own (their ranges cannot change).
+func podNetworkOf(d dir) (netip.Prefix, error) {
+	var had netip.Prefix
+	raw, err := os.ReadFile(d.podNetworkFile())
+	switch {
+	case err == nil:
+		if had, err = netip.ParsePrefix(strings.TrimSpace(string(raw))); err != nil {
+			return netip.Prefix{}, fmt.Errorf("the cluster's pod network (%s): %w", d.podNetworkFile(), err)
+		}
+		if !node.PodNetworkSpace.Contains(had.Addr()) {
+			return had, nil
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return netip.Prefix{}, err
+	default:
+		if nodes, _ := os.ReadDir(filepath.Join(string(d), "nodes")); len(nodes) > 0 {
+			return sharedPodNetwork, kubeproc.WriteFileAtomic(d.podNetworkFile(), []byte(sharedPodNetwork.String()+"\n"), 0o644)
+		}
+	}
+	network, err := node.HostPodNetworks.Allocate(string(d), had)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if network != had {
+		err = kubeproc.WriteFileAtomic(d.podNetworkFile(), []byte(network.String()+"\n"), 0o644)
+	}
+	return network, err
+}
 
 // PauseImage is the sandbox image of every pod on a real node; the runtime pushes it to the
 // fleet registry from bin/convoy-pause.
@@ -159,6 +208,11 @@ func portOf(addr string) int {
 // spec is what one real node of the cluster is.
 func (rn *realNodes) spec(w nodeShape, cfg config, reg string) (node.Spec, error) {
 	r := rn.r
+	// Before the node's directory: a cluster without one is new to real nodes (podNetworkOf).
+	network, err := r.podNetwork()
+	if err != nil {
+		return node.Spec{}, err
+	}
 	dir := filepath.Join(string(r.dir), "nodes", w.name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return node.Spec{}, err
@@ -193,7 +247,7 @@ func (rn *realNodes) spec(w nodeShape, cfg config, reg string) (node.Spec, error
 		APIServer:     fmt.Sprintf("https://%s:%d", node.Gateway, r.ports.APIServer),
 		APIServerName: "127.0.0.1",
 		CAFile:        kubeproc.CACertPath(r.pki.Dir), CertFile: cred.CertPath, KeyFile: cred.KeyPath,
-		PodNetwork: podNetwork,
+		PodNetwork: network,
 		Kubelet:    kubelet, KubeProxy: kubeProxy, CNIBinDir: cniBinDir,
 		ProxyCertFile: proxy.CertPath, ProxyKeyFile: proxy.KeyPath,
 		ClusterDNS: ClusterDNS, ClusterDomain: ClusterDomain,
@@ -470,6 +524,10 @@ func removeRealNodes(d dir, cluster string, log *slog.Logger) error {
 		return errors.Join(errs...)
 	}
 	errs = append(errs, node.HostAddresses.Release(filepath.Join(string(d), "nodes")))
+	raw, _ := os.ReadFile(d.podNetworkFile())
+	if network, err := netip.ParsePrefix(strings.TrimSpace(string(raw))); err == nil && node.PodNetworkSpace.Contains(network.Addr()) {
+		errs = append(errs, node.RemoveHostRoutes(network), node.HostPodNetworks.Release(string(d)))
+	}
 	var p ports
 	if readJSON(d.ports(), &p) == nil && p.APIServer != 0 {
 		errs = append(errs, node.StopForwarding(p.APIServer, apiServerForward(d, cluster)))

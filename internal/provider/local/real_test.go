@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,7 +64,7 @@ func main() {
 
 // TestRealNodes runs a local cluster with a pool of two real nodes: they register and are
 // Ready, a pod on each runs a real container pulled from the fleet registry, one pod reaches the
-// other across nodes, a Service by ClusterIP, NodePort and DNS name; a claim of the default
+// other across nodes, the host and the API server's proxy reach each pod at its address, a Service by ClusterIP, NodePort and DNS name; a claim of the default
 // StorageClass keeps what a pod wrote; a missing image says so; the API server serves the
 // container's log; a killed kubelet comes back and a hung one makes its node NotReady; and
 // deleting the cluster leaves nothing on the host: no process, network namespace, veth,
@@ -134,8 +135,26 @@ func TestRealNodes(t *testing.T) {
 		}
 		return true, nil
 	})
-	if ips["echo-0"] == ips["echo-1"] || !strings.HasPrefix(ips["echo-0"], "10.24") {
-		t.Errorf("pod addresses %v, want two of the pod network", ips)
+	for _, ip := range ips {
+		if addr, err := netip.ParseAddr(ip); err != nil || !node.PodNetworkSpace.Contains(addr) {
+			t.Errorf("pod addresses %v, want addresses of the cluster's own pod network, in %s", ips, node.PodNetworkSpace)
+		}
+	}
+	if ips["echo-0"] == ips["echo-1"] {
+		t.Errorf("pod addresses %v, want two", ips)
+	}
+
+	// The host routes the cluster's pod network: it reaches each pod at its address, and so
+	// does the API server's pod proxy.
+	for name, ip := range ips {
+		hubtest.Eventually(t, "the host reaching "+name+" at "+ip, time.Minute, func() (bool, error) {
+			out, err := exec.Command("curl", "-s", "--max-time", "3", "http://"+ip+":8080/").CombinedOutput()
+			return err == nil && strings.Contains(string(out), "pod "+name), fmt.Errorf("%v: %s", err, out)
+		})
+		hubtest.Eventually(t, "the API server's proxy to "+name, time.Minute, func() (bool, error) {
+			out, err := cs.CoreV1().Pods("default").ProxyGet("http", name, "8080", "/", nil).DoRaw(ctx)
+			return err == nil && strings.Contains(string(out), "pod "+name), fmt.Errorf("%v: %s", err, out)
+		})
 	}
 
 	// From node 0, through the pod there, to the pod on node 1.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,6 +45,9 @@ type Runtime struct {
 	// kcmReal says whether the running controller-manager allocates pod ranges to nodes,
 	// which only clusters with real nodes need.
 	kcmReal bool
+
+	podNetMu sync.Mutex
+	podNet   netip.Prefix // the cluster's pod network, once known (podNetwork)
 }
 
 // RunRuntime runs the cluster in clusterDir until ctx ends. A value on reload makes it re-read
@@ -327,7 +331,9 @@ func (r *Runtime) components() ([]component, error) {
 		return nil
 	}
 	internal := r.dir.internal()
+	kcm, kcmErr := r.controllerManager()
 	errs := []error{
+		kcmErr,
 		add(always, kubeproc.Kine, kubeproc.KineConfig{
 			Endpoint: kubeproc.SQLiteEndpoint(filepath.Join(r.dir.db(), "state.db")), Port: r.ports.Kine,
 		}.Args()),
@@ -338,7 +344,7 @@ func (r *Runtime) components() ([]component, error) {
 			// Pods on real nodes reach it through the host's fleet address (see node.Forward).
 			Advertise: node.Gateway.String(),
 		}.Args()),
-		add(kube, kubeproc.KubeControllerManager, r.controllerManager()),
+		add(kube, kubeproc.KubeControllerManager, kcm),
 		add(kube, kubeproc.KubeScheduler, []string{
 			"--kubeconfig=" + filepath.Join(internal, "scheduler.kubeconfig"),
 			"--leader-elect=false", "--secure-port=0", "--profiling=false",
@@ -386,17 +392,21 @@ func (r *Runtime) components() ([]component, error) {
 
 // controllerManager is the controller-manager's configuration. With real nodes it allocates
 // each node a range of the cluster's pod network; kwok assigns its pods' addresses itself.
-func (r *Runtime) controllerManager() []string {
+func (r *Runtime) controllerManager() ([]string, error) {
 	cfg := kubeproc.ControllerManagerConfig{
 		Kubeconfig:  filepath.Join(r.dir.internal(), "controller-manager.kubeconfig"),
 		PKI:         r.pki,
 		Controllers: []string{"*", "-node-ipam-controller"},
 	}
 	if r.hasRealNodes() {
+		network, err := r.podNetwork()
+		if err != nil {
+			return nil, err
+		}
 		cfg.Controllers = []string{"*"}
-		cfg.Extra = []string{"--allocate-node-cidrs=true", "--cluster-cidr=" + podNetwork.String(), "--node-cidr-mask-size=24"}
+		cfg.Extra = []string{"--allocate-node-cidrs=true", "--cluster-cidr=" + network.String(), "--node-cidr-mask-size=24"}
 	}
-	return cfg.Args()
+	return cfg.Args(), nil
 }
 
 // stopFleetForward takes away what the runtime added to the host for its real nodes.
@@ -533,8 +543,12 @@ func (r *Runtime) reload(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			args, err := r.controllerManager()
+			if err != nil {
+				return err
+			}
 			old.Stop(ctx)
-			if _, err := r.start(component{name: kubeproc.KubeControllerManager, bin: kcm, args: r.controllerManager()}); err != nil {
+			if _, err := r.start(component{name: kubeproc.KubeControllerManager, bin: kcm, args: args}); err != nil {
 				return err
 			}
 			r.kcmReal = real
