@@ -588,6 +588,23 @@ func TestUpAndDown(t *testing.T) {
 			return false, errors.New("no Service web with a reach in the Works")
 		})
 	}
+	// The fleet's metrics: each cluster's collector scrapes the demo's pods (they ask to be,
+	// with prometheus.io annotations) at their addresses, and the fleet query of the README
+	// shows all three clusters.
+	eventually(t, "the demo's requests in the fleet metrics of all three clusters", 2*time.Minute, func() (bool, error) {
+		cmd := exec.Command(convoyBin, "metrics", "query", `sum by (cluster) (rate(http_requests_total{namespace="demo"}[1m]))`)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return false, fmt.Errorf("%v: %s", err, out)
+		}
+		for _, c := range clusters {
+			if !strings.Contains(string(out), c) {
+				return false, fmt.Errorf("no %s in:\n%s", c, out)
+			}
+		}
+		return true, nil
+	})
 	// The demo's route, as the README applies it: the hub accepts it and resolves its backend
 	// from the agents' reports, and the edge pool `convoy up` made answers from all three
 	// regions on its one address.

@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
 )
 
@@ -77,5 +80,90 @@ func TestMetricsQueryCLI(t *testing.T) {
 		out := query(`kube_deployment_status_replicas_available{cluster="m1", namespace="kube-system", deployment="coredns"} >= 1`)
 		nodes := query(`kube_node_status_condition{cluster="m1", condition="Ready", status="true"} == 1`)
 		return strings.Contains(out, "coredns") && strings.Contains(nodes, "m1"), fmt.Errorf("CoreDNS available:\n%s\nnodes ready:\n%s", out, nodes)
+	})
+
+	// convoy top, from the same store: m1's node, its running pods and their CPU and memory;
+	// CoreDNS as a workload of m1.
+	top := func(args ...string) string {
+		cmd := exec.Command(convoyBin, append([]string{"top"}, args...)...)
+		cmd.Env = append(os.Environ(), f.env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("convoy top %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	eventually(t, "m1 in convoy top clusters", time.Minute, func() (bool, error) {
+		out := top("clusters")
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) == 6 && f[0] == "m1" {
+				return f[1] == "eu-west" && f[2] == "1" && f[3] != "0" && strings.HasSuffix(f[4], "m") && strings.HasSuffix(f[5], "Mi"), fmt.Errorf("the row of m1: %q", l)
+			}
+		}
+		return false, fmt.Errorf("no m1:\n%s", out)
+	})
+	eventually(t, "CoreDNS in convoy top workloads", time.Minute, func() (bool, error) {
+		out := top("workloads", "-n", "kube-system", "--cluster", "m1")
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) == 5 && f[0] == "Deployment/coredns" {
+				return f[1] == "m1" && strings.HasSuffix(f[2], "/"+strings.Split(f[2], "/")[0]) && f[3] != "-" && f[4] != "-", fmt.Errorf("the row of CoreDNS: %q", l)
+			}
+		}
+		return false, fmt.Errorf("no CoreDNS:\n%s", out)
+	})
+	if out := f.convoyFails(t, "top", "workloads", "-n", "Bad_NS"); !strings.Contains(out, "not a namespace name") {
+		t.Errorf("convoy top workloads -n Bad_NS:\n%s", out)
+	}
+
+	// The store down for 60 s (stopped, as a hung process is): the hub's /status says so and
+	// queries fail with a message that says where to look; m1's collector keeps what it
+	// scrapes meanwhile and sends it when the store is back, so that the minute holds every
+	// scrape of m1's API server (one each 15 s).
+	var storePID int
+	for _, c := range f.Status().Children {
+		if c.Name == kubeproc.VictoriaMetrics {
+			storePID = c.PID
+		}
+	}
+	if storePID == 0 {
+		t.Fatalf("no metrics store among the hub's children: %+v", f.Status().Children)
+	}
+	if err := syscall.Kill(storePID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if err := syscall.Kill(storePID, syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(resume)
+	eventually(t, "the hub's /status saying the store is down", 30*time.Second, func() (bool, error) {
+		st := f.Status().MetricsStore
+		return st != nil && !st.Up && st.Error != "", fmt.Errorf("%+v", st)
+	})
+	if out := f.convoyFails(t, "metrics", "query", "up"); !strings.Contains(out, "shows whether its metrics store runs") {
+		t.Errorf("a query while the store is down:\n%s", out)
+	}
+	time.Sleep(time.Until(stopped.Add(60 * time.Second))) // the outage itself, not a wait for an outcome
+	resume()
+	eventually(t, "the hub's /status saying the store is back", 30*time.Second, func() (bool, error) {
+		st := f.Status().MetricsStore
+		return st != nil && st.Up, fmt.Errorf("%+v", st)
+	})
+	window := fmt.Sprintf(`count_over_time(up{cluster="m1", job="apiserver"}[60s] @ %d)`, stopped.Add(60*time.Second).Unix())
+	eventually(t, "every scrape of the outage in the store", 2*time.Minute, func() (bool, error) {
+		out := query(window)
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) >= 3 && strings.Contains(l, "m1") {
+				n, err := strconv.Atoi(f[len(f)-2])
+				return err == nil && n >= 4, fmt.Errorf("%d scrapes of the outage's minute in the store (want 4):\n%s", n, out)
+			}
+		}
+		return false, fmt.Errorf("nothing of the outage in the store:\n%s", out)
 	})
 }

@@ -82,8 +82,8 @@ type server struct {
 func newServer(id identity) *server {
 	reg := prometheus.NewRegistry()
 	s := &server{id: id, mux: http.NewServeMux(),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "web_requests_total", Help: "Requests by path and status code."}, []string{"path", "code"}),
-		latency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "web_request_duration_seconds", Help: "Request latency.", Buckets: prometheus.DefBuckets}, []string{"path"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "http_requests_total", Help: "Requests by path and status code."}, []string{"path", "code"}),
+		latency:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "http_request_duration_seconds", Help: "Request latency.", Buckets: prometheus.DefBuckets}, []string{"path"}),
 	}
 	reg.MustRegister(s.requests, s.latency)
 	s.mux.HandleFunc("GET /{$}", s.hello)

@@ -53,7 +53,7 @@ func TestWeb(t *testing.T) {
 		}
 	}
 	_, metrics := get("GET", "/metrics")
-	for _, want := range []string{`web_requests_total{code="500",path="GET /{$}"} 1`, `web_requests_total{code="200",path="GET /{$}"} 3`, "web_request_duration_seconds_bucket"} {
+	for _, want := range []string{`http_requests_total{code="500",path="GET /{$}"} 1`, `http_requests_total{code="200",path="GET /{$}"} 3`, "http_request_duration_seconds_bucket"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s:\n%s", want, metrics)
 		}

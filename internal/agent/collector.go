@@ -35,6 +35,8 @@ type Collector struct {
 	// BufferBytes bounds what it keeps while the hub is away (observe.DefaultBufferBytes
 	// when zero).
 	BufferBytes int64
+	// Pods are the pods that ask to be scraped that it reaches (observe.PodReach).
+	Pods observe.PodReach
 }
 
 // runCollector writes the collector's configuration and credentials, keeps the hub token's
@@ -50,7 +52,7 @@ func (a *Agent) runCollector(ctx context.Context, c Collector) error {
 		}
 		return path, kubeproc.WriteFileAtomic(path, data, 0o600)
 	}
-	target := observe.MemberTarget{APIServer: c.Member.Host}
+	target := observe.MemberTarget{APIServer: c.Member.Host, Pods: c.Pods}
 	files := []struct {
 		data []byte
 		file string

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -16,13 +17,14 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/agent"
+	"github.com/convoy-dev/convoy/internal/observe"
 	"github.com/convoy-dev/convoy/internal/sim"
 	"github.com/convoy-dev/convoy/internal/version"
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
 	var o agent.Options
-	var caFile, memberKubeconfig, token, collectorBin string
+	var caFile, memberKubeconfig, token, collectorBin, collectorPods string
 	var s simOptions
 	cmd := &cobra.Command{
 		Use:   "agent --cluster NAME --hub-url URL --hub-ca-file FILE --state-dir DIR | agent --simulate N --state-dir DIR",
@@ -85,6 +87,10 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 			if o.Member, err = agent.NewKubeMember(memberCfg); err != nil {
 				return err
 			}
+			pods, err := parsePodReach(collectorPods)
+			if err != nil {
+				return err
+			}
 			if collectorBin != "" {
 				if o.StateDir == "" {
 					return usageError("--collector-bin needs --state-dir: the collector keeps its configuration and buffer there")
@@ -94,7 +100,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 				if _, err := os.Stat(collectorBin); err != nil {
 					g.log.Error("no metrics collector (make builds bin/vmagent)", "err", err)
 				} else {
-					o.Collector = &agent.Collector{Binary: collectorBin, Member: memberCfg, Dir: filepath.Join(o.StateDir, "collector")}
+					o.Collector = &agent.Collector{Binary: collectorBin, Member: memberCfg, Dir: filepath.Join(o.StateDir, "collector"), Pods: pods}
 				}
 			}
 			o.Version, o.Log = version.Convoy, g.log
@@ -122,6 +128,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 	f.StringVar(&o.StateSecret, "state-secret", "", "NAMESPACE/NAME of a member Secret to keep the identity in (instead of --state-dir)")
 	f.StringVar(&memberKubeconfig, "kubeconfig", "", "kubeconfig of the member cluster (default: in-cluster)")
 	f.StringVar(&collectorBin, "collector-bin", "", "vmagent's executable: the agent runs it to send the member's metrics to the hub's fleet store (without it, none are sent)")
+	f.StringVar(&collectorPods, "collector-pods", "all", "which pods that ask to be scraped (prometheus.io/scrape) the collector reaches at their addresses: all (it runs in the cluster's network), none, or a CIDR (the cluster's pod network, which this host routes)")
 	f.IntVar(&s.clusters, "simulate", 0, "run N simulated clusters' agents in this process instead of one real agent")
 	f.StringVar(&s.prefix, "name-prefix", "sim", "with --simulate: the clusters are named PREFIX-0000, PREFIX-0001, ...")
 	f.StringToStringVar(&s.labels, "labels", nil, "with --simulate: labels of the simulated Clusters, for Placements to select")
@@ -198,4 +205,19 @@ func runSimulated(ctx context.Context, g *globals, s simOptions) error {
 	}
 	fmt.Fprintf(out, "stopping %d simulated agents; the Clusters stay on the hub (convoy cluster delete removes them)\n", s.clusters)
 	return nil
+}
+
+// parsePodReach reads --collector-pods.
+func parsePodReach(s string) (observe.PodReach, error) {
+	switch s {
+	case "all", "":
+		return observe.PodReach{}, nil
+	case "none":
+		return observe.PodReach{None: true}, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() {
+		return observe.PodReach{}, usageError("--collector-pods %q: want all, none or an IPv4 CIDR such as 10.64.0.0/18", s)
+	}
+	return observe.PodReach{Network: p.Masked()}, nil
 }

@@ -143,6 +143,8 @@ type Hub struct {
 	// APIs; metricsStore and metricsServer are the metrics store and its query API.
 	frontProxyCA        *x509.CertPool
 	metricsStore        atomic.Pointer[url.URL]
+	metricsHealth       atomic.Pointer[MetricsStoreStatus] // the store's health, as watchMetricsStore last saw it
+	stopMetricsWatch    context.CancelFunc                 // ends watchMetricsStore
 	metricsServer       *http.Server
 	metricsPort         int
 	metricsPasswordFile string
@@ -576,6 +578,8 @@ type Status struct {
 	// cost so far (both absent with --delivery-port -1).
 	DeliveryAddr string          `json:"deliveryAddr,omitempty"`
 	Delivery     *delivery.Stats `json:"delivery,omitempty"`
+	// MetricsStore is the fleet metrics store's health (absent when it is off).
+	MetricsStore *MetricsStoreStatus `json:"metricsStore,omitempty"`
 }
 
 // Status reports the hub's phase and its children.
@@ -596,6 +600,7 @@ func (h *Hub) Status() Status {
 		st := d.Stats()
 		s.Delivery, s.DeliveryAddr = &st, h.deliveryAddr
 	}
+	s.MetricsStore = h.metricsHealth.Load()
 	return s
 }
 
@@ -645,6 +650,9 @@ func (h *Hub) shutdown(ctx context.Context) {
 		}
 		if h.metricsServer != nil {
 			_ = h.metricsServer.Close()
+		}
+		if h.stopMetricsWatch != nil {
+			h.stopMetricsWatch()
 		}
 		kubeproc.StopAll(ctx, h.procs)
 		if h.authzServer != nil {

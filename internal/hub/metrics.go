@@ -186,15 +186,93 @@ func (h *Hub) startMetricsStore(ctx context.Context, bin string) error {
 		return err
 	}
 	storeURL := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
-	h.metricsStore.Store(storeURL)
+	h.metricsHealth.Store(&MetricsStoreStatus{Address: storeURL.Host, Error: "starting"})
 	// The hub does not wait for it: a store replaying a large data dir, or failing, holds
-	// nothing else back.
-	go func() {
-		if err := kubeproc.WaitHTTP(ctx, storeURL.String()+"/health", store, h.opts.StepTimeout); err != nil && ctx.Err() == nil {
-			h.log.Error("the fleet metrics store is not answering; the hub runs on without it, and keeps restarting it", "err", err)
-		}
-	}()
+	// nothing else back. It is watched for as long as the hub runs (ctx is the start's).
+	wctx, stop := context.WithCancel(context.Background())
+	h.stopMetricsWatch = stop
+	go h.watchMetricsStore(wctx, storeURL, store)
 	return nil
+}
+
+// MetricsStoreStatus is the fleet metrics store's health in the hub's /status.
+type MetricsStoreStatus struct {
+	// Address is where it listens, on 127.0.0.1.
+	Address string `json:"address"`
+	// Up says whether it answered its last health check; Since is when that last changed.
+	Up    bool      `json:"up"`
+	Since time.Time `json:"since,omitzero"`
+	// Error is why it is down.
+	Error string `json:"error,omitempty"`
+}
+
+// metricsHealthInterval is how often the hub checks its metrics store.
+const metricsHealthInterval = 5 * time.Second
+
+// watchMetricsStore checks the store's /health every metricsHealthInterval until ctx ends. While
+// it answers, the query API passes requests to it; while it does not, the query API answers 503
+// at once (agents' collectors keep their samples, and send them when it is back), /status says
+// it is down and why, and the log says so once.
+func (h *Hub) watchMetricsStore(ctx context.Context, store *url.URL, p *kubeproc.Process) {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	check := func() error {
+		if st := p.Status(); !st.Running {
+			return fmt.Errorf("not running (restarts %d, last exit: %s)", st.Restarts, st.LastExit)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, store.String()+"/health", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("health: %s", resp.Status)
+		}
+		return nil
+	}
+	warned := false
+	for first := true; ; first = false {
+		err := check()
+		if ctx.Err() != nil {
+			return
+		}
+		was := h.metricsHealth.Load()
+		now := &MetricsStoreStatus{Address: store.Host, Up: err == nil, Since: was.Since}
+		if err != nil {
+			now.Error = err.Error()
+		}
+		if first || was.Up != now.Up {
+			now.Since = time.Now()
+			switch {
+			case now.Up:
+				h.metricsStore.Store(store)
+				h.log.Info("the fleet metrics store answers", "address", store.Host)
+			case !first:
+				h.metricsStore.Store(nil)
+				warned = true
+				h.log.Error("the fleet metrics store is down; the hub runs on without it, and members keep their samples until it is back", "err", err)
+			}
+		}
+		if !now.Up && !warned && time.Since(now.Since) > h.opts.StepTimeout {
+			warned = true
+			h.log.Error("the fleet metrics store does not answer; the hub runs on without it, and keeps restarting it", "err", err)
+		}
+		h.metricsHealth.Store(now)
+		// A store that does not answer (yet) is checked often, so that it serves as soon
+		// as it does.
+		wait := metricsHealthInterval
+		if !now.Up {
+			wait = 500 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // prepareMetricsAuth makes (once) the password that the store asks of every request, which

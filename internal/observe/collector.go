@@ -2,8 +2,10 @@ package observe
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -71,6 +73,70 @@ func (c Collector) Args() []string {
 	}
 }
 
+// PodsJob is the job of the pods that ask to be scraped.
+const PodsJob = "pods"
+
+// podJob scrapes the pods that ask to be, with the usual annotations: prometheus.io/scrape
+// "true", prometheus.io/port (one of the pod's declared container ports; without it, each
+// declared port), prometheus.io/path (/metrics) and prometheus.io/scheme (http). Only running
+// pods are scraped, never one on a simulated node (its address is made up), and, when the
+// collector reaches one network only, only pods there. The series carry the pod's namespace,
+// name and node.
+func podJob(m MemberTarget, sd map[string]any) map[string]any {
+	delete(sd, "scheme")
+	relabel := []any{
+		map[string]any{"action": "keep", "source_labels": []any{"__meta_kubernetes_pod_annotation_prometheus_io_scrape"}, "regex": "true"},
+		map[string]any{"action": "keep", "source_labels": []any{"__meta_kubernetes_pod_phase"}, "regex": "Running"},
+		map[string]any{"action": "drop", "source_labels": []any{"__meta_kubernetes_node_annotation_kwok_x_k8s_io_node"}, "regex": "fake"},
+		// A target per declared port: ports the pod does not declare are not scraped.
+		map[string]any{"action": "keep", "source_labels": []any{"__meta_kubernetes_pod_container_port_number"}, "regex": ".+"},
+		// With a port named, only that one (vmagent's keep_if_equal compares two labels).
+		map[string]any{"action": "replace", "source_labels": []any{"__meta_kubernetes_pod_annotation_prometheus_io_port", "__meta_kubernetes_pod_container_port_number"},
+			"regex": ";(.*)", "target_label": "__meta_kubernetes_pod_annotation_prometheus_io_port", "replacement": "$1"},
+		map[string]any{"action": "keep_if_equal", "source_labels": []any{"__meta_kubernetes_pod_annotation_prometheus_io_port", "__meta_kubernetes_pod_container_port_number"}},
+	}
+	if m.Pods.Network.IsValid() {
+		relabel = append(relabel, map[string]any{"action": "keep", "source_labels": []any{"__meta_kubernetes_pod_ip"}, "regex": addressRegexp(m.Pods.Network)})
+	}
+	relabel = append(relabel,
+		map[string]any{"source_labels": []any{"__meta_kubernetes_pod_annotation_prometheus_io_path"}, "regex": "(.+)", "target_label": "__metrics_path__"},
+		map[string]any{"source_labels": []any{"__meta_kubernetes_pod_annotation_prometheus_io_scheme"}, "regex": "(https?)", "target_label": "__scheme__"},
+		map[string]any{"source_labels": []any{"__meta_kubernetes_namespace"}, "target_label": "namespace"},
+		map[string]any{"source_labels": []any{"__meta_kubernetes_pod_name"}, "target_label": "pod"},
+		map[string]any{"source_labels": []any{"__meta_kubernetes_pod_node_name"}, "target_label": "node"},
+	)
+	return map[string]any{"job_name": PodsJob, "scrape_interval": "15s", "kubernetes_sd_configs": []any{sd}, "relabel_configs": relabel}
+}
+
+// addressRegexp is a regular expression (anchored, as relabelling anchors it) of the IPv4
+// addresses in p: its whole octets as they are, the partial one as the alternation of its
+// values, the rest any.
+func addressRegexp(p netip.Prefix) string {
+	p = p.Masked()
+	a := p.Addr().As4()
+	var b strings.Builder
+	for i := range 4 {
+		if i > 0 {
+			b.WriteString(`\.`)
+		}
+		fixed := p.Bits() - 8*i
+		switch {
+		case fixed >= 8:
+			b.WriteString(strconv.Itoa(int(a[i])))
+		case fixed <= 0:
+			b.WriteString(`\d+`)
+		default:
+			n := 1 << (8 - fixed)
+			vals := make([]string, n)
+			for v := range n {
+				vals[v] = strconv.Itoa(int(a[i]) + v)
+			}
+			b.WriteString("(" + strings.Join(vals, "|") + ")")
+		}
+	}
+	return b.String()
+}
+
 // KubeStateJob is the job of the workload-state series, kube-state-metrics' usual one.
 const KubeStateJob = "kube-state-metrics"
 
@@ -82,13 +148,26 @@ type MemberTarget struct {
 	// KubeState is where the agent serves its member's workload state (package
 	// observe/kubestate), HOST:PORT over plain HTTP on loopback; not scraped when empty.
 	KubeState string
+	// Pods says which pods that ask to be scraped the collector may reach at their
+	// addresses: every one (the zero value: a collector in the cluster's network), none, or
+	// those in one network (a local cluster's, which the host routes).
+	Pods PodReach
+}
+
+// PodReach is which pods a collector reaches at their addresses.
+type PodReach struct {
+	// None: no pod is scraped (their addresses lead nowhere from the collector).
+	None bool
+	// Network, when valid, limits scrapes to pods whose address is in it.
+	Network netip.Prefix
 }
 
 // MemberScrapeConfig is what a collector scrapes on its member, every 15 s: the API server's
 // own metrics (job apiserver), and each node's kubelet through the API server's node proxy,
 // its resource metrics (job kubelet: node and container CPU and memory) and cAdvisor's (job
 // cadvisor), labelled with the node and its zone, and the agent's workload-state exporter
-// (job kube-state-metrics). Simulated (kwok) nodes have no kubelet and are left out.
+// (job kube-state-metrics), and the pods that ask to be scraped (job pods, podJob). Simulated
+// (kwok) nodes have no kubelet and are left out.
 func MemberScrapeConfig(m MemberTarget) ([]byte, error) {
 	u, err := url.Parse(m.APIServer)
 	if err != nil || u.Host == "" || u.Scheme != "https" {
@@ -128,6 +207,9 @@ func MemberScrapeConfig(m MemberTarget) ([]byte, error) {
 		auth(map[string]any{"job_name": "apiserver", "scrape_interval": "15s", "static_configs": []any{map[string]any{"targets": []any{u.Host}}}}),
 		kubelet("kubelet", "/metrics/resource"),
 		kubelet("cadvisor", "/metrics/cadvisor"),
+	}
+	if !m.Pods.None {
+		jobs = append(jobs, podJob(m, auth(map[string]any{"role": "pod", "api_server": m.APIServer, "attach_metadata": map[string]any{"node": true}})))
 	}
 	if m.KubeState != "" {
 		// Its series carry their objects' namespace and pod labels, which stay as they are

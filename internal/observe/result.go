@@ -125,3 +125,45 @@ func sample2(s []any) (value, at string) {
 	}
 	return value, at
 }
+
+// Sample is one series of an instant vector: its labels and value.
+type Sample struct {
+	Labels map[string]string
+	Value  float64
+}
+
+// ParseVector reads a /api/v1/query answer that is an instant vector. A refusal wraps
+// ErrStore, as ParseQueryResult does.
+func ParseVector(raw []byte) ([]Sample, error) {
+	var resp struct {
+		Status    string `json:"status"`
+		ErrorType string `json:"errorType"`
+		Error     string `json:"error"`
+		Data      struct {
+			ResultType string `json:"resultType"`
+			Result     []struct {
+				Metric map[string]string `json:"metric"`
+				Value  []any             `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return nil, fmt.Errorf("read the store's answer: %w", err)
+	}
+	if resp.Status != "success" {
+		return nil, fmt.Errorf("%w: %s: %s", ErrStore, resp.ErrorType, resp.Error)
+	}
+	if resp.Data.ResultType != "vector" {
+		return nil, fmt.Errorf("read the store's answer: a %s, not a vector", resp.Data.ResultType)
+	}
+	out := make([]Sample, 0, len(resp.Data.Result))
+	for _, s := range resp.Data.Result {
+		v, _ := sample2(s.Value)
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return nil, fmt.Errorf("read the store's answer: value %q: %w", v, err)
+		}
+		out = append(out, Sample{Labels: s.Metric, Value: f})
+	}
+	return out, nil
+}

@@ -381,13 +381,27 @@ func (r *Runtime) components() ([]component, error) {
 				if p, err := always.Path(kubeproc.VMAgent); err != nil {
 					r.log.Warn("no metrics collector for the agent", "err", err)
 				} else {
-					args = append(args, "--collector-bin", p)
+					args = append(args, "--collector-bin", p, "--collector-pods", r.collectorPods())
 				}
 			}
 			comps = append(comps, component{name: agentComponent, bin: self, args: args})
 		}
 	}
 	return comps, errors.Join(errs...)
+}
+
+// collectorPods is which pods the agent's collector, on the host, reaches (--collector-pods):
+// those of the cluster's pod network when the host routes it, else none (simulated pods'
+// addresses are made up; a shared network is not routed).
+func (r *Runtime) collectorPods() string {
+	if !r.hasRealNodes() {
+		return "none"
+	}
+	network, err := r.podNetwork()
+	if err != nil || !node.PodNetworkSpace.Contains(network.Addr()) {
+		return "none"
+	}
+	return network.String()
 }
 
 // controllerManager is the controller-manager's configuration. With real nodes it allocates
@@ -552,6 +566,10 @@ func (r *Runtime) reload(ctx context.Context) error {
 				return err
 			}
 			r.kcmReal = real
+			// The agent's collector scrapes the pods of real nodes, or none.
+			if err := r.restartAgent(ctx); err != nil {
+				return err
+			}
 		}
 		return nil
 	}
@@ -580,6 +598,29 @@ func (r *Runtime) reload(ctx context.Context) error {
 		}
 	}
 	r.setPhase("running")
+	return nil
+}
+
+// restartAgent starts the agent again with the arguments the cluster's configuration gives
+// now, if it runs one.
+func (r *Runtime) restartAgent(ctx context.Context) error {
+	comps, err := r.components()
+	if err != nil {
+		return err
+	}
+	for _, c := range comps {
+		if c.name != agentComponent {
+			continue
+		}
+		r.mu.Lock()
+		old := r.procs[c.name]
+		r.mu.Unlock()
+		if old != nil {
+			old.Stop(ctx)
+		}
+		_, err := r.start(c)
+		return err
+	}
 	return nil
 }
 
