@@ -87,7 +87,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 			if o.Member, err = agent.NewKubeMember(memberCfg); err != nil {
 				return err
 			}
-			pods, err := parsePodReach(collectorPods)
+			pods, err := parsePodReach(collectorPods, memberKubeconfig == "")
 			if err != nil {
 				return err
 			}
@@ -128,7 +128,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 	f.StringVar(&o.StateSecret, "state-secret", "", "NAMESPACE/NAME of a member Secret to keep the identity in (instead of --state-dir)")
 	f.StringVar(&memberKubeconfig, "kubeconfig", "", "kubeconfig of the member cluster (default: in-cluster)")
 	f.StringVar(&collectorBin, "collector-bin", "", "vmagent's executable: the agent runs it to send the member's metrics to the hub's fleet store (without it, none are sent)")
-	f.StringVar(&collectorPods, "collector-pods", "all", "which pods that ask to be scraped (prometheus.io/scrape) the collector reaches at their addresses: all (it runs in the cluster's network), none, or a CIDR (the cluster's pod network, which this host routes)")
+	f.StringVar(&collectorPods, "collector-pods", "", "which pods that ask to be scraped (prometheus.io/scrape) the collector reaches at their addresses: all (it runs in the cluster's network), none, or a CIDR (the cluster's pod network, which this host routes); default all inside the cluster, none with --kubeconfig")
 	f.IntVar(&s.clusters, "simulate", 0, "run N simulated clusters' agents in this process instead of one real agent")
 	f.StringVar(&s.prefix, "name-prefix", "sim", "with --simulate: the clusters are named PREFIX-0000, PREFIX-0001, ...")
 	f.StringToStringVar(&s.labels, "labels", nil, "with --simulate: labels of the simulated Clusters, for Placements to select")
@@ -207,10 +207,14 @@ func runSimulated(ctx context.Context, g *globals, s simOptions) error {
 	return nil
 }
 
-// parsePodReach reads --collector-pods.
-func parsePodReach(s string) (observe.PodReach, error) {
+// parsePodReach reads --collector-pods. Its default is every pod for an agent inside its
+// cluster, and none for one outside (with --kubeconfig), whose scrapes of pod addresses would
+// go wherever its host routes them.
+func parsePodReach(s string, inCluster bool) (observe.PodReach, error) {
 	switch s {
-	case "all", "":
+	case "":
+		return observe.PodReach{None: !inCluster}, nil
+	case "all":
 		return observe.PodReach{}, nil
 	case "none":
 		return observe.PodReach{None: true}, nil

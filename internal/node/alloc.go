@@ -63,6 +63,16 @@ func (a Addresses) Allocate(key string) (netip.Addr, error) {
 	return got, err
 }
 
+// Lookup is the address the node whose directory is key holds, if it holds one.
+func (a Addresses) Lookup(key string) (netip.Addr, bool) {
+	var got netip.Addr
+	_ = a.update(func(m map[string]string) error {
+		got, _ = netip.ParseAddr(m[key])
+		return nil
+	})
+	return got, got.IsValid()
+}
+
 // Release gives back the addresses of the nodes whose directories are under dir (a cluster's
 // nodes directory), or are dir.
 func (a Addresses) Release(dir string) error {
@@ -127,8 +137,10 @@ type PodNetworks struct {
 	File string
 }
 
-// HostPodNetworks are the allocations of this host, beside the fleet addresses.
-var HostPodNetworks = PodNetworks{File: "/run/convoy/pod-networks.json"}
+// HostPodNetworks are the allocations of this host. They last as long as the clusters, not as
+// the network namespaces: on disk, so that after the host restarts no new cluster takes a
+// network that a cluster not started again yet still has.
+var HostPodNetworks = PodNetworks{File: "/var/lib/convoy/pod-networks.json"}
 
 // Allocate returns the pod network of the cluster whose directory is key (it must exist): the
 // one it holds; else want, the one it had before (this file is lost when the host restarts),

@@ -211,8 +211,9 @@ func (s Spec) routedNetwork() bool {
 }
 
 // RemoveHostRoutes deletes the host's routes, through the fleet bridge, to pod ranges within
-// network (a cluster's pod network): those its nodes' Stop left, when a runtime died.
-func RemoveHostRoutes(network netip.Prefix) error {
+// network (a cluster's pod network) and, when via is valid, through that node only: those its
+// nodes' Stop left, when a runtime died.
+func RemoveHostRoutes(network netip.Prefix, via netip.Addr) error {
 	out, err := exec.Command("ip", "-4", "route", "show", "proto", "static").Output()
 	if err != nil {
 		return fmt.Errorf("list the host's routes: %w", err)
@@ -225,6 +226,9 @@ func RemoveHostRoutes(network netip.Prefix) error {
 		}
 		dst, err := netip.ParsePrefix(f[0])
 		if err != nil || !network.Contains(dst.Addr()) || dst.Bits() < network.Bits() {
+			continue
+		}
+		if via.IsValid() && !slices.Contains(f, via.String()) {
 			continue
 		}
 		if out, err := exec.Command("ip", "route", "del", f[0], "proto", "static", "dev", Bridge).CombinedOutput(); err != nil &&

@@ -34,6 +34,12 @@ func TestAddresses(t *testing.T) {
 	if again != first {
 		t.Fatalf("a node's address changed from %s to %s", first, again)
 	}
+	if got, ok := a.Lookup(filepath.Join(root, "east/nodes/n1")); !ok || got != first {
+		t.Fatalf("Lookup = %s, %v; want %s", got, ok, first)
+	}
+	if got, ok := a.Lookup(filepath.Join(root, "east/nodes/none")); ok {
+		t.Fatalf("Lookup of a node without an address = %s", got)
+	}
 	second, _ := a.Allocate(dir("west/nodes/n1"))
 	if second == first {
 		t.Fatalf("two clusters' nodes share %s", first)

@@ -80,7 +80,7 @@ const PodsJob = "pods"
 // "true", prometheus.io/port (one of the pod's declared container ports; without it, each
 // declared port), prometheus.io/path (/metrics) and prometheus.io/scheme (http). Only running
 // pods are scraped, never one on a simulated node (its address is made up), and, when the
-// collector reaches one network only, only pods there. The series carry the pod's namespace,
+// collector reaches one network only, only pods there; redirects are not followed. The series carry the pod's namespace,
 // name and node.
 func podJob(m MemberTarget, sd map[string]any) map[string]any {
 	delete(sd, "scheme")
@@ -105,7 +105,9 @@ func podJob(m MemberTarget, sd map[string]any) map[string]any {
 		map[string]any{"source_labels": []any{"__meta_kubernetes_pod_name"}, "target_label": "pod"},
 		map[string]any{"source_labels": []any{"__meta_kubernetes_pod_node_name"}, "target_label": "node"},
 	)
-	return map[string]any{"job_name": PodsJob, "scrape_interval": "15s", "kubernetes_sd_configs": []any{sd}, "relabel_configs": relabel}
+	// A redirect would lead the scrape wherever the pod says: not followed.
+	return map[string]any{"job_name": PodsJob, "scrape_interval": "15s", "follow_redirects": false,
+		"kubernetes_sd_configs": []any{sd}, "relabel_configs": relabel}
 }
 
 // addressRegexp is a regular expression (anchored, as relabelling anchors it) of the IPv4
@@ -214,8 +216,11 @@ func MemberScrapeConfig(m MemberTarget) ([]byte, error) {
 	if m.KubeState != "" {
 		// Its series carry their objects' namespace and pod labels, which stay as they are
 		// (honor_labels), as with kube-state-metrics.
+		// Its instance is the same whatever port the agent took this time: a restarted agent
+		// continues the series rather than doubling them for the lookback window.
 		jobs = append(jobs, map[string]any{"job_name": KubeStateJob, "scrape_interval": "15s", "honor_labels": true,
-			"static_configs": []any{map[string]any{"targets": []any{m.KubeState}}}})
+			"static_configs":  []any{map[string]any{"targets": []any{m.KubeState}}},
+			"relabel_configs": []any{map[string]any{"target_label": "instance", "replacement": "agent"}}})
 	}
 	return yaml.Marshal(map[string]any{"scrape_configs": jobs})
 }

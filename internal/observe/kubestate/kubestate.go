@@ -12,7 +12,6 @@ package kubestate
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"regexp"
@@ -28,6 +27,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -349,19 +349,29 @@ func ptrOr(p *int32, d int32) int32 {
 type Exporter struct {
 	factory informers.SharedInformerFactory
 	listers struct {
-		deployments, statefulSets, pods, jobs, nodes cache.GenericLister
+		deployments, statefulSets, pods, jobs, nodes lister
 	}
+}
+
+// lister is one kind's informer: its objects, and whether it has listed them once.
+type lister struct {
+	cache.GenericLister
+	synced cache.InformerSynced
+}
+
+func listerOf(i cache.SharedIndexInformer, r schema.GroupResource) lister {
+	return lister{GenericLister: cache.NewGenericLister(i.GetIndexer(), r), synced: i.HasSynced}
 }
 
 // NewExporter makes an Exporter on the member's clientset; Run starts it.
 func NewExporter(cs kubernetes.Interface) *Exporter {
 	e := &Exporter{factory: informers.NewSharedInformerFactoryWithOptions(cs, 10*time.Minute, informers.WithTransform(trim))}
 	apps, batch, core := e.factory.Apps().V1(), e.factory.Batch().V1(), e.factory.Core().V1()
-	e.listers.deployments = cache.NewGenericLister(apps.Deployments().Informer().GetIndexer(), appsv1.Resource("deployments"))
-	e.listers.statefulSets = cache.NewGenericLister(apps.StatefulSets().Informer().GetIndexer(), appsv1.Resource("statefulsets"))
-	e.listers.pods = cache.NewGenericLister(core.Pods().Informer().GetIndexer(), corev1.Resource("pods"))
-	e.listers.jobs = cache.NewGenericLister(batch.Jobs().Informer().GetIndexer(), batchv1.Resource("jobs"))
-	e.listers.nodes = cache.NewGenericLister(core.Nodes().Informer().GetIndexer(), corev1.Resource("nodes"))
+	e.listers.deployments = listerOf(apps.Deployments().Informer(), appsv1.Resource("deployments"))
+	e.listers.statefulSets = listerOf(apps.StatefulSets().Informer(), appsv1.Resource("statefulsets"))
+	e.listers.pods = listerOf(core.Pods().Informer(), corev1.Resource("pods"))
+	e.listers.jobs = listerOf(batch.Jobs().Informer(), batchv1.Resource("jobs"))
+	e.listers.nodes = listerOf(core.Nodes().Informer(), corev1.Resource("nodes"))
 	return e
 }
 
@@ -397,7 +407,10 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	s.Collect(ch)
 }
 
-func listAs[T any](l cache.GenericLister, into *[]T) {
+func listAs[T any](l lister, into *[]T) {
+	if !l.synced() {
+		return // an empty list would read as "none": no series rather than wrong ones
+	}
 	objs, _ := l.List(labels.Everything()) // an indexer's List does not fail
 	for _, o := range objs {
 		if t, ok := o.(T); ok {
@@ -406,17 +419,15 @@ func listAs[T any](l cache.GenericLister, into *[]T) {
 	}
 }
 
-// Serve starts the informers, waits for their first lists, and serves the metrics at /metrics
-// on l until ctx ends.
+// Serve starts the informers and serves the metrics at /metrics on l until ctx ends. A kind
+// not listed yet (or that the agent may not list: client-go logs why) has no series; the others
+// do meanwhile.
 func (e *Exporter) Serve(ctx context.Context, l net.Listener) error {
 	defer l.Close()
+	defer e.factory.Shutdown() // after the informers' context ends, below
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	e.factory.Start(ctx.Done())
-	defer e.factory.Shutdown()
-	for typ, ok := range e.factory.WaitForCacheSync(ctx.Done()) {
-		if !ok && ctx.Err() == nil {
-			return fmt.Errorf("list the member's %v", typ)
-		}
-	}
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(e); err != nil {
 		return err

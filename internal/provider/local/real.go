@@ -416,6 +416,12 @@ func (rn *realNodes) remove(ctx context.Context, name string) error {
 	if err := node.Remove(s, rn.r.log); err != nil {
 		return err
 	}
+	// A route to its pods that a runtime which died left (Stop takes its own away).
+	if addr, ok := node.HostAddresses.Lookup(s.Dir); ok {
+		if err := node.RemoveHostRoutes(node.PodNetworkSpace, addr); err != nil {
+			return err
+		}
+	}
 	rn.mu.Lock()
 	delete(rn.running, name)
 	rn.mu.Unlock()
@@ -520,14 +526,16 @@ func removeRealNodes(d dir, cluster string, log *slog.Logger) error {
 			errs = append(errs, node.Remove(node.Spec{Cluster: cluster, Name: e.Name(), Dir: filepath.Join(string(d), "nodes", e.Name())}, log))
 		}
 	}
+	// The cluster's pod network and the host's routes to it, whether nodes are left or not
+	// (a runtime that died may have left routes of nodes removed since).
+	raw, _ := os.ReadFile(d.podNetworkFile())
+	if network, err := netip.ParsePrefix(strings.TrimSpace(string(raw))); err == nil && node.PodNetworkSpace.Contains(network.Addr()) {
+		errs = append(errs, node.RemoveHostRoutes(network, netip.Addr{}), node.HostPodNetworks.Release(string(d)))
+	}
 	if len(entries) == 0 {
 		return errors.Join(errs...)
 	}
 	errs = append(errs, node.HostAddresses.Release(filepath.Join(string(d), "nodes")))
-	raw, _ := os.ReadFile(d.podNetworkFile())
-	if network, err := netip.ParsePrefix(strings.TrimSpace(string(raw))); err == nil && node.PodNetworkSpace.Contains(network.Addr()) {
-		errs = append(errs, node.RemoveHostRoutes(network), node.HostPodNetworks.Release(string(d)))
-	}
 	var p ports
 	if readJSON(d.ports(), &p) == nil && p.APIServer != 0 {
 		errs = append(errs, node.StopForwarding(p.APIServer, apiServerForward(d, cluster)))

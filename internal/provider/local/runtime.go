@@ -331,9 +331,7 @@ func (r *Runtime) components() ([]component, error) {
 		return nil
 	}
 	internal := r.dir.internal()
-	kcm, kcmErr := r.controllerManager()
 	errs := []error{
-		kcmErr,
 		add(always, kubeproc.Kine, kubeproc.KineConfig{
 			Endpoint: kubeproc.SQLiteEndpoint(filepath.Join(r.dir.db(), "state.db")), Port: r.ports.Kine,
 		}.Args()),
@@ -344,7 +342,7 @@ func (r *Runtime) components() ([]component, error) {
 			// Pods on real nodes reach it through the host's fleet address (see node.Forward).
 			Advertise: node.Gateway.String(),
 		}.Args()),
-		add(kube, kubeproc.KubeControllerManager, kcm),
+		add(kube, kubeproc.KubeControllerManager, r.controllerManager()),
 		add(kube, kubeproc.KubeScheduler, []string{
 			"--kubeconfig=" + filepath.Join(internal, "scheduler.kubeconfig"),
 			"--leader-elect=false", "--secure-port=0", "--profiling=false",
@@ -405,22 +403,24 @@ func (r *Runtime) collectorPods() string {
 }
 
 // controllerManager is the controller-manager's configuration. With real nodes it allocates
-// each node a range of the cluster's pod network; kwok assigns its pods' addresses itself.
-func (r *Runtime) controllerManager() ([]string, error) {
+// each node a range of the cluster's pod network; kwok assigns its pods' addresses itself. A
+// cluster that cannot have its pod network runs without its real nodes (their start fails with
+// the reason, in the cluster's status), not without its control plane.
+func (r *Runtime) controllerManager() []string {
 	cfg := kubeproc.ControllerManagerConfig{
 		Kubeconfig:  filepath.Join(r.dir.internal(), "controller-manager.kubeconfig"),
 		PKI:         r.pki,
 		Controllers: []string{"*", "-node-ipam-controller"},
 	}
 	if r.hasRealNodes() {
-		network, err := r.podNetwork()
-		if err != nil {
-			return nil, err
+		if network, err := r.podNetwork(); err != nil {
+			r.log.Error("no pod network for the cluster's real nodes", "err", err)
+		} else {
+			cfg.Controllers = []string{"*"}
+			cfg.Extra = []string{"--allocate-node-cidrs=true", "--cluster-cidr=" + network.String(), "--node-cidr-mask-size=24"}
 		}
-		cfg.Controllers = []string{"*"}
-		cfg.Extra = []string{"--allocate-node-cidrs=true", "--cluster-cidr=" + network.String(), "--node-cidr-mask-size=24"}
 	}
-	return cfg.Args(), nil
+	return cfg.Args()
 }
 
 // stopFleetForward takes away what the runtime added to the host for its real nodes.
@@ -557,19 +557,16 @@ func (r *Runtime) reload(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			args, err := r.controllerManager()
-			if err != nil {
-				return err
-			}
 			old.Stop(ctx)
-			if _, err := r.start(component{name: kubeproc.KubeControllerManager, bin: kcm, args: args}); err != nil {
+			if _, err := r.start(component{name: kubeproc.KubeControllerManager, bin: kcm, args: r.controllerManager()}); err != nil {
 				return err
 			}
-			r.kcmReal = real
-			// The agent's collector scrapes the pods of real nodes, or none.
+			// The agent's collector scrapes the pods of real nodes, or none. Both are
+			// restarted again at the next reload until both succeed.
 			if err := r.restartAgent(ctx); err != nil {
 				return err
 			}
+			r.kcmReal = real
 		}
 		return nil
 	}
