@@ -86,12 +86,15 @@ spec:
 	eventually(t, "the good rollout complete", time.Minute, func() (bool, error) { return rolloutPhase() == "Complete", nil })
 	// The soak is timed by the hub, from the moment a wave passed its gate to the moment it is
 	// done; the Events it recorded carry both (what the test sees on the members lags a little).
+	// Each Event is stamped when it is recorded, after the decision it tells of, and the two
+	// lags differ (by 33 ms in one run on a loaded machine): a wave that did not soak would
+	// show well under a second.
 	eventTimes := rolloutEvents(t, kubectl)
 	for _, wave := range []string{"canary", "west"} {
 		passed, done := eventTimes["wave "+wave+" passed its health gate"], eventTimes["wave "+wave+" done"]
 		if passed.IsZero() || done.IsZero() {
 			t.Errorf("no Events for wave %s: %v", wave, eventTimes)
-		} else if d := done.Sub(passed); d < 5*time.Second {
+		} else if d := done.Sub(passed); d < 4500*time.Millisecond {
 			t.Errorf("wave %s soaked %s; it soaks 5s", wave, d)
 		}
 	}
