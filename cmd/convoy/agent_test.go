@@ -528,7 +528,8 @@ func TestAgentProcessForImportedCluster(t *testing.T) {
 // TestAgentDeploymentOnRealNodes runs an imported cluster's agent the way `convoy cluster join`
 // prints it, as a Deployment in the member, on a real node: its image is Convoy's own, which the
 // hub put into the fleet registry, and it reaches the hub at the fleet gateway. The cluster
-// turns Ready, and a Placement's Work is applied by that agent.
+// turns Ready, a Placement's Work is applied by that agent, and the collector beside it sends
+// the cluster's metrics to the hub's store.
 func TestAgentDeploymentOnRealNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a real node")
@@ -556,8 +557,8 @@ func TestAgentDeploymentOnRealNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(manifest), "image: "+registry.ConvoyImage()) || !strings.Contains(string(manifest), "https://10.77.0.1:") ||
-		!strings.Contains(string(manifest), "- --delivery-port\n") {
-		t.Fatalf("the agent manifest names not Convoy's image, the hub at the fleet gateway and its delivery port:\n%s", manifest)
+		!strings.Contains(string(manifest), "- --delivery-port\n") || !strings.Contains(string(manifest), "- /vmagent\n") {
+		t.Fatalf("the agent manifest names not Convoy's image, the hub at the fleet gateway, its delivery port and the collector:\n%s", manifest)
 	}
 	manifestFile := filepath.Join(t.TempDir(), "agent.yaml")
 	os.WriteFile(manifestFile, manifest, 0o600)
@@ -587,5 +588,22 @@ func TestAgentDeploymentOnRealNodes(t *testing.T) {
 	eventually(t, "the Work applied by the agent's pod", time.Minute, func() (bool, error) {
 		_, err := member.CoreV1().ConfigMaps("default").Get(ctx, "from-ext-agent", metav1.GetOptions{})
 		return err == nil, err
+	})
+
+	// The collector in the agent's pod (vmagent from Convoy's image) sends ext's metrics to the
+	// hub's store: its API server, its kubelet and its workload state, labelled ext.
+	eventually(t, "ext's metrics from the collector in the agent's pod", 2*time.Minute, func() (bool, error) {
+		cmd := exec.Command(convoyBin, "metrics", "query", `up{cluster="ext"} == 1`)
+		cmd.Env = append(os.Environ(), f.env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return false, fmt.Errorf("%v: %s", err, out)
+		}
+		for _, job := range []string{" apiserver ", " kubelet ", " kube-state-metrics "} {
+			if !strings.Contains(string(out), job) {
+				return false, fmt.Errorf("no job%sof ext:\n%s", job, out)
+			}
+		}
+		return true, nil
 	})
 }

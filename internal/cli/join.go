@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -20,6 +21,7 @@ import (
 
 func newClusterJoinCmd(g *globals) *cobra.Command {
 	var ttl time.Duration
+	var metrics bool
 	var mode, image, hubURL, deliveryPort string
 	cmd := &cobra.Command{
 		Use:   "join NAME",
@@ -108,7 +110,14 @@ that agent (which uses it when it has no working identity, for example after a r
 				fmt.Fprintf(out, "convoy agent --cluster %s --hub-url %s%s --hub-ca-file hub-ca.crt --bootstrap-token %s --state-dir ./convoy-agent-%s --kubeconfig MEMBER_KUBECONFIG\n",
 					c.Name, hubURL, port, token.Value, c.Name)
 			case "deployment":
-				m, err := join.AgentManifest(c.Name, hubURL, deliveryPort, ca, token.Value, image)
+				if !cmd.Flags().Changed("metrics") {
+					// The hub serves its metrics API while it runs its store.
+					if dc, err := discovery.NewDiscoveryClientForConfig(cfg); err == nil {
+						_, err := dc.ServerResourcesForGroupVersion(v1alpha1.MetricsGroup + "/" + v1alpha1.MetricsVersion)
+						metrics = err == nil
+					}
+				}
+				m, err := join.AgentManifest(c.Name, hubURL, deliveryPort, ca, token.Value, image, metrics)
 				if err != nil {
 					return err
 				}
@@ -121,6 +130,7 @@ that agent (which uses it when it has no working identity, for example after a r
 	f := cmd.Flags()
 	f.DurationVar(&ttl, "ttl", join.DefaultTTL, "how long the token is valid (1m to 24h)")
 	f.StringVar(&mode, "mode", "", "how to run the agent: deployment or process (default: deployment; local clusters: the hub runs it)")
+	f.BoolVar(&metrics, "metrics", false, "for --mode deployment: run the metrics collector beside the agent, sending to the hub's fleet store (default: whether the hub runs its store)")
 	f.StringVar(&image, "image", registry.ConvoyImage(), "container image of convoy, for --mode deployment (the hub pushes this one to the fleet registry)")
 	f.StringVar(&deliveryPort, "delivery-port", "", "port of the hub's delivery stream on --hub-url's host, where the agent joins without a request to the hub's API server (default: the one the hub gives its agents; \"\": join through the API server)")
 	f.StringVar(&hubURL, "hub-url", "", "the hub's URL as the member sees it (default: the one in your hub kubeconfig; for a deployment, a hub on 127.0.0.1 is https://10.77.0.1:PORT, as pods on real nodes reach it)")

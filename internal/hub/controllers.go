@@ -327,7 +327,9 @@ func writeJSON(w io.Writer, v any) {
 
 // pushConvoyImage puts this hub's convoy executable into the fleet registry as
 // registry.ConvoyImage(), unless it is there already, when the executable is static (as `make`
-// builds it): an image has no C library to link a dynamic one against.
+// builds it): an image has no C library to link a dynamic one against. The metrics collector
+// (vmagent), when the bin dir has it, goes in beside it (/vmagent), for agents that run in
+// their clusters (join.AgentManifest).
 func (h *Hub) pushConvoyImage(ctx context.Context) {
 	exe := h.opts.ConvoyBinary
 	f, err := elf.Open(exe)
@@ -341,8 +343,12 @@ func (h *Hub) pushConvoyImage(ctx context.Context) {
 		h.log.Info("not pushing Convoy's image: this convoy is dynamically linked; `make` builds a static one", "executable", exe)
 		return
 	}
+	b := image.Build{Base: true}
+	if vmagent, err := (kubeproc.Binaries{Dir: h.opts.BinDir}).Path(kubeproc.VMAgent); err == nil {
+		b.Companions = []string{vmagent}
+	}
 	ref := strings.TrimPrefix(registry.ConvoyImage(), registry.Host+"/")
-	pushed, err := registry.EnsureFromBinary(ctx, h.registry.Addr(), ref, exe, image.Build{Base: true})
+	pushed, err := registry.EnsureFromBinary(ctx, h.registry.Addr(), ref, exe, b)
 	switch {
 	case err != nil && ctx.Err() == nil:
 		h.log.Warn("cannot push Convoy's image to the fleet registry", "err", err)

@@ -44,6 +44,29 @@ type Build struct {
 	Base bool
 	// User runs the entrypoint as this user ("65534" for nobody); empty means root.
 	User string
+	// Companions are other static executables the image holds, each at /NAME (its base name)
+	// in a layer of its own, so that a new entrypoint binary does not make them new layers.
+	Companions []string
+}
+
+// LabelCompanions is the label of an image made by FromBinary with companions that holds
+// CompanionsSum of them.
+const LabelCompanions = "dev.convoy.companions.sha256"
+
+// CompanionsSum is the SHA-256 of the companions' names and SHA-256s, in order ("" for none).
+func CompanionsSum(paths []string) (string, error) {
+	if len(paths) == 0 {
+		return "", nil
+	}
+	h := sha256.New()
+	for _, p := range paths {
+		sum, err := BinarySum(p)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s=%s\n", path.Base(p), sum)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // FromBinary makes an image of one static executable for linux/amd64: a layer that holds it
@@ -64,6 +87,21 @@ func FromBinary(binary string, b Build) (v1.Image, error) {
 		}
 		layers = append(layers, base)
 	}
+	for _, c := range b.Companions {
+		data, err := os.ReadFile(c)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", c, err)
+		}
+		l, err := layer([]file{{name: path.Base(c), mode: 0o755, data: data}})
+		if err != nil {
+			return nil, fmt.Errorf("layer of %s: %w", c, err)
+		}
+		layers = append(layers, l)
+	}
+	companions, err := CompanionsSum(b.Companions)
+	if err != nil {
+		return nil, err
+	}
 	app, err := layer([]file{{name: entry[1:], mode: 0o755, data: bin}})
 	if err != nil {
 		return nil, fmt.Errorf("layer of %s: %w", binary, err)
@@ -81,6 +119,9 @@ func FromBinary(binary string, b Build) (v1.Image, error) {
 	cf.Config.Entrypoint = append([]string{entry}, b.Args...)
 	cf.Config.User = b.User
 	cf.Config.Labels = map[string]string{LabelBinary: hex.EncodeToString(sum[:])}
+	if companions != "" {
+		cf.Config.Labels[LabelCompanions] = companions
+	}
 	maps.Copy(cf.Config.Labels, b.Labels)
 	if b.Base {
 		cf.Config.Env = []string{"PATH=/", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"}

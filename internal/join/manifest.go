@@ -21,14 +21,26 @@ const AgentNamespace = "convoy-system"
 // Works carry), a Secret with the bootstrap token and the hub's CA, and the Deployment, which
 // keeps its hub identity in a Secret so that a new pod needs no new token. A deliveryPort
 // that is not empty is the port of the hub's delivery stream on hubURL's host, where the agent
-// joins (convoy agent --delivery-port).
-func AgentManifest(cluster, hubURL, deliveryPort string, hubCA []byte, token, image string) (string, error) {
+// joins (convoy agent --delivery-port). With collector, the agent runs the metrics collector
+// that Convoy's image carries (/vmagent), which scrapes every pod that asks to be, from inside
+// the cluster, and keeps its buffer in an emptyDir.
+func AgentManifest(cluster, hubURL, deliveryPort string, hubCA []byte, token, image string, collector bool) (string, error) {
 	args := []string{"agent", "--cluster", cluster, "--hub-url", hubURL}
 	if deliveryPort != "" {
 		args = append(args, "--delivery-port", deliveryPort)
 	}
 	args = append(args, "--hub-ca-file", "/etc/convoy/hub-ca.crt", "--bootstrap-token-file", "/etc/convoy/token",
 		"--state-secret", AgentNamespace+"/convoy-agent-state")
+	mounts := []corev1.VolumeMount{{Name: "bootstrap", MountPath: "/etc/convoy", ReadOnly: true}}
+	volumes := []corev1.Volume{{Name: "bootstrap", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "convoy-agent-bootstrap"}}}}
+	memory := resource.MustParse("128Mi")
+	if collector {
+		args = append(args, "--collector-bin", "/vmagent", "--collector-pods", "all", "--state-dir", "/var/lib/convoy-agent")
+		mounts = append(mounts, corev1.VolumeMount{Name: "state", MountPath: "/var/lib/convoy-agent"})
+		// The collector's buffer (observe.DefaultBufferBytes) and its configuration.
+		volumes = append(volumes, corev1.Volume{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("320Mi"))}}})
+		memory = resource.MustParse("384Mi") // vmagent takes 60 to 80 MiB here
+	}
 	labels := map[string]string{"app.kubernetes.io/name": "convoy-agent"}
 	meta := func(name string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: name, Namespace: AgentNamespace, Labels: labels}
@@ -64,11 +76,11 @@ func AgentManifest(cluster, hubURL, deliveryPort string, hubCA []byte, token, im
 							Args:  args,
 							Resources: corev1.ResourceRequirements{
 								Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
-								Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+								Limits:   corev1.ResourceList{corev1.ResourceMemory: memory},
 							},
-							VolumeMounts: []corev1.VolumeMount{{Name: "bootstrap", MountPath: "/etc/convoy", ReadOnly: true}},
+							VolumeMounts: mounts,
 						}},
-						Volumes: []corev1.Volume{{Name: "bootstrap", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "convoy-agent-bootstrap"}}}},
+						Volumes: volumes,
 					},
 				},
 			},

@@ -195,10 +195,15 @@ func Push(ctx context.Context, addr, ref string, img v1.Image) (v1.Hash, error) 
 }
 
 // EnsureFromBinary makes sure the registry at addr has ref as FromBinary makes it from
-// binary: it pushes only when the image there was made from another binary, or is missing.
+// binary (and b.Companions): it pushes only when the image there was made from another
+// binary or other companions, or is missing.
 // It says whether it pushed.
 func EnsureFromBinary(ctx context.Context, addr, ref, binary string, b image.Build) (bool, error) {
 	sum, err := image.BinarySum(binary)
+	if err != nil {
+		return false, err
+	}
+	companions, err := image.CompanionsSum(b.Companions)
 	if err != nil {
 		return false, err
 	}
@@ -207,7 +212,7 @@ func EnsureFromBinary(ctx context.Context, addr, ref, binary string, b image.Bui
 		return false, err
 	}
 	if have, err := remote.Image(t, remote.WithContext(ctx)); err == nil {
-		if cf, err := have.ConfigFile(); err == nil && cf.Config.Labels[image.LabelBinary] == sum {
+		if cf, err := have.ConfigFile(); err == nil && cf.Config.Labels[image.LabelBinary] == sum && cf.Config.Labels[image.LabelCompanions] == companions {
 			return false, nil
 		}
 	} else if !notFound(err) {
