@@ -1,0 +1,289 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hub"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/image"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/observe"
+	"github.com/convoy-dev/convoy/internal/provider/local"
+	"github.com/convoy-dev/convoy/internal/registry"
+)
+
+// BenchmarkFleetMetrics measures what fleet metrics cost, with one local cluster of two real
+// nodes that runs the demo app (two replicas that ask to be scraped, and a request a second to
+// each): for the member, its collector's (vmagent's) CPU and resident memory, the agent
+// process's CPU (its workload-state exporter included), the bytes a second the collector sends
+// and the series it keeps; at the hub, the store's CPU, resident memory and disk growth over
+// the same window, per cluster and extrapolated to a day; and the latency of the fleet query
+// through the hub's API server.
+//
+// CONVOY_BENCH_METRICS_WINDOW sets the measured window (default 3m).
+func BenchmarkFleetMetrics(b *testing.B) {
+	hubtest.RealNodes(b, local.MissingForRealNodes)
+	window := 3 * time.Minute
+	if s := os.Getenv("CONVOY_BENCH_METRICS_WINDOW"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 30*time.Second {
+			b.Fatalf("CONVOY_BENCH_METRICS_WINDOW=%q: want a duration of 30s or more", s)
+		}
+		window = d
+	}
+	h := hubtest.Start(b, func(o *hub.Options) { o.SkipTemplates = false })
+	ctx := context.Background()
+	layout := hub.Layout{Dir: h.Options.DataDir}
+	waitTemplate(b, layout)
+	if _, err := registry.EnsureFromBinary(ctx, h.RegistryAddr(), "examples/web:1", buildWeb(b), image.Build{Base: true}); err != nil {
+		b.Fatal(err)
+	}
+	const name = "m"
+	if err := h.Client.Create(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderLocal, Region: "r", Zones: []string{"a", "b"},
+		NodePools: []v1alpha1.NodePool{{Name: "real", Kind: v1alpha1.NodeReal, Count: 2}}}}); err != nil {
+		b.Fatal(err)
+	}
+	waitFor(b, "cluster m Ready", 3*time.Minute, func() bool {
+		cl := &v1alpha1.Cluster{}
+		return h.Client.Get(ctx, client.ObjectKey{Name: name}, cl) == nil && cl.Status.Phase == v1alpha1.ClusterReady
+	})
+	clusterDir := filepath.Join(layout.Clusters(), name)
+	cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(clusterDir, "kubeconfig"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	member := kubernetes.NewForConfigOrDie(cfg)
+	if _, err := member.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "demo"}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	labels := map[string]string{"app": "web"}
+	if _, err := member.AppsV1().Deployments("demo").Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "demo"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "8080"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: registry.Host + "/examples/web:1",
+					Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}}},
+			}},
+	}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	query := func(q string) ([]observe.Sample, time.Duration, error) {
+		hc, err := rest.HTTPClientFor(h.Config)
+		if err != nil {
+			return nil, 0, err
+		}
+		start := time.Now()
+		resp, err := hc.PostForm(strings.TrimSuffix(h.Config.Host, "/")+v1alpha1.MetricsQueryPrefix+"/api/v1/query", url.Values{"query": {q}})
+		if err != nil {
+			return nil, 0, err
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		took := time.Since(start)
+		if err != nil {
+			return nil, 0, err
+		}
+		v, err := observe.ParseVector(raw)
+		return v, took, err
+	}
+	var podIPs []string
+	waitFor(b, "both demo pods scraped", 3*time.Minute, func() bool {
+		v, _, err := query(`up{cluster="m", job="pods"} == 1`)
+		if err != nil || len(v) < 2 {
+			return false
+		}
+		pods, err := member.CoreV1().Pods("demo").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false
+		}
+		podIPs = nil
+		for _, p := range pods.Items {
+			podIPs = append(podIPs, p.Status.PodIP)
+		}
+		return true
+	})
+	// A request a second to each pod, from the host (which routes the cluster's pod network).
+	load, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			for _, ip := range podIPs {
+				if resp, err := http.Get("http://" + ip + ":8080/"); err == nil {
+					resp.Body.Close()
+				}
+			}
+			select {
+			case <-load.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+
+	rs, err := local.ReadRuntimeStatus(clusterDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	agentPID := 0
+	for _, c := range rs.Components {
+		if c.Name == "convoy-agent" && c.Running {
+			agentPID = c.PID
+		}
+	}
+	collectorDir := filepath.Join(clusterDir, "agent", "collector")
+	vmagentPID := pidWithArg(collectorDir)
+	storePID := 0
+	for _, c := range h.Children() {
+		if c.Name == kubeproc.VictoriaMetrics {
+			storePID = c.PID
+		}
+	}
+	if agentPID == 0 || vmagentPID == 0 || storePID == 0 {
+		b.Fatalf("processes: agent %d, vmagent %d, store %d", agentPID, vmagentPID, storePID)
+	}
+	socket := filepath.Join(collectorDir, "vmagent.sock")
+	if len(socket) > 100 {
+		sum := sha256.Sum256([]byte(collectorDir))
+		socket = filepath.Join(os.TempDir(), "convoy-vmagent-"+hex.EncodeToString(sum[:8])+".sock")
+	}
+	storeDir := filepath.Join(layout.Metrics(), "data")
+
+	time.Sleep(30 * time.Second) // settle: the first scrapes' series are new to the store
+	type sample struct {
+		agentCPU, vmagentCPU, storeCPU time.Duration
+		sent, disk                     int64
+		at                             time.Time
+	}
+	take := func() sample {
+		s := sample{at: time.Now()}
+		s.agentCPU, _ = CPUTime(agentPID)
+		s.vmagentCPU, _ = CPUTime(vmagentPID)
+		s.storeCPU, _ = CPUTime(storePID)
+		s.sent = int64(vmagentMetric(b, socket, "vmagent_remotewrite_bytes_sent_total"))
+		s.disk = dirSize(storeDir)
+		return s
+	}
+	start := take()
+	time.Sleep(window)
+	end := take()
+	secs := end.at.Sub(start.at).Seconds()
+	milli := func(a, b time.Duration) float64 { return float64(b-a) / float64(time.Millisecond) / secs }
+	vmRSS, _ := RSS(vmagentPID)
+	agentRSS, _ := RSS(agentPID)
+	storeRSS, _ := RSS(storePID)
+	series, _, _ := query(`count({cluster="m"})`)
+	nSeries := 0.0
+	if len(series) == 1 {
+		nSeries = series[0].Value
+	}
+	var lat []time.Duration
+	for range 20 {
+		_, took, err := query(`sum by (cluster) (rate(http_requests_total[1m]))`)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, took)
+	}
+	slices.Sort(lat)
+	sentPerSec := float64(end.sent-start.sent) / secs
+	diskPerDay := float64(end.disk-start.disk) / secs * 86400
+
+	fmt.Printf("\nFleet metrics benchmark (one local cluster of 2 real nodes, the demo app's 2 pods scraped, 1 request/s to each; %s window)\nmachine: %s\n", window, Machine())
+	fmt.Printf("member: collector (vmagent) CPU %.1f millicores, resident memory %s; agent process CPU %.1f millicores (exporter included), resident %s\n",
+		milli(start.vmagentCPU, end.vmagentCPU), MiB(vmRSS), milli(start.agentCPU, end.agentCPU), MiB(agentRSS))
+	fmt.Printf("member: %.0f series, sent %.0f bytes/s to the hub (%.1f MiB/day)\n", nSeries, sentPerSec, sentPerSec*86400/(1<<20))
+	fmt.Printf("hub store, for this one cluster: CPU %.1f millicores, resident memory %s, disk %+.1f MiB/day (%s in the window)\n",
+		milli(start.storeCPU, end.storeCPU), MiB(storeRSS), diskPerDay/(1<<20), MiB(end.disk-start.disk))
+	fmt.Printf("fleet query sum by (cluster) (rate(http_requests_total[1m])) through the hub's API server: p50 %s, max %s (20 queries)\n",
+		lat[len(lat)/2].Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond))
+	b.ReportMetric(milli(start.vmagentCPU, end.vmagentCPU), "mcores-collector")
+	b.ReportMetric(float64(vmRSS)/(1<<20), "MiB-collector")
+	b.ReportMetric(sentPerSec, "B/s-sent")
+	b.ReportMetric(milli(start.storeCPU, end.storeCPU), "mcores-store-per-cluster")
+	b.ReportMetric(diskPerDay/(1<<20), "MiB/day-store-per-cluster")
+	b.ReportMetric(lat[len(lat)/2].Seconds()*1000, "ms-fleet-query-p50")
+}
+
+// pidWithArg is the process whose command line has an argument that contains s, or 0.
+func pidWithArg(s string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(raw), "vmagent") && strings.Contains(string(raw), s) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// vmagentMetric sums the samples of one metric of vmagent's own /metrics, on its unix socket.
+func vmagentMetric(b *testing.B, socket, name string) float64 {
+	b.Helper()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}, Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://vmagent/metrics")
+	if err != nil {
+		b.Fatalf("vmagent's metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	total := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			total += v
+		}
+	}
+	return total
+}
+
+// dirSize is the bytes of the files under dir.
+func dirSize(dir string) int64 {
+	var total int64
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if info, err := d.Info(); err == nil {
+				total += info.Size()
+			}
+		}
+		return nil
+	})
+	return total
+}
