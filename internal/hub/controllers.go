@@ -139,7 +139,9 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	}
 	// Convoy's own image, for agents that run as a Deployment in their cluster.
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		h.pushConvoyImage(ctx)
+		if !h.opts.SkipConvoyImage {
+			h.pushConvoyImage(ctx)
+		}
 		return nil
 	})); err != nil {
 		return err

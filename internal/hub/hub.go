@@ -105,6 +105,10 @@ type Options struct {
 	// clusters start faster: datastore templates, and the real nodes' images pushed to the
 	// fleet registry ahead (tests that make few clusters save the CPU).
 	SkipTemplates bool
+	// SkipConvoyImage leaves Convoy's own image (the executable and the collector, for agents
+	// that run in their clusters) out of the fleet registry: compressing them costs a few
+	// seconds of CPU at every start, which tests that start many hubs do without.
+	SkipConvoyImage bool
 	// ConvoyBinary is the convoy executable, which runs each local cluster as
 	// `convoy local-runtime`. Empty means this process's own executable.
 	ConvoyBinary string

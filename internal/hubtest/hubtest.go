@@ -69,6 +69,8 @@ func Start(t testing.TB, opts ...func(*hub.Options)) *Hub {
 		HealthAddr:    "127.0.0.1:0",
 		ConvoyBinary:  ConvoyBinary(t),
 		SkipTemplates: true,
+		// No test of an in-process hub runs an agent from Convoy's image.
+		SkipConvoyImage: true,
 		// The API server's port is this hub's alone, and so is this range of edge addresses.
 		EdgeAddresses: netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(port >> 8), byte(port), 0}), 24),
 		Log:           Logger(t),
