@@ -115,6 +115,41 @@ type RolloutWave struct {
 	// cluster of the wave (within its maxUnavailable) before the wave passes.
 	// +optional
 	Gate *ConditionGate `json:"gate,omitempty"`
+
+	// Metric is a gate on the fleet's metrics, judged while the wave soaks: a value above its
+	// maximum pauses the rollout, with the value in the reason.
+	// +optional
+	Metric *MetricGate `json:"metric,omitempty"`
+}
+
+// MetricGate is a PromQL query of the hub's fleet metrics store, with the greatest value it may
+// return. It is read at least every 10 s while the wave soaks, from delaySeconds after the wave
+// passed its health gate: a value above max pauses the rollout; the soak does not end before
+// one reading at or below max. A query that cannot be read, or returns no data, holds the wave,
+// and pauses the rollout once that has lasted the progress deadline past the soak's end. The
+// query must return one number: a scalar or a vector of one series (use sum, max or avg;
+// `or vector(0)` turns "no data" into 0). It reads only series of the wave's clusters and of
+// the Placement's namespace.
+type MetricGate struct {
+	// Query is PromQL. $clusters stands for the wave's clusters as a regular expression, as in
+	// cluster=~"$clusters"; $namespace for the Placement's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	Query string `json:"query"`
+
+	// Max is the greatest value the query may return, a decimal number such as 0.05.
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^-?[0-9]+(\\\\.[0-9]+)?([eE][-+]?[0-9]+)?$')",message="max must be a decimal number, such as 0.05 or 100"
+	Max string `json:"max"`
+
+	// DelaySeconds is how long after the wave passed its health gate the gate is first judged:
+	// at least the query's rate window, so that it sees the new revision only. Default 0.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	DelaySeconds int32 `json:"delaySeconds,omitempty"`
 }
 
 // ConditionGate names a condition on one of the Placement's resources, as the member reports it.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -688,6 +689,7 @@ func TestUpAndDown(t *testing.T) {
 	}
 
 	edgeTeams(t, env, dataDir, kubectl, "127.76.0")
+	metricGatedRollout(t, env, hubKubeconfig, kubectl, kubeconfigs)
 
 	out = run(t, env, convoyBin, "down", "--purge")
 	for _, want := range []string{"Stopping the hub", "Stopped local cluster us-east", "Removed " + dataDir, "Convoy is down."} {
@@ -782,5 +784,95 @@ func TestMemberProcessCrashesAreRestarted(t *testing.T) {
 	}
 	if nodes := readyNodes(t, member); len(nodes) != 1 {
 		t.Errorf("Ready nodes after the restart: %v", nodes)
+	}
+}
+
+// metricGatedRollout rolls the demo out behind the metric gate of the README's
+// placement-canary.yaml, under steady requests to us-east: a version whose / fails pauses at the
+// canary, with the error ratio in the reason and the other regions untouched, and a good one
+// goes through every wave.
+func metricGatedRollout(t *testing.T, env []string, hubKubeconfig, kubectl string, kubeconfigs map[string]string) {
+	root := hubtest.RepoRoot(t)
+	// What ran before froze a cluster: its share failed over, and comes back once it has been
+	// Ready for the stable period. A rebalance while the canary soaks changes its replicas,
+	// which is a health regression of its own; start from a settled fleet.
+	eventually(t, "the demo's Placement settled: nothing failed over, Available everywhere", 3*time.Minute, func() (bool, error) {
+		out, err := exec.Command(kubectl, "--kubeconfig", hubKubeconfig, "-n", "demo", "get", "placement", "web", "-o",
+			`jsonpath={.status.conditions[?(@.type=="FailedOver")].status} {.status.conditions[?(@.type=="Available")].status}`).CombinedOutput()
+		return err == nil && string(out) == "False True", fmt.Errorf("FailedOver, Available: %s", out)
+	})
+	nodeIP := run(t, nil, kubectl, "--kubeconfig", kubeconfigs["us-east"], "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
+	stop := make(chan struct{})
+	var load sync.WaitGroup
+	load.Add(1)
+	go func() {
+		defer load.Done()
+		c := &http.Client{Timeout: 2 * time.Second}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if resp, err := c.Get("http://" + nodeIP + ":30080/"); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
+	defer func() { close(stop); load.Wait() }()
+
+	run(t, env, convoyBin, "apply", "-f", filepath.Join(root, "examples/web/placement-canary.yaml"))
+	status := func() string {
+		cmd := exec.Command(convoyBin, "rollout", "status", "demo/web")
+		cmd.Env = append(os.Environ(), env...)
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	eventually(t, "the gated Placement's first revision complete", time.Minute, func() (bool, error) {
+		s := status()
+		return strings.Contains(s, "phase:   Complete"), errors.New(s)
+	})
+	envOf := func(c string) string {
+		out, _ := exec.Command(kubectl, "--kubeconfig", kubeconfigs[c], "-n", "demo", "get", "deployment", "web",
+			"-o", `jsonpath={.spec.template.spec.containers[0].env[?(@.name=="ERROR_RATE")].value}`).CombinedOutput()
+		return string(out)
+	}
+
+	// A bad version: every request to / fails.
+	run(t, nil, kubectl, "--kubeconfig", hubKubeconfig, "-n", "demo", "set", "env", "deployment/web", "ERROR_RATE=100")
+	var paused string
+	eventually(t, "the bad version paused at the canary by its metric gate", 4*time.Minute, func() (bool, error) {
+		paused = status()
+		return strings.Contains(paused, "phase:   Paused"), errors.New(paused)
+	})
+	if !regexp.MustCompile(`wave canary failed its metric gate: .*http_requests_total\{cluster=~"us-east", namespace="demo".* = (1|0\.\d+), above 0\.05`).MatchString(paused) {
+		t.Errorf("the pause does not give the canary's error ratio:\n%s", paused)
+	}
+	if got := envOf("us-east"); got != "100" {
+		t.Errorf("the canary runs ERROR_RATE=%q, want the bad version's 100", got)
+	}
+	for _, c := range []string{"us-west", "eu-west"} {
+		if got := envOf(c); got != "" {
+			t.Errorf("%s got ERROR_RATE=%q from a rollout paused at the canary", c, got)
+		}
+	}
+
+	// A good version goes through: the canary soaks with its error ratio at 0, then the rest.
+	run(t, nil, kubectl, "--kubeconfig", hubKubeconfig, "-n", "demo", "set", "env", "deployment/web", "ERROR_RATE=0")
+	eventually(t, "the good version complete in every wave", 5*time.Minute, func() (bool, error) {
+		s := status()
+		return strings.Contains(s, "phase:   Complete"), errors.New(s)
+	})
+	for _, c := range []string{"us-east", "us-west", "eu-west"} {
+		if got := envOf(c); got != "0" {
+			t.Errorf("%s runs ERROR_RATE=%q after the good version completed, want 0", c, got)
+		}
+	}
+	events := run(t, nil, kubectl, "--kubeconfig", hubKubeconfig, "-n", "demo", "get", "events", "--field-selector", "involvedObject.kind=Placement,involvedObject.name=web", "-o", "jsonpath={range .items[*]}{.note}{.message}{\"\\n\"}{end}")
+	for _, want := range []string{"rollout paused: wave canary failed its metric gate", "wave canary done", "rollout of "} {
+		if !strings.Contains(events, want) {
+			t.Errorf("the Placement's events lack %q:\n%s", want, events)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -265,6 +266,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		return err
 	}
 	placements := propagation.New(mgr.GetClient(), mgr.GetEventRecorder("convoy-hub"))
+	placements.Metrics = gateReader{h: h, client: &http.Client{}}
 	placements.Templates = propagation.NewTemplates(dyn, mgr.GetRESTMapper(), disco, placements.TemplatesChanged)
 	if err := mgr.Add(placements.Templates); err != nil {
 		return err

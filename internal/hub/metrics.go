@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,6 +26,7 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/observe"
+	"github.com/convoy-dev/convoy/internal/plan"
 )
 
 // frontProxyName is the common name of the API server's front-proxy client certificate, the
@@ -398,4 +400,48 @@ func (h *Hub) unregisterMetricsAPI(ctx context.Context, cfg *rest.Config) error 
 		return fmt.Errorf("remove the metrics query API's APIService: %w", err)
 	}
 	return nil
+}
+
+// gateReader reads the rollouts' metric gates from the fleet metrics store, directly (the hub
+// holds its password), each restricted to its wave's clusters and its Placement's namespace
+// (extra_filters): whoever may write a Placement reads no other series through its gate. While
+// the store is off or down, every reading is an error that says so.
+type gateReader struct {
+	h      *Hub
+	client *http.Client
+}
+
+func (g gateReader) Read(ctx context.Context, q plan.MetricQuery) plan.Reading {
+	store := g.h.metricsStore.Load()
+	if store == nil {
+		why := "the fleet metrics store is down (convoy hub status: metricsStore)"
+		if g.h.opts.MetricsRetention < 0 {
+			why = "the hub runs no fleet metrics store (convoy hub --metrics-retention)"
+		}
+		return plan.Reading{Taken: true, Err: why}
+	}
+	u := *store
+	u.Path = "/api/v1/query"
+	u.RawQuery = url.Values{"query": {q.Query}, "extra_filters[]": {q.Filter}}.Encode()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return plan.Reading{Taken: true, Err: err.Error()}
+	}
+	req.SetBasicAuth(g.h.metricsAuth.User, g.h.metricsAuth.Password)
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return plan.Reading{Taken: true, Err: "the fleet metrics store: " + err.Error()}
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return plan.Reading{Taken: true, Err: "the fleet metrics store: " + err.Error()}
+	}
+	v, empty, err := observe.ParseNumber(raw)
+	if err != nil {
+		return plan.Reading{Taken: true, Err: err.Error()}
+	}
+	return plan.Reading{Taken: true, Value: v, Empty: empty}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -166,4 +167,59 @@ func ParseVector(raw []byte) ([]Sample, error) {
 		out = append(out, Sample{Labels: s.Metric, Value: f})
 	}
 	return out, nil
+}
+
+// ParseNumber reads a /api/v1/query answer that must be one number, as a rollout's metric gate
+// needs: a scalar, or a vector of one series. empty is true when the vector has none, or its
+// value is NaN (a ratio of nothing); a vector of several is an error that says how to make it
+// one. A refusal wraps ErrStore.
+func ParseNumber(raw []byte) (value float64, empty bool, err error) {
+	var resp struct {
+		Status    string `json:"status"`
+		ErrorType string `json:"errorType"`
+		Error     string `json:"error"`
+		Data      struct {
+			ResultType string          `json:"resultType"`
+			Result     json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return 0, false, fmt.Errorf("read the store's answer: %w", err)
+	}
+	if resp.Status != "success" {
+		return 0, false, fmt.Errorf("%w: %s: %s", ErrStore, resp.ErrorType, resp.Error)
+	}
+	var sample []any
+	switch resp.Data.ResultType {
+	case "scalar":
+		if err := json.Unmarshal(resp.Data.Result, &sample); err != nil {
+			return 0, false, fmt.Errorf("read the store's answer: %w", err)
+		}
+	case "vector":
+		var all []struct {
+			Value []any `json:"value"`
+		}
+		if err := json.Unmarshal(resp.Data.Result, &all); err != nil {
+			return 0, false, fmt.Errorf("read the store's answer: %w", err)
+		}
+		switch len(all) {
+		case 0:
+			return 0, true, nil
+		case 1:
+			sample = all[0].Value
+		default:
+			return 0, false, fmt.Errorf("the query returns %d series, not one number: aggregate them (sum, max or avg)", len(all))
+		}
+	default:
+		return 0, false, fmt.Errorf("the query returns a %s, not one number", resp.Data.ResultType)
+	}
+	v, _ := sample2(sample)
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("read the store's answer: value %q: %w", v, err)
+	}
+	if math.IsNaN(f) {
+		return 0, true, nil // 0/0: no requests to take a ratio of
+	}
+	return f, false, nil
 }

@@ -3,6 +3,7 @@ package observe
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -63,6 +64,36 @@ func TestParseQueryResult(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseNumber(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw string
+		value     float64
+		empty     bool
+		err       string
+	}{
+		{"scalar", `{"status":"success","data":{"resultType":"scalar","result":[1700000000,"0.25"]}}`, 0.25, false, ""},
+		{"one series", `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"cluster":"a"},"value":[1700000000,"3"]}]}}`, 3, false, ""},
+		{"NaN is no data", `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000,"NaN"]}]}}`, 0, true, ""},
+		{"no series", `{"status":"success","data":{"resultType":"vector","result":[]}}`, 0, true, ""},
+		{"two series", `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"cluster":"a"},"value":[1,"1"]},{"metric":{"cluster":"b"},"value":[1,"2"]}]}}`, 0, false, "returns 2 series, not one number: aggregate them"},
+		{"matrix", `{"status":"success","data":{"resultType":"matrix","result":[]}}`, 0, false, "a matrix, not one number"},
+		{"refused", `{"status":"error","errorType":"422","error":"cannot parse \"rate(\""}`, 0, false, "refused the query: 422: cannot parse"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, empty, err := ParseNumber([]byte(tc.raw))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("ParseNumber error = %v, want it to contain %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || v != tc.value || empty != tc.empty {
+				t.Fatalf("ParseNumber = %v, %v, %v; want %v, %v", v, empty, err, tc.value, tc.empty)
 			}
 		})
 	}

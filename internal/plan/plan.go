@@ -28,6 +28,7 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/manifest"
 	"github.com/convoy-dev/convoy/internal/render"
+	"github.com/convoy-dev/convoy/internal/rollout"
 	"github.com/convoy-dev/convoy/internal/scheduler"
 )
 
@@ -47,6 +48,17 @@ func NewTemplate(clean *unstructured.Unstructured, direct bool) Template {
 	gvk := clean.GroupVersionKind()
 	id := v1alpha1.ResourceIdentifier{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind, Namespace: clean.GetNamespace(), Name: clean.GetName()}
 	return Template{Obj: clean, ID: id, Key: manifest.Key(id), Direct: direct}
+}
+
+// Reading is one evaluation of a rollout's metric gate (the rollout engine's).
+type Reading = rollout.Reading
+
+// MetricQuery is a metric gate's query as the store must run it: the PromQL, with the wave's
+// clusters and the Placement's namespace put in, and Filter, a series selector that the store
+// adds to every selector of the query (VictoriaMetrics' extra_filters), so that a gate reads only
+// its own wave's clusters' series of its own namespace, whatever the query says.
+type MetricQuery struct {
+	Query, Filter string
 }
 
 // Input is everything one decision about a Placement depends on.
@@ -77,6 +89,9 @@ type Input struct {
 	// revision when they are not the templates' own. A missing one leaves the clusters that
 	// run it as they are.
 	Revisions map[string][]Template
+	// Metrics are the readings of the rollout's metric gates, by query as Output.MetricQueries
+	// names it. A query without a reading counts as not read yet.
+	Metrics map[MetricQuery]Reading
 	// Now is the time of the decision.
 	Now time.Time
 }
@@ -104,6 +119,11 @@ type Output struct {
 	Awaiting int
 	// RecheckAfter is when the decision changes by itself if nothing else happens.
 	RecheckAfter time.Duration
+	// MetricQueries are the metric gates' queries the decision depends on (the soaking wave's),
+	// with the wave's clusters and namespace in them: the caller reads them from the fleet
+	// metrics store, and plans again with their readings in Input.Metrics when they were not
+	// there.
+	MetricQueries []MetricQuery
 }
 
 // Write is one cluster's Work content.

@@ -53,6 +53,9 @@ var revisionName = regexp.MustCompile(`\br[0-9]+\b`)
 //	show CLUSTER                                       the cluster's Work, manifest by manifest
 //	restart [at=SECONDS]                               only what the API server stores survives;
 //	                                                   the hub starts again at that time (0)
+//	metric value=V|empty|err=TEXT                      what the metrics store answers a metric
+//	                                                   gate's query from now on (plan reads it
+//	                                                   and decides again, as the controller does)
 //
 // go test -run TestTranscripts -update rewrites the expected output; review the diff.
 func TestTranscripts(t *testing.T) {
@@ -77,6 +80,7 @@ type world struct {
 	names     map[string]string     // revision hash -> r1, r2, ... for readable output
 	selectErr error
 	started   time.Time // when the hub last started
+	metric    *Reading  // the store's answer to any metric gate's query
 }
 
 func args(fields []string) map[string]string {
@@ -190,6 +194,22 @@ func (w *world) run(input []string) string {
 		return w.report(fields[1], fields[2:])
 	case "show":
 		return w.show(fields[1])
+	case "metric":
+		r := Reading{Taken: true}
+		switch {
+		case a["value"] != "":
+			v, err := strconv.ParseFloat(a["value"], 64)
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			r.Value = v
+		case a["err"] != "":
+			r.Err = strings.ReplaceAll(a["err"], "_", " ")
+		default:
+			_, r.Empty = a["empty"]
+		}
+		w.metric = &r
+		return "ok"
 	case "restart":
 		w.started = w.at(cmp.Or(args(fields[1:])["at"], "0"))
 		return w.restart()
@@ -278,6 +298,16 @@ func (w *world) plan(now time.Time) string {
 	in := w.input(now)
 	out := Plan(in)
 	var b strings.Builder
+	if len(out.MetricQueries) > 0 {
+		in.Metrics = map[MetricQuery]Reading{}
+		for _, q := range out.MetricQueries {
+			fmt.Fprintf(&b, "read metric %s filtered by %s\n", q.Query, q.Filter)
+			if w.metric != nil {
+				in.Metrics[q] = *w.metric
+			}
+		}
+		out = Plan(in)
+	}
 	if out.Revision != nil {
 		if _, ok := w.stored[out.Revision.Hash]; !ok {
 			w.stored[out.Revision.Hash] = out.Revision.Templates

@@ -3,7 +3,10 @@ package plan
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,18 +54,24 @@ func (pl *planner) rollout(d scheduler.Decision) map[string]string {
 	}
 	// A wave's own gate, if it has one, is part of its clusters' being Available.
 	gateOf := map[string]*v1alpha1.ConditionGate{}
+	metricQueries := map[int]MetricQuery{} // by wave
 	for _, w := range spec.Waves {
 		wave := rollout.Wave{Name: w.Name, MaxUnavailable: int(w.MaxUnavailable), Soak: time.Duration(w.SoakSeconds) * time.Second, RequireApproval: w.RequireApproval}
 		if g := w.Gate; g != nil {
 			wave.Gate = fmt.Sprintf("%s %s %s=%s", g.Kind, g.Name, g.Type, gateStatus(g))
 		}
+		var own []string // the clusters of this wave and of no earlier one
 		for _, ch := range d.Clusters {
 			if ok, _ := scheduler.Matches(w.Clusters.Affinity(), pl.byName[ch.Name]); ok {
 				wave.Clusters = append(wave.Clusters, ch.Name)
 				if _, seen := gateOf[ch.Name]; !seen {
 					gateOf[ch.Name] = w.Gate
+					own = append(own, ch.Name)
 				}
 			}
+		}
+		if m := w.Metric; m != nil && len(own) > 0 {
+			wave.Metric, metricQueries[len(strategy.Waves)] = metricGate(m, own, p.Namespace, pl.in.Metrics)
 		}
 		strategy.Waves = append(strategy.Waves, wave)
 	}
@@ -90,6 +99,11 @@ func (pl *planner) rollout(d scheduler.Decision) map[string]string {
 		pl.event(corev1.EventTypeNormal, "Rollout", "Rollout", "%s", e)
 	}
 	next := step.State
+	if next.Phase == rollout.Soaking && next.Wave < len(strategy.Waves) {
+		if m := strategy.Waves[next.Wave].Metric; m != nil && !pl.in.Now.Before(next.SoakStarted.Add(m.Delay)) {
+			pl.out.MetricQueries = append(pl.out.MetricQueries, metricQueries[next.Wave])
+		}
+	}
 	st.Rollout = next.Status(strategy)
 	st.Rollout.Resumed = resumeToken
 	if cmd.Abort {
@@ -161,3 +175,35 @@ func gateHolds(w *v1alpha1.Work, g *v1alpha1.ConditionGate, namespace string) bo
 	}
 	return false
 }
+
+// metricGate is a wave's metric gate for the rollout engine, and its query as the store runs
+// it: the PromQL with the wave's clusters (those of no earlier wave, sorted, as a regular
+// expression) for $clusters and the Placement's namespace for $namespace, restricted to those
+// (MetricQuery.Filter), with the reading the caller took of it, if any. Messages name the query
+// cut to maxGateName. A maximum the API let through but that does not parse is read as an error.
+func metricGate(m *v1alpha1.MetricGate, clusters []string, namespace string, readings map[MetricQuery]Reading) (*rollout.Metric, MetricQuery) {
+	names := slices.Sorted(slices.Values(clusters))
+	for i, n := range names {
+		names[i] = regexp.QuoteMeta(n)
+	}
+	re := strings.Join(names, "|")
+	mq := MetricQuery{
+		Query:  strings.NewReplacer("$clusters", re, "$namespace", namespace).Replace(m.Query),
+		Filter: fmt.Sprintf(`{cluster=~%q,namespace=%q}`, re, namespace),
+	}
+	name := mq.Query
+	if len(name) > maxGateName {
+		name = name[:maxGateName] + "…"
+	}
+	out := &rollout.Metric{Name: name, Delay: time.Duration(m.DelaySeconds) * time.Second, Reading: readings[mq]}
+	limit, err := strconv.ParseFloat(m.Max, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) { // out of range: ±Inf, which compares
+		out.Reading = rollout.Reading{Taken: true, Err: fmt.Sprintf("max %q is not a number", m.Max)}
+	}
+	out.Max = limit
+	return out, mq
+}
+
+// maxGateName bounds the query a rollout's messages and events quote (an event's note takes
+// 1 KiB at most).
+const maxGateName = 300

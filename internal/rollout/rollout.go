@@ -2,13 +2,15 @@
 // pure state machine: the strategy, the clusters' observed state, the state persisted in the
 // Placement's status, the user's commands and the time go in; the next state, the revision each
 // cluster should run, the events to record and when to look again come out. It never calls a
-// client or reads a clock. It also owns the state's persisted form (FromStatus, Status).
+// client or reads a clock: a wave's metric gate comes in as the reading the caller took
+// (Metric, Reading). It also owns the state's persisted form (FromStatus, Status).
 // internal/plan is its only caller.
 package rollout
 
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,7 +42,40 @@ type Wave struct {
 	// Gate describes the wave's extra condition, if any, for messages; the caller folds it
 	// into each cluster's Available.
 	Gate string
+	// Metric is the wave's metric gate, if any, with its reading at the time of the step.
+	Metric *Metric
 }
+
+// Metric is a wave's metric gate: a query of the fleet metrics store whose value must stay at
+// or below Max while the wave soaks. It is judged from Delay after the wave passed its health
+// gate (so that the query's window holds the new revision's samples only) until the soak ends;
+// a value above Max pauses the rollout, and the soak does not end before one reading at or
+// below Max, taken after Delay. A gate that cannot be read (or reads no data) holds the wave,
+// and pauses the rollout once that has lasted the progress deadline past the soak's end.
+type Metric struct {
+	// Name describes the gate in messages: its query, with the wave's clusters in it (cut
+	// short by the caller if long).
+	Name  string
+	Max   float64
+	Delay time.Duration
+	// Reading is the query's value now, as the caller read it.
+	Reading Reading
+}
+
+// Reading is one evaluation of a metric gate's query.
+type Reading struct {
+	// Taken is false when the caller has not read the query for this step (the wave became
+	// the current one in this very step): the gate waits for the next step.
+	Taken bool
+	// Err says why the query could not be read (the store down, an invalid query).
+	Err string
+	// Empty is true when the query returned nothing.
+	Empty bool
+	Value float64
+}
+
+// MetricInterval is how often a soaking wave's metric gate is read again.
+const MetricInterval = 10 * time.Second
 
 // Strategy is the rollout's shape.
 type Strategy struct {
@@ -209,9 +244,52 @@ func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands,
 				st.Message = fmt.Sprintf("wave %s soaking: waiting for the reports of %s", w.Name, strings.Join(unknownOf(unavailable, by), ", "))
 				break
 			}
-			if left := st.SoakStarted.Add(w.Soak).Sub(now); left > 0 {
-				st.Message = fmt.Sprintf("wave %s soaking, %s left", w.Name, left.Round(time.Second))
-				d.RecheckAfter = left
+			wait := st.SoakStarted.Add(w.Soak).Sub(now) // of the soak
+			var held string                             // why the metric gate holds the wave
+			var recheck time.Duration
+			paused := false
+			if m := w.Metric; m != nil {
+				judged := st.SoakStarted.Add(m.Delay)
+				r := m.Reading
+				switch {
+				case now.Before(judged):
+					wait, recheck = max(wait, judged.Sub(now)), judged.Sub(now)
+				case !r.Taken:
+					held, recheck = "is not read yet", time.Second
+				case r.Err != "" || r.Empty:
+					held, recheck = "returned no data", MetricInterval
+					if r.Err != "" {
+						held = "cannot be read: " + r.Err
+					}
+					// Held past the end of the soak (or of the delay, if later) for longer
+					// than the progress deadline: a reading that fails now and then while a
+					// long soak lasts pauses nothing.
+					if s.ProgressDeadline > 0 && now.Sub(later(judged, st.SoakStarted.Add(w.Soak))) >= s.ProgressDeadline {
+						st.Phase, paused = Paused, true
+						st.Message = fmt.Sprintf("wave %s: its metric gate %s %s, for %s", w.Name, m.Name, held, s.ProgressDeadline)
+						ev("rollout paused: %s", st.Message)
+					}
+				case r.Value > m.Max:
+					st.Phase, paused = Paused, true
+					st.Message = fmt.Sprintf("wave %s failed its metric gate: %s = %s, above %s", w.Name, m.Name, formatValue(r.Value), formatValue(m.Max))
+					ev("rollout paused: %s", st.Message)
+				case wait > 0:
+					recheck = MetricInterval // read it again while the soak lasts
+				}
+			}
+			if paused {
+				break
+			}
+			if wait > 0 || held != "" {
+				if held != "" {
+					st.Message = fmt.Sprintf("wave %s soaking: its metric gate %s %s", w.Name, w.Metric.Name, held)
+				} else {
+					st.Message = fmt.Sprintf("wave %s soaking, %s left", w.Name, wait.Round(time.Second))
+				}
+				d.RecheckAfter = max(wait, 0)
+				if recheck > 0 && (d.RecheckAfter == 0 || recheck < d.RecheckAfter) {
+					d.RecheckAfter = recheck
+				}
 				break
 			}
 			ev("wave %s done", w.Name)
@@ -331,6 +409,16 @@ func regressed(done []Wave, by map[string]Cluster, target string) string {
 		}
 	}
 	return ""
+}
+
+// formatValue prints a metric's value in as few digits as tell it apart.
+func formatValue(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func waveName(waves []Wave, i int) string {

@@ -21,7 +21,8 @@ var update = flag.Bool("update", false, "rewrite the expected output in testdata
 // the expected output, then a blank line. Commands:
 //
 //	strategy deadline=DURATION          then one line per wave:
-//	wave NAME clusters=a,b max=N soak=DURATION [approval]
+//	wave NAME clusters=a,b max=N soak=DURATION [approval] [metric=MAX delay=DURATION]
+//	metric WAVE value=V|empty|err=TEXT|untaken   the wave's metric reading from now on
 //	observe NAME rev=R available|unavailable|lost   (any number of lines)
 //	step at=SECONDS latest=R [pause] [resume] [abort] [approved=N] [for=R]
 //	restart                             forget everything but the persisted State
@@ -55,6 +56,13 @@ func TestTranscripts(t *testing.T) {
 					w := Wave{Name: wf[1], Clusters: strings.Split(wa["clusters"], ","), Soak: dur(t, wa["soak"])}
 					w.MaxUnavailable = num(t, wa["max"], 0)
 					_, w.RequireApproval = wa["approval"]
+					if m, ok := wa["metric"]; ok {
+						v, err := strconv.ParseFloat(m, 64)
+						if err != nil {
+							t.Fatalf("transcript: metric=%q: %v", m, err)
+						}
+						w.Metric = &Metric{Name: "q(" + w.Name + ")", Max: v, Delay: dur(t, wa["delay"])}
+					}
 					strategy.Waves = append(strategy.Waves, w)
 				}
 				return fmt.Sprintf("%d waves", len(strategy.Waves))
@@ -77,6 +85,31 @@ func TestTranscripts(t *testing.T) {
 					observed[c.Name] = c
 				}
 				return "ok"
+			case "metric":
+				for i := range strategy.Waves {
+					w := &strategy.Waves[i]
+					if w.Name != fields[1] || w.Metric == nil {
+						continue
+					}
+					r := Reading{Taken: true}
+					switch v, isValue := args["value"]; {
+					case isValue:
+						f, err := strconv.ParseFloat(v, 64)
+						if err != nil {
+							t.Fatal(err)
+						}
+						r.Value = f
+					case args["err"] != "":
+						r.Err = strings.ReplaceAll(args["err"], "_", " ")
+					default:
+						_, r.Empty = args["empty"]
+						_, untaken := args["untaken"]
+						r.Taken = !untaken
+					}
+					w.Metric.Reading = r
+					return "ok"
+				}
+				t.Fatalf("transcript: no wave %q with a metric gate", fields[1])
 			case "restart":
 				// Only the state survives a hub restart, as the Placement's status keeps it: the
 				// next steps go on from what that round trip gives back.

@@ -99,7 +99,7 @@ func badPlacements(rng *rand.Rand, n int) []badInput {
 			return v1alpha1.RolloutWave{Name: name, Clusters: v1alpha1.WaveClusters{Names: names}}
 		}
 		var what, want string
-		switch i % 13 {
+		switch i % 15 {
 		case 0:
 			p.Spec.Replicas = &v1alpha1.ReplicaScheduling{Type: v1alpha1.Divided, Weights: []v1alpha1.ClusterWeight{{Weight: -rng.Int32N(100)}}}
 			what, want = "weight below 1", "greater than or equal to 1"
@@ -143,6 +143,16 @@ func badPlacements(rng *rand.Rand, n int) []badInput {
 		case 12:
 			p.Spec.Resources = []v1alpha1.ResourceSelector{{Group: "apps", Kind: []string{"deployment", "Deploy-ment", "9Pods"}[rng.IntN(3)]}}
 			what, want = "a kind that is not a kind", "spec.resources[0].kind"
+		case 13:
+			w := wave("canary", "a")
+			w.Metric = &v1alpha1.MetricGate{Query: "up", Max: []string{"five", "5%", "0.05.1", ""}[rng.IntN(4)]}
+			p.Spec.Rollout = &v1alpha1.RolloutStrategy{Waves: []v1alpha1.RolloutWave{w}}
+			what, want = "a metric gate's maximum "+strconv.Quote(w.Metric.Max), "max must be a decimal number"
+		case 14:
+			w := wave("canary", "a")
+			w.Metric = &v1alpha1.MetricGate{Max: "1", DelaySeconds: -1 - rng.Int32N(100)}
+			p.Spec.Rollout = &v1alpha1.RolloutStrategy{Waves: []v1alpha1.RolloutWave{w}}
+			what, want = "a metric gate without a query, and a negative delay", "spec.rollout.waves[0].metric.query"
 		}
 		out = append(out, badInput{what: "Placement: " + what, obj: p, want: want})
 	}

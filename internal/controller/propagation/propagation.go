@@ -81,6 +81,17 @@ type Reconciler struct {
 		Reset(w *v1alpha1.Work)
 	}
 
+	// Metrics, when set, reads the rollouts' metric gates from the fleet metrics store (a
+	// query's reading now); without it, every metric gate reads as an error that says so.
+	Metrics interface {
+		Read(ctx context.Context, q plan.MetricQuery) plan.Reading
+	}
+
+	// readings keeps each metric gate's last reading for metricFresh, so that a soaking wave
+	// whose clusters report often costs the store one query per interval, not per report.
+	readingsMu sync.Mutex
+	readings   map[plan.MetricQuery]timedReading
+
 	changed  chan event.TypedGenericEvent[*v1alpha1.Placement]
 	reported chan event.TypedGenericEvent[*v1alpha1.Work]
 
@@ -437,6 +448,18 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	out := plan.Plan(in)
+	if len(out.MetricQueries) > 0 {
+		// A soaking wave's metric gate: read it now and decide again with its value.
+		in.Metrics = map[plan.MetricQuery]plan.Reading{}
+		for _, q := range out.MetricQueries {
+			if r.Metrics == nil {
+				in.Metrics[q] = plan.Reading{Taken: true, Err: "the hub runs no fleet metrics store (convoy hub --metrics-retention)"}
+				continue
+			}
+			in.Metrics[q] = r.readMetric(ctx, q)
+		}
+		out = plan.Plan(in)
+	}
 
 	// A revision is stored before any Work names it.
 	if out.Revision != nil {
@@ -813,4 +836,36 @@ func (r *Reconciler) summarize(ctx context.Context, templates []plan.Template, l
 		}
 	}
 	return nil
+}
+
+// metricFresh is how long a metric gate's reading is reused.
+const metricFresh = 2 * time.Second
+
+type timedReading struct {
+	plan.Reading
+	at time.Time
+}
+
+// readMetric reads a metric gate's query, or reuses a reading of it younger than metricFresh.
+func (r *Reconciler) readMetric(ctx context.Context, q plan.MetricQuery) plan.Reading {
+	now := time.Now()
+	r.readingsMu.Lock()
+	for k, v := range r.readings {
+		if now.Sub(v.at) >= metricFresh {
+			delete(r.readings, k)
+		}
+	}
+	got, ok := r.readings[q]
+	r.readingsMu.Unlock()
+	if ok {
+		return got.Reading
+	}
+	reading := r.Metrics.Read(ctx, q)
+	r.readingsMu.Lock()
+	if r.readings == nil {
+		r.readings = map[plan.MetricQuery]timedReading{}
+	}
+	r.readings[q] = timedReading{Reading: reading, at: now}
+	r.readingsMu.Unlock()
+	return reading
 }
