@@ -70,7 +70,7 @@ test-short: all
 
 ## bench: measure start-up time and memory; prints the figures and the machine
 bench: all
-	$(GO) test -count=1 -run '^$$' -bench . -skip Scale -benchtime 1x -timeout 30m ./test/bench/
+	$(GO) test -count=1 -run '^$$' -bench . -skip Scale -benchtime 1x -timeout 60m ./test/bench/
 
 ## bench-scale: simulated fleets of 10, 100 and 1,000 clusters against one hub; writes
 ## docs/scale.json and docs/SCALE.md (CONVOY_SCALE_N=10,100 picks other sizes)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -45,16 +46,32 @@ import (
 // the same window, per cluster and extrapolated to a day; and the latency of the fleet query
 // through the hub's API server.
 //
-// CONVOY_BENCH_METRICS_WINDOW sets the measured window (default 3m).
+// Beside it, simulated clusters (CONVOY_BENCH_METRICS_SIM, default 100) each send the store the
+// real cluster's series, under their own cluster label, every 15 s, as a collector would: the
+// same number of series of the same names and labels, with counters that go on counting. They
+// write to the store directly (its import API, with the hub's password), not through the hub's
+// API server: what is measured is the store. Before the window, each also gets an hour of the
+// demo's request counters, so that the fleet query over the last hour reads 1 h of data of
+// every cluster.
+//
+// CONVOY_BENCH_METRICS_WINDOW sets the measured window (default 10m).
 func BenchmarkFleetMetrics(b *testing.B) {
 	hubtest.RealNodes(b, local.MissingForRealNodes)
-	window := 3 * time.Minute
+	window := 10 * time.Minute
 	if s := os.Getenv("CONVOY_BENCH_METRICS_WINDOW"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < 30*time.Second {
 			b.Fatalf("CONVOY_BENCH_METRICS_WINDOW=%q: want a duration of 30s or more", s)
 		}
 		window = d
+	}
+	simulated := 100
+	if s := os.Getenv("CONVOY_BENCH_METRICS_SIM"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			b.Fatalf("CONVOY_BENCH_METRICS_SIM=%q: want a whole number", s)
+		}
+		simulated = n
 	}
 	h := hubtest.Start(b, func(o *hub.Options) { o.SkipTemplates = false })
 	ctx := context.Background()
@@ -178,6 +195,25 @@ func BenchmarkFleetMetrics(b *testing.B) {
 	storeDir := filepath.Join(layout.Metrics(), "data")
 
 	time.Sleep(30 * time.Second) // settle: the first scrapes' series are new to the store
+	password, err := os.ReadFile(filepath.Join(layout.Metrics(), "password"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	sim := &simStore{url: h.MetricsStoreURL(), password: string(password)}
+	series := sim.export(b, `{cluster="m"}`)
+	if simulated > 0 {
+		t0 := time.Now()
+		sim.backfill(b, simulated, series, time.Hour)
+		fmt.Printf("simulated clusters: %d, each with the real cluster's %d series; an hour of the demo's counters imported for each in %s\n",
+			simulated, len(series), time.Since(t0).Round(time.Second))
+	}
+	simCtx, stopSim := context.WithCancel(ctx)
+	simDone := make(chan struct{})
+	go func() { defer close(simDone); sim.run(simCtx, simulated, series) }()
+	defer func() { stopSim(); <-simDone }()
+	if simulated > 0 {
+		time.Sleep(45 * time.Second) // settle again: the simulated clusters' first series are new
+	}
 	type sample struct {
 		agentCPU, vmagentCPU, storeCPU time.Duration
 		sent, disk                     int64
@@ -200,12 +236,16 @@ func BenchmarkFleetMetrics(b *testing.B) {
 	vmRSS, _ := RSS(vmagentPID)
 	agentRSS, _ := RSS(agentPID)
 	storeRSS, _ := RSS(storePID)
-	series, _, _ := query(`count({cluster="m"})`)
+	count, _, _ := query(`count({cluster="m"})`)
 	nSeries := 0.0
-	if len(series) == 1 {
-		nSeries = series[0].Value
+	if len(count) == 1 {
+		nSeries = count[0].Value
 	}
-	var lat []time.Duration
+	all, _, err := query(`count(count by (cluster) (up))`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lat, latRange []time.Duration
 	for range 20 {
 		_, took, err := query(`sum by (cluster) (rate(http_requests_total[1m]))`)
 		if err != nil {
@@ -214,23 +254,208 @@ func BenchmarkFleetMetrics(b *testing.B) {
 		lat = append(lat, took)
 	}
 	slices.Sort(lat)
+	var rangeClusters int
+	for range 10 {
+		n, took, err := queryRange(h, `sum by (cluster) (rate(http_requests_total[1m]))`, time.Hour, time.Minute)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rangeClusters = n
+		latRange = append(latRange, took)
+	}
+	slices.Sort(latRange)
 	sentPerSec := float64(end.sent-start.sent) / secs
-	diskPerDay := float64(end.disk-start.disk) / secs * 86400
+	clusters := float64(1 + simulated)
+	diskPerDay := float64(end.disk-start.disk) / secs * 86400 / clusters
+	nClusters := 0.0
+	if len(all) == 1 {
+		nClusters = all[0].Value
+	}
 
-	fmt.Printf("\nFleet metrics benchmark (one local cluster of 2 real nodes, the demo app's 2 pods scraped, 1 request/s to each; %s window)\nmachine: %s\n", window, Machine())
+	fmt.Printf("\nFleet metrics benchmark (one local cluster of 2 real nodes, the demo app's 2 pods scraped, 1 request/s to each, and %d simulated clusters sending the same series; %s window)\nmachine: %s\n", simulated, window, Machine())
 	fmt.Printf("member: collector (vmagent) CPU %.1f millicores, resident memory %s; agent process CPU %.1f millicores (exporter included), resident %s\n",
 		milli(start.vmagentCPU, end.vmagentCPU), MiB(vmRSS), milli(start.agentCPU, end.agentCPU), MiB(agentRSS))
 	fmt.Printf("member: %.0f series, sent %.0f bytes/s to the hub (%.1f MiB/day)\n", nSeries, sentPerSec, sentPerSec*86400/(1<<20))
-	fmt.Printf("hub store, for this one cluster: CPU %.1f millicores, resident memory %s, disk %+.1f MiB/day (%s in the window)\n",
-		milli(start.storeCPU, end.storeCPU), MiB(storeRSS), diskPerDay/(1<<20), MiB(end.disk-start.disk))
-	fmt.Printf("fleet query sum by (cluster) (rate(http_requests_total[1m])) through the hub's API server: p50 %s, max %s (20 queries)\n",
-		lat[len(lat)/2].Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond))
+	fmt.Printf("hub store, %.0f clusters in it: CPU %.1f millicores, resident memory %s, disk %+.1f MiB in the window\n",
+		nClusters, milli(start.storeCPU, end.storeCPU), MiB(storeRSS), float64(end.disk-start.disk)/(1<<20))
+	fmt.Printf("hub store, per cluster: CPU %.2f millicores, memory %s, disk %+.2f MiB/day\n",
+		milli(start.storeCPU, end.storeCPU)/clusters, MiB(int64(float64(storeRSS)/clusters)), diskPerDay/(1<<20))
+	fmt.Printf("fleet query sum by (cluster) (rate(http_requests_total[1m])) through the hub's API server: instant p50 %s, max %s (20 queries); over the last hour, step 1m, %d clusters: p50 %s, max %s (10 queries)\n",
+		lat[len(lat)/2].Round(100*time.Microsecond), lat[len(lat)-1].Round(100*time.Microsecond), rangeClusters,
+		latRange[len(latRange)/2].Round(100*time.Microsecond), latRange[len(latRange)-1].Round(100*time.Microsecond))
 	b.ReportMetric(milli(start.vmagentCPU, end.vmagentCPU), "mcores-collector")
 	b.ReportMetric(float64(vmRSS)/(1<<20), "MiB-collector")
 	b.ReportMetric(sentPerSec, "B/s-sent")
-	b.ReportMetric(milli(start.storeCPU, end.storeCPU), "mcores-store-per-cluster")
+	b.ReportMetric(milli(start.storeCPU, end.storeCPU)/clusters, "mcores-store-per-cluster")
 	b.ReportMetric(diskPerDay/(1<<20), "MiB/day-store-per-cluster")
 	b.ReportMetric(lat[len(lat)/2].Seconds()*1000, "ms-fleet-query-p50")
+	b.ReportMetric(latRange[len(latRange)/2].Seconds()*1000, "ms-fleet-query-1h-p50")
+}
+
+// queryRange runs a range query through the hub's API server and says how many series it
+// returned and how long it took.
+func queryRange(h *hubtest.Hub, q string, span, step time.Duration) (int, time.Duration, error) {
+	hc, err := rest.HTTPClientFor(h.Config)
+	if err != nil {
+		return 0, 0, err
+	}
+	now := time.Now()
+	form := url.Values{"query": {q}, "nocache": {"1"}, "start": {strconv.FormatInt(now.Add(-span).Unix(), 10)}, "end": {strconv.FormatInt(now.Unix(), 10)},
+		"step": {strconv.Itoa(int(step.Seconds()))}}
+	start := time.Now()
+	resp, err := hc.PostForm(strings.TrimSuffix(h.Config.Host, "/")+v1alpha1.MetricsQueryPrefix+"/api/v1/query_range", form)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	took := time.Since(start)
+	if err != nil {
+		return 0, 0, err
+	}
+	var out struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || out.Status != "success" {
+		return 0, 0, fmt.Errorf("query_range: %v %s: %.300s", err, out.Error, raw)
+	}
+	return len(out.Data.Result), took, nil
+}
+
+// simStore plays simulated clusters' collectors against the store's own import API.
+type simStore struct {
+	url      *url.URL
+	password string
+}
+
+// simSeries is one series as the store exports it, with its latest value.
+type simSeries struct {
+	Metric map[string]string `json:"metric"`
+	Value  float64           `json:"-"`
+}
+
+func (s *simStore) do(method, path, query string, body io.Reader) ([]byte, error) {
+	u := *s.url
+	u.Path, u.RawQuery = path, query
+	req, err := http.NewRequest(method, u.String(), body)
+	if err != nil {
+		return nil, err
+	}
+	req.SetBasicAuth(observe.StoreUser, s.password)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("%s %s: %s: %.300s", method, path, resp.Status, raw)
+	}
+	return raw, err
+}
+
+// export reads the series that match, each with its latest value.
+func (s *simStore) export(b *testing.B, match string) []simSeries {
+	raw, err := s.do(http.MethodGet, "/api/v1/export", url.Values{"match[]": {match}, "start": {strconv.FormatInt(time.Now().Add(-2*time.Minute).Unix(), 10)}}.Encode(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out []simSeries
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var l struct {
+			Metric map[string]string `json:"metric"`
+			Values []float64         `json:"values"`
+		}
+		if line == "" || json.Unmarshal([]byte(line), &l) != nil || len(l.Values) == 0 {
+			continue
+		}
+		out = append(out, simSeries{Metric: l.Metric, Value: l.Values[len(l.Values)-1]})
+	}
+	if len(out) == 0 {
+		b.Fatalf("no series of %s to copy", match)
+	}
+	return out
+}
+
+// counter says whether a series counts up, by the usual name endings.
+func counter(name string) bool {
+	for _, suffix := range []string{"_total", "_count", "_sum", "_bucket"} {
+		if strings.HasSuffix(name, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// importLines writes samples as the store's JSON lines, for cluster, through extra_label (which
+// overrides the label the copied series carry).
+func (s *simStore) importLines(cluster string, body []byte) error {
+	q := url.Values{"extra_label": {"cluster=" + cluster, "region=sim"}}.Encode()
+	_, err := s.do(http.MethodPost, "/api/v1/import", q, strings.NewReader(string(body)))
+	return err
+}
+
+// backfill gives each simulated cluster span of the demo's request counters, a sample every
+// 15 s, counting a request a second.
+func (s *simStore) backfill(b *testing.B, n int, series []simSeries, span time.Duration) {
+	now := time.Now()
+	steps := int(span / (15 * time.Second))
+	for i := range n {
+		var body strings.Builder
+		for _, se := range series {
+			if se.Metric["__name__"] != "http_requests_total" {
+				continue
+			}
+			// Ending at the real counter's value, where the live sends go on from.
+			values, stamps := make([]string, steps), make([]string, steps)
+			for k := range steps {
+				values[k] = strconv.FormatFloat(max(se.Value-float64((steps-1-k)*15), 0), 'g', -1, 64)
+				stamps[k] = strconv.FormatInt(now.Add(-span+time.Duration(k)*15*time.Second).UnixMilli(), 10)
+			}
+			metric, _ := json.Marshal(se.Metric)
+			fmt.Fprintf(&body, `{"metric":%s,"values":[%s],"timestamps":[%s]}`+"\n", metric, strings.Join(values, ","), strings.Join(stamps, ","))
+		}
+		if err := s.importLines(fmt.Sprintf("sim-%03d", i), []byte(body.String())); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// run sends every simulated cluster's series every 15 s until ctx ends, spread over the
+// interval as independent collectors would be.
+func (s *simStore) run(ctx context.Context, n int, series []simSeries) {
+	if n == 0 {
+		return
+	}
+	start := time.Now()
+	lines := make([][]byte, len(series))
+	for i, se := range series {
+		lines[i], _ = json.Marshal(se.Metric)
+	}
+	for round := 0; ; round++ {
+		for i := range n {
+			at := start.Add(time.Duration(round)*15*time.Second + time.Duration(i)*15*time.Second/time.Duration(n))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Until(at)):
+			}
+			var body strings.Builder
+			ms := time.Now().UnixMilli()
+			for k, se := range series {
+				v := se.Value
+				if counter(se.Metric["__name__"]) {
+					v += float64(round * 15)
+				}
+				fmt.Fprintf(&body, `{"metric":%s,"values":[%s],"timestamps":[%d]}`+"\n", lines[k], strconv.FormatFloat(v, 'g', -1, 64), ms)
+			}
+			_ = s.importLines(fmt.Sprintf("sim-%03d", i), []byte(body.String()))
+		}
+	}
 }
 
 // pidWithArg is the process whose command line has an argument that contains s, or 0.
