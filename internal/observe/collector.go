@@ -164,8 +164,14 @@ type PodReach struct {
 	Network netip.Prefix
 }
 
+// apiserverDroppedBuckets are the API server's histograms whose buckets the collector drops: 70 %
+// of an API server's series (16,700 of 23,500 on a member of two nodes), which no fleet view,
+// alert or gate reads. Their _sum and _count stay, so their averages and rates can still be
+// had; apiserver_request_duration_seconds keeps its buckets, for the latency quantiles.
+const apiserverDroppedBuckets = `(etcd_request_duration_seconds|apiserver_request_sli_duration_seconds|apiserver_request_body_size_bytes|apiserver_response_sizes|apiserver_watch_.+|apiserver_admission_.+|apiserver_flowcontrol_.+|informer_.+|workqueue_.+)_bucket`
+
 // MemberScrapeConfig is what a collector scrapes on its member, every 15 s: the API server's
-// own metrics (job apiserver), and each node's kubelet through the API server's node proxy,
+// own metrics (job apiserver, without the buckets of apiserverDroppedBuckets), and each node's kubelet through the API server's node proxy,
 // its resource metrics (job kubelet: node and container CPU and memory) and cAdvisor's (job
 // cadvisor), labelled with the node and its zone, and the agent's workload-state exporter
 // (job kube-state-metrics), and the pods that ask to be scraped (job pods, podJob). Simulated
@@ -206,7 +212,8 @@ func MemberScrapeConfig(m MemberTarget) ([]byte, error) {
 		})
 	}
 	jobs := []any{
-		auth(map[string]any{"job_name": "apiserver", "scrape_interval": "15s", "static_configs": []any{map[string]any{"targets": []any{u.Host}}}}),
+		auth(map[string]any{"job_name": "apiserver", "scrape_interval": "15s", "static_configs": []any{map[string]any{"targets": []any{u.Host}}},
+			"metric_relabel_configs": []any{map[string]any{"action": "drop", "source_labels": []any{"__name__"}, "regex": apiserverDroppedBuckets}}}),
 		kubelet("kubelet", "/metrics/resource"),
 		kubelet("cadvisor", "/metrics/cadvisor"),
 	}

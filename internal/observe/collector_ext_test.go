@@ -26,7 +26,7 @@ func TestMemberScrapeConfigAccepted(t *testing.T) {
 		jobs, not []string
 	}{
 		"in-cluster": {target: with(base, func(m *observe.MemberTarget) { m.KubeState = "127.0.0.1:9100" }),
-			jobs: []string{"apiserver", "kubelet", "cadvisor", "pods", "kube-state-metrics", "follow_redirects: false", "replacement: agent"}},
+			jobs: []string{"apiserver", "kubelet", "cadvisor", "pods", "kube-state-metrics", "follow_redirects: false", "replacement: agent", "etcd_request_duration_seconds|"}},
 		"one network": {target: with(base, func(m *observe.MemberTarget) { m.Pods.Network = netip.MustParsePrefix("10.64.0.0/18") }),
 			jobs: []string{"pods", `10\.64\.(0|1|`}, not: []string{"kube-state-metrics"}},
 		"no pods": {target: with(base, func(m *observe.MemberTarget) { m.Pods.None = true }),
