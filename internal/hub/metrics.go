@@ -422,7 +422,9 @@ func (g gateReader) Read(ctx context.Context, q plan.MetricQuery) plan.Reading {
 	}
 	u := *store
 	u.Path = "/api/v1/query"
-	u.RawQuery = url.Values{"query": {q.Query}, "extra_filters[]": {q.Filter}}.Encode()
+	// nocache: at the time it is read, not 30 s before (the store's latency offset), so that a
+	// gate's delay need only cover its query's window and a scrape.
+	u.RawQuery = url.Values{"query": {q.Query}, "extra_filters[]": {q.Filter}, "nocache": {"1"}}.Encode()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
