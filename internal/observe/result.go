@@ -23,23 +23,35 @@ type Result struct {
 	Rows    [][]string
 }
 
+// answer is a query API answer, its result still raw.
+type answer struct {
+	Status    string `json:"status"`
+	ErrorType string `json:"errorType"`
+	Error     string `json:"error"`
+	Data      struct {
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
+	} `json:"data"`
+}
+
+// decodeAnswer reads a query API answer; a refusal wraps ErrStore with the store's message.
+func decodeAnswer(raw []byte) (answer, error) {
+	var resp answer
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return resp, fmt.Errorf("read the store's answer: %w", err)
+	}
+	if resp.Status != "success" {
+		return resp, fmt.Errorf("%w: %s: %s", ErrStore, resp.ErrorType, resp.Error)
+	}
+	return resp, nil
+}
+
 // ParseQueryResult reads a /api/v1/query answer. A refusal wraps ErrStore with the store's
 // message (its errorType and error).
 func ParseQueryResult(raw []byte) (Result, error) {
-	var resp struct {
-		Status    string `json:"status"`
-		ErrorType string `json:"errorType"`
-		Error     string `json:"error"`
-		Data      struct {
-			ResultType string          `json:"resultType"`
-			Result     json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(raw, &resp); err != nil {
-		return Result{}, fmt.Errorf("read the store's answer: %w", err)
-	}
-	if resp.Status != "success" {
-		return Result{}, fmt.Errorf("%w: %s: %s", ErrStore, resp.ErrorType, resp.Error)
+	resp, err := decodeAnswer(raw)
+	if err != nil {
+		return Result{}, err
 	}
 	type series struct {
 		Metric map[string]string `json:"metric"`
@@ -174,20 +186,9 @@ func ParseVector(raw []byte) ([]Sample, error) {
 // value is NaN (a ratio of nothing); a vector of several is an error that says how to make it
 // one. A refusal wraps ErrStore.
 func ParseNumber(raw []byte) (value float64, empty bool, err error) {
-	var resp struct {
-		Status    string `json:"status"`
-		ErrorType string `json:"errorType"`
-		Error     string `json:"error"`
-		Data      struct {
-			ResultType string          `json:"resultType"`
-			Result     json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(raw, &resp); err != nil {
-		return 0, false, fmt.Errorf("read the store's answer: %w", err)
-	}
-	if resp.Status != "success" {
-		return 0, false, fmt.Errorf("%w: %s: %s", ErrStore, resp.ErrorType, resp.Error)
+	resp, err := decodeAnswer(raw)
+	if err != nil {
+		return 0, false, err
 	}
 	var sample []any
 	switch resp.Data.ResultType {
