@@ -253,7 +253,9 @@ func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands,
 				r := m.Reading
 				switch {
 				case now.Before(judged):
-					wait, recheck = max(wait, judged.Sub(now)), judged.Sub(now)
+					// Looked at again every interval meanwhile, so that the message's time
+					// left stays current.
+					wait, recheck = max(wait, judged.Sub(now)), min(judged.Sub(now), MetricInterval)
 				case !r.Taken:
 					held, recheck = "is not read yet", time.Second
 				case r.Err != "" || r.Empty:
