@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -193,7 +194,11 @@ func metricGate(m *v1alpha1.MetricGate, clusters []string, namespace string, rea
 	}
 	name := mq.Query
 	if len(name) > maxGateName {
-		name = name[:maxGateName] + "…"
+		n := maxGateName
+		for n > 0 && !utf8.RuneStart(name[n]) {
+			n-- // not into the middle of a character
+		}
+		name = name[:n] + "…"
 	}
 	out := &rollout.Metric{Name: name, Delay: time.Duration(m.DelaySeconds) * time.Second, Reading: readings[mq]}
 	limit, err := strconv.ParseFloat(m.Max, 64)

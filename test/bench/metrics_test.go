@@ -241,7 +241,7 @@ func BenchmarkFleetMetrics(b *testing.B) {
 	if len(count) == 1 {
 		nSeries = count[0].Value
 	}
-	all, _, err := query(`count(count by (cluster) (up))`)
+	all, _, err := query(`count(count by (cluster) (up{cluster!=""}))`)
 	if err != nil {
 		b.Fatal(err)
 	}
