@@ -149,6 +149,29 @@ if ((${#observe_todo[@]})); then
   fi
 fi
 
+# The fleet's log store, which the hub runs (VictoriaLogs), and the members' log collector, which
+# runs on every real node (vlagent), in one build from hack/logs/go.mod, which pins them; a module
+# of their own, since VictoriaLogs builds against a VictoriaMetrics of its own choosing.
+logs_version=$(cd hack/logs && go list -m -f '{{.Version}}' github.com/VictoriaMetrics/VictoriaLogs)
+logs_todo=()
+for b in victoria-logs vlagent; do
+  needs "$b" "$logs_version" && logs_todo+=("$b")
+done
+if ((${#logs_todo[@]})); then
+  missing=1
+  if $check; then
+    echo "would build: ${logs_todo[*]} ($logs_version)"
+  else
+    say "building ${logs_todo[*]} $logs_version (hack/logs/go.mod)"
+    t0=$(date +%s)
+    pkgs=()
+    for b in "${logs_todo[@]}"; do pkgs+=("github.com/VictoriaMetrics/VictoriaLogs/app/$b"); done
+    (cd hack/logs && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/" "${pkgs[@]}")
+    for b in "${logs_todo[@]}"; do stamp "$b" "$logs_version"; done
+    say "  built ${logs_todo[*]} in $(elapsed "$t0")"
+  fi
+fi
+
 # The Gateway API's standard CRDs, which the hub installs for the edge load balancer: copied as
 # released from the Go module, nothing built.
 if needs gateway-api "$GATEWAY_API_VERSION"; then
@@ -170,4 +193,4 @@ fi
 if $check; then
   exit "$missing"
 fi
-say "tools ready in bin/: kubernetes $KUBE_VERSION, kine $KINE_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, controller-gen $cg_version, VictoriaMetrics $observe_version, Gateway API $GATEWAY_API_VERSION"
+say "tools ready in bin/: kubernetes $KUBE_VERSION, kine $KINE_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, controller-gen $cg_version, VictoriaMetrics $observe_version, VictoriaLogs $logs_version, Gateway API $GATEWAY_API_VERSION"
