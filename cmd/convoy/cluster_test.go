@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -688,6 +689,7 @@ func TestUpAndDown(t *testing.T) {
 		t.Errorf("port-forward to %s answered %q", pod, forwarded)
 	}
 
+	fleetLogs(t, env, kubectl, hubKubeconfig, clusters, "http://127.76.0.1:8080/")
 	edgeTeams(t, env, dataDir, kubectl, "127.76.0")
 	metricGatedRollout(t, env, hubKubeconfig, kubectl, kubeconfigs)
 
@@ -874,5 +876,85 @@ func metricGatedRollout(t *testing.T, env []string, hubKubeconfig, kubectl strin
 		if !strings.Contains(events, want) {
 			t.Errorf("the Placement's events lack %q:\n%s", want, events)
 		}
+	}
+}
+
+// fleetLogs checks the fleet's logs as the README uses them: the demo's request lines of all
+// three clusters in one search, a new request followed (-f) as it comes, and a query the store
+// refuses answered with the store's reason. It prints how long each followed line took, from
+// the request to the line on convoy logs' output: a measurement (docs/BENCH.md), not a goal the
+// test holds the machine to.
+func fleetLogs(t *testing.T, env []string, kubectl, hubKubeconfig string, clusters []string, edge string) {
+	t.Helper()
+	eventually(t, "the demo's request lines of all three clusters in convoy logs", 3*time.Minute, func() (bool, error) {
+		cmd := exec.Command(convoyBin, "logs", "-n", "demo", "-l", "app=web", "--grep", "GET / ", "--since", "10m")
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return false, fmt.Errorf("%v: %s", err, out)
+		}
+		for _, c := range clusters {
+			if !regexp.MustCompile(`(?m)^\[` + c + ` demo/web-[a-z0-9-]+/web\] .*GET / 200`).Match(out) {
+				return false, fmt.Errorf("no request line of %s in:\n%.2000s", c, out)
+			}
+		}
+		return true, nil
+	})
+
+	follow := exec.Command(convoyBin, "logs", "-n", "demo", "-f", "--grep", "followed-")
+	follow.Env = append(os.Environ(), env...)
+	out := &hubtest.SyncBuffer{}
+	follow.Stdout, follow.Stderr = out, out
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { follow.Process.Kill(); follow.Wait() }()
+	client := &http.Client{Timeout: 5 * time.Second}
+	send := func(mark string) time.Time {
+		at := time.Now()
+		resp, err := client.Get(edge + mark)
+		if err != nil {
+			t.Fatalf("request %s through the edge: %v", mark, err)
+		}
+		resp.Body.Close()
+		return at
+	}
+	// Until the follow runs, requests go by unseen: send until one shows.
+	n := 0
+	eventually(t, "convoy logs -f following the demo's requests", time.Minute, func() (bool, error) {
+		n++
+		send(fmt.Sprintf("followed-warmup-%d", n))
+		return strings.Contains(out.String(), "followed-warmup-"), fmt.Errorf("convoy logs -f printed: %q", out.String())
+	})
+	var took []time.Duration
+	for i := range 8 {
+		mark := fmt.Sprintf("followed-%d-%d", i, time.Now().UnixNano())
+		at := send(mark)
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(out.String(), "/"+mark+" ") {
+			if time.Now().After(deadline) {
+				t.Fatalf("convoy logs -f did not show request %s within 30 s; it printed:\n%s", mark, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		took = append(took, time.Since(at))
+	}
+	slices.Sort(took)
+	t.Logf("convoy logs -f: a new request shown after %v (p50 %v, max %v)", took, took[len(took)/2], took[len(took)-1])
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if !regexp.MustCompile(`^\[(` + strings.Join(clusters, "|") + `) demo/web-[a-z0-9-]+/web\] `).MatchString(line) {
+			t.Errorf("convoy logs -f printed a line without its cluster and pod: %q", line)
+		}
+	}
+
+	// A query the store refuses: its reason, through the hub's API, and through convoy logs.
+	raw, err := exec.Command(kubectl, "--kubeconfig", hubKubeconfig, "get", "--raw", v1alpha1.LogsPrefix+"/select/logsql/query?query=%7C%20nosuchpipe").CombinedOutput()
+	if err == nil || !strings.Contains(string(raw), "nosuchpipe") {
+		t.Errorf("an invalid LogsQL query through the hub: err %v, output %s", err, raw)
+	}
+	cmd := exec.Command(convoyBin, "logs", "-n", "demo", "--grep", "(unclosed")
+	cmd.Env = append(os.Environ(), env...)
+	if raw, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(raw), "not a regular expression") {
+		t.Errorf("convoy logs --grep '(unclosed': err %v, output %s", err, raw)
 	}
 }

@@ -71,6 +71,9 @@ type Options struct {
 	Version string
 	// Collector, if set, runs the member's metrics collector next to the agent (collector.go).
 	Collector *Collector
+	// LogCollector, if set, has the agent run the member's log collector (logs.go); it needs
+	// a Member made by NewKubeMember.
+	LogCollector *LogCollector
 	// Log receives the agent's logs.
 	Log *slog.Logger
 }
@@ -173,6 +176,20 @@ func Run(ctx context.Context, o Options) error {
 				a.log.Error("no metrics collector", "err", err)
 			}
 		}()
+	}
+
+	if o.LogCollector != nil {
+		if km, isKube := o.Member.(interface{ clientset() kubernetes.Interface }); !isKube {
+			a.log.Error("no log collector: it needs a real member cluster")
+		} else {
+			lctx, stopLogs := context.WithCancel(ctx)
+			logged := make(chan struct{})
+			defer func() { stopLogs(); <-logged }()
+			go func() {
+				defer close(logged)
+				a.runLogCollector(lctx, *o.LogCollector, km.clientset())
+			}()
+		}
 	}
 
 	scheme := runtime.NewScheme()

@@ -24,7 +24,8 @@ import (
 
 func newAgentCmd(g *globals) *cobra.Command {
 	var o agent.Options
-	var caFile, memberKubeconfig, token, collectorBin, collectorPods string
+	var caFile, memberKubeconfig, token, collectorBin, collectorPods, logImage, logHubURL string
+	var logHostPaths []string
 	var s simOptions
 	cmd := &cobra.Command{
 		Use:   "agent --cluster NAME --hub-url URL --hub-ca-file FILE --state-dir DIR | agent --simulate N --state-dir DIR",
@@ -103,6 +104,11 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 					o.Collector = &agent.Collector{Binary: collectorBin, Member: memberCfg, Dir: filepath.Join(o.StateDir, "collector"), Pods: pods}
 				}
 			}
+			if logImage != "" {
+				o.LogCollector = &agent.LogCollector{Image: logImage, HubURL: logHubURL, HostPaths: logHostPaths}
+			} else if logHubURL != "" || len(logHostPaths) > 0 {
+				return usageError("--log-collector-hub-url and --log-collector-host-path need --log-collector-image")
+			}
 			o.Version, o.Log = version.Convoy, g.log
 			if os.Getenv("GOGC") == "" {
 				// The agent's heap is small and its allocation rate low: collecting at a quarter
@@ -127,6 +133,9 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 	f.StringVar(&o.StateDir, "state-dir", "", "directory where the agent keeps its identity")
 	f.StringVar(&o.StateSecret, "state-secret", "", "NAMESPACE/NAME of a member Secret to keep the identity in (instead of --state-dir)")
 	f.StringVar(&memberKubeconfig, "kubeconfig", "", "kubeconfig of the member cluster (default: in-cluster)")
+	f.StringVar(&logImage, "log-collector-image", "", "Convoy's image as the member's nodes pull it: the agent runs the log collector (vlagent, in that image) as a DaemonSet on the member's real nodes, which sends their pods' logs to the hub's log store (without it, none are sent)")
+	f.StringVar(&logHubURL, "log-collector-hub-url", "", "the hub's API server as the member's pods reach it (default: --hub-url)")
+	f.StringArrayVar(&logHostPaths, "log-collector-host-path", nil, "a host directory where the member's kubelets keep pod logs, when not /var/log/pods: the log collectors read it at the same path (repeatable)")
 	f.StringVar(&collectorBin, "collector-bin", "", "vmagent's executable: the agent runs it to send the member's metrics to the hub's fleet store (without it, none are sent)")
 	f.StringVar(&collectorPods, "collector-pods", "", "which pods that ask to be scraped (prometheus.io/scrape) the collector reaches at their addresses: all (it runs in the cluster's network), none, or a CIDR (the cluster's pod network, which this host routes); default all inside the cluster, none with --kubeconfig")
 	f.IntVar(&s.clusters, "simulate", 0, "run N simulated clusters' agents in this process instead of one real agent")

@@ -29,6 +29,9 @@ kubectl and helm use.`,
 			if opts.MetricsRetention >= 0 && opts.MetricsRetention < 24*time.Hour {
 				return usageError("--metrics-retention %s: use 24h or more (the store keeps whole days), or -1s to turn the store off", opts.MetricsRetention)
 			}
+			if opts.LogsRetention >= 0 && opts.LogsRetention < 24*time.Hour {
+				return usageError("--logs-retention %s: use 24h or more (the store keeps whole days), or -1s to turn the store off", opts.LogsRetention)
+			}
 			opts.Log = g.log
 			return hub.Run(cmd.Context(), opts, g.streams.Out)
 		},
@@ -49,6 +52,7 @@ kubectl and helm use.`,
 	f.Float64Var(&opts.MaxHeartbeatRate, "max-heartbeat-rate", 0, "heartbeats a second the whole fleet may send (default 50); a larger fleet heartbeats less often, and its clusters become Unreachable after 3 intervals")
 	f.DurationVar(&opts.UnreachableAfter, "unreachable-after", 0, "how long without a heartbeat makes a cluster Unreachable (default 6s)")
 	f.Var(prefixFlag{&opts.EdgeAddresses}, "edge-addresses", "range (CIDR) the edge pools' addresses come from (default "+hub.DefaultEdgeAddresses.String()+")")
+	f.DurationVar(&opts.LogsRetention, "logs-retention", observe.DefaultLogsRetention, "how long the fleet log store keeps pods' log lines, in whole days (24h steps); -1s turns the store, its API and the members' log collectors off")
 	f.DurationVar(&opts.MetricsRetention, "metrics-retention", observe.DefaultRetention, "how long the fleet metrics store keeps samples, in whole days (24h steps); -1s turns the store and its query API off")
 	f.IntVar(&opts.EdgeInstances, "edge-instances", 0, "HAProxy instances the hub runs per edge pool (default 1); -1 runs none, for edge hosts to serve them (convoy edge)")
 	cmd.MarkFlagsRequiredTogether("datastore-certfile", "datastore-keyfile")

@@ -79,6 +79,7 @@ an agent on each member cluster applies them and reports back.`,
 		newImageCmd(g),
 		newEdgeCmd(g),
 		newMetricsCmd(g),
+		newLogsCmd(g),
 		newTopCmd(g),
 	)
 	return root

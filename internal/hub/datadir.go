@@ -32,6 +32,9 @@ func (l Layout) Registry() string { return filepath.Join(l.Dir, "registry") }
 // Metrics holds the fleet metrics store: its data, and its scrape configuration.
 func (l Layout) Metrics() string { return filepath.Join(l.Dir, "metrics") }
 
+// FleetLogs holds the fleet log store: its data and its password.
+func (l Layout) FleetLogs() string { return filepath.Join(l.Dir, "fleet-logs") }
+
 // DB holds the default SQLite datastore.
 func (l Layout) DB() string { return filepath.Join(l.Dir, "db") }
 

@@ -1,9 +1,9 @@
 // Package hub is the composition root of `convoy hub`.
 //
 // It locks the data dir, starts the datastore (kine, or an external etcd), kube-apiserver,
-// the few kube-controller-manager controllers a hub needs and the fleet metrics store
-// (VictoriaMetrics, whose query API it serves through the API server: metrics.go) as
-// supervised children, installs Convoy's CRDs, and runs Convoy's controllers in-process. The hub stores workload templates
+// the few kube-controller-manager controllers a hub needs, the fleet metrics store
+// (VictoriaMetrics, whose query API it serves through the API server: metrics.go) and the fleet
+// log store (VictoriaLogs, likewise: logs.go) as supervised children, installs Convoy's CRDs, and runs Convoy's controllers in-process. The hub stores workload templates
 // and never runs them: no workload controller and no scheduler run here. Only the CLI and
 // hubtest import this package.
 package hub
@@ -88,6 +88,10 @@ type Options struct {
 	// zero means observe.DefaultRetention); a negative one turns the store and its query API
 	// off.
 	MetricsRetention time.Duration
+	// LogsRetention is how long the fleet log store keeps lines (in whole days; zero means
+	// observe.DefaultLogsRetention); a negative one turns the store, its API and the
+	// members' log collectors off.
+	LogsRetention time.Duration
 	// PprofAddr is where the hub process serves Go's /debug/pprof (controller-runtime's),
 	// for profiling; set, it also turns on the API server's own. Empty turns both off.
 	PprofAddr string
@@ -147,13 +151,20 @@ type Hub struct {
 	// APIs; metricsStore and metricsServer are the metrics store and its query API.
 	frontProxyCA        *x509.CertPool
 	metricsStore        atomic.Pointer[url.URL]
-	metricsHealth       atomic.Pointer[MetricsStoreStatus] // the store's health, as watchMetricsStore last saw it
-	stopMetricsWatch    context.CancelFunc                 // ends watchMetricsStore
+	metricsHealth       atomic.Pointer[StoreStatus] // the store's health, as watchMetricsStore last saw it
+	stopMetricsWatch    context.CancelFunc          // ends watchMetricsStore
 	metricsServer       *http.Server
 	metricsPort         int
 	metricsPasswordFile string
 	metricsAuth         observe.BasicAuth
-	clusters            atomic.Pointer[client.Reader] // the manager's cache, once it runs
+	// logStore, logHealth, stopLogWatch, logPasswordFile and logAuth are the log store's, as
+	// the metrics store's above.
+	logStore        atomic.Pointer[url.URL]
+	logHealth       atomic.Pointer[StoreStatus]
+	stopLogWatch    context.CancelFunc
+	logPasswordFile string
+	logAuth         observe.BasicAuth
+	clusters        atomic.Pointer[client.Reader] // the manager's cache, once it runs
 
 	// streams is the agents' delivery stream's server once the controllers start (nil when
 	// the stream is off); /status reads it, and is served before then.
@@ -230,6 +241,12 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	metricsBin := ""
 	if opts.MetricsRetention >= 0 {
 		if metricsBin, err = bins.Path(kubeproc.VictoriaMetrics); err != nil {
+			return nil, err
+		}
+	}
+	logsBin := ""
+	if opts.LogsRetention >= 0 {
+		if logsBin, err = bins.Path(kubeproc.VictoriaLogs); err != nil {
 			return nil, err
 		}
 	}
@@ -340,6 +357,9 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	if err := h.prepareMetricsAuth(); err != nil {
 		return nil, err
 	}
+	if err := h.prepareLogsAuth(); err != nil {
+		return nil, err
+	}
 	if err := h.serveMetricsAPI(); err != nil {
 		return nil, err
 	}
@@ -381,6 +401,11 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 
 	h.setPhase("starting the metrics store")
 	if err := h.startMetricsStore(ctx, metricsBin); err != nil {
+		return nil, err
+	}
+
+	h.setPhase("starting the log store")
+	if err := h.startLogStore(logsBin); err != nil {
 		return nil, err
 	}
 
@@ -555,8 +580,8 @@ func (h *Hub) Ready(ctx context.Context) error {
 		return fmt.Errorf("hub is starting: %s", h.phase.Load())
 	}
 	for _, p := range h.procs {
-		if p.Name() == kubeproc.VictoriaMetrics {
-			continue // the hub works without its metrics store; /status shows it
+		if p.Name() == kubeproc.VictoriaMetrics || p.Name() == kubeproc.VictoriaLogs {
+			continue // the hub works without its metrics and log stores; /status shows them
 		}
 		if st := p.Status(); !st.Running {
 			return fmt.Errorf("%s is not running (restarts %d, last exit: %s)", st.Name, st.Restarts, st.LastExit)
@@ -583,7 +608,9 @@ type Status struct {
 	DeliveryAddr string          `json:"deliveryAddr,omitempty"`
 	Delivery     *delivery.Stats `json:"delivery,omitempty"`
 	// MetricsStore is the fleet metrics store's health (absent when it is off).
-	MetricsStore *MetricsStoreStatus `json:"metricsStore,omitempty"`
+	MetricsStore *StoreStatus `json:"metricsStore,omitempty"`
+	// LogStore is the fleet log store's health (absent when it is off).
+	LogStore *StoreStatus `json:"logStore,omitempty"`
 }
 
 // Status reports the hub's phase and its children.
@@ -605,6 +632,7 @@ func (h *Hub) Status() Status {
 		s.Delivery, s.DeliveryAddr = &st, h.deliveryAddr
 	}
 	s.MetricsStore = h.metricsHealth.Load()
+	s.LogStore = h.logHealth.Load()
 	return s
 }
 
@@ -657,6 +685,9 @@ func (h *Hub) shutdown(ctx context.Context) {
 		}
 		if h.stopMetricsWatch != nil {
 			h.stopMetricsWatch()
+		}
+		if h.stopLogWatch != nil {
+			h.stopLogWatch()
 		}
 		kubeproc.StopAll(ctx, h.procs)
 		if h.authzServer != nil {

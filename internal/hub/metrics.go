@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -74,7 +75,7 @@ func (h *Hub) frontProxy() ([]string, error) {
 // (hub.json), else any free one; the store's port is chosen here too, and until the store
 // answers the API answers 503.
 func (h *Hub) serveMetricsAPI() error {
-	if h.opts.MetricsRetention < 0 {
+	if h.opts.MetricsRetention < 0 && h.opts.LogsRetention < 0 {
 		return nil
 	}
 	st, err := loadState(h.layout)
@@ -125,6 +126,10 @@ func (h *Hub) serveMetricsAPI() error {
 	}
 	api := &observe.QueryAPI{Store: h.metricsStore.Load, StoreAuth: h.metricsAuth, FrontProxyCA: h.frontProxyCA, FrontProxyNames: []string{frontProxyName},
 		ClusterLabels: h.clusterLabels, Log: h.log.With("component", "metrics-query")}
+	if h.opts.LogsRetention >= 0 {
+		// The log store's API is served beside the metrics store's, by the same server.
+		api.LogStore, api.LogStoreAuth, api.LogLimit = h.logStore.Load, h.logAuth, &observe.LogLimiter{}
+	}
 	h.metricsServer = &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -188,17 +193,17 @@ func (h *Hub) startMetricsStore(ctx context.Context, bin string) error {
 		return err
 	}
 	storeURL := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
-	h.metricsHealth.Store(&MetricsStoreStatus{Address: storeURL.Host, Error: "starting"})
+	h.metricsHealth.Store(&StoreStatus{Address: storeURL.Host, Error: "starting"})
 	// The hub does not wait for it: a store replaying a large data dir, or failing, holds
 	// nothing else back. It is watched for as long as the hub runs (ctx is the start's).
 	wctx, stop := context.WithCancel(context.Background())
 	h.stopMetricsWatch = stop
-	go h.watchMetricsStore(wctx, storeURL, store)
+	go h.watchStore(wctx, "metrics", storeURL, store, &h.metricsStore, &h.metricsHealth)
 	return nil
 }
 
-// MetricsStoreStatus is the fleet metrics store's health in the hub's /status.
-type MetricsStoreStatus struct {
+// StoreStatus is the health of a fleet store (metrics or logs) in the hub's /status.
+type StoreStatus struct {
 	// Address is where it listens, on 127.0.0.1.
 	Address string `json:"address"`
 	// Up says whether it answered its last health check; Since is when that last changed.
@@ -208,14 +213,15 @@ type MetricsStoreStatus struct {
 	Error string `json:"error,omitempty"`
 }
 
-// metricsHealthInterval is how often the hub checks its metrics store.
+// metricsHealthInterval is how often the hub checks its metrics and log stores.
 const metricsHealthInterval = 5 * time.Second
 
-// watchMetricsStore checks the store's /health every metricsHealthInterval until ctx ends. While
-// it answers, the query API passes requests to it; while it does not, the query API answers 503
-// at once (agents' collectors keep their samples, and send them when it is back), /status says
-// it is down and why, and the log says so once.
-func (h *Hub) watchMetricsStore(ctx context.Context, store *url.URL, p *kubeproc.Process) {
+// watchStore checks a store's /health every metricsHealthInterval until ctx ends, and keeps
+// current (the store's URL while it answers, else nil) and health. While it answers, the query
+// API passes requests to it; while it does not, the query API answers 503 at once (agents'
+// collectors keep their samples or lines, and send them when it is back), /status says it is
+// down and why, and the log says so once. kind is "metrics" or "log".
+func (h *Hub) watchStore(ctx context.Context, kind string, store *url.URL, p *kubeproc.Process, current *atomic.Pointer[url.URL], health *atomic.Pointer[StoreStatus]) {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	check := func() error {
 		if st := p.Status(); !st.Running {
@@ -241,8 +247,8 @@ func (h *Hub) watchMetricsStore(ctx context.Context, store *url.URL, p *kubeproc
 		if ctx.Err() != nil {
 			return
 		}
-		was := h.metricsHealth.Load()
-		now := &MetricsStoreStatus{Address: store.Host, Up: err == nil, Since: was.Since}
+		was := health.Load()
+		now := &StoreStatus{Address: store.Host, Up: err == nil, Since: was.Since}
 		if err != nil {
 			now.Error = err.Error()
 		}
@@ -250,19 +256,19 @@ func (h *Hub) watchMetricsStore(ctx context.Context, store *url.URL, p *kubeproc
 			now.Since = time.Now()
 			switch {
 			case now.Up:
-				h.metricsStore.Store(store)
-				h.log.Info("the fleet metrics store answers", "address", store.Host)
+				current.Store(store)
+				h.log.Info("the fleet "+kind+" store answers", "address", store.Host)
 			case !first:
-				h.metricsStore.Store(nil)
+				current.Store(nil)
 				warned = true
-				h.log.Error("the fleet metrics store is down; the hub runs on without it, and members keep their samples until it is back", "err", err)
+				h.log.Error("the fleet "+kind+" store is down; the hub runs on without it, and members keep what they collect until it is back", "err", err)
 			}
 		}
 		if !now.Up && !warned && time.Since(now.Since) > h.opts.StepTimeout {
 			warned = true
-			h.log.Error("the fleet metrics store does not answer; the hub runs on without it, and keeps restarting it", "err", err)
+			h.log.Error("the fleet "+kind+" store does not answer; the hub runs on without it, and keeps restarting it", "err", err)
 		}
-		h.metricsHealth.Store(now)
+		health.Store(now)
 		// A store that does not answer (yet) is checked often, so that it serves as soon
 		// as it does.
 		wait := metricsHealthInterval
@@ -284,24 +290,29 @@ func (h *Hub) prepareMetricsAuth() error {
 	if h.opts.MetricsRetention < 0 {
 		return nil
 	}
-	dir := h.layout.Metrics()
+	var err error
+	h.metricsPasswordFile, h.metricsAuth, err = storePassword(h.layout.Metrics())
+	return err
+}
+
+// storePassword makes (once) the password of a store whose data is in dir, in dir/password.
+func storePassword(dir string) (string, observe.BasicAuth, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("prepare the metrics store's dir: %w", err)
+		return "", observe.BasicAuth{}, fmt.Errorf("prepare the store's dir: %w", err)
 	}
-	h.metricsPasswordFile = filepath.Join(dir, "password")
-	raw, err := os.ReadFile(h.metricsPasswordFile)
+	file := filepath.Join(dir, "password")
+	raw, err := os.ReadFile(file)
 	if err != nil || len(raw) < 32 {
 		b := make([]byte, 32)
 		if _, err := rand.Read(b); err != nil {
-			return err
+			return "", observe.BasicAuth{}, err
 		}
 		raw = []byte(hex.EncodeToString(b))
-		if err := kubeproc.WriteFileDurable(h.metricsPasswordFile, raw, 0o600); err != nil {
-			return fmt.Errorf("prepare the metrics store's password: %w", err)
+		if err := kubeproc.WriteFileDurable(file, raw, 0o600); err != nil {
+			return "", observe.BasicAuth{}, fmt.Errorf("prepare the store's password: %w", err)
 		}
 	}
-	h.metricsAuth = observe.BasicAuth{User: observe.StoreUser, Password: string(raw)}
-	return nil
+	return file, observe.BasicAuth{User: observe.StoreUser, Password: string(raw)}, nil
 }
 
 // MetricsStoreURL is the fleet metrics store's address on 127.0.0.1 (nil when it is off). It
@@ -337,67 +348,83 @@ func (h *Hub) clusterLabels(cluster string) (map[string]string, bool) {
 	return map[string]string{"cluster": c.Name, "region": region}, true
 }
 
-// registerMetricsAPI points the hub's API server at the query API: the Service, the
-// APIService, and the ClusterRole that grants querying. With the store off it removes the
-// APIService instead: one left by an earlier run would point at nothing.
+// registerMetricsAPI points the hub's API server at the aggregated APIs of the stores that run:
+// the Service, and for each store its APIService and the ClusterRole that grants reading it
+// (the metrics store's query API, the log store's query API and tail). It removes the APIService
+// of a store that is off instead: one left by an earlier run would point at nothing.
 func (h *Hub) registerMetricsAPI(ctx context.Context, cfg *rest.Config) error {
-	if h.opts.MetricsRetention < 0 {
-		return h.unregisterMetricsAPI(ctx, cfg)
-	}
-	port := h.metricsPort
 	c, err := client.New(cfg, client.Options{})
 	if err != nil {
 		return fmt.Errorf("build client: %w", err)
 	}
-	endpoints := []any{}
-	for _, e := range v1alpha1.MetricsQueryEndpoints {
-		endpoints = append(endpoints, "api/"+e)
-	}
-	objs := []map[string]any{
-		// The hub makes its namespace later too; the Service needs it now.
-		{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": v1alpha1.SystemNamespace}},
-		{
-			"apiVersion": "v1", "kind": "Service",
-			"metadata": map[string]any{"name": metricsService, "namespace": v1alpha1.SystemNamespace},
-			"spec": map[string]any{"type": "ExternalName", "externalName": "localhost",
-				"ports": []any{map[string]any{"name": "https", "port": int64(port), "protocol": "TCP"}}},
-		},
-		{
+	port := h.metricsPort
+	apiService := func(group, version string) map[string]any {
+		return map[string]any{
 			"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-			"metadata": map[string]any{"name": v1alpha1.MetricsVersion + "." + v1alpha1.MetricsGroup},
+			"metadata": map[string]any{"name": version + "." + group},
 			"spec": map[string]any{
-				"group": v1alpha1.MetricsGroup, "version": v1alpha1.MetricsVersion,
+				"group": group, "version": version,
 				"service":  map[string]any{"namespace": v1alpha1.SystemNamespace, "name": metricsService, "port": int64(port)},
 				"caBundle": base64.StdEncoding.EncodeToString(h.pki.CA.CertPEM), "groupPriorityMinimum": int64(1000), "versionPriority": int64(15),
 			},
-		},
-		{
+		}
+	}
+	var objs []map[string]any
+	var off []string
+	if h.opts.MetricsRetention >= 0 || h.opts.LogsRetention >= 0 {
+		objs = append(objs,
+			// The hub makes its namespace later too; the Service needs it now.
+			map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": v1alpha1.SystemNamespace}},
+			map[string]any{
+				"apiVersion": "v1", "kind": "Service",
+				"metadata": map[string]any{"name": metricsService, "namespace": v1alpha1.SystemNamespace},
+				"spec": map[string]any{"type": "ExternalName", "externalName": "localhost",
+					"ports": []any{map[string]any{"name": "https", "port": int64(port), "protocol": "TCP"}}},
+			})
+	}
+	if h.opts.MetricsRetention >= 0 {
+		endpoints := []any{}
+		for _, e := range v1alpha1.MetricsQueryEndpoints {
+			endpoints = append(endpoints, "api/"+e)
+		}
+		objs = append(objs, apiService(v1alpha1.MetricsGroup, v1alpha1.MetricsVersion), map[string]any{
 			"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
 			"metadata": map[string]any{"name": v1alpha1.MetricsReaderRole},
 			"rules":    []any{map[string]any{"apiGroups": []any{v1alpha1.MetricsGroup}, "resources": endpoints, "verbs": []any{"get", "create"}}},
-		},
+		})
+	} else {
+		off = append(off, v1alpha1.MetricsVersion+"."+v1alpha1.MetricsGroup)
+	}
+	if h.opts.LogsRetention >= 0 {
+		endpoints := []any{}
+		for _, e := range v1alpha1.LogsQueryEndpoints {
+			endpoints = append(endpoints, "select/"+e)
+		}
+		objs = append(objs, apiService(v1alpha1.LogsGroup, v1alpha1.LogsVersion), map[string]any{
+			"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+			"metadata": map[string]any{"name": v1alpha1.LogsReaderRole},
+			"rules": []any{
+				map[string]any{"apiGroups": []any{v1alpha1.LogsGroup}, "resources": endpoints, "verbs": []any{"get", "create"}},
+				map[string]any{"apiGroups": []any{v1alpha1.LogsGroup}, "resources": []any{"tail"}, "verbs": []any{"list", "watch"}},
+			},
+		})
+	} else {
+		off = append(off, v1alpha1.LogsVersion+"."+v1alpha1.LogsGroup)
 	}
 	for _, o := range objs {
 		u := &unstructured.Unstructured{Object: o}
 		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
-			return fmt.Errorf("register the metrics query API (%s %s): %w", u.GetKind(), u.GetName(), err)
+			return fmt.Errorf("register the fleet stores' APIs (%s %s): %w", u.GetKind(), u.GetName(), err)
 		}
 	}
-	return nil
-}
-
-// unregisterMetricsAPI removes the APIService that registerMetricsAPI made, if any.
-func (h *Hub) unregisterMetricsAPI(ctx context.Context, cfg *rest.Config) error {
-	c, err := client.New(cfg, client.Options{})
-	if err != nil {
-		return fmt.Errorf("build client: %w", err)
-	}
-	u := &unstructured.Unstructured{}
-	u.SetAPIVersion("apiregistration.k8s.io/v1")
-	u.SetKind("APIService")
-	u.SetName(v1alpha1.MetricsVersion + "." + v1alpha1.MetricsGroup)
-	if err := c.Delete(ctx, u); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("remove the metrics query API's APIService: %w", err)
+	for _, name := range off {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("apiregistration.k8s.io/v1")
+		u.SetKind("APIService")
+		u.SetName(name)
+		if err := c.Delete(ctx, u); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("remove the APIService %s of a store that is off: %w", name, err)
+		}
 	}
 	return nil
 }

@@ -71,6 +71,9 @@ func Start(t testing.TB, opts ...func(*hub.Options)) *Hub {
 		SkipTemplates: true,
 		// No test of an in-process hub runs an agent from Convoy's image.
 		SkipConvoyImage: true,
+		// Nor its log collector, which comes from that image: the log store and the
+		// collectors are off unless a test turns them on (LogsRetention 0) with the image.
+		LogsRetention: -1,
 		// The API server's port is this hub's alone, and so is this range of edge addresses.
 		EdgeAddresses: netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(port >> 8), byte(port), 0}), 24),
 		Log:           Logger(t),

@@ -36,7 +36,15 @@ type QueryAPI struct {
 	// ClusterLabels gives the labels that every sample a cluster's agent sends gets (cluster,
 	// region), overriding what the agent put there; false for a cluster the hub does not know.
 	ClusterLabels func(cluster string) (map[string]string, bool)
-	Log           *slog.Logger
+	// LogStore, when set, gives the log store's base URL as Store does, and the API serves
+	// the log store's group too (v1alpha1.LogsGroup, logsapi.go); LogStoreAuth is what the
+	// log store asks, and LogLimit limits each cluster's lines.
+	LogStore     func() *url.URL
+	LogStoreAuth BasicAuth
+	LogLimit     *LogLimiter
+	Log          *slog.Logger
+
+	groups []metav1.APIGroup // the groups served, for discovery
 }
 
 // agentUserPrefix is how the API server names a cluster's agent: the ServiceAccount
@@ -79,10 +87,15 @@ func (q *QueryAPI) Handler() http.Handler {
 		Versions:         []metav1.GroupVersionForDiscovery{{GroupVersion: v1alpha1.MetricsGroup + "/" + v1alpha1.MetricsVersion, Version: v1alpha1.MetricsVersion}},
 		PreferredVersion: metav1.GroupVersionForDiscovery{GroupVersion: v1alpha1.MetricsGroup + "/" + v1alpha1.MetricsVersion, Version: v1alpha1.MetricsVersion},
 	}
-	// Discovery is public: the API server reads it to find what the group serves, and to
-	// judge the APIService available.
+	q.groups = []metav1.APIGroup{group}
+	if q.LogStore != nil {
+		q.logRoutes(mux)
+	}
+	groups := q.groups
+	// Discovery is public: the API server reads it to find what the groups serve, and to
+	// judge the APIServices available.
 	mux.HandleFunc("GET /apis", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: []metav1.APIGroup{group}})
+		writeJSON(w, metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}, Groups: groups})
 	})
 	mux.HandleFunc("GET /apis/"+v1alpha1.MetricsGroup, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, group) })
 	mux.HandleFunc("GET "+v1alpha1.MetricsQueryPrefix, func(w http.ResponseWriter, r *http.Request) {
@@ -98,9 +111,9 @@ func (q *QueryAPI) Handler() http.Handler {
 				"send metrics through the hub's API server, at "+v1alpha1.MetricsQueryPrefix+"/api/v1/write")
 			return
 		}
-		rest, _ := strings.CutPrefix(r.Header.Get("X-Remote-User"), agentUserPrefix)
+		rest, isAgent := strings.CutPrefix(r.Header.Get("X-Remote-User"), agentUserPrefix)
 		cluster, _, _ := strings.Cut(rest, ":")
-		if cluster == "" {
+		if !isAgent || cluster == "" {
 			writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden,
 				"only a cluster's agent sends metrics to the fleet store")
 			return
@@ -176,6 +189,11 @@ func writeJSON(w http.ResponseWriter, v any) {
 func writeStatus(w http.ResponseWriter, code int, reason metav1.StatusReason, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+	_, _ = w.Write(statusBody(code, reason, msg))
+}
+
+func statusBody(code int, reason metav1.StatusReason, msg string) []byte {
+	raw, _ := json.Marshal(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
 		Status: metav1.StatusFailure, Code: int32(code), Reason: reason, Message: msg})
+	return append(raw, '\n')
 }

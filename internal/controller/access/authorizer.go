@@ -24,19 +24,24 @@ const (
 	// metricsRes is, to the API server, the resource of every request under the fleet
 	// metrics store's API (v1alpha1.MetricsQueryPrefix + "/api/v1/..."); its name is "v1".
 	metricsRes = "api"
+	// logsRes is, to the API server, the resource of the fleet log store's insert endpoint
+	// (v1alpha1.LogsInsertPath); its name is "jsonline".
+	logsRes = "insert"
 )
 
 var clustersGroup = v1alpha1.GroupVersion.Group
 
 // WebhookMatchConditions are the CEL conditions under which the hub API server asks the
 // Authorizer at all: requests of an agent's ServiceAccount (in some cluster's namespace) on
-// Clusters, or on the fleet metrics store's API (its remote write). Every other request goes
+// Clusters, on the fleet metrics store's API (its remote write), or on the fleet log store's
+// insert endpoint. Every other request goes
 // straight to RBAC.
 var WebhookMatchConditions = []string{
 	"request.user.startsWith('" + agentUserPrefix + "')",
 	"has(request.resourceAttributes) && has(request.resourceAttributes.resource) && has(request.resourceAttributes.group) && (" +
 		"(request.resourceAttributes.resource == '" + clustersRes + "' && request.resourceAttributes.group == '" + clustersGroup + "') || " +
-		"(request.resourceAttributes.resource == '" + metricsRes + "' && request.resourceAttributes.group == '" + v1alpha1.MetricsGroup + "'))",
+		"(request.resourceAttributes.resource == '" + metricsRes + "' && request.resourceAttributes.group == '" + v1alpha1.MetricsGroup + "') || " +
+		"(request.resourceAttributes.resource == '" + logsRes + "' && request.resourceAttributes.group == '" + v1alpha1.LogsGroup + "'))",
 }
 
 // Decision is an authorizer's answer: allow, or no opinion (the next authorizer, RBAC,
@@ -52,8 +57,9 @@ type CurrentAgent func(cluster string) (serviceAccount string, ok bool)
 
 // Decide answers one SubjectAccessReview: an agent's ServiceAccount may get its own Cluster,
 // and get, patch and update its status, and send its cluster's metrics to the fleet metrics
-// store (create on api/write of v1alpha1.MetricsGroup: the hub labels what it sends with its
-// cluster); nothing else, and nothing of another Cluster. The
+// store (create on api/write of v1alpha1.MetricsGroup) and its cluster's logs to the fleet log
+// store (create on insert/jsonline of v1alpha1.LogsGroup): the hub labels what it sends with its
+// cluster; nothing else, and nothing of another Cluster. The
 // ServiceAccount must be the Cluster's current generation, so a revocation holds at once,
 // even while the API server still accepts the old token. This replaces a ClusterRole and
 // ClusterRoleBinding per cluster: the RBAC authorizer walks every ClusterRoleBinding on every
@@ -72,6 +78,10 @@ func Decide(spec authorizationv1.SubjectAccessReviewSpec, current CurrentAgent) 
 	case ra != nil && ra.Group == v1alpha1.MetricsGroup && ra.Resource == metricsRes:
 		if ra.Name != "v1" || ra.Subresource != "write" || ra.Verb != "create" {
 			return Decision{Reason: "an agent may only send metrics (POST api/v1/write)"}
+		}
+	case ra != nil && ra.Group == v1alpha1.LogsGroup:
+		if ra.Resource != logsRes || ra.Name != "jsonline" || ra.Subresource != "" || ra.Verb != "create" {
+			return Decision{Reason: "an agent may only send logs (POST insert/jsonline)"}
 		}
 	case ra == nil || ra.Group != clustersGroup || ra.Resource != clustersRes:
 		return Decision{Reason: "not a Cluster"}

@@ -32,6 +32,9 @@ func TestDecide(t *testing.T) {
 	metrics := func(verb, sub string) *authorizationv1.ResourceAttributes {
 		return &authorizationv1.ResourceAttributes{Group: v1alpha1.MetricsGroup, Version: v1alpha1.MetricsVersion, Resource: "api", Subresource: sub, Name: "v1", Verb: verb}
 	}
+	logs := func(verb, res, name string) *authorizationv1.ResourceAttributes {
+		return &authorizationv1.ResourceAttributes{Group: v1alpha1.LogsGroup, Version: v1alpha1.LogsVersion, Resource: res, Name: name, Verb: verb}
+	}
 	for _, tc := range []struct {
 		name    string
 		user    string
@@ -64,6 +67,10 @@ func TestDecide(t *testing.T) {
 		{name: "query the metrics store by POST", user: agent, ra: metrics("create", "query"), reason: "an agent may only send metrics (POST api/v1/write)"},
 		{name: "a revoked generation sends metrics", user: "system:serviceaccount:convoy-cluster-eu:agent-1", ra: metrics("create", "write"), reason: "a revoked agent identity"},
 		{name: "a person sends metrics", user: "alice", ra: metrics("create", "write"), reason: "not an agent"},
+		{name: "send its logs", user: agent, ra: logs("create", "insert", "jsonline"), allowed: true},
+		{name: "query the log store", user: agent, ra: logs("get", "select", "logsql"), reason: "an agent may only send logs (POST insert/jsonline)"},
+		{name: "send logs another way", user: agent, ra: logs("create", "insert", "native"), reason: "an agent may only send logs (POST insert/jsonline)"},
+		{name: "a revoked generation sends logs", user: "system:serviceaccount:convoy-cluster-eu:agent-1", ra: logs("create", "insert", "jsonline"), reason: "a revoked agent identity"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cur := current

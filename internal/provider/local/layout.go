@@ -61,6 +61,8 @@ type agentConfig struct {
 	DeliveryPort int `json:"deliveryPort,omitempty"`
 	// Metrics runs the agent's metrics collector.
 	Metrics bool `json:"metrics,omitempty"`
+	// Logs has the agent run the log collector on the cluster's real nodes.
+	Logs bool `json:"logs,omitempty"`
 }
 
 // cluster is the Cluster that config describes, for desiredNodes.

@@ -53,6 +53,10 @@ type Provider struct {
 	// Metrics makes each cluster's agent run the metrics collector (vmagent from BinDir), which
 	// sends the member's metrics to the hub's store.
 	Metrics bool
+	// Logs makes each cluster's agent run the log collector (a DaemonSet of vlagent, in
+	// Convoy's image, on the cluster's real nodes), which sends its pods' logs to the hub's
+	// log store.
+	Logs bool
 	// Registry is the fleet registry's address on the host's loopback (host:port), from which
 	// real nodes pull their images (see internal/registry); real node pools need it.
 	Registry string
@@ -143,7 +147,7 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	}
 	cfg.Agent = nil
 	if p.HubURL != "" {
-		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile, DeliveryPort: p.DeliveryPort, Metrics: p.Metrics}
+		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile, DeliveryPort: p.DeliveryPort, Metrics: p.Metrics, Logs: p.Logs}
 	}
 	if err := checkVersion(cfg.BinDir, cfg.KubernetesVersion); err != nil {
 		return err

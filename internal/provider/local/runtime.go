@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/node"
+	"github.com/convoy-dev/convoy/internal/registry"
 )
 
 // Runtime is the process that runs one local cluster (`convoy local-runtime --dir DIR`). The hub
@@ -381,6 +384,16 @@ func (r *Runtime) components() ([]component, error) {
 				} else {
 					args = append(args, "--collector-bin", p, "--collector-pods", r.collectorPods())
 				}
+			}
+			if a.Logs {
+				// The collectors run in pods on the real nodes, which reach the hub at the
+				// fleet gateway and keep their pod logs in their own directories.
+				hub := a.HubURL
+				if u, err := url.Parse(a.HubURL); err == nil {
+					hub = "https://" + net.JoinHostPort(kubeproc.FleetGateway, u.Port())
+				}
+				args = append(args, "--log-collector-image", registry.ConvoyImage(), "--log-collector-hub-url", hub,
+					"--log-collector-host-path", filepath.Join(string(r.dir), "nodes"))
 			}
 			comps = append(comps, component{name: agentComponent, bin: self, args: args})
 		}
