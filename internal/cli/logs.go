@@ -23,10 +23,10 @@ import (
 func newLogsCmd(g *globals) *cobra.Command {
 	var (
 		namespace, selector, grep, extra string
-		all, follow, timestamps   bool
-		clusters                  []string
-		since                     time.Duration
-		limit                     int
+		all, follow, timestamps          bool
+		clusters                         []string
+		since                            time.Duration
+		limit                            int
 	)
 	cmd := &cobra.Command{
 		Use:   "logs",

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -73,7 +74,8 @@ func BenchmarkFleetMetrics(b *testing.B) {
 		}
 		simulated = n
 	}
-	h := hubtest.Start(b, func(o *hub.Options) { o.SkipTemplates = false })
+	// The log store and the members' log collectors too, from Convoy's image.
+	h := hubtest.Start(b, func(o *hub.Options) { o.SkipTemplates, o.SkipConvoyImage, o.LogsRetention = false, false, 0 })
 	ctx := context.Background()
 	layout := hub.Layout{Dir: h.Options.DataDir}
 	waitTemplate(b, layout)
@@ -290,6 +292,80 @@ func BenchmarkFleetMetrics(b *testing.B) {
 	b.ReportMetric(diskPerDay/(1<<20), "MiB/day-store-per-cluster")
 	b.ReportMetric(lat[len(lat)/2].Seconds()*1000, "ms-fleet-query-p50")
 	b.ReportMetric(latRange[len(latRange)/2].Seconds()*1000, "ms-fleet-query-1h-p50")
+
+	// Fleet logs: a request's log line, from the request to the line being searchable in the
+	// hub's log store through its API server (the demo pods log every request; their
+	// collector, vlagent, runs on each of the two nodes).
+	ingest := logIngest(b, h, podIPs, 40)
+	p := func(q float64) time.Duration {
+		return ingest[int(q*float64(len(ingest)-1))].Round(10 * time.Millisecond)
+	}
+	fmt.Printf("fleet logs: a request's line searchable at the hub after p50 %s, p99 %s, max %s (%d requests, one every 0.5-1 s, polled every 50 ms)\n",
+		p(0.5), p(0.99), ingest[len(ingest)-1].Round(10*time.Millisecond), len(ingest))
+	b.ReportMetric(ingest[len(ingest)/2].Seconds()*1000, "ms-log-ingest-p50")
+	b.ReportMetric(p(0.99).Seconds()*1000, "ms-log-ingest-p99")
+}
+
+// logIngest sends n requests, each with a path of its own, to the demo pods in turn, and
+// measures for each how long its log line took to be found by a LogsQL query through the hub's
+// API server, polled every 50 ms; it returns the times, sorted.
+func logIngest(b *testing.B, h *hubtest.Hub, podIPs []string, n int) []time.Duration {
+	hc, err := rest.HTTPClientFor(h.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	found := func(mark string) (bool, error) {
+		resp, err := hc.PostForm(strings.TrimSuffix(h.Config.Host, "/")+v1alpha1.LogsPrefix+"/select/logsql/query",
+			url.Values{"query": {`_time:5m "` + mark + `"`}, "limit": {"1"}})
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return false, fmt.Errorf("%s: %s", resp.Status, raw)
+		}
+		return strings.Contains(string(raw), mark), err
+	}
+	// The collectors start with their pods' first lines: wait until a line arrives at all.
+	warm := 0
+	waitFor(b, "the demo's lines in the fleet log store", 3*time.Minute, func() bool {
+		warm++
+		mark := fmt.Sprintf("logwarm%d", warm)
+		if resp, err := http.Get("http://" + podIPs[0] + ":8080/" + mark); err == nil {
+			resp.Body.Close()
+		}
+		time.Sleep(2 * time.Second)
+		ok, _ := found(mark)
+		return ok
+	})
+	var took []time.Duration
+	for i := range n {
+		mark := fmt.Sprintf("logmark%d%d", i, time.Now().UnixNano())
+		at := time.Now()
+		resp, err := http.Get("http://" + podIPs[i%len(podIPs)] + ":8080/" + mark)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		for {
+			ok, err := found(mark)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ok {
+				break
+			}
+			if time.Since(at) > time.Minute {
+				b.Fatalf("the line of request %s not in the log store after a minute", mark)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		took = append(took, time.Since(at))
+		time.Sleep(time.Duration(500+rand.IntN(500)) * time.Millisecond)
+	}
+	slices.Sort(took)
+	return took
 }
 
 // queryRange runs a range query through the hub's API server and says how many series it
