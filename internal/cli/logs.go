@@ -137,6 +137,9 @@ func followLogs(cmd *cobra.Command, cfg *rest.Config, query string, p linePrinte
 		}
 		body, err := logsRequest(cmd, cfg, http.MethodGet, v1alpha1.LogsTailPath, form)
 		if err != nil {
+			if cmd.Context().Err() != nil {
+				return nil // interrupted before the first line
+			}
 			return err
 		}
 		err = readLogLines(body, func(l map[string]string) error {
