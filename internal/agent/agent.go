@@ -178,6 +178,11 @@ func Run(ctx context.Context, o Options) error {
 		}()
 	}
 
+	if km, isKube := o.Member.(interface{ clientset() kubernetes.Interface }); isKube && o.LogCollector == nil {
+		removed := make(chan struct{})
+		defer func() { <-removed }()
+		go func() { defer close(removed); a.removeLogCollector(ctx, km.clientset()) }()
+	}
 	if o.LogCollector != nil {
 		if km, isKube := o.Member.(interface{ clientset() kubernetes.Interface }); !isKube {
 			a.log.Error("no log collector: it needs a real member cluster")

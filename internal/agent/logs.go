@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -27,8 +28,10 @@ type LogCollector struct {
 	// HubURL is the hub's API server as the member's pods reach it (the agent's --hub-url
 	// when empty).
 	HubURL string
-	// HostPaths are more host directories the collectors read (observe.LogCollector).
-	HostPaths []string
+	// HostPaths are more host directories the collectors read, and DataHostPath where they
+	// keep their state (observe.LogCollector).
+	HostPaths    []string
+	DataHostPath string
 }
 
 // logCollectorResync is how often the agent applies the collector's objects again when nothing
@@ -49,7 +52,7 @@ func (a *Agent) runLogCollector(ctx context.Context, lc LogCollector, cs kuberne
 	defer t.Stop()
 	for {
 		if token := a.id.token(); token != "" {
-			objs, err := observe.LogCollector{Image: lc.Image, HubURL: hubURL, HubCA: a.opts.HubCA, Token: token, HostPaths: lc.HostPaths}.Objects()
+			objs, err := observe.LogCollector{Image: lc.Image, HubURL: hubURL, HubCA: a.opts.HubCA, Token: token, HostPaths: lc.HostPaths, DataHostPath: lc.DataHostPath}.Objects()
 			if err != nil {
 				a.log.Error("no log collector", "err", err)
 				return
@@ -110,4 +113,35 @@ func applyAll(ctx context.Context, cs kubernetes.Interface, objs []any) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// removeLogCollector deletes the log collector's objects that an earlier run of the agent
+// applied (they carry its label), for an agent told to run none: the hub's log store is off, or
+// the agent no longer sends logs. It tries once; what is not there is no error.
+func (a *Agent) removeLogCollector(ctx context.Context, cs kubernetes.Interface) {
+	ns, name := observe.LogCollectorNamespace, observe.LogCollectorName
+	ds, err := cs.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil || ds.Labels["app.kubernetes.io/managed-by"] != "convoy-agent" {
+		return // none, or not ours
+	}
+	bg := metav1.DeletePropagationBackground
+	opts := metav1.DeleteOptions{PropagationPolicy: &bg}
+	errs := []error{
+		cs.AppsV1().DaemonSets(ns).Delete(ctx, name, opts),
+		cs.CoreV1().Secrets(ns).Delete(ctx, name, opts),
+		cs.CoreV1().ServiceAccounts(ns).Delete(ctx, name, opts),
+		cs.RbacV1().ClusterRoleBindings().Delete(ctx, name, opts),
+		cs.RbacV1().ClusterRoles().Delete(ctx, name, opts),
+	}
+	var failed []error
+	for _, err := range errs {
+		if err != nil && !apierrors.IsNotFound(err) {
+			failed = append(failed, err)
+		}
+	}
+	if len(failed) > 0 {
+		a.log.Warn("cannot remove the log collector the agent no longer runs", "err", errors.Join(failed...))
+		return
+	}
+	a.log.Info("removed the log collector: the agent runs none now")
 }

@@ -24,7 +24,7 @@ import (
 
 func newAgentCmd(g *globals) *cobra.Command {
 	var o agent.Options
-	var caFile, memberKubeconfig, token, collectorBin, collectorPods, logImage, logHubURL string
+	var caFile, memberKubeconfig, token, collectorBin, collectorPods, logImage, logHubURL, logDataDir string
 	var logHostPaths []string
 	var s simOptions
 	cmd := &cobra.Command{
@@ -105,7 +105,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 				}
 			}
 			if logImage != "" {
-				o.LogCollector = &agent.LogCollector{Image: logImage, HubURL: logHubURL, HostPaths: logHostPaths}
+				o.LogCollector = &agent.LogCollector{Image: logImage, HubURL: logHubURL, HostPaths: logHostPaths, DataHostPath: logDataDir}
 			} else if logHubURL != "" || len(logHostPaths) > 0 {
 				return usageError("--log-collector-hub-url and --log-collector-host-path need --log-collector-image")
 			}
@@ -136,6 +136,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 	f.StringVar(&logImage, "log-collector-image", "", "Convoy's image as the member's nodes pull it: the agent runs the log collector (vlagent, in that image) as a DaemonSet on the member's real nodes, which sends their pods' logs to the hub's log store (without it, none are sent)")
 	f.StringVar(&logHubURL, "log-collector-hub-url", "", "the hub's API server as the member's pods reach it (default: --hub-url)")
 	f.StringArrayVar(&logHostPaths, "log-collector-host-path", nil, "a host directory where the member's kubelets keep pod logs, when not /var/log/pods: the log collectors read it at the same path (repeatable)")
+	f.StringVar(&logDataDir, "log-collector-data-host-path", observe.DefaultLogDataHostPath, "the host directory under which each node's log collector keeps its buffer and read positions (a directory per node)")
 	f.StringVar(&collectorBin, "collector-bin", "", "vmagent's executable: the agent runs it to send the member's metrics to the hub's fleet store (without it, none are sent)")
 	f.StringVar(&collectorPods, "collector-pods", "", "which pods that ask to be scraped (prometheus.io/scrape) the collector reaches at their addresses: all (it runs in the cluster's network), none, or a CIDR (the cluster's pod network, which this host routes); default all inside the cluster, none with --kubeconfig")
 	f.IntVar(&s.clusters, "simulate", 0, "run N simulated clusters' agents in this process instead of one real agent")

@@ -117,7 +117,13 @@ that agent (which uses it when it has no working identity, for example after a r
 						metrics = err == nil
 					}
 				}
-				m, err := join.AgentManifest(c.Name, hubURL, deliveryPort, ca, token.Value, image, metrics)
+				// The log collector, while the hub serves its log API (it runs its log store).
+				logs := false
+				if dc, err := discovery.NewDiscoveryClientForConfig(cfg); err == nil {
+					_, err := dc.ServerResourcesForGroupVersion(v1alpha1.LogsGroup + "/" + v1alpha1.LogsVersion)
+					logs = err == nil
+				}
+				m, err := join.AgentManifest(c.Name, hubURL, deliveryPort, ca, token.Value, image, metrics, logs)
 				if err != nil {
 					return err
 				}

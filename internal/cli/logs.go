@@ -69,7 +69,8 @@ who may read (ClusterRole ` + v1alpha1.LogsReaderRole + `).`,
 			}
 			if extra = strings.TrimSpace(extra); extra != "" {
 				// The store parses it: what it refuses comes back with its reason.
-				filter += " (" + extra + ")"
+				// On a line of its own: a # in it comments out the rest of its line only.
+				filter += " (" + extra + "\n)"
 			}
 			query := filter + " | fields " + strings.Join(observe.LogFields, ", ")
 			cfg, err := g.restConfig()
@@ -92,7 +93,8 @@ who may read (ClusterRole ` + v1alpha1.LogsReaderRole + `).`,
 				return err
 			}
 			// The store gives the most recent lines, in no set order: oldest first, as logs read.
-			slices.SortStableFunc(lines, func(a, b map[string]string) int { return strings.Compare(a["_time"], b["_time"]) })
+			// (Times are compared as times: RFC 3339 without trailing zeros does not sort as text.)
+			slices.SortStableFunc(lines, func(a, b map[string]string) int { return lineTime(a).Compare(lineTime(b)) })
 			for _, l := range lines {
 				p.print(l)
 			}
@@ -117,56 +119,78 @@ who may read (ClusterRole ` + v1alpha1.LogsReaderRole + `).`,
 }
 
 // followLogs prints the lines that match query as the store takes them, from its live tail,
-// until the command is interrupted. A tail that ends (the hub restarted) starts again, from the
-// time of the last line printed.
+// until the command is interrupted. A tail that ends (the hub restarted) starts again, going
+// back to a second before the newest line printed, and the lines printed before are not
+// printed again; while the hub does not answer, it tries again every two seconds.
 func followLogs(cmd *cobra.Command, cfg *rest.Config, query string, p linePrinter) error {
-	var last string // _time of the last line printed
-	seen := map[string]bool{}
-	for {
+	// The tail tells lines apart per stream (a container in a cluster): it needs _stream_id.
+	query += ", _stream_id"
+	var newest time.Time
+	printed := map[string]time.Time{} // lines printed lately, by their identity, with their time
+	for started := false; ; {
 		form := url.Values{"query": {query}, "watch": {"true"},
 			// The store looks for new lines four times a second, up to now (its default
-			// stops 5 s short of now); each look goes back 5 s, so a line that reaches the store
-			// later than its time is still shown, once.
-			"offset": {"0s"}, "refresh_interval": {"250ms"}}
-		if last != "" {
-			if t, err := time.Parse(time.RFC3339Nano, last); err == nil {
-				form.Set("start_offset", strconv.FormatInt(time.Since(t).Milliseconds()+1000, 10)+"ms")
-			}
-		} else {
-			form.Set("start_offset", "1ms")
+			// stops 5 s short of now); each look goes back 5 s, so a line that reaches the
+			// store a little later than its own time is still shown.
+			"offset": {"0s"}, "refresh_interval": {"250ms"}, "start_offset": {"1ms"}}
+		if !newest.IsZero() {
+			form.Set("start_offset", strconv.FormatInt(time.Since(newest).Milliseconds()+1000, 10)+"ms")
 		}
 		body, err := logsRequest(cmd, cfg, http.MethodGet, v1alpha1.LogsTailPath, form)
-		if err != nil {
-			if cmd.Context().Err() != nil {
-				return nil // interrupted before the first line
-			}
+		switch {
+		case cmd.Context().Err() != nil:
+			return nil // interrupted
+		case err != nil && !started:
 			return err
-		}
-		err = readLogLines(body, func(l map[string]string) error {
-			key := l["_time"] + "\x00" + l[observe.LogFieldCluster] + "\x00" + l[observe.LogFieldPod] + "\x00" + l[observe.LogFieldContainer] + "\x00" + l["_msg"]
-			if l["_time"] < last || seen[key] {
-				return nil // printed before the tail started again
+		case err != nil:
+			fmt.Fprintf(cmd.ErrOrStderr(), "the hub's live tail: %v; trying again\n", err)
+		default:
+			started = true
+			err = readLogLines(body, func(l map[string]string) error {
+				key := l["_stream_id"] + "\x00" + l["_time"] + "\x00" + l["_msg"]
+				if _, dup := printed[key]; dup {
+					return nil // printed before the tail started again
+				}
+				at := lineTime(l)
+				printed[key] = at
+				if at.After(newest) {
+					newest = at
+				}
+				p.print(l)
+				if len(printed) > 4096 {
+					forget(printed, newest)
+				}
+				return nil
+			})
+			body.Close()
+			if cmd.Context().Err() != nil {
+				return nil
 			}
-			if l["_time"] > last {
-				last, seen = l["_time"], map[string]bool{}
-			}
-			seen[key] = true
-			p.print(l)
-			return nil
-		})
-		body.Close()
-		if cmd.Context().Err() != nil {
-			return nil
-		}
-		if err != nil {
 			fmt.Fprintf(cmd.ErrOrStderr(), "the hub's live tail ended (%v); starting it again\n", err)
 		}
+		forget(printed, newest)
 		select {
 		case <-cmd.Context().Done():
 			return nil
-		case <-time.After(time.Second):
+		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// forget drops the lines printed more than 10 s before newest: only lines a restarted tail can
+// give again (it goes back a second before newest) need remembering.
+func forget(printed map[string]time.Time, newest time.Time) {
+	for k, at := range printed {
+		if newest.Sub(at) > 10*time.Second {
+			delete(printed, k)
+		}
+	}
+}
+
+// lineTime is a line's _time (zero if it has none).
+func lineTime(l map[string]string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, l["_time"])
+	return t
 }
 
 type linePrinter struct {

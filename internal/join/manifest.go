@@ -23,9 +23,9 @@ const AgentNamespace = "convoy-system"
 // that is not empty is the port of the hub's delivery stream on hubURL's host, where the agent
 // joins (convoy agent --delivery-port). With collector, the agent runs the metrics collector
 // that Convoy's image carries (/vmagent), which scrapes every pod that asks to be, from inside
-// the cluster, and keeps its buffer in an emptyDir; and it runs the log collector
+// the cluster, and keeps its buffer in an emptyDir. With logs, it runs the log collector
 // (observe.LogCollector), a DaemonSet of /vlagent from the same image.
-func AgentManifest(cluster, hubURL, deliveryPort string, hubCA []byte, token, image string, collector bool) (string, error) {
+func AgentManifest(cluster, hubURL, deliveryPort string, hubCA []byte, token, image string, collector, logs bool) (string, error) {
 	args := []string{"agent", "--cluster", cluster, "--hub-url", hubURL}
 	if deliveryPort != "" {
 		args = append(args, "--delivery-port", deliveryPort)
@@ -36,13 +36,15 @@ func AgentManifest(cluster, hubURL, deliveryPort string, hubCA []byte, token, im
 	volumes := []corev1.Volume{{Name: "bootstrap", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "convoy-agent-bootstrap"}}}}
 	memory := resource.MustParse("128Mi")
 	if collector {
-		args = append(args, "--collector-bin", "/vmagent", "--collector-pods", "all", "--state-dir", "/var/lib/convoy-agent",
-			// The log collector's DaemonSet, from the same image, reaches the hub as the agent does.
-			"--log-collector-image", image)
+		args = append(args, "--collector-bin", "/vmagent", "--collector-pods", "all", "--state-dir", "/var/lib/convoy-agent")
 		mounts = append(mounts, corev1.VolumeMount{Name: "state", MountPath: "/var/lib/convoy-agent"})
 		// The collector's buffer (observe.DefaultBufferBytes) and its configuration.
 		volumes = append(volumes, corev1.Volume{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr.To(resource.MustParse("320Mi"))}}})
 		memory = resource.MustParse("384Mi") // vmagent takes 60 to 80 MiB here
+	}
+	if logs {
+		// The log collector's DaemonSet, from the same image, reaches the hub as the agent does.
+		args = append(args, "--log-collector-image", image)
 	}
 	labels := map[string]string{"app.kubernetes.io/name": "convoy-agent"}
 	meta := func(name string) metav1.ObjectMeta {

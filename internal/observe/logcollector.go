@@ -39,6 +39,10 @@ type LogCollector struct {
 	// collectors read at the same paths, when that is not /var/log/pods (local clusters'
 	// nodes).
 	HostPaths []string
+	// DataHostPath is the host directory under which each node's collector keeps its buffer
+	// and where it has read each file, in a directory named after the node, so that a new pod
+	// of it goes on where the last stopped (DefaultLogDataHostPath when empty).
+	DataHostPath string
 	// Rate bounds what one collector sends, in bytes a second as sent (DefaultCollectorLogRate
 	// when zero).
 	Rate int
@@ -55,6 +59,8 @@ const (
 	// LogCollectorNamespace.
 	LogCollectorName      = "convoy-log-collector"
 	LogCollectorNamespace = "convoy-system"
+	// DefaultLogDataHostPath is where collectors keep their state on a node.
+	DefaultLogDataHostPath = "/var/lib/convoy-log-collector"
 )
 
 // Objects are what the agent applies to its member for the collector: the namespace, a
@@ -98,14 +104,22 @@ func (c LogCollector) Objects() ([]any, error) {
 		"-httpListenAddr=127.0.0.1:9429",
 		"-loggerLevel=WARN",
 	}
+	dataHost := c.DataHostPath
+	if dataHost == "" {
+		dataHost = DefaultLogDataHostPath
+	}
+	if !path.IsAbs(dataHost) {
+		return nil, fmt.Errorf("the log collector's data host path %q: an absolute path is needed", dataHost)
+	}
 	mounts := []corev1.VolumeMount{
 		{Name: "hub", MountPath: hubDir, ReadOnly: true},
-		{Name: "data", MountPath: dataDir},
+		// The node's own directory: nodes of local clusters share one host.
+		{Name: "data", MountPath: dataDir, SubPathExpr: "$(NODE_NAME)"},
 	}
 	volumes := []corev1.Volume{
 		{Name: "hub", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: LogCollectorName}}},
-		{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
-			SizeLimit: ptr.To(*resource.NewQuantity(buffer+(32<<20), resource.BinarySI))}}},
+		{Name: "data", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{
+			Path: dataHost, Type: ptr.To(corev1.HostPathDirectoryOrCreate)}}},
 	}
 	// The kubelet's links, and the files they point to: in /var/log/pods, or where HostPaths
 	// say (then /var/log/pods is not mounted, so that no empty one is made on the host).
@@ -154,6 +168,8 @@ func (c LogCollector) Objects() ([]any, error) {
 						// its content changes.
 						ImagePullPolicy: corev1.PullAlways,
 						Args:            args,
+						Env: []corev1.EnvVar{{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{
+							FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}}},
 						// It reads the container runtime's log files, which only root may.
 						SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](0)},
 						Resources: corev1.ResourceRequirements{

@@ -1,10 +1,13 @@
 package observe
 
 import (
+	"bytes"
+	"compress/gzip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"sigs.k8s.io/yaml"
 )
 
@@ -85,5 +88,33 @@ func TestLogCollectorObjects(t *testing.T) {
 		if _, err := bad.Objects(); err == nil {
 			t.Errorf("%+v: no error", bad)
 		}
+	}
+}
+
+func TestCleanLogLines(t *testing.T) {
+	in := `{"_time":"2026-12-04T10:00:00Z","kubernetes.pod_name":"web-1","_msg":"hi","kubernetes.pod_name":"forged"}` + "\n" +
+		"not json\n" + `["an","array"]` + "\n\n" +
+		`{"_msg":"two","n":1.50,"nested":{"a":"b"}}` + "\n"
+	want := `{"_time":"2026-12-04T10:00:00Z","kubernetes.pod_name":"web-1","_msg":"hi"}` + "\n" +
+		`{"_msg":"two","n":1.50,"nested":{"a":"b"}}` + "\n"
+	var z bytes.Buffer
+	enc, _ := zstd.NewWriter(&z)
+	enc.Write([]byte(in))
+	enc.Close()
+	var g bytes.Buffer
+	gz := gzip.NewWriter(&g)
+	gz.Write([]byte(in))
+	gz.Close()
+	for enc, body := range map[string][]byte{"": []byte(in), "zstd": z.Bytes(), "gzip": g.Bytes()} {
+		got, err := CleanLogLines(body, enc)
+		if err != nil || string(got) != want {
+			t.Errorf("%q: %v\n got %s\nwant %s", enc, err, got, want)
+		}
+	}
+	if _, err := CleanLogLines([]byte(in), "br"); err == nil {
+		t.Error("brotli: no error")
+	}
+	if _, err := CleanLogLines([]byte("not zstd"), "zstd"); err == nil {
+		t.Error("a body that is not zstd: no error")
 	}
 }

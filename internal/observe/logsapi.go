@@ -40,10 +40,11 @@ type LogLimiter struct {
 	clusters map[string]*rate.Limiter
 }
 
-// take reports whether cluster may send n bytes now; if not, when it may try again.
-func (l *LogLimiter) take(cluster string, n int) (bool, time.Duration) {
+// take reserves n bytes of cluster's rate now, or says when it may try again (a nil
+// reservation and a wait). Without a limiter everything may go (nil, 0).
+func (l *LogLimiter) take(cluster string, n int) (*rate.Reservation, time.Duration) {
 	if l == nil {
-		return true, 0
+		return nil, 0
 	}
 	r, burst := l.Rate, l.Burst
 	if r <= 0 {
@@ -67,14 +68,40 @@ func (l *LogLimiter) take(cluster string, n int) (bool, time.Duration) {
 		l.clusters[cluster] = lim
 	}
 	if n > burst {
-		n = burst // one block larger than the burst waits for a full bucket
+		n = burst // one body larger than the burst (at most maxLogBody) waits for a full bucket
 	}
 	res := lim.ReserveN(now, n)
 	if d := res.DelayFrom(now); d > 0 {
 		res.CancelAt(now)
-		return false, d
+		return nil, d
 	}
-	return true, 0
+	return res, 0
+}
+
+// statusRecorder remembers the status of the answer it passes on.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // logRoutes adds the log store's routes (v1alpha1.LogsPrefix) to mux.
@@ -95,6 +122,8 @@ func (q *QueryAPI) logRoutes(mux *http.ServeMux) {
 			query := r.Out.URL.Query()
 			query.Del("watch") // the API server's, to make the tail a long-running request
 			r.Out.URL.RawQuery = query.Encode()
+			// Answers come uncompressed, so that a refusal can be read and passed on as a Status.
+			r.Out.Header.Del("Accept-Encoding")
 			for k := range r.Out.Header {
 				if strings.HasPrefix(k, "X-Remote-") || k == "Impersonate-User" || k == "Authorization" ||
 					strings.HasPrefix(k, "Accountid") || strings.HasPrefix(k, "Projectid") || strings.HasPrefix(k, "Vl-") {
@@ -113,6 +142,7 @@ func (q *QueryAPI) logRoutes(mux *http.ServeMux) {
 			}
 			raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
+			resp.Header.Del("Content-Encoding")
 			reason := metav1.StatusReasonBadRequest
 			if resp.StatusCode != http.StatusBadRequest {
 				reason = metav1.StatusReasonInternalError
@@ -164,17 +194,19 @@ func (q *QueryAPI) logRoutes(mux *http.ServeMux) {
 				"the hub does not know cluster "+cluster+" yet; send again")
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxLogBody+1))
-		if err != nil {
-			writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, "read the lines: "+err.Error())
-			return
-		}
-		if len(body) > maxLogBody {
+		if r.ContentLength > maxLogBody {
 			writeStatus(w, http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge,
 				fmt.Sprintf("a request carries at most %d bytes of lines", maxLogBody))
 			return
 		}
-		if ok, wait := q.LogLimit.take(cluster, len(body)); !ok {
+		// What a cluster may send is charged before the body is read, by its declared length
+		// (vlagent declares it), and given back if the store does not take the lines.
+		charge := int(r.ContentLength)
+		if charge < 0 {
+			charge = 0
+		}
+		res, wait := q.LogLimit.take(cluster, charge)
+		if res == nil && wait > 0 {
 			secs := int(wait/time.Second) + 1
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
 			writeStatus(w, http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests,
@@ -182,9 +214,36 @@ func (q *QueryAPI) logRoutes(mux *http.ServeMux) {
 					cluster, q.LogLimit.rate(), secs))
 			return
 		}
+		refund := func() {
+			if res != nil {
+				res.Cancel()
+			}
+		}
+		raw, err := io.ReadAll(io.LimitReader(r.Body, maxLogBody+1))
+		if err != nil {
+			refund()
+			writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, "read the lines: "+err.Error())
+			return
+		}
+		if len(raw) > maxLogBody {
+			refund()
+			writeStatus(w, http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge,
+				fmt.Sprintf("a request carries at most %d bytes of lines", maxLogBody))
+			return
+		}
+		body, err := CleanLogLines(raw, r.Header.Get("Content-Encoding"))
+		if err != nil {
+			refund()
+			writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
+			return
+		}
 		out := r.Clone(r.Context())
 		out.Body = io.NopCloser(bytes.NewReader(body))
 		out.ContentLength = int64(len(body))
+		out.Header.Del("Content-Encoding")
+		out.Header.Del("Content-Length")
+		// Not a form: the store would read the lines as one, and take nothing.
+		out.Header.Set("Content-Type", "application/stream+json")
 		// The hub, not the line, says where it came from; the stream is the container's.
 		query := url.Values{}
 		keys := make([]string, 0, len(labels))
@@ -203,7 +262,11 @@ func (q *QueryAPI) logRoutes(mux *http.ServeMux) {
 		query.Set("_msg_field", "_msg")
 		query.Set("_time_field", "_time")
 		out.URL.RawQuery = query.Encode()
-		proxy.ServeHTTP(w, out)
+		rec := &statusRecorder{ResponseWriter: w}
+		proxy.ServeHTTP(rec, out)
+		if rec.code/100 != 2 {
+			refund()
+		}
 	})
 	read := func(w http.ResponseWriter, r *http.Request) {
 		if !q.fromAPIServer(r) {

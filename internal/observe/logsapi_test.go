@@ -129,12 +129,20 @@ func TestLogsAPI(t *testing.T) {
 		}
 	}
 
+	// A container that logs a field of the collector's own (vlagent keeps both): the first,
+	// the collector's, stays, and the store takes the line (a repeated stream field made it exit).
+	dup := `{"_time":"` + time.Now().UTC().Format(time.RFC3339Nano) + `","_msg":"hello twice","kubernetes.pod_namespace":"demo","kubernetes.pod_name":"web-2",` +
+		`"kubernetes.container_name":"web","kubernetes.pod_name":"forged"}` + "\n"
+	if rec := do(http.MethodPost, v1alpha1.LogsInsertPath, agent("b"), dup, true); rec.Code/100 != 2 {
+		t.Fatalf("a line with a repeated field: %d %s", rec.Code, rec.Body)
+	}
+
 	// Both clusters' lines, labelled by the hub.
-	q := url.Values{"query": {`_msg:hello | fields cluster, region, _msg`}}.Encode()
+	q := url.Values{"query": {`_msg:hello | fields cluster, region, kubernetes.pod_name, _msg`}}.Encode()
 	hubtest.Eventually(t, "both clusters' lines in the store", 30*time.Second, func() (bool, error) {
 		rec := do(http.MethodGet, v1alpha1.LogsPrefix+"/select/logsql/query?"+q, "alice", "", true)
 		got := rec.Body.String()
-		for _, want := range []string{`"cluster":"a","region":"r-a"`, `"cluster":"b","region":"r-b"`} {
+		for _, want := range []string{`"cluster":"a","region":"r-a"`, `"cluster":"b","region":"r-b"`, `"kubernetes.pod_name":"web-2","_msg":"hello twice"`} {
 			if !strings.Contains(got, want) {
 				return false, fmt.Errorf("%d %s", rec.Code, got)
 			}

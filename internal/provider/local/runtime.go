@@ -393,7 +393,8 @@ func (r *Runtime) components() ([]component, error) {
 					hub = "https://" + net.JoinHostPort(kubeproc.FleetGateway, u.Port())
 				}
 				args = append(args, "--log-collector-image", registry.ConvoyImage(), "--log-collector-hub-url", hub,
-					"--log-collector-host-path", filepath.Join(string(r.dir), "nodes"))
+					"--log-collector-host-path", filepath.Join(string(r.dir), "nodes"),
+					"--log-collector-data-host-path", filepath.Join(string(r.dir), "log-collector"))
 			}
 			comps = append(comps, component{name: agentComponent, bin: self, args: args})
 		}
