@@ -31,14 +31,9 @@ type LogStore struct {
 
 // Args are the store's command-line flags.
 func (s LogStore) Args() []string {
-	retention := s.Retention
-	if retention <= 0 {
-		retention = DefaultLogsRetention
-	}
-	days := strconv.Itoa(int((retention + 24*time.Hour - 1) / (24 * time.Hour)))
 	args := []string{
 		"-storageDataPath=" + s.DataDir,
-		"-retentionPeriod=" + days + "d",
+		"-retentionPeriod=" + retentionDays(s.Retention, DefaultLogsRetention),
 		"-httpListenAddr=127.0.0.1:" + strconv.Itoa(s.Port),
 		"-loggerLevel=WARN",
 	}

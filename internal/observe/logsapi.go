@@ -178,20 +178,8 @@ func (q *QueryAPI) logRoutes(mux *http.ServeMux) {
 				"send logs through the hub's API server, at "+v1alpha1.LogsInsertPath)
 			return
 		}
-		rest, isAgent := strings.CutPrefix(r.Header.Get("X-Remote-User"), agentUserPrefix)
-		cluster, _, _ := strings.Cut(rest, ":")
-		if !isAgent || cluster == "" {
-			writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, "only a cluster's agent sends logs to the fleet log store")
-			return
-		}
-		var labels map[string]string
-		ok := q.ClusterLabels != nil
-		if ok {
-			labels, ok = q.ClusterLabels(cluster)
-		}
+		cluster, labels, ok := q.agentCluster(w, r, "logs")
 		if !ok {
-			writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
-				"the hub does not know cluster "+cluster+" yet; send again")
 			return
 		}
 		if r.ContentLength > maxLogBody {

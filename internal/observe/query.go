@@ -111,23 +111,8 @@ func (q *QueryAPI) Handler() http.Handler {
 				"send metrics through the hub's API server, at "+v1alpha1.MetricsQueryPrefix+"/api/v1/write")
 			return
 		}
-		rest, isAgent := strings.CutPrefix(r.Header.Get("X-Remote-User"), agentUserPrefix)
-		cluster, _, _ := strings.Cut(rest, ":")
-		if !isAgent || cluster == "" {
-			writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden,
-				"only a cluster's agent sends metrics to the fleet store")
-			return
-		}
-		var labels map[string]string
-		ok := q.ClusterLabels != nil
-		if ok {
-			labels, ok = q.ClusterLabels(cluster)
-		}
+		_, labels, ok := q.agentCluster(w, r, "metrics")
 		if !ok {
-			// The hub is starting (its cache is not running yet): the collector keeps the
-			// samples and sends them again.
-			writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
-				"the hub does not know cluster "+cluster+" yet; send again")
 			return
 		}
 		out := r.Clone(r.Context())
@@ -161,6 +146,31 @@ func (q *QueryAPI) Handler() http.Handler {
 		proxy.ServeHTTP(w, r)
 	})
 	return mux
+}
+
+// agentCluster is the cluster of the agent that sent r and the labels the hub gives what it
+// sends; when r is not an agent's, or its cluster is not known (yet), it answers r and
+// returns false. what is "metrics" or "logs".
+func (q *QueryAPI) agentCluster(w http.ResponseWriter, r *http.Request, what string) (string, map[string]string, bool) {
+	rest, isAgent := strings.CutPrefix(r.Header.Get("X-Remote-User"), agentUserPrefix)
+	cluster, _, _ := strings.Cut(rest, ":")
+	if !isAgent || cluster == "" {
+		writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, "only a cluster's agent sends "+what+" to the fleet's stores")
+		return "", nil, false
+	}
+	var labels map[string]string
+	ok := q.ClusterLabels != nil
+	if ok {
+		labels, ok = q.ClusterLabels(cluster)
+	}
+	if !ok {
+		// The hub is starting (its cache is not running yet): the collector keeps what it
+		// has and sends it again.
+		writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+			"the hub does not know cluster "+cluster+" yet; send again")
+		return "", nil, false
+	}
+	return cluster, labels, true
 }
 
 // fromAPIServer reports whether the request carries the API server's front-proxy client

@@ -38,15 +38,9 @@ type BasicAuth struct{ User, Password string }
 
 // Args are the store's command-line flags.
 func (s MetricsStore) Args() []string {
-	retention := s.Retention
-	if retention <= 0 {
-		retention = DefaultRetention
-	}
-	// The store takes a number of days, or hours with the suffix h.
-	days := strconv.Itoa(int((retention + 24*time.Hour - 1) / (24 * time.Hour)))
 	args := []string{
 		"-storageDataPath=" + s.DataDir,
-		"-retentionPeriod=" + days + "d",
+		"-retentionPeriod=" + retentionDays(s.Retention, DefaultRetention),
 		"-httpListenAddr=127.0.0.1:" + strconv.Itoa(s.Port),
 		"-loggerLevel=WARN",
 		// A sample is visible to queries 5 s after it arrives (30 s by default), so that a
@@ -63,6 +57,15 @@ func (s MetricsStore) Args() []string {
 		args = append(args, "-promscrape.config="+s.ScrapeConfig)
 	}
 	return args
+}
+
+// retentionDays is a store's -retentionPeriod: retention in whole days, rounded up (def when
+// not positive).
+func retentionDays(retention, def time.Duration) string {
+	if retention <= 0 {
+		retention = def
+	}
+	return strconv.Itoa(int((retention+24*time.Hour-1)/(24*time.Hour))) + "d"
 }
 
 // ScrapeTarget is an HTTPS endpoint the store scrapes itself, with a client certificate.
