@@ -38,8 +38,9 @@ type LogCollector struct {
 // changed, which puts back what someone changed by hand.
 const logCollectorResync = 5 * time.Minute
 
-// runLogCollector applies the collector's objects to the member, again whenever the agent's
-// hub token changes (checked every 10 s) and every logCollectorResync, until ctx ends. It
+// runLogCollector applies the collector's objects to the member once it has a real node, again
+// whenever the agent's hub token changes (checked every 10 s) and every logCollectorResync,
+// until ctx ends. It
 // removes nothing when it ends: the agent fails static.
 func (a *Agent) runLogCollector(ctx context.Context, lc LogCollector, cs kubernetes.Interface) {
 	hubURL := lc.HubURL
@@ -51,7 +52,7 @@ func (a *Agent) runLogCollector(ctx context.Context, lc LogCollector, cs kuberne
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
-		if token := a.id.token(); token != "" {
+		if token := a.id.token(); token != "" && hasRealNode(ctx, cs) {
 			objs, err := observe.LogCollector{Image: lc.Image, HubURL: hubURL, HubCA: a.opts.HubCA, Token: token, HostPaths: lc.HostPaths, DataHostPath: lc.DataHostPath}.Objects()
 			if err != nil {
 				a.log.Error("no log collector", "err", err)
@@ -77,6 +78,17 @@ func (a *Agent) runLogCollector(ctx context.Context, lc LogCollector, cs kuberne
 		case <-t.C:
 		}
 	}
+}
+
+// realNodes selects the nodes a log collector runs on: those that are not simulated (kwok's, or
+// a local cluster's simulated pool's).
+const realNodes = "type!=kwok,convoy.dev/node-kind!=simulated"
+
+// hasRealNode says whether the member has a node the collector would run on: a member of
+// simulated nodes only gets none of the collector's objects, not even its namespace.
+func hasRealNode(ctx context.Context, cs kubernetes.Interface) bool {
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: realNodes, Limit: 1})
+	return err == nil && len(nodes.Items) > 0
 }
 
 // applyAll server-side applies the collector's objects, as the agent's field manager.
