@@ -74,6 +74,11 @@ func Start(t testing.TB, opts ...func(*hub.Options)) *Hub {
 		// Nor its log collector, which comes from that image: the log store and the
 		// collectors are off unless a test turns them on (LogsRetention 0) with the image.
 		LogsRetention: -1,
+		// Each start-up step may take twice the default: the suite runs its hubs, fleets and
+		// end-to-end tests side by side on two cores, where an API server on etcd once took
+		// more than a minute to be ready. Waiting longer changes no result, only how soon a
+		// broken start is reported.
+		StepTimeout: 2 * time.Minute,
 		// The API server's port is this hub's alone, and so is this range of edge addresses.
 		EdgeAddresses: netip.PrefixFrom(netip.AddrFrom4([4]byte{127, byte(port >> 8), byte(port), 0}), 24),
 		Log:           Logger(t),
