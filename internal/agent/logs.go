@@ -52,7 +52,8 @@ func (a *Agent) runLogCollector(ctx context.Context, lc LogCollector, cs kuberne
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	for {
-		if token := a.id.token(); token != "" && hasRealNode(ctx, cs) {
+		// The member's nodes are looked at only until the collector is applied.
+		if token := a.id.token(); token != "" && (!applied.IsZero() || hasRealNode(ctx, cs)) {
 			objs, err := observe.LogCollector{Image: lc.Image, HubURL: hubURL, HubCA: a.opts.HubCA, Token: token, HostPaths: lc.HostPaths, DataHostPath: lc.DataHostPath}.Objects()
 			if err != nil {
 				a.log.Error("no log collector", "err", err)

@@ -1,10 +1,7 @@
 package hub
 
 import (
-	"context"
-	"net/url"
 	"path/filepath"
-	"strconv"
 
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/observe"
@@ -29,21 +26,12 @@ func (h *Hub) startLogStore(bin string) error {
 	if h.opts.LogsRetention < 0 {
 		return nil
 	}
-	port, err := kubeproc.FreePort()
-	if err != nil {
-		return err
-	}
-	store, err := h.startChild(kubeproc.VictoriaLogs, bin, observe.LogStore{
-		DataDir: filepath.Join(h.layout.FleetLogs(), "data"), Port: port, Retention: h.opts.LogsRetention,
-		MemoryBytes: 256 << 20, PasswordFile: h.logPasswordFile,
-	}.Args())
-	if err != nil {
-		return err
-	}
-	storeURL := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
-	h.logHealth.Store(&StoreStatus{Address: storeURL.Host, Error: "starting"})
-	wctx, stop := context.WithCancel(context.Background())
+	stop, err := h.startStore("log", kubeproc.VictoriaLogs, bin, func(port int) []string {
+		return observe.LogStore{
+			DataDir: filepath.Join(h.layout.FleetLogs(), "data"), Port: port, Retention: h.opts.LogsRetention,
+			MemoryBytes: 256 << 20, PasswordFile: h.logPasswordFile,
+		}.Args()
+	}, &h.logStore, &h.logHealth)
 	h.stopLogWatch = stop
-	go h.watchStore(wctx, "log", storeURL, store, &h.logStore, &h.logHealth)
-	return nil
+	return err
 }

@@ -179,27 +179,36 @@ func (h *Hub) startMetricsStore(ctx context.Context, bin string) error {
 	if err := kubeproc.WriteFileAtomic(scrapeFile, scrape, 0o600); err != nil {
 		return err
 	}
-	// Its port is chosen just before it starts (a port chosen earlier could be taken
-	// meanwhile, and the supervisor restarts it on the same one).
+	stop, err := h.startStore("metrics", kubeproc.VictoriaMetrics, bin, func(port int) []string {
+		return observe.MetricsStore{
+			DataDir: filepath.Join(dir, "data"), Port: port, Retention: h.opts.MetricsRetention,
+			MemoryBytes: 256 << 20, ScrapeConfig: scrapeFile, PasswordFile: h.metricsPasswordFile,
+		}.Args()
+	}, &h.metricsStore, &h.metricsHealth)
+	h.stopMetricsWatch = stop
+	return err
+}
+
+// startStore starts a fleet store (kind "metrics" or "log") as the child name, with args for
+// its port, and watches it (watchStore) until the returned function is called. Its port is
+// chosen just before it starts (a port chosen earlier could be taken meanwhile, and the
+// supervisor restarts it on the same one). The hub does not wait for it: a store replaying a
+// large data dir, or failing, holds nothing else back.
+func (h *Hub) startStore(kind, name, bin string, args func(port int) []string, current *atomic.Pointer[url.URL], health *atomic.Pointer[StoreStatus]) (context.CancelFunc, error) {
 	port, err := kubeproc.FreePort()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	store, err := h.startChild(kubeproc.VictoriaMetrics, bin, observe.MetricsStore{
-		DataDir: filepath.Join(dir, "data"), Port: port, Retention: h.opts.MetricsRetention,
-		MemoryBytes: 256 << 20, ScrapeConfig: scrapeFile, PasswordFile: h.metricsPasswordFile,
-	}.Args())
+	store, err := h.startChild(name, bin, args(port))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	storeURL := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
-	h.metricsHealth.Store(&StoreStatus{Address: storeURL.Host, Error: "starting"})
-	// The hub does not wait for it: a store replaying a large data dir, or failing, holds
-	// nothing else back. It is watched for as long as the hub runs (ctx is the start's).
+	health.Store(&StoreStatus{Address: storeURL.Host, Error: "starting"})
+	// Watched for as long as the hub runs, not the start's context.
 	wctx, stop := context.WithCancel(context.Background())
-	h.stopMetricsWatch = stop
-	go h.watchStore(wctx, "metrics", storeURL, store, &h.metricsStore, &h.metricsHealth)
-	return nil
+	go h.watchStore(wctx, kind, storeURL, store, current, health)
+	return stop, nil
 }
 
 // StoreStatus is the health of a fleet store (metrics or logs) in the hub's /status.

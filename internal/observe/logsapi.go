@@ -34,7 +34,6 @@ const (
 // LogLimiter is the per-cluster rate limit of the log store's insert endpoint.
 type LogLimiter struct {
 	Rate, Burst int // bytes a second, and at once (DefaultLogRate, DefaultLogBurst when zero)
-	Now         func() time.Time
 
 	mu       sync.Mutex
 	clusters map[string]*rate.Limiter
@@ -54,9 +53,6 @@ func (l *LogLimiter) take(cluster string, n int) (*rate.Reservation, time.Durati
 		burst = DefaultLogBurst
 	}
 	now := time.Now()
-	if l.Now != nil {
-		now = l.Now()
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.clusters == nil {
