@@ -149,12 +149,12 @@ if ((${#observe_todo[@]})); then
   fi
 fi
 
-# The fleet's log store, which the hub runs (VictoriaLogs), and the members' log collector, which
-# runs on every real node (vlagent), in one build from hack/logs/go.mod, which pins them; a module
-# of their own, since VictoriaLogs builds against a VictoriaMetrics of its own choosing.
+# The fleet's log store, which the hub runs (VictoriaLogs), built from hack/logs/go.mod, which
+# pins it; a module of its own, since VictoriaLogs builds against a VictoriaMetrics of its own
+# choosing. (The members' log collector is convoy's own: `convoy log-collector`.)
 logs_version=$(cd hack/logs && go list -m -f '{{.Version}}' github.com/VictoriaMetrics/VictoriaLogs)
 logs_todo=()
-for b in victoria-logs vlagent; do
+for b in victoria-logs; do
   needs "$b" "$logs_version" && logs_todo+=("$b")
 done
 if ((${#logs_todo[@]})); then

@@ -2,10 +2,7 @@ module github.com/convoy-dev/convoy/hack/logs
 
 go 1.26.6
 
-tool (
-	github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs
-	github.com/VictoriaMetrics/VictoriaLogs/app/vlagent
-)
+tool github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs
 
 require (
 	github.com/VictoriaMetrics/VictoriaLogs v1.52.1 // indirect
@@ -13,7 +10,6 @@ require (
 	github.com/VictoriaMetrics/easyproto v1.2.0 // indirect
 	github.com/VictoriaMetrics/metrics v1.44.0 // indirect
 	github.com/VictoriaMetrics/metricsql v0.87.2 // indirect
-	github.com/bmatcuk/doublestar/v4 v4.10.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/golang/snappy v1.0.0 // indirect
 	github.com/klauspost/compress v1.18.6 // indirect
@@ -26,5 +22,4 @@ require (
 	github.com/valyala/quicktemplate v1.8.0 // indirect
 	golang.org/x/oauth2 v0.36.0 // indirect
 	golang.org/x/sys v0.46.0 // indirect
-	gopkg.in/yaml.v2 v2.4.0 // indirect
 )

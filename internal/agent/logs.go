@@ -21,7 +21,7 @@ import (
 )
 
 // LogCollector has the agent run the member's log collector (observe.LogCollector, a
-// DaemonSet of vlagent on the member's real nodes) and keep its hub token current.
+// DaemonSet of `convoy log-collector` on the member's real nodes) and keep its hub token current.
 type LogCollector struct {
 	// Image is Convoy's image as the member's nodes pull it.
 	Image string

@@ -133,7 +133,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 	f.StringVar(&o.StateDir, "state-dir", "", "directory where the agent keeps its identity")
 	f.StringVar(&o.StateSecret, "state-secret", "", "NAMESPACE/NAME of a member Secret to keep the identity in (instead of --state-dir)")
 	f.StringVar(&memberKubeconfig, "kubeconfig", "", "kubeconfig of the member cluster (default: in-cluster)")
-	f.StringVar(&logImage, "log-collector-image", "", "Convoy's image as the member's nodes pull it: the agent runs the log collector (vlagent, in that image) as a DaemonSet on the member's real nodes, which sends their pods' logs to the hub's log store (without it, none are sent)")
+	f.StringVar(&logImage, "log-collector-image", "", "Convoy's image as the member's nodes pull it: the agent runs the log collector (convoy log-collector, from that image) as a DaemonSet on the member's real nodes, which sends their pods' logs to the hub's log store (without it, none are sent)")
 	f.StringVar(&logHubURL, "log-collector-hub-url", "", "the hub's API server as the member's pods reach it (default: --hub-url)")
 	f.StringArrayVar(&logHostPaths, "log-collector-host-path", nil, "a host directory where the member's kubelets keep pod logs, when not /var/log/pods: the log collectors read it at the same path (repeatable)")
 	f.StringVar(&logDataDir, "log-collector-data-host-path", observe.DefaultLogDataHostPath, "the host directory under which each node's log collector keeps its buffer and read positions (a directory per node)")

@@ -31,7 +31,7 @@ func newLogsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs",
 		Short: "Search or follow the logs of the fleet's pods, across clusters",
-		Long: `The members' log collectors (vlagent, on every real node) send every container's lines to
+		Long: `The members' log collectors (convoy log-collector, on every real node) send every container's lines to
 the hub's log store (VictoriaLogs), each with its cluster, region, namespace, pod and
 container. convoy logs searches them, or follows them as they come (-f), and marks each line
 with its cluster: [CLUSTER NAMESPACE/POD/CONTAINER] LINE.

@@ -80,6 +80,7 @@ an agent on each member cluster applies them and reports back.`,
 		newEdgeCmd(g),
 		newMetricsCmd(g),
 		newLogsCmd(g),
+		newLogCollectorCmd(g),
 		newTopCmd(g),
 	)
 	return root

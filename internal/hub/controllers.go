@@ -332,9 +332,9 @@ func writeJSON(w io.Writer, v any) {
 // pushConvoyImage puts this hub's convoy executable into the fleet registry as
 // registry.ConvoyImage(), unless it is there already, when the executable is static (as `make`
 // builds it): an image has no C library to link a dynamic one against. The metrics collector
-// (vmagent) and the log collector (vlagent), when the bin dir has them, go in beside it
-// (/vmagent, /vlagent): for agents that run in their clusters (join.AgentManifest), and for the
-// log collectors on members' real nodes (observe.LogCollector).
+// (vmagent), when the bin dir has it, goes in beside it (/vmagent), for agents that run in their
+// clusters (join.AgentManifest). The log collectors on members' real nodes run /convoy itself
+// (observe.LogCollector).
 func (h *Hub) pushConvoyImage(ctx context.Context) {
 	exe := h.opts.ConvoyBinary
 	f, err := elf.Open(exe)
@@ -349,10 +349,8 @@ func (h *Hub) pushConvoyImage(ctx context.Context) {
 		return
 	}
 	b := image.Build{Base: true}
-	for _, name := range []string{kubeproc.VMAgent, kubeproc.VLAgent} {
-		if p, err := (kubeproc.Binaries{Dir: h.opts.BinDir}).Path(name); err == nil {
-			b.Companions = append(b.Companions, p)
-		}
+	if p, err := (kubeproc.Binaries{Dir: h.opts.BinDir}).Path(kubeproc.VMAgent); err == nil {
+		b.Companions = append(b.Companions, p)
 	}
 	ref := strings.TrimPrefix(registry.ConvoyImage(), registry.Host+"/")
 	pushed, err := registry.EnsureFromBinary(ctx, h.registry.Addr(), ref, exe, b)

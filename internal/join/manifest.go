@@ -24,7 +24,7 @@ const AgentNamespace = "convoy-system"
 // joins (convoy agent --delivery-port). With collector, the agent runs the metrics collector
 // that Convoy's image carries (/vmagent), which scrapes every pod that asks to be, from inside
 // the cluster, and keeps its buffer in an emptyDir. With logs, it runs the log collector
-// (observe.LogCollector), a DaemonSet of /vlagent from the same image.
+// (observe.LogCollector), a DaemonSet of `convoy log-collector` from the same image.
 func AgentManifest(cluster, hubURL, deliveryPort string, hubCA []byte, token, image string, collector, logs bool) (string, error) {
 	args := []string{"agent", "--cluster", cluster, "--hub-url", hubURL}
 	if deliveryPort != "" {

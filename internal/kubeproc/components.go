@@ -19,9 +19,9 @@ const (
 	// VictoriaMetrics is the hub's fleet metrics store, and VMAgent the members' collector.
 	VictoriaMetrics = "victoria-metrics"
 	VMAgent         = "vmagent"
-	// VictoriaLogs is the hub's fleet log store, and VLAgent the members' log collector.
+	// VictoriaLogs is the hub's fleet log store (the members' log collector is convoy's own,
+	// package logship).
 	VictoriaLogs = "victoria-logs"
-	VLAgent      = "vlagent"
 )
 
 // Binaries finds the upstream executables in one directory: bin/ of a checkout after

@@ -7,7 +7,7 @@
 // collect (labelled with their cluster by the hub; lines limited per cluster, LogLimiter); and, on
 // the member side, the metrics collector (vmagent) an agent runs and what it scrapes (Collector,
 // MemberScrapeConfig), and the log collector an agent applies to its member (LogCollector, a
-// DaemonSet of vlagent). LogQuery turns `convoy logs`' flags into LogsQL. It holds no client
+// DaemonSet of `convoy log-collector`, package logship). LogQuery turns `convoy logs`' flags into LogsQL. It holds no client
 // and starts no process: internal/hub and internal/agent wire it, and internal/cli reads query
 // results with it. The workload-state exporter the agent serves to its collector is its
 // sub-package kubestate.

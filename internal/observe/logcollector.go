@@ -19,14 +19,14 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
-// LogCollector is the members' log collector: vlagent's Kubernetes collector, as a DaemonSet
-// on every real node of the member (never on a simulated one, which has no logs), from
-// Convoy's image (/vlagent beside /convoy). Each pod reads its node's container logs (the
-// kubelet's /var/log/containers links and the files they point to) and learns its pods'
-// namespace, name, container and labels from the member's API server. It sends the lines to
-// the hub's log store through the hub's API server, with the token of the cluster's agent
-// (which keeps it current in a Secret), and keeps them on disk, up to BufferBytes, while the
-// hub is away; the hub labels them with the cluster and its region.
+// LogCollector is the members' log collector: `convoy log-collector` (package logship), as a
+// DaemonSet on every real node of the member (never on a simulated one, which has no logs), from
+// Convoy's image. Each pod follows its node's container log files (through the kubelet's
+// /var/log/containers links, to the files they point to) and learns its pods' namespace, name,
+// container and labels from the member's API server. It sends the lines to the hub's log store
+// through the hub's API server, with the token of the cluster's agent (which keeps it current
+// in a Secret); the hub labels them with the cluster and its region. While the hub is away it
+// reads no further: the kubelet's log files are the buffer.
 type LogCollector struct {
 	// Image is Convoy's image, as the member's nodes pull it.
 	Image string
@@ -39,22 +39,19 @@ type LogCollector struct {
 	// collectors read at the same paths, when that is not /var/log/pods (local clusters'
 	// nodes).
 	HostPaths []string
-	// DataHostPath is the host directory under which each node's collector keeps its buffer
-	// and where it has read each file, in a directory named after the node, so that a new pod
-	// of it goes on where the last stopped (DefaultLogDataHostPath when empty).
+	// DataHostPath is the host directory under which each node's collector keeps how far it
+	// sent each file, in a directory named after the node, so that a new pod of it goes on
+	// where the last stopped (DefaultLogDataHostPath when empty).
 	DataHostPath string
 	// Rate bounds what one collector sends, in bytes a second as sent (DefaultCollectorLogRate
 	// when zero).
 	Rate int
-	// BufferBytes bounds its on-disk buffer (DefaultLogBufferBytes when zero).
-	BufferBytes int64
 }
 
 // The collector's defaults: a node sends at most half of what the hub takes from a cluster
 // (DefaultLogRate), so that one noisy node leaves room for the others.
 const (
 	DefaultCollectorLogRate = DefaultLogRate / 2
-	DefaultLogBufferBytes   = 512 << 20 // vlagent's smallest (a chunk file of its queue)
 	// LogCollectorName names the collector's objects in the member, in the namespace
 	// LogCollectorNamespace.
 	LogCollectorName      = "convoy-log-collector"
@@ -67,7 +64,7 @@ const (
 // ServiceAccount that may read pods, namespaces and nodes, the Secret with the hub's CA and the
 // agent's token, and the DaemonSet. The DaemonSet's pods restart when the Secret's content
 // changes only through its checksum annotation of the CA (a new token reaches running pods
-// through the mounted Secret, which vlagent reads again).
+// through the mounted Secret, which the collector reads again for every request).
 func (c LogCollector) Objects() ([]any, error) {
 	u, err := url.Parse(c.HubURL)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -76,33 +73,24 @@ func (c LogCollector) Objects() ([]any, error) {
 	if c.Image == "" {
 		return nil, fmt.Errorf("the log collector needs Convoy's image")
 	}
-	rate, buffer := c.Rate, c.BufferBytes
+	rate := c.Rate
 	if rate <= 0 {
 		rate = DefaultCollectorLogRate
-	}
-	if buffer <= 0 {
-		buffer = DefaultLogBufferBytes
 	}
 	labels := map[string]string{"app.kubernetes.io/name": LogCollectorName, "app.kubernetes.io/managed-by": "convoy-agent"}
 	meta := func(name string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: name, Namespace: LogCollectorNamespace, Labels: labels}
 	}
-	const hubDir, dataDir = "/etc/convoy-hub", "/var/lib/vlagent"
+	const hubDir, dataDir = "/etc/convoy-hub", "/var/lib/convoy-log-collector"
 	args := []string{
-		"-kubernetesCollector",
-		"-kubernetesCollector.logsPath=/var/log/containers",
-		"-tmpDataPath=" + dataDir,
-		"-remoteWrite.url=" + u.JoinPath(v1alpha1.LogsInsertPath).String(),
-		"-remoteWrite.format=jsonline",
-		"-remoteWrite.bearerTokenFile=" + hubDir + "/token",
-		"-remoteWrite.tlsCAFile=" + hubDir + "/ca.crt",
-		"-remoteWrite.rateLimit=" + strconv.Itoa(rate),
-		"-remoteWrite.maxDiskUsagePerURL=" + strconv.FormatInt(buffer, 10),
-		// It sends at most once a (wall-clock) second whatever this says; looking four times a
-		// second sends within a quarter second of that, rather than up to a second late.
-		"-remoteWrite.flushInterval=250ms",
-		"-httpListenAddr=127.0.0.1:9429",
-		"-loggerLevel=WARN",
+		"log-collector",
+		"--hub-url=" + u.JoinPath(v1alpha1.LogsInsertPath).String(),
+		"--ca-file=" + hubDir + "/ca.crt",
+		"--token-file=" + hubDir + "/token",
+		"--node=$(NODE_NAME)",
+		"--state-dir=" + dataDir,
+		"--rate=" + strconv.Itoa(rate),
+		"--log-level=warn",
 	}
 	dataHost := c.DataHostPath
 	if dataHost == "" {
@@ -161,9 +149,9 @@ func (c LogCollector) Objects() ([]any, error) {
 						}}},
 					}},
 					Containers: []corev1.Container{{
-						Name:    "vlagent",
+						Name:    "collector",
 						Image:   c.Image,
-						Command: []string{"/vlagent"},
+						Command: []string{"/convoy"},
 						// The tag is the hub's version, whose image the hub pushes again when
 						// its content changes.
 						ImagePullPolicy: corev1.PullAlways,
@@ -189,7 +177,7 @@ func (c LogCollector) Objects() ([]any, error) {
 		&rbacv1.ClusterRole{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"},
 			ObjectMeta: metav1.ObjectMeta{Name: LogCollectorName, Labels: labels},
-			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes"}, Verbs: []string{"get", "list", "watch"}}},
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}}},
 		},
 		&rbacv1.ClusterRoleBinding{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},

@@ -16,9 +16,9 @@ import (
 const maxLogLines = 128 << 20
 
 // CleanLogLines uncompresses a collector's JSON lines (Content-Encoding zstd, gzip or none) and
-// keeps, of each line, the first of every field it repeats: vlagent writes its own fields of
-// the line (namespace, pod, container) before those it parsed from the container's JSON
-// output, and keeps both when a container logs a field of the same name. A repeated stream
+// keeps, of each line, the first of every field it repeats. Convoy's collector writes each field
+// once, but the endpoint takes any agent's lines (vlagent, for one, writes its own fields
+// before those it parsed from a container's JSON output, and keeps both). A repeated stream
 // field makes VictoriaLogs v1.52.1 exit ("stream tags must be sorted"), and a later one would
 // let a container pass its lines off as another pod's. Lines that are not JSON objects are
 // dropped.

@@ -10,6 +10,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+
+	"github.com/convoy-dev/convoy/internal/logship"
 )
 
 // DefaultLogsRetention is how long the log store keeps lines unless told otherwise.
@@ -46,17 +48,17 @@ func (s LogStore) Args() []string {
 	return args
 }
 
-// The fields of a line in the log store: what the members' collectors (vlagent's Kubernetes
-// collector) write, and what the hub adds.
+// The fields of a line in the log store: what the members' collectors (package logship)
+// write, and what the hub adds.
 const (
 	LogFieldCluster   = "cluster"
 	LogFieldRegion    = "region"
-	LogFieldNamespace = "kubernetes.pod_namespace"
-	LogFieldPod       = "kubernetes.pod_name"
-	LogFieldContainer = "kubernetes.container_name"
-	LogFieldNode      = "kubernetes.pod_node_name"
+	LogFieldNamespace = logship.FieldNamespace
+	LogFieldPod       = logship.FieldPod
+	LogFieldContainer = logship.FieldContainer
+	LogFieldNode      = logship.FieldNode
 	// LogFieldPodLabel is followed by a pod label's key.
-	LogFieldPodLabel = "kubernetes.pod_labels."
+	LogFieldPodLabel = logship.FieldPodLabel
 )
 
 // LogStreamFields are the fields that make a line's stream in the store: every container of

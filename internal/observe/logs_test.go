@@ -69,9 +69,9 @@ func TestLogCollectorObjects(t *testing.T) {
 	raw, _ := yaml.Marshal(objs)
 	got := string(raw)
 	for _, want := range []string{
-		"-remoteWrite.url=https://10.77.0.1:6443/apis/logs.convoy.dev/v1alpha1/insert/jsonline",
-		"-remoteWrite.format=jsonline", "-remoteWrite.rateLimit=524288", "-remoteWrite.maxDiskUsagePerURL=536870912",
-		"path: /var/log/containers", "path: /var/log/pods", "token: dG9r", "kind: DaemonSet", "- /vlagent",
+		"- log-collector", "- --hub-url=https://10.77.0.1:6443/apis/logs.convoy.dev/v1alpha1/insert/jsonline",
+		"- --rate=524288", "- --node=$(NODE_NAME)", "- --state-dir=/var/lib/convoy-log-collector",
+		"path: /var/log/containers", "path: /var/log/pods", "token: dG9r", "kind: DaemonSet", "- /convoy",
 		"operator: NotIn", "- simulated", "imagePullPolicy: Always",
 	} {
 		if !strings.Contains(got, want) {

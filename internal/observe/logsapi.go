@@ -184,7 +184,7 @@ func (q *QueryAPI) logRoutes(mux *http.ServeMux) {
 			return
 		}
 		// What a cluster may send is charged before the body is read, by its declared length
-		// (vlagent declares it), and given back if the store does not take the lines.
+		// (collectors declare it), and given back if the store does not take the lines.
 		charge := int(r.ContentLength)
 		if charge < 0 {
 			charge = 0

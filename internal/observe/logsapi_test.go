@@ -129,7 +129,7 @@ func TestLogsAPI(t *testing.T) {
 		}
 	}
 
-	// A container that logs a field of the collector's own (vlagent keeps both): the first,
+	// A container that logs a field of the collector's own (vlagent, for one, keeps both): the first,
 	// the collector's, stays, and the store takes the line (a repeated stream field made it exit).
 	dup := `{"_time":"` + time.Now().UTC().Format(time.RFC3339Nano) + `","_msg":"hello twice","kubernetes.pod_namespace":"demo","kubernetes.pod_name":"web-2",` +
 		`"kubernetes.container_name":"web","kubernetes.pod_name":"forged"}` + "\n"

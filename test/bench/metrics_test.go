@@ -295,8 +295,18 @@ func BenchmarkFleetMetrics(b *testing.B) {
 
 	// Fleet logs: a request's log line, from the request to the line being searchable in the
 	// hub's log store through its API server (the demo pods log every request; their
-	// collector, vlagent, runs on each of the two nodes).
+	// collector, convoy log-collector, runs on each of the two nodes).
+	collectors := collectorPIDs()
+	cpu := func() (total time.Duration) {
+		for _, pid := range collectors {
+			t, _ := CPUTime(pid)
+			total += t
+		}
+		return total
+	}
+	cpu0, t0 := cpu(), time.Now()
 	ingest := logIngest(b, h, podIPs, 40)
+	collectorCPU := float64(cpu()-cpu0) / float64(time.Millisecond) / time.Since(t0).Seconds()
 	p := func(q float64) time.Duration {
 		return ingest[int(q*float64(len(ingest)-1))].Round(10 * time.Millisecond)
 	}
@@ -304,6 +314,35 @@ func BenchmarkFleetMetrics(b *testing.B) {
 		p(0.5), p(0.99), ingest[len(ingest)-1].Round(10*time.Millisecond), len(ingest))
 	b.ReportMetric(ingest[len(ingest)/2].Seconds()*1000, "ms-log-ingest-p50")
 	b.ReportMetric(p(0.99).Seconds()*1000, "ms-log-ingest-p99")
+	if len(collectors) > 0 {
+		var rss int64
+		for _, pid := range collectors {
+			r, _ := RSS(pid)
+			rss += r
+		}
+		perNode := float64(rss) / float64(len(collectors)) / (1 << 20)
+		fmt.Printf("log collectors: %d (one per real node), %.1f millicores each meanwhile, %.1f MiB resident each\n",
+			len(collectors), collectorCPU/float64(len(collectors)), perNode)
+		b.ReportMetric(collectorCPU/float64(len(collectors)), "mcores-log-collector")
+		b.ReportMetric(perNode, "MiB-log-collector")
+	}
+}
+
+// collectorPIDs are the log collectors' processes (convoy log-collector) on this host.
+func collectorPIDs() []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && slices.Contains(strings.Split(string(raw), "\x00"), "log-collector") {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 // logIngest sends n requests, each with a path of its own, to the demo pods in turn, and

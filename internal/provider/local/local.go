@@ -53,8 +53,8 @@ type Provider struct {
 	// Metrics makes each cluster's agent run the metrics collector (vmagent from BinDir), which
 	// sends the member's metrics to the hub's store.
 	Metrics bool
-	// Logs makes each cluster's agent run the log collector (a DaemonSet of vlagent, in
-	// Convoy's image, on the cluster's real nodes), which sends its pods' logs to the hub's
+	// Logs makes each cluster's agent run the log collector (a DaemonSet of `convoy
+	// log-collector`, from Convoy's image, on the cluster's real nodes), which sends its pods' logs to the hub's
 	// log store.
 	Logs bool
 	// Registry is the fleet registry's address on the host's loopback (host:port), from which

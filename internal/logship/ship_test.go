@@ -1,0 +1,210 @@
+package logship_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/logship"
+	"github.com/convoy-dev/convoy/internal/observe"
+)
+
+// TestShipper follows a container's CRI log file into a real log store (bin/victoria-logs):
+// split lines are joined and marked with the container's fields, nothing is lost or sent twice
+// while the hub is away, across a restart of the collector or across a rotation of the file,
+// and a batch the hub refuses for good is dropped without stopping the lines after it.
+func TestShipper(t *testing.T) {
+	t.Parallel()
+	bin, err := kubeproc.Binaries{Dir: hubtest.BinDir(t)}.Path(kubeproc.VictoriaLogs)
+	if err != nil {
+		t.Skip(err)
+	}
+	port, err := kubeproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := exec.Command(bin, observe.LogStore{DataDir: t.TempDir(), Port: port}.Args()...)
+	if err := store.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Process.Kill(); store.Wait() })
+	storeURL := "http://127.0.0.1:" + strconv.Itoa(port)
+	hubtest.Eventually(t, "the log store answering", 30*time.Second, func() (bool, error) {
+		resp, err := http.Get(storeURL + "/health")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return true, nil
+	})
+
+	// The kubelet's layout: the container's log file, and its link.
+	dir := t.TempDir()
+	links, logs := filepath.Join(dir, "containers"), filepath.Join(dir, "pods", "demo_web-1_0f0e", "web")
+	for _, d := range []string{links, logs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(logs, "0.log")
+	w, err := os.OpenFile(file, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { w.Close() }()
+	if err := os.Symlink(file, filepath.Join(links, "web-1_demo_web-c0ffee.log")); err != nil {
+		t.Fatal(err)
+	}
+	record := func(tag, msg string) {
+		t.Helper()
+		if _, err := fmt.Fprintf(w, "%s stdout %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), tag, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	insert := storeURL + "/insert/jsonline?" + url.Values{
+		"_stream_fields": {strings.Join(observe.LogStreamFields[1:], ",")}, "_msg_field": {"_msg"}, "_time_field": {"_time"},
+	}.Encode()
+	hs := logship.HTTPSender{URL: insert, Client: http.DefaultClient}
+	var away, refuse atomic.Bool
+	var failed atomic.Int32
+	send := func(ctx context.Context, body []byte) error {
+		if away.Load() {
+			failed.Add(1)
+			return &logship.SendError{Status: http.StatusServiceUnavailable, Message: "the hub is away"}
+		}
+		if refuse.CompareAndSwap(true, false) {
+			return &logship.SendError{Status: http.StatusBadRequest, Message: "cannot parse"}
+		}
+		return hs.Send(ctx, body)
+	}
+	state := filepath.Join(dir, "positions.json")
+	start := func() func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		s := &logship.Shipper{
+			LinkDir: links, StateFile: state, Send: send, MinInterval: 10 * time.Millisecond,
+			Containers: func() []logship.Container {
+				return []logship.Container{{Namespace: "demo", Pod: "web-1", Name: "web", ID: "c0ffee", Node: "n1", Labels: map[string]string{"app": "web"}}}
+			},
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := s.Run(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+		return func() { cancel(); <-done }
+	}
+	lines := func() ([]map[string]string, error) {
+		resp, err := http.Get(storeURL + "/select/logsql/query?" + url.Values{"query": {"*"}}.Encode())
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		var out []map[string]string
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			var l map[string]string
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				return nil, err
+			}
+			out = append(out, l)
+		}
+		return out, sc.Err()
+	}
+	// want waits until the store holds exactly these messages, each once.
+	want := func(step string, msgs ...string) []map[string]string {
+		t.Helper()
+		slices.Sort(msgs)
+		var got []map[string]string
+		hubtest.Eventually(t, step, 30*time.Second, func() (bool, error) {
+			var err error
+			got, err = lines()
+			var have []string
+			for _, l := range got {
+				have = append(have, l["_msg"])
+			}
+			slices.Sort(have)
+			if len(have) > len(msgs) {
+				t.Fatalf("%s: the store holds %q, more than %q", step, have, msgs)
+			}
+			return slices.Equal(have, msgs), err
+		})
+		return got
+	}
+
+	stop := start()
+	record("F", "one")
+	record("P", "two, ")
+	record("P", "split ")
+	record("F", "in three")
+	if _, err := fmt.Fprintln(w, "not a CRI record"); err != nil {
+		t.Fatal(err)
+	}
+	record("F", `{"kubernetes.pod_name":"forged"}`)
+	sent := []string{"one", "two, split in three", `{"kubernetes.pod_name":"forged"}`}
+	got := want("the first lines", sent...)
+	for _, l := range got {
+		if l["_msg"] != "one" {
+			continue
+		}
+		for k, v := range map[string]string{"kubernetes.pod_namespace": "demo", "kubernetes.pod_name": "web-1", "kubernetes.container_name": "web",
+			"kubernetes.pod_node_name": "n1", "kubernetes.pod_labels.app": "web", "stream": "stdout"} {
+			if l[k] != v {
+				t.Errorf("line %v: %s is %q, want %q", l, k, l[k], v)
+			}
+		}
+	}
+
+	// The hub away: the collector tries again and again, then sends the line once.
+	away.Store(true)
+	record("F", "while away")
+	hubtest.Eventually(t, "two failed sends", 30*time.Second, func() (bool, error) { return failed.Load() >= 2, nil })
+	away.Store(false)
+	sent = append(sent, "while away")
+	want("the line written while the hub was away", sent...)
+
+	// A line written while the collector is down is sent by the next, and nothing again.
+	stop()
+	record("F", "while stopped")
+	stop = start()
+	defer func() { stop() }()
+	sent = append(sent, "while stopped")
+	want("the line written while the collector was down", sent...)
+
+	// The kubelet rotates the file: the runtime's last line in the old one, then the new one.
+	if err := os.Rename(file, file+".20261204-160000"); err != nil {
+		t.Fatal(err)
+	}
+	record("F", "last in the old file")
+	w.Close()
+	if w, err = os.OpenFile(file, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	record("F", "first in the new file")
+	sent = append(sent, "last in the old file", "first in the new file")
+	want("the lines on both sides of a rotation", sent...)
+
+	// A batch the hub refuses for good is dropped; the next line goes in.
+	refuse.Store(true)
+	record("F", "refused")
+	hubtest.Eventually(t, "the refusal", 30*time.Second, func() (bool, error) { return !refuse.Load(), nil })
+	record("F", "after the refusal")
+	sent = append(sent, "after the refusal")
+	want("the line after a refused batch", sent...)
+}
