@@ -8,14 +8,17 @@
 //     once, at most one request every MinInterval: a line reaches the hub tens of milliseconds
 //     after it is written.
 //   - It keeps no queue of its own. The kubelet's log files are the buffer: it moves its
-//     position in a file (kept in StateFile across restarts) only past lines the hub took, so
-//     while the hub is away nothing is read ahead, and what was written meanwhile is sent when
-//     the hub is back. The bound is the kubelet's rotation: the file it was reading stays open
-//     until read to its end, so each container keeps that file and the current one
-//     (containerLogMaxSize each, 10 MiB by default); files the kubelet rotated away in between
-//     are lost.
-//   - A batch the hub refuses for good (400, 413) is dropped with a warning, so that one bad
-//     line cannot stop a node's logs; any other failure is retried, honouring Retry-After.
+//     position in a file (kept in StateFile across restarts, by path and inode) only past lines
+//     the hub took, so while the hub is away nothing is read ahead, and what was written
+//     meanwhile is sent when the hub is back. The bound is the kubelet's rotation: a rotated
+//     file is followed under its new name until read to its end (found again by its inode after
+//     a restart), so each container keeps that file and the current one (containerLogMaxSize
+//     each, 10 MiB by default); files the kubelet rotated away in between are lost.
+//   - Lines are sent at least once: a collector killed after the hub took a batch and before it
+//     kept its positions sends that batch again.
+//   - A batch the hub refuses for good (400, 413, 422) is halved until the refused line is
+//     alone, and that line is dropped with a warning, so that one bad line cannot stop a
+//     node's logs; any other failure is retried, honouring Retry-After.
 package logship
 
 import (
@@ -80,14 +83,17 @@ type Shipper struct {
 	BatchBytes int
 	// MinInterval is the least time between two sends that are not full
 	// (DefaultMinInterval when zero), and Resync how often it looks at every file without
-	// being told to (DefaultResync when zero).
+	// being told to (DefaultResync when zero). A rotated file, or a gone container's, is closed
+	// once it was read to its end and nothing came for a Resync: the runtime may write to it
+	// for a moment after the kubelet renamed it.
 	MinInterval, Resync time.Duration
 	Log                 *slog.Logger
 
-	files   map[string]*follow // by the file's real path
-	state   map[string]position
-	watched map[string]int // directories, and how many followed files each holds
+	files   map[fileKey]*follow
+	state   map[fileKey]int64 // offsets of files not followed (yet), from the last run
+	watched map[string]int    // directories, and how many followed files each holds
 	watcher *fsnotify.Watcher
+	limiter *rate.Limiter
 	next    int
 	buf     []byte
 }
@@ -97,9 +103,11 @@ const (
 	DefaultBatchBytes  = 512 << 10
 	DefaultMinInterval = 100 * time.Millisecond
 	DefaultResync      = time.Second
-	// maxLine bounds one line: a longer one is sent in pieces of this size.
+	// maxLine bounds one line: a longer one (P records that go on) is sent in pieces of this
+	// size.
 	maxLine = 256 << 10
-	// chunk is how much is read of a file at a time.
+	// chunk is how much is read of a file at a time: a record longer than this (possible only
+	// when the runtime's max_container_log_line_size is raised past it) is skipped.
 	chunk = 256 << 10
 )
 
@@ -119,26 +127,39 @@ func (e *SendError) permanent() bool {
 	return e.Status == 400 || e.Status == 413 || e.Status == 422
 }
 
-// position is how far a file was sent, and which file (its inode) that was.
+// fileKey names one file: the path it had when it was opened, and its inode (a rotated file
+// keeps its inode under a new name, and the path names a new file).
+type fileKey struct {
+	Path  string `json:"path"`
+	Inode uint64 `json:"inode"`
+}
+
+// position is how far a file was sent, as StateFile keeps it.
 type position struct {
-	Inode  uint64 `json:"inode"`
-	Offset int64  `json:"offset"`
+	fileKey
+	Offset int64 `json:"offset"`
 }
 
 // follow is one followed file.
 type follow struct {
-	path   string
+	key    fileKey
 	c      Container
 	prefix []byte // the container's fields, each followed by a comma
 	f      *os.File
-	inode  uint64
 	// sent is how far the hub took the file's lines; read how far they are in the batch
 	// being sent.
 	sent, read int64
-	// rotated: the path now names a newer file (the kubelet rotated it): this one is read to
-	// its end, then the new one is opened. gone: the container is no longer listed: the file is
-	// read to its end, then forgotten.
-	rotated, gone, listed bool
+	// part holds, per stream, a line whose P records were read and whose F record was not.
+	part [2]partial
+	// rotated: the path names a newer file now. gone: the container is no longer listed.
+	// Either way the file is closed once read to its end and quiet since quiet.
+	rotated, gone bool
+	quiet         time.Time
+}
+
+type partial struct {
+	msg  []byte
+	time time.Time
 }
 
 // Run follows and sends until ctx ends.
@@ -146,7 +167,7 @@ func (s *Shipper) Run(ctx context.Context) error {
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
 	}
-	s.files, s.watched, s.buf = map[string]*follow{}, map[string]int{}, make([]byte, chunk)
+	s.files, s.watched, s.buf = map[fileKey]*follow{}, map[string]int{}, make([]byte, chunk)
 	s.state = loadState(s.StateFile, s.Log)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -162,12 +183,11 @@ func (s *Shipper) Run(ctx context.Context) error {
 	if err := w.Add(s.LinkDir); err != nil {
 		s.Log.Warn("cannot watch the kubelet's log links; looking every resync instead", "dir", s.LinkDir, "err", err)
 	}
-	var limiter *rate.Limiter
 	batch := cmp.Or(s.BatchBytes, DefaultBatchBytes)
 	if s.Rate > 0 {
-		limiter = rate.NewLimiter(rate.Limit(s.Rate), max(s.Rate, batch))
+		s.limiter = rate.NewLimiter(rate.Limit(s.Rate), max(s.Rate, batch))
 	}
-	tick := time.NewTicker(cmp.Or(s.Resync, DefaultResync))
+	tick := time.NewTicker(s.resync())
 	defer tick.Stop()
 	var lastSend time.Time
 	for {
@@ -182,19 +202,14 @@ func (s *Shipper) Run(ctx context.Context) error {
 				}
 			}
 			lastSend = time.Now()
-			body, err := compress(lines)
-			if err != nil {
-				return err
-			}
-			if limiter != nil {
-				if err := limiter.WaitN(ctx, min(len(body), limiter.Burst())); err != nil {
-					return nil
-				}
-			}
-			if !s.send(ctx, body, n) {
+			if !s.send(ctx, lines, n) {
 				return nil
 			}
 			s.commit()
+			continue
+		}
+		if s.moved() {
+			s.commit() // past what holds no line
 			continue
 		}
 		select {
@@ -220,11 +235,24 @@ func (s *Shipper) Run(ctx context.Context) error {
 	}
 }
 
-// send sends a batch of n lines until the hub takes it, or refuses it for good, or ctx ends
-// (then false).
-func (s *Shipper) send(ctx context.Context, body []byte, n int) bool {
+func (s *Shipper) resync() time.Duration { return cmp.Or(s.Resync, DefaultResync) }
+
+// send sends n lines until the hub takes them, or refuses them for good, or ctx ends (then
+// false). Lines the hub refuses for good are halved, and each half sent, until the line it
+// refuses is alone, which is dropped.
+func (s *Shipper) send(ctx context.Context, lines []byte, n int) bool {
+	body, err := compress(lines)
+	if err != nil {
+		s.Log.Error("cannot compress lines; dropping them", "lines", n, "err", err)
+		return true
+	}
 	backoff := 250 * time.Millisecond
 	for {
+		if s.limiter != nil {
+			if err := s.limiter.WaitN(ctx, min(len(body), s.limiter.Burst())); err != nil {
+				return false
+			}
+		}
 		err := s.Send(ctx, body)
 		if err == nil {
 			return true
@@ -235,8 +263,17 @@ func (s *Shipper) send(ctx context.Context, body []byte, n int) bool {
 		wait := backoff
 		if se := (*SendError)(nil); errors.As(err, &se) {
 			if se.permanent() {
-				s.Log.Warn("the hub refused a batch of lines; dropping it", "lines", n, "status", se.Status, "message", se.Message)
-				return true
+				if n == 1 {
+					s.Log.Warn("the hub refused a line; dropping it", "status", se.Status, "message", se.Message)
+					return true
+				}
+				// The middle line's end: each half holds at least one line.
+				cut := bytes.IndexByte(lines[len(lines)/2:], '\n') + len(lines)/2 + 1
+				if cut >= len(lines) {
+					cut = bytes.LastIndexByte(lines[:len(lines)-1], '\n') + 1
+				}
+				first := bytes.Count(lines[:cut], []byte{'\n'})
+				return s.send(ctx, lines[:cut], first) && s.send(ctx, lines[cut:], n-first)
 			}
 			if se.RetryAfter > 0 {
 				wait = se.RetryAfter
@@ -261,71 +298,110 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// sync follows the files of the containers listed now, and notes those that rotated or whose
-// container is gone.
+// sync follows the files of the containers listed now (a new file of a rotated one at once,
+// beside the old one), and notes those that rotated or whose container is gone.
 func (s *Shipper) sync() {
-	for _, fl := range s.files {
-		fl.listed = false
-	}
+	listed := map[string]bool{}
+	now := time.Now()
 	for _, c := range s.Containers() {
-		link := filepath.Join(s.LinkDir, c.Pod+"_"+c.Namespace+"_"+c.Name+"-"+c.ID+".log")
-		p, err := filepath.EvalSymlinks(link)
+		listed[c.ID] = true
+		p, err := filepath.EvalSymlinks(filepath.Join(s.LinkDir, c.Pod+"_"+c.Namespace+"_"+c.Name+"-"+c.ID+".log"))
 		if err != nil {
-			continue // not linked yet, or gone
+			continue // not linked yet, or between a rotation's rename and the new file
 		}
-		fl := s.files[p]
+		st, err := os.Stat(p)
+		if err != nil {
+			continue
+		}
+		key := fileKey{Path: p, Inode: inode(st)}
+		fl := s.files[key]
 		if fl == nil {
-			if fl = s.open(p, c); fl == nil {
+			if fl = s.open(key, c); fl == nil {
 				continue
 			}
-			s.files[p] = fl
+			s.resumeRotated(key, c)
 		}
 		if !sameContainer(fl.c, c) {
 			fl.c, fl.prefix = c, prefix(c)
 		}
-		fl.listed = true
 	}
 	for _, fl := range s.files {
-		fl.gone = !fl.listed
+		if !fl.gone && !listed[fl.c.ID] {
+			fl.gone, fl.quiet = true, now
+		}
 		if fl.rotated {
 			continue
 		}
-		if st, err := os.Stat(fl.path); err == nil && inode(st) != fl.inode {
-			fl.rotated = true
+		if st, err := os.Stat(fl.key.Path); err == nil && inode(st) != fl.key.Inode {
+			fl.rotated, fl.quiet = true, now
 		}
 	}
 }
 
-func (s *Shipper) open(p string, c Container) *follow {
-	f, err := os.Open(p)
+// open follows a file, from where the last run stopped if it kept that, else from its start.
+func (s *Shipper) open(key fileKey, c Container) *follow {
+	return s.openAt(key, key.Path, c)
+}
+
+func (s *Shipper) openAt(key fileKey, name string, c Container) *follow {
+	f, err := os.Open(name)
 	if err != nil {
-		s.Log.Warn("cannot open a container's log", "file", p, "err", err)
+		s.Log.Warn("cannot open a container's log", "file", name, "err", err)
 		return nil
 	}
 	st, err := f.Stat()
-	if err != nil {
+	if err != nil || inode(st) != key.Inode {
 		_ = f.Close()
-		return nil
+		return nil // rotated meanwhile: the next look finds the new one
 	}
-	fl := &follow{path: p, c: c, prefix: prefix(c), f: f, inode: inode(st)}
-	// Where the last run stopped, if it is the same file and still that long.
-	if pos, ok := s.state[p]; ok && pos.Inode == fl.inode && pos.Offset <= st.Size() {
-		fl.sent, fl.read = pos.Offset, pos.Offset
+	fl := &follow{key: key, c: c, prefix: prefix(c), f: f}
+	if off, ok := s.state[key]; ok && off <= st.Size() {
+		fl.sent, fl.read = off, off
 	}
-	dir := filepath.Dir(p)
+	delete(s.state, key)
+	dir := filepath.Dir(name)
 	if s.watched[dir] == 0 {
 		if err := s.watcher.Add(dir); err != nil {
 			s.Log.Warn("cannot watch a container's log directory; looking every resync instead", "dir", dir, "err", err)
 		}
 	}
 	s.watched[dir]++
+	s.files[key] = fl
 	return fl
+}
+
+// resumeRotated follows, when a path's file is opened, the file the last run was reading at
+// that path if the kubelet rotated it meanwhile: it is found by its inode in the same
+// directory, under its new name, and read from where the last run stopped. A position that
+// finds no file is forgotten.
+func (s *Shipper) resumeRotated(key fileKey, c Container) {
+	for old := range s.state {
+		if old.Path != key.Path || old.Inode == key.Inode {
+			continue
+		}
+		entries, _ := os.ReadDir(filepath.Dir(key.Path))
+		found := false
+		for _, e := range entries {
+			info, err := e.Info()
+			if err != nil || !info.Mode().IsRegular() || inode(info) != old.Inode {
+				continue
+			}
+			if fl := s.openAt(old, filepath.Join(filepath.Dir(key.Path), e.Name()), c); fl != nil {
+				fl.rotated, fl.quiet = true, time.Now()
+				found = true
+			}
+			break
+		}
+		if !found {
+			delete(s.state, old)
+		}
+	}
 }
 
 func (s *Shipper) close(fl *follow) {
 	_ = fl.f.Close()
-	delete(s.files, fl.path)
-	dir := filepath.Dir(fl.path)
+	delete(s.files, fl.key)
+	dir := filepath.Dir(fl.f.Name())
 	if s.watched[dir]--; s.watched[dir] <= 0 {
 		delete(s.watched, dir)
 		_ = s.watcher.Remove(dir)
@@ -335,57 +411,58 @@ func (s *Shipper) close(fl *follow) {
 // readBatch reads new lines of the files, in turn, into one batch of up to max bytes, and
 // says how many lines it holds.
 func (s *Shipper) readBatch(max int) ([]byte, int) {
-	paths := slices.Sorted(maps.Keys(s.files))
+	keys := slices.SortedFunc(maps.Keys(s.files), func(a, b fileKey) int {
+		return cmp.Or(cmp.Compare(a.Path, b.Path), cmp.Compare(a.Inode, b.Inode))
+	})
 	var out []byte
 	lines := 0
+	now := time.Now()
 	// Each batch starts at another file, so that a chatty one does not starve the others.
-	for i := range paths {
+	for i := range keys {
 		if len(out) >= max {
 			break
 		}
-		fl := s.files[paths[(s.next+i)%len(paths)]]
+		fl := s.files[keys[(s.next+i)%len(keys)]]
+		before := lines
 		var atEnd bool
 		out, lines, atEnd = fl.readLines(s.buf, out, lines, max, s.Log)
-		if atEnd && fl.read == fl.sent {
-			// Read to its end with nothing of it in this batch: a rotated file's successor
-			// is opened now, and a gone container's file is forgotten.
-			switch {
-			case fl.gone:
-				s.close(fl)
-			case fl.rotated:
-				c := fl.c
-				s.close(fl)
-				if nf := s.open(fl.path, c); nf != nil {
-					nf.sent, nf.read = 0, 0 // a new file: from its start
-					s.files[fl.path] = nf
-				}
-			}
+		if lines > before {
+			fl.quiet = now
+		}
+		// A rotated file, or a gone container's, read to its end, with nothing of it in this
+		// batch, and quiet for a resync: nothing more will come.
+		if (fl.rotated || fl.gone) && atEnd && fl.read == fl.sent && now.Sub(fl.quiet) >= s.resync() {
+			s.close(fl)
 		}
 	}
-	if len(paths) > 0 {
-		s.next = (s.next + 1) % len(paths)
+	if len(keys) > 0 {
+		s.next = (s.next + 1) % len(keys)
 	}
 	return out, lines
 }
 
-// readLines appends the file's next lines to out, up to max bytes, and says whether it read
-// to the file's end. Only whole lines are taken: a line whose records (P … F) are not all
-// written yet is read again next time.
+// moved says whether a file was read past what was sent with no line in between (records
+// that were not CRI's, or P records whose line is not whole yet).
+func (s *Shipper) moved() bool {
+	for _, fl := range s.files {
+		if fl.read != fl.sent {
+			return true
+		}
+	}
+	return false
+}
+
+// readLines appends the file's next whole lines to out, up to max bytes, and says whether it
+// read to the file's end. A line's P records are kept, per stream, until its F record comes.
 func (fl *follow) readLines(buf, out []byte, lines, max int, log *slog.Logger) ([]byte, int, bool) {
-	pos := fl.read
-	var part []byte
-	var partTime time.Time
-	var partStream string
 	for len(out) < max {
-		n, _ := fl.f.ReadAt(buf, pos)
+		n, _ := fl.f.ReadAt(buf, fl.read)
 		data := buf[:n]
 		last := bytes.LastIndexByte(data, '\n')
 		if last < 0 {
 			if n == len(buf) {
-				// A record longer than a chunk is not the runtime's: skip it.
-				log.Warn("skipping a record longer than the runtime writes", "file", fl.path, "offset", pos)
-				pos += int64(n)
-				fl.read, part = pos, nil
+				log.Warn("skipping a record longer than the runtime writes", "file", fl.f.Name(), "offset", fl.read)
+				fl.read += int64(n)
 				continue
 			}
 			return out, lines, true
@@ -395,33 +472,33 @@ func (fl *follow) readLines(buf, out []byte, lines, max int, log *slog.Logger) (
 			i := bytes.IndexByte(data, '\n')
 			raw := data[:i]
 			data = data[i+1:]
-			pos += int64(i + 1)
+			fl.read += int64(i + 1)
 			r, err := parseRecord(raw)
 			if err != nil {
-				log.Debug("skipping a line that is not a CRI record", "file", fl.path)
-				if part == nil {
-					fl.read = pos
-				}
+				log.Debug("skipping a line that is not a CRI record", "file", fl.f.Name())
 				continue
 			}
-			if part == nil {
-				partTime, partStream = r.time, r.stream
+			p := &fl.part[0]
+			if r.stream == "stderr" {
+				p = &fl.part[1]
 			}
-			if r.partial && len(part)+len(r.msg) < maxLine {
-				part = append(part, r.msg...)
-				if part == nil {
-					part = []byte{}
+			if p.msg == nil {
+				p.time = r.time
+			}
+			if r.partial && len(p.msg)+len(r.msg) < maxLine {
+				p.msg = append(p.msg, r.msg...)
+				if p.msg == nil {
+					p.msg = []byte{}
 				}
 				continue
 			}
 			msg := r.msg
-			if part != nil {
-				msg = append(part, r.msg...)
+			if p.msg != nil {
+				msg = append(p.msg, r.msg...)
 			}
-			out = fl.appendLine(out, partTime, partStream, msg)
+			out = fl.appendLine(out, p.time, r.stream, msg)
 			lines++
-			part = nil
-			fl.read = pos
+			p.msg = nil
 		}
 	}
 	return out, lines, false
@@ -449,20 +526,19 @@ func (s *Shipper) commit() {
 }
 
 func (s *Shipper) saveState() {
-	st := make(map[string]position, len(s.files))
-	for p, fl := range s.files {
-		st[p] = position{Inode: fl.inode, Offset: fl.sent}
+	st := make([]position, 0, len(s.files)+len(s.state))
+	for k, fl := range s.files {
+		st = append(st, position{fileKey: k, Offset: fl.sent})
 	}
 	// A file not followed now (its container not listed yet, after a restart) keeps its
-	// position while it exists.
-	for p, pos := range s.state {
-		if _, ok := st[p]; !ok {
-			if _, err := os.Stat(p); err == nil {
-				st[p] = pos
-			}
+	// position while its path exists.
+	for k, off := range s.state {
+		if _, err := os.Stat(k.Path); err == nil {
+			st = append(st, position{fileKey: k, Offset: off})
+		} else {
+			delete(s.state, k)
 		}
 	}
-	s.state = st
 	raw, _ := json.Marshal(st)
 	tmp := s.StateFile + ".tmp"
 	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
@@ -474,8 +550,8 @@ func (s *Shipper) saveState() {
 	}
 }
 
-func loadState(file string, log *slog.Logger) map[string]position {
-	st := map[string]position{}
+func loadState(file string, log *slog.Logger) map[fileKey]int64 {
+	st := map[fileKey]int64{}
 	raw, err := os.ReadFile(file)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
@@ -483,9 +559,13 @@ func loadState(file string, log *slog.Logger) map[string]position {
 		}
 		return st
 	}
-	if err := json.Unmarshal(raw, &st); err != nil {
+	var list []position
+	if err := json.Unmarshal(raw, &list); err != nil {
 		log.Warn("the positions in the log files are not readable; reading them from their starts", "err", err)
-		return map[string]position{}
+		return st
+	}
+	for _, p := range list {
+		st[p.fileKey] = p.Offset
 	}
 	return st
 }

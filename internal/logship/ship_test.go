@@ -2,9 +2,12 @@ package logship_test
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -69,25 +72,38 @@ func TestShipper(t *testing.T) {
 	if err := os.Symlink(file, filepath.Join(links, "web-1_demo_web-c0ffee.log")); err != nil {
 		t.Fatal(err)
 	}
-	record := func(tag, msg string) {
+	recordTo := func(stream, tag, msg string) {
 		t.Helper()
-		if _, err := fmt.Fprintf(w, "%s stdout %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), tag, msg); err != nil {
+		if _, err := fmt.Fprintf(w, "%s %s %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), stream, tag, msg); err != nil {
 			t.Fatal(err)
 		}
 	}
+	record := func(tag, msg string) { t.Helper(); recordTo("stdout", tag, msg) }
 
 	insert := storeURL + "/insert/jsonline?" + url.Values{
 		"_stream_fields": {strings.Join(observe.LogStreamFields[1:], ",")}, "_msg_field": {"_msg"}, "_time_field": {"_time"},
 	}.Encode()
 	hs := logship.HTTPSender{URL: insert, Client: http.DefaultClient}
-	var away, refuse atomic.Bool
-	var failed atomic.Int32
+	var away atomic.Bool
+	var failed, refused atomic.Int32
 	send := func(ctx context.Context, body []byte) error {
 		if away.Load() {
 			failed.Add(1)
 			return &logship.SendError{Status: http.StatusServiceUnavailable, Message: "the hub is away"}
 		}
-		if refuse.CompareAndSwap(true, false) {
+		// The hub refuses any request that holds this line.
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			t.Error(err)
+			return err
+		}
+		lines, err := io.ReadAll(zr)
+		if err != nil {
+			t.Error(err)
+			return err
+		}
+		if bytes.Contains(lines, []byte("a line the hub refuses")) {
+			refused.Add(1)
 			return &logship.SendError{Status: http.StatusBadRequest, Message: "cannot parse"}
 		}
 		return hs.Send(ctx, body)
@@ -157,9 +173,16 @@ func TestShipper(t *testing.T) {
 		t.Fatal(err)
 	}
 	record("F", `{"kubernetes.pod_name":"forged"}`)
-	sent := []string{"one", "two, split in three", `{"kubernetes.pod_name":"forged"}`}
+	// Each stream's P records make its own line, whatever comes between them.
+	recordTo("stdout", "P", "out, ")
+	recordTo("stderr", "F", "err between")
+	recordTo("stdout", "F", "whole")
+	sent := []string{"one", "two, split in three", `{"kubernetes.pod_name":"forged"}`, "out, whole", "err between"}
 	got := want("the first lines", sent...)
 	for _, l := range got {
+		if l["_msg"] == "err between" && l["stream"] != "stderr" {
+			t.Errorf("line %v: stream %q, want stderr", l, l["stream"])
+		}
 		if l["_msg"] != "one" {
 			continue
 		}
@@ -200,11 +223,30 @@ func TestShipper(t *testing.T) {
 	sent = append(sent, "last in the old file", "first in the new file")
 	want("the lines on both sides of a rotation", sent...)
 
-	// A batch the hub refuses for good is dropped; the next line goes in.
-	refuse.Store(true)
-	record("F", "refused")
-	hubtest.Eventually(t, "the refusal", 30*time.Second, func() (bool, error) { return !refuse.Load(), nil })
-	record("F", "after the refusal")
-	sent = append(sent, "after the refusal")
-	want("the line after a refused batch", sent...)
+	// The kubelet rotates the file while the collector is down: the next finds the old file
+	// under its new name, and sends the rest of it and the new one.
+	stop()
+	record("F", "in the new file, rotated while stopped")
+	if err := os.Rename(file, file+".20261204-170000"); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if w, err = os.OpenFile(file, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	record("F", "in the newest file")
+	stop = start()
+	sent = append(sent, "in the new file, rotated while stopped", "in the newest file")
+	want("the lines on both sides of a rotation while the collector was down", sent...)
+
+	// A batch the hub refuses for good is halved until the refused line is alone; it alone
+	// is dropped.
+	record("F", "before the refused line")
+	record("F", "a line the hub refuses")
+	record("F", "after the refused line")
+	sent = append(sent, "before the refused line", "after the refused line")
+	want("the lines beside a refused one", sent...)
+	if refused.Load() == 0 {
+		t.Error("the hub was never asked to take the line it refuses")
+	}
 }

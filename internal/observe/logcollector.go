@@ -61,7 +61,7 @@ const (
 )
 
 // Objects are what the agent applies to its member for the collector: the namespace, a
-// ServiceAccount that may read pods, namespaces and nodes, the Secret with the hub's CA and the
+// ServiceAccount that may read pods, the Secret with the hub's CA and the
 // agent's token, and the DaemonSet. The DaemonSet's pods restart when the Secret's content
 // changes only through its checksum annotation of the CA (a new token reaches running pods
 // through the mounted Secret, which the collector reads again for every request).
