@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,6 +16,8 @@ import (
 
 func newHubCmd(g *globals) *cobra.Command {
 	opts := hub.Options{}
+	var oidc kubeproc.JWTIssuer
+	var oidcCA string
 	cmd := &cobra.Command{
 		Use:   "hub",
 		Short: "Run the hub: the fleet's API server, datastore and controllers",
@@ -31,6 +35,24 @@ kubectl and helm use.`,
 			}
 			if opts.LogsRetention >= 0 && opts.LogsRetention < 24*time.Hour {
 				return usageError("--logs-retention %s: use 24h or more (the store keeps whole days), or -1s to turn the store off", opts.LogsRetention)
+			}
+			if oidc.URL != "" {
+				if oidcCA != "" {
+					ca, err := os.ReadFile(oidcCA)
+					if err != nil {
+						return usageError("--oidc-ca-file: %v", err)
+					}
+					if !x509.NewCertPool().AppendCertsFromPEM(ca) {
+						return usageError("--oidc-ca-file %s: no PEM certificate in it", oidcCA)
+					}
+					oidc.CAPEM = ca
+				}
+				if _, err := kubeproc.AuthenticationConfig([]kubeproc.JWTIssuer{oidc}); err != nil {
+					return usageError("--oidc-issuer: %v", err)
+				}
+				opts.OIDCIssuers = []kubeproc.JWTIssuer{oidc}
+			} else if cmd.Flags().Changed("oidc-ca-file") || cmd.Flags().Changed("oidc-client-id") {
+				return usageError("--oidc-ca-file and --oidc-client-id go with --oidc-issuer")
 			}
 			opts.Log = g.log
 			return hub.Run(cmd.Context(), opts, g.streams.Out)
@@ -55,6 +77,11 @@ kubectl and helm use.`,
 	f.DurationVar(&opts.LogsRetention, "logs-retention", observe.DefaultLogsRetention, "how long the fleet log store keeps pods' log lines, in whole days (24h steps); -1s turns the store, its API and the members' log collectors off")
 	f.DurationVar(&opts.MetricsRetention, "metrics-retention", observe.DefaultRetention, "how long the fleet metrics store keeps samples, in whole days (24h steps); -1s turns the store and its query API off")
 	f.IntVar(&opts.EdgeInstances, "edge-instances", 0, "HAProxy instances the hub runs per edge pool (default 1); -1 runs none, for edge hosts to serve them (convoy edge)")
+	f.StringVar(&oidc.URL, "oidc-issuer", "", "an OpenID Connect issuer (https://) whose ID tokens the hub's API server accepts: people log in with it, as "+kubeproc.DefaultOIDCPrefix+"USER in groups "+kubeproc.DefaultOIDCPrefix+"GROUP, and RBAC at the hub decides what they may do")
+	f.StringVar(&oidcCA, "oidc-ca-file", "", "the CA (PEM) of the --oidc-issuer's serving certificate, when the host's roots do not trust it")
+	f.StringSliceVar(&oidc.Audiences, "oidc-client-id", []string{"convoy"}, "the client IDs the --oidc-issuer's tokens must be for (their aud)")
+	f.StringVar(&oidc.UsernameClaim, "oidc-username-claim", "email", "the claim of the --oidc-issuer's tokens that names the person (an email must be verified)")
+	f.StringVar(&oidc.GroupsClaim, "oidc-groups-claim", "groups", "the claim of the --oidc-issuer's tokens that lists the person's groups")
 	cmd.MarkFlagsRequiredTogether("datastore-certfile", "datastore-keyfile")
 	return cmd
 }

@@ -92,6 +92,10 @@ type Options struct {
 	// observe.DefaultLogsRetention); a negative one turns the store, its API and the
 	// members' log collectors off.
 	LogsRetention time.Duration
+	// OIDCIssuers are OpenID Connect issuers whose ID tokens the hub's API server accepts
+	// (structured authentication): people log in with them, and RBAC at the hub decides what
+	// their prefixed names and groups may do.
+	OIDCIssuers []kubeproc.JWTIssuer
 	// PprofAddr is where the hub process serves Go's /debug/pprof (controller-runtime's),
 	// for profiling; set, it also turns on the API server's own. Empty turns both off.
 	PprofAddr string
@@ -250,6 +254,12 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 			return nil, err
 		}
 	}
+	var authnConfig []byte
+	if len(opts.OIDCIssuers) > 0 {
+		if authnConfig, err = kubeproc.AuthenticationConfig(opts.OIDCIssuers); err != nil {
+			return nil, err
+		}
+	}
 	ds, err := parseDatastore(opts.DatastoreEndpoint, kubeproc.SQLiteEndpoint(filepath.Join(h.layout.DB(), "state.db")))
 	if err != nil {
 		return nil, err
@@ -363,8 +373,17 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	if err := h.serveMetricsAPI(); err != nil {
 		return nil, err
 	}
+	authnPath := ""
+	if authnConfig != nil {
+		// The API server reads the file again when it changes.
+		authnPath = filepath.Join(h.layout.Internal(), "authentication.yaml")
+		if err := kubeproc.WriteFileAtomic(authnPath, authnConfig, 0o600); err != nil {
+			return nil, err
+		}
+	}
 	apiserver, err := h.startChild(kubeproc.KubeAPIServer, apiserverBin, kubeproc.APIServerConfig{
-		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki, AuthorizationConfig: authzConfig, Extra: extra,
+		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki, AuthorizationConfig: authzConfig,
+		AuthenticationConfig: authnPath, Extra: extra,
 	}.Args())
 	if err != nil {
 		return nil, err

@@ -120,6 +120,9 @@ type APIServerConfig struct {
 	// (AuthorizationConfig) that replaces --authorization-mode; it must list Node itself when
 	// Kubelets is set.
 	AuthorizationConfig string
+	// AuthenticationConfig, when set, is the path of an AuthenticationConfiguration
+	// (AuthenticationConfig): the OIDC issuers whose tokens the API server accepts.
+	AuthenticationConfig string
 	// Extra arguments, appended last so they win.
 	Extra []string
 }
@@ -164,6 +167,9 @@ func (c APIServerConfig) Args() []string {
 		mode = "--authorization-config=" + c.AuthorizationConfig
 	}
 	args = append(args, mode)
+	if c.AuthenticationConfig != "" {
+		args = append(args, "--authentication-config="+c.AuthenticationConfig)
+	}
 	if c.EtcdTLS.CAFile != "" {
 		args = append(args, "--etcd-cafile="+c.EtcdTLS.CAFile)
 	}
