@@ -127,6 +127,8 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		HubURL: h.apiserverURL, HubCAFile: kubeproc.CACertPath(h.layout.PKI()), DeliveryPort: deliveryPort,
 		Metrics: h.opts.MetricsRetention >= 0, Logs: h.opts.LogsRetention >= 0,
 		Registry: h.registry.Addr(), RegistryPull: h.registry.PullAddr(),
+		// Every local cluster trusts the issuers the hub trusts.
+		Authentication: h.authnConfig,
 	}
 	if !h.opts.SkipTemplates {
 		localProvider.Templates = h.layout.Templates()

@@ -140,6 +140,9 @@ type Hub struct {
 	layout  Layout
 	log     *slog.Logger
 	started time.Time
+	// authnConfig is the AuthenticationConfiguration of opts.OIDCIssuers (nil: none), which
+	// the hub's API server and every local cluster's get.
+	authnConfig []byte
 
 	releaseLock func()
 	procs       []*kubeproc.Process // in start order
@@ -260,6 +263,7 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 			return nil, err
 		}
 	}
+	h.authnConfig = authnConfig
 	ds, err := parseDatastore(opts.DatastoreEndpoint, kubeproc.SQLiteEndpoint(filepath.Join(h.layout.DB(), "state.db")))
 	if err != nil {
 		return nil, err

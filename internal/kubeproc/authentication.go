@@ -53,7 +53,7 @@ func AuthenticationConfig(issuers []JWTIssuer) ([]byte, error) {
 		APIVersion string `json:"apiVersion"`
 		Kind       string `json:"kind"`
 		JWT        []jwt  `json:"jwt"`
-	}{APIVersion: "apiserver.config.k8s.io/v1", Kind: "AuthenticationConfiguration"}
+	}{APIVersion: "apiserver.config.k8s.io/v1", Kind: "AuthenticationConfiguration", JWT: []jwt{}}
 	seen := map[string]bool{}
 	for _, is := range issuers {
 		u, err := url.Parse(is.URL)

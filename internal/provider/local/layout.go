@@ -13,9 +13,13 @@ import (
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
 
-// dir is one local cluster's directory, DATA/clusters/NAME. The hub writes config.json; the
-// runtime process owns everything else.
+// dir is one local cluster's directory, DATA/clusters/NAME. The hub writes config.json and
+// authentication.yaml; the runtime process owns everything else.
 type dir string
+
+// authentication is the AuthenticationConfiguration of the cluster's API server, which reads
+// it again when the hub changes it.
+func (d dir) authentication() string { return filepath.Join(string(d), "authentication.yaml") }
 
 func (d dir) config() string     { return filepath.Join(string(d), "config.json") }
 func (d dir) lock() string       { return filepath.Join(string(d), "runtime.lock") }

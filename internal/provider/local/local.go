@@ -10,6 +10,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -63,6 +64,12 @@ type Provider struct {
 	// RegistryPull is where the registry serves the nodes, read-only (see
 	// registry.Server.ServePulls); empty means Registry.
 	RegistryPull string
+	// Authentication is the AuthenticationConfiguration (kubeproc.AuthenticationConfig) every
+	// cluster's API server gets: the OIDC issuers the hub trusts, so that people are the
+	// same on every member. The provider writes it to each cluster it creates or finds
+	// running, and a running API server reads it again. Nil means none (an empty
+	// configuration).
+	Authentication []byte
 	// Log receives the provider's logs.
 	Log *slog.Logger
 
@@ -125,10 +132,13 @@ func (p *Provider) Validate(_ context.Context, c *v1alpha1.Cluster) error {
 func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	d := p.dir(c.Name)
 	if _, running := kubeproc.LockHolder(d.lock()); running {
-		return nil
+		return p.writeAuthentication(d)
 	}
 	if err := os.MkdirAll(d.logs(), 0o700); err != nil {
 		return fmt.Errorf("create cluster dir: %w", err)
+	}
+	if err := p.writeAuthentication(d); err != nil {
+		return err
 	}
 	var cfg config
 	switch err := readJSON(d.config(), &cfg); {
@@ -156,6 +166,25 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 		return err
 	}
 	return p.startRuntime(ctx, d)
+}
+
+// writeAuthentication writes the cluster's AuthenticationConfiguration when it differs from
+// what the cluster has.
+func (p *Provider) writeAuthentication(d dir) error {
+	want := p.Authentication
+	if want == nil {
+		var err error
+		if want, err = kubeproc.AuthenticationConfig(nil); err != nil {
+			return err
+		}
+	}
+	if have, err := os.ReadFile(d.authentication()); err == nil && bytes.Equal(have, want) {
+		return nil
+	}
+	if err := kubeproc.WriteFileAtomic(d.authentication(), want, 0o600); err != nil {
+		return fmt.Errorf("write the cluster's authentication configuration: %w", err)
+	}
+	return nil
 }
 
 func versionOf(c *v1alpha1.Cluster) string {

@@ -344,6 +344,8 @@ func (r *Runtime) components() ([]component, error) {
 			Kubelets: &r.pki.Admin,
 			// Pods on real nodes reach it through the host's fleet address (see node.Forward).
 			Advertise: node.Gateway.String(),
+			// The hub's OIDC issuers; a cluster made before the hub wrote it has none.
+			AuthenticationConfig: ifExists(r.dir.authentication()),
 		}.Args()),
 		add(kube, kubeproc.KubeControllerManager, r.controllerManager()),
 		add(kube, kubeproc.KubeScheduler, []string{
@@ -691,4 +693,12 @@ func lastLines(s string, n int) string {
 		keep = keep[len(keep)-n:]
 	}
 	return strings.Join(keep, "\n")
+}
+
+// ifExists is path when a file is there, else "".
+func ifExists(path string) string {
+	if _, err := os.Stat(path); err != nil {
+		return ""
+	}
+	return path
 }
