@@ -20,6 +20,12 @@ const (
 	VersionsConfigMap = "kubernetes-versions"
 	// VersionsKey is the key of VersionsConfigMap that lists the versions.
 	VersionsKey = "versions"
+	// AuthenticationConfigMap, in SystemNamespace, holds the AuthenticationConfiguration of
+	// the OIDC issuers the hub trusts (key AuthenticationKey), which every member's API server
+	// should get; it is absent when the hub trusts none. Nothing in it is secret.
+	AuthenticationConfigMap = "authentication"
+	// AuthenticationKey is the key of AuthenticationConfigMap that holds the configuration.
+	AuthenticationKey = "authentication.yaml"
 )
 
 // KubeconfigSecretName is the Secret in SystemNamespace that holds a cluster's admin

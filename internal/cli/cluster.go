@@ -46,6 +46,7 @@ func newClusterCmd(g *globals) *cobra.Command {
 		newClusterKubeconfigCmd(g),
 		newClusterJoinCmd(g),
 		newClusterRevokeCmd(g),
+		newClusterAuthenticationCmd(g),
 	)
 	return cmd
 }

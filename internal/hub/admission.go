@@ -8,6 +8,7 @@ import (
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -19,6 +20,30 @@ import (
 )
 
 const versionPolicy = "convoy-cluster-kubernetes-version"
+
+// publishAuthentication keeps the AuthenticationConfiguration of the hub's OIDC issuers in the
+// ConfigMap AuthenticationConfigMap, for imported members' API servers (`convoy cluster
+// authentication-config`), or deletes it when the hub trusts none.
+func publishAuthentication(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, config []byte) error {
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.AuthenticationConfigMap}}
+	if config == nil {
+		if err := c.Delete(ctx, cm); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete the authentication configuration: %w", err)
+		}
+		return nil
+	}
+	if _, err := controllerutil.CreateOrUpdate(ctx, c, cm, func() error {
+		cm.Data = map[string]string{v1alpha1.AuthenticationKey: string(config)}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("publish the authentication configuration: %w", err)
+	}
+	return nil
+}
 
 // installAdmission creates the convoy-system namespace, records the Kubernetes versions the
 // hub has binaries for, and installs a ValidatingAdmissionPolicy that refuses a local Cluster

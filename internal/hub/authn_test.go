@@ -13,11 +13,14 @@ import (
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
@@ -44,19 +47,31 @@ func TestOIDCIssuer(t *testing.T) {
 	}
 
 	// The API server fetches the issuer's keys in the background after it starts.
+	review := func(cs *kubernetes.Clientset) (*authnv1.SelfSubjectReview, error) {
+		return cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	}
 	alice := as(is.Token(t, nil, nil))
-	var review *authnv1.SelfSubjectReview
+	var r *authnv1.SelfSubjectReview
 	hubtest.Eventually(t, "a token of the issuer accepted", time.Minute, func() (bool, error) {
 		var err error
-		review, err = alice.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		r, err = review(alice)
 		return err == nil, err
 	})
-	if u := review.Status.UserInfo; u.Username != "oidc:alice@example.com" || !slices.Contains(u.Groups, "oidc:team-shop") {
+	if u := r.Status.UserInfo; u.Username != "oidc:alice@example.com" || !slices.Contains(u.Groups, "oidc:team-shop") {
 		t.Errorf("the token's holder is %q in %q, want oidc:alice@example.com in oidc:team-shop", u.Username, u.Groups)
 	}
 	// Authenticated, then RBAC at the hub decides: she has no binding.
 	if _, err := alice.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("alice with no binding lists namespaces: %v, want forbidden", err)
+	}
+
+	// The configuration is published for imported members (convoy cluster authentication-config).
+	var cm corev1.ConfigMap
+	if err := h.Client.Get(ctx, client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.AuthenticationConfigMap}, &cm); err != nil {
+		t.Fatal(err)
+	}
+	if got := cm.Data[v1alpha1.AuthenticationKey]; !strings.Contains(got, "url: "+is.Srv.URL) || !strings.Contains(got, "kind: AuthenticationConfiguration") {
+		t.Errorf("the published configuration:\n%s", got)
 	}
 
 	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -75,12 +90,23 @@ func TestOIDCIssuer(t *testing.T) {
 		"an unverified email":     is.Token(t, nil, map[string]any{"email_verified": false}),
 		"tampered":                tamper(is.Token(t, nil, nil)),
 	} {
-		_, err := as(token).AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		_, err := review(as(token))
 		if !apierrors.IsUnauthorized(err) {
 			t.Errorf("a token %s: %v, want 401", name, err)
 		} else if strings.Contains(err.Error(), "alice") || strings.Contains(err.Error(), "issuer") {
 			t.Errorf("a token %s: the refusal tells more than 401: %v", name, err)
 		}
+	}
+
+	// The hub started again without the issuer: its tokens are refused, and nothing is
+	// published any more.
+	h.Options.OIDCIssuers = nil
+	h.Restart()
+	if _, err := review(alice); !apierrors.IsUnauthorized(err) {
+		t.Errorf("alice's token at a hub that no longer trusts her issuer: %v, want 401", err)
+	}
+	if err := h.Client.Get(ctx, client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.AuthenticationConfigMap}, &cm); !apierrors.IsNotFound(err) {
+		t.Errorf("the configuration of an issuer the hub no longer trusts: %v, want not found", err)
 	}
 }
 

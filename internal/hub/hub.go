@@ -421,6 +421,9 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	if err := installAdmission(ctx, controllersCfg, scheme, versions); err != nil {
 		return nil, err
 	}
+	if err := publishAuthentication(ctx, controllersCfg, scheme, h.authnConfig); err != nil {
+		return nil, err
+	}
 
 	h.setPhase("starting the metrics store")
 	if err := h.startMetricsStore(ctx, metricsBin); err != nil {
