@@ -18,7 +18,7 @@ func newClusterAuthenticationCmd(g *globals) *cobra.Command {
 		Long: `Print the AuthenticationConfiguration (apiserver.config.k8s.io/v1) of the OpenID Connect
 issuer the hub trusts (convoy hub --oidc-issuer). Local clusters get it by themselves. For an
 imported cluster, put the file on each of its control-plane hosts and start kube-apiserver
-(Kubernetes 1.30 or newer) with --authentication-config=PATH: its API server then takes the
+(Kubernetes 1.34 or newer, which reads apiserver.config.k8s.io/v1) with --authentication-config=PATH: its API server then takes the
 issuer's ID tokens as the hub's does, so a person is the same user (oidc:EMAIL, in groups
 oidc:GROUP) there, and that cluster's RBAC decides what they may do. The API server reads the
 file again when it changes. It cannot be used beside the --oidc-* flags of kube-apiserver.`,

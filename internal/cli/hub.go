@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"os"
@@ -42,17 +41,18 @@ kubectl and helm use.`,
 					if err != nil {
 						return usageError("--oidc-ca-file: %v", err)
 					}
-					if !x509.NewCertPool().AppendCertsFromPEM(ca) {
-						return usageError("--oidc-ca-file %s: no PEM certificate in it", oidcCA)
-					}
 					oidc.CAPEM = ca
 				}
 				if _, err := kubeproc.AuthenticationConfig([]kubeproc.JWTIssuer{oidc}); err != nil {
-					return usageError("--oidc-issuer: %v", err)
+					return usageError("%v", err)
 				}
 				opts.OIDCIssuers = []kubeproc.JWTIssuer{oidc}
-			} else if cmd.Flags().Changed("oidc-ca-file") || cmd.Flags().Changed("oidc-client-id") {
-				return usageError("--oidc-ca-file and --oidc-client-id go with --oidc-issuer")
+			} else {
+				for _, f := range []string{"oidc-ca-file", "oidc-client-id", "oidc-username-claim", "oidc-groups-claim"} {
+					if cmd.Flags().Changed(f) {
+						return usageError("--%s goes with --oidc-issuer", f)
+					}
+				}
 			}
 			opts.Log = g.log
 			return hub.Run(cmd.Context(), opts, g.streams.Out)

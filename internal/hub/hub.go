@@ -377,13 +377,18 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	if err := h.serveMetricsAPI(); err != nil {
 		return nil, err
 	}
-	authnPath := ""
+	authnPath := filepath.Join(h.layout.Internal(), "authentication.yaml")
 	if authnConfig != nil {
 		// The API server reads the file again when it changes.
-		authnPath = filepath.Join(h.layout.Internal(), "authentication.yaml")
 		if err := kubeproc.WriteFileAtomic(authnPath, authnConfig, 0o600); err != nil {
 			return nil, err
 		}
+	} else {
+		// An earlier run's, which nothing reads now.
+		if err := os.Remove(authnPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		authnPath = ""
 	}
 	apiserver, err := h.startChild(kubeproc.KubeAPIServer, apiserverBin, kubeproc.APIServerConfig{
 		EtcdServers: etcdServers, EtcdTLS: etcdTLS, Port: port, PKI: pki, AuthorizationConfig: authzConfig,

@@ -53,7 +53,7 @@ func (is *OIDCIssuer) CAPEM() []byte {
 
 // Token is an ID token for alice@example.com (verified) in group team-shop, for client ID
 // convoy, valid for 10 minutes, with these claims over those, signed with key (the issuer's
-// when nil).
+// when nil); a nil claim is left out.
 func (is *OIDCIssuer) Token(t testing.TB, key *ecdsa.PrivateKey, claims map[string]any) string {
 	if key == nil {
 		key = is.key
@@ -63,6 +63,10 @@ func (is *OIDCIssuer) Token(t testing.TB, key *ecdsa.PrivateKey, claims map[stri
 		"groups": []string{"team-shop"}, "iat": time.Now().Unix(), "exp": time.Now().Add(10 * time.Minute).Unix(),
 	}
 	for k, v := range claims {
+		if v == nil {
+			delete(c, k) // a claim left out
+			continue
+		}
 		c[k] = v
 	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "k1").WithType("JWT"))

@@ -1,7 +1,10 @@
 package kubeproc
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net/url"
 
@@ -28,6 +31,10 @@ type JWTIssuer struct {
 // DefaultOIDCPrefix is what goes before the names an issuer's tokens carry.
 const DefaultOIDCPrefix = "oidc:"
 
+// AuthenticationConfigMinor is the first minor version of Kubernetes 1 whose API server reads
+// AuthenticationConfig's apiserver.config.k8s.io/v1 (structured authentication went GA).
+const AuthenticationConfigMinor = 34
+
 // AuthenticationConfig is an AuthenticationConfiguration (apiserver.config.k8s.io/v1) for
 // --authentication-config that trusts the issuers' tokens. The API server reads the file
 // again when it changes.
@@ -42,9 +49,14 @@ func AuthenticationConfig(issuers []JWTIssuer) ([]byte, error) {
 		Audiences            []string `json:"audiences"`
 		AudienceMatchPolicy  string   `json:"audienceMatchPolicy,omitempty"`
 	}
+	type rule struct {
+		Expression string `json:"expression"`
+		Message    string `json:"message"`
+	}
 	type jwt struct {
-		Issuer        issuer `json:"issuer"`
-		ClaimMappings struct {
+		Issuer               issuer `json:"issuer"`
+		ClaimValidationRules []rule `json:"claimValidationRules,omitempty"`
+		ClaimMappings        struct {
 			Username claim `json:"username"`
 			Groups   claim `json:"groups"`
 		} `json:"claimMappings"`
@@ -54,11 +66,14 @@ func AuthenticationConfig(issuers []JWTIssuer) ([]byte, error) {
 		Kind       string `json:"kind"`
 		JWT        []jwt  `json:"jwt"`
 	}{APIVersion: "apiserver.config.k8s.io/v1", Kind: "AuthenticationConfiguration", JWT: []jwt{}}
-	seen := map[string]bool{}
+	seen, prefixes := map[string]bool{}, map[string]bool{}
 	for _, is := range issuers {
 		u, err := url.Parse(is.URL)
-		if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return nil, fmt.Errorf("OIDC issuer %q: an https:// URL without query or fragment is needed", is.URL)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("OIDC issuer %q: an https:// URL without user, query or fragment is needed", is.URL)
+		}
+		if is.URL == ServiceAccountIssuer {
+			return nil, fmt.Errorf("OIDC issuer %q is the API servers' own ServiceAccount issuer: name another", is.URL)
 		}
 		if seen[is.URL] {
 			return nil, fmt.Errorf("OIDC issuer %q is listed twice", is.URL)
@@ -67,6 +82,18 @@ func AuthenticationConfig(issuers []JWTIssuer) ([]byte, error) {
 		if len(is.Audiences) == 0 {
 			return nil, fmt.Errorf("OIDC issuer %q: name the client ID its tokens are for", is.URL)
 		}
+		auds := map[string]bool{}
+		for _, a := range is.Audiences {
+			if a == "" || auds[a] {
+				return nil, fmt.Errorf("OIDC issuer %q: client IDs %q: each must be given once, and not empty", is.URL, is.Audiences)
+			}
+			auds[a] = true
+		}
+		if len(is.CAPEM) > 0 {
+			if err := checkCAs(is.CAPEM); err != nil {
+				return nil, fmt.Errorf("OIDC issuer %q: its CA: %w", is.URL, err)
+			}
+		}
 		prefix := is.Prefix
 		switch prefix {
 		case "":
@@ -74,7 +101,19 @@ func AuthenticationConfig(issuers []JWTIssuer) ([]byte, error) {
 		case "-":
 			prefix = ""
 		}
+		// Two issuers under one prefix could each make the other's users.
+		if prefixes[prefix] {
+			return nil, fmt.Errorf("OIDC issuer %q: another issuer has its prefix %q: give each its own", is.URL, prefix)
+		}
+		prefixes[prefix] = true
 		j := jwt{Issuer: issuer{URL: is.URL, CertificateAuthority: string(is.CAPEM), Audiences: is.Audiences}}
+		if cmp.Or(is.UsernameClaim, "email") == "email" {
+			// The API server checks email_verified only when a token has it.
+			j.ClaimValidationRules = []rule{{
+				Expression: "has(claims.email_verified) && claims.email_verified == true",
+				Message:    "the email is not verified",
+			}}
+		}
 		if len(is.Audiences) > 1 {
 			j.Issuer.AudienceMatchPolicy = "MatchAny"
 		}
@@ -83,4 +122,27 @@ func AuthenticationConfig(issuers []JWTIssuer) ([]byte, error) {
 		cfg.JWT = append(cfg.JWT, j)
 	}
 	return yaml.Marshal(cfg)
+}
+
+// checkCAs checks that PEM holds certificates and nothing else, as the API server reads it.
+func checkCAs(raw []byte) error {
+	n := 0
+	for {
+		var b *pem.Block
+		b, raw = pem.Decode(raw)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return fmt.Errorf("a %s where certificates are expected", b.Type)
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return err
+		}
+		n++
+	}
+	if n == 0 || len(bytes.TrimSpace(raw)) > 0 {
+		return fmt.Errorf("not PEM certificates")
+	}
+	return nil
 }

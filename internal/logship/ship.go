@@ -158,8 +158,10 @@ type follow struct {
 }
 
 type partial struct {
-	msg  []byte
-	time time.Time
+	// start is the offset of the line's first record: where a new run reads it again.
+	start int64
+	msg   []byte
+	time  time.Time
 }
 
 // Run follows and sends until ctx ends.
@@ -326,8 +328,11 @@ func (s *Shipper) sync() {
 		}
 	}
 	for _, fl := range s.files {
-		if !fl.gone && !listed[fl.c.ID] {
+		switch {
+		case !fl.gone && !listed[fl.c.ID]:
 			fl.gone, fl.quiet = true, now
+		case fl.gone && listed[fl.c.ID]:
+			fl.gone = false // listed again
 		}
 		if fl.rotated {
 			continue
@@ -401,6 +406,10 @@ func (s *Shipper) resumeRotated(key fileKey, c Container) {
 func (s *Shipper) close(fl *follow) {
 	_ = fl.f.Close()
 	delete(s.files, fl.key)
+	if fl.gone {
+		// Should the container be listed again, its file goes on from here.
+		s.state[fl.key] = fl.saved()
+	}
 	dir := filepath.Dir(fl.f.Name())
 	if s.watched[dir]--; s.watched[dir] <= 0 {
 		delete(s.watched, dir)
@@ -430,9 +439,15 @@ func (s *Shipper) readBatch(max int) ([]byte, int) {
 			fl.quiet = now
 		}
 		// A rotated file, or a gone container's, read to its end, with nothing of it in this
-		// batch, and quiet for a resync: nothing more will come.
+		// batch, and quiet for a resync: nothing more will come. A line whose last record
+		// never came is sent as it is, then the file is closed.
 		if (fl.rotated || fl.gone) && atEnd && fl.read == fl.sent && now.Sub(fl.quiet) >= s.resync() {
-			s.close(fl)
+			if flushed := fl.flushParts(out); len(flushed) > len(out) {
+				lines += bytes.Count(flushed[len(out):], []byte{'\n'})
+				out = flushed
+			} else {
+				s.close(fl)
+			}
 		}
 	}
 	if len(keys) > 0 {
@@ -483,7 +498,7 @@ func (fl *follow) readLines(buf, out []byte, lines, max int, log *slog.Logger) (
 				p = &fl.part[1]
 			}
 			if p.msg == nil {
-				p.time = r.time
+				p.time, p.start = r.time, fl.read-int64(i+1)
 			}
 			if r.partial && len(p.msg)+len(r.msg) < maxLine {
 				p.msg = append(p.msg, r.msg...)
@@ -502,6 +517,29 @@ func (fl *follow) readLines(buf, out []byte, lines, max int, log *slog.Logger) (
 		}
 	}
 	return out, lines, false
+}
+
+// flushParts appends the lines whose P records came and whose F record did not, as they are.
+func (fl *follow) flushParts(out []byte) []byte {
+	for i, stream := range []string{"stdout", "stderr"} {
+		if p := &fl.part[i]; p.msg != nil {
+			out = fl.appendLine(out, p.time, stream, p.msg)
+			p.msg = nil
+		}
+	}
+	return out
+}
+
+// saved is where a new run should read the file from: past what was sent, but not past the
+// first record of a line not yet whole.
+func (fl *follow) saved() int64 {
+	off := fl.sent
+	for _, p := range fl.part {
+		if p.msg != nil {
+			off = min(off, p.start)
+		}
+	}
+	return off
 }
 
 func (fl *follow) appendLine(out []byte, t time.Time, stream string, msg []byte) []byte {
@@ -528,7 +566,7 @@ func (s *Shipper) commit() {
 func (s *Shipper) saveState() {
 	st := make([]position, 0, len(s.files)+len(s.state))
 	for k, fl := range s.files {
-		st = append(st, position{fileKey: k, Offset: fl.sent})
+		st = append(st, position{fileKey: k, Offset: fl.saved()})
 	}
 	// A file not followed now (its container not listed yet, after a restart) keeps its
 	// position while its path exists.

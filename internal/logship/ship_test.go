@@ -239,11 +239,31 @@ func TestShipper(t *testing.T) {
 	sent = append(sent, "in the new file, rotated while stopped", "in the newest file")
 	want("the lines on both sides of a rotation while the collector was down", sent...)
 
+	// A line whose first record was read before the collector stopped, and whose last was
+	// written after: the next run sends it whole.
+	st, err := os.Stat(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record("P", "begun before a restart, ")
+	hubtest.Eventually(t, "the collector reading the first record", 30*time.Second, func() (bool, error) {
+		now, err := os.Stat(state) // it keeps its positions once it read past what it sent
+		return err == nil && now.ModTime().After(st.ModTime()), err
+	})
+	stop()
+	record("F", "ended after")
+	stop = start()
+	sent = append(sent, "begun before a restart, ended after")
+	want("a line split across a restart", sent...)
+
 	// A batch the hub refuses for good is halved until the refused line is alone; it alone
-	// is dropped.
+	// is dropped. The three lines are written while the collector is down, so that they go
+	// in one batch.
+	stop()
 	record("F", "before the refused line")
 	record("F", "a line the hub refuses")
 	record("F", "after the refused line")
+	stop = start()
 	sent = append(sent, "before the refused line", "after the refused line")
 	want("the lines beside a refused one", sent...)
 	if refused.Load() == 0 {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	utilversion "k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -345,7 +346,7 @@ func (r *Runtime) components() ([]component, error) {
 			// Pods on real nodes reach it through the host's fleet address (see node.Forward).
 			Advertise: node.Gateway.String(),
 			// The hub's OIDC issuers; a cluster made before the hub wrote it has none.
-			AuthenticationConfig: ifExists(r.dir.authentication()),
+			AuthenticationConfig: r.authenticationConfig(),
 		}.Args()),
 		add(kube, kubeproc.KubeControllerManager, r.controllerManager()),
 		add(kube, kubeproc.KubeScheduler, []string{
@@ -695,9 +696,17 @@ func lastLines(s string, n int) string {
 	return strings.Join(keep, "\n")
 }
 
-// ifExists is path when a file is there, else "".
-func ifExists(path string) string {
+// authenticationConfig is the path of the hub's AuthenticationConfiguration for the cluster's
+// API server, or "" when there is none yet or the cluster's Kubernetes is older than the
+// configuration's version (apiserver.config.k8s.io/v1 is served from 1.34).
+func (r *Runtime) authenticationConfig() string {
+	path := r.dir.authentication()
 	if _, err := os.Stat(path); err != nil {
+		return ""
+	}
+	if v, err := utilversion.ParseGeneric(r.cfg.KubernetesVersion); err != nil || v.LessThan(utilversion.MajorMinor(1, kubeproc.AuthenticationConfigMinor)) {
+		r.log.Warn("this cluster's Kubernetes is too old for the hub's AuthenticationConfiguration; its API server trusts no OIDC issuer",
+			"version", r.cfg.KubernetesVersion, "needs", fmt.Sprintf("v1.%d or newer", kubeproc.AuthenticationConfigMinor))
 		return ""
 	}
 	return path
