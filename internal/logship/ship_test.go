@@ -11,17 +11,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/convoy-dev/convoy/internal/hubtest"
-	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/logship"
 	"github.com/convoy-dev/convoy/internal/observe"
 )
@@ -32,28 +29,7 @@ import (
 // and a batch the hub refuses for good is dropped without stopping the lines after it.
 func TestShipper(t *testing.T) {
 	t.Parallel()
-	bin, err := kubeproc.Binaries{Dir: hubtest.BinDir(t)}.Path(kubeproc.VictoriaLogs)
-	if err != nil {
-		t.Skip(err)
-	}
-	port, err := kubeproc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := exec.Command(bin, observe.LogStore{DataDir: t.TempDir(), Port: port}.Args()...)
-	if err := store.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Process.Kill(); store.Wait() })
-	storeURL := "http://127.0.0.1:" + strconv.Itoa(port)
-	hubtest.Eventually(t, "the log store answering", 30*time.Second, func() (bool, error) {
-		resp, err := http.Get(storeURL + "/health")
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return true, nil
-	})
+	storeURL := hubtest.LogStore(t).String()
 
 	// The kubelet's layout: the container's log file, and its link.
 	dir := t.TempDir()

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,28 +27,7 @@ import (
 // send, and a query the store refuses comes back as a Status with the store's reason.
 func TestLogsAPI(t *testing.T) {
 	t.Parallel()
-	bin, err := kubeproc.Binaries{Dir: hubtest.BinDir(t)}.Path(kubeproc.VictoriaLogs)
-	if err != nil {
-		t.Skip(err)
-	}
-	port, err := kubeproc.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := exec.Command(bin, observe.LogStore{DataDir: t.TempDir(), Port: port}.Args()...)
-	if err := store.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Process.Kill(); store.Wait() })
-	storeURL := &url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
-	hubtest.Eventually(t, "the log store answering", 30*time.Second, func() (bool, error) {
-		resp, err := http.Get(storeURL.String() + "/health")
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return true, nil
-	})
+	storeURL := hubtest.LogStore(t)
 
 	// The API server's front-proxy client certificate, as the hub makes it.
 	dir := t.TempDir()
