@@ -10,8 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -24,11 +22,7 @@ const versionPolicy = "convoy-cluster-kubernetes-version"
 // publishAuthentication keeps the AuthenticationConfiguration of the hub's OIDC issuers in the
 // ConfigMap AuthenticationConfigMap, for imported members' API servers (`convoy cluster
 // authentication-config`), or deletes it when the hub trusts none.
-func publishAuthentication(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, config []byte) error {
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
+func publishAuthentication(ctx context.Context, c client.Client, config []byte) error {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.AuthenticationConfigMap}}
 	if config == nil {
 		if err := c.Delete(ctx, cm); err != nil && !apierrors.IsNotFound(err) {
@@ -49,11 +43,7 @@ func publishAuthentication(ctx context.Context, cfg *rest.Config, scheme *runtim
 // hub has binaries for, and installs a ValidatingAdmissionPolicy that refuses a local Cluster
 // asking for any other version. The API server itself enforces it, so kubectl, helm and
 // convoy all get the same refusal and nothing is stored.
-func installAdmission(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, versions []string) error {
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
+func installAdmission(ctx context.Context, c client.Client, versions []string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.SystemNamespace}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, ns, func() error { return nil }); err != nil {
 		return fmt.Errorf("create namespace %s: %w", ns.Name, err)

@@ -423,10 +423,14 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 		return nil, err
 	}
 	versions := local.AvailableVersions(opts.BinDir)
-	if err := installAdmission(ctx, controllersCfg, scheme, versions); err != nil {
+	setup, err := client.New(controllersCfg, client.Options{Scheme: scheme})
+	if err != nil {
 		return nil, err
 	}
-	if err := publishAuthentication(ctx, controllersCfg, scheme, h.authnConfig); err != nil {
+	if err := installAdmission(ctx, setup, versions); err != nil {
+		return nil, err
+	}
+	if err := publishAuthentication(ctx, setup, h.authnConfig); err != nil {
 		return nil, err
 	}
 

@@ -192,8 +192,15 @@ func (s *Shipper) Run(ctx context.Context) error {
 	tick := time.NewTicker(s.resync())
 	defer tick.Stop()
 	var lastSend time.Time
+	// Links are resolved and files checked for rotation when something other than a write
+	// happened (a file made or renamed, the pod list changed, a resync): a write only needs
+	// the files read.
+	resolve := true
 	for {
-		s.sync()
+		if resolve {
+			s.sync()
+			resolve = false
+		}
 		lines, n := s.readBatch(batch)
 		if n > 0 {
 			if wait := cmp.Or(s.MinInterval, DefaultMinInterval) - time.Since(lastSend); len(lines) < batch && wait > 0 {
@@ -218,18 +225,24 @@ func (s *Shipper) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.Changed:
-		case <-w.Events:
+			resolve = true
+		case ev := <-w.Events:
+			resolve = resolve || ev.Op != fsnotify.Write
 		case err := <-w.Errors:
 			if !errors.Is(err, fsnotify.ErrEventOverflow) {
 				s.Log.Warn("watching the log files", "err", err)
 			}
+			resolve = true // an event may be lost
 		case <-tick.C:
+			resolve = true
 		}
 		// One look serves every event that came meanwhile.
 		for drained := false; !drained; {
 			select {
-			case <-w.Events:
+			case ev := <-w.Events:
+				resolve = resolve || ev.Op != fsnotify.Write
 			case <-s.Changed:
+				resolve = true
 			default:
 				drained = true
 			}

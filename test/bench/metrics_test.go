@@ -330,19 +330,7 @@ func BenchmarkFleetMetrics(b *testing.B) {
 
 // collectorPIDs are the log collectors' processes (convoy log-collector) on this host.
 func collectorPIDs() []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && slices.Contains(strings.Split(string(raw), "\x00"), "log-collector") {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return pidsWhere(func(args []string) bool { return slices.Contains(args, "log-collector") })
 }
 
 // logIngest sends n requests, each with a path of its own, to the demo pods in turn, and
@@ -573,8 +561,21 @@ func (s *simStore) run(ctx context.Context, n int, series []simSeries) {
 	}
 }
 
-// pidWithArg is the process whose command line has an argument that contains s, or 0.
+// pidWithArg is the vmagent process whose command line has an argument that contains s, or 0.
 func pidWithArg(s string) int {
+	pids := pidsWhere(func(args []string) bool {
+		raw := strings.Join(args, "\x00")
+		return strings.Contains(raw, "vmagent") && strings.Contains(raw, s)
+	})
+	if len(pids) == 0 {
+		return 0
+	}
+	return pids[0]
+}
+
+// pidsWhere are the processes on this host whose arguments match, in /proc's order.
+func pidsWhere(match func(args []string) bool) []int {
+	var out []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -582,11 +583,11 @@ func pidWithArg(s string) int {
 			continue
 		}
 		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(raw), "vmagent") && strings.Contains(string(raw), s) {
-			return pid
+		if err == nil && match(strings.Split(string(raw), "\x00")) {
+			out = append(out, pid)
 		}
 	}
-	return 0
+	return out
 }
 
 // vmagentMetric sums the samples of one metric of vmagent's own /metrics, on its unix socket.
