@@ -289,6 +289,7 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	if _, err := kubeproc.ReapStale(h.layout.Run(), h.log); err != nil {
 		return nil, err
 	}
+	kubeproc.EnsureInotifyLimits(h.log)
 	h.setPhase("checking datastore")
 	if err := ds.preflight(ctx); err != nil {
 		return nil, err

@@ -79,6 +79,7 @@ func Start(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
 	if err := teardown(s, log); err != nil {
 		return nil, fmt.Errorf("node %s: clear what an earlier run left: %w", s.Name, err)
 	}
+	kubeproc.EnsureInotifyLimits(log)
 	n := &Node{Spec: s, log: log}
 	fail := func(err error) (*Node, error) {
 		n.Stop(context.Background())

@@ -76,6 +76,7 @@ func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, 
 	if _, err := kubeproc.ReapStale(r.dir.run(), r.log); err != nil {
 		return err
 	}
+	kubeproc.EnsureInotifyLimits(r.log)
 
 	stopStatus := r.reportStatus()
 	defer stopStatus()
