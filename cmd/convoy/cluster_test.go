@@ -534,11 +534,9 @@ func TestUpAndDown(t *testing.T) {
 	run(t, env, convoyBin, "apply", "-f", filepath.Join(root, "examples/web/web.yaml"))
 	run(t, env, convoyBin, "apply", "-f", filepath.Join(root, "examples/web/placement.yaml"))
 	for _, c := range clusters {
-		eventually(t, "2 web replicas ready on "+c, 3*time.Minute, func() (bool, error) {
-			got, err := exec.Command(kubectl, "--kubeconfig", kubeconfigs[c], "-n", "demo", "get", "deployment", "web",
-				"-o", "jsonpath={.spec.replicas}/{.status.readyReplicas}").CombinedOutput()
-			return err == nil && string(got) == "2/2", nil
-		})
+		start := time.Now()
+		waitWebReady(t, kubectl, kubeconfigs[c], c)
+		t.Logf("2 web replicas ready on %s after %s", c, time.Since(start).Round(time.Second))
 		nodeIP := run(t, nil, kubectl, "--kubeconfig", kubeconfigs[c], "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
 		for _, path := range []string{"/", "/call?url=http://web.demo.svc.cluster.local/"} {
 			url := "http://" + nodeIP + ":30080" + path
@@ -957,4 +955,36 @@ func fleetLogs(t *testing.T, env []string, kubectl, hubKubeconfig string, cluste
 	if raw, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(raw), "not a regular expression") {
 		t.Errorf("convoy logs --grep '(unclosed': err %v, output %s", err, raw)
 	}
+}
+
+// waitWebReady waits for the demo app's 2 replicas to be ready on cluster c. It says what it
+// last saw, and on a timeout what the cluster's pods and events in demo were, so that a slow
+// machine's failure can be read from the test's output alone.
+func waitWebReady(t *testing.T, kubectl, kubeconfig, c string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	var last string
+	for {
+		got, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "-n", "demo", "get", "deployment", "web",
+			"-o", "jsonpath=replicas {.spec.replicas}, ready {.status.readyReplicas}").CombinedOutput()
+		last = strings.TrimSpace(string(got))
+		if err == nil && last == "replicas 2, ready 2" {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	var diag strings.Builder
+	for _, args := range [][]string{
+		{"get", "pods", "-o", "wide"},
+		{"get", "events", "--sort-by=.lastTimestamp"},
+		{"-n", "convoy-system", "get", "pods", "-o", "wide"},
+		{"get", "nodes", "-o", "wide"},
+	} {
+		out, _ := exec.Command(kubectl, append([]string{"--kubeconfig", kubeconfig, "-n", "demo"}, args...)...).CombinedOutput()
+		fmt.Fprintf(&diag, "$ kubectl %s\n%s\n", strings.Join(args, " "), out)
+	}
+	t.Fatalf("timed out after 3m waiting for 2 web replicas ready on %s; last saw %q\n%s", c, last, diag.String())
 }
