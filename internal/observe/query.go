@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
 
 // QueryAPI is the aggregated API (v1alpha1.MetricsGroup) that the hub's API server forwards
@@ -176,19 +177,7 @@ func (q *QueryAPI) agentCluster(w http.ResponseWriter, r *http.Request, what str
 // fromAPIServer reports whether the request carries the API server's front-proxy client
 // certificate.
 func (q *QueryAPI) fromAPIServer(r *http.Request) bool {
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || q.FrontProxyCA == nil {
-		return false
-	}
-	leaf := r.TLS.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range r.TLS.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: q.FrontProxyCA, Intermediates: inter,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return false
-	}
-	return len(q.FrontProxyNames) == 0 || slices.Contains(q.FrontProxyNames, leaf.Subject.CommonName)
+	return kubeproc.FromFrontProxy(r, q.FrontProxyCA, q.FrontProxyNames)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
