@@ -527,9 +527,11 @@ func TestAgentProcessForImportedCluster(t *testing.T) {
 
 // TestAgentDeploymentOnRealNodes runs an imported cluster's agent the way `convoy cluster join`
 // prints it, as a Deployment in the member, on a real node: its image is Convoy's own, which the
-// hub put into the fleet registry, and it reaches the hub at the fleet gateway. The cluster
-// turns Ready, a Placement's Work is applied by that agent, and the collector beside it sends
-// the cluster's metrics to the hub's store.
+// hub put into the fleet registry, and it reaches the hub at the fleet gateway; the cluster is
+// imported --agent-only, so the hub itself cannot reach it. The cluster turns Ready, a
+// Placement's Work is applied by that agent, the collector beside it sends the cluster's
+// metrics to the hub's store, its API server answers through the hub over the agent's tunnel,
+// and revoking the agent closes the tunnel.
 func TestAgentDeploymentOnRealNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a real node")
@@ -538,7 +540,8 @@ func TestAgentDeploymentOnRealNodes(t *testing.T) {
 	f := startFleetHub(t)
 	f.convoy(t, "cluster", "create", "inside", "--nodes", "1", "--node-kind", "real", "--region", "r1")
 	_, memberKubeconfig := f.member(t, "inside")
-	f.convoy(t, "cluster", "import", "ext", "--kubeconfig", memberKubeconfig, "--region", "r2")
+	// The hub gets no kubeconfig of ext: only its agent reaches it.
+	f.convoy(t, "cluster", "import", "ext", "--agent-only", "--region", "r2")
 	// Until the hub's push is done, the list may fail (the repository has no tag yet): retried.
 	eventually(t, "Convoy's image in the fleet registry", time.Minute, func() (bool, error) {
 		cmd := exec.Command(convoyBin, "image", "list", "--data-dir", f.DataDir)
@@ -605,5 +608,20 @@ func TestAgentDeploymentOnRealNodes(t *testing.T) {
 			}
 		}
 		return true, nil
+	})
+
+	// Through the hub, ext answers over its agent's tunnel (the agent's own ServiceAccount
+	// impersonates the hub's admin there).
+	viaHub := filepath.Join(t.TempDir(), "ext-via-hub.kubeconfig")
+	os.WriteFile(viaHub, []byte(f.convoy(t, "cluster", "kubeconfig", "ext", "--via-hub")), 0o600)
+	eventually(t, "ext through the hub", time.Minute, func() (bool, error) {
+		out, err := exec.Command(kubectl, "--kubeconfig", viaHub, "-n", "default", "get", "configmap", "from-ext-agent", "-o", "name").CombinedOutput()
+		return err == nil && strings.TrimSpace(string(out)) == "configmap/from-ext-agent", fmt.Errorf("%v: %s", err, out)
+	})
+	// Revoked, the agent's tunnel is closed, and it may not open another.
+	f.convoy(t, "cluster", "revoke", "ext")
+	eventually(t, "ext's tunnel closed by the revocation", 30*time.Second, func() (bool, error) {
+		out, err := exec.Command(kubectl, "--kubeconfig", viaHub, "get", "--raw", "/api/v1/namespaces/default").CombinedOutput()
+		return err != nil && strings.Contains(string(out), "has no tunnel to the hub now"), fmt.Errorf("%v: %s", err, out)
 	})
 }

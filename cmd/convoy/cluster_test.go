@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -588,6 +589,8 @@ func TestUpAndDown(t *testing.T) {
 			return false, errors.New("no Service web with a reach in the Works")
 		})
 	}
+	checkViaHub(t, env, kubectl, dataDir, "us-east")
+
 	// The fleet's metrics: each cluster's collector scrapes the demo's pods (they ask to be,
 	// with prometheus.io annotations) at their addresses, and the fleet query of the README
 	// shows all three clusters.
@@ -987,4 +990,92 @@ func waitWebReady(t *testing.T, kubectl, kubeconfig, c string) {
 		fmt.Fprintf(&diag, "$ kubectl %s\n%s\n", strings.Join(args, " "), out)
 	}
 	t.Fatalf("timed out after 3m waiting for 2 web replicas ready on %s; last saw %q\n%s", c, last, diag.String())
+}
+
+// checkViaHub reaches cluster's API server through the hub (its agent's tunnel) with the
+// kubeconfig `convoy cluster kubeconfig --via-hub` prints, as the hub's admin: a list, a
+// followed log, an exec and a port-forward, which all stream; a hub user whom the member's
+// RBAC grants nothing gets the member's 403, and the hub audits who did what on which cluster.
+func checkViaHub(t *testing.T, env []string, kubectl, dataDir, cluster string) {
+	t.Helper()
+	viaHub := filepath.Join(t.TempDir(), cluster+"-via-hub.kubeconfig")
+	os.WriteFile(viaHub, []byte(run(t, env, convoyBin, "cluster", "kubeconfig", cluster, "--via-hub")), 0o600)
+	if raw, _ := os.ReadFile(viaHub); !strings.Contains(string(raw), v1alpha1.ClusterProxyPath(cluster)) {
+		t.Fatalf("the --via-hub kubeconfig does not go through the hub:\n%s", raw)
+	}
+	k := func(args ...string) *exec.Cmd {
+		return exec.Command(kubectl, append([]string{"--kubeconfig", viaHub, "-n", "demo"}, args...)...)
+	}
+	pods := run(t, nil, kubectl, "--kubeconfig", viaHub, "-n", "demo", "get", "pods", "-l", "app=web", "-o", "name")
+	pod := strings.Fields(pods)[0]
+
+	// A followed log goes on streaming: the readiness probes' requests (every 2 s) come after
+	// it began, with --tail 0.
+	logs := k("logs", "-f", "--tail", "0", pod)
+	var out hubtest.SyncBuffer
+	logs.Stdout, logs.Stderr = &out, &out
+	hubtest.Must(t, logs.Start())
+	defer func() { logs.Process.Kill(); logs.Wait() }()
+	eventually(t, "a new line on logs -f through the hub", 30*time.Second, func() (bool, error) {
+		return strings.Contains(out.String(), "GET /healthz"), fmt.Errorf("logs -f so far: %q", out.String())
+	})
+
+	// An exec runs in the pod, with its environment: the demo's binary, started again, names
+	// its cluster and finds its port taken.
+	got, err := k("exec", pod, "--", "/web").CombinedOutput()
+	if !strings.Contains(string(got), "as cluster "+cluster) || !strings.Contains(string(got), "address already in use") {
+		t.Errorf("kubectl exec through the hub: %v\n%s", err, got)
+	}
+
+	// A port-forward carries a request to the pod.
+	port, _ := kubeproc.FreePort()
+	pf := k("port-forward", pod, fmt.Sprintf("%d:8080", port))
+	var pfOut hubtest.SyncBuffer
+	pf.Stdout, pf.Stderr = &pfOut, &pfOut
+	hubtest.Must(t, pf.Start())
+	defer func() { pf.Process.Kill(); pf.Wait() }()
+	eventually(t, "a request through port-forward through the hub", 30*time.Second, func() (bool, error) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			return false, fmt.Errorf("%v; port-forward says %q", err, pfOut.String())
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(body), "web: cluster "+cluster), fmt.Errorf("answered %q", body)
+	})
+
+	// A hub user the member's RBAC knows nothing of: refused by the member, as that user.
+	hubKubeconfig := filepath.Join(dataDir, "kubeconfig")
+	run(t, nil, kubectl, "--kubeconfig", hubKubeconfig, "-n", "default", "create", "serviceaccount", "bob")
+	token := strings.TrimSpace(run(t, nil, kubectl, "--kubeconfig", hubKubeconfig, "-n", "default", "create", "token", "bob"))
+	bob := filepath.Join(t.TempDir(), "bob.kubeconfig")
+	raw, _ := os.ReadFile(viaHub)
+	cfg, err := clientcmd.Load(raw)
+	hubtest.Must(t, err)
+	for _, a := range cfg.AuthInfos {
+		*a = clientcmdapi.AuthInfo{Token: token}
+	}
+	hubtest.Must(t, clientcmd.WriteToFile(*cfg, bob))
+	got, err = exec.Command(kubectl, "--kubeconfig", bob, "-n", "demo", "get", "pods").CombinedOutput()
+	if err == nil || !strings.Contains(string(got), `User "system:serviceaccount:default:bob" cannot list resource "pods"`) {
+		t.Errorf("bob through the hub: %v\n%s", err, got)
+	}
+	// A cluster the hub does not have.
+	got, err = exec.Command(kubectl, "--kubeconfig", viaHub, "--server", strings.Replace(cfg.Clusters[cfg.Contexts[cfg.CurrentContext].Cluster].Server, "/clusters/"+cluster+"/", "/clusters/nowhere/", 1),
+		"get", "--raw", "/api/v1/namespaces").CombinedOutput()
+	if err == nil || !strings.Contains(string(got), `cluster "nowhere" not found`) {
+		t.Errorf("a cluster the hub does not have: %v\n%s", err, got)
+	}
+
+	// The hub's audit of what went through.
+	audit, _ := os.ReadFile(filepath.Join(dataDir, "logs", "cluster-access.log"))
+	for _, want := range []string{
+		`"user":"convoy-admin"`, `"cluster":"` + cluster + `"`, `"path":"/api/v1/namespaces/demo/pods/` + strings.TrimPrefix(pod, "pod/") + `/exec"`,
+		`"path":"/api/v1/namespaces/demo/pods/` + strings.TrimPrefix(pod, "pod/") + `/portforward","status":101`,
+		`"user":"system:serviceaccount:default:bob"`, `"status":403`,
+	} {
+		if !strings.Contains(string(audit), want) {
+			t.Errorf("the cluster access audit lacks %s:\n%s", want, audit)
+		}
+	}
 }

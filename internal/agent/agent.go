@@ -35,6 +35,7 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/delivery"
+	clusteraccess "github.com/convoy-dev/convoy/internal/identity"
 )
 
 // Options configure an agent.
@@ -195,6 +196,22 @@ func Run(ctx context.Context, o Options) error {
 				a.runLogCollector(lctx, *o.LogCollector, km.clientset())
 			}()
 		}
+	}
+
+	if km, isKube := o.Member.(interface{ restConfig() *rest.Config }); isKube {
+		// The tunnel for cluster access through the hub (clusteraccess.Tunnel): it ends with Run.
+		t := &clusteraccess.Tunnel{URL: strings.TrimSuffix(o.HubURL, "/") + v1alpha1.TunnelPath(o.Cluster), HubCA: o.HubCA,
+			Token: a.id.token, Member: km.restConfig(), Log: a.log.With("component", "tunnel"),
+			Backoff: func(fails int) time.Duration { return delivery.Backoff(time.Second, fails) }}
+		tctx, stopTunnel := context.WithCancel(ctx)
+		tunnelled := make(chan struct{})
+		defer func() { stopTunnel(); <-tunnelled }()
+		go func() {
+			defer close(tunnelled)
+			if err := t.Run(tctx); err != nil {
+				a.log.Error("no tunnel to the hub", "err", err)
+			}
+		}()
 	}
 
 	scheme := runtime.NewScheme()

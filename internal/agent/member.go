@@ -88,6 +88,7 @@ var ErrKindUnknown = errors.New("kind not served")
 
 // kubeMember is a real cluster, through its API server.
 type kubeMember struct {
+	cfg       *rest.Config // the agent's access to the member, which the tunnel's proxy uses
 	cs        kubernetes.Interface
 	dyn       dynamic.Interface
 	mapper    *restmapper.DeferredDiscoveryRESTMapper
@@ -118,7 +119,7 @@ func NewKubeMember(cfg *rest.Config) (Member, error) {
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = 50, 100
 	}
-	m := &kubeMember{watched: map[schema.GroupVersionResource]toolscache.SharedIndexInformer{}}
+	m := &kubeMember{cfg: cfg, watched: map[schema.GroupVersionResource]toolscache.SharedIndexInformer{}}
 	var err error
 	if m.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, fmt.Errorf("member client: %w", err)
@@ -259,6 +260,8 @@ func (m *kubeMember) Delete(ctx context.Context, gvr schema.GroupVersionResource
 
 // clientset lets an agent run as a Deployment keep its identity in a member Secret.
 func (m *kubeMember) clientset() kubernetes.Interface { return m.cs }
+
+func (m *kubeMember) restConfig() *rest.Config { return m.cfg }
 
 // Observe builds the inventory from watches of the member's nodes and pods, started on the
 // first call, and a readiness check.

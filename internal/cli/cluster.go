@@ -631,12 +631,13 @@ func newClusterDeleteCmd(g *globals) *cobra.Command {
 }
 
 func newClusterKubeconfigCmd(g *globals) *cobra.Command {
-	var merge bool
+	var merge, viaHub bool
 	cmd := &cobra.Command{
 		Use:   "kubeconfig NAME",
-		Short: "Print a cluster's admin kubeconfig, or merge it into your kubeconfig",
+		Short: "Print a cluster's admin kubeconfig, or one that reaches it through the hub as you, or merge it into your kubeconfig",
 		Example: `  convoy cluster kubeconfig us-east > us-east.kubeconfig
-  convoy cluster kubeconfig us-east --merge   # adds context convoy-us-east to ~/.kube/config`,
+  convoy cluster kubeconfig us-east --merge   # adds context convoy-us-east to ~/.kube/config
+  convoy cluster kubeconfig us-east --via-hub > us-east-via-hub.kubeconfig   # your hub identity; us-east's RBAC decides`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -647,6 +648,22 @@ func newClusterKubeconfigCmd(g *globals) *cobra.Command {
 			name := args[0]
 			if _, err := getCluster(ctx, hc, name); err != nil {
 				return err
+			}
+			if viaHub {
+				raw, err := viaHubKubeconfig(g.kubeconfigPath(), name)
+				if err != nil {
+					return err
+				}
+				if !merge {
+					_, err := g.streams.Out.Write(raw)
+					return err
+				}
+				path, ctxName, err := mergeKubeconfig(raw, "convoy-"+name+"-via-hub")
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.streams.Out, "Merged cluster %q (through the hub) into %s as context %q; use it with: kubectl --context %s get pods -A\n", name, path, ctxName, ctxName)
+				return nil
 			}
 			secret := &corev1.Secret{}
 			key := client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.KubeconfigSecretName(name)}
@@ -670,7 +687,33 @@ func newClusterKubeconfigCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&merge, "merge", false, "merge into $KUBECONFIG (its first file) or ~/.kube/config instead of printing")
+	cmd.Flags().BoolVar(&viaHub, "via-hub", false, "a kubeconfig that reaches the cluster through the hub (its agent's tunnel) with your own hub credentials: the hub impersonates you there, so the cluster's RBAC decides; it works for clusters the hub cannot reach directly")
 	return cmd
+}
+
+// viaHubKubeconfig is a kubeconfig for cluster through the hub: the hub's server at the
+// cluster's proxy path, with the hub kubeconfig's CA and user (its current context's).
+func viaHubKubeconfig(hubKubeconfig, cluster string) ([]byte, error) {
+	hubCfg, err := clientcmd.LoadFromFile(hubKubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("read the hub kubeconfig %s: %w", hubKubeconfig, err)
+	}
+	if err := clientcmd.ResolveLocalPaths(hubCfg); err != nil {
+		return nil, fmt.Errorf("read the hub kubeconfig %s: %w", hubKubeconfig, err)
+	}
+	cur := hubCfg.Contexts[hubCfg.CurrentContext]
+	if cur == nil || hubCfg.Clusters[cur.Cluster] == nil || hubCfg.AuthInfos[cur.AuthInfo] == nil {
+		return nil, fmt.Errorf("the hub kubeconfig %s has no complete current context; pass one with --kubeconfig", hubKubeconfig)
+	}
+	server := *hubCfg.Clusters[cur.Cluster]
+	server.Server = strings.TrimSuffix(server.Server, "/") + v1alpha1.ClusterProxyPath(cluster)
+	name := "convoy-" + cluster + "-via-hub"
+	out := clientcmdapi.NewConfig()
+	out.Clusters[name] = &server
+	out.AuthInfos[name] = hubCfg.AuthInfos[cur.AuthInfo]
+	out.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name, Namespace: "default"}
+	out.CurrentContext = name
+	return clientcmd.Write(*out)
 }
 
 // mergeKubeconfig adds the single-context kubeconfig raw to the user's kubeconfig file under

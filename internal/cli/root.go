@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/go-logr/logr"
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -96,6 +97,29 @@ func (g *globals) setupLogging() error {
 	g.log = slog.New(slog.NewTextHandler(g.streams.ErrOut, &slog.HandlerOptions{Level: level}))
 	klog.SetSlogLogger(g.log.With("logger", "client-go"))
 	ctrllog.SetLogger(logr.FromSlogHandler(g.log.Handler()))
+	// rancher/remotedialer (the agents' tunnels) logs with logrus: its news of each connect is
+	// debug here, its failures warnings.
+	logrus.SetOutput(io.Discard)
+	logrus.SetLevel(logrus.InfoLevel)
+	logrus.AddHook(logrusHook{g.log.With("logger", "remotedialer")})
+	return nil
+}
+
+// logrusHook passes logrus entries to slog.
+type logrusHook struct{ log *slog.Logger }
+
+func (logrusHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h logrusHook) Fire(e *logrus.Entry) error {
+	level := slog.LevelDebug
+	if e.Level <= logrus.WarnLevel {
+		level = slog.LevelWarn
+	}
+	args := make([]any, 0, 2*len(e.Data))
+	for k, v := range e.Data {
+		args = append(args, k, v)
+	}
+	h.log.Log(context.Background(), level, e.Message, args...)
 	return nil
 }
 

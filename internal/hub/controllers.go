@@ -301,6 +301,9 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	// until that has synced.
 	h.authz.Use(mgr.GetCache(), mgr.GetAPIReader())
 	h.useClusters(mgr.GetCache())
+	if err := h.sweepTunnelsOnChange(context.Background(), mgr.GetCache()); err != nil {
+		return err
+	}
 	mctx, cancel := context.WithCancel(context.Background())
 	h.stopManager = cancel
 	h.managerDone = make(chan error, 1)

@@ -97,6 +97,11 @@ type state struct {
 	DeliveryPort int `json:"deliveryPort,omitempty"`
 	// MetricsPort is the metrics query API's, which its APIService names.
 	MetricsPort int `json:"metricsPort,omitempty"`
+	// ProxyPort is the cluster proxy's, which its APIService names.
+	ProxyPort int `json:"proxyPort,omitempty"`
+	// ClusterAccessBound says the hub once bound v1alpha1.ClusterAccessRole to every
+	// authenticated user; it does not again, so that a deleted binding stays deleted.
+	ClusterAccessBound bool `json:"clusterAccessBound,omitempty"`
 }
 
 func loadState(l Layout) (state, error) {

@@ -32,6 +32,7 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/controller/access"
 	"github.com/convoy-dev/convoy/internal/delivery"
+	"github.com/convoy-dev/convoy/internal/identity"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/observe"
 	"github.com/convoy-dev/convoy/internal/provider/local"
@@ -156,12 +157,18 @@ type Hub struct {
 	authzServer *http.Server
 	// frontProxyCA verifies the API server's client certificate on the hub's aggregated
 	// APIs; metricsStore and metricsServer are the metrics store and its query API.
-	frontProxyCA        *x509.CertPool
-	metricsStore        atomic.Pointer[url.URL]
-	metricsHealth       atomic.Pointer[StoreStatus] // the store's health, as watchMetricsStore last saw it
-	stopMetricsWatch    context.CancelFunc          // ends watchMetricsStore
-	metricsServer       *http.Server
-	metricsPort         int
+	frontProxyCA     *x509.CertPool
+	metricsStore     atomic.Pointer[url.URL]
+	metricsHealth    atomic.Pointer[StoreStatus] // the store's health, as watchMetricsStore last saw it
+	stopMetricsWatch context.CancelFunc          // ends watchMetricsStore
+	metricsServer    *http.Server
+	metricsPort      int
+	// clusterProxy serves cluster access through the hub (proxyServer, on proxyPort), and
+	// writes its audit to proxyAudit.
+	clusterProxy        *identity.ClusterProxy
+	proxyServer         *http.Server
+	proxyPort           int
+	proxyAudit          *os.File
 	metricsPasswordFile string
 	metricsAuth         observe.BasicAuth
 	// logStore, logHealth, stopLogWatch, logPasswordFile and logAuth are the log store's, as
@@ -378,6 +385,9 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	if err := h.serveMetricsAPI(); err != nil {
 		return nil, err
 	}
+	if err := h.serveClusterProxy(); err != nil {
+		return nil, err
+	}
 	authnPath := filepath.Join(h.layout.Internal(), "authentication.yaml")
 	if authnConfig != nil {
 		// The API server reads the file again when it changes.
@@ -404,6 +414,9 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 
 	// Before the controller-manager, whose discovery would otherwise find the group failing.
 	if err := h.registerMetricsAPI(ctx, controllersCfg); err != nil {
+		return nil, err
+	}
+	if err := h.registerClusterProxy(ctx, controllersCfg); err != nil {
 		return nil, err
 	}
 
@@ -718,6 +731,12 @@ func (h *Hub) shutdown(ctx context.Context) {
 		}
 		if h.metricsServer != nil {
 			_ = h.metricsServer.Close()
+		}
+		if h.proxyServer != nil {
+			_ = h.proxyServer.Close()
+		}
+		if h.proxyAudit != nil {
+			_ = h.proxyAudit.Close()
 		}
 		if h.stopMetricsWatch != nil {
 			h.stopMetricsWatch()

@@ -82,24 +82,9 @@ func (h *Hub) serveMetricsAPI() error {
 	if err != nil {
 		return err
 	}
-	var l net.Listener
-	if st.MetricsPort != 0 {
-		// A hub that just stopped may take a moment to let go of the port.
-		for range 50 {
-			if l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(st.MetricsPort)); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	if l == nil {
-		port, err := kubeproc.FreePort()
-		if err != nil {
-			return err
-		}
-		if l, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err != nil {
-			return fmt.Errorf("listen for the metrics query API: %w", err)
-		}
+	l, err := listenKept(st.MetricsPort)
+	if err != nil {
+		return fmt.Errorf("listen for the metrics query API: %w", err)
 	}
 	h.metricsPort = l.Addr().(*net.TCPAddr).Port
 	if h.metricsPort != st.MetricsPort {

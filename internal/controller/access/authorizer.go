@@ -33,15 +33,16 @@ var clustersGroup = v1alpha1.GroupVersion.Group
 
 // WebhookMatchConditions are the CEL conditions under which the hub API server asks the
 // Authorizer at all: requests of an agent's ServiceAccount (in some cluster's namespace) on
-// Clusters, on the fleet metrics store's API (its remote write), or on the fleet log store's
-// insert endpoint. Every other request goes
+// Clusters, on the fleet metrics store's API (its remote write), on the fleet log store's
+// insert endpoint, or on the cluster proxy (its tunnel). Every other request goes
 // straight to RBAC.
 var WebhookMatchConditions = []string{
 	"request.user.startsWith('" + agentUserPrefix + "')",
 	"has(request.resourceAttributes) && has(request.resourceAttributes.resource) && has(request.resourceAttributes.group) && (" +
 		"(request.resourceAttributes.resource == '" + clustersRes + "' && request.resourceAttributes.group == '" + clustersGroup + "') || " +
 		"(request.resourceAttributes.resource == '" + metricsRes + "' && request.resourceAttributes.group == '" + v1alpha1.MetricsGroup + "') || " +
-		"(request.resourceAttributes.resource == '" + logsRes + "' && request.resourceAttributes.group == '" + v1alpha1.LogsGroup + "'))",
+		"(request.resourceAttributes.resource == '" + logsRes + "' && request.resourceAttributes.group == '" + v1alpha1.LogsGroup + "') || " +
+		"(request.resourceAttributes.resource == '" + v1alpha1.ProxyResource + "' && request.resourceAttributes.group == '" + v1alpha1.ProxyGroup + "'))",
 }
 
 // Decision is an authorizer's answer: allow, or no opinion (the next authorizer, RBAC,
@@ -59,7 +60,8 @@ type CurrentAgent func(cluster string) (serviceAccount string, ok bool)
 // and get, patch and update its status, and send its cluster's metrics to the fleet metrics
 // store (create on api/write of v1alpha1.MetricsGroup) and its cluster's logs to the fleet log
 // store (create on insert/jsonline of v1alpha1.LogsGroup): the hub labels what it sends with its
-// cluster; nothing else, and nothing of another Cluster. The
+// cluster; and open its cluster's tunnel to the hub (get on clusters/NAME/attach of
+// v1alpha1.ProxyGroup); nothing else, and nothing of another Cluster. The
 // ServiceAccount must be the Cluster's current generation, so a revocation holds at once,
 // even while the API server still accepts the old token. This replaces a ClusterRole and
 // ClusterRoleBinding per cluster: the RBAC authorizer walks every ClusterRoleBinding on every
@@ -82,6 +84,17 @@ func Decide(spec authorizationv1.SubjectAccessReviewSpec, current CurrentAgent) 
 	case ra != nil && ra.Group == v1alpha1.LogsGroup:
 		if ra.Resource != logsRes || ra.Name != "jsonline" || ra.Subresource != "" || ra.Verb != "create" {
 			return Decision{Reason: "an agent may only send logs (POST insert/jsonline)"}
+		}
+	case ra != nil && ra.Group == v1alpha1.ProxyGroup:
+		if ra.Subresource != v1alpha1.TunnelSubresource {
+			// Through the proxy, an agent is anyone: RBAC decides (v1alpha1.ClusterAccessRole).
+			return Decision{Reason: "not an agent's tunnel"}
+		}
+		if ra.Resource != v1alpha1.ProxyResource || ra.Verb != "get" {
+			return Decision{Reason: "an agent may only open its tunnel (GET clusters/NAME/attach)"}
+		}
+		if ra.Name != cluster {
+			return Decision{Reason: "an agent reaches only its own Cluster"}
 		}
 	case ra == nil || ra.Group != clustersGroup || ra.Resource != clustersRes:
 		return Decision{Reason: "not a Cluster"}

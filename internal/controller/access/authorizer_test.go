@@ -35,6 +35,9 @@ func TestDecide(t *testing.T) {
 	logs := func(verb, res, name string) *authorizationv1.ResourceAttributes {
 		return &authorizationv1.ResourceAttributes{Group: v1alpha1.LogsGroup, Version: v1alpha1.LogsVersion, Resource: res, Name: name, Verb: verb}
 	}
+	tunnel := func(verb, sub, name string) *authorizationv1.ResourceAttributes {
+		return &authorizationv1.ResourceAttributes{Group: v1alpha1.ProxyGroup, Version: v1alpha1.ProxyVersion, Resource: "clusters", Subresource: sub, Name: name, Verb: verb}
+	}
 	for _, tc := range []struct {
 		name    string
 		user    string
@@ -71,6 +74,12 @@ func TestDecide(t *testing.T) {
 		{name: "query the log store", user: agent, ra: logs("get", "select", "logsql"), reason: "an agent may only send logs (POST insert/jsonline)"},
 		{name: "send logs another way", user: agent, ra: logs("create", "insert", "native"), reason: "an agent may only send logs (POST insert/jsonline)"},
 		{name: "a revoked generation sends logs", user: "system:serviceaccount:convoy-cluster-eu:agent-1", ra: logs("create", "insert", "jsonline"), reason: "a revoked agent identity"},
+		{name: "open its tunnel", user: agent, ra: tunnel("get", "attach", "eu"), allowed: true},
+		{name: "open another cluster's tunnel", user: agent, ra: tunnel("get", "attach", "us"), reason: "an agent reaches only its own Cluster"},
+		{name: "a revoked generation opens its tunnel", user: "system:serviceaccount:convoy-cluster-eu:agent-1", ra: tunnel("get", "attach", "eu"), reason: "a revoked agent identity"},
+		{name: "the tunnel by another verb", user: agent, ra: tunnel("create", "attach", "eu"), reason: "an agent may only open its tunnel (GET clusters/NAME/attach)"},
+		{name: "an agent through the proxy", user: agent, ra: tunnel("get", "proxy", "eu"), reason: "not an agent's tunnel"},
+		{name: "a person opens a tunnel", user: "alice", ra: tunnel("get", "attach", "eu"), reason: "not an agent"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cur := current

@@ -1,0 +1,215 @@
+package identity
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+// TestClusterProxy runs the hub's ClusterProxy behind a stand-in for the API server's
+// aggregator (bearer token to X-Remote-User, the front-proxy client certificate, upgrades
+// passed on), a real Tunnel from an agent, and a stand-in member API server that says what it
+// was sent: the person is impersonated, the agent's own credentials reach the member and the
+// client's do not, the path and query arrive, and the hub audits it; an unknown cluster gets
+// 404, a cluster without a tunnel 503, a tunnel opened by anyone but the current agent 403,
+// and a revocation closes the tunnel.
+func TestClusterProxy(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := kubeproc.LoadOrCreateCA(dir, "front-proxy-ca")
+	must(t, err)
+	client, err := ca.LoadOrIssue(dir, kubeproc.CertRequest{Name: "front-proxy-client", CommonName: "front-proxy-client"})
+	must(t, err)
+	serving, err := ca.LoadOrIssue(dir, kubeproc.CertRequest{Name: "serving", CommonName: "localhost", Server: true, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
+	must(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+
+	// The member: says who the request was for and with what.
+	member := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Impersonate-User") == "nobody" {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"path": r.URL.Path, "query": r.URL.RawQuery, "auth": r.Header.Get("Authorization"),
+			"user": r.Header.Get("Impersonate-User"), "groups": r.Header.Values("Impersonate-Group"), "extra": r.Header.Values("Impersonate-Extra-Scopes"),
+			"remote": r.Header.Get("X-Remote-User")})
+	}))
+	defer member.Close()
+
+	var current atomic.Value // the agent user of cluster "eu"
+	current.Store("system:serviceaccount:convoy-cluster-eu:agent-1")
+	var audit syncBuffer
+	p := &ClusterProxy{FrontProxyCA: pool, FrontProxyNames: []string{"front-proxy-client"}, Audit: &audit,
+		Log: slog.New(slog.DiscardHandler),
+		CurrentAgent: func(cluster string) (string, bool) {
+			if cluster != "eu" {
+				return "", false
+			}
+			return current.Load().(string), true
+		}}
+	pair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
+	must(t, err)
+	hub := httptest.NewUnstartedServer(p.Handler())
+	hub.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequestClientCert}
+	hub.StartTLS()
+	defer hub.Close()
+
+	// The aggregator: tokens are users; the client's Authorization goes no further.
+	users := map[string][]string{"agent-token": {"system:serviceaccount:convoy-cluster-eu:agent-1"}, "old-agent": {"system:serviceaccount:convoy-cluster-eu:agent-0"},
+		"alice-token": {"alice", "team-shop", "system:authenticated"}}
+	clientPair, err := tls.X509KeyPair(client.CertPEM, client.KeyPEM)
+	must(t, err)
+	hubURL, _ := url.Parse(hub.URL)
+	toHub := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{clientPair}}}
+	agg := httptest.NewTLSServer(&httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(hubURL)
+			who := users[strings.TrimPrefix(r.In.Header.Get("Authorization"), "Bearer ")]
+			r.Out.Header.Del("X-Remote-User")
+			if len(who) > 0 {
+				r.Out.Header.Set("X-Remote-User", who[0])
+				for _, g := range who[1:] {
+					r.Out.Header.Add("X-Remote-Group", g)
+				}
+				r.Out.Header.Set("X-Remote-Extra-Scopes", "openid")
+			}
+		},
+		Transport: toHub,
+	})
+	defer agg.Close()
+	aggCA := certPEM(agg.Certificate())
+
+	get := func(token, path string, header http.Header) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, agg.URL+path, nil)
+		for k, vs := range header {
+			req.Header[k] = vs
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := agg.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+
+	// Straight to the hub's port, without the front-proxy certificate: refused.
+	resp, err := hub.Client().Get(hub.URL + v1alpha1.ClusterProxyPath("eu") + "/api")
+	must(t, err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("without the front-proxy certificate: %d", resp.StatusCode)
+	}
+	if code, body := get("alice-token", v1alpha1.ClusterProxyPath("us")+"/api", nil); code != http.StatusNotFound || !strings.Contains(body, `cluster \"us\" not found`) {
+		t.Errorf("an unknown cluster: %d %s", code, body)
+	}
+	if code, body := get("alice-token", v1alpha1.ClusterProxyPath("eu")+"/api", nil); code != http.StatusServiceUnavailable || !strings.Contains(body, "has no tunnel") {
+		t.Errorf("no tunnel yet: %d %s", code, body)
+	}
+
+	tunnel := func(token string) (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		tn := &Tunnel{URL: agg.URL + v1alpha1.TunnelPath("eu"), HubCA: aggCA, Token: func() string { return token },
+			Member:  &rest.Config{Host: member.URL, BearerToken: "member-agent-token", TLSClientConfig: rest.TLSClientConfig{CAData: certPEM(member.Certificate())}},
+			Backoff: func(int) time.Duration { return 100 * time.Millisecond }, Log: slog.New(slog.DiscardHandler)}
+		go func() { defer close(done); tn.Run(ctx) }()
+		return func() { cancel(); <-done }
+	}
+	// An agent of a revoked generation may not open it.
+	stopOld := tunnel("old-agent")
+	if code, body := get("old-agent", v1alpha1.TunnelPath("eu"), nil); code != http.StatusForbidden {
+		t.Errorf("a revoked agent's tunnel: %d %s", code, body)
+	}
+	stopOld()
+	if p.Connected("eu") {
+		t.Fatal("a revoked agent's tunnel is open")
+	}
+
+	stop := tunnel("agent-token")
+	defer stop()
+	waitFor(t, "the tunnel", func() bool { return p.Connected("eu") })
+	code, body := get("alice-token", v1alpha1.ClusterProxyPath("eu")+"/api/v1/namespaces/shop/pods?limit=5",
+		http.Header{"Impersonate-User": {"system:admin"}, "X-Remote-User": {"system:admin"}})
+	var seen struct {
+		Path, Query, Auth, User, Remote string
+		Groups, Extra                   []string
+	}
+	json.Unmarshal([]byte(body), &seen)
+	if code != http.StatusOK || seen.Path != "/api/v1/namespaces/shop/pods" || seen.Query != "limit=5" || seen.User != "alice" ||
+		strings.Join(seen.Groups, ",") != "team-shop,system:authenticated" || strings.Join(seen.Extra, ",") != "openid" ||
+		seen.Auth != "Bearer member-agent-token" || seen.Remote != "" {
+		t.Errorf("the member saw %d %s", code, body)
+	}
+	if !strings.Contains(audit.String(), `"stage":"ResponseComplete"`) || !strings.Contains(audit.String(), `"user":"alice"`) ||
+		!strings.Contains(audit.String(), `"cluster":"eu"`) || !strings.Contains(audit.String(), `"path":"/api/v1/namespaces/shop/pods","query":"limit=5","status":200`) {
+		t.Errorf("audit:\n%s", audit.String())
+	}
+
+	// Revoked: the tunnel is closed at the sweep, and the agent may not open it again.
+	current.Store("system:serviceaccount:convoy-cluster-eu:agent-2")
+	p.Sweep()
+	waitFor(t, "the revoked tunnel closed", func() bool { return !p.Connected("eu") })
+	if code, body := get("alice-token", v1alpha1.ClusterProxyPath("eu")+"/api", nil); code != http.StatusServiceUnavailable {
+		t.Errorf("after the revocation: %d %s", code, body)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func certPEM(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
