@@ -1057,7 +1057,8 @@ func checkViaHub(t *testing.T, env []string, kubectl, dataDir, cluster string) {
 	}
 	hubtest.Must(t, clientcmd.WriteToFile(*cfg, bob))
 	got, err = exec.Command(kubectl, "--kubeconfig", bob, "-n", "demo", "get", "pods").CombinedOutput()
-	if err == nil || !strings.Contains(string(got), `User "system:serviceaccount:default:bob" cannot list resource "pods"`) {
+	// A hub ServiceAccount is no account of the member's: it is convoy:hub:system:serviceaccount:....
+	if err == nil || !strings.Contains(string(got), `User "convoy:hub:system:serviceaccount:default:bob" cannot list resource "pods"`) {
 		t.Errorf("bob through the hub: %v\n%s", err, got)
 	}
 	// A cluster the hub does not have.

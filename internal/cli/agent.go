@@ -110,6 +110,7 @@ commands (--hub-kubeconfig, $CONVOY_KUBECONFIG, the default data dir).`,
 				return usageError("--log-collector-hub-url and --log-collector-host-path need --log-collector-image")
 			}
 			o.Version, o.Log = version.Convoy, g.log
+			routeTunnelLogs(g.log)
 			if os.Getenv("GOGC") == "" {
 				// The agent's heap is small and its allocation rate low: collecting at a quarter
 				// growth keeps it small at a cost of little CPU. GOGC still overrides.

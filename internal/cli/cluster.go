@@ -641,15 +641,10 @@ func newClusterKubeconfigCmd(g *globals) *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			hc, err := g.hubClient()
-			if err != nil {
-				return err
-			}
 			name := args[0]
-			if _, err := getCluster(ctx, hc, name); err != nil {
-				return err
-			}
 			if viaHub {
+				// No look at the Cluster: someone who may only go through the proxy may not
+				// read Clusters; an unknown name gets 404 from the hub at the first request.
 				raw, err := viaHubKubeconfig(g.kubeconfigPath(), name)
 				if err != nil {
 					return err
@@ -664,6 +659,13 @@ func newClusterKubeconfigCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(g.streams.Out, "Merged cluster %q (through the hub) into %s as context %q; use it with: kubectl --context %s get pods -A\n", name, path, ctxName, ctxName)
 				return nil
+			}
+			hc, err := g.hubClient()
+			if err != nil {
+				return err
+			}
+			if _, err := getCluster(ctx, hc, name); err != nil {
+				return err
 			}
 			secret := &corev1.Secret{}
 			key := client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.KubeconfigSecretName(name)}

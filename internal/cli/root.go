@@ -97,12 +97,16 @@ func (g *globals) setupLogging() error {
 	g.log = slog.New(slog.NewTextHandler(g.streams.ErrOut, &slog.HandlerOptions{Level: level}))
 	klog.SetSlogLogger(g.log.With("logger", "client-go"))
 	ctrllog.SetLogger(logr.FromSlogHandler(g.log.Handler()))
-	// rancher/remotedialer (the agents' tunnels) logs with logrus: its news of each connect is
-	// debug here, its failures warnings.
+	return nil
+}
+
+// routeTunnelLogs sends what rancher/remotedialer (the agent's tunnel) logs with logrus to
+// the agent's log: its news of each connect at debug level, its failures as warnings. Only
+// `convoy agent` calls it; in the hub the fleet registry routes logrus (registry.Start).
+func routeTunnelLogs(log *slog.Logger) {
 	logrus.SetOutput(io.Discard)
 	logrus.SetLevel(logrus.InfoLevel)
-	logrus.AddHook(logrusHook{g.log.With("logger", "remotedialer")})
-	return nil
+	logrus.AddHook(logrusHook{log.With("logger", "remotedialer")})
 }
 
 // logrusHook passes logrus entries to slog.

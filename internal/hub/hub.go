@@ -734,6 +734,7 @@ func (h *Hub) shutdown(ctx context.Context) {
 		}
 		if h.proxyServer != nil {
 			_ = h.proxyServer.Close()
+			h.clusterProxy.Close() // the tunnels, which the server no longer holds
 		}
 		if h.proxyAudit != nil {
 			_ = h.proxyAudit.Close()

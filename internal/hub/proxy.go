@@ -100,32 +100,52 @@ func listenKept(port int) (net.Listener, error) {
 }
 
 // currentAgent is the user name of cluster's current agent (its credential generation's
-// ServiceAccount), from the hub's cache; ok is false for a cluster the hub does not have, or
-// before the cache runs.
-func (h *Hub) currentAgent(cluster string) (string, bool) {
+// ServiceAccount), from the hub's cache; known is false for a cluster the hub does not have.
+// Before the cache runs, or when it does not answer, err says so.
+func (h *Hub) currentAgent(cluster string) (string, bool, error) {
 	r := h.clusters.Load()
 	if r == nil {
-		return "", false
+		return "", false, errors.New("the hub's controllers are starting")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	c := &v1alpha1.Cluster{}
 	if err := (*r).Get(ctx, client.ObjectKey{Name: cluster}, c, client.UnsafeDisableDeepCopy); err != nil {
-		return "", false
+		if apierrors.IsNotFound(err) {
+			return "", false, nil
+		}
+		return "", false, err
 	}
-	return "system:serviceaccount:" + v1alpha1.ClusterNamespace(cluster) + ":" + v1alpha1.AgentServiceAccount(v1alpha1.AgentGeneration(c)), true
+	return agentUser(cluster, v1alpha1.AgentGeneration(c)), true, nil
+}
+
+func agentUser(cluster string, generation int) string {
+	return "system:serviceaccount:" + v1alpha1.ClusterNamespace(cluster) + ":" + v1alpha1.AgentServiceAccount(generation)
 }
 
 // sweepTunnelsOnChange closes a revoked agent's tunnel as soon as the hub's cache sees its
-// Cluster change (a revocation moves the credential generation) or go.
+// Cluster's credential generation move (a revocation) or the Cluster go.
 func (h *Hub) sweepTunnelsOnChange(ctx context.Context, c cache.Cache) error {
 	inf, err := c.GetInformer(ctx, &v1alpha1.Cluster{})
 	if err != nil {
 		return fmt.Errorf("watch Clusters for revoked agents: %w", err)
 	}
 	_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(_, _ any) { h.clusterProxy.Sweep() },
-		DeleteFunc: func(any) { h.clusterProxy.Sweep() },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*v1alpha1.Cluster)
+			n, ok2 := newObj.(*v1alpha1.Cluster)
+			if ok1 && ok2 && v1alpha1.AgentGeneration(o) != v1alpha1.AgentGeneration(n) {
+				h.clusterProxy.Sweep(n.Name)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if c, ok := obj.(*v1alpha1.Cluster); ok {
+				h.clusterProxy.Sweep(c.Name)
+			}
+		},
 	})
 	return err
 }

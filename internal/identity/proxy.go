@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,8 +39,9 @@ type ClusterProxy struct {
 	FrontProxyCA    *x509.CertPool
 	FrontProxyNames []string
 	// CurrentAgent names the user that is cluster's agent now (its ServiceAccount's user name);
-	// ok is false for a cluster the hub does not have.
-	CurrentAgent func(cluster string) (user string, ok bool)
+	// known is false for a cluster the hub does not have; err says the hub could not look
+	// (then nothing is decided on it).
+	CurrentAgent func(cluster string) (user string, known bool, err error)
 	// Audit receives a JSON line per request forwarded to a member (AuditRecord).
 	Audit io.Writer
 	Log   *slog.Logger
@@ -49,8 +51,11 @@ type ClusterProxy struct {
 	mu     sync.Mutex
 	auditM sync.Mutex
 	// tunnels are the open tunnels' connections, by cluster, with the agent user that opened
-	// each, so that a revoked agent's are closed (Sweep).
-	tunnels map[string]map[*tunnelConn]string
+	// each, so that a revoked agent's are closed (Sweep); transports are the clusters' HTTP
+	// transports over their tunnels, kept while a tunnel is open.
+	tunnels    map[string]map[*tunnelConn]string
+	transports map[string]*http.Transport
+	closed     bool
 }
 
 // AuditRecord is what the hub writes for each request it forwards to a member: who, on which
@@ -75,6 +80,7 @@ type tunnelKey struct{}
 func (p *ClusterProxy) init() {
 	p.once.Do(func() {
 		p.tunnels = map[string]map[*tunnelConn]string{}
+		p.transports = map[string]*http.Transport{}
 		p.server = remotedialer.New(func(r *http.Request) (string, bool, error) {
 			cluster, ok := r.Context().Value(tunnelKey{}).(string)
 			return cluster, ok, nil
@@ -123,7 +129,12 @@ func (p *ClusterProxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user := r.Header.Get("X-Remote-User")
-	agent, known := p.CurrentAgent(cluster)
+	agent, known, err := p.CurrentAgent(cluster)
+	if err != nil {
+		p.Log.Warn("cannot look the cluster up", "cluster", cluster, "err", err)
+		writeStatus(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "the hub cannot look the cluster up just now; try again")
+		return
+	}
 	if !known {
 		writeStatus(w, http.StatusNotFound, metav1.StatusReasonNotFound, fmt.Sprintf("cluster %q not found; `convoy cluster list` shows the fleet", cluster))
 		return
@@ -155,18 +166,21 @@ func (p *ClusterProxy) Connected(cluster string) bool {
 	return p.server.HasSession(cluster)
 }
 
-// Sweep closes every tunnel whose agent is no longer its cluster's current one (revoked, or
-// its cluster deleted): call it when a Cluster changes.
-func (p *ClusterProxy) Sweep() {
+// Sweep closes cluster's tunnels whose agent is no longer its current one (revoked, or its
+// cluster deleted): call it when the cluster's credential generation changes or it goes. A
+// cluster the hub cannot look up just now keeps its tunnels.
+func (p *ClusterProxy) Sweep(cluster string) {
 	p.init()
+	current, known, err := p.CurrentAgent(cluster)
+	if err != nil {
+		p.Log.Warn("cannot look the cluster up to check its tunnels", "cluster", cluster, "err", err)
+		return
+	}
 	p.mu.Lock()
 	var stale []*tunnelConn
-	for cluster, conns := range p.tunnels {
-		current, ok := p.CurrentAgent(cluster)
-		for c, user := range conns {
-			if !ok || user != current {
-				stale = append(stale, c)
-			}
+	for c, user := range p.tunnels[cluster] {
+		if !known || user != current {
+			stale = append(stale, c)
 		}
 	}
 	p.mu.Unlock()
@@ -174,6 +188,26 @@ func (p *ClusterProxy) Sweep() {
 		p.Log.Info("closing the tunnel of a revoked agent", "cluster", c.cluster)
 		c.Close()
 	}
+}
+
+// Close closes every tunnel (and with them the streams over them): the hub is stopping.
+func (p *ClusterProxy) Close() {
+	p.init()
+	p.mu.Lock()
+	p.closed = true
+	var all []*tunnelConn
+	for _, conns := range p.tunnels {
+		for c := range conns {
+			all = append(all, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range all {
+		c.Close()
+	}
+	p.auditM.Lock()
+	p.Audit = nil
+	p.auditM.Unlock()
 }
 
 func (p *ClusterProxy) forget(c *tunnelConn) {
@@ -185,6 +219,10 @@ func (p *ClusterProxy) forget(c *tunnelConn) {
 	delete(p.tunnels[c.cluster], c)
 	if len(p.tunnels[c.cluster]) == 0 {
 		delete(p.tunnels, c.cluster)
+		if t := p.transports[c.cluster]; t != nil {
+			t.CloseIdleConnections()
+			delete(p.transports, c.cluster)
+		}
 	}
 }
 
@@ -207,6 +245,10 @@ func (p *ClusterProxy) forward(w http.ResponseWriter, r *http.Request, cluster, 
 		writeStatus(rec, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "Unauthorized")
 		return
 	}
+	if strings.HasPrefix(user, agentUserPrefix) {
+		writeStatus(rec, http.StatusForbidden, metav1.StatusReasonForbidden, "a cluster's agent reaches no cluster through the hub")
+		return
+	}
 	if !p.server.HasSession(cluster) {
 		writeStatus(rec, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
 			fmt.Sprintf("cluster %q's agent has no tunnel to the hub now; `convoy cluster describe %s` shows when it was last heard from", cluster, cluster))
@@ -218,47 +260,112 @@ func (p *ClusterProxy) forward(w http.ResponseWriter, r *http.Request, cluster, 
 			out.Header.Del(k)
 		}
 	}
-	out.Header.Set("Impersonate-User", user)
-	for _, g := range groups {
+	asUser, asGroups, mapped := MemberIdentity(user, groups)
+	out.Header.Set("Impersonate-User", asUser)
+	for _, g := range asGroups {
 		out.Header.Add("Impersonate-Group", g)
 	}
-	for k, vs := range r.Header {
-		if key, ok := strings.CutPrefix(k, "X-Remote-Extra-"); ok {
-			for _, v := range vs {
-				out.Header.Add("Impersonate-Extra-"+key, v)
+	if !mapped {
+		// The extras of a ServiceAccount's or node's token describe the hub's credential, and
+		// go no further with a renamed user.
+		for k, vs := range r.Header {
+			if key, ok := strings.CutPrefix(k, "X-Remote-Extra-"); ok {
+				for _, v := range vs {
+					out.Header.Add("Impersonate-Extra-"+key, v)
+				}
 			}
 		}
 	}
-	dial := p.server.Dialer(cluster)
-	transport := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := dial(ctx, "tcp", memberAddress)
-			if err != nil {
-				return nil, err
-			}
-			return &statusConn{Conn: c, status: &upstream}, nil
-		},
-		ForceAttemptHTTP2:     false,
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 0,
+	if isUpgrade(r) {
+		out = out.WithContext(context.WithValue(out.Context(), upstreamKey{}, &upstream))
 	}
-	defer transport.CloseIdleConnections()
 	// The query goes in the location too: an upgrade (exec, port-forward) takes only that.
-	h := proxy.NewUpgradeAwareHandler(&url.URL{Scheme: "http", Host: memberAddress, Path: rest, RawQuery: r.URL.RawQuery}, transport, false, false, responder{p.Log, cluster})
+	h := proxy.NewUpgradeAwareHandler(&url.URL{Scheme: "http", Host: memberAddress, Path: rest, RawQuery: r.URL.RawQuery}, p.transport(cluster), false, false, responder{p.Log, cluster})
 	// A streamed answer (logs -f, watch) goes on as it comes.
 	h.FlushInterval = -1
 	h.ServeHTTP(rec, out)
 }
 
-func (p *ClusterProxy) audit(a AuditRecord) {
-	p.Log.Info("cluster access", "user", a.User, "cluster", a.Cluster, "verb", a.Verb, "path", a.Path, "status", a.Status)
-	if p.Audit == nil {
-		return
+// transport is cluster's HTTP transport over its agent's tunnel, shared by its requests so
+// that they reuse the tunnel's connections. The connection of an upgrade notes the member's
+// status (statusConn), since the proxy hijacks the client's connection for a refusal as well.
+func (p *ClusterProxy) transport(cluster string) *http.Transport {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t := p.transports[cluster]; t != nil {
+		return t
 	}
+	dial := p.server.Dialer(cluster)
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := dial(ctx, "tcp", memberAddress)
+			if err != nil {
+				return nil, err
+			}
+			if status, ok := ctx.Value(upstreamKey{}).(*atomic.Int32); ok {
+				return &statusConn{Conn: c, status: status}, nil
+			}
+			return c, nil
+		},
+		MaxIdleConnsPerHost: 32,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	p.transports[cluster] = t
+	return t
+}
+
+type upstreamKey struct{}
+
+// isUpgrade reports whether r asks to switch protocols (exec, attach, port-forward).
+func isUpgrade(r *http.Request) bool {
+	for _, v := range r.Header.Values("Connection") {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// agentUserPrefix begins the user name of every cluster's agent at the hub.
+const agentUserPrefix = "system:serviceaccount:" + v1alpha1.ClusterNamespacePrefix
+
+// HubIdentityPrefix marks, on a member, a user or group that only the hub's own credentials
+// give (see MemberIdentity).
+const HubIdentityPrefix = "convoy:hub:"
+
+// MemberIdentity is who a person the hub authenticated as user in groups is on a member.
+// Names a member gives itself are not the hub's to hand out: a hub ServiceAccount
+// (system:serviceaccount:NS:NAME) or node (system:node:NAME), or any other system: user,
+// becomes HubIdentityPrefix+user, so that a token for a hub account of the same namespace and
+// name as a member's gets none of that account's rights there; groups beginning with system:
+// do too, except system:authenticated, and system:masters, which the hub's administrators
+// hold and which makes them administrators of every member. Everyone else (oidc:... from the
+// fleet's issuer, certificate users) is themselves. mapped says the user was renamed.
+func MemberIdentity(user string, groups []string) (string, []string, bool) {
+	mapped := strings.HasPrefix(user, "system:")
+	if mapped {
+		user = HubIdentityPrefix + user
+	}
+	out := make([]string, 0, len(groups))
+	for _, g := range groups {
+		if strings.HasPrefix(g, "system:") && g != "system:authenticated" && g != "system:masters" {
+			g = HubIdentityPrefix + g
+		}
+		out = append(out, g)
+	}
+	return user, out, mapped
+}
+
+func (p *ClusterProxy) audit(a AuditRecord) {
+	p.Log.Debug("cluster access", "stage", a.Stage, "user", a.User, "cluster", a.Cluster, "verb", a.Verb, "path", a.Path, "status", a.Status)
 	line, _ := json.Marshal(a)
 	p.auditM.Lock()
 	defer p.auditM.Unlock()
+	if p.Audit == nil {
+		return
+	}
 	if _, err := p.Audit.Write(append(line, '\n')); err != nil {
 		p.Log.Error("cannot write the cluster access audit", "err", err)
 	}
@@ -289,17 +396,22 @@ func (t *trackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	t.conn = &tunnelConn{Conn: conn, cluster: t.cluster}
+	// The revocation may have come between the authorization and now.
+	if current, known, err := t.p.CurrentAgent(t.cluster); err == nil && (!known || current != t.user) {
+		conn.Close()
+		return nil, nil, errors.New("the agent was revoked")
+	}
 	t.p.mu.Lock()
+	defer t.p.mu.Unlock()
+	if t.p.closed {
+		conn.Close()
+		return nil, nil, errors.New("the hub is stopping")
+	}
+	t.conn = &tunnelConn{Conn: conn, cluster: t.cluster}
 	if t.p.tunnels[t.cluster] == nil {
 		t.p.tunnels[t.cluster] = map[*tunnelConn]string{}
 	}
 	t.p.tunnels[t.cluster][t.conn] = t.user
-	t.p.mu.Unlock()
-	// The revocation may have come between the authorization and now.
-	if current, ok := t.p.CurrentAgent(t.cluster); !ok || current != t.user {
-		t.conn.Close()
-	}
 	return t.conn, rw, nil
 }
 

@@ -60,11 +60,11 @@ func TestClusterProxy(t *testing.T) {
 	var audit syncBuffer
 	p := &ClusterProxy{FrontProxyCA: pool, FrontProxyNames: []string{"front-proxy-client"}, Audit: &audit,
 		Log: slog.New(slog.DiscardHandler),
-		CurrentAgent: func(cluster string) (string, bool) {
+		CurrentAgent: func(cluster string) (string, bool, error) {
 			if cluster != "eu" {
-				return "", false
+				return "", false, nil
 			}
-			return current.Load().(string), true
+			return current.Load().(string), true, nil
 		}}
 	pair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
 	must(t, err)
@@ -75,7 +75,8 @@ func TestClusterProxy(t *testing.T) {
 
 	// The aggregator: tokens are users; the client's Authorization goes no further.
 	users := map[string][]string{"agent-token": {"system:serviceaccount:convoy-cluster-eu:agent-1"}, "old-agent": {"system:serviceaccount:convoy-cluster-eu:agent-0"},
-		"alice-token": {"alice", "team-shop", "system:authenticated"}}
+		"alice-token": {"alice", "team-shop", "system:authenticated"}, "nobody-token": {"nobody", "system:authenticated"},
+		"bob-token": {"system:serviceaccount:shop:bob", "system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"}}
 	clientPair, err := tls.X509KeyPair(client.CertPEM, client.KeyPEM)
 	must(t, err)
 	hubURL, _ := url.Parse(hub.URL)
@@ -84,7 +85,12 @@ func TestClusterProxy(t *testing.T) {
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(hubURL)
 			who := users[strings.TrimPrefix(r.In.Header.Get("Authorization"), "Bearer ")]
-			r.Out.Header.Del("X-Remote-User")
+			// As the API server's aggregator: what the client said of itself goes.
+			for k := range r.Out.Header {
+				if strings.HasPrefix(k, "X-Remote-") {
+					r.Out.Header.Del(k)
+				}
+			}
 			if len(who) > 0 {
 				r.Out.Header.Set("X-Remote-User", who[0])
 				for _, g := range who[1:] {
@@ -136,14 +142,11 @@ func TestClusterProxy(t *testing.T) {
 		go func() { defer close(done); tn.Run(ctx) }()
 		return func() { cancel(); <-done }
 	}
-	// An agent of a revoked generation may not open it.
-	stopOld := tunnel("old-agent")
-	if code, body := get("old-agent", v1alpha1.TunnelPath("eu"), nil); code != http.StatusForbidden {
-		t.Errorf("a revoked agent's tunnel: %d %s", code, body)
-	}
-	stopOld()
-	if p.Connected("eu") {
-		t.Fatal("a revoked agent's tunnel is open")
+	// An agent of a revoked generation may not open it, nor a person.
+	for _, token := range []string{"old-agent", "alice-token"} {
+		if code, body := get(token, v1alpha1.TunnelPath("eu"), nil); code != http.StatusForbidden {
+			t.Errorf("a tunnel opened with %s: %d %s", token, code, body)
+		}
 	}
 
 	stop := tunnel("agent-token")
@@ -166,9 +169,32 @@ func TestClusterProxy(t *testing.T) {
 		t.Errorf("audit:\n%s", audit.String())
 	}
 
+	// A hub ServiceAccount is not the member's account of the same name.
+	code, body = get("bob-token", v1alpha1.ClusterProxyPath("eu")+"/api", nil)
+	json.Unmarshal([]byte(body), &seen)
+	if code != http.StatusOK || seen.User != "convoy:hub:system:serviceaccount:shop:bob" ||
+		strings.Join(seen.Groups, ",") != "convoy:hub:system:serviceaccounts,convoy:hub:system:serviceaccounts:shop,system:authenticated" || len(seen.Extra) != 0 {
+		t.Errorf("a hub ServiceAccount on the member: %d %s", code, body)
+	}
+	// An agent reaches no cluster through the hub, its own included.
+	if code, body := get("agent-token", v1alpha1.ClusterProxyPath("eu")+"/api", nil); code != http.StatusForbidden {
+		t.Errorf("an agent through the proxy: %d %s", code, body)
+	}
+	// An upgrade the member refuses is audited with the member's status.
+	code, body = get("nobody-token", v1alpha1.ClusterProxyPath("eu")+"/api/v1/namespaces/shop/pods/p/exec", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}})
+	if code != http.StatusForbidden {
+		t.Errorf("a refused upgrade: %d %s", code, body)
+	}
+	waitFor(t, "the refused upgrade audited", func() bool { return strings.Contains(audit.String(), `"user":"nobody"`) })
+	for _, line := range strings.Split(audit.String(), "\n") {
+		if strings.Contains(line, `"user":"nobody"`) && (!strings.Contains(line, `"stage":"ResponseComplete"`) || !strings.Contains(line, `"status":403`)) {
+			t.Errorf("the refused upgrade's audit: %s", line)
+		}
+	}
+
 	// Revoked: the tunnel is closed at the sweep, and the agent may not open it again.
 	current.Store("system:serviceaccount:convoy-cluster-eu:agent-2")
-	p.Sweep()
+	p.Sweep("eu")
 	waitFor(t, "the revoked tunnel closed", func() bool { return !p.Connected("eu") })
 	if code, body := get("alice-token", v1alpha1.ClusterProxyPath("eu")+"/api", nil); code != http.StatusServiceUnavailable {
 		t.Errorf("after the revocation: %d %s", code, body)
@@ -212,4 +238,26 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func TestMemberIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		user, wantUser string
+		groups, want   []string
+		mapped         bool
+	}{
+		{user: "oidc:alice@example.com", groups: []string{"oidc:team-shop", "system:authenticated"},
+			wantUser: "oidc:alice@example.com", want: []string{"oidc:team-shop", "system:authenticated"}},
+		{user: "convoy-admin", groups: []string{"system:masters", "system:authenticated"},
+			wantUser: "convoy-admin", want: []string{"system:masters", "system:authenticated"}},
+		{user: "system:serviceaccount:default:bob", groups: []string{"system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"},
+			wantUser: "convoy:hub:system:serviceaccount:default:bob", want: []string{"convoy:hub:system:serviceaccounts", "convoy:hub:system:serviceaccounts:default", "system:authenticated"}, mapped: true},
+		{user: "system:node:n1", groups: []string{"system:nodes"}, wantUser: "convoy:hub:system:node:n1", want: []string{"convoy:hub:system:nodes"}, mapped: true},
+		{user: "system:kube-controller-manager", wantUser: "convoy:hub:system:kube-controller-manager", want: []string{}, mapped: true},
+	} {
+		user, groups, mapped := MemberIdentity(tc.user, tc.groups)
+		if user != tc.wantUser || strings.Join(groups, ",") != strings.Join(tc.want, ",") || mapped != tc.mapped {
+			t.Errorf("MemberIdentity(%q, %q) = %q, %q, %v", tc.user, tc.groups, user, groups, mapped)
+		}
+	}
 }

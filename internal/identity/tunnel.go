@@ -41,7 +41,7 @@ type Tunnel struct {
 
 // Run keeps the tunnel open until ctx ends, connecting again after each loss.
 func (t *Tunnel) Run(ctx context.Context) error {
-	handler, err := memberProxy(t.Member)
+	handler, err := memberProxy(t.Member, t.Log)
 	if err != nil {
 		return fmt.Errorf("the tunnel's proxy to the member: %w", err)
 	}
@@ -95,7 +95,7 @@ func (t *Tunnel) Run(ctx context.Context) error {
 // memberProxy forwards the hub's requests to the member's API server with the agent's
 // credentials, streams and upgrades (exec, attach, port-forward) included. The impersonation
 // headers are the hub's; any credential the request carries is dropped for the agent's.
-func memberProxy(cfg *rest.Config) (http.Handler, error) {
+func memberProxy(cfg *rest.Config, log *slog.Logger) (http.Handler, error) {
 	target, err := url.Parse(cfg.Host)
 	if err != nil || target.Host == "" {
 		return nil, fmt.Errorf("the member's API server %q is no URL", cfg.Host)
@@ -130,7 +130,7 @@ func memberProxy(cfg *rest.Config) (http.Handler, error) {
 		loc := *target
 		loc.Path = base + r.URL.Path
 		loc.RawQuery = r.URL.RawQuery // an upgrade's request takes only the location's
-		h := proxy.NewUpgradeAwareHandler(&loc, rt, false, false, errorResponder{})
+		h := proxy.NewUpgradeAwareHandler(&loc, rt, false, false, errorResponder{log})
 		h.UpgradeTransport = upgrade
 		h.UseLocationHost = true
 		h.FlushInterval = -1
@@ -138,10 +138,13 @@ func memberProxy(cfg *rest.Config) (http.Handler, error) {
 	}), nil
 }
 
-type errorResponder struct{}
+// errorResponder keeps the reason a request could not reach the member in the agent's log:
+// addresses and TLS details are not for whoever asked through the hub.
+type errorResponder struct{ log *slog.Logger }
 
-func (errorResponder) Error(w http.ResponseWriter, _ *http.Request, err error) {
-	http.Error(w, "the member's API server: "+err.Error(), http.StatusBadGateway)
+func (e errorResponder) Error(w http.ResponseWriter, r *http.Request, err error) {
+	e.log.Warn("cannot reach the member's API server for the hub", "path", r.URL.Path, "err", err)
+	http.Error(w, "the agent cannot reach its cluster's API server; its log says why", http.StatusBadGateway)
 }
 
 // pipeListener hands the agent's proxy the connections the hub dials through the tunnel, as

@@ -66,7 +66,7 @@ func raiseLimits(procSys string, want map[string]int) ([]string, error) {
 		raised = append(raised, fmt.Sprintf("%s %d -> %d", key, have, want[name]))
 	}
 	if len(low) > 0 {
-		errs = append(errs, fmt.Errorf("the fleet's Kubernetes processes need more inotify instances than that; raise them as root with `sysctl -w %s`", strings.Join(low, " ")))
+		errs = append(errs, fmt.Errorf("the fleet's Kubernetes processes need higher inotify limits than these; raise them as root with `sysctl -w %s`", strings.Join(low, " ")))
 	}
 	return raised, errors.Join(errs...)
 }
