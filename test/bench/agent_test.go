@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -83,6 +86,18 @@ func BenchmarkAgent(b *testing.B) {
 	cpu1, _ := CPUTime(agentPID)
 	rss, _ := RSS(agentPID)
 
+	// Cluster access through the hub: the same GET straight to the member's API server, and
+	// through the hub's API server, its proxy and the agent's tunnel.
+	memberCfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(clusterDir, "kubeconfig"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	viaHub := rest.CopyConfig(h.Config)
+	viaHub.Host = strings.TrimSuffix(viaHub.Host, "/") + v1alpha1.ClusterProxyPath("bench")
+	const gets = 300
+	direct := getLatencies(b, memberCfg, gets)
+	through := getLatencies(b, viaHub, gets)
+
 	// A killed agent: the local cluster's runtime restarts its agent at once, so this runs a
 	// second agent as its own process, for the same member imported as another cluster.
 	unreachable := killedAgent(b, h, clusterDir)
@@ -93,11 +108,49 @@ func BenchmarkAgent(b *testing.B) {
 	fmt.Printf("agent CPU (idle, over %s):              %.1f millicores\n", window, millicores(cpu1-cpu0, window))
 	fmt.Printf("Work created on the hub to Applied:     p50 %s, p99 %s (%d Works, one at a time)\n", p50.Round(time.Millisecond), p99.Round(time.Millisecond), works)
 	fmt.Printf("agent killed to cluster Unreachable:    %s (heartbeat every 2s, grace 6s)\n", unreachable.Round(100*time.Millisecond))
+	fmt.Printf("GET of a ConfigMap, straight to member: p50 %s, p99 %s (%d, one at a time)\n", direct[len(direct)/2], direct[len(direct)*99/100], gets)
+	fmt.Printf("the same through the hub and tunnel:    p50 %s, p99 %s (%d, one at a time)\n", through[len(through)/2], through[len(through)*99/100], gets)
 	b.ReportMetric(float64(rss)/(1<<20), "MiB-agent-rss")
 	b.ReportMetric(millicores(cpu1-cpu0, window), "mcores-agent-idle")
 	b.ReportMetric(p50.Seconds()*1000, "ms-work-p50")
 	b.ReportMetric(p99.Seconds()*1000, "ms-work-p99")
 	b.ReportMetric(unreachable.Seconds(), "s-unreachable")
+	b.ReportMetric(float64(through[len(through)/2].Microseconds())/1000, "ms-via-hub-p50")
+	b.ReportMetric(float64(through[len(through)*99/100].Microseconds())/1000, "ms-via-hub-p99")
+}
+
+// getLatencies GETs the ConfigMap default/c0 n times, one at a time, with cfg (after a first
+// GET that succeeds: the agent's tunnel may still be opening), and returns the durations,
+// sorted and rounded to 10 µs.
+func getLatencies(b *testing.B, cfg *rest.Config, n int) []time.Duration {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = 10000, 10000
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "c0", metav1.GetOptions{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("GET through %s: %v", cfg.Host, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ds := make([]time.Duration, 0, n)
+	for range n {
+		start := time.Now()
+		if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "c0", metav1.GetOptions{}); err != nil {
+			b.Fatalf("GET through %s: %v", cfg.Host, err)
+		}
+		ds = append(ds, time.Since(start).Round(10*time.Microsecond))
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds
 }
 
 func waitPhase(b *testing.B, c client.Client, name string, phase v1alpha1.ClusterPhase, timeout time.Duration) time.Duration {
