@@ -3,7 +3,6 @@ package hub
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -78,52 +77,18 @@ func (h *Hub) serveMetricsAPI() error {
 	if h.opts.MetricsRetention < 0 && h.opts.LogsRetention < 0 {
 		return nil
 	}
-	st, err := loadState(h.layout)
+	l, tlsConfig, err := h.aggregatedAPI("hub-metrics", metricsService, func(st *state) *int { return &st.MetricsPort })
 	if err != nil {
-		return err
-	}
-	l, err := listenKept(st.MetricsPort)
-	if err != nil {
-		return fmt.Errorf("listen for the metrics query API: %w", err)
+		return fmt.Errorf("serve the metrics query API: %w", err)
 	}
 	h.metricsPort = l.Addr().(*net.TCPAddr).Port
-	if h.metricsPort != st.MetricsPort {
-		st.MetricsPort = h.metricsPort
-		if err := saveState(h.layout, st); err != nil {
-			l.Close()
-			return err
-		}
-	}
-	// A certificate for the Service's name, which the API server checks against the
-	// APIService's caBundle.
-	serving, err := h.pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
-		Name: "hub-metrics", CommonName: metricsService, Server: true,
-		DNSNames: []string{metricsService + "." + v1alpha1.SystemNamespace + ".svc"},
-	})
-	if err != nil {
-		l.Close()
-		return fmt.Errorf("prepare hub PKI: %w", err)
-	}
-	pair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
-	if err != nil {
-		l.Close()
-		return err
-	}
 	api := &observe.QueryAPI{Store: h.metricsStore.Load, StoreAuth: h.metricsAuth, FrontProxyCA: h.frontProxyCA, FrontProxyNames: []string{frontProxyName},
 		ClusterLabels: h.clusterLabels, Log: h.log.With("component", "metrics-query")}
 	if h.opts.LogsRetention >= 0 {
 		// The log store's API is served beside the metrics store's, by the same server.
 		api.LogStore, api.LogStoreAuth, api.LogLimit = h.logStore.Load, h.logAuth, &observe.LogLimiter{}
 	}
-	h.metricsServer = &http.Server{
-		Handler:           api.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		// A client certificate is asked for, and checked per request (QueryAPI.fromAPIServer):
-		// discovery is for anyone, and any other certificate gets an answer, not a failed
-		// handshake.
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
-			ClientAuth: tls.RequestClientCert},
-	}
+	h.metricsServer = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
 	go func() {
 		if err := h.metricsServer.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			h.log.Error("metrics query API stopped", "err", err)

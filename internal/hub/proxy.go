@@ -34,35 +34,11 @@ const proxyService = "convoy-hub-proxy"
 // serveMetricsAPI gives. Each request it forwards to a member is audited in
 // DATA/logs/cluster-access.log.
 func (h *Hub) serveClusterProxy() error {
-	st, err := loadState(h.layout)
+	l, tlsConfig, err := h.aggregatedAPI("hub-proxy", proxyService, func(st *state) *int { return &st.ProxyPort })
 	if err != nil {
-		return err
-	}
-	l, err := listenKept(st.ProxyPort)
-	if err != nil {
-		return fmt.Errorf("listen for the cluster proxy: %w", err)
+		return fmt.Errorf("serve the cluster proxy: %w", err)
 	}
 	h.proxyPort = l.Addr().(*net.TCPAddr).Port
-	if h.proxyPort != st.ProxyPort {
-		st.ProxyPort = h.proxyPort
-		if err := saveState(h.layout, st); err != nil {
-			l.Close()
-			return err
-		}
-	}
-	serving, err := h.pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
-		Name: "hub-proxy", CommonName: proxyService, Server: true,
-		DNSNames: []string{proxyService + "." + v1alpha1.SystemNamespace + ".svc"},
-	})
-	if err != nil {
-		l.Close()
-		return fmt.Errorf("prepare hub PKI: %w", err)
-	}
-	pair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
-	if err != nil {
-		l.Close()
-		return err
-	}
 	audit, err := os.OpenFile(filepath.Join(h.layout.Logs(), "cluster-access.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		l.Close()
@@ -71,18 +47,52 @@ func (h *Hub) serveClusterProxy() error {
 	h.proxyAudit = audit
 	h.clusterProxy = &identity.ClusterProxy{FrontProxyCA: h.frontProxyCA, FrontProxyNames: []string{frontProxyName},
 		CurrentAgent: h.currentAgent, Audit: audit, Log: h.log.With("component", "cluster-proxy")}
-	h.proxyServer = &http.Server{
-		Handler:           h.clusterProxy.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		// The client certificate is checked per request (kubeproc.FromFrontProxy).
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert},
-	}
+	h.proxyServer = &http.Server{Handler: h.clusterProxy.Handler(), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig}
 	go func() {
 		if err := h.proxyServer.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			h.log.Error("cluster proxy stopped", "err", err)
 		}
 	}()
 	return nil
+}
+
+// aggregatedAPI listens for one of the hub's aggregated APIs on 127.0.0.1, at the port that
+// port points to in hub.json (the last run's, when it is free, else any free one, which is
+// saved there), and makes its server's TLS configuration: a certificate (files certName in the
+// PKI) for its Service's name, which the API server checks against the APIService's caBundle,
+// and a client certificate asked for but checked per request (kubeproc.FromFrontProxy), so
+// that discovery is for anyone and any other certificate gets an answer, not a failed
+// handshake.
+func (h *Hub) aggregatedAPI(certName, service string, port func(*state) *int) (net.Listener, *tls.Config, error) {
+	st, err := loadState(h.layout)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := listenKept(*port(&st))
+	if err != nil {
+		return nil, nil, err
+	}
+	if got := l.Addr().(*net.TCPAddr).Port; got != *port(&st) {
+		*port(&st) = got
+		if err := saveState(h.layout, st); err != nil {
+			l.Close()
+			return nil, nil, err
+		}
+	}
+	serving, err := h.pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
+		Name: certName, CommonName: service, Server: true,
+		DNSNames: []string{service + "." + v1alpha1.SystemNamespace + ".svc"},
+	})
+	if err != nil {
+		l.Close()
+		return nil, nil, fmt.Errorf("prepare hub PKI: %w", err)
+	}
+	pair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
+	if err != nil {
+		l.Close()
+		return nil, nil, err
+	}
+	return l, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}, nil
 }
 
 // listenKept listens on 127.0.0.1:port when port is set and it can (a hub that just stopped
