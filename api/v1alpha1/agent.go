@@ -88,3 +88,12 @@ func BootstrapGroup(cluster string, generation int) string {
 
 // ClusterNamespace is the hub namespace of a cluster's Works, Lease and agent identity.
 func ClusterNamespace(cluster string) string { return ClusterNamespacePrefix + cluster }
+
+// AgentUserPrefix begins the hub user name of every cluster's agent (its ServiceAccount's, in
+// the cluster's namespace).
+const AgentUserPrefix = "system:serviceaccount:" + ClusterNamespacePrefix
+
+// AgentUser is the hub user name of cluster's agent in credential generation generation.
+func AgentUser(cluster string, generation int) string {
+	return AgentUserPrefix + cluster + ":" + AgentServiceAccount(generation)
+}

@@ -126,11 +126,7 @@ func (h *Hub) currentAgent(cluster string) (string, bool, error) {
 		}
 		return "", false, err
 	}
-	return agentUser(cluster, v1alpha1.AgentGeneration(c)), true, nil
-}
-
-func agentUser(cluster string, generation int) string {
-	return "system:serviceaccount:" + v1alpha1.ClusterNamespace(cluster) + ":" + v1alpha1.AgentServiceAccount(generation)
+	return v1alpha1.AgentUser(cluster, v1alpha1.AgentGeneration(c)), true, nil
 }
 
 // sweepTunnelsOnChange closes a revoked agent's tunnel as soon as the hub's cache sees its

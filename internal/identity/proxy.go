@@ -245,7 +245,7 @@ func (p *ClusterProxy) forward(w http.ResponseWriter, r *http.Request, cluster, 
 		writeStatus(rec, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "Unauthorized")
 		return
 	}
-	if strings.HasPrefix(user, agentUserPrefix) {
+	if strings.HasPrefix(user, v1alpha1.AgentUserPrefix) {
 		writeStatus(rec, http.StatusForbidden, metav1.StatusReasonForbidden, "a cluster's agent reaches no cluster through the hub")
 		return
 	}
@@ -327,9 +327,6 @@ func isUpgrade(r *http.Request) bool {
 	}
 	return false
 }
-
-// agentUserPrefix begins the user name of every cluster's agent at the hub.
-const agentUserPrefix = "system:serviceaccount:" + v1alpha1.ClusterNamespacePrefix
 
 // HubIdentityPrefix marks, on a member, a user or group that only the hub's own credentials
 // give (see MemberIdentity).

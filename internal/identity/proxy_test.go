@@ -1,4 +1,4 @@
-package identity
+package identity_test
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +21,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/identity"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 )
 
@@ -35,11 +36,11 @@ import (
 func TestClusterProxy(t *testing.T) {
 	dir := t.TempDir()
 	ca, err := kubeproc.LoadOrCreateCA(dir, "front-proxy-ca")
-	must(t, err)
+	hubtest.Must(t, err)
 	client, err := ca.LoadOrIssue(dir, kubeproc.CertRequest{Name: "front-proxy-client", CommonName: "front-proxy-client"})
-	must(t, err)
+	hubtest.Must(t, err)
 	serving, err := ca.LoadOrIssue(dir, kubeproc.CertRequest{Name: "serving", CommonName: "localhost", Server: true, IPs: []net.IP{net.ParseIP("127.0.0.1")}})
-	must(t, err)
+	hubtest.Must(t, err)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 
@@ -57,8 +58,8 @@ func TestClusterProxy(t *testing.T) {
 
 	var current atomic.Value // the agent user of cluster "eu"
 	current.Store("system:serviceaccount:convoy-cluster-eu:agent-1")
-	var audit syncBuffer
-	p := &ClusterProxy{FrontProxyCA: pool, FrontProxyNames: []string{"front-proxy-client"}, Audit: &audit,
+	var audit hubtest.SyncBuffer
+	p := &identity.ClusterProxy{FrontProxyCA: pool, FrontProxyNames: []string{"front-proxy-client"}, Audit: &audit,
 		Log: slog.New(slog.DiscardHandler),
 		CurrentAgent: func(cluster string) (string, bool, error) {
 			if cluster != "eu" {
@@ -67,7 +68,7 @@ func TestClusterProxy(t *testing.T) {
 			return current.Load().(string), true, nil
 		}}
 	pair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
-	must(t, err)
+	hubtest.Must(t, err)
 	hub := httptest.NewUnstartedServer(p.Handler())
 	hub.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequestClientCert}
 	hub.StartTLS()
@@ -78,7 +79,7 @@ func TestClusterProxy(t *testing.T) {
 		"alice-token": {"alice", "team-shop", "system:authenticated"}, "nobody-token": {"nobody", "system:authenticated"},
 		"bob-token": {"system:serviceaccount:shop:bob", "system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"}}
 	clientPair, err := tls.X509KeyPair(client.CertPEM, client.KeyPEM)
-	must(t, err)
+	hubtest.Must(t, err)
 	hubURL, _ := url.Parse(hub.URL)
 	toHub := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{clientPair}}}
 	agg := httptest.NewTLSServer(&httputil.ReverseProxy{
@@ -121,7 +122,7 @@ func TestClusterProxy(t *testing.T) {
 
 	// Straight to the hub's port, without the front-proxy certificate: refused.
 	resp, err := hub.Client().Get(hub.URL + v1alpha1.ClusterProxyPath("eu") + "/api")
-	must(t, err)
+	hubtest.Must(t, err)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("without the front-proxy certificate: %d", resp.StatusCode)
@@ -136,7 +137,7 @@ func TestClusterProxy(t *testing.T) {
 	tunnel := func(token string) (stop func()) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		tn := &Tunnel{URL: agg.URL + v1alpha1.TunnelPath("eu"), HubCA: aggCA, Token: func() string { return token },
+		tn := &identity.Tunnel{URL: agg.URL + v1alpha1.TunnelPath("eu"), HubCA: aggCA, Token: func() string { return token },
 			Member:  &rest.Config{Host: member.URL, BearerToken: "member-agent-token", TLSClientConfig: rest.TLSClientConfig{CAData: certPEM(member.Certificate())}},
 			Backoff: func(int) time.Duration { return 100 * time.Millisecond }, Log: slog.New(slog.DiscardHandler)}
 		go func() { defer close(done); tn.Run(ctx) }()
@@ -151,7 +152,7 @@ func TestClusterProxy(t *testing.T) {
 
 	stop := tunnel("agent-token")
 	defer stop()
-	waitFor(t, "the tunnel", func() bool { return p.Connected("eu") })
+	hubtest.Eventually(t, "the tunnel", 20*time.Second, func() (bool, error) { return p.Connected("eu"), nil })
 	code, body := get("alice-token", v1alpha1.ClusterProxyPath("eu")+"/api/v1/namespaces/shop/pods?limit=5",
 		http.Header{"Impersonate-User": {"system:admin"}, "X-Remote-User": {"system:admin"}})
 	var seen struct {
@@ -185,7 +186,7 @@ func TestClusterProxy(t *testing.T) {
 	if code != http.StatusForbidden {
 		t.Errorf("a refused upgrade: %d %s", code, body)
 	}
-	waitFor(t, "the refused upgrade audited", func() bool { return strings.Contains(audit.String(), `"user":"nobody"`) })
+	hubtest.Eventually(t, "the refused upgrade audited", 20*time.Second, func() (bool, error) { return strings.Contains(audit.String(), `"user":"nobody"`), nil })
 	for _, line := range strings.Split(audit.String(), "\n") {
 		if strings.Contains(line, `"user":"nobody"`) && (!strings.Contains(line, `"stage":"ResponseComplete"`) || !strings.Contains(line, `"status":403`)) {
 			t.Errorf("the refused upgrade's audit: %s", line)
@@ -195,49 +196,14 @@ func TestClusterProxy(t *testing.T) {
 	// Revoked: the tunnel is closed at the sweep, and the agent may not open it again.
 	current.Store("system:serviceaccount:convoy-cluster-eu:agent-2")
 	p.Sweep("eu")
-	waitFor(t, "the revoked tunnel closed", func() bool { return !p.Connected("eu") })
+	hubtest.Eventually(t, "the revoked tunnel closed", 20*time.Second, func() (bool, error) { return !p.Connected("eu"), nil })
 	if code, body := get("alice-token", v1alpha1.ClusterProxyPath("eu")+"/api", nil); code != http.StatusServiceUnavailable {
 		t.Errorf("after the revocation: %d %s", code, body)
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func certPEM(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestMemberIdentity(t *testing.T) {
@@ -255,7 +221,7 @@ func TestMemberIdentity(t *testing.T) {
 		{user: "system:node:n1", groups: []string{"system:nodes"}, wantUser: "convoy:hub:system:node:n1", want: []string{"convoy:hub:system:nodes"}, mapped: true},
 		{user: "system:kube-controller-manager", wantUser: "convoy:hub:system:kube-controller-manager", want: []string{}, mapped: true},
 	} {
-		user, groups, mapped := MemberIdentity(tc.user, tc.groups)
+		user, groups, mapped := identity.MemberIdentity(tc.user, tc.groups)
 		if user != tc.wantUser || strings.Join(groups, ",") != strings.Join(tc.want, ",") || mapped != tc.mapped {
 			t.Errorf("MemberIdentity(%q, %q) = %q, %q, %v", tc.user, tc.groups, user, groups, mapped)
 		}

@@ -48,11 +48,6 @@ type QueryAPI struct {
 	groups []metav1.APIGroup // the groups served, for discovery
 }
 
-// agentUserPrefix is how the API server names a cluster's agent: the ServiceAccount
-// agent-GEN in the cluster's namespace (the hub's authorizer let it write only if it is the
-// cluster's current one).
-const agentUserPrefix = "system:serviceaccount:" + v1alpha1.ClusterNamespacePrefix
-
 // Handler serves the API.
 func (q *QueryAPI) Handler() http.Handler {
 	proxy := &httputil.ReverseProxy{
@@ -153,7 +148,7 @@ func (q *QueryAPI) Handler() http.Handler {
 // sends; when r is not an agent's, or its cluster is not known (yet), it answers r and
 // returns false. what is "metrics" or "logs".
 func (q *QueryAPI) agentCluster(w http.ResponseWriter, r *http.Request, what string) (string, map[string]string, bool) {
-	rest, isAgent := strings.CutPrefix(r.Header.Get("X-Remote-User"), agentUserPrefix)
+	rest, isAgent := strings.CutPrefix(r.Header.Get("X-Remote-User"), v1alpha1.AgentUserPrefix)
 	cluster, _, _ := strings.Cut(rest, ":")
 	if !isAgent || cluster == "" {
 		writeStatus(w, http.StatusForbidden, metav1.StatusReasonForbidden, "only a cluster's agent sends "+what+" to the fleet's stores")

@@ -19,8 +19,7 @@ import (
 // The hub API server asks the Authorizer (its first authorizer, a webhook) only about these
 // requests: see WebhookMatchConditions.
 const (
-	agentUserPrefix = "system:serviceaccount:" + v1alpha1.ClusterNamespacePrefix
-	clustersRes     = "clusters"
+	clustersRes = "clusters"
 	// metricsRes is, to the API server, the resource of every request under the fleet
 	// metrics store's API (v1alpha1.MetricsQueryPrefix + "/api/v1/..."); its name is "v1".
 	metricsRes = "api"
@@ -37,7 +36,7 @@ var clustersGroup = v1alpha1.GroupVersion.Group
 // insert endpoint, or on the cluster proxy (its tunnel). Every other request goes
 // straight to RBAC.
 var WebhookMatchConditions = []string{
-	"request.user.startsWith('" + agentUserPrefix + "')",
+	"request.user.startsWith('" + v1alpha1.AgentUserPrefix + "')",
 	"has(request.resourceAttributes) && has(request.resourceAttributes.resource) && has(request.resourceAttributes.group) && (" +
 		"(request.resourceAttributes.resource == '" + clustersRes + "' && request.resourceAttributes.group == '" + clustersGroup + "') || " +
 		"(request.resourceAttributes.resource == '" + metricsRes + "' && request.resourceAttributes.group == '" + v1alpha1.MetricsGroup + "') || " +
@@ -67,7 +66,7 @@ type CurrentAgent func(cluster string) (serviceAccount string, ok bool)
 // ClusterRoleBinding per cluster: the RBAC authorizer walks every ClusterRoleBinding on every
 // request, so 1,000 of them made every request of the fleet cost O(clusters).
 func Decide(spec authorizationv1.SubjectAccessReviewSpec, current CurrentAgent) Decision {
-	rest, ok := strings.CutPrefix(spec.User, agentUserPrefix)
+	rest, ok := strings.CutPrefix(spec.User, v1alpha1.AgentUserPrefix)
 	if !ok {
 		return Decision{Reason: "not an agent"}
 	}
