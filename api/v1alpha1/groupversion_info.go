@@ -24,6 +24,7 @@ func AddToScheme(s *runtime.Scheme) error {
 		&Placement{}, &PlacementList{},
 		&Work{}, &WorkList{},
 		&EdgePool{}, &EdgePoolList{},
+		&User{}, &UserList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

@@ -46,6 +46,9 @@ kubectl and helm use.`,
 				if _, err := kubeproc.AuthenticationConfig([]kubeproc.JWTIssuer{oidc}); err != nil {
 					return usageError("%v", err)
 				}
+				if opts.NoIssuer {
+					return usageError("--no-issuer goes without --oidc-issuer: the hub runs no issuer of its own when it trusts another")
+				}
 				opts.OIDCIssuers = []kubeproc.JWTIssuer{oidc}
 			} else {
 				for _, f := range []string{"oidc-ca-file", "oidc-client-id", "oidc-username-claim", "oidc-groups-claim"} {
@@ -77,7 +80,8 @@ kubectl and helm use.`,
 	f.DurationVar(&opts.LogsRetention, "logs-retention", observe.DefaultLogsRetention, "how long the fleet log store keeps pods' log lines, in whole days (24h steps); -1s turns the store, its API and the members' log collectors off")
 	f.DurationVar(&opts.MetricsRetention, "metrics-retention", observe.DefaultRetention, "how long the fleet metrics store keeps samples, in whole days (24h steps); -1s turns the store and its query API off")
 	f.IntVar(&opts.EdgeInstances, "edge-instances", 0, "HAProxy instances the hub runs per edge pool (default 1); -1 runs none, for edge hosts to serve them (convoy edge)")
-	f.StringVar(&oidc.URL, "oidc-issuer", "", "an OpenID Connect issuer (https://) whose ID tokens the hub's API server accepts: people log in with it, as "+kubeproc.DefaultOIDCPrefix+"USER in groups "+kubeproc.DefaultOIDCPrefix+"GROUP, and RBAC at the hub decides what they may do")
+	f.StringVar(&oidc.URL, "oidc-issuer", "", "an OpenID Connect issuer (https://) whose ID tokens the hub's and every local cluster's API server accept instead of the hub's own issuer's: people log in with it, as "+kubeproc.DefaultOIDCPrefix+"USER in groups "+kubeproc.DefaultOIDCPrefix+"GROUP, and RBAC decides what they may do")
+	f.BoolVar(&opts.NoIssuer, "no-issuer", false, "run no OpenID Connect issuer of the hub's own (by default it does, for its Users: convoy user add, convoy login)")
 	f.StringVar(&oidcCA, "oidc-ca-file", "", "the CA (PEM) of the --oidc-issuer's serving certificate, when the host's roots do not trust it")
 	f.StringSliceVar(&oidc.Audiences, "oidc-client-id", []string{"convoy"}, "the client IDs the --oidc-issuer's tokens must be for (their aud)")
 	f.StringVar(&oidc.UsernameClaim, "oidc-username-claim", "email", "the claim of the --oidc-issuer's tokens that names the person (an email must be verified)")

@@ -83,6 +83,10 @@ an agent on each member cluster applies them and reports back.`,
 		newLogsCmd(g),
 		newLogCollectorCmd(g),
 		newTopCmd(g),
+		newLoginCmd(g),
+		newLogoutCmd(g),
+		newAuthCmd(g),
+		newUserCmd(g),
 	)
 	return root
 }

@@ -111,7 +111,7 @@ func TestOIDCIssuer(t *testing.T) {
 
 	// The hub started again without the issuer: its tokens are refused, and nothing is
 	// published any more.
-	h.Options.OIDCIssuers = nil
+	h.Options.OIDCIssuers, h.Options.NoIssuer = nil, true
 	h.Restart()
 	if _, err := review(alice); !apierrors.IsUnauthorized(err) {
 		t.Errorf("alice's token at a hub that no longer trusts her issuer: %v, want 401", err)

@@ -99,6 +99,9 @@ type state struct {
 	MetricsPort int `json:"metricsPort,omitempty"`
 	// ProxyPort is the cluster proxy's, which its APIService names.
 	ProxyPort int `json:"proxyPort,omitempty"`
+	// IssuerPort is the OpenID Connect issuer's: its URL is in every token and every API
+	// server's authentication configuration.
+	IssuerPort int `json:"issuerPort,omitempty"`
 	// ClusterAccessBound says the hub once bound v1alpha1.ClusterAccessRole to every
 	// authenticated user; it does not again, so that a deleted binding stays deleted.
 	ClusterAccessBound bool `json:"clusterAccessBound,omitempty"`

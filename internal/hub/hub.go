@@ -97,6 +97,12 @@ type Options struct {
 	// (structured authentication): people log in with them, and RBAC at the hub decides what
 	// their prefixed names and groups may do.
 	OIDCIssuers []kubeproc.JWTIssuer
+	// NoIssuer turns off the hub's own OpenID Connect issuer (internal/identity), which runs
+	// when OIDCIssuers is empty: people sign in to it as the hub's Users (`convoy login`).
+	NoIssuer bool
+	// IssuerTokenLifetime is how long the hub's issuer's ID tokens live; zero means
+	// identity.DefaultTokenLifetime.
+	IssuerTokenLifetime time.Duration
 	// PprofAddr is where the hub process serves Go's /debug/pprof (controller-runtime's),
 	// for profiling; set, it also turns on the API server's own. Empty turns both off.
 	PprofAddr string
@@ -141,9 +147,14 @@ type Hub struct {
 	layout  Layout
 	log     *slog.Logger
 	started time.Time
-	// authnConfig is the AuthenticationConfiguration of opts.OIDCIssuers (nil: none), which
-	// the hub's API server and every local cluster's get.
+	// authnConfig is the AuthenticationConfiguration of opts.OIDCIssuers, or of the hub's
+	// own issuer (nil: none), which the hub's API server and every local cluster's get.
 	authnConfig []byte
+	// issuer is the hub's own OpenID Connect issuer, served by issuerServer; stopIssuer ends
+	// its key rotation.
+	issuer       *identity.Issuer
+	issuerServer *http.Server
+	stopIssuer   context.CancelFunc
 
 	releaseLock func()
 	procs       []*kubeproc.Process // in start order
@@ -264,13 +275,11 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 			return nil, err
 		}
 	}
-	var authnConfig []byte
 	if len(opts.OIDCIssuers) > 0 {
-		if authnConfig, err = kubeproc.AuthenticationConfig(opts.OIDCIssuers); err != nil {
+		if _, err = kubeproc.AuthenticationConfig(opts.OIDCIssuers); err != nil {
 			return nil, err
 		}
 	}
-	h.authnConfig = authnConfig
 	ds, err := parseDatastore(opts.DatastoreEndpoint, kubeproc.SQLiteEndpoint(filepath.Join(h.layout.DB(), "state.db")))
 	if err != nil {
 		return nil, err
@@ -388,6 +397,22 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 	if err := h.serveClusterProxy(); err != nil {
 		return nil, err
 	}
+	issuers := opts.OIDCIssuers
+	if len(issuers) == 0 && !opts.NoIssuer {
+		h.setPhase("starting the OpenID Connect issuer")
+		own, err := h.serveIssuer()
+		if err != nil {
+			return nil, err
+		}
+		issuers = []kubeproc.JWTIssuer{own}
+	}
+	var authnConfig []byte
+	if len(issuers) > 0 {
+		if authnConfig, err = kubeproc.AuthenticationConfig(issuers); err != nil {
+			return nil, err
+		}
+	}
+	h.authnConfig = authnConfig
 	authnPath := filepath.Join(h.layout.Internal(), "authentication.yaml")
 	if authnConfig != nil {
 		// The API server reads the file again when it changes.
@@ -445,6 +470,13 @@ func Start(ctx context.Context, opts Options) (_ *Hub, err error) {
 		return nil, err
 	}
 	if err := publishAuthentication(ctx, setup, h.authnConfig); err != nil {
+		return nil, err
+	}
+	var login *kubeproc.JWTIssuer
+	if len(issuers) > 0 {
+		login = &issuers[0]
+	}
+	if err := publishLogin(ctx, setup, login); err != nil {
 		return nil, err
 	}
 
@@ -746,6 +778,10 @@ func (h *Hub) shutdown(ctx context.Context) {
 			h.stopLogWatch()
 		}
 		kubeproc.StopAll(ctx, h.procs)
+		if h.issuerServer != nil {
+			_ = h.issuerServer.Close()
+			h.stopIssuer()
+		}
 		if h.authzServer != nil {
 			_ = h.authzServer.Close()
 		}
