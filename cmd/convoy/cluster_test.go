@@ -590,6 +590,7 @@ func TestUpAndDown(t *testing.T) {
 		})
 	}
 	checkViaHub(t, env, kubectl, dataDir, "us-east")
+	checkTeamLogin(t, env, kubectl, dataDir, clusters)
 
 	// The fleet's metrics: each cluster's collector scrapes the demo's pods (they ask to be,
 	// with prometheus.io annotations) at their addresses, and the fleet query of the README

@@ -160,6 +160,7 @@ Next:
   %[3]s cluster kubeconfig us-east > us-east.kubeconfig
   kubectl --kubeconfig us-east.kubeconfig get nodes
   %[3]s edge status            # the demo's edge pool, at %[4]s
+  %[3]s user add alice --email alice@example.com --group team-shop   # people: then %[3]s login
   %[3]s down                    # stop everything (--purge also removes %[2]s)
 `, layout.Kubeconfig(), dataDir, self, demoURL)
 	return nil

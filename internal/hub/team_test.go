@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -19,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/hub"
@@ -76,6 +81,8 @@ func TestTeamAccessFleetWide(t *testing.T) {
 		t.Errorf("alice in namespace default of m1, through the hub: %v, want m1's 403", err)
 	}
 
+	checkProxyTricks(t, h, token)
+
 	// Straight to m1's API server, with the same token: the same user and rights.
 	memberCfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(hub.Layout{Dir: h.Options.DataDir}.Clusters(), "m1", "kubeconfig"))
 	must(t, err)
@@ -95,5 +102,65 @@ func TestTeamAccessFleetWide(t *testing.T) {
 	}
 	if _, err := atHub.CoreV1().ConfigMaps("default").Create(ctx, cm("template"), metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("alice in namespace default at the hub: %v, want 403", err)
+	}
+}
+
+// checkProxyTricks narrows who may go through the hub to m1 (the README's way: the blanket
+// binding deleted, the role bound with resourceNames) and tries to reach another cluster by
+// tricks on the path: each is refused before any cluster is looked up. An agent's own token is
+// refused as a person's.
+func checkProxyTricks(t *testing.T, h *hubtest.Hub, token string) {
+	ctx := context.Background()
+	must(t, h.Client.Delete(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.ClusterAccessBinding}}))
+	must(t, h.Client.Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "m1-access"}, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{v1alpha1.ProxyGroup}, Resources: []string{v1alpha1.ProxyResource + "/" + v1alpha1.ProxySubresource},
+		ResourceNames: []string{"m1"}, Verbs: []string{"*"}}}}))
+	must(t, h.Client.Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "m1-access"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "m1-access"},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "Group", Name: "oidc:team-shop"}}}))
+	hc, err := rest.HTTPClientFor(&rest.Config{Host: h.Config.Host, TLSClientConfig: rest.TLSClientConfig{CAData: h.Config.CAData}})
+	must(t, err)
+	get := func(path, bearer string) (int, string) {
+		req, err := http.NewRequest(http.MethodGet, strings.TrimSuffix(h.Config.Host, "/")+path, nil)
+		must(t, err)
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		resp, err := hc.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	base := "/apis/" + v1alpha1.ProxyGroup + "/" + v1alpha1.ProxyVersion + "/clusters/"
+	hubtest.Eventually(t, "alice through to m1 by her own binding", time.Minute, func() (bool, error) {
+		code, body := get(base+"m1/proxy/api/v1/namespaces/shop/configmaps", token)
+		return code == http.StatusOK, fmt.Errorf("%d %s", code, body)
+	})
+	for _, path := range []string{
+		base + "m2/proxy/api/v1/namespaces/shop/configmaps",
+		base + "m1/proxy/../../m2/proxy/api/v1/namespaces/shop/configmaps",
+		base + "m1/proxy/..%2F..%2Fm2/proxy/api/v1/namespaces/shop/configmaps",
+		base + "m1%2Fproxy%2F..%2F..%2Fm2/proxy/api/v1/namespaces/shop/configmaps",
+		base + "m2%2F..%2Fm1/proxy/api/v1/namespaces/shop/configmaps",
+		base + "m1/proxy/./../m2/proxy/api/v1/namespaces/shop/configmaps",
+		base + "m1/proxy//api/v1/namespaces/shop/configmaps",
+	} {
+		code, body := get(path, token)
+		// m2 does not exist: had any of these reached the proxy for it, the answer would be
+		// its 404 naming m2.
+		if code == http.StatusOK || strings.Contains(body, `cluster \"m2\"`) || (code != http.StatusForbidden && code != http.StatusBadRequest && code != http.StatusNotFound) {
+			t.Errorf("GET %s: %d %s, want refused", path, code, body)
+		}
+	}
+
+	// m1's agent's own token, used as a person's: 403 from the proxy.
+	var c v1alpha1.Cluster
+	must(t, h.Client.Get(ctx, client.ObjectKey{Name: "m1"}, &c))
+	sa := v1alpha1.AgentServiceAccount(v1alpha1.AgentGeneration(&c))
+	cs, err := kubernetes.NewForConfig(h.Config)
+	must(t, err)
+	tr, err := cs.CoreV1().ServiceAccounts(v1alpha1.ClusterNamespace("m1")).CreateToken(ctx, sa, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	must(t, err)
+	if code, body := get(base+"m1/proxy/api/v1/namespaces", tr.Status.Token); code != http.StatusForbidden {
+		t.Errorf("m1's agent's token through the hub: %d %s, want 403", code, body)
 	}
 }

@@ -115,7 +115,16 @@ func (p *ClusterProxy) Handler() http.Handler {
 			}})
 	})
 	mux.HandleFunc(v1alpha1.ProxyPrefix+"/"+v1alpha1.ProxyResource+"/", p.serve)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The API server authorized the cluster that the path's first segments name; a path
+		// that goes up (..) or hides a slash (%2F) asks for something else, and is refused
+		// before the mux would redirect it to its clean form.
+		if !cleanPath(r) {
+			writeStatus(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, "the path has an empty, . or .. segment or an encoded slash: send it clean")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func (p *ClusterProxy) serve(w http.ResponseWriter, r *http.Request) {
@@ -496,4 +505,18 @@ func writeStatus(w http.ResponseWriter, code int, reason metav1.StatusReason, ms
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_, _ = w.Write(append(raw, '\n'))
+}
+
+// cleanPath says whether the request's path has no empty, . or .. segment inside, and no
+// encoded slash.
+func cleanPath(r *http.Request) bool {
+	if strings.Contains(strings.ToLower(r.URL.RawPath), "%2f") || strings.Contains(r.URL.Path, "//") {
+		return false
+	}
+	for _, seg := range strings.Split(r.URL.Path, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
