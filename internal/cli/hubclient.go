@@ -72,7 +72,7 @@ func (g *globals) hubClient() (client.Client, error) {
 // hubError explains a failure to talk to the hub.
 func hubError(host string, err error) error {
 	var netErr interface{ Timeout() bool }
-	if errors.As(err, &netErr) || errors.Is(err, syscall.ECONNREFUSED) {
+	if (errors.As(err, &netErr) && netErr.Timeout()) || errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("cannot reach the hub at %s: %w; is `convoy hub` running?", host, err)
 	}
 	return err

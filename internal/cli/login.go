@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,6 +147,8 @@ func loginConfig(ctx context.Context, hub *rest.Config) (identity.LoginConfig, e
 	switch {
 	case apierrors.IsNotFound(err):
 		return identity.LoginConfig{}, fmt.Errorf("the hub at %s publishes no issuer to sign in to: it was started with --no-issuer", hub.Host)
+	case errors.As(err, new(x509.UnknownAuthorityError)) || errors.As(err, new(*tls.CertificateVerificationError)):
+		return identity.LoginConfig{}, fmt.Errorf("the hub at %s has a certificate this machine does not trust: pass --certificate-authority with the hub's CA (pki/ca.crt in its data dir): %w", hub.Host, err)
 	case err != nil:
 		return identity.LoginConfig{}, hubError(hub.Host, fmt.Errorf("read the hub's issuer (ConfigMap %s/%s): %w", v1alpha1.LoginNamespace, v1alpha1.LoginConfigMap, err))
 	}

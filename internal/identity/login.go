@@ -98,7 +98,8 @@ func (c LoginConfig) oauth2(ctx context.Context) (*oauth2.Config, discovery, err
 // issuerError says that the issuer is down when it cannot be reached.
 func issuerError(issuer string, err error) error {
 	var netErr net.Error
-	if errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &netErr) {
+	var opErr *net.OpError
+	if errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &netErr) && netErr.Timeout()) || (errors.As(err, &opErr) && opErr.Op == "dial") {
 		return fmt.Errorf("%w: %s: %v; the hub serves it (`convoy hub`): is the hub running?", ErrIssuerDown, issuer, err)
 	}
 	return fmt.Errorf("the issuer at %s: %w", issuer, err)
