@@ -39,10 +39,10 @@ type UserSpec struct {
 	// +kubebuilder:validation:items:MaxLength=128
 	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9][A-Za-z0-9._@-]*$`
 	Groups []string `json:"groups,omitempty"`
-	// PasswordHash is the bcrypt hash of the password ($2a$, $2b$ or $2y$, as `convoy user
-	// add` or `htpasswd -nbB` make it); never the password itself.
+	// PasswordHash is the bcrypt hash of the password ($2a$, $2b$ or $2y$, of cost 10 to 14,
+	// as `convoy user add` or `htpasswd -nbBC 10` make it); never the password itself.
 	// +required
-	// +kubebuilder:validation:Pattern=`^\$2[aby]\$[0-3][0-9]\$[./A-Za-z0-9]{53}$`
+	// +kubebuilder:validation:Pattern=`^\$2[aby]\$1[0-4]\$[./A-Za-z0-9]{53}$`
 	PasswordHash string `json:"passwordHash"`
 	// Disabled refuses the person's sign-ins and token refreshes; the tokens they hold end
 	// at their expiry (IssuerTokenLifetime at most).

@@ -161,8 +161,14 @@ func writeLoginKubeconfig(path string, hub *rest.Config, lc identity.LoginConfig
 	if err != nil {
 		return fmt.Errorf("find the convoy executable: %w", err)
 	}
+	ca := hub.CAData
+	if len(ca) == 0 && hub.CAFile != "" {
+		if ca, err = os.ReadFile(hub.CAFile); err != nil {
+			return fmt.Errorf("read the hub's CA: %w", err)
+		}
+	}
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters[loginContext] = &clientcmdapi.Cluster{Server: hub.Host, CertificateAuthorityData: hub.CAData}
+	cfg.Clusters[loginContext] = &clientcmdapi.Cluster{Server: hub.Host, CertificateAuthorityData: ca}
 	cfg.AuthInfos[loginContext] = &clientcmdapi.AuthInfo{Exec: &clientcmdapi.ExecConfig{
 		APIVersion: "client.authentication.k8s.io/v1", Command: self,
 		Args:            []string{"auth", "token", "--issuer", lc.Issuer, "--client-id", lc.ClientID},
@@ -202,6 +208,7 @@ func newLogoutCmd(g *globals) *cobra.Command {
 				if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 					return err
 				}
+				_ = os.Remove(p + ".lock")
 			}
 			for _, s := range sessions {
 				fmt.Fprintf(g.streams.Out, "Logged out of %s.\n", s.Issuer)
@@ -223,15 +230,7 @@ it from the kubeconfig that convoy login writes; when the sign-in has ended, it 
 to log in again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cache := identity.DefaultTokenCache()
-			s, err := cache.Load(issuer, clientID)
-			if err == nil {
-				var fresh *identity.Session
-				if fresh, err = s.Fresh(cmd.Context()); err == nil && fresh != s {
-					err = cache.Save(fresh)
-				}
-				s = fresh
-			}
+			s, err := identity.DefaultTokenCache().Fresh(cmd.Context(), issuer, clientID)
 			if errors.Is(err, identity.ErrNotLoggedIn) {
 				return fmt.Errorf("%w; run `convoy login`", err)
 			}
@@ -285,9 +284,19 @@ stored. Running it again for NAME replaces the email, groups and password.`,
 			if err != nil {
 				return err
 			}
+			users := &v1alpha1.UserList{}
+			if err := c.List(cmd.Context(), users); err != nil {
+				return fmt.Errorf("list users: %w", err)
+			}
+			for _, other := range users.Items {
+				if other.Name != args[0] && other.Spec.Email == email {
+					return fmt.Errorf("user %q has the email %s already: each person needs an address of their own, their user name on every cluster", other.Name, email)
+				}
+			}
 			u := &v1alpha1.User{ObjectMeta: metav1.ObjectMeta{Name: args[0]}}
 			op, err := controllerutil.CreateOrUpdate(cmd.Context(), c, u, func() error {
-				u.Spec = v1alpha1.UserSpec{Email: email, Groups: groups, PasswordHash: string(hash)}
+				// A disabled person stays disabled: `kubectl edit user` turns it off.
+				u.Spec = v1alpha1.UserSpec{Email: email, Groups: groups, PasswordHash: string(hash), Disabled: u.Spec.Disabled}
 				return nil
 			})
 			if err != nil {

@@ -89,7 +89,7 @@ func TestOIDCIssuer(t *testing.T) {
 		"another audience":        is.Token(t, nil, map[string]any{"aud": "another-app"}),
 		"an unverified email":     is.Token(t, nil, map[string]any{"email_verified": false}),
 		"no email_verified":       is.Token(t, nil, map[string]any{"email_verified": nil}),
-		"tampered":                tamper(is.Token(t, nil, nil)),
+		"tampered":                hubtest.Tamper(is.Token(t, nil, nil)),
 	} {
 		_, err := review(as(token))
 		if !apierrors.IsUnauthorized(err) {
@@ -119,16 +119,4 @@ func TestOIDCIssuer(t *testing.T) {
 	if err := h.Client.Get(ctx, client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.AuthenticationConfigMap}, &cm); !apierrors.IsNotFound(err) {
 		t.Errorf("the configuration of an issuer the hub no longer trusts: %v, want not found", err)
 	}
-}
-
-// tamper changes the token's claims and keeps its signature.
-func tamper(token string) string {
-	parts := strings.Split(token, ".")
-	raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	var c map[string]any
-	_ = json.Unmarshal(raw, &c)
-	c["groups"] = []string{"system:masters"}
-	raw, _ = json.Marshal(c)
-	parts[1] = base64.RawURLEncoding.EncodeToString(raw)
-	return strings.Join(parts, ".")
 }

@@ -41,6 +41,11 @@ func (h *Hub) serveIssuer() (kubeproc.JWTIssuer, error) {
 		return kubeproc.JWTIssuer{}, fmt.Errorf("serve the OpenID Connect issuer: %w", err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
+	if st.IssuerPort != 0 && port != st.IssuerPort {
+		// The port is in the issuer's URL, which every token and login kubeconfig names.
+		h.log.Warn("the OpenID Connect issuer's port of the last run is taken by another program: its URL changes, so every token given before is refused and people run `convoy login` again",
+			"was", st.IssuerPort, "now", port)
+	}
 	if port != st.IssuerPort {
 		st.IssuerPort = port
 		if err := saveState(h.layout, st); err != nil {

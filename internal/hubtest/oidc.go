@@ -4,10 +4,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,4 +80,17 @@ func (is *OIDCIssuer) Token(t testing.TB, key *ecdsa.PrivateKey, claims map[stri
 		t.Fatal(err)
 	}
 	return raw
+}
+
+// Tamper puts a token's holder in the group system:masters and keeps its signature: a forged
+// token every API server must refuse.
+func Tamper(token string) string {
+	parts := strings.Split(token, ".")
+	raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	var c map[string]any
+	_ = json.Unmarshal(raw, &c)
+	c["groups"] = []string{"system:masters"}
+	raw, _ = json.Marshal(c)
+	parts[1] = base64.RawURLEncoding.EncodeToString(raw)
+	return strings.Join(parts, ".")
 }

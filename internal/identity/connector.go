@@ -2,6 +2,8 @@ package identity
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -23,6 +25,9 @@ type Person struct {
 	Name string
 	// Groups are their teams.
 	Groups []string
+	// Stamp changes when their credentials do (a new password): sessions opened before end
+	// at their next refresh.
+	Stamp string
 }
 
 // ErrBadCredentials is a sign-in that does not match anyone, or someone who may not sign in.
@@ -43,11 +48,14 @@ type Connector interface {
 	// Lookup returns who subject is now (their groups may have changed since they signed
 	// in), or ErrUnknownSubject when they are gone or disabled. The issuer asks it at every
 	// token refresh, so that removing someone ends their session at their token's expiry.
+	// A subject is never reused for another person.
 	Lookup(ctx context.Context, subject string) (Person, error)
 }
 
 // Users is the Connector of the hub's User objects (v1alpha1.User), read through Reader, a
-// cache at the hub. A person signs in with the User's name or email.
+// cache at the hub. A person signs in with the User's name or email; their subject is the
+// User's UID, so a User deleted and made again under the same name is someone else, and their
+// stamp is a hash of the password hash.
 type Users struct {
 	// Reader returns where Users are read, or an error while there is none yet (the hub's
 	// controllers are starting).
@@ -85,16 +93,19 @@ func (u Users) Lookup(ctx context.Context, subject string) (Person, error) {
 	if err != nil {
 		return Person{}, err
 	}
-	user := &v1alpha1.User{}
-	if err := r.Get(ctx, client.ObjectKey{Name: subject}, user); apierrors.IsNotFound(err) {
-		return Person{}, ErrUnknownSubject
-	} else if err != nil {
-		return Person{}, fmt.Errorf("read user %q: %w", subject, err)
+	list := &v1alpha1.UserList{}
+	if err := r.List(ctx, list); err != nil {
+		return Person{}, fmt.Errorf("read users: %w", err)
 	}
-	if user.Spec.Disabled {
-		return Person{}, ErrUnknownSubject
+	for i := range list.Items {
+		if string(list.Items[i].UID) == subject {
+			if list.Items[i].Spec.Disabled {
+				return Person{}, ErrUnknownSubject
+			}
+			return personOf(&list.Items[i]), nil
+		}
 	}
-	return personOf(user), nil
+	return Person{}, ErrUnknownSubject
 }
 
 // find is the User named username, or the one whose email it is; nil when none is.
@@ -115,14 +126,21 @@ func (u Users) find(ctx context.Context, username string) (*v1alpha1.User, error
 	if err := r.List(ctx, list); err != nil {
 		return nil, fmt.Errorf("read users: %w", err)
 	}
+	var found *v1alpha1.User
 	for i := range list.Items {
 		if list.Items[i].Spec.Email == username {
-			return &list.Items[i], nil
+			if found != nil {
+				// Two people with one address: neither signs in by it (by name, each does).
+				return nil, nil
+			}
+			found = &list.Items[i]
 		}
 	}
-	return nil, nil
+	return found, nil
 }
 
 func personOf(u *v1alpha1.User) Person {
-	return Person{Subject: u.Name, Email: u.Spec.Email, Groups: append([]string(nil), u.Spec.Groups...)}
+	sum := sha256.Sum256([]byte(u.Spec.PasswordHash))
+	return Person{Subject: string(u.UID), Name: u.Name, Email: u.Spec.Email, Groups: append([]string(nil), u.Spec.Groups...),
+		Stamp: hex.EncodeToString(sum[:8])}
 }

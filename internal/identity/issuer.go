@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -60,6 +62,10 @@ type IssuerConfig struct {
 // and groups, and a key that rotates without logging anyone out. Its sign-in pages ask for a
 // user name and password, which its Connector checks. Serve Handler over TLS.
 type Issuer struct {
+	// failures are the recent failed sign-ins per user name, for throttling guesses.
+	failMu   sync.Mutex
+	failures map[string][]time.Time
+
 	cfg      IssuerConfig
 	keys     *keyRing
 	store    *storage
@@ -113,7 +119,7 @@ func NewIssuer(cfg IssuerConfig) (*Issuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("make the OpenID Connect provider: %w", err)
 	}
-	is := &Issuer{cfg: cfg, keys: keys, store: store, provider: provider}
+	is := &Issuer{cfg: cfg, keys: keys, store: store, provider: provider, failures: map[string][]time.Time{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc(loginPath, is.login)
 	mux.HandleFunc(devicePath, is.device)
@@ -148,6 +154,7 @@ func (is *Issuer) Run(ctx context.Context) {
 			return
 		case now := <-t.C:
 			is.store.sweep(now)
+			is.forgetFailures(now)
 			if now.Sub(is.keys.signing().Created) >= is.cfg.KeyRotation {
 				if err := is.RotateKey(); err != nil {
 					is.cfg.Log.Error("rotate the issuer's signing key", "err", err)
@@ -206,10 +213,18 @@ func (is *Issuer) show(w http.ResponseWriter, status int, d pageData) {
 
 // signIn checks the form's credentials; on failure it has answered.
 func (is *Issuer) signIn(w http.ResponseWriter, r *http.Request, d pageData) (Person, bool) {
-	p, err := is.cfg.People.Authenticate(r.Context(), r.PostFormValue("username"), r.PostFormValue("password"))
+	username := r.PostFormValue("username")
+	if !is.mayTry(strings.ToLower(username), time.Now()) {
+		is.cfg.Log.Warn("sign-in throttled", "username", username)
+		d.Message, d.Form = fmt.Sprintf("Too many failed sign-ins for this user: wait %s and try again.", failWindow), true
+		is.show(w, http.StatusTooManyRequests, d)
+		return Person{}, false
+	}
+	p, err := is.cfg.People.Authenticate(r.Context(), username, r.PostFormValue("password"))
 	switch {
 	case errors.Is(err, ErrBadCredentials):
-		is.cfg.Log.Info("sign-in refused", "username", r.PostFormValue("username"))
+		is.failed(strings.ToLower(username), time.Now())
+		is.cfg.Log.Info("sign-in refused", "username", username)
 		d.Message, d.Form = "Wrong user name or password.", true
 		is.show(w, http.StatusUnauthorized, d)
 		return Person{}, false
@@ -241,7 +256,7 @@ func (is *Issuer) login(w http.ResponseWriter, r *http.Request) {
 			is.show(w, http.StatusBadRequest, pageData{Message: err.Error()})
 			return
 		}
-		is.cfg.Log.Info("signed in", "subject", p.Subject, "flow", "code")
+		is.cfg.Log.Info("signed in", "user", p.Name, "subject", p.Subject, "flow", "code")
 		http.Redirect(w, r, op.AuthCallbackURL(is.provider)(r.Context(), d.AuthRequestID), http.StatusFound)
 	default:
 		w.WriteHeader(http.StatusMethodNotAllowed)
@@ -270,9 +285,52 @@ func (is *Issuer) device(w http.ResponseWriter, r *http.Request) {
 			is.show(w, http.StatusBadRequest, d)
 			return
 		}
-		is.cfg.Log.Info("signed in", "subject", p.Subject, "flow", "device")
+		is.cfg.Log.Info("signed in", "user", p.Name, "subject", p.Subject, "flow", "device")
 		is.show(w, http.StatusOK, pageData{Message: "Signed in as " + p.Email + ". Go back to your terminal."})
 	default:
 		w.WriteHeader(http.StatusMethodNotAllowed)
+	}
+}
+
+// A user name with maxFailures failed sign-ins within failWindow may not try again until the
+// oldest of them is that old: guessing a password takes years, and its owner waits minutes.
+const (
+	maxFailures = 5
+	failWindow  = 5 * time.Minute
+)
+
+func (is *Issuer) mayTry(username string, now time.Time) bool {
+	is.failMu.Lock()
+	defer is.failMu.Unlock()
+	recent := is.failures[username][:0]
+	for _, t := range is.failures[username] {
+		if now.Sub(t) < failWindow {
+			recent = append(recent, t)
+		}
+	}
+	if len(recent) == 0 {
+		delete(is.failures, username)
+	} else {
+		is.failures[username] = recent
+	}
+	return len(recent) < maxFailures
+}
+
+func (is *Issuer) failed(username string, now time.Time) {
+	is.failMu.Lock()
+	defer is.failMu.Unlock()
+	is.failures[username] = append(is.failures[username], now)
+}
+
+// forgetFailures drops the failures older than failWindow (Run calls it every minute).
+func (is *Issuer) forgetFailures(now time.Time) {
+	is.failMu.Lock()
+	names := make([]string, 0, len(is.failures))
+	for name := range is.failures {
+		names = append(names, name)
+	}
+	is.failMu.Unlock()
+	for _, name := range names {
+		is.mayTry(name, now)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -71,7 +72,7 @@ func TestIssuer(t *testing.T) {
 	})
 	users.Store(&h.Client)
 	addUser := func(name, email, password string, groups ...string) *v1alpha1.User {
-		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 		hubtest.Must(t, err)
 		u := &v1alpha1.User{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1alpha1.UserSpec{Email: email, Groups: groups, PasswordHash: string(hash)}}
 		hubtest.Must(t, h.Client.Create(ctx, u))
@@ -172,6 +173,27 @@ func TestIssuer(t *testing.T) {
 	if r, err := review(bs.IDToken); err != nil || r.Status.UserInfo.Username != "oidc:bob@example.com" || !slices.Contains(r.Status.UserInfo.Groups, "oidc:team-blog") {
 		t.Errorf("bob, signed in with a browser: %v %+v", err, r)
 	}
+	// Revoked (convoy logout), the session ends at the issuer.
+	hubtest.Must(t, bs.Revoke(ctx))
+	bs.Expiry = time.Now()
+	if _, err := bs.Fresh(ctx); !errors.Is(err, identity.ErrNotLoggedIn) {
+		t.Errorf("a refresh after the session was revoked: %v, want not logged in", err)
+	}
+	// A User deleted and made again under the same name is someone else: the old session
+	// does not become theirs.
+	bs2, err := deviceLogin("bob", "bob-password")
+	hubtest.Must(t, err)
+	hubtest.Must(t, h.Client.Delete(ctx, &v1alpha1.User{ObjectMeta: metav1.ObjectMeta{Name: "bob"}}))
+	hubtest.Eventually(t, "bob gone from the hub's cache", 30*time.Second, func() (bool, error) {
+		err := h.Client.Get(ctx, client.ObjectKey{Name: "bob"}, &v1alpha1.User{})
+		return apierrors.IsNotFound(err), err
+	})
+	addUser("bob", "another-bob@example.com", "bob-password", "team-shop")
+	bs2.Expiry = time.Now()
+	if _, err := bs2.Fresh(ctx); !errors.Is(err, identity.ErrNotLoggedIn) {
+		t.Errorf("the session of a deleted User, after another took the name: %v, want not logged in", err)
+	}
+
 	// Without PKCE, an authorization request is refused.
 	noRedirects := *browser
 	noRedirects.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -203,7 +225,7 @@ func TestIssuer(t *testing.T) {
 		"expired":                 sign(t, key, kid, claims(map[string]any{"exp": time.Now().Add(-time.Minute).Unix()})),
 		"of another issuer":       sign(t, key, kid, claims(map[string]any{"iss": "https://issuer.example.com"})),
 		"for another audience":    sign(t, key, kid, claims(map[string]any{"aud": "another-app"})),
-		"tampered":                retamper(fresh.IDToken),
+		"tampered":                hubtest.Tamper(fresh.IDToken),
 	} {
 		if _, err := review(token); !apierrors.IsUnauthorized(err) {
 			t.Errorf("a token %s: %v, want 401", name, err)
@@ -252,6 +274,24 @@ func TestIssuer(t *testing.T) {
 		t.Errorf("a disabled person got a session")
 	}
 
+	// Guessing is throttled: after 5 wrong passwords, even the right one waits.
+	addUser("carol", "carol@example.com", "carol-password")
+	lctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, _ = identity.DeviceLogin(lctx, lc, func(uri, code, _ string) {
+		go func() {
+			defer cancel()
+			for i := range 5 {
+				if st, _ := post(uri, url.Values{"user_code": {code}, "username": {"carol"}, "password": {fmt.Sprint("guess-", i)}}); st != http.StatusUnauthorized {
+					t.Errorf("guess %d: %d, want 401", i, st)
+				}
+			}
+			if st, body := post(uri, url.Values{"user_code": {code}, "username": {"Carol"}, "password": {"carol-password"}}); st != http.StatusTooManyRequests || !strings.Contains(body, "Too many failed sign-ins") {
+				t.Errorf("the right password after 5 guesses: %d %s, want 429", st, body)
+			}
+		}()
+	})
+
 	// The issuer down: tokens already given keep working, and a sign-in says it is down.
 	srv.Close()
 	if _, err := review(rotated.IDToken); err != nil {
@@ -291,16 +331,4 @@ func sign(t *testing.T, key *ecdsa.PrivateKey, kid string, claims map[string]any
 	raw, err := jwt.Signed(signer).Claims(claims).Serialize()
 	hubtest.Must(t, err)
 	return raw
-}
-
-// retamper puts the token holder in system:masters and keeps the signature.
-func retamper(token string) string {
-	parts := strings.Split(token, ".")
-	raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	var c map[string]any
-	_ = json.Unmarshal(raw, &c)
-	c["groups"] = []string{"system:masters"}
-	raw, _ = json.Marshal(c)
-	parts[1] = base64.RawURLEncoding.EncodeToString(raw)
-	return strings.Join(parts, ".")
 }

@@ -105,7 +105,7 @@ func (r *keyRing) rotate(now time.Time) error {
 	if err != nil {
 		return err
 	}
-	if err := kubeproc.WriteFileAtomic(r.path, raw, 0o600); err != nil {
+	if err := kubeproc.WriteFileDurable(r.path, raw, 0o600); err != nil {
 		return fmt.Errorf("save the issuer's keys: %w", err)
 	}
 	r.keys = kept

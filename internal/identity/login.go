@@ -66,6 +66,16 @@ type discovery struct {
 	Revocation    string `json:"revocation_endpoint"`
 }
 
+// client is ctx with an HTTP client that trusts the issuer, and the issuer's endpoints.
+func (c LoginConfig) client(ctx context.Context) (context.Context, *oauth2.Config, discovery, error) {
+	ctx, err := c.context(ctx)
+	if err != nil {
+		return nil, nil, discovery{}, err
+	}
+	cfg, d, err := c.oauth2(ctx)
+	return ctx, cfg, d, err
+}
+
 // oauth2 reads the issuer's discovery document.
 func (c LoginConfig) oauth2(ctx context.Context) (*oauth2.Config, discovery, error) {
 	var d discovery
@@ -109,11 +119,7 @@ func issuerError(issuer string, err error) error {
 // type there (and the page with the code filled in), and DeviceLogin waits until the person
 // has signed in, the code expires, or ctx ends.
 func DeviceLogin(ctx context.Context, c LoginConfig, show func(uri, code, complete string)) (*Session, error) {
-	ctx, err := c.context(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cfg, _, err := c.oauth2(ctx)
+	ctx, cfg, _, err := c.client(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -132,11 +138,7 @@ func DeviceLogin(ctx context.Context, c LoginConfig, show func(uri, code, comple
 // BrowserLogin signs in with the authorization code flow and PKCE: it takes the answer on a
 // loopback port, and show gets the page to open in a browser.
 func BrowserLogin(ctx context.Context, c LoginConfig, show func(url string)) (*Session, error) {
-	ctx, err := c.context(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cfg, _, err := c.oauth2(ctx)
+	ctx, cfg, _, err := c.client(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -243,11 +245,7 @@ func (s *Session) Fresh(ctx context.Context) (*Session, error) {
 	if s.RefreshToken == "" {
 		return nil, fmt.Errorf("%w: the token from %s expired at %s", ErrNotLoggedIn, s.Issuer, s.Expiry.Format(time.RFC3339))
 	}
-	ctx, err := s.context(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cfg, _, err := s.oauth2(ctx)
+	ctx, cfg, _, err := s.client(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -266,11 +264,7 @@ func (s *Session) Revoke(ctx context.Context) error {
 	if s.RefreshToken == "" {
 		return nil
 	}
-	ctx, err := s.context(ctx)
-	if err != nil {
-		return err
-	}
-	_, d, err := s.oauth2(ctx)
+	ctx, _, d, err := s.client(ctx)
 	if err != nil {
 		return err
 	}
@@ -356,4 +350,39 @@ func (tc TokenCache) All() ([]*Session, []string, error) {
 		}
 	}
 	return out, paths, nil
+}
+
+// Fresh is the cached session for issuer and client, refreshed when its ID token expires
+// within a minute and saved again. Processes that ask at once (kubectl and helm, side by
+// side) take turns, so a refresh token is used once. With the issuer down, a token that has
+// not expired yet is still given.
+func (tc TokenCache) Fresh(ctx context.Context, issuer, clientID string) (*Session, error) {
+	if err := os.MkdirAll(tc.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(tc.path(issuer, clientID)+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("lock the token cache: %w", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing unlocks too
+	s, err := tc.Load(issuer, clientID)
+	if err != nil {
+		return nil, err
+	}
+	fresh, err := s.Fresh(ctx)
+	switch {
+	case errors.Is(err, ErrIssuerDown) && time.Now().Before(s.Expiry):
+		return s, nil
+	case err != nil:
+		return nil, err
+	case fresh != s:
+		if err := tc.Save(fresh); err != nil {
+			return nil, err
+		}
+	}
+	return fresh, nil
 }

@@ -508,9 +508,11 @@ func writeStatus(w http.ResponseWriter, code int, reason metav1.StatusReason, ms
 }
 
 // cleanPath says whether the request's path has no empty, . or .. segment inside, and no
-// encoded slash.
+// encoded slash among the segments that name the cluster and the subresource (the API
+// server's authorization and the proxy read those from the decoded path, the same way; past
+// them the path is the member's).
 func cleanPath(r *http.Request) bool {
-	if strings.Contains(strings.ToLower(r.URL.RawPath), "%2f") || strings.Contains(r.URL.Path, "//") {
+	if strings.Contains(r.URL.Path, "//") {
 		return false
 	}
 	for _, seg := range strings.Split(r.URL.Path, "/") {
@@ -518,5 +520,9 @@ func cleanPath(r *http.Request) bool {
 			return false
 		}
 	}
-	return true
+	cluster, sub, _, ok := v1alpha1.ParseProxyPath(r.URL.Path)
+	if !ok {
+		return true // not the proxy's path: the mux answers
+	}
+	return strings.HasPrefix(r.URL.EscapedPath(), v1alpha1.ProxyPrefix+"/"+v1alpha1.ProxyResource+"/"+cluster+"/"+sub)
 }

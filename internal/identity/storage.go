@@ -52,6 +52,8 @@ type grant struct {
 	AMR      []string  `json:"amr,omitempty"`
 	AuthTime time.Time `json:"authTime"`
 	Expires  time.Time `json:"expires"`
+	// Stamp is the person's Stamp when they signed in (refresh tokens).
+	Stamp string `json:"stamp,omitempty"`
 }
 
 type authRequest struct {
@@ -164,7 +166,8 @@ func (s *storage) AuthRequestByID(_ context.Context, id string) (op.AuthRequest,
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r := s.requests[id]; r != nil {
-		return r, nil
+		c := *r // the sign-in page completes the stored one meanwhile
+		return &c, nil
 	}
 	return nil, errors.New("no such sign-in: it ended, or took longer than 10 minutes")
 }
@@ -209,6 +212,9 @@ func (s *storage) completeAuthRequest(id string, p Person) error {
 	if r == nil {
 		return errors.New("this sign-in ended or took too long: start it again")
 	}
+	if r.done {
+		return errors.New("this sign-in is complete already")
+	}
 	r.done, r.subject, r.authTime = true, p.Subject, time.Now()
 	return nil
 }
@@ -233,18 +239,27 @@ func (s *storage) CreateAccessToken(_ context.Context, req op.TokenRequest) (str
 }
 
 // CreateAccessAndRefreshTokens implements op.AuthStorage. A refresh token is used once: the
-// one it replaces (current) is forgotten. The session's end does not move on a refresh.
-func (s *storage) CreateAccessAndRefreshTokens(_ context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
+// one it replaces (current) is forgotten. The session's end does not move on a refresh. The
+// person must still be known to the connector with the credentials they signed in with; when
+// the connector cannot tell (the hub is starting), the answer is a server error, which a
+// client takes for a failure to retry, not for the end of its session.
+func (s *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
+	p, err := s.people.Lookup(ctx, req.GetSubject())
+	if errors.Is(err, ErrUnknownSubject) {
+		return "", "", time.Time{}, oidc.ErrInvalidGrant().WithDescription("the session has ended")
+	} else if err != nil {
+		return "", "", time.Time{}, oidc.ErrServerError().WithParent(err)
+	}
 	access := s.newGrant(req, s.tokenLife)
 	refresh := s.newGrant(req, s.sessions)
-	refresh.AuthTime = access.AuthTime
+	refresh.AuthTime, refresh.Stamp = access.AuthTime, p.Stamp
 	token := randomID()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var old *grant
 	if current != "" {
-		old := s.refresh[hashToken(current)]
-		if old == nil {
-			return "", "", time.Time{}, op.ErrInvalidRefreshToken
+		if old = s.refresh[hashToken(current)]; old == nil || old.Stamp != p.Stamp {
+			return "", "", time.Time{}, oidc.ErrInvalidGrant().WithDescription("the session has ended")
 		}
 		refresh.Expires = old.Expires
 		delete(s.refresh, hashToken(current))
@@ -252,24 +267,24 @@ func (s *storage) CreateAccessAndRefreshTokens(_ context.Context, req op.TokenRe
 	s.access[access.ID] = access
 	s.refresh[hashToken(token)] = refresh
 	if err := s.saveRefresh(); err != nil {
-		return "", "", time.Time{}, fmt.Errorf("save the session: %w", err)
+		delete(s.access, access.ID)
+		delete(s.refresh, hashToken(token))
+		if old != nil {
+			s.refresh[hashToken(current)] = old
+		}
+		return "", "", time.Time{}, oidc.ErrServerError().WithParent(fmt.Errorf("save the session: %w", err))
 	}
 	return access.ID, token, access.Expires, nil
 }
 
-// TokenRequestByRefreshToken implements op.AuthStorage: the person must still be known to
-// the connector, which says who they are now.
-func (s *storage) TokenRequestByRefreshToken(ctx context.Context, token string) (op.RefreshTokenRequest, error) {
+// TokenRequestByRefreshToken implements op.AuthStorage; CreateAccessAndRefreshTokens checks
+// the person.
+func (s *storage) TokenRequestByRefreshToken(_ context.Context, token string) (op.RefreshTokenRequest, error) {
 	s.mu.Lock()
 	g := s.refresh[hashToken(token)]
 	s.mu.Unlock()
 	if g == nil || time.Now().After(g.Expires) {
 		return nil, op.ErrInvalidRefreshToken
-	}
-	if _, err := s.people.Lookup(ctx, g.Subject); errors.Is(err, ErrUnknownSubject) {
-		return nil, op.ErrInvalidRefreshToken
-	} else if err != nil {
-		return nil, err
 	}
 	c := *g
 	return &refreshRequest{grant: &c}, nil
@@ -302,11 +317,16 @@ func (s *storage) RevokeToken(_ context.Context, token, userID, clientID string)
 		delete(s.access, token)
 		return nil
 	}
-	if g := s.refresh[hashToken(token)]; g != nil {
+	// zitadel passes the refresh token's ID (GetRefreshTokenInfo: its hash), or the token.
+	key := token
+	if s.refresh[key] == nil {
+		key = hashToken(token)
+	}
+	if g := s.refresh[key]; g != nil {
 		if g.ClientID != clientID {
 			return oidc.ErrInvalidClient().WithDescription("the token is another client's")
 		}
-		delete(s.refresh, hashToken(token))
+		delete(s.refresh, key)
 		if err := s.saveRefresh(); err != nil {
 			return oidc.ErrServerError().WithParent(err)
 		}
@@ -364,7 +384,7 @@ func (s *storage) SetUserinfoFromScopes(ctx context.Context, info *oidc.UserInfo
 		case oidc.ScopeEmail:
 			info.Email, info.EmailVerified = p.Email, true
 		case oidc.ScopeProfile:
-			info.Name, info.PreferredUsername = cmpOr(p.Name, p.Email), p.Subject
+			info.Name, info.PreferredUsername = cmpOr(p.Name, p.Email), cmpOr(p.Name, p.Email)
 		case ScopeGroups:
 			info.AppendClaims("groups", nonNil(p.Groups))
 		}
