@@ -23,12 +23,11 @@ const LabelNodeKind = "convoy.dev/node-kind"
 func Observe(ctx context.Context, cs kubernetes.Interface, st *Status) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	st.APIReady = false
 	body, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 	if err != nil {
-		st.APIReady = false
 		return fmt.Errorf("API server not ready: %w", err)
 	}
-	st.APIReady = string(body) == "ok"
 	v, err := cs.Discovery().ServerVersion()
 	if err != nil {
 		return fmt.Errorf("read version: %w", err)
@@ -38,6 +37,9 @@ func Observe(ctx context.Context, cs kubernetes.Interface, st *Status) error {
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
+	// Ready only once the nodes are known: a cluster whose node list failed would otherwise
+	// look like one with no nodes, and be scaled (fail static).
+	st.APIReady = string(body) == "ok"
 	st.Nodes.Total = int32(len(nodes.Items))
 	st.Nodes.Ready = 0
 	st.Pools = map[string]int32{}

@@ -77,7 +77,8 @@ type Status struct {
 	Exists bool
 	// Running is true when the control plane's processes run (always true for import).
 	Running bool
-	// APIReady is true when the cluster's API server answers /readyz.
+	// APIReady is true when the cluster's API server answers /readyz and its version and
+	// nodes could be read: what could not be observed is not acted on.
 	APIReady bool
 	// Endpoint is the API server's URL.
 	Endpoint string
