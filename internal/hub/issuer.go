@@ -32,39 +32,18 @@ func (h *Hub) Issuer() *identity.Issuer { return h.issuer }
 // people who sign in are the hub's Users, read from the controllers' cache. It returns the
 // issuer as the API servers should trust it.
 func (h *Hub) serveIssuer() (kubeproc.JWTIssuer, error) {
-	st, err := loadState(h.layout)
-	if err != nil {
-		return kubeproc.JWTIssuer{}, err
-	}
-	l, err := listenKept(st.IssuerPort)
-	if err != nil {
-		return kubeproc.JWTIssuer{}, fmt.Errorf("serve the OpenID Connect issuer: %w", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if st.IssuerPort != 0 && port != st.IssuerPort {
-		// The port is in the issuer's URL, which every token and login kubeconfig names.
-		h.log.Warn("the OpenID Connect issuer's port of the last run is taken by another program: its URL changes, so every token given before is refused and people run `convoy login` again",
-			"was", st.IssuerPort, "now", port)
-	}
-	if port != st.IssuerPort {
-		st.IssuerPort = port
-		if err := saveState(h.layout, st); err != nil {
-			l.Close()
-			return kubeproc.JWTIssuer{}, err
-		}
-	}
-	serving, err := h.pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
+	l, pair, last, err := h.keptTLSListener(func(st *state) *int { return &st.IssuerPort }, kubeproc.CertRequest{
 		Name: "hub-issuer", CommonName: "convoy-hub-issuer", Server: true,
 		DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)},
 	})
 	if err != nil {
-		l.Close()
-		return kubeproc.JWTIssuer{}, fmt.Errorf("prepare hub PKI: %w", err)
+		return kubeproc.JWTIssuer{}, fmt.Errorf("serve the OpenID Connect issuer: %w", err)
 	}
-	pair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
-	if err != nil {
-		l.Close()
-		return kubeproc.JWTIssuer{}, err
+	port := l.Addr().(*net.TCPAddr).Port
+	if last != 0 && port != last {
+		// The port is in the issuer's URL, which every token and login kubeconfig names.
+		h.log.Warn("the OpenID Connect issuer's port of the last run is taken by another program: its URL changes, so every token given before is refused and people run `convoy login` again",
+			"was", last, "now", port)
 	}
 	url := "https://127.0.0.1:" + strconv.Itoa(port)
 	h.issuer, err = identity.NewIssuer(identity.IssuerConfig{

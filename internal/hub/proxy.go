@@ -64,35 +64,47 @@ func (h *Hub) serveClusterProxy() error {
 // that discovery is for anyone and any other certificate gets an answer, not a failed
 // handshake.
 func (h *Hub) aggregatedAPI(certName, service string, port func(*state) *int) (net.Listener, *tls.Config, error) {
-	st, err := loadState(h.layout)
-	if err != nil {
-		return nil, nil, err
-	}
-	l, err := listenKept(*port(&st))
-	if err != nil {
-		return nil, nil, err
-	}
-	if got := l.Addr().(*net.TCPAddr).Port; got != *port(&st) {
-		*port(&st) = got
-		if err := saveState(h.layout, st); err != nil {
-			l.Close()
-			return nil, nil, err
-		}
-	}
-	serving, err := h.pki.CA.LoadOrIssue(h.layout.PKI(), kubeproc.CertRequest{
+	l, pair, _, err := h.keptTLSListener(port, kubeproc.CertRequest{
 		Name: certName, CommonName: service, Server: true,
 		DNSNames: []string{service + "." + v1alpha1.SystemNamespace + ".svc"},
 	})
 	if err != nil {
+		return nil, nil, err
+	}
+	return l, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}, nil
+}
+
+// keptTLSListener listens on 127.0.0.1 at the port that port points to in hub.json (the last
+// run's, when it is free, else any free one, which is saved there), and loads or issues the
+// serving certificate req of the hub's CA. It also returns the last run's port (0: none).
+func (h *Hub) keptTLSListener(port func(*state) *int, req kubeproc.CertRequest) (net.Listener, tls.Certificate, int, error) {
+	st, err := loadState(h.layout)
+	if err != nil {
+		return nil, tls.Certificate{}, 0, err
+	}
+	last := *port(&st)
+	l, err := listenKept(last)
+	if err != nil {
+		return nil, tls.Certificate{}, 0, err
+	}
+	if got := l.Addr().(*net.TCPAddr).Port; got != last {
+		*port(&st) = got
+		if err := saveState(h.layout, st); err != nil {
+			l.Close()
+			return nil, tls.Certificate{}, 0, err
+		}
+	}
+	serving, err := h.pki.CA.LoadOrIssue(h.layout.PKI(), req)
+	if err != nil {
 		l.Close()
-		return nil, nil, fmt.Errorf("prepare hub PKI: %w", err)
+		return nil, tls.Certificate{}, 0, fmt.Errorf("prepare hub PKI: %w", err)
 	}
 	pair, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM)
 	if err != nil {
 		l.Close()
-		return nil, nil, err
+		return nil, tls.Certificate{}, 0, err
 	}
-	return l, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}, nil
+	return l, pair, last, nil
 }
 
 // listenKept listens on 127.0.0.1:port when port is set and it can (a hub that just stopped

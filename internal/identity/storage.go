@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -384,7 +385,7 @@ func (s *storage) SetUserinfoFromScopes(ctx context.Context, info *oidc.UserInfo
 		case oidc.ScopeEmail:
 			info.Email, info.EmailVerified = p.Email, true
 		case oidc.ScopeProfile:
-			info.Name, info.PreferredUsername = cmpOr(p.Name, p.Email), cmpOr(p.Name, p.Email)
+			info.Name, info.PreferredUsername = cmp.Or(p.Name, p.Email), cmp.Or(p.Name, p.Email)
 		case ScopeGroups:
 			info.AppendClaims("groups", nonNil(p.Groups))
 		}
@@ -541,13 +542,6 @@ func (c *nativeClient) RestrictAdditionalAccessTokenScopes() func([]string) []st
 func (c *nativeClient) IsScopeAllowed(scope string) bool     { return scope == ScopeGroups }
 func (c *nativeClient) IDTokenUserinfoClaimsAssertion() bool { return true }
 func (c *nativeClient) ClockSkew() time.Duration             { return 0 }
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
 
 func nonNil(s []string) []string {
 	if s == nil {
