@@ -87,6 +87,8 @@ an agent on each member cluster applies them and reports back.`,
 		newLogoutCmd(g),
 		newAuthCmd(g),
 		newUserCmd(g),
+		newCatalogCmd(g),
+		newPackageCmd(g),
 	)
 	return root
 }

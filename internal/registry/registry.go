@@ -293,3 +293,21 @@ func List(ctx context.Context, addr string) ([]Entry, error) {
 	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
+
+// Labels reads the configuration labels of image ref (as pods name it) in the registry at
+// addr; an error for an image it does not hold.
+func Labels(ctx context.Context, addr, ref string) (map[string]string, error) {
+	t, err := Target(addr, ref)
+	if err != nil {
+		return nil, err
+	}
+	img, err := remote.Image(t, remote.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	return cf.Config.Labels, nil
+}

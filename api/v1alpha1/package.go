@@ -1,0 +1,88 @@
+package v1alpha1
+
+import "encoding/json"
+
+// The contract between a catalog package and Convoy: a package is a Helm chart with one more
+// file, PackageFile, beside its Chart.yaml. It says what the service is (Category), what its
+// connection Secret holds (Outputs), which plans it has and how its images are made. The chart
+// must render a Secret named BindingSecretName(release) of type "servicebinding.io/" + Type,
+// with the keys "type", "provider" and every one of Outputs: that Secret is what a
+// ServiceBinding projects into a workload's pods (servicebinding.io's Provisioned Service).
+const (
+	// PackageFile is the metadata file of a package, at the root of its chart.
+	PackageFile = "convoy-package.yaml"
+	// PackageAPIVersion and PackageKind head PackageFile.
+	PackageAPIVersion = "catalog.convoy.dev/v1alpha1"
+	PackageKind       = "Package"
+	// CatalogRepository is the repository prefix of packages in the fleet registry: package
+	// NAME version V is the OCI artifact CatalogRepository/NAME:V, as `helm push` makes it.
+	CatalogRepository = "catalog"
+	// LabelCatalogPackage is on the Placement `convoy catalog install` makes, naming the
+	// package; LabelCatalogPlan names the plan.
+	LabelCatalogPackage = "catalog.convoy.dev/package"
+	LabelCatalogPlan    = "catalog.convoy.dev/plan"
+	// PlanValue is the value key that selects a plan (`--set plan=ha`).
+	PlanValue = "plan"
+)
+
+// BindingSecretName is the connection Secret a package's chart makes for release.
+func BindingSecretName(release string) string { return release + "-binding" }
+
+// PackageCategories are the categories a package may be in.
+var PackageCategories = []string{"database", "cache", "messaging", "streaming", "machine-learning", "other"}
+
+// Package is the content of PackageFile.
+//
+// +kubebuilder:object:generate=false
+type Package struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	// Category is one of PackageCategories.
+	Category string `json:"category"`
+	// Type is the Service Binding type of the connection Secret (postgresql, redis, ...).
+	// A package without one (a batch job template) has no connection Secret.
+	Type string `json:"type,omitempty"`
+	// Outputs are the keys of the connection Secret besides type and provider: host, port,
+	// username, password, database, uri, ...
+	Outputs []string `json:"outputs,omitempty"`
+	// Plans are the shapes the service comes in. The first is the default.
+	Plans []PackagePlan `json:"plans"`
+	// Images are the images the chart runs, made when the package is pushed and pushed to the
+	// fleet registry with it.
+	Images []PackageImage `json:"images,omitempty"`
+}
+
+// PackagePlan is one shape of a service: values laid under the user's own.
+//
+// +kubebuilder:object:generate=false
+type PackagePlan struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Values      json.RawMessage `json:"values,omitempty"`
+}
+
+// PackageImage is one image of a package, made from Debian packages.
+//
+// +kubebuilder:object:generate=false
+type PackageImage struct {
+	// Name is the image as pods name it: registry.convoy.local/REPO:TAG.
+	Name string `json:"name"`
+	// Debian makes it of Debian packages (see image.Debian for each field).
+	Debian *DebianImage `json:"debian,omitempty"`
+}
+
+// DebianImage is an image of Debian packages and their dependencies, unpacked without
+// running maintainer scripts.
+//
+// +kubebuilder:object:generate=false
+type DebianImage struct {
+	Packages   []string `json:"packages"`
+	Exclude    []string `json:"exclude,omitempty"`
+	Users      []string `json:"users,omitempty"`
+	Dirs       []string `json:"dirs,omitempty"`
+	Owner      string   `json:"owner,omitempty"`
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	User       string   `json:"user,omitempty"`
+	Env        []string `json:"env,omitempty"`
+}

@@ -1,0 +1,113 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/image"
+	"github.com/convoy-dev/convoy/internal/registry"
+)
+
+// Helm runs the Helm program (v3) for the catalog: against the hub with Kubeconfig, and
+// against the fleet registry at plain HTTP.
+type Helm struct {
+	// Bin is the helm program (FindHelm).
+	Bin string
+	// Kubeconfig is the hub's.
+	Kubeconfig string
+}
+
+// FindHelm finds helm in binDir (kubeproc.DefaultBinDir: $CONVOY_BIN_DIR, else beside the
+// running convoy, where make builds both), else on PATH.
+func FindHelm(binDir string) (string, error) {
+	p := filepath.Join(binDir, "helm")
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	if p, err := exec.LookPath("helm"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("helm (v3) is needed for the catalog and was found neither beside convoy nor on PATH; `make` builds it into bin/")
+}
+
+// Run runs helm with args and returns its standard output; an error carries what helm said.
+func (h Helm) Run(ctx context.Context, args ...string) ([]byte, error) {
+	if h.Kubeconfig != "" {
+		args = append(args, "--kubeconfig", h.Kubeconfig)
+	}
+	cmd := exec.CommandContext(ctx, h.Bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+os.TempDir()+"/convoy-helm", "HELM_CACHE_HOME="+os.TempDir()+"/convoy-helm/cache")
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		msg = strings.TrimPrefix(msg, "Error: ")
+		if msg == "" {
+			msg = err.Error()
+		}
+		return stdout.Bytes(), fmt.Errorf("helm %s: %s", args[0], msg)
+	}
+	return stdout.Bytes(), nil
+}
+
+// Archive packages the chart in dir into a .tgz in out and returns its path.
+func (h Helm) Archive(ctx context.Context, dir, out string) (string, error) {
+	b, err := Helm{Bin: h.Bin}.Run(ctx, "package", dir, "--destination", out)
+	if err != nil {
+		return "", err
+	}
+	// "Successfully packaged chart and saved it to: PATH"
+	s := strings.TrimSpace(string(b))
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		return s[i+2:], nil
+	}
+	return "", fmt.Errorf("helm package said %q", s)
+}
+
+// PushChart pushes a packaged chart to the catalog of the registry at addr.
+func (h Helm) PushChart(ctx context.Context, tgz, addr string) error {
+	_, err := Helm{Bin: h.Bin}.Run(ctx, "push", tgz, "oci://"+addr+"/"+v1alpha1.CatalogRepository, "--plain-http")
+	return err
+}
+
+// PushImages makes p's images and pushes those the registry at addr lacks or has from other
+// packages, with the .deb files cached in cache.
+func PushImages(ctx context.Context, p *Package, addr, cache string, progress io.Writer) error {
+	for _, img := range p.Meta.Images {
+		start := time.Now()
+		d := image.Debian(*img.Debian)
+		plan, err := image.ResolveDebian(ctx, d, cache, progress)
+		if err != nil {
+			return fmt.Errorf("image %s: %w", img.Name, err)
+		}
+		if have, err := registry.Labels(ctx, addr, img.Name); err == nil && have[image.LabelDebian] == plan.Sum {
+			fmt.Fprintf(progress, "    image %s is in the registry already (%d Debian packages)\n", img.Name, len(plan.Packages))
+			continue
+		}
+		made, err := image.FromDebian(ctx, d, plan, cache)
+		if err != nil {
+			return fmt.Errorf("image %s: %w", img.Name, err)
+		}
+		if _, err := registry.Push(ctx, addr, img.Name, made); err != nil {
+			return err
+		}
+		size := int64(0)
+		if m, err := made.Manifest(); err == nil {
+			for _, l := range m.Layers {
+				size += l.Size
+			}
+		}
+		fmt.Fprintf(progress, "    image %s made of %d Debian packages (%.1f MiB) and pushed in %s\n", img.Name, len(plan.Packages),
+			float64(size)/(1<<20), time.Since(start).Round(100*time.Millisecond))
+	}
+	return nil
+}

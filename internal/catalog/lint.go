@@ -1,0 +1,99 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+)
+
+// Lint checks the package in dir: its metadata (Load), Helm's lint with every plan's values,
+// and that every plan renders the connection Secret the metadata promises, of the right type
+// and with every output.
+func Lint(ctx context.Context, h Helm, dir string) (*Package, error) {
+	p, err := Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	h.Kubeconfig = "" // nothing here talks to a cluster
+	tmp, err := os.MkdirTemp("", "convoy-lint-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	for _, pl := range p.Meta.Plans {
+		vals := filepath.Join(tmp, pl.Name+".json")
+		raw := pl.Values
+		if len(raw) == 0 {
+			raw = []byte("{}")
+		}
+		if err := os.WriteFile(vals, raw, 0o600); err != nil {
+			return nil, err
+		}
+		if out, err := h.Run(ctx, "lint", dir, "--quiet", "-f", vals); err != nil {
+			return nil, fmt.Errorf("plan %s: %w%s", pl.Name, err, indent(out))
+		}
+		out, err := h.Run(ctx, "template", "lint-check", dir, "-n", "lint", "-f", vals)
+		if err != nil {
+			return nil, fmt.Errorf("plan %s does not render: %w", pl.Name, err)
+		}
+		if err := checkBinding(p, out); err != nil {
+			return nil, fmt.Errorf("plan %s: %w", pl.Name, err)
+		}
+	}
+	return p, nil
+}
+
+// checkBinding finds the connection Secret in rendered manifests.
+func checkBinding(p *Package, rendered []byte) error {
+	if p.Meta.Type == "" {
+		return nil
+	}
+	want := v1alpha1.BindingSecretName("lint-check")
+	d := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(rendered), 4096)
+	for {
+		var obj struct {
+			Kind       string                `json:"kind"`
+			Type       string                `json:"type"`
+			Metadata   struct{ Name string } `json:"metadata"`
+			Data       map[string]string     `json:"data"`
+			StringData map[string]string     `json:"stringData"`
+		}
+		if err := d.Decode(&obj); err != nil {
+			break
+		}
+		if obj.Kind != "Secret" || obj.Metadata.Name != want {
+			continue
+		}
+		if obj.Type != "servicebinding.io/"+p.Meta.Type {
+			return fmt.Errorf("the connection Secret %s has type %q; make it servicebinding.io/%s", want, obj.Type, p.Meta.Type)
+		}
+		var missing []string
+		for _, k := range append([]string{"type", "provider"}, p.Meta.Outputs...) {
+			_, a := obj.Data[k]
+			_, b := obj.StringData[k]
+			if !a && !b {
+				missing = append(missing, k)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("the connection Secret %s lacks %s", want, strings.Join(missing, ", "))
+		}
+		return nil
+	}
+	return fmt.Errorf("the chart renders no connection Secret %q (name it {{ .Release.Name }}-binding) though %s gives type %s", want, v1alpha1.PackageFile, p.Meta.Type)
+}
+
+func indent(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return ""
+	}
+	return "\n  " + strings.ReplaceAll(s, "\n", "\n  ")
+}

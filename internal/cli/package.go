@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/catalog"
+	"github.com/convoy-dev/convoy/internal/hub"
+	"github.com/convoy-dev/convoy/internal/kubeproc"
+)
+
+func newPackageCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "package",
+		Short: "The packager's tools: lint a catalog package and push it, with its images, to the fleet registry",
+		Long: `A package is a Helm chart with a ` + v1alpha1.PackageFile + ` beside its Chart.yaml: its category,
+the connection outputs its Secret NAME-binding holds, its plans, and the Debian packages its
+images are made of. docs/PACKAGING.md walks through one.`,
+	}
+	cmd.AddCommand(newPackageLintCmd(g), newPackagePushCmd(g))
+	return cmd
+}
+
+func newPackageLintCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "lint [DIR]",
+		Short: "Check a package: Helm's lint, the metadata, and that every plan renders the connection Secret with every output",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := "."
+			if len(args) == 1 {
+				dir = args[0]
+			}
+			helmBin, err := catalog.FindHelm(kubeproc.DefaultBinDir())
+			if err != nil {
+				return err
+			}
+			p, err := catalog.Lint(cmd.Context(), catalog.Helm{Bin: helmBin}, dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.streams.Out, "package %s %s is fine: Helm's lint passed and its %d plans render the Secret %s with %s.\n",
+				p.Name, p.Version, len(p.Meta.Plans), v1alpha1.BindingSecretName("NAME"), strings.Join(append([]string{"type", "provider"}, p.Meta.Outputs...), ", "))
+			return nil
+		},
+	}
+}
+
+func newPackagePushCmd(g *globals) *cobra.Command {
+	o := &imageOptions{}
+	cmd := &cobra.Command{
+		Use:   "push DIR...",
+		Short: "Lint packages, make their images from Debian packages and push images and charts to the fleet registry's catalog",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			addr, err := o.addr()
+			if err != nil {
+				return err
+			}
+			helmBin, err := catalog.FindHelm(kubeproc.DefaultBinDir())
+			if err != nil {
+				return err
+			}
+			cache, err := os.UserCacheDir()
+			if err != nil {
+				cache = os.TempDir()
+			}
+			cache = filepath.Join(cache, "convoy", "debian")
+			helm := catalog.Helm{Bin: helmBin}
+			out := g.streams.Out
+			for _, dir := range args {
+				start := time.Now()
+				fmt.Fprintf(out, "==> linting %s\n", dir)
+				p, err := catalog.Lint(cmd.Context(), helm, dir)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "==> making the images of %s %s\n", p.Name, p.Version)
+				if err := catalog.PushImages(cmd.Context(), p, addr, cache, out); err != nil {
+					return err
+				}
+				tmp, err := os.MkdirTemp("", "convoy-package-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(tmp)
+				tgz, err := helm.Archive(cmd.Context(), dir, tmp)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "==> pushing the chart to %s/%s/%s:%s\n", addr, v1alpha1.CatalogRepository, p.Name, p.Version)
+				if err := helm.PushChart(cmd.Context(), tgz, addr); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "%s %s is in the catalog (%s): convoy catalog show %s\n", p.Name, p.Version, time.Since(start).Round(100*time.Millisecond), p.Name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.registry, "registry", "", "the fleet registry's address (default: the one the hub of --data-dir runs)")
+	cmd.Flags().StringVar(&o.dataDir, "data-dir", hub.DefaultDataDir(), "the hub's data dir ($CONVOY_DATA_DIR)")
+	return cmd
+}
