@@ -25,6 +25,7 @@ func AddToScheme(s *runtime.Scheme) error {
 		&Work{}, &WorkList{},
 		&EdgePool{}, &EdgePoolList{},
 		&User{}, &UserList{},
+		&ServiceBinding{}, &ServiceBindingList{},
 	)
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil

@@ -6,6 +6,8 @@
 //	GET  /slow?ms=N              answers after N milliseconds (default 1000, at most 60000)
 //	GET  /call?url=http://S.NS.svc.cluster.local/   calls a Service of the cluster by its DNS name
 //	POST /admin/error-rate?percent=N   makes N% of requests to / fail with 500 (0 heals it)
+//	GET  /visits                 counts a visit in the Redis bound to it (a ServiceBinding) and
+//	                             says how many there were; 503 when nothing is bound
 //
 // It logs one line per request. Its identity comes from the environment: CLUSTER (a Placement
 // override sets it per cluster), REGION and ZONE (the pod's topology labels, through the
@@ -91,6 +93,7 @@ func newServer(id identity) *server {
 	s.mux.HandleFunc("GET /slow", s.slow)
 	s.mux.HandleFunc("GET /call", s.call)
 	s.mux.HandleFunc("POST /admin/error-rate", s.setErrorRate)
+	s.mux.HandleFunc("GET /visits", s.visits)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return s
 }

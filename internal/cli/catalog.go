@@ -442,7 +442,7 @@ func (g *globals) catalogUpgrade(ctx context.Context, addr, helmBin, name string
 
 func newCatalogUninstallCmd(g *globals) *cobra.Command {
 	var namespace string
-	var deleteData bool
+	var deleteData, force bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "uninstall NAME",
@@ -465,6 +465,20 @@ func newCatalogUninstallCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("%s/%s is a Placement, not a catalog service; delete it with kubectl", namespace, name)
 			case err != nil && !apierrors.IsNotFound(err):
 				return hubError("", err)
+			}
+			var bs v1alpha1.ServiceBindingList
+			if err := c.List(ctx, &bs, client.InNamespace(namespace)); err != nil {
+				return hubError("", err)
+			}
+			var users []string
+			for _, b := range bs.Items {
+				if b.Spec.Service.Name == name {
+					users = append(users, b.Name)
+				}
+			}
+			if len(users) > 0 && !force {
+				return fmt.Errorf("service %s/%s is bound to workloads by ServiceBinding %s; delete the bindings first, or give --force (the workloads then lose the service)",
+					namespace, name, strings.Join(users, ", "))
 			}
 			if err == nil {
 				fmt.Fprintf(out, "==> removing %s/%s from %d clusters\n", namespace, name, len(p.Status.Clusters))
@@ -509,6 +523,7 @@ func newCatalogUninstallCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "default", "the namespace at the hub")
 	cmd.Flags().BoolVar(&deleteData, "delete-data", false, "also delete the service's volumes (PersistentVolumeClaims) on every cluster")
+	cmd.Flags().BoolVar(&force, "force", false, "uninstall even while ServiceBindings use the service")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the clusters")
 	return cmd
 }

@@ -36,6 +36,7 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/controller/access"
+	"github.com/convoy-dev/convoy/internal/controller/binding"
 	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
 	"github.com/convoy-dev/convoy/internal/controller/gateway"
 	"github.com/convoy-dev/convoy/internal/controller/pool"
@@ -295,6 +296,9 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	}
 	if err := placements.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up propagation controller: %w", err)
+	}
+	if err := (&binding.Reconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up service binding controller: %w", err)
 	}
 
 	// The agents' authorizer answers from the cache of Clusters, and from the API server

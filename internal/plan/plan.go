@@ -92,8 +92,34 @@ type Input struct {
 	// Metrics are the readings of the rollout's metric gates, by query as Output.MetricQueries
 	// names it. A query without a reading counts as not read yet.
 	Metrics map[MetricQuery]Reading
+	// Bindings are the ServiceBindings of the Placement's namespace whose service is placed
+	// somewhere: a workload template they name gets them projected (render.Project) in the
+	// clusters where their service is.
+	Bindings []Binding
 	// Now is the time of the decision.
 	Now time.Time
+}
+
+// Binding is one ServiceBinding: what it projects, into which workload, and the clusters its
+// service is placed on.
+type Binding struct {
+	render.Binding
+	Group, Kind, Workload string
+	Clusters              map[string]bool
+}
+
+// bindingsFor are the bindings projected into template t in cluster c, and a key that names
+// them (for the render cache).
+func (pl *planner) bindingsFor(t Template, c string) ([]render.Binding, string) {
+	var out []render.Binding
+	var key strings.Builder
+	for _, b := range pl.in.Bindings {
+		if b.Clusters[c] && b.Workload == t.ID.Name && b.Kind == t.ID.Kind && b.Group == t.ID.Group {
+			out = append(out, b.Binding)
+			key.WriteString(b.Name + "\x00")
+		}
+	}
+	return out, key.String()
 }
 
 // Output is the decision.
@@ -344,6 +370,7 @@ func (pl *planner) propagate(d scheduler.Decision, revisionOf map[string]string,
 		share     int32
 		hasShare  bool
 		overrides string
+		bindings  string
 	}
 	type rendering struct {
 		raw  []byte
@@ -397,14 +424,15 @@ func (pl *planner) propagate(d scheduler.Decision, revisionOf map[string]string,
 		overrideKey := render.OverrideKey(c, p.Spec.Overrides)
 		for _, t := range set {
 			var share *int32
-			k := renderKey{t: t.Obj, overrides: overrideKey}
+			bindings, bindingKey := pl.bindingsFor(t, c.Name)
+			k := renderKey{t: t.Obj, overrides: overrideKey, bindings: bindingKey}
 			if s, ok := tshares[t.Key][c.Name]; ok {
 				share = &s
 				k.share, k.hasShare = s, true
 			}
 			r, ok := renders[k]
 			if !ok {
-				r.raw, r.keep, r.err = renderRaw(t, c, share, p.Spec.Overrides)
+				r.raw, r.keep, r.err = renderRaw(t, c, share, p.Spec.Overrides, bindings)
 				renders[k] = r
 			}
 			if r.err != nil {
@@ -441,12 +469,16 @@ func (pl *planner) propagate(d scheduler.Decision, revisionOf map[string]string,
 	return shares
 }
 
-// renderRaw renders template t for cluster c (render.ForCluster) and encodes it. keep says
+// renderRaw renders template t for cluster c (render.ForCluster), projects its bindings
+// there (render.Project) and encodes it. keep says
 // that the cluster keeps what it has of the template: for a render error, not for an error
 // encoding what rendered.
-func renderRaw(t Template, c scheduler.Cluster, share *int32, overrides []v1alpha1.Override) (raw []byte, keep bool, err error) {
+func renderRaw(t Template, c scheduler.Cluster, share *int32, overrides []v1alpha1.Override, bindings []render.Binding) (raw []byte, keep bool, err error) {
 	u, err := render.ForCluster(t.Obj, c, share, overrides)
 	if err != nil {
+		return nil, true, err
+	}
+	if err := render.Project(u, bindings); err != nil {
 		return nil, true, err
 	}
 	if raw, err = u.MarshalJSON(); err != nil {

@@ -69,6 +69,7 @@ func TestTranscripts(t *testing.T) {
 
 // world is what the harness keeps between blocks: the hub's objects as the API server would.
 type world struct {
+	bindings  map[string]Binding
 	t         *testing.T
 	t0        time.Time
 	clusters  map[string]scheduler.Cluster
@@ -182,6 +183,33 @@ func (w *world) run(input []string) string {
 			})
 		}
 		return "ok"
+	case "binding":
+		// binding NAME workload=KIND/NAME secret=S clusters=a,b [env=NAME:KEY,...]
+		kind, name, _ := strings.Cut(a["workload"], "/")
+		group := "apps"
+		if kind == "Job" || kind == "CronJob" {
+			group = "batch"
+		}
+		b := Binding{Binding: render.Binding{Name: fields[1], Secret: a["secret"]}, Group: group, Kind: kind, Workload: name, Clusters: map[string]bool{}}
+		for c := range strings.SplitSeq(a["clusters"], ",") {
+			if c != "" {
+				b.Clusters[c] = true
+			}
+		}
+		for e := range strings.SplitSeq(a["env"], ",") {
+			if n, k, ok := strings.Cut(e, ":"); ok {
+				b.Env = append(b.Env, v1alpha1.BindingEnv{Name: n, Key: k})
+			}
+		}
+		if w.bindings == nil {
+			w.bindings = map[string]Binding{}
+		}
+		if _, ok := a["delete"]; ok {
+			delete(w.bindings, fields[1])
+		} else {
+			w.bindings[fields[1]] = b
+		}
+		return "ok"
 	case "select-error":
 		w.selectErr = nil
 		if len(fields) > 1 {
@@ -256,6 +284,9 @@ func (w *world) input(now time.Time) Input {
 		if w.selectErr == nil {
 			in.Templates = append(in.Templates, w.templates[k])
 		}
+	}
+	for _, name := range sorted(mapsKeys(w.bindings)) {
+		in.Bindings = append(in.Bindings, w.bindings[name])
 	}
 	if rs := w.placement.Status.Rollout; rs != nil {
 		in.Revisions = map[string][]Template{}

@@ -317,6 +317,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 			predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}, metadataChanged))).
 		Named("propagation").
 		Watches(&v1alpha1.Cluster{}, allPlacements).
+		Watches(&v1alpha1.ServiceBinding{}, handler.EnqueueRequestsFromMapFunc(r.namespacePlacements), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.Placement{}, handler.EnqueueRequestsFromMapFunc(r.namespacePlacements), builder.WithPredicates(serviceMoved)).
 		Watches(&v1alpha1.Work{}, coalesced(func(_ context.Context, o client.Object) []ctrl.Request {
 			if req, ok := placementOf(o); ok {
 				return []ctrl.Request{req}
@@ -439,6 +441,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	if in.NamespaceLabels, err = r.namespaceLabels(ctx, p.Namespace); err != nil {
+		return ctrl.Result{}, err
+	}
+	if in.Bindings, err = r.bindings(ctx, p); err != nil {
 		return ctrl.Result{}, err
 	}
 	if p.Spec.Rollout != nil && len(in.Templates) > 0 {
@@ -605,6 +610,80 @@ func (r *Reconciler) namespaceLabels(ctx context.Context, name string) (map[stri
 		l = map[string]string{}
 	}
 	return l, nil
+}
+
+// bindings are the ServiceBindings of the Placement's namespace, each with the clusters its
+// service's Placement chose (none while that Placement is missing or being deleted). A catalog
+// service's own Placement gets none: its workloads are the service.
+func (r *Reconciler) bindings(ctx context.Context, p *v1alpha1.Placement) ([]plan.Binding, error) {
+	if p.Labels[v1alpha1.LabelCatalogPackage] != "" {
+		return nil, nil
+	}
+	var list v1alpha1.ServiceBindingList
+	if err := r.Client.List(ctx, &list, client.InNamespace(p.Namespace)); err != nil {
+		return nil, fmt.Errorf("list service bindings: %w", err)
+	}
+	var out []plan.Binding
+	for _, b := range list.Items {
+		if !b.DeletionTimestamp.IsZero() {
+			continue
+		}
+		var svc v1alpha1.Placement
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: p.Namespace, Name: b.Spec.Service.Name}, &svc); apierrors.IsNotFound(err) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		if svc.Labels[v1alpha1.LabelCatalogPackage] == "" || !svc.DeletionTimestamp.IsZero() {
+			continue
+		}
+		pb := plan.Binding{Binding: render.Binding{Name: b.Name, Secret: v1alpha1.BindingSecretName(b.Spec.Service.Name), Env: b.Spec.Env},
+			Group: b.Spec.Workload.Group, Kind: b.Spec.Workload.Kind, Workload: b.Spec.Workload.Name, Clusters: map[string]bool{}}
+		for _, c := range svc.Status.Clusters {
+			pb.Clusters[c.Cluster] = true
+		}
+		out = append(out, pb)
+	}
+	return out, nil
+}
+
+// namespacePlacements wakes every Placement of an object's namespace (a ServiceBinding, or a
+// catalog service's Placement whose clusters changed): their bound workloads render again.
+func (r *Reconciler) namespacePlacements(ctx context.Context, o client.Object) []ctrl.Request {
+	var list v1alpha1.PlacementList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace())); err != nil {
+		return nil
+	}
+	var reqs []ctrl.Request
+	for _, p := range list.Items {
+		if p.Labels[v1alpha1.LabelCatalogPackage] == "" {
+			reqs = append(reqs, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
+		}
+	}
+	return reqs
+}
+
+// serviceMoved passes a catalog service's Placement when the clusters it chose change, when it
+// comes and when it goes.
+var serviceMoved = predicate.Funcs{
+	CreateFunc:  func(e event.CreateEvent) bool { return e.Object.GetLabels()[v1alpha1.LabelCatalogPackage] != "" },
+	DeleteFunc:  func(e event.DeleteEvent) bool { return e.Object.GetLabels()[v1alpha1.LabelCatalogPackage] != "" },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*v1alpha1.Placement)
+		n, ok2 := e.ObjectNew.(*v1alpha1.Placement)
+		if !ok1 || !ok2 || n.Labels[v1alpha1.LabelCatalogPackage] == "" {
+			return false
+		}
+		names := func(p *v1alpha1.Placement) string {
+			var s []string
+			for _, c := range p.Status.Clusters {
+				s = append(s, c.Cluster)
+			}
+			return strings.Join(s, ",")
+		}
+		return names(o) != names(n) || o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero()
+	},
 }
 
 // selectTemplates finds what the Placement selects in its namespace, then what that depends
