@@ -6,7 +6,7 @@
 //	GET  /slow?ms=N              answers after N milliseconds (default 1000, at most 60000)
 //	GET  /call?url=http://S.NS.svc.cluster.local/   calls a Service of the cluster by its DNS name
 //	POST /admin/error-rate?percent=N   makes N% of requests to / fail with 500 (0 heals it)
-//	GET  /visits                 counts a visit in the Redis bound to it (a ServiceBinding) and
+//	GET  /visits                 counts a visit in the Redis or PostgreSQL bound to it (a ServiceBinding) and
 //	                             says how many there were; 503 when nothing is bound
 //
 // It logs one line per request. Its identity comes from the environment: CLUSTER (a Placement

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -48,9 +49,17 @@ func bindings() []binding {
 	return out
 }
 
-// visits counts a visit in the bound Redis and says how many there were.
+// visits counts a visit in the bound PostgreSQL, else the bound Redis, and says how many there
+// were.
 func (s *server) visits(w http.ResponseWriter, r *http.Request) {
-	for _, b := range bindings() {
+	bs := bindings()
+	for _, b := range bs {
+		if b.keys["type"] == "postgresql" {
+			s.visitsPostgres(w, r, b)
+			return
+		}
+	}
+	for _, b := range bs {
 		if b.keys["type"] != "redis" {
 			continue
 		}
@@ -67,5 +76,29 @@ func (s *server) visits(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "visits: %d (redis at %s, binding %s; %s)\n", n, addr, b.name, s.id)
 		return
 	}
-	http.Error(w, "web: no service is bound to count visits in; bind a redis (README, \"The service catalog\")", http.StatusServiceUnavailable)
+	http.Error(w, "web: no service is bound to count visits in; bind a redis or a postgres (README, \"The service catalog\")", http.StatusServiceUnavailable)
+}
+
+// visitsPostgres counts a visit in a table of the bound PostgreSQL database.
+func (s *server) visitsPostgres(w http.ResponseWriter, r *http.Request, b binding) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	where := net.JoinHostPort(b.keys["host"], b.keys["port"])
+	conn, err := pgx.Connect(ctx, b.keys["uri"])
+	if err != nil {
+		http.Error(w, fmt.Sprintf("web: connecting to postgresql at %s (binding %s): %v", where, b.name, err), http.StatusServiceUnavailable)
+		return
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	// The count before the insert is what RETURNING's subquery sees.
+	var n int64
+	_, err = conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS visits (n int)")
+	if err == nil {
+		err = conn.QueryRow(ctx, "INSERT INTO visits (n) VALUES (1) RETURNING (SELECT count(*) + 1 FROM visits)").Scan(&n)
+	}
+	if err != nil {
+		http.Error(w, fmt.Sprintf("web: counting in postgresql at %s (binding %s): %v", where, b.name, err), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintf(w, "visits: %d (postgresql at %s, binding %s; %s)\n", n, where, b.name, s.id)
 }

@@ -44,7 +44,8 @@ install would, and makes a Placement of it, so that it runs on the chosen cluste
 	cmd.PersistentFlags().StringVar(&o.registry, "registry", "", "the fleet registry's address (default: the one the hub of --data-dir runs)")
 	cmd.PersistentFlags().StringVar(&o.dataDir, "data-dir", hub.DefaultDataDir(), "the hub's data dir ($CONVOY_DATA_DIR)")
 	cmd.AddCommand(newCatalogListCmd(g, o, false), newCatalogListCmd(g, o, true), newCatalogShowCmd(g, o),
-		newCatalogInstallCmd(g, o, false), newCatalogInstallCmd(g, o, true), newCatalogUninstallCmd(g))
+		newCatalogInstallCmd(g, o, false), newCatalogInstallCmd(g, o, true), newCatalogUninstallCmd(g),
+		newCatalogActionCmd(g, "backup"), newCatalogActionCmd(g, "restore"))
 	return cmd
 }
 
@@ -366,8 +367,8 @@ func (g *globals) catalogInstall(ctx context.Context, addr, helmBin, pkg string,
 	if err := waitAvailable(ctx, c, out, client.ObjectKeyFromObject(p), 0, start, o.timeout); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%s %s (plan %s) is Available as %s/%s on %d clusters after %s.\n", r.pkg.Name, r.pkg.Version, r.plan.Name,
-		o.namespace, name, len(ready), time.Since(start).Round(time.Second))
+	fmt.Fprintf(out, "%s %s (plan %s) is Available as %s/%s on %s after %s.\n", r.pkg.Name, r.pkg.Version, r.plan.Name,
+		o.namespace, name, plural(len(ready), "cluster"), time.Since(start).Round(time.Second))
 	if r.pkg.Meta.Type != "" {
 		fmt.Fprintf(out, "Its connection details are in Secret %s on each of them; a ServiceBinding hands them to your app.\n", v1alpha1.BindingSecretName(name))
 	}
@@ -731,4 +732,12 @@ func waitGone(ctx context.Context, c client.Client, key client.ObjectKey, timeou
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// plural is "1 cluster", "2 clusters".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
