@@ -23,7 +23,49 @@ func newPackageCmd(g *globals) *cobra.Command {
 the connection outputs its Secret NAME-binding holds, its plans, and the Debian packages its
 images are made of. docs/PACKAGING.md walks through one.`,
 	}
-	cmd.AddCommand(newPackageLintCmd(g), newPackagePushCmd(g))
+	cmd.AddCommand(newPackageInitCmd(g), newPackageLintCmd(g), newPackagePushCmd(g), newPackageTestCmd(g))
+	return cmd
+}
+
+func newPackageInitCmd(g *globals) *cobra.Command {
+	var dir string
+	o := catalog.ScaffoldOptions{}
+	cmd := &cobra.Command{
+		Use:   "init NAME",
+		Short: "Write a new package into DIR/NAME that passes lint as written: by default Debian's memcached, else --debian PKG --port N",
+		Long: `Write a new package: a chart that runs one Debian package in a StatefulSet (a volume when
+persistence.enabled), its ClusterIP Service, its connection Secret (host, port and a password kept
+across upgrades), a Helm test, values with a schema, plans standard and ephemeral, and the image's
+Debian packages in ` + v1alpha1.PackageFile + `. Without --debian it runs memcached on port 11211; with
+another package, edit what is marked TODO(packager) (its command, above all).`,
+		Example: `  convoy package init demo-cache
+  convoy package init kv --debian redis-server --port 6379 --type redis --category cache --dir catalog`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Name = args[0]
+			target := filepath.Join(dir, o.Name)
+			files, err := catalog.Scaffold(target, o)
+			if err != nil {
+				return err
+			}
+			out := g.streams.Out
+			fmt.Fprintf(out, "package %s written to %s:\n", o.Name, target)
+			for _, f := range files {
+				fmt.Fprintf(out, "  %s\n", f)
+			}
+			if o.Debian != catalog.ScaffoldDebian {
+				fmt.Fprintf(out, "Edit what is marked TODO(packager) first: grep -rn 'TODO(packager)' %s\n", target)
+			}
+			fmt.Fprintf(out, "Next:\n  convoy package lint %s\n  convoy package push %s\n", target, target)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", ".", "the directory to write the package's directory NAME in")
+	cmd.Flags().StringVar(&o.Debian, "debian", catalog.ScaffoldDebian, "the Debian package the service's image runs")
+	cmd.Flags().IntVar(&o.Port, "port", 0, "the TCP port the service listens on (default 11211 for memcached; needed for any other package)")
+	cmd.Flags().StringVar(&o.Category, "category", "", "the category: "+strings.Join(v1alpha1.PackageCategories, ", ")+" (default cache for memcached, else other)")
+	cmd.Flags().StringVar(&o.Type, "type", "", "the Service Binding type of the connection Secret (default memcached for memcached, else NAME)")
+	cmd.Flags().StringVar(&o.AppVersion, "app-version", "1.0.0", "the service's version: the chart's appVersion and the image's tag")
 	return cmd
 }
 
