@@ -694,6 +694,7 @@ func TestUpAndDown(t *testing.T) {
 	fleetLogs(t, env, kubectl, hubKubeconfig, clusters, "http://127.76.0.1:8080/")
 	edgeTeams(t, env, dataDir, kubectl, "127.76.0")
 	metricGatedRollout(t, env, hubKubeconfig, kubectl, kubeconfigs)
+	checkCatalog(t, env, kubectl, dataDir, kubeconfigs)
 
 	out = run(t, env, convoyBin, "down", "--purge")
 	for _, want := range []string{"Stopping the hub", "Stopped local cluster us-east", "Removed " + dataDir, "Convoy is down."} {
