@@ -610,7 +610,7 @@ func waitAvailable(ctx context.Context, c client.Client, out io.Writer, key clie
 		var p v1alpha1.Placement
 		if err := c.Get(ctx, key, &p); err != nil {
 			if ctx.Err() != nil {
-				return timeoutErr(key, last, timeout)
+				return timeoutErr(c, key, last, timeout)
 			}
 			return err
 		}
@@ -638,20 +638,39 @@ func waitAvailable(ctx context.Context, c client.Client, out io.Writer, key clie
 		}
 		select {
 		case <-ctx.Done():
-			return timeoutErr(key, last, timeout)
+			return timeoutErr(c, key, last, timeout)
 		case <-time.After(time.Second):
 		}
 	}
 }
 
-func timeoutErr(key client.ObjectKey, last map[string]string, timeout time.Duration) error {
+// timeoutErr names the clusters that are not Available and, from their Works' status as their
+// agents reported it, the resources that are not healthy there.
+func timeoutErr(c client.Client, key client.ObjectKey, last map[string]string, timeout time.Duration) error {
 	var bad []string
-	for _, c := range slices.Sorted(maps.Keys(last)) {
-		if last[c] != "Available" {
-			bad = append(bad, c+": "+last[c])
+	for _, cl := range slices.Sorted(maps.Keys(last)) {
+		if last[cl] == "Available" {
+			continue
 		}
+		line := cl + ": " + last[cl]
+		var w v1alpha1.Work
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(cl), Name: key.Namespace + "." + key.Name}, &w)
+		cancel()
+		if err == nil {
+			for _, r := range w.Status.Resources {
+				if r.Health != "" && r.Health != v1alpha1.HealthHealthy {
+					line += fmt.Sprintf("; %s %s is %s", r.Kind, r.Name, r.Health)
+					if r.Message != "" {
+						line += ": " + r.Message
+					}
+				}
+			}
+		}
+		bad = append(bad, line)
 	}
-	return fmt.Errorf("%s is not Available everywhere after %s: %s; convoy status %s shows more", key, timeout, strings.Join(bad, "; "), key)
+	return fmt.Errorf("%s is not Available everywhere after %s:\n  %s\nconvoy status %s shows more; convoy catalog uninstall %s -n %s removes it",
+		key, timeout, strings.Join(bad, "\n  "), key, key.Name, key.Namespace)
 }
 
 // waitRollout waits until the Placement's rollout has reached every cluster and all are

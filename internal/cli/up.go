@@ -161,6 +161,7 @@ Next:
   kubectl --kubeconfig us-east.kubeconfig get nodes
   %[3]s edge status            # the demo's edge pool, at %[4]s
   %[3]s user add alice --email alice@example.com --group team-shop   # people: then %[3]s login
+  %[3]s catalog list            # data services (make up pushes them): %[3]s catalog install redis -n demo
   %[3]s down                    # stop everything (--purge also removes %[2]s)
 `, layout.Kubeconfig(), dataDir, self, demoURL)
 	return nil
