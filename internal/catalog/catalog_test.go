@@ -80,7 +80,8 @@ func TestLint(t *testing.T) {
 	for _, tc := range []struct {
 		file, old, new, want string
 	}{
-		{"templates/secret.yaml", "name: {{ $name }}", "name: {{ $name }}-x", `renders no connection Secret "lint-check-binding"`},
+		{"templates/secret.yaml", "name: {{ $name }}", "name: {{ $name }}-x", `renders no connection Secret "lint-check-release-name-30chrs-binding"`},
+		{"templates/statefulset.yaml", "name: {{ .Release.Name }}-redis\n", "name: {{ .Release.Name }}-redis-a-long-suffix-here\n", "is 55 characters long with a release name of 30"},
 		{"templates/secret.yaml", "  uri: ", "  url: ", "lacks uri"},
 		{"templates/secret.yaml", "type: servicebinding.io/redis", "type: Opaque", `has type "Opaque"`},
 		// A plan whose values the chart's schema refuses.

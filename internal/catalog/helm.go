@@ -47,7 +47,12 @@ func (h Helm) Run(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, h.Bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+os.TempDir()+"/convoy-helm", "HELM_CACHE_HOME="+os.TempDir()+"/convoy-helm/cache")
+	// Helm's own settings and cache in the user's cache dir: not the user's own Helm
+	// repositories and registry logins, and not a shared, predictable path in /tmp.
+	if home, err := os.UserCacheDir(); err == nil {
+		home = filepath.Join(home, "convoy", "helm")
+		cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+home, "HELM_CACHE_HOME="+filepath.Join(home, "cache"), "HELM_DATA_HOME="+filepath.Join(home, "data"))
+	}
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		msg = strings.TrimPrefix(msg, "Error: ")

@@ -39,15 +39,54 @@ func Lint(ctx context.Context, h Helm, dir string) (*Package, error) {
 		if out, err := h.Run(ctx, "lint", dir, "--quiet", "-f", vals); err != nil {
 			return nil, fmt.Errorf("plan %s: %w%s", pl.Name, err, indent(out))
 		}
-		out, err := h.Run(ctx, "template", "lint-check", dir, "-n", "lint", "-f", vals)
+		// The longest release name `convoy catalog install` takes, so that names made of it
+		// are checked at their longest.
+		out, err := h.Run(ctx, "template", lintRelease, dir, "-n", "lint", "-f", vals)
 		if err != nil {
 			return nil, fmt.Errorf("plan %s does not render: %w", pl.Name, err)
 		}
 		if err := checkBinding(p, out); err != nil {
 			return nil, fmt.Errorf("plan %s: %w", pl.Name, err)
 		}
+		if err := checkNames(out); err != nil {
+			return nil, fmt.Errorf("plan %s: %w", pl.Name, err)
+		}
 	}
 	return p, nil
+}
+
+// MaxServiceName is the longest name of a catalog service (its release and Placement).
+const MaxServiceName = 30
+
+// lintRelease is the release name lint renders with: MaxServiceName long.
+const lintRelease = "lint-check-release-name-30chrs"
+
+// nameLimits are the longest names Kubernetes takes for kinds whose names are made into others:
+// a StatefulSet's into its pods' controller-revision-hash label, a CronJob's into its Jobs'.
+var nameLimits = map[string]int{"StatefulSet": 52, "CronJob": 52, "Service": 63}
+
+// checkNames finds names too long for their kind when the release name is at its longest.
+func checkNames(rendered []byte) error {
+	d := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(rendered), 4096)
+	for {
+		var obj struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := d.Decode(&obj); err != nil {
+			return nil
+		}
+		limit, ok := nameLimits[obj.Kind]
+		if !ok {
+			limit = 253
+		}
+		if len(obj.Metadata.Name) > limit {
+			return fmt.Errorf("%s %s is %d characters long with a release name of %d; Kubernetes takes at most %d: make the name shorter",
+				obj.Kind, obj.Metadata.Name, len(obj.Metadata.Name), MaxServiceName, limit)
+		}
+	}
 }
 
 // checkBinding finds the connection Secret in rendered manifests.
@@ -55,7 +94,7 @@ func checkBinding(p *Package, rendered []byte) error {
 	if p.Meta.Type == "" {
 		return nil
 	}
-	want := v1alpha1.BindingSecretName("lint-check")
+	want := v1alpha1.BindingSecretName(lintRelease)
 	d := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(rendered), 4096)
 	for {
 		var obj struct {

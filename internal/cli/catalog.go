@@ -140,6 +140,18 @@ func newCatalogShowCmd(g *globals, o *imageOptions) *cobra.Command {
 	return cmd
 }
 
+// annotationCatalogValues keeps, on a catalog service's Placement, the values its user gave
+// (--set KEY=VALUE, JSON list in order), so that an upgrade lays them on the new chart and plan.
+const annotationCatalogValues = "catalog.convoy.dev/values"
+
+func setsJSON(sets []string) string {
+	if sets == nil {
+		sets = []string{}
+	}
+	b, _ := json.Marshal(sets)
+	return string(b)
+}
+
 // installOptions are the flags of catalog install and upgrade.
 type installOptions struct {
 	name, namespace, version, plan string
@@ -158,7 +170,7 @@ func newCatalogInstallCmd(g *globals, o *imageOptions, upgrade bool) *cobra.Comm
 		Args: cobra.ExactArgs(1),
 	}
 	if upgrade {
-		cmd.Use, cmd.Short = "upgrade NAME", "Upgrade an installed service to another version, plan or values; it rolls out in waves, one cluster each"
+		cmd.Use, cmd.Short = "upgrade NAME", "Upgrade an installed service to another version, plan or values (the values given before stay); it rolls out in waves, one cluster each"
 		cmd.Example = `  convoy catalog upgrade cache -n shop --version 7.0.16
   convoy catalog upgrade cache -n shop --set maxMemory=128mb`
 	}
@@ -293,8 +305,8 @@ func (g *globals) catalogInstall(ctx context.Context, addr, helmBin, pkg string,
 	out := g.streams.Out
 	start := time.Now()
 	name := cmp.Or(o.name, pkg)
-	if errs := validation.IsDNS1035Label(name); len(errs) > 0 || len(name) > 40 {
-		return usageError("--name %q: a service's name is a DNS label of at most 40 characters (%s)", name, strings.Join(errs, "; "))
+	if errs := validation.IsDNS1035Label(name); len(errs) > 0 || len(name) > catalog.MaxServiceName {
+		return usageError("--name %q: a service's name is a DNS label (lower-case letters, digits and '-', starting with a letter) of at most %d characters, as its objects' names are made of it", name, catalog.MaxServiceName)
 	}
 	affinity, err := parsePlacement(o.placement)
 	if err != nil {
@@ -354,11 +366,18 @@ func (g *globals) catalogInstall(ctx context.Context, addr, helmBin, pkg string,
 	}
 	p := &v1alpha1.Placement{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: o.namespace, Labels: map[string]string{
-			v1alpha1.LabelCatalogPackage: r.pkg.Name, v1alpha1.LabelCatalogPlan: r.plan.Name}},
+			v1alpha1.LabelCatalogPackage: r.pkg.Name, v1alpha1.LabelCatalogPlan: r.plan.Name},
+			Annotations: map[string]string{annotationCatalogValues: setsJSON(r.sets)}},
 		Spec: spec,
 	}
 	if err := c.Create(ctx, p); err != nil {
-		return fmt.Errorf("the release is installed at the hub, but its Placement could not be made: %w; convoy catalog uninstall %s -n %s removes the release", err, name, o.namespace)
+		// Take the release back, so that nothing is left half installed.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if _, uerr := helm.Run(uctx, "uninstall", name, "-n", o.namespace); uerr != nil {
+			return fmt.Errorf("the release is installed at the hub, but its Placement could not be made: %w; convoy catalog uninstall %s -n %s removes the release", err, name, o.namespace)
+		}
+		return fmt.Errorf("the Placement of %s could not be made, and the release was removed again: %w", name, err)
 	}
 	fmt.Fprintf(out, "==> placing %s on %s\n", name, strings.Join(ready, ", "))
 	if !o.wait {
@@ -399,9 +418,19 @@ func (g *globals) catalogUpgrade(ctx context.Context, addr, helmBin, name string
 		return err
 	}
 	defer r.cleanupFn()
+	// The new chart's defaults, the plan's values, then the user's own values of every install
+	// and upgrade so far, in order (a later one wins): never the old chart's defaults or the
+	// old plan's values, which --reuse-values would keep.
+	var old []string
+	if raw := p.Annotations[annotationCatalogValues]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &old); err != nil {
+			return fmt.Errorf("the values of %s/%s kept in its Placement's annotation %s are not readable: %w", o.namespace, name, annotationCatalogValues, err)
+		}
+	}
+	r.sets = append(old, r.sets...)
 	helm := catalog.Helm{Bin: helmBin, Kubeconfig: g.kubeconfigPath()}
 	fmt.Fprintf(out, "==> checking the values of %s %s, plan %s\n", r.pkg.Name, r.pkg.Version, r.plan.Name)
-	if _, err := helm.Run(ctx, append([]string{"upgrade", name, "-n", o.namespace, "--reuse-values", "--dry-run"}, r.helmArgs()...)...); err != nil {
+	if _, err := helm.Run(ctx, append([]string{"upgrade", name, "-n", o.namespace, "--reset-values", "--dry-run=server"}, r.helmArgs()...)...); err != nil {
 		return fmt.Errorf("the upgrade is not valid (nothing was changed): %w", err)
 	}
 	before, err := helm.Run(ctx, "get", "manifest", name, "-n", o.namespace)
@@ -413,8 +442,11 @@ func (g *globals) catalogUpgrade(ctx context.Context, addr, helmBin, name string
 		oldTarget = p.Status.Rollout.Target
 	}
 	fmt.Fprintf(out, "==> upgrading the release %s/%s at the hub to %s %s\n", o.namespace, name, r.pkg.Name, r.pkg.Version)
-	if _, err := helm.Run(ctx, append([]string{"upgrade", name, "-n", o.namespace, "--reuse-values"}, r.helmArgs()...)...); err != nil {
-		return fmt.Errorf("upgrade %s at the hub: %w", name, err)
+	if _, err := helm.Run(ctx, append([]string{"upgrade", name, "-n", o.namespace, "--reset-values"}, r.helmArgs()...)...); err != nil {
+		if strings.Contains(err.Error(), "field is immutable") {
+			return fmt.Errorf("upgrade %s at the hub: the change touches a field Kubernetes cannot change in place (a StatefulSet's volumes: its plan or persistence); nothing was changed. Back up, uninstall and install it again: %w", name, err)
+		}
+		return fmt.Errorf("upgrade %s at the hub (nothing was changed on the clusters): %w", name, err)
 	}
 	after, err := helm.Run(ctx, "get", "manifest", name, "-n", o.namespace)
 	if err != nil {
@@ -423,9 +455,13 @@ func (g *globals) catalogUpgrade(ctx context.Context, addr, helmBin, name string
 	if string(before) == string(after) {
 		oldTarget = "" // the templates are the same: no new revision rolls out
 	}
-	if p.Labels[v1alpha1.LabelCatalogPlan] != r.plan.Name {
+	if p.Labels[v1alpha1.LabelCatalogPlan] != r.plan.Name || p.Annotations[annotationCatalogValues] != setsJSON(r.sets) {
 		patch := client.MergeFrom(p.DeepCopy())
 		p.Labels[v1alpha1.LabelCatalogPlan] = r.plan.Name
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[annotationCatalogValues] = setsJSON(r.sets)
 		if err := c.Patch(ctx, &p, patch); err != nil {
 			return err
 		}
@@ -466,6 +502,14 @@ func newCatalogUninstallCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("%s/%s is a Placement, not a catalog service; delete it with kubectl", namespace, name)
 			case err != nil && !apierrors.IsNotFound(err):
 				return hubError("", err)
+			}
+			helm := catalog.Helm{Bin: helmBin, Kubeconfig: g.kubeconfigPath()}
+			if err != nil {
+				// No Placement: an uninstall that did not finish, or a wrong name. Only a
+				// release of that name says the service was ever there.
+				if _, serr := helm.Run(ctx, "status", name, "-n", namespace); serr != nil {
+					return fmt.Errorf("there is no catalog service %s in namespace %s (no Placement and no Helm release of that name); convoy catalog list shows packages, kubectl get placements -n %s what runs", name, namespace, namespace)
+				}
 			}
 			var bs v1alpha1.ServiceBindingList
 			if err := c.List(ctx, &bs, client.InNamespace(namespace)); err != nil {
@@ -510,7 +554,6 @@ func newCatalogUninstallCmd(g *globals) *cobra.Command {
 				}
 			}
 			fmt.Fprintf(out, "==> uninstalling the release %s/%s at the hub\n", namespace, name)
-			helm := catalog.Helm{Bin: helmBin, Kubeconfig: g.kubeconfigPath()}
 			if _, err := helm.Run(ctx, "uninstall", name, "-n", namespace); err != nil && !strings.Contains(err.Error(), "not found") {
 				return err
 			}
@@ -686,7 +729,11 @@ func waitRollout(ctx context.Context, c client.Client, out io.Writer, key client
 		if err := c.Get(ctx2, key, &p); err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
-		if r := p.Status.Rollout; r != nil {
+		r := p.Status.Rollout
+		switch {
+		case r == nil && p.Spec.Rollout != nil, r != nil && oldTarget != "" && r.Target == oldTarget:
+			goto next // the new revision has not started rolling out yet
+		case r != nil:
 			phase := fmt.Sprintf("%s %s", r.Phase, r.Message)
 			if phase != lastPhase {
 				fmt.Fprintf(out, "    rollout %s (%s)\n", phase, time.Since(start).Round(time.Second))
@@ -695,7 +742,7 @@ func waitRollout(ctx context.Context, c client.Client, out io.Writer, key client
 			if r.Phase == v1alpha1.RolloutPaused || r.Phase == v1alpha1.RolloutAborted {
 				return fmt.Errorf("the rollout of %s is %s: %s; convoy rollout status %s says more", key, r.Phase, r.Message, key)
 			}
-			if r.Phase != v1alpha1.RolloutComplete || (oldTarget != "" && r.Target == oldTarget) {
+			if r.Phase != v1alpha1.RolloutComplete {
 				goto next
 			}
 		}

@@ -114,7 +114,7 @@ func runActionJob(ctx context.Context, cs kubernetes.Interface, namespace, name,
 	cj := cjs.Items[0]
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        fmt.Sprintf("%s-%d", cj.Name, time.Now().Unix()),
+			Name:        fmt.Sprintf("%.52s-%d", cj.Name, time.Now().Unix()), // at most 63
 			Namespace:   namespace,
 			Labels:      cj.Spec.JobTemplate.Labels,
 			Annotations: map[string]string{"cronjob.kubernetes.io/instantiate": "manual"},

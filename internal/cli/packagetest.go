@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -98,9 +99,7 @@ func (g *globals) packageTest(ctx context.Context, o *imageOptions, dir, planNam
 		return err
 	}
 	phase("creating the throwaway cluster %s (1 real node)", name)
-	if err := hc.Create(ctx, c); err != nil {
-		return hubError("the hub", err)
-	}
+	// The cleanup comes first: a Create that failed late may still have made the cluster.
 	defer func() {
 		if keep {
 			fmt.Fprintf(out, "Kept cluster %s: convoy cluster kubeconfig %s; convoy cluster delete %s when done.\n", name, name, name)
@@ -109,14 +108,19 @@ func (g *globals) packageTest(ctx context.Context, o *imageOptions, dir, planNam
 		phase("deleting the cluster %s", name)
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 		defer cancel()
-		if derr := hc.Delete(dctx, c); derr != nil && !apierrors.IsNotFound(derr) {
-			err = fmt.Errorf("%w; and the cluster %s could not be deleted: %v (convoy cluster delete %s)", err, name, derr, name)
+		if derr := hc.Delete(dctx, c); apierrors.IsNotFound(derr) {
+			return
+		} else if derr != nil {
+			err = errors.Join(err, fmt.Errorf("the cluster %s could not be deleted: %v (convoy cluster delete %s)", name, derr, name))
 			return
 		}
 		if _, werr := waitClusters(dctx, hc, []string{name}, out, time.Now(), 5*time.Minute, isGone); werr != nil {
-			err = fmt.Errorf("%w; and the cluster %s is not gone: %v", err, name, werr)
+			err = errors.Join(err, fmt.Errorf("the cluster %s is not gone: %v (convoy cluster delete %s)", name, werr, name))
 		}
 	}()
+	if err := hc.Create(ctx, c); err != nil {
+		return hubError("the hub", err)
+	}
 	if _, err := waitClusters(ctx, hc, []string{name}, out, start, 5*time.Minute, isUp); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package render
 import (
 	"fmt"
 	"path"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -52,7 +53,9 @@ func Project(u *unstructured.Unstructured, bindings []Binding) error {
 			env, _ := c["env"].([]any)
 			for _, e := range env {
 				if m, _ := e.(map[string]any); m["name"] == "SERVICE_BINDING_ROOT" {
-					root, _ = m["value"].(string)
+					if root, _ = m["value"].(string); root == "" {
+						return fmt.Errorf("%s %s: container %v sets SERVICE_BINDING_ROOT without a plain value; give it one (a path), so that the bindings can be mounted under it", u.GetKind(), u.GetName(), c["name"])
+					}
 				}
 			}
 			if root == "" {
@@ -61,8 +64,16 @@ func Project(u *unstructured.Unstructured, bindings []Binding) error {
 			}
 			mounts, _ := c["volumeMounts"].([]any)
 			for _, b := range bindings {
-				mounts = append(mounts, map[string]any{"name": BindingVolumePrefix + b.Name, "mountPath": path.Join(root, b.Name), "readOnly": true})
+				at := path.Join(root, b.Name)
+				for _, m := range mounts {
+					if mm, _ := m.(map[string]any); mm["mountPath"] == at {
+						return fmt.Errorf("%s %s: container %v mounts something at %s already, where service binding %s goes", u.GetKind(), u.GetName(), c["name"], at, b.Name)
+					}
+				}
+				mounts = append(mounts, map[string]any{"name": BindingVolumePrefix + b.Name, "mountPath": at, "readOnly": true})
 				for _, e := range b.Env {
+					// The binding's variable replaces one of the same name.
+					env = slices.DeleteFunc(env, func(x any) bool { m, _ := x.(map[string]any); return m["name"] == e.Name })
 					env = append(env, map[string]any{"name": e.Name, "valueFrom": map[string]any{
 						"secretKeyRef": map[string]any{"name": b.Secret, "key": e.Key}}})
 				}

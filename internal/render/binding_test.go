@@ -1,6 +1,7 @@
 package render
 
 import (
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -100,6 +101,28 @@ spec:
 `
 	if string(got) != want {
 		t.Errorf("projected:\n%s\nwant:\n%s", got, want)
+	}
+	// Refused: a root without a plain value, and a mount where a binding goes.
+	for _, bad := range []string{
+		`{name: web, image: w, env: [{name: SERVICE_BINDING_ROOT, valueFrom: {configMapKeyRef: {name: c, key: k}}}]}`,
+		`{name: web, image: w, volumeMounts: [{name: x, mountPath: /bindings/cache}]}`,
+	} {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {template: {spec: {containers: ["+bad+"]}}}"), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		if err := Project(u, []Binding{{Name: "cache", Secret: "cache-binding"}}); err == nil {
+			t.Errorf("projected into %s", bad)
+		}
+	}
+	// A variable of the same name is replaced.
+	u = &unstructured.Unstructured{}
+	_ = yaml.Unmarshal([]byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {template: {spec: {containers: [{name: web, env: [{name: REDIS_URL, value: old}]}]}}}"), &u.Object)
+	if err := Project(u, []Binding{{Name: "cache", Secret: "s", Env: []v1alpha1.BindingEnv{{Name: "REDIS_URL", Key: "uri"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := yaml.Marshal(u.Object["spec"]); strings.Count(string(got), "REDIS_URL") != 1 || strings.Contains(string(got), "old") {
+		t.Errorf("REDIS_URL twice or kept:\n%s", got)
 	}
 	// Not a workload: left alone.
 	cm := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "x"}}}

@@ -8,6 +8,7 @@ package binding
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -16,8 +17,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/render"
@@ -81,7 +85,7 @@ func (r *Reconciler) status(ctx context.Context, b *v1alpha1.ServiceBinding) (v1
 	case !svc.DeletionTimestamp.IsZero():
 		return notReady(v1alpha1.BindingServiceDeleted, "service %s is being deleted; the workload's pods lose the binding", svcName)
 	}
-	serviceIn := map[string]bool{}
+	serviceIn := map[string]bool{} // as the propagation controller projects it
 	for _, c := range svc.Status.Clusters {
 		serviceIn[c.Cluster] = true
 	}
@@ -157,6 +161,25 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 				reqs[i] = ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
 			}
 			return reqs
-		})).
+		}), builder.WithPredicates(placementChanged)).
 		Complete(r)
 }
+
+// placementChanged passes what a binding's status depends on: a Placement's spec, labels,
+// deletion, and the clusters it chose; not the rest of its status.
+var placementChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*v1alpha1.Placement)
+	n, ok2 := e.ObjectNew.(*v1alpha1.Placement)
+	if !ok1 || !ok2 {
+		return true
+	}
+	clusters := func(p *v1alpha1.Placement) string {
+		var b strings.Builder
+		for _, c := range p.Status.Clusters {
+			b.WriteString(c.Cluster + ",")
+		}
+		return b.String()
+	}
+	return o.Generation != n.Generation || !maps.Equal(o.Labels, n.Labels) ||
+		o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero() || clusters(o) != clusters(n)
+}}

@@ -639,6 +639,9 @@ func (r *Reconciler) bindings(ctx context.Context, p *v1alpha1.Placement) ([]pla
 		}
 		pb := plan.Binding{Binding: render.Binding{Name: b.Name, Secret: v1alpha1.BindingSecretName(b.Spec.Service.Name), Env: b.Spec.Env},
 			Group: b.Spec.Workload.Group, Kind: b.Spec.Workload.Kind, Workload: b.Spec.Workload.Name, Clusters: map[string]bool{}}
+		// Every cluster the service's Placement chose. Not only those where it is applied
+		// now: that flips during each of the service's upgrades, and would restart the
+		// workload's pods each time. A pod that starts before the Secret arrives waits for it.
 		for _, c := range svc.Status.Clusters {
 			pb.Clusters[c.Cluster] = true
 		}
