@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that real nodes need, when they are missing: containerd, runc,
-# the CNI plugins, iptables, conntrack and iproute2; and HAProxy, the edge load balancer's data
-# plane. It installs them only as root (or with
-# sudo); otherwise it names what is missing and the command that installs it, and fails.
+# the CNI plugins, iptables, conntrack and iproute2; HAProxy, the edge load balancer's data
+# plane; and Debian's package lists, of which the catalog's images are made. It installs them
+# only as root (or with sudo); otherwise it names what is missing and the command that installs
+# it, and fails.
 #
 # usage: hack/deps.sh [--check]   (--check only names what is missing, and exits 1 if anything is)
 set -euo pipefail
@@ -31,10 +32,15 @@ for w in "${wanted[@]}"; do
   fi
   [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
 done
-((${#missing[@]} == 0)) && exit 0
+# The catalog's images are made of Debian packages (apt-cache depends, apt-get download): they
+# need the package lists, which a freshly made machine may have deleted.
+lists=no
+compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null && lists=yes
+((${#missing[@]} == 0)) && [[ $lists == yes ]] && exit 0
 
 if [[ "${1:-}" == "--check" ]]; then
-  echo "real nodes and the edge need: ${missing[*]} (apt-get install ${missing[*]})"
+  ((${#missing[@]})) && echo "real nodes and the edge need: ${missing[*]} (apt-get install ${missing[*]})"
+  [[ $lists == yes ]] || echo "the catalog's images need Debian's package lists (apt-get update)"
   exit 1
 fi
 sudo_cmd=()
@@ -46,7 +52,8 @@ if [[ $(id -u) -ne 0 ]]; then
   fi
   sudo_cmd=(sudo -n)
 fi
-echo "==> apt-get install ${missing[*]} (what real nodes need)"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
+((${#missing[@]} == 0)) && exit 0
+echo "==> apt-get install ${missing[*]} (what real nodes need)"
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
