@@ -67,22 +67,32 @@ type PackagePlan struct {
 type PackageImage struct {
 	// Name is the image as pods name it: registry.convoy.local/REPO:TAG.
 	Name string `json:"name"`
-	// Debian makes it of Debian packages (see image.Debian for each field).
+	// Debian makes it of Debian packages.
 	Debian *DebianImage `json:"debian,omitempty"`
 }
 
 // DebianImage is an image of Debian packages and their dependencies, unpacked without
-// running maintainer scripts.
+// running maintainer scripts (internal/image.FromDebian makes it).
 //
 // +kubebuilder:object:generate=false
 type DebianImage struct {
-	Packages   []string `json:"packages"`
-	Exclude    []string `json:"exclude,omitempty"`
-	Users      []string `json:"users,omitempty"`
-	Dirs       []string `json:"dirs,omitempty"`
-	Owner      string   `json:"owner,omitempty"`
+	// Packages are installed with everything they depend on (not what they recommend).
+	Packages []string `json:"packages"`
+	// Exclude are dependencies left out, with what only they need: the tools of maintainer
+	// scripts (perl, debconf, adduser), init scripts and locales that a container never runs.
+	Exclude []string `json:"exclude,omitempty"`
+	// Users are extra /etc/passwd lines (NAME:x:UID:GID:GECOS:HOME:SHELL); each gets a group
+	// of its GID and name too.
+	Users []string `json:"users,omitempty"`
+	// Dirs are made, empty and owned by Owner, for the service's data and sockets.
+	Dirs []string `json:"dirs,omitempty"`
+	// Owner is the UID:GID that owns Dirs (default 0:0).
+	Owner string `json:"owner,omitempty"`
+	// Entrypoint and Cmd of the image; User runs them (a UID; empty: root).
 	Entrypoint []string `json:"entrypoint,omitempty"`
 	Cmd        []string `json:"cmd,omitempty"`
 	User       string   `json:"user,omitempty"`
-	Env        []string `json:"env,omitempty"`
+	// Env is added to PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin (a
+	// PATH of its own replaces that).
+	Env []string `json:"env,omitempty"`
 }

@@ -89,7 +89,7 @@ func (h Helm) PushChart(ctx context.Context, tgz, addr string) error {
 func PushImages(ctx context.Context, p *Package, addr, cache string, progress io.Writer) error {
 	for _, img := range p.Meta.Images {
 		start := time.Now()
-		d := image.Debian(*img.Debian)
+		d := *img.Debian
 		plan, err := image.ResolveDebian(ctx, d, cache, progress)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", img.Name, err)

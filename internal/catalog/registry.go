@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/version"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/registry"
 )
 
 // ChartLayerType is the media type of a chart's content in an OCI artifact (Helm's).
@@ -32,28 +33,15 @@ var ErrNotFound = errors.New("not in the catalog")
 // List reads the catalog: every package under CatalogRepository in the registry at addr
 // (HOST:PORT, plain HTTP), by name.
 func List(ctx context.Context, addr string) ([]Entry, error) {
-	reg, err := name.NewRegistry(addr, name.Insecure)
+	all, err := registry.Repositories(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
-	var repos []string
-	for last := ""; ; {
-		page, err := remote.CatalogPage(reg, last, 100, remote.WithContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("list the fleet registry at %s: %w", addr, err)
-		}
-		for _, r := range page {
-			if strings.HasPrefix(r, v1alpha1.CatalogRepository+"/") {
-				repos = append(repos, r)
-			}
-		}
-		if len(page) < 100 {
-			break
-		}
-		last = page[len(page)-1]
-	}
 	var out []Entry
-	for _, repo := range repos {
+	for _, repo := range all {
+		if !strings.HasPrefix(repo, v1alpha1.CatalogRepository+"/") {
+			continue
+		}
 		e, err := entry(ctx, addr, strings.TrimPrefix(repo, v1alpha1.CatalogRepository+"/"))
 		if errors.Is(err, ErrNotFound) {
 			continue // a repository without versions

@@ -22,6 +22,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
 // LabelDebian is the label of an image made by FromDebian that holds the SHA-256 of what it
@@ -31,27 +33,9 @@ const LabelDebian = "dev.convoy.debian.sha256"
 
 // Debian says how FromDebian makes an image of Debian packages, without Docker and without
 // running any maintainer script: the packages and their dependencies are unpacked
-// (dpkg-deb -x) into one layer, as distroless images are made.
-type Debian struct {
-	// Packages are installed with everything they depend on (not what they recommend).
-	Packages []string `json:"packages"`
-	// Exclude are dependencies left out, with what only they need: the tools of maintainer
-	// scripts (perl, debconf, adduser), init scripts and locales that a container never runs.
-	Exclude []string `json:"exclude,omitempty"`
-	// Users are extra /etc/passwd lines (NAME:x:UID:GID:GECOS:HOME:SHELL); each gets a group
-	// of its GID and name too.
-	Users []string `json:"users,omitempty"`
-	// Dirs are made, empty and owned by Owner, for the service's data and sockets.
-	Dirs []string `json:"dirs,omitempty"`
-	// Owner is the UID:GID that owns Dirs (default 0:0).
-	Owner string `json:"owner,omitempty"`
-	// Entrypoint and Cmd of the image; User runs them (a UID; empty: root).
-	Entrypoint []string `json:"entrypoint,omitempty"`
-	Cmd        []string `json:"cmd,omitempty"`
-	User       string   `json:"user,omitempty"`
-	// Env is added to PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin.
-	Env []string `json:"env,omitempty"`
-}
+// (dpkg-deb -x) into one layer, as distroless images are made. It is the API's DebianImage,
+// as a package's metadata gives it.
+type Debian = v1alpha1.DebianImage
 
 // DebianPlan is what FromDebian resolved: the packages to unpack and their files.
 type DebianPlan struct {
@@ -155,7 +139,10 @@ func FromDebian(ctx context.Context, d Debian, plan DebianPlan, cache string) (v
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
 	cf.Config.Entrypoint, cf.Config.Cmd, cf.Config.User = d.Entrypoint, d.Cmd, d.User
-	cf.Config.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, d.Env...)
+	cf.Config.Env = d.Env
+	if !slices.ContainsFunc(d.Env, func(e string) bool { return strings.HasPrefix(e, "PATH=") }) {
+		cf.Config.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, d.Env...)
+	}
 	cf.Config.Labels = map[string]string{LabelDebian: plan.Sum, "dev.convoy.debian.packages": strings.Join(d.Packages, " ")}
 	return mutate.ConfigFile(img, cf)
 }

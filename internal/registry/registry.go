@@ -242,22 +242,9 @@ type Entry struct {
 
 // List lists every tag of every repository of the registry at addr.
 func List(ctx context.Context, addr string) ([]Entry, error) {
-	reg, err := name.NewRegistry(addr, name.Insecure)
+	repos, err := Repositories(ctx, addr)
 	if err != nil {
 		return nil, err
-	}
-	// distribution serves at most 100 repositories a page.
-	var repos []string
-	for last := ""; ; {
-		page, err := remote.CatalogPage(reg, last, 100, remote.WithContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("list the fleet registry at %s: %w", addr, err)
-		}
-		repos = append(repos, page...)
-		if len(page) < 100 {
-			break
-		}
-		last = page[len(page)-1]
 	}
 	var out []Entry
 	for _, repo := range repos {
@@ -310,4 +297,25 @@ func Labels(ctx context.Context, addr, ref string) (map[string]string, error) {
 		return nil, err
 	}
 	return cf.Config.Labels, nil
+}
+
+// Repositories lists the repositories of the registry at addr.
+func Repositories(ctx context.Context, addr string) ([]string, error) {
+	reg, err := name.NewRegistry(addr, name.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	// distribution serves at most 100 repositories a page.
+	var repos []string
+	for last := ""; ; {
+		page, err := remote.CatalogPage(reg, last, 100, remote.WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("list the fleet registry at %s: %w", addr, err)
+		}
+		repos = append(repos, page...)
+		if len(page) < 100 {
+			return repos, nil
+		}
+		last = page[len(page)-1]
+	}
 }
