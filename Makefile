@@ -40,7 +40,7 @@ verify-generated: generate
 up: deps all
 	bin/convoy up
 	bin/convoy image build ./examples/web --name registry.convoy.local/examples/web:1
-	bin/convoy package push catalog/redis catalog/postgres
+	bin/convoy package push catalog/redis catalog/postgres catalog/nats
 
 ## down: stop the hub and every local cluster (data kept; bin/convoy down --purge removes it)
 down:

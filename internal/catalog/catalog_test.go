@@ -74,8 +74,13 @@ func TestLint(t *testing.T) {
 	t.Parallel()
 	helm := catalog.Helm{Bin: filepath.Join(hubtest.BinDir(t), "helm")}
 	ctx := context.Background()
-	if _, err := catalog.Lint(ctx, helm, filepath.Join(hubtest.RepoRoot(t), "catalog", "redis")); err != nil {
-		t.Fatalf("catalog/redis: %v", err)
+	// Every package of the repository's catalog (make up pushes them all).
+	dirs, err := os.ReadDir(filepath.Join(hubtest.RepoRoot(t), "catalog"))
+	hubtest.Must(t, err)
+	for _, d := range dirs {
+		if _, err := catalog.Lint(ctx, helm, filepath.Join(hubtest.RepoRoot(t), "catalog", d.Name())); err != nil {
+			t.Errorf("catalog/%s: %v", d.Name(), err)
+		}
 	}
 	for _, tc := range []struct {
 		file, old, new, want string

@@ -16,7 +16,8 @@ import (
 // BenchmarkCatalog measures the service catalog on `convoy up`'s fleet (three clusters of two
 // real nodes): `convoy package push` of the Redis and PostgreSQL packages (their images made
 // from Debian packages; the .deb files cached), and `convoy catalog install` of each to all
-// three clusters, from the command to Available everywhere, as the command reports it.
+// three clusters, from the command to Available everywhere, as the command reports it; and
+// `convoy package test` of a package `convoy package init` made.
 func BenchmarkCatalog(b *testing.B) {
 	hubtest.RealNodes(b, local.MissingForRealNodes)
 	root := hubtest.RepoRoot(b)
@@ -52,4 +53,13 @@ func BenchmarkCatalog(b *testing.B) {
 			pkg, push.Round(100*time.Millisecond), again.Round(100*time.Millisecond), install.Round(100*time.Millisecond), uninstall.Round(100*time.Millisecond))
 		b.ReportMetric(install.Seconds(), "s-install-"+pkg)
 	}
+	// A packager's loop: a new package, tested in a throwaway cluster of one real node.
+	dir := b.TempDir()
+	run("package", "init", "kv", "--dir", dir)
+	out, test := run("package", "test", filepath.Join(dir, "kv"))
+	if !strings.Contains(out, "passed its tests") {
+		b.Fatalf("package test:\n%s", out)
+	}
+	fmt.Printf("package test of `convoy package init`'s package (lint, image, a cluster of 1 real node created, install, helm test, cluster deleted): %s\n", test.Round(100*time.Millisecond))
+	b.ReportMetric(test.Seconds(), "s-package-test")
 }
