@@ -594,6 +594,14 @@ func wavesOf(clusters []string) *v1alpha1.RolloutStrategy {
 	return s
 }
 
+// throughHub is a client of cluster's API server through the hub's cluster proxy, as the hub's
+// user (cfg) is known there.
+func throughHub(cfg *rest.Config, cluster string) (kubernetes.Interface, error) {
+	ccfg := rest.CopyConfig(cfg)
+	ccfg.Host = strings.TrimSuffix(cfg.Host, "/") + v1alpha1.ClusterProxyPath(cluster)
+	return kubernetes.NewForConfig(ccfg)
+}
+
 // deleteVolumes deletes the service's PersistentVolumeClaims (those labelled with its
 // instance, as volumeClaimTemplates label them) on every cluster it ran on, through the hub's
 // cluster proxy, once the Placement has removed the rest.
@@ -604,9 +612,7 @@ func (g *globals) deleteVolumes(ctx context.Context, out io.Writer, namespace, n
 	}
 	var failed []string
 	for _, cluster := range clusters {
-		ccfg := rest.CopyConfig(cfg)
-		ccfg.Host = strings.TrimSuffix(cfg.Host, "/") + v1alpha1.ClusterProxyPath(cluster)
-		cs, err := kubernetes.NewForConfig(ccfg)
+		cs, err := throughHub(cfg, cluster)
 		if err != nil {
 			return err
 		}

@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
@@ -78,9 +77,7 @@ func (g *globals) runAction(ctx context.Context, out io.Writer, namespace, name,
 	}
 	var failed []string
 	for _, cluster := range where {
-		ccfg := rest.CopyConfig(cfg)
-		ccfg.Host = strings.TrimSuffix(cfg.Host, "/") + v1alpha1.ClusterProxyPath(cluster)
-		cs, err := kubernetes.NewForConfig(ccfg)
+		cs, err := throughHub(cfg, cluster)
 		if err != nil {
 			return err
 		}

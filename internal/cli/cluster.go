@@ -667,15 +667,10 @@ func newClusterKubeconfigCmd(g *globals) *cobra.Command {
 			if _, err := getCluster(ctx, hc, name); err != nil {
 				return err
 			}
-			secret := &corev1.Secret{}
-			key := client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.KubeconfigSecretName(name)}
-			if err := hc.Get(ctx, key, secret); err != nil {
-				if apierrors.IsNotFound(err) {
-					return fmt.Errorf("cluster %q has no kubeconfig yet; wait until it is provisioned (`convoy cluster describe %s`)", name, name)
-				}
-				return hubError("the hub", err)
+			raw, err := adminKubeconfig(ctx, hc, name)
+			if err != nil {
+				return err
 			}
-			raw := secret.Data[v1alpha1.KubeconfigSecretKey]
 			if !merge {
 				_, err := g.streams.Out.Write(raw)
 				return err
@@ -752,4 +747,17 @@ func mergeKubeconfig(raw []byte, ctxName string) (string, string, error) {
 		return "", "", fmt.Errorf("write %s: %w", path, err)
 	}
 	return path, ctxName, nil
+}
+
+// adminKubeconfig is the admin kubeconfig of cluster name, as the hub keeps it.
+func adminKubeconfig(ctx context.Context, hc client.Client, name string) ([]byte, error) {
+	secret := &corev1.Secret{}
+	key := client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.KubeconfigSecretName(name)}
+	if err := hc.Get(ctx, key, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("cluster %q has no kubeconfig yet; wait until it is provisioned (`convoy cluster describe %s`)", name, name)
+		}
+		return nil, hubError("the hub", err)
+	}
+	return secret.Data[v1alpha1.KubeconfigSecretKey], nil
 }

@@ -109,11 +109,7 @@ func newPackagePushCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cache, err := os.UserCacheDir()
-			if err != nil {
-				cache = os.TempDir()
-			}
-			cache = filepath.Join(cache, "convoy", "debian")
+			cache := debianCache()
 			helm := catalog.Helm{Bin: helmBin}
 			out := g.streams.Out
 			for _, dir := range args {

@@ -14,9 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/catalog"
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
@@ -124,9 +122,9 @@ func (g *globals) packageTest(ctx context.Context, o *imageOptions, dir, planNam
 	if _, err := waitClusters(ctx, hc, []string{name}, out, start, 5*time.Minute, isUp); err != nil {
 		return err
 	}
-	secret := &corev1.Secret{}
-	if err := hc.Get(ctx, client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: v1alpha1.KubeconfigSecretName(name)}, secret); err != nil {
-		return fmt.Errorf("the kubeconfig of %s: %w", name, err)
+	admin, err := adminKubeconfig(ctx, hc, name)
+	if err != nil {
+		return err
 	}
 	tmp, err := os.MkdirTemp("", "convoy-package-test-")
 	if err != nil {
@@ -138,7 +136,7 @@ func (g *globals) packageTest(ctx context.Context, o *imageOptions, dir, planNam
 	if len(raw) == 0 {
 		raw = []byte("{}")
 	}
-	if err := os.WriteFile(kubeconfig, secret.Data[v1alpha1.KubeconfigSecretKey], 0o600); err != nil {
+	if err := os.WriteFile(kubeconfig, admin, 0o600); err != nil {
 		return err
 	}
 	if err := os.WriteFile(values, raw, 0o600); err != nil {
