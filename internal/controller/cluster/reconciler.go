@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,7 +94,8 @@ type Reconciler struct {
 
 	mu     sync.Mutex
 	passes map[string]pass // by cluster: the last provider step (see providerDue)
-	// lastConverging is, by cluster, the scale or upgrade the last Converging Event was for.
+	// lastConverging is, by cluster, the target (version and node pools) of the scale or
+	// upgrade the last Converging Event was for.
 	lastConverging map[string]string
 }
 
@@ -429,18 +431,20 @@ func (r *Reconciler) forget(name string) {
 	delete(r.lastConverging, name)
 }
 
-// converging says whether a scale or upgrade (by its description) is new for a cluster, and
-// remembers it.
-func (r *Reconciler) converging(name, what string) bool {
+// converging says whether a scale or upgrade (by its target) is new for a cluster, and
+// remembers it. The target, not the description, is the key: a description names the node
+// count it began from, which moves as nodes register, and a pass that reads the cluster from a
+// cache not yet holding the last status write sees the same scale begin again.
+func (r *Reconciler) converging(name, target string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.lastConverging == nil {
 		r.lastConverging = map[string]string{}
 	}
-	if r.lastConverging[name] == what {
+	if r.lastConverging[name] == target {
 		return false
 	}
-	r.lastConverging[name] = what
+	r.lastConverging[name] = target
 	return true
 }
 
@@ -603,6 +607,15 @@ func poolsMatch(c *v1alpha1.Cluster, st provider.Status) bool {
 	return maps.Equal(want, st.Pools)
 }
 
+// convergeTarget names what a cluster converges to: its version and node pools.
+func convergeTarget(c *v1alpha1.Cluster) string {
+	pools := make([]string, 0, len(c.Spec.NodePools))
+	for _, p := range c.Spec.NodePools {
+		pools = append(pools, fmt.Sprintf("%s:%s=%d", p.Name, p.Kind, p.Count))
+	}
+	return c.Spec.KubernetesVersion + " " + strings.Join(pools, ",")
+}
+
 func desiredNodes(c *v1alpha1.Cluster) int32 {
 	var n int32
 	for _, p := range c.Spec.NodePools {
@@ -631,7 +644,7 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 		case now.Reason == "Converging":
 			// A scale or upgrade may pass through other reasons while it runs (the API server
 			// restarting, nodes not Ready yet) and come back: it is one Event all the same.
-			if r.converging(c.Name, now.Message) {
+			if r.converging(c.Name, convergeTarget(c)) {
 				r.event(c, corev1.EventTypeNormal, "Converging", "Converge", "%s", now.Message)
 			}
 		case now.Reason == "Failed" || now.Reason == "ControlPlaneStopped":
