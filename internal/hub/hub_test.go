@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -201,12 +202,15 @@ func TestHubRunsNoWorkloads(t *testing.T) {
 	waitFor(t, "garbage collection of what the Deployment owns", func() (bool, error) {
 		err := h.Client.Get(ctx, client.ObjectKeyFromObject(owned), &corev1.ConfigMap{})
 		if !apierrors.IsNotFound(err) {
-			return false, client.IgnoreNotFound(err)
+			if err == nil {
+				err = errors.New("the owned ConfigMap is still there")
+			}
+			return false, err
 		}
 		if err := h.Client.Get(ctx, client.ObjectKeyFromObject(dep), got); err != nil {
 			return false, err
 		}
-		return !slices.Contains(got.Finalizers, metav1.FinalizerDeleteDependents), nil
+		return !slices.Contains(got.Finalizers, metav1.FinalizerDeleteDependents), fmt.Errorf("the Deployment's finalizers: %v", got.Finalizers)
 	})
 	if got.Status.Replicas != 0 || got.Status.ObservedGeneration != 0 {
 		t.Errorf("deployment status was written by a controller: %+v", got.Status)
@@ -232,7 +236,11 @@ func TestHubRunsNoWorkloads(t *testing.T) {
 	// The namespace controller runs: a deleted namespace goes away with its content.
 	must(t, h.Client.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}}))
 	waitFor(t, "namespace deletion", func() (bool, error) {
-		err := h.Client.Get(ctx, client.ObjectKey{Name: "apps"}, &corev1.Namespace{})
+		ns := &corev1.Namespace{}
+		err := h.Client.Get(ctx, client.ObjectKey{Name: "apps"}, ns)
+		if err == nil {
+			err = fmt.Errorf("the namespace is %s: %+v", ns.Status.Phase, ns.Status.Conditions)
+		}
 		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
 	})
 }
@@ -398,7 +406,9 @@ func must(t *testing.T, err error) {
 func waitFor(t *testing.T, what string, cond func() (bool, error)) {
 	t.Helper()
 	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+	// The bound is generous: under CI's load (2 cores, every package's tests at once) the
+	// controller-manager's garbage collector and namespace controller take minutes to sync.
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
 		ok, err := cond()
 		last = err
 		return ok, nil
