@@ -61,7 +61,8 @@ type PackagePlan struct {
 	Values      json.RawMessage `json:"values,omitempty"`
 }
 
-// PackageImage is one image of a package, made from Debian packages.
+// PackageImage is one image of a package, made from Debian packages or from a Go module:
+// exactly one of Debian and Go says what it is made of.
 //
 // +kubebuilder:object:generate=false
 type PackageImage struct {
@@ -69,6 +70,8 @@ type PackageImage struct {
 	Name string `json:"name"`
 	// Debian makes it of Debian packages.
 	Debian *DebianImage `json:"debian,omitempty"`
+	// Go makes it of a main package of a Go module, built from the module proxy.
+	Go *GoImage `json:"go,omitempty"`
 }
 
 // DebianImage is an image of Debian packages and their dependencies, unpacked without
@@ -94,5 +97,41 @@ type DebianImage struct {
 	User       string   `json:"user,omitempty"`
 	// Env is added to PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin (a
 	// PATH of its own replaces that).
+	Env []string `json:"env,omitempty"`
+}
+
+// GoImage is an image of one static executable built from a Go module in the module proxy
+// (go install -trimpath PACKAGE@VERSION with CGO_ENABLED=0), at /usr/local/bin/NAME, on a
+// base of /etc/passwd, /etc/group, the CA certificates and /tmp (internal/image.FromGo makes
+// it). NAME is what go install names it: the package's last element.
+//
+// +kubebuilder:object:generate=false
+type GoImage struct {
+	// Module is the module's path (github.com/FerretDB/FerretDB).
+	Module string `json:"module"`
+	// Version is the module's version: an exact semantic version such as v1.24.2, not a
+	// query (latest, a branch), so that the image is the same whenever it is made.
+	Version string `json:"version"`
+	// Package is the import path of the main package to build (default: Module).
+	Package string `json:"package,omitempty"`
+	// Files are added to the module's source before it is built (a path in the module, and
+	// its content): the files a module's release process generates and its module lacks, such
+	// as FerretDB's build/version/version.txt. With files, the package is built with go build
+	// in a copy of the module's source (with its go.mod and go.sum), not with go install.
+	Files map[string]string `json:"files,omitempty"`
+	// Users are extra /etc/passwd lines (NAME:x:UID:GID:GECOS:HOME:SHELL); each gets a group
+	// of its GID and name too.
+	Users []string `json:"users,omitempty"`
+	// Dirs are made, empty and owned by Owner, for the service's data and sockets.
+	Dirs []string `json:"dirs,omitempty"`
+	// Owner is the UID:GID that owns Dirs (default 0:0).
+	Owner string `json:"owner,omitempty"`
+	// Entrypoint of the image (default: the executable) and its Cmd; User runs them (a UID;
+	// empty: root).
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	User       string   `json:"user,omitempty"`
+	// Env is added to PATH=/usr/local/bin:/usr/bin:/bin and
+	// SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt (a PATH of its own replaces that).
 	Env []string `json:"env,omitempty"`
 }

@@ -17,8 +17,14 @@ import (
 // file -> (old -> new).
 func copyPackage(t *testing.T, edits map[string][2]string) string {
 	t.Helper()
-	src := filepath.Join(hubtest.RepoRoot(t), "catalog", "redis")
-	dst := filepath.Join(t.TempDir(), "redis")
+	return copyPackageOf(t, "redis", edits)
+}
+
+// copyPackageOf copies the repository's package name, with edits.
+func copyPackageOf(t *testing.T, name string, edits map[string][2]string) string {
+	t.Helper()
+	src := filepath.Join(hubtest.RepoRoot(t), "catalog", name)
+	dst := filepath.Join(t.TempDir(), name)
 	hubtest.Must(t, os.CopyFS(dst, os.DirFS(src)))
 	for file, e := range edits {
 		p := filepath.Join(dst, file)
@@ -63,6 +69,27 @@ func TestLoadAndValidate(t *testing.T) {
 			t.Errorf("%s with %q: got %v, want an error with %q", tc.file, tc.new, err, tc.want)
 		}
 	}
+	// A package without type is a batch job template: no connection Secret, so no outputs.
+	job, err := catalog.Load(filepath.Join(hubtest.RepoRoot(t), "catalog", "pytorch"))
+	hubtest.Must(t, err)
+	if !job.JobTemplate() || p.JobTemplate() || len(job.Meta.Outputs) != 0 {
+		t.Errorf("catalog/pytorch is a job template: %v, catalog/redis: %v", job.JobTemplate(), p.JobTemplate())
+	}
+	if _, err := catalog.Load(copyPackageOf(t, "pytorch", map[string][2]string{"convoy-package.yaml": {"plans:", "outputs: [uri]\nplans:"}})); err == nil || !strings.Contains(err.Error(), "outputs without a type") {
+		t.Errorf("a job template with outputs: %v", err)
+	}
+	// Images of Go modules: exactly one source, an exact version, a package of the module.
+	for _, tc := range []struct{ old, new, want string }{
+		{"version: v1.24.2\n", "version: latest\n", `go.version "latest": give the module's exact version`},
+		{"package: github.com/FerretDB/FerretDB/cmd/ferretdb", "package: github.com/other/thing", "is not in the module github.com/FerretDB/FerretDB"},
+		{"module: github.com/FerretDB/FerretDB\n", "module: \"\"\n", "go.module is empty"},
+		{"  go:\n", "  debian: {packages: [curl]}\n  go:\n", "it has both debian and go"},
+	} {
+		_, err := catalog.Load(copyPackageOf(t, "ferretdb", map[string][2]string{"convoy-package.yaml": {tc.old, tc.new}}))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ferretdb with %q: got %v, want an error with %q", tc.new, err, tc.want)
+		}
+	}
 	dir := copyPackage(t, nil)
 	hubtest.Must(t, os.Remove(filepath.Join(dir, "convoy-package.yaml")))
 	if _, err := catalog.Load(dir); err == nil || !strings.Contains(err.Error(), "not a Convoy package") {
@@ -96,6 +123,20 @@ func TestLint(t *testing.T) {
 		_, err := catalog.Lint(ctx, helm, copyPackage(t, map[string][2]string{tc.file: {tc.old, tc.new}}))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s with %q: got %v, want an error with %q", tc.file, tc.new, err, tc.want)
+		}
+	}
+	// A package without type is a job template: its plans render a Job and no connection Secret.
+	for _, tc := range []struct {
+		pkg, file, old, new, want string
+	}{
+		{"pytorch", "templates/job.yaml", "kind: Job", "kind: ConfigMap", "renders no batch/v1 Job"},
+		{"pytorch", "templates/job.yaml", "apiVersion: batch/v1", "apiVersion: batch/v1beta1", "renders no batch/v1 Job"},
+		{"pytorch", "convoy-package.yaml", "  values: {epochs: 300,", "  values: {epochs: 0,", "plan small"},
+		{"redis", "convoy-package.yaml", "type: redis\noutputs: [host, port, password, uri]\n", "", "renders a connection Secret lint-check-release-name-30chrs-binding, but convoy-package.yaml gives no type"},
+	} {
+		_, err := catalog.Lint(ctx, helm, copyPackageOf(t, tc.pkg, map[string][2]string{tc.file: {tc.old, tc.new}}))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %s with %q: got %v, want an error with %q", tc.pkg, tc.file, tc.new, err, tc.want)
 		}
 	}
 }

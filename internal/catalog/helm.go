@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/image"
 	"github.com/convoy-dev/convoy/internal/registry"
@@ -85,22 +87,45 @@ func (h Helm) PushChart(ctx context.Context, tgz, addr string) error {
 }
 
 // PushImages makes p's images and pushes those the registry at addr lacks or has from other
-// packages, with the .deb files cached in cache.
+// packages, with the .deb files cached in cache (~/.cache/convoy/debian) and the executables
+// of Go modules beside it (~/.cache/convoy/go).
 func PushImages(ctx context.Context, p *Package, addr, cache string, progress io.Writer) error {
 	for _, img := range p.Meta.Images {
 		start := time.Now()
-		d := *img.Debian
-		plan, err := image.ResolveDebian(ctx, d, cache, progress)
-		if err != nil {
-			return fmt.Errorf("image %s: %w", img.Name, err)
-		}
-		if have, err := registry.Labels(ctx, addr, img.Name); err == nil && have[image.LabelDebian] == plan.Sum {
-			fmt.Fprintf(progress, "    image %s is in the registry already (%d Debian packages)\n", img.Name, len(plan.Packages))
-			continue
-		}
-		made, err := image.FromDebian(ctx, d, plan, cache)
-		if err != nil {
-			return fmt.Errorf("image %s: %w", img.Name, err)
+		var made v1.Image
+		var what string
+		if img.Go != nil {
+			g := *img.Go
+			plan, err := image.ResolveGo(ctx, g)
+			if err != nil {
+				return fmt.Errorf("image %s: %w", img.Name, err)
+			}
+			what = fmt.Sprintf("Go module %s@%s", g.Module, g.Version)
+			if have, err := registry.Labels(ctx, addr, img.Name); err == nil && have[image.LabelGo] == plan.Sum {
+				fmt.Fprintf(progress, "    image %s is in the registry already (%s)\n", img.Name, what)
+				continue
+			}
+			bin, err := image.BuildGo(ctx, g, plan, filepath.Join(filepath.Dir(cache), "go"), progress)
+			if err != nil {
+				return fmt.Errorf("image %s: %w", img.Name, err)
+			}
+			if made, err = image.FromGo(g, plan, bin); err != nil {
+				return fmt.Errorf("image %s: %w", img.Name, err)
+			}
+		} else {
+			d := *img.Debian
+			plan, err := image.ResolveDebian(ctx, d, cache, progress)
+			if err != nil {
+				return fmt.Errorf("image %s: %w", img.Name, err)
+			}
+			what = fmt.Sprintf("%d Debian packages", len(plan.Packages))
+			if have, err := registry.Labels(ctx, addr, img.Name); err == nil && have[image.LabelDebian] == plan.Sum {
+				fmt.Fprintf(progress, "    image %s is in the registry already (%s)\n", img.Name, what)
+				continue
+			}
+			if made, err = image.FromDebian(ctx, d, plan, cache); err != nil {
+				return fmt.Errorf("image %s: %w", img.Name, err)
+			}
 		}
 		if _, err := registry.Push(ctx, addr, img.Name, made); err != nil {
 			return err
@@ -111,7 +136,7 @@ func PushImages(ctx context.Context, p *Package, addr, cache string, progress io
 				size += l.Size
 			}
 		}
-		fmt.Fprintf(progress, "    image %s made of %d Debian packages (%.1f MiB) and pushed in %s\n", img.Name, len(plan.Packages),
+		fmt.Fprintf(progress, "    image %s made of %s (%.1f MiB) and pushed in %s\n", img.Name, what,
 			float64(size)/(1<<20), time.Since(start).Round(100*time.Millisecond))
 	}
 	return nil

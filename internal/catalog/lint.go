@@ -15,7 +15,7 @@ import (
 
 // Lint checks the package in dir: its metadata (Load), Helm's lint with every plan's values,
 // and that every plan renders the connection Secret the metadata promises, of the right type
-// and with every output.
+// and with every output (a job template's plans render a Job instead).
 func Lint(ctx context.Context, h Helm, dir string) (*Package, error) {
 	p, err := Load(dir)
 	if err != nil {
@@ -89,15 +89,15 @@ func checkNames(rendered []byte) error {
 	}
 }
 
-// checkBinding finds the connection Secret in rendered manifests.
+// checkBinding finds the connection Secret in rendered manifests; in a job template's (a
+// package without type), a Job and no connection Secret.
 func checkBinding(p *Package, rendered []byte) error {
-	if p.Meta.Type == "" {
-		return nil
-	}
 	want := v1alpha1.BindingSecretName(lintRelease)
 	d := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(rendered), 4096)
+	job := false
 	for {
 		var obj struct {
+			APIVersion string                `json:"apiVersion"`
 			Kind       string                `json:"kind"`
 			Type       string                `json:"type"`
 			Metadata   struct{ Name string } `json:"metadata"`
@@ -106,6 +106,13 @@ func checkBinding(p *Package, rendered []byte) error {
 		}
 		if err := d.Decode(&obj); err != nil {
 			break
+		}
+		if p.JobTemplate() {
+			job = job || (obj.APIVersion == "batch/v1" && obj.Kind == "Job")
+			if obj.Kind == "Secret" && obj.Metadata.Name == want {
+				return fmt.Errorf("the chart renders a connection Secret %s, but %s gives no type: give the Service Binding type and outputs", want, v1alpha1.PackageFile)
+			}
+			continue
 		}
 		if obj.Kind != "Secret" || obj.Metadata.Name != want {
 			continue
@@ -123,6 +130,12 @@ func checkBinding(p *Package, rendered []byte) error {
 		}
 		if len(missing) > 0 {
 			return fmt.Errorf("the connection Secret %s lacks %s", want, strings.Join(missing, ", "))
+		}
+		return nil
+	}
+	if p.JobTemplate() {
+		if !job {
+			return fmt.Errorf("%s gives no type, so the package is a batch job template, but the chart renders no batch/v1 Job: render one, or give the type and outputs of a service's connection Secret", v1alpha1.PackageFile)
 		}
 		return nil
 	}

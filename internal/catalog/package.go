@@ -98,6 +98,8 @@ var (
 	nameRE   = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$`)
 	semverRE = regexp.MustCompile(`^v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
 	keyRE    = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+	// goVersionRE is a module version as the module proxy names one: v, then semver.
+	goVersionRE = regexp.MustCompile(`^v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+incompatible)?$`)
 )
 
 // Validate lists what is wrong with the package's metadata, each saying what to do.
@@ -166,12 +168,29 @@ func (p *Package) Validate() []string {
 		if strings.HasPrefix(img.Name, "registry.convoy.local/"+v1alpha1.CatalogRepository+"/") {
 			add("images[%d].name %q: %s/ holds the packages' charts; put images elsewhere, for example registry.convoy.local/services/%s", i, img.Name, v1alpha1.CatalogRepository, path.Base(img.Name))
 		}
-		if img.Debian == nil || len(img.Debian.Packages) == 0 {
-			add("images[%d] (%s): say what it is made of (debian.packages)", i, img.Name)
+		switch g := img.Go; {
+		case img.Debian != nil && g != nil:
+			add("images[%d] (%s): it has both debian and go; keep the one it is made of", i, img.Name)
+		case g != nil:
+			if g.Module == "" {
+				add("images[%d] (%s): go.module is empty: give the Go module's path (github.com/OWNER/REPO)", i, img.Name)
+			}
+			if !goVersionRE.MatchString(g.Version) {
+				add("images[%d] (%s): go.version %q: give the module's exact version, such as v1.2.3 (not latest or a branch), so that the image is the same whenever it is made", i, img.Name, g.Version)
+			}
+			if g.Package != "" && g.Package != g.Module && !strings.HasPrefix(g.Package, g.Module+"/") {
+				add("images[%d] (%s): go.package %q is not in the module %s: give the import path of its main package (%s/cmd/NAME)", i, img.Name, g.Package, g.Module, g.Module)
+			}
+		case img.Debian == nil || len(img.Debian.Packages) == 0:
+			add("images[%d] (%s): say what it is made of: Debian packages (debian.packages) or a Go module (go.module and go.version)", i, img.Name)
 		}
 	}
 	return errs
 }
+
+// JobTemplate says whether the package is a batch job template rather than a service: it has
+// no type, so no connection Secret, and its chart runs a Job that is Available once Complete.
+func (p *Package) JobTemplate() bool { return p.Meta.Type == "" }
 
 // Plan finds a plan by name ("" is the default, the first).
 func (p *Package) Plan(name string) (v1alpha1.PackagePlan, error) {

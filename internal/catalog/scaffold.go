@@ -363,7 +363,8 @@ apiVersion: v1
 kind: Pod
 metadata:
   name: {{ .Release.Name }}-[% .Name %]-test
-  labels: {app.kubernetes.io/name: [% .Name %], app.kubernetes.io/instance: {{ .Release.Name }}}
+  # Not the Service's selector: the test pod must not become one of its endpoints.
+  labels: {app.kubernetes.io/name: [% .Name %]-test, app.kubernetes.io/instance: {{ .Release.Name }}}
   annotations:
     helm.sh/hook: test
     helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded

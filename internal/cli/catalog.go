@@ -115,7 +115,9 @@ func newCatalogShowCmd(g *globals, o *imageOptions) *cobra.Command {
 			out := g.streams.Out
 			fmt.Fprintf(out, "Name:         %s\nVersion:      %s (all: %s)\nApp version:  %s\nCategory:     %s\nDescription:  %s\n",
 				p.Name, p.Version, strings.Join(vs, ", "), p.AppVersion, p.Meta.Category, p.Description)
-			if p.Meta.Type != "" {
+			if p.JobTemplate() {
+				fmt.Fprintf(out, "Kind:         a batch job template, not a service: it runs a Job to completion on each cluster (Available once Complete) and has no connection Secret\n")
+			} else {
 				fmt.Fprintf(out, "Binding:      Secret NAME-binding, type servicebinding.io/%s, keys type, provider, %s\n", p.Meta.Type, strings.Join(p.Meta.Outputs, ", "))
 			}
 			fmt.Fprintln(out, "Plans:")
@@ -385,6 +387,12 @@ func (g *globals) catalogInstall(ctx context.Context, addr, helmBin, pkg string,
 	}
 	if err := waitAvailable(ctx, c, out, client.ObjectKeyFromObject(p), 0, start, o.timeout); err != nil {
 		return err
+	}
+	if r.pkg.JobTemplate() {
+		fmt.Fprintf(out, "%s %s (plan %s) has run as %s/%s: its Job completed on %s after %s (Available).\n", r.pkg.Name, r.pkg.Version, r.plan.Name,
+			o.namespace, name, plural(len(ready), "cluster"), time.Since(start).Round(time.Second))
+		fmt.Fprintf(out, "The Job and its pod's log stay on each cluster until convoy catalog uninstall %s -n %s.\n", name, o.namespace)
+		return nil
 	}
 	fmt.Fprintf(out, "%s %s (plan %s) is Available as %s/%s on %s after %s.\n", r.pkg.Name, r.pkg.Version, r.plan.Name,
 		o.namespace, name, plural(len(ready), "cluster"), time.Since(start).Round(time.Second))

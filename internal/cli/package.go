@@ -72,7 +72,7 @@ another package, edit what is marked TODO(packager) (its command, above all).`,
 func newPackageLintCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "lint [DIR]",
-		Short: "Check a package: Helm's lint, the metadata, and that every plan renders the connection Secret with every output",
+		Short: "Check a package: Helm's lint, the metadata, and that every plan renders the connection Secret with every output (a job template: its Job)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := "."
@@ -86,6 +86,11 @@ func newPackageLintCmd(g *globals) *cobra.Command {
 			p, err := catalog.Lint(cmd.Context(), catalog.Helm{Bin: helmBin}, dir)
 			if err != nil {
 				return err
+			}
+			if p.JobTemplate() {
+				fmt.Fprintf(g.streams.Out, "package %s %s is fine: Helm's lint passed and its %d plans render a batch/v1 Job (a job template: no connection Secret).\n",
+					p.Name, p.Version, len(p.Meta.Plans))
+				return nil
 			}
 			fmt.Fprintf(g.streams.Out, "package %s %s is fine: Helm's lint passed and its %d plans render the Secret %s with %s.\n",
 				p.Name, p.Version, len(p.Meta.Plans), v1alpha1.BindingSecretName("NAME"), strings.Join(append([]string{"type", "provider"}, p.Meta.Outputs...), ", "))

@@ -95,12 +95,17 @@ func ResolveDebian(ctx context.Context, d Debian, cache string, progress io.Writ
 		}
 	}
 	h := sha256.New()
+	fmt.Fprintln(h, debianLayout)
 	for _, f := range files {
 		fmt.Fprintln(h, f)
 	}
 	fmt.Fprintf(h, "%q\n", d)
 	return DebianPlan{Packages: pkgs, Files: files, Sum: hex.EncodeToString(h.Sum(nil))}, nil
 }
+
+// debianLayout names how FromDebian lays out an image; a change to it (what it leaves out,
+// what it adds) changes every plan's sum, so that images made the old way are made again.
+const debianLayout = "layout 2: without doc, man, info, lintian, locale"
 
 // FromDebian makes the image of plan (ResolveDebian's) as d says: one layer of the unpacked
 // packages, with /etc/passwd, /etc/group, d.Dirs and /tmp.
@@ -115,16 +120,31 @@ func FromDebian(ctx context.Context, d Debian, plan DebianPlan, cache string) (v
 			return nil, fmt.Errorf("dpkg-deb -x %s: %w: %s", f, err, lastLines(out, 3))
 		}
 	}
-	// Documentation and manuals are not needed to run anything.
-	for _, p := range []string{"usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian"} {
+	// Documentation, manuals and translations are not needed to run anything (services run
+	// in the C locale).
+	for _, p := range []string{"usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian", "usr/share/locale"} {
 		_ = os.RemoveAll(filepath.Join(root, p))
 	}
 	raw, err := tarDir(root, d)
 	if err != nil {
 		return nil, err
 	}
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil },
-		tarball.WithCompressionLevel(gzip.BestSpeed))
+	// Compressed once, here: a layer opened uncompressed would be compressed twice, for its
+	// digest and again for the upload (a minute more for PyTorch's 650 MiB).
+	var gz bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(raw); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	raw = nil
+	compressed := gz.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(compressed)), nil })
 	if err != nil {
 		return nil, err
 	}
