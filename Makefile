@@ -4,8 +4,10 @@ SHELL := /usr/bin/env bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/convoy-dev/convoy/internal/version.Convoy=$(VERSION)
+# The catalog packages make up pushes (make catalog pushes them all).
+CATALOG_UP := catalog/redis catalog/postgres catalog/nats catalog/rabbitmq
 
-.PHONY: all deps tools build generate verify-generated up down test test-short test-chaos bench bench-scale clean
+.PHONY: all deps tools build generate verify-generated up catalog down test test-short test-chaos bench bench-scale clean
 
 all: tools build
 
@@ -36,11 +38,18 @@ verify-generated: generate
 	@git diff --exit-code -- api config >/dev/null || { git diff --stat -- api config; echo "generated files are stale: run 'make generate' and commit the result"; exit 1; }
 
 ## up: build everything, then start a hub and three local clusters of two real nodes each (convoy
-## up), and put the demo app's image (examples/web) in the fleet registry; `bin/convoy down` stops them
+## up), and put the demo app's image (examples/web) and the light catalog packages in the fleet
+## registry; `bin/convoy down` stops them
 up: deps all
 	bin/convoy up
 	bin/convoy image build ./examples/web --name registry.convoy.local/examples/web:1
-	bin/convoy package push catalog/redis catalog/postgres catalog/nats
+	bin/convoy package push $(CATALOG_UP)
+
+## catalog: push every package of catalog/ to the running fleet's registry, the heavy ones too:
+## ferretdb compiles FerretDB from its Go module (about 5 minutes cold, 1 warm) and pytorch is a
+## 260 MiB image (about 2 minutes); make up leaves them out to keep a cold start short
+catalog: build
+	bin/convoy package push $(wildcard catalog/*)
 
 ## down: stop the hub and every local cluster (data kept; bin/convoy down --purge removes it)
 down:

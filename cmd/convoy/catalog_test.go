@@ -22,8 +22,9 @@ import (
 // not where the service is not; the count survives the Redis pod being killed; an upgrade goes
 // in waves and keeps the password; uninstall is refused while the binding uses the service,
 // and --force --delete-data removes it, its volumes and the projection. Then PostgreSQL with a
-// replica, bound, killed, backed up and restored; and a new package from `convoy package init`
-// through lint, test and push to an install from the catalog.
+// replica, bound, killed, backed up and restored; a new package from `convoy package init`
+// through lint, test and push to an install from the catalog; and NATS and RabbitMQ installed
+// side by side.
 func checkCatalog(t *testing.T, env []string, kubectl, dataDir string, kubeconfigs map[string]string) {
 	t.Helper()
 	root := hubtest.RepoRoot(t)
@@ -225,4 +226,35 @@ func checkCatalog(t *testing.T, env []string, kubectl, dataDir string, kubeconfi
 		t.Errorf("convoy catalog install kv:\n%s", out)
 	}
 	run(t, env, convoyBin, "catalog", "uninstall", "kv", "-n", "demo", "--delete-data")
+
+	// The streaming and messaging packages, Kafka's stand-ins, pushed in one command and
+	// installed side by side: each is Available (its readiness probe is its own health
+	// check: JetStream's, the broker's listeners) and uninstalls with its volume.
+	out = run(t, env, convoyBin, "package", "push", filepath.Join(root, "catalog", "nats"), filepath.Join(root, "catalog", "rabbitmq"))
+	for _, want := range []string{"nats 2.9.10 is in the catalog", "rabbitmq 3.10.8 is in the catalog"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("convoy package push nats rabbitmq lacks %q:\n%s", want, out)
+		}
+	}
+	installed := make(chan string, 2)
+	for _, name := range []string{"nats", "rabbitmq"} {
+		go func() {
+			out, err := convoy("catalog", "install", name, "--name", "stream-"+name, "-n", "demo", "--placement", "clusters=us-west")
+			if err != nil {
+				out = fmt.Sprintf("%v\n%s", err, out)
+			}
+			installed <- out
+		}()
+	}
+	for range 2 {
+		if out := <-installed; !strings.Contains(out, "is Available as demo/stream-") {
+			t.Errorf("convoy catalog install:\n%s", out)
+		}
+	}
+	for _, name := range []string{"nats", "rabbitmq"} {
+		out := run(t, env, convoyBin, "catalog", "uninstall", "stream-"+name, "-n", "demo", "--delete-data")
+		if !strings.Contains(out, "us-west    1 volumes deleted") {
+			t.Errorf("convoy catalog uninstall stream-%s --delete-data:\n%s", name, out)
+		}
+	}
 }

@@ -1,0 +1,4 @@
+{{- define "pytorch.labels" -}}
+app.kubernetes.io/name: pytorch
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
