@@ -47,7 +47,7 @@ up: deps all
 
 ## catalog: push every package of catalog/ to the running fleet's registry, the heavy ones too:
 ## ferretdb compiles FerretDB from its Go module (about 5 minutes cold, 1 warm) and pytorch is a
-## 260 MiB image (about 2 minutes); make up leaves them out to keep a cold start short
+## 260 MiB image (about a minute); make up leaves them out to keep a cold start short
 catalog: build
 	bin/convoy package push $(wildcard catalog/*)
 

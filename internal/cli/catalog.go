@@ -568,7 +568,7 @@ func newCatalogUninstallCmd(g *globals) *cobra.Command {
 			if deleteData {
 				fmt.Fprintf(out, "%s/%s is uninstalled, with its volumes.\n", namespace, name)
 			} else {
-				fmt.Fprintf(out, "%s/%s is uninstalled. Its volumes stay on the clusters (--delete-data removes them).\n", namespace, name)
+				fmt.Fprintf(out, "%s/%s is uninstalled. Its volumes, if it has any, stay on the clusters (--delete-data removes them).\n", namespace, name)
 			}
 			return nil
 		},
