@@ -385,7 +385,7 @@ func (g *globals) catalogInstall(ctx context.Context, addr, helmBin, pkg string,
 	if !o.wait {
 		return nil
 	}
-	if err := waitAvailable(ctx, c, out, client.ObjectKeyFromObject(p), 0, start, o.timeout); err != nil {
+	if err := waitAvailable(ctx, c, out, client.ObjectKeyFromObject(p), 0, start, o.timeout, r.pkg.JobTemplate()); err != nil {
 		return err
 	}
 	if r.pkg.JobTemplate() {
@@ -426,6 +426,10 @@ func (g *globals) catalogUpgrade(ctx context.Context, addr, helmBin, name string
 		return err
 	}
 	defer r.cleanupFn()
+	if r.pkg.JobTemplate() {
+		return fmt.Errorf("%s/%s is a job template's run (%s): a Job cannot change once made, so there is nothing to upgrade; to run it again with other values or another version, convoy catalog uninstall %s -n %s, then install it again",
+			o.namespace, name, r.pkg.Name, name, o.namespace)
+	}
 	// The new chart's defaults, the plan's values, then the user's own values of every install
 	// and upgrade so far, in order (a later one wins): never the old chart's defaults or the
 	// old plan's values, which --reuse-values would keep.
@@ -658,8 +662,9 @@ func describeAffinity(a v1alpha1.ClusterAffinity) string {
 }
 
 // waitAvailable waits until the Placement's status, of at least generation gen, has every
-// chosen cluster Available, printing each cluster's progress as it changes.
-func waitAvailable(ctx context.Context, c client.Client, out io.Writer, key client.ObjectKey, gen int64, start time.Time, timeout time.Duration) error {
+// chosen cluster Available, printing each cluster's progress as it changes. With jobs (a job
+// template's), a Job that failed on a cluster ends the wait at once: it will not complete.
+func waitAvailable(ctx context.Context, c client.Client, out io.Writer, key client.ObjectKey, gen int64, start time.Time, timeout time.Duration, jobs bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	last := map[string]string{}
@@ -684,6 +689,11 @@ func waitAvailable(ctx context.Context, c client.Client, out io.Writer, key clie
 			}
 			if !s.Available {
 				done = false
+				if jobs && s.Applied {
+					if err := failedJob(ctx, c, key, s.Cluster); err != nil {
+						return err
+					}
+				}
 			}
 			if last[s.Cluster] != state {
 				fmt.Fprintf(out, "    %-10s %s (%s)\n", s.Cluster, state, time.Since(start).Round(time.Second))
@@ -699,6 +709,22 @@ func waitAvailable(ctx context.Context, c client.Client, out io.Writer, key clie
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// failedJob says, from the Work's status as the cluster's agent reported it, whether a Job of
+// the Placement failed there.
+func failedJob(ctx context.Context, c client.Client, key client.ObjectKey, cluster string) error {
+	var w v1alpha1.Work
+	if err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(cluster), Name: key.Namespace + "." + key.Name}, &w); err != nil {
+		return nil // not there yet, or the hub is slow: the wait goes on
+	}
+	for _, r := range w.Status.Resources {
+		if r.Kind == "Job" && r.Health == v1alpha1.HealthDegraded {
+			return fmt.Errorf("the Job %s of %s failed on %s: %s\nits pod's log stays there (convoy cluster kubeconfig %s; kubectl logs -n %s job/%s); convoy catalog uninstall %s -n %s removes it",
+				r.Name, key, cluster, r.Message, cluster, key.Namespace, r.Name, key.Name, key.Namespace)
+		}
+	}
+	return nil
 }
 
 // timeoutErr names the clusters that are not Available and, from their Works' status as their
@@ -760,7 +786,7 @@ func waitRollout(ctx context.Context, c client.Client, out io.Writer, key client
 				goto next
 			}
 		}
-		return waitAvailable(ctx, c, out, key, p.Generation, start, time.Until(start.Add(timeout)))
+		return waitAvailable(ctx, c, out, key, p.Generation, start, time.Until(start.Add(timeout)), false)
 	next:
 		select {
 		case <-ctx2.Done():

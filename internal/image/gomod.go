@@ -78,8 +78,8 @@ func ResolveGo(ctx context.Context, g Go) (GoPlan, error) {
 	return p, nil
 }
 
-// majorRE is a major version element of an import path (v2, v3, ...).
-var majorRE = regexp.MustCompile(`^v[2-9][0-9]*$`)
+// majorRE is a major version element of an import path (v2, v3, ..., v10, ...).
+var majorRE = regexp.MustCompile(`^v([2-9]|[1-9][0-9]+)$`)
 
 // execName is the name go install gives the executable of pkg: its last element, or the one
 // before when that is a major version (example.com/tool/v2 makes tool).
@@ -147,10 +147,17 @@ func BuildGo(ctx context.Context, g Go, plan GoPlan, cache string, progress io.W
 	if _, err := os.Stat(filepath.Join(tmp, plan.Name)); err != nil {
 		return "", fmt.Errorf("go install %s made no executable %s: is %s a main package?", target, plan.Name, plan.Package)
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	// Another push of the same module may have finished first: its executable is as good.
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.RemoveAll(dir); err != nil { // what a build killed half-way left
 		return "", err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
+		if _, serr := os.Stat(bin); serr == nil {
+			return bin, nil
+		}
 		return "", err
 	}
 	return bin, nil
@@ -160,7 +167,9 @@ func BuildGo(ctx context.Context, g Go, plan GoPlan, cache string, progress io.W
 // download), to dir, with g.Files added, and returns dir.
 func moduleSource(ctx context.Context, g Go, env []string, dir string) (string, error) {
 	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", g.Module+"@"+g.Version)
-	cmd.Env = env
+	// Outside any module, as go install runs: the caller's go.mod (its toolchain line) must
+	// not apply.
+	cmd.Dir, cmd.Env = filepath.Dir(dir), env
 	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("go mod download %s@%s: %w%s", g.Module, g.Version, err, stderrOf(err))
@@ -203,8 +212,9 @@ func moduleSource(ctx context.Context, g Go, env []string, dir string) (string, 
 
 // FromGo makes the image of the executable binary (BuildGo's) as g says: one layer with it at
 // /usr/local/bin/NAME, the host's CA certificates (when it has them), /etc/passwd and
-// /etc/group with g.Users, g.Dirs and /tmp. Its content depends on the executable, g and plan
-// alone, so making it twice gives the same image.
+// /etc/group with g.Users, g.Dirs and /tmp. Its content depends on the executable, g, plan
+// and this machine's CA bundle alone, so making it twice here gives the same image. (The
+// bundle is not in the sum: a new one reaches the image with the module's next version.)
 func FromGo(g Go, plan GoPlan, binary string) (v1.Image, error) {
 	root, err := os.MkdirTemp("", "convoy-rootfs-")
 	if err != nil {

@@ -19,6 +19,8 @@ func TestExecName(t *testing.T) {
 		"github.com/FerretDB/FerretDB/cmd/ferretdb": "ferretdb",
 		"golang.org/x/example/hello":                "hello",
 		"example.com/tool/v2":                       "tool",
+		"example.com/tool/v10":                      "tool",
+		"example.com/tool/v03":                      "v03",
 		"example.com/v1":                            "v1",
 	} {
 		if got := execName(pkg); got != want {

@@ -448,6 +448,13 @@ func (r *Reconciler) converging(name, target string) bool {
 	return true
 }
 
+// converged forgets the target of a cluster's last convergence, once it is reached.
+func (r *Reconciler) converged(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.lastConverging, name)
+}
+
 // backoff is the wait after the n-th provider failure in a row: 0.5 s doubling to a minute.
 func backoff(n int) time.Duration {
 	d := 500 * time.Millisecond
@@ -641,6 +648,7 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 		switch {
 		case now.Status == metav1.ConditionTrue:
 			r.event(c, corev1.EventTypeNormal, "Provisioned", "Provision", "%s", now.Message)
+			r.converged(c.Name) // a later convergence to the same target is news again
 		case now.Reason == "Converging":
 			// A scale or upgrade may pass through other reasons while it runs (the API server
 			// restarting, nodes not Ready yet) and come back: it is one Event all the same.
