@@ -84,6 +84,15 @@ type DebianImage struct {
 	// Exclude are dependencies left out, with what only they need: the tools of maintainer
 	// scripts (perl, debconf, adduser), init scripts and locales that a container never runs.
 	Exclude []string `json:"exclude,omitempty"`
+	// ImageRuntime: its users, data directories, entrypoint and environment. Its Env is added
+	// to PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin.
+	ImageRuntime `json:",inline"`
+}
+
+// ImageRuntime is what a package's image runs as and with, whatever it is made of.
+//
+// +kubebuilder:object:generate=false
+type ImageRuntime struct {
 	// Users are extra /etc/passwd lines (NAME:x:UID:GID:GECOS:HOME:SHELL); each gets a group
 	// of its GID and name too.
 	Users []string `json:"users,omitempty"`
@@ -95,8 +104,7 @@ type DebianImage struct {
 	Entrypoint []string `json:"entrypoint,omitempty"`
 	Cmd        []string `json:"cmd,omitempty"`
 	User       string   `json:"user,omitempty"`
-	// Env is added to PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin (a
-	// PATH of its own replaces that).
+	// Env is added to the image's PATH (a PATH of its own replaces that).
 	Env []string `json:"env,omitempty"`
 }
 
@@ -119,19 +127,8 @@ type GoImage struct {
 	// as FerretDB's build/version/version.txt. With files, the package is built with go build
 	// in a copy of the module's source (with its go.mod and go.sum), not with go install.
 	Files map[string]string `json:"files,omitempty"`
-	// Users are extra /etc/passwd lines (NAME:x:UID:GID:GECOS:HOME:SHELL); each gets a group
-	// of its GID and name too.
-	Users []string `json:"users,omitempty"`
-	// Dirs are made, empty and owned by Owner, for the service's data and sockets.
-	Dirs []string `json:"dirs,omitempty"`
-	// Owner is the UID:GID that owns Dirs (default 0:0).
-	Owner string `json:"owner,omitempty"`
-	// Entrypoint of the image (default: the executable) and its Cmd; User runs them (a UID;
-	// empty: root).
-	Entrypoint []string `json:"entrypoint,omitempty"`
-	Cmd        []string `json:"cmd,omitempty"`
-	User       string   `json:"user,omitempty"`
-	// Env is added to PATH=/usr/local/bin:/usr/bin:/bin and
-	// SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt (a PATH of its own replaces that).
-	Env []string `json:"env,omitempty"`
+	// ImageRuntime: its users, data directories, entrypoint (default: the executable) and
+	// environment. Its Env is added to PATH=/usr/local/bin:/usr/bin:/bin and
+	// SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt.
+	ImageRuntime `json:",inline"`
 }

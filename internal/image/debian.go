@@ -125,12 +125,22 @@ func FromDebian(ctx context.Context, d Debian, plan DebianPlan, cache string) (v
 	for _, p := range []string{"usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian", "usr/share/locale"} {
 		_ = os.RemoveAll(filepath.Join(root, p))
 	}
-	raw, err := tarDir(root, d)
+	raw, err := tarDir(root, d.ImageRuntime)
 	if err != nil {
 		return nil, err
 	}
-	// Compressed once, here: a layer opened uncompressed would be compressed twice, for its
-	// digest and again for the upload (a minute more for PyTorch's 650 MiB).
+	c := v1.Config{Entrypoint: d.Entrypoint, Cmd: d.Cmd, User: d.User, Env: d.Env,
+		Labels: map[string]string{LabelDebian: plan.Sum, "dev.convoy.debian.packages": strings.Join(d.Packages, " ")}}
+	if !slices.ContainsFunc(d.Env, func(e string) bool { return strings.HasPrefix(e, "PATH=") }) {
+		c.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, d.Env...)
+	}
+	return oneLayer(raw, c)
+}
+
+// oneLayer makes a linux/amd64 image of one layer, the tar raw, with config c. The layer is
+// compressed once, here: opened uncompressed it would be compressed twice, for its digest and
+// again for the upload (a minute more for PyTorch's 650 MiB).
+func oneLayer(raw []byte, c v1.Config) (v1.Image, error) {
 	var gz bytes.Buffer
 	zw, err := gzip.NewWriterLevel(&gz, gzip.BestSpeed)
 	if err != nil {
@@ -142,7 +152,6 @@ func FromDebian(ctx context.Context, d Debian, plan DebianPlan, cache string) (v
 	if err := zw.Close(); err != nil {
 		return nil, err
 	}
-	raw = nil
 	compressed := gz.Bytes()
 	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(compressed)), nil })
 	if err != nil {
@@ -158,18 +167,13 @@ func FromDebian(ctx context.Context, d Debian, plan DebianPlan, cache string) (v
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Entrypoint, cf.Config.Cmd, cf.Config.User = d.Entrypoint, d.Cmd, d.User
-	cf.Config.Env = d.Env
-	if !slices.ContainsFunc(d.Env, func(e string) bool { return strings.HasPrefix(e, "PATH=") }) {
-		cf.Config.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, d.Env...)
-	}
-	cf.Config.Labels = map[string]string{LabelDebian: plan.Sum, "dev.convoy.debian.packages": strings.Join(d.Packages, " ")}
+	cf.Config = c
 	return mutate.ConfigFile(img, cf)
 }
 
 // tarDir writes root as a tar with fixed times and root ownership, adding the users, Dirs and
 // /tmp of d.
-func tarDir(root string, d Debian) ([]byte, error) {
+func tarDir(root string, d v1alpha1.ImageRuntime) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	epoch := time.Unix(0, 0)

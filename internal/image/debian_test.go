@@ -10,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
 func TestParseDependsClosure(t *testing.T) {
@@ -76,8 +79,8 @@ func TestFromDebian(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	cache := t.TempDir()
-	d := Debian{Packages: []string{"liblzf1"}, Exclude: []string{"libgcc-s1"}, Users: []string{"app:x:999:999:app:/data:/usr/sbin/nologin"},
-		Dirs: []string{"/data"}, Owner: "999:999", Entrypoint: []string{"/bin/true"}, User: "999"}
+	d := Debian{Packages: []string{"liblzf1"}, Exclude: []string{"libgcc-s1"}, ImageRuntime: v1alpha1.ImageRuntime{
+		Users: []string{"app:x:999:999:app:/data:/usr/sbin/nologin"}, Dirs: []string{"/data"}, Owner: "999:999", Entrypoint: []string{"/bin/true"}, User: "999"}}
 	plan, err := ResolveDebian(ctx, d, cache, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -100,6 +103,23 @@ func TestFromDebian(t *testing.T) {
 	if cf.Config.User != "999" || cf.Config.Labels[LabelDebian] != plan.Sum || !slices.Equal(cf.Config.Entrypoint, []string{"/bin/true"}) {
 		t.Errorf("config %+v", cf.Config)
 	}
+	files, passwd := filesOf(img)
+	if _, ok := files["usr/lib/x86_64-linux-gnu/liblzf.so.1"]; !ok {
+		t.Error("the image lacks liblzf.so.1")
+	}
+	if h := cmp.Or(files["data/"], files["data"]); h == nil || h.Uid != 999 || h.Gid != 999 {
+		t.Errorf("data/ is %+v, want it owned by 999:999", h)
+	}
+	if files["usr/share/doc/"] != nil || files["usr/share/doc"] != nil {
+		t.Error("the image has the documentation")
+	}
+	if !strings.Contains(passwd, "\napp:x:999:999:") {
+		t.Errorf("/etc/passwd:\n%s", passwd)
+	}
+}
+
+// filesOf reads an image's files: their headers by name, and /etc/passwd.
+func filesOf(img v1.Image) (map[string]*tar.Header, string) {
 	files := map[string]*tar.Header{}
 	rc := mutate.Extract(img)
 	defer rc.Close()
@@ -116,16 +136,5 @@ func TestFromDebian(t *testing.T) {
 			passwd = string(b)
 		}
 	}
-	if _, ok := files["usr/lib/x86_64-linux-gnu/liblzf.so.1"]; !ok {
-		t.Error("the image lacks liblzf.so.1")
-	}
-	if h := cmp.Or(files["data/"], files["data"]); h == nil || h.Uid != 999 || h.Gid != 999 {
-		t.Errorf("data/ is %+v, want it owned by 999:999", h)
-	}
-	if files["usr/share/doc/"] != nil || files["usr/share/doc"] != nil {
-		t.Error("the image has the documentation")
-	}
-	if !strings.Contains(passwd, "\napp:x:999:999:") {
-		t.Errorf("/etc/passwd:\n%s", passwd)
-	}
+	return files, passwd
 }

@@ -2,7 +2,6 @@ package image
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,9 +19,6 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
@@ -230,35 +226,20 @@ func FromGo(g Go, plan GoPlan, binary string) (v1.Image, error) {
 			return nil, err
 		}
 	}
-	raw, err := tarDir(root, Debian{Users: g.Users, Dirs: g.Dirs, Owner: g.Owner})
+	raw, err := tarDir(root, g.ImageRuntime)
 	if err != nil {
 		return nil, err
 	}
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil },
-		tarball.WithCompressionLevel(gzip.BestSpeed))
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(empty.Image, l)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Entrypoint, cf.Config.Cmd, cf.Config.User = g.Entrypoint, g.Cmd, g.User
+	c := v1.Config{Entrypoint: g.Entrypoint, Cmd: g.Cmd, User: g.User,
+		Env:    append([]string{"SSL_CERT_FILE=" + hostCACertificates}, g.Env...),
+		Labels: map[string]string{LabelGo: plan.Sum, LabelGoModule: g.Module + "@" + g.Version + " " + plan.Package}}
 	if len(g.Entrypoint) == 0 {
-		cf.Config.Entrypoint = []string{"/usr/local/bin/" + plan.Name}
+		c.Entrypoint = []string{"/usr/local/bin/" + plan.Name}
 	}
-	cf.Config.Env = append([]string{"SSL_CERT_FILE=" + hostCACertificates}, g.Env...)
 	if !slices.ContainsFunc(g.Env, func(e string) bool { return strings.HasPrefix(e, "PATH=") }) {
-		cf.Config.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin"}, cf.Config.Env...)
+		c.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin"}, c.Env...)
 	}
-	cf.Config.Labels = map[string]string{LabelGo: plan.Sum, LabelGoModule: g.Module + "@" + g.Version + " " + plan.Package}
-	return mutate.ConfigFile(img, cf)
+	return oneLayer(raw, c)
 }
 
 // copyFile copies src to dst, making dst's directories, with mode and a fixed time.

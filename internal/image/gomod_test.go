@@ -1,7 +1,6 @@
 package image
 
 import (
-	"archive/tar"
 	"cmp"
 	"context"
 	"io"
@@ -11,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
 func TestExecName(t *testing.T) {
@@ -41,9 +40,9 @@ func TestFromGo(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	cache := t.TempDir()
-	g := Go{Module: "golang.org/x/example/hello", Version: "v0.0.0-20250915201037-7f05d217867b",
+	g := Go{Module: "golang.org/x/example/hello", Version: "v0.0.0-20250915201037-7f05d217867b", ImageRuntime: v1alpha1.ImageRuntime{
 		Users: []string{"app:x:999:999:app:/data:/usr/sbin/nologin"}, Dirs: []string{"/data"}, Owner: "999:999", User: "999",
-		Cmd: []string{"-g", "Hi"}}
+		Cmd: []string{"-g", "Hi"}}}
 	plan, err := ResolveGo(ctx, g)
 	if err != nil {
 		t.Fatal(err)
@@ -98,22 +97,7 @@ func TestFromGo(t *testing.T) {
 		!slices.Contains(cf.Config.Env, "PATH=/usr/local/bin:/usr/bin:/bin") {
 		t.Errorf("config %+v", cf.Config)
 	}
-	files := map[string]*tar.Header{}
-	rc := mutate.Extract(img)
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	var passwd string
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			break
-		}
-		files[h.Name] = h
-		if h.Name == "etc/passwd" {
-			b, _ := io.ReadAll(tr)
-			passwd = string(b)
-		}
-	}
+	files, passwd := filesOf(img)
 	if h := files["usr/local/bin/hello"]; h == nil || h.Mode&0o111 == 0 || h.Uid != 0 {
 		t.Errorf("usr/local/bin/hello is %+v, want an executable of root's", h)
 	}
