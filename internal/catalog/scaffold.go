@@ -427,5 +427,18 @@ convoy package test [% .Name %]    # install it and run its Helm test (templates
 convoy package push [% .Name %]    # make its image of Debian packages, push the image and the chart
 convoy catalog install [% .Name %] --name NAME -n NAMESPACE [--plan ephemeral]
 ` + "```" + `
+
+## Install, upgrade, backup and restore
+
+- **Install** renders the first plan unless ` + "`--plan`" + ` names another, and is Available once the
+  StatefulSet's pod is Ready: keep its readiness probe a true check of the service.
+- **Upgrade** (` + "`convoy catalog upgrade NAME --version V`" + `) rolls the new chart out one cluster per
+  wave. Bump ` + "`Chart.yaml`" + `'s version on every push; keep the password's ` + "`lookup`" + ` so it
+  stays; a change to the volume claim templates cannot be made in place and is refused.
+- **Backup and restore** are actions: CronJobs labelled ` + "`catalog.convoy.dev/action: backup`" + ` and
+  ` + "`restore`" + `, which ` + "`convoy catalog backup|restore NAME`" + ` runs on demand (a backup may also
+  run on its schedule; keep the restore suspended), writing to and reading from a volume of
+  their own. A cache keeps no data worth a backup, so none is
+  scaffolded; ` + "`catalog/postgres/templates/jobs.yaml`" + ` in Convoy's repository shows the shape.
 `},
 }
