@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path"
@@ -174,21 +173,9 @@ func moduleSource(ctx context.Context, g Go, env []string, dir string) (string, 
 	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
 		return "", fmt.Errorf("go mod download %s@%s: %v%s", g.Module, g.Version, err, m.Error)
 	}
-	// The module cache is read-only: the copy is the caller's, writable.
-	err = filepath.WalkDir(m.Dir, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(m.Dir, p)
-		if e.IsDir() {
-			return os.MkdirAll(filepath.Join(dir, rel), 0o755)
-		}
-		if !e.Type().IsRegular() {
-			return nil
-		}
-		return copyFile(p, filepath.Join(dir, rel), 0o644)
-	})
-	if err != nil {
+	// The module cache is read-only: the copy is the caller's, writable (os.CopyFS makes
+	// files 0666 less the umask; a module holds no symbolic links).
+	if err := os.CopyFS(dir, os.DirFS(m.Dir)); err != nil {
 		return "", fmt.Errorf("copy of %s@%s: %w", g.Module, g.Version, err)
 	}
 	for name, content := range g.Files {
