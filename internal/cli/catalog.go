@@ -711,11 +711,17 @@ func waitAvailable(ctx context.Context, c client.Client, out io.Writer, key clie
 	}
 }
 
+// workKey names the Work that the Placement key makes for a cluster.
+func workKey(key client.ObjectKey, cluster string) client.ObjectKey {
+	p := &v1alpha1.Placement{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	return client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(cluster), Name: plan.WorkName(p)}
+}
+
 // failedJob says, from the Work's status as the cluster's agent reported it, whether a Job of
 // the Placement failed there.
 func failedJob(ctx context.Context, c client.Client, key client.ObjectKey, cluster string) error {
 	var w v1alpha1.Work
-	if err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(cluster), Name: key.Namespace + "." + key.Name}, &w); err != nil {
+	if err := c.Get(ctx, workKey(key, cluster), &w); err != nil {
 		return nil // not there yet, or the hub is slow: the wait goes on
 	}
 	for _, r := range w.Status.Resources {
@@ -738,7 +744,7 @@ func timeoutErr(c client.Client, key client.ObjectKey, last map[string]string, t
 		line := cl + ": " + last[cl]
 		var w v1alpha1.Work
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := c.Get(ctx, client.ObjectKey{Namespace: v1alpha1.ClusterNamespace(cl), Name: key.Namespace + "." + key.Name}, &w)
+		err := c.Get(ctx, workKey(key, cl), &w)
 		cancel()
 		if err == nil {
 			for _, r := range w.Status.Resources {
