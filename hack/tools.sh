@@ -14,6 +14,8 @@ mkdir -p "$stamps"
 
 # The versions, kept in one place (internal/version checks that it agrees).
 KUBE_VERSION=v1.37.2
+# The version before it, which the upgrade path starts from (hack/kube-1.36/go.mod pins it).
+KUBE_PREVIOUS_VERSION=v1.36.3
 KINE_VERSION=v0.17.5
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
@@ -60,6 +62,36 @@ if ((${#kube_todo[@]})); then
       -o "$bin/" "${pkgs[@]}")
     for b in "${kube_todo[@]}"; do stamp "$b" "$KUBE_VERSION"; done
     say "  built ${kube_todo[*]} in $(elapsed "$t0")"
+  fi
+fi
+
+# The previous version, for upgrades: only what a member cluster runs (no kubectl), as one
+# multi-call binary (one link step, not five) in bin/kubernetes/KUBE_PREVIOUS_VERSION/, where the
+# local provider looks for other versions, with a link per program. Its packages are Kubernetes'
+# other minor, so this is most of a second cold build; the seconds it took are kept beside its
+# stamp, for make bench.
+prev="$bin/kubernetes/$KUBE_PREVIOUS_VERSION"
+prev_programs=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+if needs "kubernetes/$KUBE_PREVIOUS_VERSION/kube" "$KUBE_PREVIOUS_VERSION"; then
+  missing=1
+  if $check; then
+    echo "would build: kubernetes/$KUBE_PREVIOUS_VERSION/kube (${prev_programs[*]})"
+  else
+    say "building ${prev_programs[*]} $KUBE_PREVIOUS_VERSION as one binary (hack/kube-1.36/go.mod), for upgrades"
+    say "  the first build takes about 10 minutes on 2 cores; later builds reuse the Go build cache"
+    t0=$(date +%s)
+    minor=${KUBE_PREVIOUS_VERSION#v1.}; minor=${minor%%.*}
+    mkdir -p "$prev" "$stamps/kubernetes/$KUBE_PREVIOUS_VERSION"
+    (cd hack/kube-1.36 && go build -trimpath -ldflags "-s -w \
+        -X k8s.io/component-base/version.gitVersion=$KUBE_PREVIOUS_VERSION \
+        -X k8s.io/component-base/version.gitMajor=1 \
+        -X k8s.io/component-base/version.gitMinor=$minor \
+        -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_PREVIOUS_VERSION" \
+      -o "$prev/kube" .)
+    for b in "${prev_programs[@]}"; do ln -sfn kube "$prev/$b"; done
+    stamp "kubernetes/$KUBE_PREVIOUS_VERSION/kube" "$KUBE_PREVIOUS_VERSION"
+    echo "$(( $(date +%s) - t0 ))" > "$stamps/kubernetes/$KUBE_PREVIOUS_VERSION/build-seconds"
+    say "  built kubernetes/$KUBE_PREVIOUS_VERSION/kube in $(elapsed "$t0")"
   fi
 fi
 
@@ -193,4 +225,4 @@ fi
 if $check; then
   exit "$missing"
 fi
-say "tools ready in bin/: kubernetes $KUBE_VERSION, kine $KINE_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, controller-gen $cg_version, VictoriaMetrics $observe_version, VictoriaLogs $logs_version, Gateway API $GATEWAY_API_VERSION"
+say "tools ready in bin/: kubernetes $KUBE_VERSION (and $KUBE_PREVIOUS_VERSION for upgrades), kine $KINE_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION, controller-gen $cg_version, VictoriaMetrics $observe_version, VictoriaLogs $logs_version, Gateway API $GATEWAY_API_VERSION"
