@@ -44,6 +44,9 @@ const (
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.inventory.kubernetesVersion`
 // +kubebuilder:printcolumn:name="Nodes",type=integer,JSONPath=`.status.inventory.nodes.ready`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Profile",type=string,JSONPath=`.spec.profile.name`
+// +kubebuilder:printcolumn:name="Revision",type=integer,JSONPath=`.status.profile.revision`
+// +kubebuilder:printcolumn:name="Conformant",type=boolean,JSONPath=`.status.profile.conformant`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40",message="cluster name must be at most 40 characters; pick a shorter name"
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="cluster name must be lower-case letters, digits and '-', start with a letter and end with a letter or digit (for example us-east-1)"
@@ -62,6 +65,8 @@ type Cluster struct {
 // +kubebuilder:validation:XValidation:rule="self.provider != 'import' || !has(self.nodePools) || size(self.nodePools) == 0",message="an imported cluster's nodes are managed outside Convoy; remove spec.nodePools"
 // +kubebuilder:validation:XValidation:rule="!has(self.nodePools) || !has(self.zones) || self.nodePools.all(p, !has(p.zone) || p.zone in self.zones)",message="every spec.nodePools[].zone must be one of spec.zones"
 // +kubebuilder:validation:XValidation:rule="!has(self.nodePools) || self.nodePools.map(p, p.count).sum() <= 1000",message="a cluster may have at most 1000 nodes in all its pools together"
+// +kubebuilder:validation:XValidation:rule="!has(self.profile) || !has(self.kubernetesVersion) || self.kubernetesVersion.size() == 0",message="a cluster built from a profile runs the profile's Kubernetes version: remove spec.kubernetesVersion, or change the profile"
+// +kubebuilder:validation:XValidation:rule="has(self.profile) || !has(oldSelf.profile)",message="spec.profile cannot be removed; point the cluster at another profile instead"
 type ClusterSpec struct {
 	// Provider owns the cluster's lifecycle: "local" (a control plane on the hub's machine with
 	// simulated nodes) or "import" (an existing cluster, read-only). It cannot change later.
@@ -90,8 +95,15 @@ type ClusterSpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Environment string `json:"environment,omitempty"`
 
+	// Profile names the ClusterProfile the cluster is built from and held to. The profile then
+	// says the Kubernetes version and the node pool templates: spec.kubernetesVersion must be
+	// empty. It cannot be removed once set (make the profile's settings your own in another
+	// profile instead).
+	// +optional
+	Profile *ProfileRef `json:"profile,omitempty"`
+
 	// KubernetesVersion is the control-plane version, for example v1.37.2. Empty means the
-	// hub's default version. The hub must have binaries for it.
+	// hub's default version, or the profile's. The hub must have binaries for it.
 	// +optional
 	// +kubebuilder:validation:Pattern=`^v[0-9]+\.[0-9]+\.[0-9]+$`
 	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
@@ -233,8 +245,8 @@ const (
 )
 
 // ClusterStatus is what the hub knows of the cluster. Each field has one writer: the hub's
-// Cluster controller writes the conditions, the phase derived from them, observedGeneration
-// and the endpoint; the cluster's agent writes the inventory, the only source of facts about
+// Cluster controller writes the conditions, the phase derived from them, observedGeneration,
+// the endpoint and how the cluster stands against its profile; the cluster's agent writes the inventory, the only source of facts about
 // the member itself (its version, nodes and capacity).
 type ClusterStatus struct {
 	// ObservedGeneration is the spec generation the status describes.
@@ -253,6 +265,10 @@ type ClusterStatus struct {
 	// Inventory is what the cluster's agent last reported.
 	// +optional
 	Inventory *Inventory `json:"inventory,omitempty"`
+
+	// Profile is how the cluster stands against its profile's revision, field by field.
+	// +optional
+	Profile *ClusterProfileState `json:"profile,omitempty"`
 
 	// Conditions say why the cluster is in its phase.
 	// +optional
@@ -280,6 +296,23 @@ type Inventory struct {
 	// Requested sums the requests of the pods that run or wait to run.
 	// +optional
 	Requested corev1.ResourceList `json:"requested,omitempty"`
+	// KubeletVersions counts the nodes by the version their kubelet reports.
+	// +optional
+	KubeletVersions map[string]int32 `json:"kubeletVersions,omitempty"`
+	// Addons are the versions of the add-ons the agent found (coredns, kube-proxy, storage,
+	// metrics), by name.
+	// +optional
+	Addons map[string]string `json:"addons,omitempty"`
+	// FeatureGates are the API server's feature gates that are enabled, as its metrics
+	// (kubernetes_feature_enabled) say; the others are disabled.
+	// +optional
+	// +kubebuilder:validation:MaxItems=512
+	EnabledFeatureGates []string `json:"enabledFeatureGates,omitempty"`
+	// Namespaces are the member's namespaces that a profile may ask for, as far as the agent
+	// was asked to look (all of them, up to 256).
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	Namespaces []string `json:"namespaces,omitempty"`
 	// AgentVersion is the version of the reporting agent.
 	// +optional
 	AgentVersion string `json:"agentVersion,omitempty"`

@@ -21,6 +21,7 @@ var GroupVersion = schema.GroupVersion{Group: "convoy.dev", Version: "v1alpha1"}
 func AddToScheme(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion,
 		&Cluster{}, &ClusterList{},
+		&ClusterProfile{}, &ClusterProfileList{},
 		&Placement{}, &PlacementList{},
 		&Work{}, &WorkList{},
 		&EdgePool{}, &EdgePoolList{},
