@@ -105,6 +105,8 @@ type Agent struct {
 	inv       atomic.Pointer[v1alpha1.Inventory]
 	lastCheck atomic.Int64           // unix nanoseconds of the last checkIdentity
 	requeue   atomic.Pointer[func()] // the Work controller's requeueAll, once it runs
+	// collectorVersion is the version of the metrics collector while the agent runs it.
+	collectorVersion atomic.Pointer[string]
 	// deliveryKnown is closed once the agent has read whether the hub offers a delivery
 	// stream, and started it if so: the Works informer lists from the stream when it can.
 	deliveryKnown chan struct{}

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/buildinfo"
 	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -148,6 +150,13 @@ func (a *Agent) runCollector(ctx context.Context, c Collector) error {
 		p.Stop(context.Background())
 		_ = os.Remove(socket)
 	}()
+	// The inventory reports its version while it runs.
+	if v, err := collectorVersion(c.Binary); err != nil {
+		a.log.Warn("the inventory leaves out the metrics collector's version", "err", err)
+	} else {
+		a.collectorVersion.Store(&v)
+		defer a.collectorVersion.Store(nil)
+	}
 	// The agent renews its token well before it expires; the collector reads the file again.
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
@@ -161,4 +170,38 @@ func (a *Agent) runCollector(ctx context.Context, c Collector) error {
 			}
 		}
 	}
+}
+
+// victoriaMetrics is the module vmagent is built from, whose version is the collector's.
+const victoriaMetrics = "github.com/VictoriaMetrics/VictoriaMetrics"
+
+// collectorVersion is the version of the VictoriaMetrics module the collector's executable was
+// built from, as its Go build information says (hack/observe/go.mod pins it).
+func collectorVersion(binary string) (string, error) {
+	bi, err := buildinfo.ReadFile(binary)
+	if err != nil {
+		return "", fmt.Errorf("read the build information of %s: %w", binary, err)
+	}
+	if v := moduleVersion(bi, victoriaMetrics); v != "" {
+		return v, nil
+	}
+	return "", fmt.Errorf("%s was not built from a released %s", binary, victoriaMetrics)
+}
+
+// moduleVersion is the version of module path in bi, the main module or a dependency, or "".
+func moduleVersion(bi *debug.BuildInfo, path string) string {
+	mods := append([]*debug.Module{&bi.Main}, bi.Deps...)
+	for _, m := range mods {
+		if m == nil || m.Path != path {
+			continue
+		}
+		if m.Replace != nil {
+			m = m.Replace
+		}
+		if m.Version == "(devel)" {
+			return ""
+		}
+		return m.Version
+	}
+	return ""
 }

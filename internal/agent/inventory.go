@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"time"
 
@@ -97,15 +98,24 @@ func (a *Agent) inventoryRoute() (c *delivery.Client, write bool) {
 	}
 }
 
-// observe takes the member's inventory now.
+// observe takes the member's inventory now, with the version of the metrics collector the
+// agent runs, if it runs one.
 func (a *Agent) observe(ctx context.Context) v1alpha1.Inventory {
 	inv := a.opts.Member.Observe(ctx)
 	inv.AgentVersion, inv.ReportedAt = a.opts.Version, metav1.Now()
+	if v := a.collectorVersion.Load(); v != nil {
+		inv.Addons = maps.Clone(inv.Addons)
+		if inv.Addons == nil {
+			inv.Addons = map[string]string{}
+		}
+		inv.Addons[string(v1alpha1.AddonMetrics)] = *v
+	}
 	return inv
 }
 
 // observeKube builds a real member's inventory from listers of its nodes and pods and a
-// readiness check.
+// readiness check: its API health and version, its nodes (by readiness and kubelet version),
+// zones, and capacity.
 func observeKube(ctx context.Context, cs kubernetes.Interface, nodeLister corelisters.NodeLister, podLister corelisters.PodLister) v1alpha1.Inventory {
 	var inv v1alpha1.Inventory
 	if nodeLister == nil || podLister == nil {
@@ -119,6 +129,7 @@ func observeKube(ctx context.Context, cs kubernetes.Interface, nodeLister coreli
 		inv.KubernetesVersion = v.GitVersion
 	}
 	ns, _ := nodeLister.List(labels.Everything())
+	inv.KubeletVersions = kubeletVersions(ns)
 	alloc := corev1.ResourceList{}
 	zones := map[string]bool{}
 	for _, n := range ns {
@@ -186,7 +197,8 @@ func canonical(l corev1.ResourceList) corev1.ResourceList {
 	return out
 }
 
-// sameInventory compares two inventories but for when they were taken.
+// sameInventory compares two inventories but for when they were taken: every other field,
+// the add-ons, feature gates and namespaces too.
 func sameInventory(a, b v1alpha1.Inventory) bool {
 	a.ReportedAt, b.ReportedAt = metav1.Time{}, metav1.Time{}
 	return equality.Semantic.DeepEqual(a, b)

@@ -60,7 +60,9 @@ type Member interface {
 	// Delete deletes an object; its dependents go in the background.
 	Delete(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) error
 	// Observe describes the cluster for the inventory: API health, version, nodes, zones,
-	// allocatable and requested capacity. The agent fills in its own version and the time.
+	// allocatable and requested capacity, and what a cluster profile checks (kubelet versions,
+	// add-on versions, enabled feature gates, namespaces) as far as it knows them. The agent
+	// fills in its own version, its metrics collector's, and the time.
 	Observe(ctx context.Context) v1alpha1.Inventory
 	// Reach says how a Service (as the member stores it) is reached from outside the member,
 	// or nil when it has no NodePort. The first call starts watches of the member's nodes and
@@ -104,6 +106,10 @@ type kubeMember struct {
 	inventoryOnce sync.Once
 	nodes         corelisters.NodeLister
 	pods          corelisters.PodLister
+	// profile watches, for Observe too, what a cluster profile checks (profile.go), and
+	// gates keeps the API server's enabled feature gates (featuregates.go).
+	profile *profileWatch
+	gates   featureGates
 
 	reachOnce    sync.Once
 	reachSlices  discoverylisters.EndpointSliceLister
@@ -263,8 +269,9 @@ func (m *kubeMember) clientset() kubernetes.Interface { return m.cs }
 
 func (m *kubeMember) restConfig() *rest.Config { return m.cfg }
 
-// Observe builds the inventory from watches of the member's nodes and pods, started on the
-// first call, and a readiness check.
+// Observe builds the inventory from watches of the member's nodes and pods, of its add-ons and
+// namespaces, started on the first call, a readiness check, and the API server's metrics (at
+// most once a minute).
 func (m *kubeMember) Observe(ctx context.Context) v1alpha1.Inventory {
 	m.inventoryOnce.Do(func() {
 		nodes := m.core.Core().V1().Nodes()
@@ -272,10 +279,20 @@ func (m *kubeMember) Observe(ctx context.Context) v1alpha1.Inventory {
 		// Only what the inventory needs of a pod stays in memory.
 		_ = pods.Informer().SetTransform(slimPod)
 		_ = nodes.Informer()
+		profile := newProfileWatch(ctx, m.cs)
 		m.startCore(ctx)
-		m.nodes, m.pods = nodes.Lister(), pods.Lister()
+		profile.waitSynced(ctx)
+		m.nodes, m.pods, m.profile = nodes.Lister(), pods.Lister(), profile
 	})
-	return observeKube(ctx, m.cs, m.nodes, m.pods)
+	inv := observeKube(ctx, m.cs, m.nodes, m.pods)
+	if m.nodes == nil || ctx.Err() != nil {
+		return inv
+	}
+	nodes, _ := m.nodes.List(labels.Everything())
+	inv.Addons = m.profile.addons(nodes)
+	inv.Namespaces = m.profile.namespaceNames()
+	inv.EnabledFeatureGates = m.gates.get(ctx, m.cs)
+	return inv
 }
 
 // OnReachChange must be called before the first Reach.
