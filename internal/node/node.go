@@ -6,7 +6,8 @@
 //
 // Up makes a node and starts it, in two steps that can be taken apart: Start makes the node and
 // starts its containerd, which pulls the images its first pods need, and Join starts its kubelet
-// and kube-proxy, which need the API server. Stop stops it and takes away everything it made on the host
+// and kube-proxy, which need the API server. Upgrade restarts those two from another version's
+// executables, keeping containerd and the network namespace. Stop stops it and takes away everything it made on the host
 // (processes, containers, mounts, cgroups, its network namespace) but its files, and Remove
 // deletes those too. SetPodCIDR and SetRoutes give it its part of the cluster's pod network.
 // The fleet network on the host (the bridge, the forward to each cluster's API server) is
@@ -43,11 +44,16 @@ type Node struct {
 	stopPull context.CancelFunc
 	pulled   chan struct{}
 
-	mu      sync.Mutex // guards what Join, SetPodCIDR and Stop change
+	mu      sync.Mutex // guards what Join, Upgrade, SetPodCIDR and Stop change
 	kubelet *kubeproc.Process
 	proxy   *kubeproc.Process
 	stopped bool
 	routed  netip.Prefix // the node's pod range that the host routes to it, once it does
+	// kubeletBin and proxyBin are the executables Join starts: Spec's, until Upgrade. They are
+	// kept apart from Spec, which other goroutines read without the lock.
+	kubeletBin, proxyBin string
+	// kubeletStarted is when Join or Upgrade last started the kubelet.
+	kubeletStarted time.Time
 }
 
 // Processes are the node's supervised processes, for status reports: containerd, and the
@@ -80,7 +86,7 @@ func Start(ctx context.Context, s Spec, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("node %s: clear what an earlier run left: %w", s.Name, err)
 	}
 	kubeproc.EnsureInotifyLimits(log)
-	n := &Node{Spec: s, log: log}
+	n := &Node{Spec: s, log: log, kubeletBin: s.Kubelet, proxyBin: s.KubeProxy}
 	fail := func(err error) (*Node, error) {
 		n.Stop(context.Background())
 		return nil, fmt.Errorf("node %s: %w", s.Name, err)
@@ -150,18 +156,77 @@ func (n *Node) Join() error {
 	case n.kubelet != nil:
 		return nil
 	}
+	if err := n.startKubelet(); err != nil {
+		return err
+	}
+	n.log.Info("real node started", "ip", n.Spec.IP)
+	return nil
+}
+
+// Upgrade stops the node's kubelet and kube-proxy and starts them again from other executables
+// (another Kubernetes version's). Its containerd and network namespace stay, and with them the
+// containers of the pods left on it (a drain leaves DaemonSets' pods), which the new kubelet
+// takes over. The node must have joined; the caller runs one Upgrade of a node at a time.
+func (n *Node) Upgrade(ctx context.Context, kubelet, kubeProxy string) error {
+	n.mu.Lock()
+	if n.stopped || n.kubelet == nil {
+		n.mu.Unlock()
+		return fmt.Errorf("node %s: its kubelet does not run (the node is stopped or has not joined); it cannot be upgraded", n.Spec.Name)
+	}
+	oldKubelet, oldProxy := n.kubelet, n.proxy
+	n.mu.Unlock()
+	// Outside the lock: each may take its stop timeout, and the node's status (Processes) must
+	// not wait. They stay the node's processes meanwhile, so that Join starts no others.
+	oldProxy.Stop(ctx)
+	oldKubelet.Stop(ctx)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.stopped:
+		return fmt.Errorf("node %s: stopped while it was upgraded", n.Spec.Name)
+	case n.kubelet != oldKubelet:
+		return fmt.Errorf("node %s: upgraded twice at once", n.Spec.Name)
+	}
+	n.kubeletBin, n.proxyBin = kubelet, kubeProxy
+	if err := n.startKubelet(); err != nil {
+		n.kubelet, n.proxy = nil, nil // Join starts them again, from the new executables
+		return err
+	}
+	n.log.Info("kubelet and kube-proxy restarted", "kubelet", kubelet, "kube-proxy", kubeProxy)
+	return nil
+}
+
+// KubeletStarted is when the node's kubelet was last started (Join, Upgrade), or zero.
+func (n *Node) KubeletStarted() time.Time {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.kubeletStarted
+}
+
+// KubeletLog is up to max bytes of the end of the kubelet's log, from a line's start.
+func (n *Node) KubeletLog(max int64) string {
+	n.mu.Lock()
+	kubelet := n.kubelet
+	n.mu.Unlock()
+	if kubelet == nil {
+		return ""
+	}
+	return kubelet.Tail(max)
+}
+
+// startKubelet starts the kubelet and kube-proxy from the node's executables; n.mu is held.
+func (n *Node) startKubelet() error {
 	s := n.Spec
-	kubelet, err := kubeproc.Start(n.inNetNS("kubelet", s.Kubelet, KubeletArgs(s)...), n.log)
+	kubelet, err := kubeproc.Start(n.inNetNS("kubelet", n.kubeletBin, KubeletArgs(s)...), n.log)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", s.Name, err)
 	}
-	proxy, err := kubeproc.Start(n.inNetNS("kube-proxy", s.KubeProxy, "--config="+s.proxyConfig()), n.log)
+	proxy, err := kubeproc.Start(n.inNetNS("kube-proxy", n.proxyBin, "--config="+s.proxyConfig()), n.log)
 	if err != nil {
 		kubelet.Stop(context.Background())
 		return fmt.Errorf("node %s: %w", s.Name, err)
 	}
-	n.kubelet, n.proxy = kubelet, proxy
-	n.log.Info("real node started", "ip", s.IP)
+	n.kubelet, n.proxy, n.kubeletStarted = kubelet, proxy, time.Now()
 	return nil
 }
 

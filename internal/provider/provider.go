@@ -42,9 +42,13 @@ type Provider interface {
 	// control plane.
 	ScalePools(ctx context.Context, c *v1alpha1.Cluster) error
 
-	// Upgrade moves the control plane to spec.kubernetesVersion, one component at a time,
-	// keeping the cluster's data and workloads. Calling it when the cluster already runs that
-	// version changes nothing.
+	// Upgrade moves the cluster to spec.kubernetesVersion, keeping its data and workloads: the
+	// control plane first, one component at a time, then the nodes one at a time (cordoned,
+	// drained through the Eviction API, given the new kubelet and kube-proxy, uncordoned). It
+	// returns once the move has begun; Status reports it (Upgrading) and what blocks it
+	// (Blocked: a PodDisruptionBudget is never overridden). It refuses a move the version skew
+	// policy does not allow. Calling it again while the move runs, or once the cluster runs the
+	// version, changes nothing.
 	Upgrade(ctx context.Context, c *v1alpha1.Cluster) error
 
 	// Delete removes the cluster: its processes, its ports and its data. Deleting a cluster
@@ -95,6 +99,14 @@ type Status struct {
 	Failure string
 	// Progress says what the provider is doing while the cluster is not ready yet.
 	Progress string
+	// Upgrading, when set, says what an upgrade in progress is doing: the control plane, or
+	// which node and what step ("upgrading node c1-real-1 (2 of 3): draining, 3 pods left").
+	// The cluster does not run spec.kubernetesVersion everywhere until it is empty, whatever
+	// Version says.
+	Upgrading string
+	// Blocked, when set, says why the upgrade cannot go on without help, naming what blocks
+	// it: a PodDisruptionBudget that refuses an eviction, a node that did not come back Ready.
+	Blocked string
 }
 
 // Errors providers return.

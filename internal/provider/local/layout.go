@@ -110,10 +110,18 @@ func (d dir) volumes() string { return filepath.Join(string(d), "volumes") }
 
 // RuntimeStatus is what the runtime reports about itself, rewritten on every change.
 type RuntimeStatus struct {
-	PID        int               `json:"pid"`
-	Phase      string            `json:"phase"`
+	PID   int    `json:"pid"`
+	Phase string `json:"phase"`
+	// Version is the Kubernetes version the control plane runs; during an upgrade, the one
+	// it moves from until it runs the new one.
 	Version    string            `json:"version"`
 	Components []kubeproc.Status `json:"components"`
+	// Upgrading says what an upgrade in progress is doing, the nodes' included: the cluster
+	// does not run its config's version everywhere until it is empty.
+	Upgrading string `json:"upgrading,omitempty"`
+	// Blocked says why the upgrade cannot go on without help, naming what blocks it (a
+	// PodDisruptionBudget, a node that does not come back).
+	Blocked string `json:"blocked,omitempty"`
 	// NodesError is why the nodes do not match the config yet, if they failed to.
 	NodesError string `json:"nodesError,omitempty"`
 	// AddonsError is why the add-ons of a cluster with real nodes are not applied, if they

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -258,25 +259,64 @@ func signalRuntime(d dir) error {
 	return nil
 }
 
-// Upgrade records the new version and asks the runtime to roll its components onto it.
-func (p *Provider) Upgrade(_ context.Context, c *v1alpha1.Cluster) error {
+// Upgrade records the new version and asks the runtime to move its control plane to it, one
+// component at a time; the runtime's nodes follow on their own, one at a time (upgradeNodes),
+// and Status says how far they are. It refuses a version the Kubernetes version skew policy
+// does not allow from what the control plane and the nodes run (checkSkew). Calling it again
+// asks the runtime again only while its control plane is not on the version.
+func (p *Provider) Upgrade(ctx context.Context, c *v1alpha1.Cluster) error {
 	d := p.dir(c.Name)
 	var cfg config
 	if err := readJSON(d.config(), &cfg); err != nil {
 		return err
 	}
 	want := versionOf(c)
+	var rs RuntimeStatus
+	if err := readJSON(d.status(), &rs); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	if cfg.KubernetesVersion == want {
-		return nil
+		if rs.Version == want {
+			return nil // the runtime's control plane runs it; its nodes are on their way
+		}
+		return signalRuntime(d) // a reload that failed, or has not come yet
 	}
 	if err := checkVersion(p.BinDir, want); err != nil {
 		return err
+	}
+	kubelets, err := p.kubeletVersions(ctx, c.Name)
+	if err != nil {
+		return fmt.Errorf("cannot check the nodes' versions before the upgrade; try again once the cluster's API server answers: %w", err)
+	}
+	from := []string{cfg.KubernetesVersion}
+	if rs.Version != "" {
+		from = append(from, rs.Version)
+	}
+	if err := checkSkew(from, want, kubelets); err != nil {
+		return fmt.Errorf("cluster %s cannot move to %s: %w", c.Name, want, err)
 	}
 	cfg.KubernetesVersion = want
 	if err := writeJSON(d.config(), cfg); err != nil {
 		return err
 	}
 	return signalRuntime(d)
+}
+
+// kubeletVersions is the kubelet version each node of the cluster reports, by node.
+func (p *Provider) kubeletVersions(ctx context.Context, name string) (map[string]string, error) {
+	m, err := p.client(name)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := m.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, n := range nodes.Items {
+		out[n.Name] = n.Status.NodeInfo.KubeletVersion
+	}
+	return out, nil
 }
 
 // Delete stops the cluster's runtime, which stops its components, and removes its directory.

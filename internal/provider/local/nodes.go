@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -124,6 +125,8 @@ type realNodeHost interface {
 	// network gives the running real nodes their pod ranges and routes, from the Nodes, and
 	// says whether one still waits for its range.
 	network(nodes []corev1.Node) (waiting bool, err error)
+	// kubeProxyVersion is the version of the kube-proxy a running node runs, or "".
+	kubeProxyVersion(name string) string
 }
 
 // syncNodes makes the cluster's nodes match c's node pools: it starts missing real nodes
@@ -172,6 +175,10 @@ func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster
 				// One node that cannot start keeps none of the others from starting.
 				errs = append(errs, err)
 				continue
+			}
+			if v := real.kubeProxyVersion(w.name); v != "" {
+				w.labels = maps.Clone(w.labels)
+				w.labels[v1alpha1.LabelKubeProxyVersion] = v
 			}
 			n, ok := have[w.name]
 			if !ok {
@@ -234,7 +241,7 @@ func syncNodes(ctx context.Context, cs kubernetes.Interface, c *v1alpha1.Cluster
 }
 
 // matches reports whether node n already has shape w: for a real node, its labels (its
-// kubelet registered its taints, and reports the rest).
+// kubelet registered its taints, and reports the rest, its version included).
 func matches(n *corev1.Node, w nodeShape) bool {
 	for k, v := range w.labels {
 		if n.Labels[k] != v {
@@ -312,25 +319,9 @@ func drainAndDelete(ctx context.Context, cs kubernetes.Interface, name string) e
 	}
 	deadline := time.Now().Add(drainTimeout)
 	for {
-		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + name})
+		left, blocked, err := evictPods(ctx, cs, name)
 		if err != nil {
-			return fmt.Errorf("list pods on node %s: %w", name, err)
-		}
-		var blocked error
-		left := 0
-		for i := range pods.Items {
-			pod := &pods.Items[i]
-			if ownedByDaemonSet(pod) || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-				continue
-			}
-			left++
-			if pod.DeletionTimestamp != nil {
-				continue
-			}
-			ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name}}
-			if err := cs.CoreV1().Pods(pod.Namespace).EvictV1(ctx, ev); err != nil && !apierrors.IsNotFound(err) {
-				blocked = fmt.Errorf("evict %s/%s: %w", pod.Namespace, pod.Name, err)
-			}
+			return err
 		}
 		if left == 0 {
 			break
@@ -351,6 +342,61 @@ func drainAndDelete(ctx context.Context, cs kubernetes.Interface, name string) e
 		return fmt.Errorf("delete node %s: %w", name, err)
 	}
 	return nil
+}
+
+// evictPods is one pass of a drain. It asks the Eviction API to evict each pod on the node that
+// a drain moves (not a DaemonSet's, which would come back, nor a mirror pod, which the kubelet
+// owns, nor a finished one) and that is not terminating yet. It returns how many of those are
+// still on the node, terminating ones included, and why evictions were refused: an eviction is
+// only ever asked for again, never forced past a PodDisruptionBudget.
+func evictPods(ctx context.Context, cs kubernetes.Interface, node string) (left int, blocked error, err error) {
+	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+	if err != nil {
+		return 0, nil, fmt.Errorf("list pods on node %s: %w", node, err)
+	}
+	var refused []error
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		if ownedByDaemonSet(pod) || pod.Annotations[corev1.MirrorPodAnnotationKey] != "" ||
+			pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		left++
+		if pod.DeletionTimestamp != nil {
+			continue
+		}
+		ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name}}
+		switch err := cs.CoreV1().Pods(pod.Namespace).EvictV1(ctx, ev); {
+		case err == nil || apierrors.IsNotFound(err):
+		case apierrors.IsTooManyRequests(err):
+			refused = append(refused, budgetRefusal(ctx, cs, pod, err))
+		default:
+			refused = append(refused, fmt.Errorf("evict pod %s/%s: %w", pod.Namespace, pod.Name, err))
+		}
+	}
+	return left, errors.Join(refused...), nil
+}
+
+// budgetRefusal explains an eviction refused with 429, naming the PodDisruptionBudgets of the
+// pod's namespace that select it.
+func budgetRefusal(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod, refusal error) error {
+	pdbs, err := cs.PolicyV1().PodDisruptionBudgets(pod.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("evict pod %s/%s: %w", pod.Namespace, pod.Name, refusal)
+	}
+	var names []string
+	for _, pdb := range pdbs.Items {
+		// In policy/v1 a null selector selects no pod and an empty one every pod.
+		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		if err == nil && sel.Matches(labels.Set(pod.Labels)) {
+			names = append(names, fmt.Sprintf("%s/%s (%d disruptions allowed)", pdb.Namespace, pdb.Name, pdb.Status.DisruptionsAllowed))
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("evict pod %s/%s: %w", pod.Namespace, pod.Name, refusal)
+	}
+	return fmt.Errorf("pod %s/%s may not be evicted now: PodDisruptionBudget %s; give its workload more ready replicas, or relax or delete the budget",
+		pod.Namespace, pod.Name, strings.Join(names, ", "))
 }
 
 func ownedByDaemonSet(pod *corev1.Pod) bool {

@@ -43,6 +43,7 @@ func (h *failingHost) remove(_ context.Context, name string) error {
 }
 func (h *failingHost) started() []string                               { return h.running }
 func (h *failingHost) network([]corev1.Node) (waiting bool, err error) { return false, nil }
+func (h *failingHost) kubeProxyVersion(string) string                  { return "" }
 
 // A real node that cannot start does not keep the others of its cluster from starting; the
 // error names it, so that the runtime reports it and tries again.

@@ -101,6 +101,8 @@ type realNodes struct {
 
 	mu       sync.Mutex
 	running  map[string]*node.Node  // started; joined once ensure succeeded for them
+	versions map[string]string      // the Kubernetes version each running node's kubelet and kube-proxy are of
+	reported map[string]string      // the version each Kubernetes binary says it is, by path (reportedVersion)
 	locks    map[string]*sync.Mutex // one per node: a node is started, joined or removed by one caller at a time
 	used     bool                   // the runtime has run real nodes: on exit it takes its forwards away
 	stopped  bool                   // stopAll ran: the runtime is exiting, and starts no node
@@ -304,6 +306,9 @@ func (rn *realNodes) bringUp(ctx context.Context, w nodeShape, join bool) error 
 	defer rn.lockNode(w.name)()
 	rn.r.mu.Lock() // before rn.mu, as writeStatus takes them
 	cfg := rn.r.cfg
+	// A node starts on the control plane's version, never a newer one: during an upgrade it
+	// is upgraded after the control plane, like the others (upgradeNodes).
+	cfg.KubernetesVersion = rn.r.cpVersion
 	rn.r.mu.Unlock()
 	// rn.mu guards the maps only: a node takes seconds to come up, and the runtime's status
 	// (statuses) must not wait for it.
@@ -326,9 +331,9 @@ func (rn *realNodes) bringUp(ctx context.Context, w nodeShape, join bool) error 
 			return nil
 		}
 		if rn.running == nil {
-			rn.running = map[string]*node.Node{}
+			rn.running, rn.versions = map[string]*node.Node{}, map[string]string{}
 		}
-		rn.running[w.name] = n
+		rn.running[w.name], rn.versions[w.name] = n, cfg.KubernetesVersion
 		rn.mu.Unlock()
 	}
 	if !join {
@@ -424,6 +429,7 @@ func (rn *realNodes) remove(ctx context.Context, name string) error {
 	}
 	rn.mu.Lock()
 	delete(rn.running, name)
+	delete(rn.versions, name)
 	rn.mu.Unlock()
 	return node.HostAddresses.Release(s.Dir)
 }
@@ -475,7 +481,7 @@ func (rn *realNodes) network(nodes []corev1.Node) (bool, error) {
 func (rn *realNodes) stopAll() {
 	rn.mu.Lock()
 	nodes := rn.running
-	rn.running, rn.registry, rn.stopped = nil, "", true
+	rn.running, rn.versions, rn.registry, rn.stopped = nil, nil, "", true
 	noEarly := rn.noEarly
 	rn.mu.Unlock()
 	if noEarly != nil {
@@ -489,6 +495,102 @@ func (rn *realNodes) stopAll() {
 		wg.Go(func() { n.Stop(ctx) })
 	}
 	wg.Wait()
+}
+
+// runs says which version's kubelet and kube-proxy a node runs, and since when its kubelet
+// runs, or "" when it has not joined.
+func (rn *realNodes) runs(name string) (string, time.Time) {
+	rn.mu.Lock()
+	n, v := rn.running[name], rn.versions[name]
+	rn.mu.Unlock()
+	if n == nil || !n.Joined() {
+		return "", time.Time{}
+	}
+	return v, n.KubeletStarted()
+}
+
+// upgrade restarts a running node's kubelet and kube-proxy on the binaries of version.
+func (rn *realNodes) upgrade(ctx context.Context, name, version string) error {
+	defer rn.lockNode(name)()
+	rn.r.mu.Lock() // before rn.mu, as writeStatus takes them
+	bin := binariesFor(rn.r.cfg.BinDir, version)
+	rn.r.mu.Unlock()
+	kubelet, err := bin.Path("kubelet")
+	if err != nil {
+		return err
+	}
+	kubeProxy, err := bin.Path("kube-proxy")
+	if err != nil {
+		return err
+	}
+	rn.mu.Lock()
+	n := rn.running[name]
+	rn.mu.Unlock()
+	if n == nil {
+		return fmt.Errorf("node %s does not run on this host; it cannot be upgraded", name)
+	}
+	if err := n.Upgrade(ctx, kubelet, kubeProxy); err != nil {
+		return err
+	}
+	rn.mu.Lock()
+	if rn.running[name] == n {
+		rn.versions[name] = version
+	}
+	rn.mu.Unlock()
+	return nil
+}
+
+// kubeletLog is the end of a running node's kubelet log.
+func (rn *realNodes) kubeletLog(name string) string {
+	rn.mu.Lock()
+	n := rn.running[name]
+	rn.mu.Unlock()
+	if n == nil {
+		return ""
+	}
+	return n.KubeletLog(4096)
+}
+
+// kubeProxyVersion is the version of the kube-proxy a node runs, as its binary says, or "" when
+// the node does not run.
+func (rn *realNodes) kubeProxyVersion(name string) string {
+	rn.mu.Lock()
+	v, ok := rn.versions[name]
+	rn.mu.Unlock()
+	if !ok {
+		return ""
+	}
+	if reported, err := rn.reportedVersion(v, "kube-proxy"); err == nil {
+		return reported
+	}
+	return v
+}
+
+// reportedVersion is the version that version's binary of program says it is
+// (reportedVersion), asked once per binary.
+func (rn *realNodes) reportedVersion(version, program string) (string, error) {
+	rn.r.mu.Lock() // before rn.mu, as writeStatus takes them
+	path, err := binariesFor(rn.r.cfg.BinDir, version).Path(program)
+	rn.r.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	rn.mu.Lock()
+	v, ok := rn.reported[path]
+	rn.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	if v, err = reportedVersion(path); err != nil {
+		return "", err
+	}
+	rn.mu.Lock()
+	if rn.reported == nil {
+		rn.reported = map[string]string{}
+	}
+	rn.reported[path] = v
+	rn.mu.Unlock()
+	return v, nil
 }
 
 // statuses are the real nodes' processes, for the runtime's status.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,8 +27,10 @@ import (
 	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/image"
 	"github.com/convoy-dev/convoy/internal/node"
+	"github.com/convoy-dev/convoy/internal/provider"
 	"github.com/convoy-dev/convoy/internal/provider/local"
 	"github.com/convoy-dev/convoy/internal/registry"
+	"github.com/convoy-dev/convoy/internal/version"
 )
 
 // echoServer is a test workload: it answers with its pod's name, fetches another address on
@@ -376,4 +379,185 @@ func member(t *testing.T, p *local.Provider, c *v1alpha1.Cluster) kubernetes.Int
 	cs, err := kubernetes.NewForConfig(cfg)
 	must(t, err)
 	return cs
+}
+
+// TestRealNodeUpgradeWaitsForItsDisruptionBudget upgrades a cluster with one real node whose pod
+// a PodDisruptionBudget protects: the control plane moves first, then the node is cordoned and
+// drained, and the runtime reports the upgrade blocked by the budget, without forcing the
+// eviction, until the budget is deleted; then the node's kubelet and kube-proxy restart on the
+// new version, and the node comes back Ready on it and schedulable.
+func TestRealNodeUpgradeWaitsForItsDisruptionBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real nodes")
+	}
+	hubtest.RealNodes(t, local.MissingForRealNodes)
+	before := hubtest.HostState(t)
+	binDir, from, to := upgradeBinDir(t)
+	ctx := context.Background()
+	reg, err := registry.Start(ctx, t.TempDir(), "127.0.0.1:0", hubtest.Logger(t))
+	must(t, err)
+	t.Cleanup(func() { _ = reg.Close(context.Background()) })
+	pull, err := reg.ServePulls("127.0.0.1:0")
+	must(t, err)
+	p := newProvider(t)
+	p.BinDir, p.Registry, p.RegistryPull = binDir, reg.Addr(), pull
+	c := &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "up"}, Spec: v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderLocal, KubernetesVersion: from,
+		NodePools: []v1alpha1.NodePool{{Name: "real", Kind: v1alpha1.NodeReal, Count: 1}},
+	}}
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			_ = p.Delete(context.Background(), c.Name)
+		}
+	})
+	must(t, p.Create(ctx, c))
+	hubtest.Eventually(t, "the real node Ready", 3*time.Minute, func() (bool, error) {
+		st, err := p.Status(ctx, c)
+		return err == nil && st.Nodes.Ready == 1 && st.Upgrading == "", fmt.Errorf("%+v %v", st, err)
+	})
+	cs := member(t, p, c)
+	name := "up-real-0"
+	kubelet := "kubelet-" + name
+	runs := func() string { return kubeletOf(components(t, p.Root, c.Name)[kubelet]) }
+	kubeletOfVersion := func(v string) string {
+		if v == version.Kubernetes {
+			return filepath.Join(binDir, "kubelet")
+		}
+		return filepath.Join(binDir, "kubernetes", v, "kubelet")
+	}
+	if got, want := runs(), kubeletOfVersion(from); got != want {
+		t.Fatalf("the node's kubelet runs %q, want %q", got, want)
+	}
+
+	// A pod that its budget allows no disruption of.
+	_, err = cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "pinned", Labels: map[string]string{"app": "pinned"}},
+		Spec:       corev1.PodSpec{NodeName: name, Containers: []corev1.Container{{Name: "pause", Image: local.PauseImage}}},
+	}, metav1.CreateOptions{})
+	must(t, err)
+	_, err = cs.PolicyV1().PodDisruptionBudgets("default").Create(ctx, &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "keep-pinned"},
+		Spec: policyv1.PodDisruptionBudgetSpec{MinAvailable: new(intstr.FromInt32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pinned"}}},
+	}, metav1.CreateOptions{})
+	must(t, err)
+	hubtest.Eventually(t, "the pinned pod Running", 2*time.Minute, func() (bool, error) {
+		pod, err := cs.CoreV1().Pods("default").Get(ctx, "pinned", metav1.GetOptions{})
+		return err == nil && pod.Status.Phase == corev1.PodRunning, fmt.Errorf("%v %v", pod.Status.Phase, err)
+	})
+
+	c.Spec.KubernetesVersion = to
+	start := time.Now()
+	must(t, p.Upgrade(ctx, c))
+	var st provider.Status
+	hubtest.Eventually(t, "the upgrade blocked by the budget", 3*time.Minute, func() (bool, error) {
+		st, err = p.Status(ctx, c)
+		return err == nil && strings.Contains(st.Blocked, "PodDisruptionBudget default/keep-pinned") && strings.Contains(st.Blocked, "pod default/pinned"),
+			fmt.Errorf("%+v %v", st, err)
+	})
+	t.Logf("blocked after %s: %s (upgrading: %s)", time.Since(start).Round(time.Second), st.Blocked, st.Upgrading)
+	if !strings.Contains(st.Upgrading, "upgrading node "+name+" (1 of 1): draining") {
+		t.Errorf("Upgrading = %q, want the node's drain", st.Upgrading)
+	}
+	// The control plane went first; the node waits, cordoned, on its old kubelet, with its pod.
+	rs, err := local.ReadRuntimeStatus(filepath.Join(p.Root, c.Name))
+	must(t, err)
+	if rs.Version != to {
+		t.Errorf("the runtime's control plane runs %s while the node drains, want %s", rs.Version, to)
+	}
+	n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	must(t, err)
+	if !n.Spec.Unschedulable || n.Annotations["convoy.dev/upgrade-cordoned"] != to {
+		t.Errorf("the draining node: unschedulable %v, annotations %v", n.Spec.Unschedulable, n.Annotations)
+	}
+	if now := runs(); now != kubeletOfVersion(from) {
+		t.Errorf("the kubelet moved to %s before its node was drained", now)
+	}
+	if pod, err := cs.CoreV1().Pods("default").Get(ctx, "pinned", metav1.GetOptions{}); err != nil || pod.DeletionTimestamp != nil {
+		t.Errorf("the protected pod was evicted anyway: %v, %v", err, pod.DeletionTimestamp)
+	}
+
+	must(t, cs.PolicyV1().PodDisruptionBudgets("default").Delete(ctx, "keep-pinned", metav1.DeleteOptions{}))
+	unblocked := time.Now()
+	hubtest.Eventually(t, "the node upgraded, Ready and schedulable", 5*time.Minute, func() (bool, error) {
+		st, err := p.Status(ctx, c)
+		if err != nil || st.Upgrading != "" || st.Blocked != "" {
+			return false, fmt.Errorf("%+v %v", st, err)
+		}
+		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return n.Status.NodeInfo.KubeletVersion == version.Kubernetes && provider.NodeReady(n) && !n.Spec.Unschedulable &&
+				n.Annotations["convoy.dev/upgrade-cordoned"] == "" && n.Labels["convoy.dev/kube-proxy-version"] == version.Kubernetes,
+			fmt.Errorf("kubelet %s, ready %v, unschedulable %v, annotations %v, labels %v", n.Status.NodeInfo.KubeletVersion,
+				provider.NodeReady(n), n.Spec.Unschedulable, n.Annotations, n.Labels)
+	})
+	t.Logf("upgraded %s after the budget's deletion (%s in all)", time.Since(unblocked).Round(time.Second), time.Since(start).Round(time.Second))
+	if got, want := runs(), kubeletOfVersion(to); got != want {
+		t.Errorf("the node's kubelet runs %q, want %q", got, want)
+	}
+	if _, err := cs.CoreV1().Pods("default").Get(ctx, "pinned", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the pinned pod is still there once its budget was gone: %v", err)
+	}
+	// A second Upgrade to the same version changes nothing.
+	pid := components(t, p.Root, c.Name)[kubelet]
+	must(t, p.Upgrade(ctx, c))
+	if again := components(t, p.Root, c.Name)[kubelet]; again != pid {
+		t.Errorf("a repeated Upgrade restarted the kubelet (pid %d -> %d)", pid, again)
+	}
+
+	must(t, p.Delete(ctx, c.Name))
+	deleted = true
+	after := hubtest.HostState(t)
+	for what, had := range before {
+		if extra := hubtest.Difference(after[what], had); len(extra) > 0 {
+			t.Errorf("left behind after delete: %s %v", what, extra)
+		}
+	}
+}
+
+// upgradeBinDir is a bin directory to upgrade a cluster in, and the versions to go from and to:
+// bin itself, from the previous Kubernetes version that `make tools` builds to the default one,
+// when it is there; else a copy of bin (of links) with a stand-in v1.38.0 of bin's own binaries
+// under another name, to go to from the default one. A stand-in has the same mechanics, but its
+// binaries report the default version.
+func upgradeBinDir(t *testing.T) (binDir, from, to string) {
+	bin := hubtest.BinDir(t)
+	prev := filepath.Join(bin, "kubernetes", version.KubernetesPrevious)
+	if slices.Contains(local.AvailableVersions(bin), version.KubernetesPrevious) {
+		if _, err := os.Stat(filepath.Join(prev, "kubelet")); err == nil {
+			t.Logf("upgrading from %s to %s, both real", version.KubernetesPrevious, version.Kubernetes)
+			return bin, version.KubernetesPrevious, version.Kubernetes
+		}
+	}
+	to = "v1.38.0"
+	t.Logf("no %s: upgrading from %s to a stand-in %s of the same binaries", prev, version.Kubernetes, to)
+	dir := t.TempDir()
+	entries, err := os.ReadDir(bin)
+	must(t, err)
+	for _, e := range entries {
+		if e.Name() == "kubernetes" {
+			continue // a link would put the stand-in into bin's own directory of versions
+		}
+		must(t, os.Symlink(filepath.Join(bin, e.Name()), filepath.Join(dir, e.Name())))
+	}
+	next := filepath.Join(dir, "kubernetes", to)
+	must(t, os.MkdirAll(next, 0o755))
+	for _, name := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
+		must(t, os.Symlink(filepath.Join(bin, name), filepath.Join(next, name)))
+	}
+	return dir, version.Kubernetes, to
+}
+
+// kubeletOf is the kubelet executable a node's process runs: nsenter --net=NS -- KUBELET ...,
+// which nsenter then executes.
+func kubeletOf(pid int) string {
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	args := strings.Split(string(raw), "\x00")
+	if i := slices.Index(args, "--"); i >= 0 && i+1 < len(args) && filepath.Base(args[0]) == "nsenter" {
+		return args[i+1]
+	}
+	return args[0]
 }

@@ -33,9 +33,18 @@ type Runtime struct {
 	dir dir
 	log *slog.Logger
 
-	mu       sync.Mutex
-	cfg      config
+	mu  sync.Mutex
+	cfg config
+	// cpVersion is the Kubernetes version the control plane runs: cfg's, once reload has moved
+	// it there. Nodes start on it and move to cfg's after it (upgradeNodes).
+	cpVersion string
+	cpErr     string // why reload could not move the control plane, until it does
+	// nodesOn is the version every node was last seen on; nodesUpgrading and upgradeBlocked
+	// are what their upgrade to cfg's version does, and what blocks it (upgradeNodes).
+	nodesOn, nodesUpgrading, upgradeBlocked string
+
 	procs    map[string]*kubeproc.Process
+	bins     map[string]string // the executable each of procs runs
 	order    []string
 	phase    string
 	nodesErr string
@@ -63,6 +72,14 @@ func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, 
 		return fmt.Errorf("read cluster config: %w", err)
 	}
 	r.log = log.With("cluster", r.cfg.Name)
+	// startAll starts the control plane on the config's version, and the nodes start on it.
+	// Their Nodes still show what they ran before, though: if the runtime before this one left
+	// an upgrade unfinished, or never began it, the status says so until the nodes' first pass.
+	r.cpVersion, r.nodesOn = r.cfg.KubernetesVersion, r.cfg.KubernetesVersion
+	var last RuntimeStatus
+	if readJSON(r.dir.status(), &last) == nil && (last.Upgrading != "" || last.Version != r.cfg.KubernetesVersion) {
+		r.nodesOn = ""
+	}
 	for _, d := range []string{r.dir.db(), r.dir.logs(), r.dir.run(), r.dir.internal()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create cluster dir: %w", err)
@@ -140,9 +157,11 @@ func (r *Runtime) syncNodesSoon() {
 }
 
 // nodeLoop makes the nodes match the config whenever asked, and retries every two seconds
-// while it cannot (API server down, a drain blocked by a PodDisruptionBudget).
+// while it cannot (API server down, a drain blocked by a PodDisruptionBudget) or while it
+// upgrades them.
 func (r *Runtime) nodeLoop(ctx context.Context) {
 	var retry <-chan time.Time
+	var cs kubernetes.Interface
 	for {
 		select {
 		case <-ctx.Done():
@@ -150,7 +169,17 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 		case <-r.nodes:
 		case <-retry:
 		}
-		changed, err := r.syncNodes(ctx)
+		var changed, upgrading bool
+		var err error
+		if cs == nil {
+			cs, err = r.memberClient()
+		}
+		if err == nil {
+			changed, err = r.syncNodes(ctx, cs)
+		}
+		if err == nil {
+			upgrading, err = r.upgradeNodes(ctx, cs)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -167,6 +196,8 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 			retry = time.After(2 * time.Second)
 		case changed:
 			retry = time.After(250 * time.Millisecond) // look again soon: a kubelet registering, a pod range coming (see syncNodes)
+		case upgrading:
+			retry = time.After(2 * time.Second) // pods leaving, a refused eviction, a node coming back
 		default:
 			retry = nil
 		}
@@ -241,23 +272,55 @@ func (r *Runtime) addonApplier() (*addonApplier, error) {
 	return newAddonApplier(cfg, objs)
 }
 
-func (r *Runtime) syncNodes(ctx context.Context) (bool, error) {
+// memberClient is a client of the cluster's API server, as its admin.
+func (r *Runtime) memberClient() (kubernetes.Interface, error) {
 	raw, err := os.ReadFile(r.dir.kubeconfig())
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(raw)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return false, err
-	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+func (r *Runtime) syncNodes(ctx context.Context, cs kubernetes.Interface) (bool, error) {
 	r.mu.Lock()
 	c := r.cfg.cluster()
+	// Simulated nodes report the control plane's version, which nodes never pass.
+	c.Spec.KubernetesVersion = r.cpVersion
 	r.mu.Unlock()
 	return syncNodes(ctx, cs, c, r.real, r.log)
+}
+
+// upgradeNodes moves the real nodes to the config's version once the control plane runs it
+// (upgradeNodes), and keeps what that does for the status. It reports whether it is not done.
+func (r *Runtime) upgradeNodes(ctx context.Context, cs kubernetes.Interface) (bool, error) {
+	r.mu.Lock()
+	want, cp := r.cfg.KubernetesVersion, r.cpVersion
+	r.mu.Unlock()
+	if cp != want {
+		return false, nil // the control plane goes first; reload asks for a pass once it is done
+	}
+	var st upgradeState
+	var err error
+	if r.hasRealNodes() {
+		var wantKubelet string
+		if wantKubelet, err = r.real.reportedVersion(want, "kubelet"); err == nil {
+			st, err = upgradeNodes(ctx, cs, r.real, want, wantKubelet, time.Now())
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cfg.KubernetesVersion != want {
+		return true, nil // a reload moved the goal meanwhile: this pass is of no use
+	}
+	r.nodesUpgrading, r.upgradeBlocked, r.nodesOn = st.upgrading, st.blocked, ""
+	if err == nil && st.upgrading == "" {
+		r.nodesOn = want
+	}
+	return st.upgrading != "", err
 }
 
 func (r *Runtime) setPhase(p string) {
@@ -537,6 +600,10 @@ func (r *Runtime) start(c component) (*kubeproc.Process, error) {
 		r.order = append(r.order, c.name)
 	}
 	r.procs[c.name] = p
+	if r.bins == nil {
+		r.bins = map[string]string{}
+	}
+	r.bins[c.name] = c.bin
 	r.mu.Unlock()
 	return p, nil
 }
@@ -553,18 +620,24 @@ func (r *Runtime) stopAll() {
 
 // reload re-reads the config. A new Kubernetes version restarts kube-apiserver, then
 // kube-controller-manager, then kube-scheduler on the new binaries, one at a time; kine and
-// kwok, and with them the cluster's data and workloads, stay up throughout.
+// kwok, and with them the cluster's data and workloads, stay up throughout. The nodes follow
+// (upgradeNodes). A control plane that did not get there is moved again at the next reload.
 func (r *Runtime) reload(ctx context.Context) error {
 	var cfg config
 	if err := readJSON(r.dir.config(), &cfg); err != nil {
 		return err
 	}
 	r.mu.Lock()
-	from := r.cfg.KubernetesVersion
+	from, moved := r.cpVersion, r.cfg.KubernetesVersion != cfg.KubernetesVersion
 	r.cfg = cfg
+	if moved {
+		// What the nodes' upgrade to the version before found no longer holds.
+		r.nodesOn, r.nodesUpgrading, r.upgradeBlocked = "", "", ""
+	}
+	failed := r.cpErr != ""
 	r.mu.Unlock()
 	r.syncNodesSoon()
-	if cfg.KubernetesVersion == from {
+	if cfg.KubernetesVersion == from && !failed {
 		if real := r.hasRealNodes(); real != r.kcmReal {
 			// The first real pool (or the last one gone): the controller-manager allocates
 			// pod ranges to nodes, or stops.
@@ -588,23 +661,40 @@ func (r *Runtime) reload(ctx context.Context) error {
 		}
 		return nil
 	}
+	err := r.upgradeControlPlane(ctx, from, cfg.KubernetesVersion)
+	r.mu.Lock()
+	r.cpErr = ""
+	if err != nil {
+		r.cpErr = fmt.Sprintf("the control plane did not move to %s (%v); the runtime tries again at its next reload, when the hub asks for the upgrade again", cfg.KubernetesVersion, err)
+	}
+	r.mu.Unlock()
+	r.setPhase("running")
+	return err
+}
+
+// upgradeControlPlane restarts the API server, the controller-manager and the scheduler on
+// version to's binaries, in that order, which the version skew policy asks for; those that
+// run them already stay.
+func (r *Runtime) upgradeControlPlane(ctx context.Context, from, to string) error {
 	comps, err := r.components()
 	if err != nil {
 		return err
 	}
-	r.log.Info("upgrading control plane", "from", from, "to", cfg.KubernetesVersion)
+	r.log.Info("upgrading control plane", "from", from, "to", to)
 	for _, c := range comps {
 		if c.name == kubeproc.Kine || c.name == kubeproc.Kwok || c.name == agentComponent {
 			continue
 		}
-		r.setPhase("upgrading " + c.name)
 		r.mu.Lock()
-		old := r.procs[c.name]
+		p := r.procs[c.name]
+		current := r.bins[c.name] == c.bin // an earlier reload moved it, and then failed
 		r.mu.Unlock()
-		old.Stop(ctx)
-		p, err := r.start(c)
-		if err != nil {
-			return err
+		if !current {
+			r.setPhase("restarting " + c.name)
+			p.Stop(ctx)
+			if p, err = r.start(c); err != nil {
+				return err
+			}
 		}
 		if c.name == kubeproc.KubeAPIServer {
 			if err := r.waitAPIServer(ctx, p); err != nil {
@@ -612,7 +702,10 @@ func (r *Runtime) reload(ctx context.Context) error {
 			}
 		}
 	}
-	r.setPhase("running")
+	r.mu.Lock()
+	r.cpVersion = to
+	r.mu.Unlock()
+	r.syncNodesSoon() // the nodes' turn
 	return nil
 }
 
@@ -661,7 +754,19 @@ func (r *Runtime) reportStatus() (stop func()) {
 func (r *Runtime) writeStatus() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := RuntimeStatus{PID: os.Getpid(), Phase: r.phase, Version: r.cfg.KubernetesVersion, NodesError: r.nodesErr, AddonsError: r.addonErr}
+	st := RuntimeStatus{PID: os.Getpid(), Phase: r.phase, Version: r.cpVersion, NodesError: r.nodesErr, AddonsError: r.addonErr}
+	switch want := r.cfg.KubernetesVersion; {
+	case r.cpVersion != want:
+		st.Upgrading = fmt.Sprintf("upgrading the control plane from %s to %s", r.cpVersion, want)
+		if strings.HasPrefix(r.phase, "restarting ") {
+			st.Upgrading += ": " + r.phase
+		}
+		st.Blocked = r.cpErr
+	case r.nodesUpgrading != "":
+		st.Upgrading, st.Blocked = r.nodesUpgrading, r.upgradeBlocked
+	case r.nodesOn != want:
+		st.Upgrading = "upgrading the nodes to " + want
+	}
 	for _, name := range r.order {
 		p := r.procs[name]
 		cs := p.Status()

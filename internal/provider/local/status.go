@@ -34,6 +34,12 @@ func (p *Provider) Status(ctx context.Context, c *v1alpha1.Cluster) (provider.St
 		return st, err
 	}
 	st.Progress = rs.Phase
+	st.Upgrading, st.Blocked = rs.Upgrading, rs.Blocked
+	var cfg config
+	if err := readJSON(d.config(), &cfg); err == nil && rs.Version != "" && cfg.KubernetesVersion != rs.Version && st.Upgrading == "" {
+		// Upgrade wrote the version, and the runtime has not taken it up yet.
+		st.Upgrading = fmt.Sprintf("upgrading the control plane from %s to %s", rs.Version, cfg.KubernetesVersion)
+	}
 	switch {
 	case rs.NodesError != "":
 		st.Progress = "nodes: " + rs.NodesError

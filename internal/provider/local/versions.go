@@ -3,6 +3,7 @@ package local
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -69,4 +70,20 @@ func checkVersion(binDir, v string) error {
 		return fmt.Errorf("no Kubernetes binaries in %s: run `make tools` to build them", binDir)
 	}
 	return fmt.Errorf("Kubernetes %s is not available on this hub (available: %s); pick one of those, or build its binaries into %s", v, strings.Join(avail, ", "), filepath.Join(binDir, "kubernetes", v))
+}
+
+// reportedVersion is the version a Kubernetes binary says it is: `kubelet --version` prints
+// "Kubernetes v1.37.2", what the kubelet reports in its Node's status.nodeInfo. A version
+// directory may hold another version's binaries (tests use stand-ins), so an upgraded node is
+// awaited on what its kubelet will report, not on the directory's name.
+func reportedVersion(path string) (string, error) {
+	out, err := exec.Command(path, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("ask %s its version: %w", path, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 2 || f[0] != "Kubernetes" {
+		return "", fmt.Errorf("%s --version printed %q, not \"Kubernetes VERSION\": rebuild it (make tools)", path, out)
+	}
+	return f[1], nil
 }
