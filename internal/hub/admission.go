@@ -17,7 +17,12 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 )
 
-const versionPolicy = "convoy-cluster-kubernetes-version"
+// The admission policies that refuse a Kubernetes version the hub has no binaries for, in a
+// Cluster and in a ClusterProfile.
+const (
+	versionPolicy        = "convoy-cluster-kubernetes-version"
+	profileVersionPolicy = "convoy-profile-kubernetes-version"
+)
 
 // publishAuthentication keeps the AuthenticationConfiguration of the hub's OIDC issuers in the
 // ConfigMap AuthenticationConfigMap, for imported members' API servers (`convoy cluster
@@ -40,8 +45,8 @@ func publishAuthentication(ctx context.Context, c client.Client, config []byte) 
 }
 
 // installAdmission creates the convoy-system namespace, records the Kubernetes versions the
-// hub has binaries for, and installs a ValidatingAdmissionPolicy that refuses a local Cluster
-// asking for any other version. The API server itself enforces it, so kubectl, helm and
+// hub has binaries for, and installs ValidatingAdmissionPolicies that refuse a local Cluster
+// or a ClusterProfile asking for any other version. The API server itself enforces it, so kubectl, helm and
 // convoy all get the same refusal and nothing is stored.
 func installAdmission(ctx context.Context, c client.Client, versions []string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.SystemNamespace}}
@@ -56,7 +61,32 @@ func installAdmission(ctx context.Context, c client.Client, versions []string) e
 		return fmt.Errorf("record available versions: %w", err)
 	}
 
-	policy := &admissionv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: versionPolicy}}
+	// Only a version the request sets or changes is checked, so a cluster or profile made
+	// when its version was available can still be changed otherwise, or deleted.
+	if err := installVersionPolicy(ctx, c, versionPolicy, "clusters", admissionv1.Validation{
+		Expression: `object.spec.provider != 'local' || !has(object.spec.kubernetesVersion) ||
+  (oldObject != null && has(oldObject.spec.kubernetesVersion) && oldObject.spec.kubernetesVersion == object.spec.kubernetesVersion) ||
+  object.spec.kubernetesVersion in params.data.versions.split(',')`,
+		MessageExpression: `'spec.kubernetesVersion: Kubernetes ' + object.spec.kubernetesVersion + ' is not available on this hub (available: ' + params.data.versions + '); pick one of those'`,
+		Reason:            ptr.To(metav1.StatusReasonInvalid),
+	}); err != nil {
+		return err
+	}
+	if err := installVersionPolicy(ctx, c, profileVersionPolicy, "clusterprofiles", admissionv1.Validation{
+		Expression: `(oldObject != null && oldObject.spec.kubernetesVersion == object.spec.kubernetesVersion) ||
+  object.spec.kubernetesVersion in params.data.versions.split(',')`,
+		MessageExpression: `'spec.kubernetesVersion: Kubernetes ' + object.spec.kubernetesVersion + ' is not available on this hub (available: ' + params.data.versions + '); no cluster could be built from this profile'`,
+		Reason:            ptr.To(metav1.StatusReasonInvalid),
+	}); err != nil {
+		return err
+	}
+	return waitAdmission(ctx, c)
+}
+
+// installVersionPolicy installs a ValidatingAdmissionPolicy on convoy.dev's resource, with the
+// versions ConfigMap as its parameter, and its binding.
+func installVersionPolicy(ctx context.Context, c client.Client, name, resource string, v admissionv1.Validation) error {
+	policy := &admissionv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, policy, func() error {
 		policy.Spec = admissionv1.ValidatingAdmissionPolicySpec{
 			FailurePolicy: ptr.To(admissionv1.Fail),
@@ -64,58 +94,60 @@ func installAdmission(ctx context.Context, c client.Client, versions []string) e
 			MatchConstraints: &admissionv1.MatchResources{ResourceRules: []admissionv1.NamedRuleWithOperations{{
 				RuleWithOperations: admissionv1.RuleWithOperations{
 					Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
-					Rule:       admissionv1.Rule{APIGroups: []string{"convoy.dev"}, APIVersions: []string{"*"}, Resources: []string{"clusters"}},
+					Rule:       admissionv1.Rule{APIGroups: []string{"convoy.dev"}, APIVersions: []string{"*"}, Resources: []string{resource}},
 				},
 			}}},
-			Validations: []admissionv1.Validation{{
-				// Only a version the request sets or changes is checked, so a cluster made
-				// when its version was available can still be scaled or deleted.
-				Expression: `object.spec.provider != 'local' || !has(object.spec.kubernetesVersion) ||
-  (oldObject != null && has(oldObject.spec.kubernetesVersion) && oldObject.spec.kubernetesVersion == object.spec.kubernetesVersion) ||
-  object.spec.kubernetesVersion in params.data.versions.split(',')`,
-				MessageExpression: `'spec.kubernetesVersion: Kubernetes ' + object.spec.kubernetesVersion + ' is not available on this hub (available: ' + params.data.versions + '); pick one of those'`,
-				Reason:            ptr.To(metav1.StatusReasonInvalid),
-			}},
+			Validations: []admissionv1.Validation{v},
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("install admission policy %s: %w", versionPolicy, err)
+		return fmt.Errorf("install admission policy %s: %w", name, err)
 	}
-	binding := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: versionPolicy}}
+	binding := &admissionv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, c, binding, func() error {
 		binding.Spec = admissionv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        versionPolicy,
-			ParamRef:          &admissionv1.ParamRef{Name: v1alpha1.VersionsConfigMap, Namespace: ns.Name, ParameterNotFoundAction: ptr.To(admissionv1.DenyAction)},
+			PolicyName:        name,
+			ParamRef:          &admissionv1.ParamRef{Name: v1alpha1.VersionsConfigMap, Namespace: v1alpha1.SystemNamespace, ParameterNotFoundAction: ptr.To(admissionv1.DenyAction)},
 			ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("install admission policy binding: %w", err)
+		return fmt.Errorf("install admission policy binding %s: %w", name, err)
 	}
-	return waitAdmission(ctx, c)
+	return nil
 }
 
-// waitAdmission returns once the API server enforces the version policy: until it has loaded
-// the policy, its binding and their ConfigMap, it would let any version through, or refuse
-// every Cluster ("not yet synced"). A dry run of a Cluster with a version no hub has tells.
+// waitAdmission returns once the API server enforces the version policies: until it has loaded
+// a policy, its binding and their ConfigMap, it would let any version through, or refuse every
+// object ("not yet synced"). A dry run of a Cluster and of a ClusterProfile with a version no
+// hub has tells.
 func waitAdmission(ctx context.Context, c client.Client) error {
-	probe := &v1alpha1.Cluster{
-		ObjectMeta: metav1.ObjectMeta{Name: "convoy-admission-probe"},
-		Spec:       v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, KubernetesVersion: "v0.0.0"},
+	probes := []client.Object{
+		&v1alpha1.Cluster{
+			ObjectMeta: metav1.ObjectMeta{Name: "convoy-admission-probe"},
+			Spec:       v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, KubernetesVersion: "v0.0.0"},
+		},
+		&v1alpha1.ClusterProfile{
+			ObjectMeta: metav1.ObjectMeta{Name: "convoy-admission-probe"},
+			Spec:       v1alpha1.ClusterProfileSpec{KubernetesVersion: "v1.0.0"},
+		},
 	}
 	deadline := time.Now().Add(time.Minute)
-	for {
-		err := c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
-		if err != nil && strings.Contains(err.Error(), "is not available on this hub") {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the API server does not enforce admission policy %s after a minute (last answer to a probe: %v)", versionPolicy, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+	for _, probe := range probes {
+		for {
+			err := c.Create(ctx, probe.DeepCopyObject().(client.Object), client.DryRunAll)
+			if err != nil && strings.Contains(err.Error(), "is not available on this hub") {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the API server does not enforce the admission policies on %T after a minute (last answer to a probe: %v)", probe, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
 		}
 	}
+	return nil
 }

@@ -40,6 +40,7 @@ import (
 	clustercontroller "github.com/convoy-dev/convoy/internal/controller/cluster"
 	"github.com/convoy-dev/convoy/internal/controller/gateway"
 	"github.com/convoy-dev/convoy/internal/controller/pool"
+	profilecontroller "github.com/convoy-dev/convoy/internal/controller/profile"
 	"github.com/convoy-dev/convoy/internal/controller/propagation"
 	"github.com/convoy-dev/convoy/internal/delivery"
 	"github.com/convoy-dev/convoy/internal/image"
@@ -48,6 +49,7 @@ import (
 	"github.com/convoy-dev/convoy/internal/provider/importer"
 	"github.com/convoy-dev/convoy/internal/provider/local"
 	"github.com/convoy-dev/convoy/internal/registry"
+	"github.com/convoy-dev/convoy/internal/version"
 )
 
 // newScheme knows the built-in Kubernetes types and Convoy's.
@@ -216,6 +218,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		Changes:          changes,
 		Heard:            heard,
 		UnreachableAfter: h.opts.UnreachableAfter,
+		Shipped:          version.Addons(),
 		Clock:            clock.RealClock{},
 		Since:            time.Now(),
 	}
@@ -224,6 +227,16 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 	}
 	if err := clusters.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up cluster controller: %w", err)
+	}
+	profiles := &profilecontroller.Reconciler{
+		Client:    mgr.GetClient(),
+		Recorder:  mgr.GetEventRecorder("convoy-hub"),
+		Available: func() []string { return local.AvailableVersions(h.opts.BinDir) },
+		Shipped:   clusters.Shipped,
+		Clock:     clock.RealClock{},
+	}
+	if err := profiles.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up profile controller: %w", err)
 	}
 	direct, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {

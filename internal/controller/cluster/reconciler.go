@@ -5,9 +5,14 @@
 // root imports it.
 //
 // Each field of a Cluster's status has one writer. This reconciler writes the conditions
-// (Accepted, Provisioned, Ready, Unreachable), the phase derived from them
-// (internal/clusterphase), observedGeneration and endpoint, in one patch at the end of each
-// reconcile. status.inventory, the only source of facts about the member (version, nodes,
+// (Accepted, Provisioned, Ready, Unreachable, ProfileConformant), the phase derived from them
+// (internal/clusterphase), observedGeneration, endpoint and status.profile, in one patch at the
+// end of each reconcile.
+//
+// A cluster that names a ClusterProfile is built from the revision its profile's update run
+// holds it to (internal/controller/profile writes that target): its version and node pools
+// come from the revision (internal/profile.Effective), and its conformance is judged from its
+// agent's inventory (internal/profile.Diff). status.inventory, the only source of facts about the member (version, nodes,
 // capacity), comes from the cluster's agent: on its delivery stream, from which this reconciler
 // writes it in the same patch (the Streams field), or, when the agent has no stream whose hub
 // stores it, written by the agent itself; never both at once.
@@ -45,6 +50,7 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/clusterphase"
+	profilecontroller "github.com/convoy-dev/convoy/internal/controller/profile"
 	"github.com/convoy-dev/convoy/internal/health"
 	"github.com/convoy-dev/convoy/internal/join"
 	"github.com/convoy-dev/convoy/internal/provider"
@@ -71,6 +77,9 @@ type Reconciler struct {
 	// verdict or inventory may change, so they are reconciled at once, without asking the
 	// provider (Changes does).
 	Heard <-chan event.TypedGenericEvent[*v1alpha1.Cluster]
+	// Shipped are the versions of the add-ons this hub ships, by add-on name: what a profile's
+	// add-on without a version means.
+	Shipped map[string]string
 	// UnreachableAfter is the grace after an agent's last heartbeat; zero is the default.
 	UnreachableAfter time.Duration
 	// Clock is the time source of health verdicts; nil is the real clock.
@@ -138,6 +147,26 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Heard != nil {
 		b = b.WatchesRawSource(source.Channel(r.Heard, &handler.TypedEnqueueRequestForObject[*v1alpha1.Cluster]{}))
 	}
+	// A profile's new revision, or its run's new target for a cluster, is the cluster's to
+	// build.
+	b = b.Watches(&v1alpha1.ClusterProfile{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []ctrl.Request {
+		var list v1alpha1.ClusterList
+		if err := r.Client.List(ctx, &list); err != nil {
+			return nil
+		}
+		var out []ctrl.Request
+		for _, c := range list.Items {
+			if c.Spec.Profile != nil && c.Spec.Profile.Name == o.GetName() {
+				r.forceProvider(c.Name)
+				out = append(out, ctrl.Request{NamespacedName: client.ObjectKey{Name: c.Name}})
+			}
+		}
+		return out
+	}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*v1alpha1.ClusterProfile)
+		n, ok2 := e.ObjectNew.(*v1alpha1.ClusterProfile)
+		return !ok1 || !ok2 || o.Status.Revision != n.Status.Revision || !equality.Semantic.DeepEqual(o.Status.Targets, n.Status.Targets)
+	}}))
 	// A new bootstrap token (convoy cluster join) is handed to an agent the provider runs.
 	b = b.Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
 		if o.GetNamespace() == metav1.NamespaceSystem && o.GetLabels()[v1alpha1.LabelCluster] != "" {
@@ -236,6 +265,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.ensureMetadata(ctx, c); err != nil {
 		return ctrl.Result{}, err
 	}
+	// A cluster built from a profile gets its version and node pools from the revision it is
+	// held to, in memory, before anything reads the spec.
+	h, perr := r.holdToProfile(ctx, c)
 
 	before := c.DeepCopy()
 	// The verdict on the agent's heartbeat and report comes first: it depends on nothing the
@@ -256,9 +288,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		before = c.DeepCopy()
 	}
 	var lerr error
-	if due {
+	switch {
+	case perr != nil:
+		// Nothing is built or changed without the revision the cluster is held to.
+		r.profileProblem(c, perr)
+		next = r.resync()
+	case due:
 		next, lerr = r.lifecycle(ctx, c, p, before)
 	}
+	r.judgeProfile(c, h)
 	if err := r.patchStatus(ctx, c, before); err != nil {
 		if due {
 			r.forceProvider(c.Name) // its outcome is not written: ask again at the retry
@@ -594,6 +632,13 @@ func (r *Reconciler) converge(ctx context.Context, c *v1alpha1.Cluster, p provid
 		}
 		return fmt.Sprintf("upgrading the control plane from %s to %s", st.Version, want), nil
 	}
+	if st.Upgrading != "" && st.Blocked == "" {
+		// The control plane is on the version; its nodes follow, one at a time.
+		if err := p.Upgrade(ctx, c); err != nil {
+			return "", fmt.Errorf("upgrade to %s: %w", c.Spec.KubernetesVersion, err)
+		}
+		return st.Upgrading, nil
+	}
 	if !poolsMatch(c, st) {
 		from := st.Nodes.Total
 		if err := p.ScalePools(ctx, c); err != nil {
@@ -655,7 +700,7 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 			if r.converging(c.Name, convergeTarget(c)) {
 				r.event(c, corev1.EventTypeNormal, "Converging", "Converge", "%s", now.Message)
 			}
-		case now.Reason == "Failed" || now.Reason == "ControlPlaneStopped":
+		case now.Reason == "Failed" || now.Reason == "ControlPlaneStopped" || now.Reason == profilecontroller.ReasonUpgradeBlocked:
 			r.event(c, corev1.EventTypeWarning, now.Reason, "Provision", "%s", now.Message)
 		}
 	}()
@@ -665,6 +710,9 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 	switch {
 	case st.Failure != "":
 		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Failed", st.Failure)
+	case st.Blocked != "":
+		// Not forced: the update run pauses with what blocks it named.
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, profilecontroller.ReasonUpgradeBlocked, st.Blocked)
 	case !st.Exists:
 		msg := "the provider is creating the cluster"
 		if st.Progress != "" {

@@ -1,0 +1,147 @@
+package hub_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/version"
+)
+
+// TestClusterProfileRevisions shows a profile's revisions and the refusals of Kubernetes'
+// version skew policy: every change of the bill of materials is a new revision, kept as a
+// ControllerRevision; a change of the update strategy alone is none; a downgrade, a skipped
+// minor version and a version the hub has no binaries for are refused by the API, and nothing
+// stored changes.
+func TestClusterProfileRevisions(t *testing.T) {
+	t.Parallel()
+	h := hubtest.Start(t)
+	ctx := context.Background()
+
+	p := &v1alpha1.ClusterProfile{
+		ObjectMeta: metav1.ObjectMeta{Name: "prod"},
+		Spec: v1alpha1.ClusterProfileSpec{
+			KubernetesVersion: version.Kubernetes,
+			NodePools:         []v1alpha1.NodePool{{Name: "default", Count: 2}},
+		},
+	}
+	must(t, h.Client.Create(ctx, p))
+	waitProfile(t, h, "revision 1", func(p *v1alpha1.ClusterProfile) bool {
+		return p.Status.Revision == 1 && meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.ProfileAccepted)
+	})
+
+	update := func(change func(*v1alpha1.ClusterProfile)) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := h.Client.Get(ctx, client.ObjectKey{Name: "prod"}, p); err != nil {
+				return err
+			}
+			change(p)
+			return h.Client.Update(ctx, p)
+		})
+	}
+	must(t, update(func(p *v1alpha1.ClusterProfile) {
+		p.Spec.Addons = []v1alpha1.Addon{{Name: v1alpha1.AddonCoreDNS, Version: version.CoreDNS}}
+	}))
+	waitProfile(t, h, "revision 2", func(p *v1alpha1.ClusterProfile) bool {
+		return p.Status.Revision == 2 && len(p.Status.History) == 2
+	})
+	// The strategy is not the bill of materials: the revision stays, once the change is seen.
+	must(t, update(func(p *v1alpha1.ClusterProfile) { p.Spec.Update.Paused = true }))
+	gen := p.Generation
+	got := waitProfile(t, h, "the strategy's change observed", func(p *v1alpha1.ClusterProfile) bool {
+		return p.Status.ObservedGeneration >= gen
+	})
+	if got.Status.Revision != 2 {
+		t.Errorf("a change of the update strategy made revision %d", got.Status.Revision)
+	}
+	var revs appsv1.ControllerRevisionList
+	must(t, h.Client.List(ctx, &revs, client.InNamespace(v1alpha1.SystemNamespace), client.MatchingLabels{v1alpha1.LabelProfile: "prod"}))
+	if len(revs.Items) != 2 {
+		t.Errorf("%d ControllerRevisions of profile prod, want 2", len(revs.Items))
+	}
+
+	for _, tc := range []struct{ to, want string }{
+		{version.KubernetesPrevious, "cannot go down"},
+		{"v1.39.0", "one minor version at a time"},
+		{"v1.38.0", "is not available on this hub"},
+		{"1.38", "spec.kubernetesVersion"},
+	} {
+		err := update(func(p *v1alpha1.ClusterProfile) { p.Spec.KubernetesVersion = tc.to })
+		expectInvalid(t, err, tc.want)
+	}
+	must(t, h.Client.Get(ctx, client.ObjectKey{Name: "prod"}, p))
+	if p.Spec.KubernetesVersion != version.Kubernetes {
+		t.Errorf("a refused change was stored: version %s", p.Spec.KubernetesVersion)
+	}
+	expectInvalid(t, h.Client.Create(ctx, &v1alpha1.ClusterProfile{
+		ObjectMeta: metav1.ObjectMeta{Name: "ancient"},
+		Spec:       v1alpha1.ClusterProfileSpec{KubernetesVersion: "v1.20.0"},
+	}), "is not available on this hub")
+
+	// A cluster built from a profile takes its version from it.
+	expectInvalid(t, h.Client.Create(ctx, cluster("both", v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderLocal, Profile: &v1alpha1.ProfileRef{Name: "prod"}, KubernetesVersion: version.Kubernetes,
+	})), "remove spec.kubernetesVersion")
+	// One that names a missing profile is not built, and says why.
+	orphan := cluster("orphan", v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, Profile: &v1alpha1.ProfileRef{Name: "nope"}})
+	must(t, h.Client.Create(ctx, orphan))
+	eventuallyCluster(t, h, "orphan", func(c *v1alpha1.Cluster) error {
+		cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterAccepted)
+		if cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != "ProfileUnavailable" {
+			return fmt.Errorf("accepted: %+v", cond)
+		}
+		return nil
+	})
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		must(t, h.Client.Get(ctx, client.ObjectKey{Name: "orphan"}, orphan))
+		orphan.Spec.Profile = nil
+		return h.Client.Update(ctx, orphan)
+	}); err == nil || !apierrors.IsInvalid(err) {
+		t.Errorf("removing spec.profile: %v, want it refused", err)
+	}
+}
+
+func waitProfile(t *testing.T, h *hubtest.Hub, what string, ok func(*v1alpha1.ClusterProfile) bool) *v1alpha1.ClusterProfile {
+	t.Helper()
+	p := &v1alpha1.ClusterProfile{}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := h.Client.Get(context.Background(), client.ObjectKey{Name: "prod"}, p)
+		if err == nil && ok(p) {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("profile prod: %s not reached in a minute (status %+v, err %v)", what, p.Status, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func eventuallyCluster(t *testing.T, h *hubtest.Hub, name string, check func(*v1alpha1.Cluster) error) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c := &v1alpha1.Cluster{}
+		err := h.Client.Get(context.Background(), client.ObjectKey{Name: name}, c)
+		if err == nil {
+			err = check(c)
+		}
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster %s: %v", name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
