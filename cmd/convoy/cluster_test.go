@@ -33,6 +33,7 @@ import (
 	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
+	"github.com/convoy-dev/convoy/internal/version"
 )
 
 // fleetHub is a `convoy hub` process plus the environment the CLI needs to reach it.
@@ -502,7 +503,9 @@ func TestUpAndDown(t *testing.T) {
 	// A range of edge addresses of its own, away from a developer's `make up` (127.77.0.0/16)
 	// and from the test hubs' (127.PORT/256.PORT%256.0/24: 127.128 and above for the
 	// ephemeral ports they get).
-	out := run(t, env, convoyBin, "up", "--health-addr", health, "--edge-addresses", "127.76.0.0/24")
+	// The fleet starts on the previous Kubernetes version, and moves to the current one at the
+	// end (checkFleetUpgrade).
+	out := run(t, env, convoyBin, "up", "--health-addr", health, "--edge-addresses", "127.76.0.0/24", "--kubernetes-version", version.KubernetesPrevious)
 	for _, want := range []string{"hub ready", "us-east created (2 real nodes in us-east, zones a,b)", "edge pool demo/edge serving at http://127.76.0.1:8080/", "Convoy is up", "NAME", "us-west", "eu-west", "convoy down"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("convoy up output lacks %q:\n%s", want, out)
@@ -695,6 +698,7 @@ func TestUpAndDown(t *testing.T) {
 	edgeTeams(t, env, dataDir, kubectl, "127.76.0")
 	metricGatedRollout(t, env, hubKubeconfig, kubectl, kubeconfigs)
 	checkCatalog(t, env, kubectl, dataDir, kubeconfigs)
+	checkFleetUpgrade(t, env, kubectl, kubeconfigs, []string{"eu-west", "us-east", "us-west"}, "http://127.76.0.1:8080/")
 
 	out = run(t, env, convoyBin, "down", "--purge")
 	for _, want := range []string{"Stopping the hub", "Stopped local cluster us-east", "Removed " + dataDir, "Convoy is down."} {

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	profilecontroller "github.com/convoy-dev/convoy/internal/controller/profile"
 )
 
 func newClusterCmd(g *globals) *cobra.Command {
@@ -41,6 +42,7 @@ func newClusterCmd(g *globals) *cobra.Command {
 		newClusterImportCmd(g),
 		newClusterListCmd(g),
 		newClusterDescribeCmd(g),
+		newClusterDiffCmd(g),
 		newClusterScaleCmd(g),
 		newClusterDeleteCmd(g),
 		newClusterKubeconfigCmd(g),
@@ -74,8 +76,12 @@ type createOptions struct {
 	cpu, memory string
 	pods        int32
 	nodeKind    string
-	wait        bool
-	timeout     time.Duration
+	profile     string
+	// poolFlags is set when a flag shaped the node pool: with a profile, the pool then
+	// takes the place of the profile's template of the same name (default).
+	poolFlags bool
+	wait      bool
+	timeout   time.Duration
 }
 
 func newClusterCreateCmd(g *globals) *cobra.Command {
@@ -84,11 +90,15 @@ func newClusterCreateCmd(g *globals) *cobra.Command {
 		Use:   "create NAME",
 		Short: "Create a cluster and wait until it is Ready",
 		Example: `  convoy cluster create us-east --nodes 3 --region us-east --zones a,b,c --env prod
-  convoy cluster create dev --nodes 1 --wait=false`,
+  convoy cluster create dev --nodes 1 --wait=false
+  convoy cluster create eu-west --profile prod --region eu-west`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			name := args[0]
+			for _, f := range []string{"nodes", "node-kind", "cpu", "memory", "pods"} {
+				o.poolFlags = o.poolFlags || cmd.Flags().Changed(f)
+			}
 			c, err := o.cluster(name)
 			if err != nil {
 				return err
@@ -132,6 +142,7 @@ func newClusterCreateCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.memory, "memory", "16Gi", "memory of each node")
 	f.Int32Var(&o.pods, "pods", 110, "most pods per node")
 	f.StringVar(&o.nodeKind, "node-kind", "simulated", "real (containerd and a kubelet each, at most 10; needs root) or simulated (kwok)")
+	f.StringVar(&o.profile, "profile", "", "the ClusterProfile to build the cluster from and hold it to (its version and node pools; --nodes and the other pool flags then replace its pool \"default\")")
 	f.BoolVar(&o.wait, "wait", true, "wait until the cluster is Ready, showing progress")
 	f.DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait")
 	return cmd
@@ -174,7 +185,7 @@ func (o *createOptions) cluster(name string) (*v1alpha1.Cluster, error) {
 	if err != nil {
 		return nil, usageError("--memory %q is not a quantity such as 16Gi", o.memory)
 	}
-	return &v1alpha1.Cluster{
+	c := &v1alpha1.Cluster{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: v1alpha1.ClusterSpec{
 			Provider:          v1alpha1.ProviderLocal,
@@ -184,7 +195,39 @@ func (o *createOptions) cluster(name string) (*v1alpha1.Cluster, error) {
 			KubernetesVersion: o.version,
 			NodePools:         []v1alpha1.NodePool{{Name: "default", Kind: kind, Count: o.nodes, CPU: &cpu, Memory: &mem, Pods: o.pods}},
 		},
-	}, nil
+	}
+	if o.profile != "" {
+		if o.version != "" {
+			return nil, usageError("--version and --profile: a cluster built from a profile runs the profile's version; leave out --version")
+		}
+		c.Spec.Profile = &v1alpha1.ProfileRef{Name: o.profile}
+		if !o.poolFlags {
+			c.Spec.NodePools = nil // the profile's templates
+		}
+	}
+	return c, nil
+}
+
+// profilePool is the template of the node pool called name in the revision of its profile the
+// cluster is held to, or nil.
+func profilePool(ctx context.Context, hc client.Client, c *v1alpha1.Cluster, name string) (*v1alpha1.NodePool, error) {
+	if c.Status.Profile == nil {
+		return nil, fmt.Errorf("cluster %q is not built from its profile %s yet; try again in a moment", c.Name, c.Spec.Profile.Name)
+	}
+	revs, err := profilecontroller.Revisions(ctx, hc, c.Spec.Profile.Name)
+	if err != nil {
+		return nil, err
+	}
+	rev, ok := profilecontroller.Find(revs, c.Status.Profile.Revision)
+	if !ok {
+		return nil, fmt.Errorf("revision %d of profile %s is not stored any more", c.Status.Profile.Revision, c.Spec.Profile.Name)
+	}
+	for _, p := range rev.Spec.NodePools {
+		if p.Name == name {
+			return p.DeepCopy(), nil
+		}
+	}
+	return nil, nil
 }
 
 // checkCreatable refuses a cluster that exists already or asks for a version the hub lacks.
@@ -195,6 +238,11 @@ func checkCreatable(ctx context.Context, hc client.Client, c *v1alpha1.Cluster) 
 	}
 	if !apierrors.IsNotFound(err) {
 		return hubError("the hub", err)
+	}
+	if ref := c.Spec.Profile; ref != nil {
+		if _, err := getProfile(ctx, hc, ref.Name); err != nil {
+			return err
+		}
 	}
 	if c.Spec.KubernetesVersion == "" {
 		return nil
@@ -551,6 +599,18 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("cluster %q is imported; scale it with the tools that made it", name)
 				}
 				i := slices.IndexFunc(c.Spec.NodePools, func(p v1alpha1.NodePool) bool { return p.Name == pool })
+				if i < 0 && c.Spec.Profile != nil {
+					// A pool of its profile's: the cluster takes a copy of the template, which
+					// replaces it for this cluster alone.
+					tmpl, err := profilePool(ctx, hc, c, pool)
+					if err != nil {
+						return err
+					}
+					if tmpl != nil {
+						c.Spec.NodePools = append(c.Spec.NodePools, *tmpl)
+						i = len(c.Spec.NodePools) - 1
+					}
+				}
 				if i < 0 {
 					var names []string
 					for _, p := range c.Spec.NodePools {

@@ -148,14 +148,38 @@ func getObjects(ctx context.Context, c client.Client, o *getOptions, name string
 
 func clusterTable(w io.Writer, list client.ObjectList, _ bool) {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tPROVIDER\tREGION\tENV\tVERSION\tNODES\tPHASE\tAGE")
+	fmt.Fprintln(tw, "NAME\tPROVIDER\tREGION\tENV\tVERSION\tNODES\tPHASE\tPROFILE\tCONFORMANT\tAGE")
 	for _, c := range list.(*v1alpha1.ClusterList).Items {
 		inv := inventory(&c)
 		nodes := fmt.Sprintf("%d/%d", inv.Nodes.Ready, inv.Nodes.Total)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Spec.Provider, dash(c.Spec.Region), dash(c.Spec.Environment),
-			dash(inv.KubernetesVersion), nodes, dash(string(c.Status.Phase)), age(c.CreationTimestamp))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Spec.Provider, dash(c.Spec.Region), dash(c.Spec.Environment),
+			dash(inv.KubernetesVersion), nodes, dash(string(c.Status.Phase)), profileColumn(&c), conformantColumn(&c), age(c.CreationTimestamp))
 	}
 	tw.Flush()
+}
+
+// profileColumn names a cluster's profile and the revision it is held to, as prod@3.
+func profileColumn(c *v1alpha1.Cluster) string {
+	switch {
+	case c.Spec.Profile == nil:
+		return "-"
+	case c.Status.Profile == nil:
+		return c.Spec.Profile.Name
+	}
+	return fmt.Sprintf("%s@%d", c.Spec.Profile.Name, c.Status.Profile.Revision)
+}
+
+// conformantColumn says whether a cluster matches its profile; a drifted one says in how
+// many fields (convoy cluster diff lists them).
+func conformantColumn(c *v1alpha1.Cluster) string {
+	switch s := c.Status.Profile; {
+	case s == nil:
+		return "-"
+	case s.Conformant:
+		return "yes"
+	default:
+		return fmt.Sprintf("no (%d)", len(s.Drift))
+	}
 }
 
 func placementTable(w io.Writer, list client.ObjectList, withNamespace bool) {

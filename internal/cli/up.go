@@ -30,6 +30,7 @@ import (
 	"github.com/convoy-dev/convoy/internal/hub"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/provider/local"
+	"github.com/convoy-dev/convoy/internal/version"
 )
 
 // fleet is the default set of clusters `convoy up` brings up: one per region, three zones each.
@@ -44,8 +45,12 @@ type upOptions struct {
 	edgeAddresses               string
 	nodes                       int32
 	nodeKind                    string
+	version                     string
 	timeout                     time.Duration
 }
+
+// fleetProfile is the ClusterProfile `convoy up` builds its clusters from.
+const fleetProfile = "fleet"
 
 func newUpCmd(g *globals) *cobra.Command {
 	o := &upOptions{}
@@ -55,7 +60,10 @@ func newUpCmd(g *globals) *cobra.Command {
 		Long: `Start a hub in the background (unless one runs on the data dir already) and the clusters
 us-east, us-west and eu-west (environment prod), then wait until all are Ready. Each has two real
 nodes in zones a and b (containerd and a kubelet each, on this machine; needs root), or, with
---node-kind simulated, three kwok nodes in zones a, b and c. Running it again reuses what exists.
+--node-kind simulated, three kwok nodes in zones a, b and c. All three are built from one
+ClusterProfile, fleet, which holds their Kubernetes version and node pool: change it (convoy
+profile upgrade fleet VERSION) and they move together, cluster by cluster. Running it again
+reuses what exists.
 ` + "`convoy down`" + ` stops everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.Context(), g) },
@@ -66,9 +74,48 @@ nodes in zones a and b (containerd and a kubelet each, on this machine; needs ro
 	f.StringVar(&o.healthAddr, "health-addr", "127.0.0.1:9440", "health address of the hub")
 	f.Int32Var(&o.nodes, "nodes", 0, "nodes per cluster (default 2 real, or 3 simulated)")
 	f.StringVar(&o.nodeKind, "node-kind", "real", "real or simulated (kwok: nothing runs, thousands fit)")
+	f.StringVar(&o.version, "kubernetes-version", version.Kubernetes, "the Kubernetes version of the fleet's profile, when up creates it (this hub has "+version.Kubernetes+" and "+version.KubernetesPrevious+")")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long to wait for the fleet")
 	f.StringVar(&o.edgeAddresses, "edge-addresses", hub.DefaultEdgeAddresses.String(), "range (CIDR) the hub gives the edge pools' addresses from, when it starts the hub")
 	return cmd
+}
+
+// ensureProfile creates the fleet's profile unless it exists: the version asked for, and one
+// node pool, default, of the nodes asked for.
+func (o *upOptions) ensureProfile(ctx context.Context, hc client.Client, out io.Writer, start time.Time) error {
+	p := &v1alpha1.ClusterProfile{}
+	err := hc.Get(ctx, client.ObjectKey{Name: fleetProfile}, p)
+	switch {
+	case err == nil:
+		fmt.Fprintf(out, "  %6.1fs  profile %s exists (Kubernetes %s); reusing it\n", time.Since(start).Seconds(), fleetProfile, p.Spec.KubernetesVersion)
+		return nil
+	case !apierrors.IsNotFound(err):
+		return hubError("the hub", err)
+	}
+	co := &createOptions{nodes: o.nodes, nodeKind: o.nodeKind, cpu: "4", memory: "16Gi", pods: 110, provider: "local"}
+	shape, err := co.cluster("shape")
+	if err != nil {
+		return err
+	}
+	// The add-ons the clusters run, at the versions this Convoy ships: the metrics collector
+	// on every cluster, and on real nodes CoreDNS, kube-proxy and the storage provisioner.
+	addons := []v1alpha1.Addon{{Name: v1alpha1.AddonMetrics}}
+	if o.nodeKind == "real" {
+		addons = append(addons, v1alpha1.Addon{Name: v1alpha1.AddonCoreDNS}, v1alpha1.Addon{Name: v1alpha1.AddonKubeProxy}, v1alpha1.Addon{Name: v1alpha1.AddonStorage})
+	}
+	p = &v1alpha1.ClusterProfile{
+		ObjectMeta: metav1.ObjectMeta{Name: fleetProfile},
+		Spec: v1alpha1.ClusterProfileSpec{
+			KubernetesVersion: o.version,
+			Addons:            addons,
+			NodePools:         shape.Spec.NodePools,
+		},
+	}
+	if err := hc.Create(ctx, p); err != nil && !apierrors.IsAlreadyExists(err) {
+		return hubError("the hub", err)
+	}
+	fmt.Fprintf(out, "  %6.1fs  profile %s created (Kubernetes %s, %d %s nodes per cluster)\n", time.Since(start).Seconds(), fleetProfile, o.version, o.nodes, o.nodeKind)
+	return nil
 }
 
 func (o *upOptions) run(ctx context.Context, g *globals) error {
@@ -116,6 +163,9 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
+	if err := o.ensureProfile(ctx, hc, out, start); err != nil {
+		return err
+	}
 	var names []string
 	for _, f := range fleet {
 		names = append(names, f.name)
@@ -128,7 +178,7 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 		case !apierrors.IsNotFound(err):
 			return hubError("the hub", err)
 		}
-		co := &createOptions{provider: "local", nodes: o.nodes, nodeKind: o.nodeKind, region: f.region, zones: zones, env: "prod", cpu: "4", memory: "16Gi", pods: 110}
+		co := &createOptions{provider: "local", nodes: o.nodes, nodeKind: o.nodeKind, region: f.region, zones: zones, env: "prod", cpu: "4", memory: "16Gi", pods: 110, profile: fleetProfile}
 		c, err = co.cluster(f.name)
 		if err != nil {
 			return err

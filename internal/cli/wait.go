@@ -118,6 +118,12 @@ func isUp(cl *v1alpha1.Cluster) bool {
 	if cl.Spec.Provider == v1alpha1.ProviderImport {
 		return true
 	}
+	if cl.Spec.Profile != nil {
+		// Its node pools come from its profile's revision: the hub, which reads it, says when
+		// the provider has them, and the agent that they are Ready.
+		inv := inventory(cl)
+		return isProvisioned(cl) && inv.Nodes.Total > 0 && inv.Nodes.Ready == inv.Nodes.Total
+	}
 	var want int32
 	for _, p := range cl.Spec.NodePools {
 		want += p.Count
