@@ -246,6 +246,10 @@ type ClusterProfileState struct {
 	Revision int64 `json:"revision"`
 	// Conformant is true when nothing differs.
 	Conformant bool `json:"conformant"`
+	// Nodes is how many nodes the cluster's node pools have: the revision's templates, and
+	// the cluster's own pools.
+	// +optional
+	Nodes int32 `json:"nodes,omitempty"`
 	// Drift lists, field by field, where the cluster differs from the revision.
 	// +optional
 	// +kubebuilder:validation:MaxItems=64

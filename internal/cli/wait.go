@@ -119,10 +119,11 @@ func isUp(cl *v1alpha1.Cluster) bool {
 		return true
 	}
 	if cl.Spec.Profile != nil {
-		// Its node pools come from its profile's revision: the hub, which reads it, says when
-		// the provider has them, and the agent that they are Ready.
-		inv := inventory(cl)
-		return isProvisioned(cl) && inv.Nodes.Total > 0 && inv.Nodes.Ready == inv.Nodes.Total
+		// Its node pools come from its profile's revision: the hub, which reads it, says how
+		// many nodes they have, once it has seen the spec as it is now.
+		inv, s := inventory(cl), cl.Status.Profile
+		return isProvisioned(cl) && cl.Status.ObservedGeneration == cl.Generation && s != nil &&
+			inv.Nodes.Total == s.Nodes && inv.Nodes.Ready == s.Nodes
 	}
 	var want int32
 	for _, p := range cl.Spec.NodePools {

@@ -92,7 +92,7 @@ func (r *Reconciler) judgeProfile(c *v1alpha1.Cluster, h *held) {
 	if len(drift) > maxDrift {
 		drift = drift[:maxDrift]
 	}
-	c.Status.Profile = &v1alpha1.ClusterProfileState{Revision: h.revision, Conformant: len(drift) == 0, Drift: drift}
+	c.Status.Profile = &v1alpha1.ClusterProfileState{Revision: h.revision, Conformant: len(drift) == 0, Drift: drift, Nodes: desiredNodes(c)}
 	if len(drift) == 0 {
 		r.setCondition(c, v1alpha1.ClusterProfileConformant, true, "Conformant",
 			fmt.Sprintf("the cluster matches revision %d of profile %s", h.revision, c.Spec.Profile.Name))

@@ -590,7 +590,12 @@ func (r *Reconciler) patchStatus(ctx context.Context, c, before *v1alpha1.Cluste
 	if equality.Semantic.DeepEqual(before.Status, c.Status) {
 		return nil
 	}
-	if err := r.Client.Status().Patch(ctx, c, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+	// The answer to the patch is the stored object: a cluster built from a profile keeps the
+	// spec its revision gave it in memory (holdToProfile) for the rest of the reconcile.
+	spec := c.Spec.DeepCopy()
+	err := r.Client.Status().Patch(ctx, c, client.MergeFrom(before))
+	c.Spec = *spec
+	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("patch cluster status: %w", err)
 	}
 	return nil

@@ -1,0 +1,185 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/convoy-dev/convoy/internal/hubtest"
+	"github.com/convoy-dev/convoy/internal/provider/local"
+	"github.com/convoy-dev/convoy/internal/version"
+)
+
+// BenchmarkFleetUpgrade measures a fleet upgrade as the README runs it: `convoy up`'s three
+// clusters of two real nodes, built from the profile fleet on the previous Kubernetes version,
+// with the demo app behind the edge pool; then `convoy profile upgrade fleet` to the current
+// version while one client sends requests through the edge, one after another. It prints the
+// whole fleet's time, each node's (from the command's first line about it to its first line
+// about the next step), the requests that failed (the target is none) and their latency, and
+// what building the second version cost when `make tools` built it.
+func BenchmarkFleetUpgrade(b *testing.B) {
+	hubtest.RealNodes(b, local.MissingForRealNodes)
+	root := hubtest.RepoRoot(b)
+	convoy := filepath.Join(root, "bin", "convoy")
+	dataDir := filepath.Join(b.TempDir(), "convoy")
+	env := append(os.Environ(), "CONVOY_BIN_DIR="+hubtest.BinDir(b), "CONVOY_DATA_DIR="+dataDir)
+	run := func(name string, args ...string) string {
+		cmd := exec.Command(name, args...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	b.Cleanup(func() {
+		cmd := exec.Command(convoy, "down", "--purge")
+		cmd.Env = env
+		_ = cmd.Run()
+	})
+	run(convoy, "up", "--edge-addresses", "127.74.0.0/24", "--kubernetes-version", version.KubernetesPrevious)
+	run(convoy, "image", "build", "./examples/web", "--dir", root, "--name", "registry.convoy.local/examples/web:1")
+	run(convoy, "apply", "-f", filepath.Join(root, "examples/web/web.yaml"))
+	run(convoy, "apply", "-f", filepath.Join(root, "examples/web/placement.yaml"))
+	run(filepath.Join(hubtest.BinDir(b), "kubectl"), "--kubeconfig", filepath.Join(dataDir, "kubeconfig"), "apply", "-f", filepath.Join(root, "examples/web/route.yaml"))
+	const url = "http://127.74.0.1:8080/"
+	seen := map[string]bool{}
+	hubtest.Eventually(b, "the edge answering from all three clusters", 3*time.Minute, func() (bool, error) {
+		body, err := get(url)
+		if err == nil {
+			if m := regexp.MustCompile(`^web: cluster ([a-z-]+),`).FindStringSubmatch(body); m != nil {
+				seen[m[1]] = true
+			}
+		}
+		return len(seen) == 3, fmt.Errorf("%v; seen %v", err, seen)
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	results := make(chan loadResult, 1)
+	go func() { results <- sendLoad(ctx, url) }()
+	cmd := exec.Command(convoy, "profile", "upgrade", "fleet", version.Kubernetes, "--timeout", "30m")
+	cmd.Env = env
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	type line struct {
+		at   time.Duration
+		text string
+	}
+	var lines []line
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		lines = append(lines, line{time.Since(start), sc.Text()})
+	}
+	err = cmd.Wait()
+	took := time.Since(start)
+	cancel()
+	load := <-results
+	var transcript strings.Builder
+	for _, l := range lines {
+		fmt.Fprintf(&transcript, "%6.1fs %s\n", l.at.Seconds(), l.text)
+	}
+	if err != nil {
+		b.Fatalf("convoy profile upgrade fleet %s: %v\n%s", version.Kubernetes, err, transcript.String())
+	}
+
+	// Each node's time: from the first line that names it to the first line of the cluster's
+	// that does not.
+	node := regexp.MustCompile(`^  ([a-z-]+): upgrading node (\S+) `)
+	var perNode []time.Duration
+	began, current := map[string]time.Duration{}, map[string]string{} // by node; by cluster
+	for _, l := range lines {
+		cluster, name := "", ""
+		if m := node.FindStringSubmatch(l.text); m != nil {
+			cluster, name = m[1], m[2]
+		} else if c, _, ok := strings.Cut(strings.TrimSpace(l.text), ":"); ok && strings.HasPrefix(l.text, "  ") {
+			cluster = c
+		}
+		if cluster == "" {
+			continue
+		}
+		if prev := current[cluster]; prev != "" && prev != name {
+			perNode = append(perNode, l.at-began[prev])
+			current[cluster] = ""
+		}
+		if name != "" && current[cluster] == "" {
+			current[cluster], began[name] = name, l.at
+		}
+	}
+	slices.Sort(perNode)
+	fmt.Printf("\nFleet upgrade benchmark: `convoy up`'s fleet of 3 clusters of 2 real nodes, the demo app behind the edge pool\nmachine: %s\n", Machine())
+	fmt.Printf("convoy profile upgrade fleet %s -> %s: %s for the fleet (cluster by cluster: control plane, then each node cordoned, drained, restarted, uncordoned)\n",
+		version.KubernetesPrevious, version.Kubernetes, took.Round(100*time.Millisecond))
+	if len(perNode) > 0 {
+		fmt.Printf("per node (%d): median %s, max %s\n", len(perNode), Median(perNode).Round(100*time.Millisecond), perNode[len(perNode)-1].Round(100*time.Millisecond))
+	}
+	fmt.Printf("requests through the edge during the upgrade, one client, one after another: %d, failed %d (target 0); latency p50 %s, p99 %s, max %s\n",
+		load.requests, len(load.failures), load.p50, load.p99, load.max)
+	for _, f := range load.failures[:min(len(load.failures), 5)] {
+		fmt.Printf("  failed: %s\n", f)
+	}
+	if raw, err := os.ReadFile(filepath.Join(hubtest.BinDir(b), ".versions", "kubernetes", version.KubernetesPrevious, "build-seconds")); err == nil {
+		fmt.Printf("building %s (make tools: 5 programs, one multi-call binary, the Go cache warm from %s): %ss when bin/ was made\n",
+			version.KubernetesPrevious, version.Kubernetes, strings.TrimSpace(string(raw)))
+	}
+	b.ReportMetric(took.Seconds(), "s-fleet-upgrade")
+	b.ReportMetric(float64(len(load.failures)), "failed-requests")
+}
+
+type loadResult struct {
+	requests      int
+	failures      []string
+	p50, p99, max time.Duration
+}
+
+// sendLoad sends requests to url one after another, 20 ms apart, until ctx ends.
+func sendLoad(ctx context.Context, url string) loadResult {
+	var r loadResult
+	var lat []time.Duration
+	for ctx.Err() == nil {
+		t0 := time.Now()
+		_, err := get(url)
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			r.failures = append(r.failures, time.Now().Format(time.TimeOnly)+" "+err.Error())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	slices.Sort(lat)
+	if n := len(lat); n > 0 {
+		r.requests, r.p50, r.p99, r.max = n, lat[n/2], lat[n*99/100], lat[n-1]
+	}
+	return r
+}
+
+var edgeClient = &http.Client{Timeout: 5 * time.Second}
+
+// get asks url for the demo's page: an error unless it answers 200 with it.
+func get(url string) (string, error) {
+	resp, err := edgeClient.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(raw), "web: cluster ") {
+		return "", fmt.Errorf("%d %q", resp.StatusCode, raw)
+	}
+	return string(raw), nil
+}
