@@ -194,8 +194,13 @@ func Effective(spec v1alpha1.ClusterProfileSpec, c *v1alpha1.Cluster) (version s
 //	addons[NAME].version         each add-on the spec lists: its version, else what the hub
 //	                             ships; kube-proxy the Kubernetes version; "" when absent
 //	apiServer.featureGates[NAME] "true" or "false"; a gate the API server does not list as
-//	                             enabled is disabled
-//	namespaces[NAME]             want "present", have "" when missing
+//	                             enabled is disabled; none when the agent could not read the
+//	                             list (nil)
+//	namespaces[NAME]             want "present", have "" when missing; none when the agent's
+//	                             list is full (inventoryNamespaces), which may have left it out
+//
+// What the agent could not observe is no drift (fail static): the cluster is not judged, and
+// so not changed, on what nobody knows.
 func Diff(spec v1alpha1.ClusterProfileSpec, shipped map[string]string, inv *v1alpha1.Inventory) []v1alpha1.ProfileDrift {
 	if inv == nil {
 		return []v1alpha1.ProfileDrift{{Field: "inventory", Want: "reported"}}
@@ -228,7 +233,7 @@ func Diff(spec v1alpha1.ClusterProfileSpec, shipped map[string]string, inv *v1al
 			differ("addons["+name+"].version", want, have)
 		}
 	}
-	if s := spec.APIServer; s != nil {
+	if s := spec.APIServer; s != nil && inv.EnabledFeatureGates != nil {
 		for _, gate := range slices.Sorted(maps.Keys(s.FeatureGates)) {
 			want := s.FeatureGates[gate]
 			if have := slices.Contains(inv.EnabledFeatureGates, gate); have != want {
@@ -236,14 +241,19 @@ func Diff(spec v1alpha1.ClusterProfileSpec, shipped map[string]string, inv *v1al
 			}
 		}
 	}
+	full := len(inv.Namespaces) >= inventoryNamespaces
 	for _, ns := range spec.Namespaces {
-		if !slices.Contains(inv.Namespaces, ns) {
+		if !full && !slices.Contains(inv.Namespaces, ns) {
 			differ("namespaces["+ns+"]", "present", "")
 		}
 	}
 	slices.SortFunc(drift, func(a, b v1alpha1.ProfileDrift) int { return strings.Compare(a.Field, b.Field) })
 	return drift
 }
+
+// inventoryNamespaces is how many namespaces an agent lists at most (Inventory.Namespaces'
+// MaxItems; internal/agent's maxNamespaces): a list that long may have left some out.
+const inventoryNamespaces = 256
 
 // kubelets judges the nodes' kubelet versions (counts by version) against want: ok when every
 // node runs it, or there are no nodes; else the two sides of the drift, versions in order.

@@ -197,11 +197,37 @@ func TestDiff(t *testing.T) {
 			{Field: "namespaces[monitoring]", Want: "present"},
 			{Field: "nodes.kubeletVersion", Want: "v1.37.2 on all 2 nodes", Have: "v1.36.3 on 2"},
 		}},
+		// Fail static: what the agent could not see is not missing.
+		{"feature gates not read", func(i *v1alpha1.Inventory) *v1alpha1.Inventory {
+			i.EnabledFeatureGates = nil
+			return i
+		}, nil},
+		{"no feature gate enabled", func(i *v1alpha1.Inventory) *v1alpha1.Inventory {
+			i.EnabledFeatureGates = []string{}
+			return i
+		}, []d{{Field: "apiServer.featureGates[Alpha]", Want: "true", Have: "false"}}},
+		{"namespaces cut at the agent's cap", func(i *v1alpha1.Inventory) *v1alpha1.Inventory {
+			i.Namespaces = namespaces(256)
+			return i
+		}, nil},
+		{"namespaces one short of the cap", func(i *v1alpha1.Inventory) *v1alpha1.Inventory {
+			i.Namespaces = namespaces(255)
+			return i
+		}, []d{{Field: "namespaces[monitoring]", Want: "present"}, {Field: "namespaces[shop]", Want: "present"}}},
 	} {
 		if got := Diff(spec, shipped, tc.change(conforming())); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// namespaces are n namespaces none of which a profile of these tests asks for.
+func namespaces(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("ns-%03d", i)
+	}
+	return out
 }
 
 func TestInWindow(t *testing.T) {

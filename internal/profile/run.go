@@ -45,6 +45,9 @@ type RunInput struct {
 	Update v1alpha1.ProfileUpdate
 	// State is the run as the profile's status keeps it: rollout.FromStatus(status.run).
 	State rollout.State
+	// WaveName is the name of the run's current wave as the status keeps it (status.run.waveName):
+	// State.Wave is an index, which shifts when a cluster before it comes, goes or moves.
+	WaveName string
 	// Latest is the newest revision.
 	Latest   int64
 	Clusters []RunCluster
@@ -71,9 +74,12 @@ type RunDecision struct {
 // is Available at revision R when it conforms to R. Without waves, each cluster is a wave of its
 // own, in name order: the run goes cluster by cluster. On top of the rollout engine:
 //
+//   - The run stays on its wave by name (WaveName), wherever clusters coming, going or moving
+//     put it; when the wave is gone, it goes on at the first wave not yet at the target.
+//   - A cluster that runs the target keeps it, wherever its wave is, until an abort.
 //   - Outside every maintenance window, no cluster starts moving: a step that would start a run
-//     or a wave is not taken (the state and targets stay as they were; clusters already moving
-//     go on) and the run says when the next window opens.
+//     or a wave is not taken (the state and targets stay as they were, but a lifted pause stays
+//     lifted; clusters already moving go on) and the run says when the next window opens.
 //   - A blocked cluster of the current wave pauses the run, naming what blocks it; resume goes
 //     on as after any pause.
 //   - Pinned clusters are left out of the run and held to their pin.
@@ -97,27 +103,37 @@ func Run(in RunInput) RunDecision {
 	for i, c := range clusters {
 		observed[i] = rollout.Cluster{Name: c.Cluster.Name, Revision: revision(c.Revision), Available: c.Conformant, Lost: c.Lost}
 	}
+	st, moved := follow(in.State, in.WaveName, out.Strategy.Waves, observed, in.Now)
 	cmd := in.Commands
 	cmd.Pause = cmd.Pause || in.Update.Paused
-	step := rollout.Step(out.Strategy, in.State, revision(in.Latest), observed, cmd, in.Now)
-	next, targets := step.State, step.Revisions
-	out.Events, out.RecheckAfter = step.Events, step.RecheckAfter
+	step := rollout.Step(out.Strategy, st, revision(in.Latest), observed, cmd, in.Now)
+	next, targets := step.State, keep(step.State, step.Revisions, observed)
+	out.Events, out.RecheckAfter = slices.Concat(moved, step.Events), step.RecheckAfter
 
-	if open, opens := InWindow(in.Update.MaintenanceWindows, in.Now); !open && in.State.Target != "" && next.Phase != rollout.Aborted {
+	if open, opens := InWindow(in.Update.MaintenanceWindows, in.Now); !open && st.Target != "" && next.Phase != rollout.Aborted {
 		// Abort is let through: the user asked for the clusters to go back. A first step
 		// (no target yet) moves nothing: the clusters run what they were built from.
-		before := targetsOf(in.State, out.Strategy.Waves)
+		before := keep(st, rollout.Revisions(out.Strategy, st, observed), observed)
 		if starts(before, targets) {
-			next, targets = in.State, before
+			held := st
+			out.Events = moved // the step is not taken
+			if st.Phase == rollout.Paused && next.Phase != rollout.Paused && next.Target == st.Target {
+				// The step lifted the run's pause (a resume, or spec.update.paused unset):
+				// that stands, else the run would wait for a resume the user already gave
+				// (Step lifts by itself only its own "paused by the user"). A new run
+				// starting lifts nothing: it waits for the window.
+				held.Phase, held.WaveStarted = rollout.Progressing, in.Now
+				out.Events = append(out.Events, "update run resumed")
+			}
+			next, targets = held, before
 			next.Message = "waiting for the maintenance window (no window in spec.update.maintenanceWindows can open; correct them)"
 			out.RecheckAfter = 0
 			if !opens.IsZero() {
 				next.Message = fmt.Sprintf("waiting for the maintenance window (opens at %s)", opens.Format(time.RFC3339))
 				out.RecheckAfter = opens.Sub(in.Now)
 			}
-			out.Events = nil // of a step not taken
-			if in.State.Message != next.Message {
-				out.Events = []string{"update run " + next.Message}
+			if st.Message != next.Message {
+				out.Events = append(out.Events, "update run "+next.Message)
 			}
 		}
 	}
@@ -143,8 +159,8 @@ func Run(in RunInput) RunDecision {
 
 // strategy is the rollout's shape for the clusters the run moves (sorted by name): the update's
 // waves, each with its clusters that no earlier wave took and a last wave "rest" of those in
-// none (as rollout.Step would make them, so that targetsOf sees the same waves), or without
-// waves one wave per cluster.
+// none (as rollout.Step makes them, so that Run finds the waves Step's index points at), or
+// without waves one wave per cluster.
 func strategy(u v1alpha1.ProfileUpdate, clusters []RunCluster) rollout.Strategy {
 	s := rollout.Strategy{ProgressDeadline: DefaultProgressDeadline}
 	if d := u.ProgressDeadlineSeconds; d != nil {
@@ -195,25 +211,59 @@ func revision(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-// targetsOf is the revision each cluster of the waves runs in state st, by the rule rollout.Step
-// ends with: the waves up to the current one the target (all once complete, except one waiting
-// for its approval), the others the stable revision, everyone the stable one once aborted.
-// TestTargetsOfMatchesRollout keeps the two in step.
-func targetsOf(st rollout.State, waves []rollout.Wave) map[string]string {
-	out := map[string]string{}
-	for i, w := range waves {
-		for _, c := range w.Clusters {
-			switch {
-			case st.Phase == rollout.Aborted:
-				out[c] = st.Stable
-			case st.Phase == rollout.Complete || i < st.Wave || i == st.Wave && st.Phase != rollout.WaitingForApproval:
-				out[c] = st.Target
-			default:
-				out[c] = st.Stable
-			}
+// follow puts a run in progress back on its wave, named by the status: Step knows the wave by
+// its index, and a cluster created, deleted, pinned or relabelled before it shifts the index
+// (one wave per cluster: creating b before c would send c, mid-upgrade, back and start b).
+// When the wave is gone (its clusters deleted or pinned, the spec's waves edited), the run goes
+// on at the first wave not yet at the target everywhere, which starts as Step starts a wave;
+// the event says so.
+func follow(st rollout.State, name string, waves []rollout.Wave, observed []rollout.Cluster, now time.Time) (rollout.State, []string) {
+	switch st.Phase {
+	case rollout.Progressing, rollout.Soaking, rollout.WaitingForApproval, rollout.Paused:
+	default: // Complete or Aborted: the index no longer chooses anyone's revision
+		return st, nil
+	}
+	if name == "" { // a status written before it kept the name
+		return st, nil
+	}
+	if i := slices.IndexFunc(waves, func(w rollout.Wave) bool { return w.Name == name }); i >= 0 {
+		st.Wave = i
+		return st, nil
+	}
+	done := map[string]bool{}
+	for _, c := range observed {
+		done[c.Name] = c.Revision == st.Target && c.Available
+	}
+	st.Wave = 0
+	for st.Wave < len(waves) && !slices.ContainsFunc(waves[st.Wave].Clusters, func(c string) bool { return !done[c] }) {
+		st.Wave++
+	}
+	if st.Phase != rollout.Paused { // a pause holds until resumed, whatever the wave
+		st.Phase, st.WaveStarted, st.SoakStarted = rollout.Progressing, now, time.Time{}
+		if st.Wave < len(waves) && waves[st.Wave].RequireApproval {
+			st.Phase = rollout.WaitingForApproval // Step lets it through if approved
 		}
 	}
-	return out
+	next := "it ends: every wave runs the target"
+	if st.Wave < len(waves) {
+		next = "it goes on at wave " + waves[st.Wave].Name
+	}
+	return st, []string{fmt.Sprintf("update run: wave %s no longer exists; %s", name, next)}
+}
+
+// keep leaves a cluster that runs the target at the target: a wave index moved past it (a
+// cluster joining before it, a label moving it to a later wave) is no reason to take it back to
+// the stable revision; an abort is.
+func keep(st rollout.State, targets map[string]string, observed []rollout.Cluster) map[string]string {
+	if st.Target == "" || st.Phase == rollout.Aborted {
+		return targets
+	}
+	for _, c := range observed {
+		if c.Revision == st.Target && c.Available {
+			targets[c.Name] = st.Target
+		}
+	}
+	return targets
 }
 
 // starts says whether a step from targets before to targets after sets a cluster moving: gives

@@ -30,6 +30,7 @@ var t0 = time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)
 //	  wave NAME [names=a,b] [regions=r] [labels=k=v,...] [max=N] [soak=DURATION] [approval]
 //	  window [days=Sat,Sun] start=HH:MM hours=N
 //	cluster NAME [region=R] [labels=k=v,...] [pin=N]    (any number of lines)
+//	delete NAME                           the cluster is gone
 //	observe NAME [rev=N] [conformant] [lost] [blocked=TEXT]
 //	                                      (any number of lines; blocked= takes the rest of the line)
 //	step at=DURATION latest=N [pause] [resume] [abort] [approved=N]   at: time since t0, a Monday
@@ -43,6 +44,7 @@ func TestTranscripts(t *testing.T) {
 			upd      v1alpha1.ProfileUpdate
 			state    rollout.State
 			strategy rollout.Strategy
+			waveName string // status.run.waveName
 			clusters = map[string]RunCluster{}
 		)
 		return func(input []string) string {
@@ -103,6 +105,9 @@ func TestTranscripts(t *testing.T) {
 					clusters[a["name"]] = rc
 				}
 				return "ok"
+			case "delete":
+				delete(clusters, args["name"])
+				return "ok"
 			case "restart":
 				// Only the state survives a hub restart, as the profile's status keeps it.
 				raw, err := json.Marshal(state.Status(strategy))
@@ -113,10 +118,10 @@ func TestTranscripts(t *testing.T) {
 				if err := json.Unmarshal(raw, &rs); err != nil {
 					t.Fatal(err)
 				}
-				state, strategy = rollout.FromStatus(&rs), rollout.Strategy{}
+				state, strategy, waveName = rollout.FromStatus(&rs), rollout.Strategy{}, rs.WaveName
 				return fmt.Sprintf("state kept: %s wave %q", describe(state), rs.WaveName)
 			case "step":
-				in := RunInput{Update: upd, State: state, Latest: int64(num(t, args["latest"])), Now: t0.Add(dur(t, args["at"]))}
+				in := RunInput{Update: upd, State: state, WaveName: waveName, Latest: int64(num(t, args["latest"])), Now: t0.Add(dur(t, args["at"]))}
 				in.Commands.Approved = -1
 				if a, ok := args["approved"]; ok {
 					in.Commands.Approved = num(t, a)
@@ -129,6 +134,7 @@ func TestTranscripts(t *testing.T) {
 				}
 				d := Run(in)
 				state, strategy = d.State, d.Strategy
+				waveName = d.State.Status(d.Strategy).WaveName
 				return render(d)
 			}
 			t.Fatalf("transcript: unknown command %q", cmd)
@@ -217,34 +223,4 @@ func render(d RunDecision) string {
 		fmt.Fprintf(&b, "\nrecheck after %s", d.RecheckAfter)
 	}
 	return b.String()
-}
-
-// TestTargetsOfMatchesRollout checks that targetsOf, which tells Run which clusters a step sets
-// moving, gives what rollout.Step gives, whatever the phase: a phase of the rollout engine's
-// own that it did not map would let a wave start outside the maintenance windows.
-func TestTargetsOfMatchesRollout(t *testing.T) {
-	t.Parallel()
-	waves := []rollout.Wave{{Name: "one", Clusters: []string{"a"}, Soak: time.Hour}, {Name: "two", Clusters: []string{"b"}, RequireApproval: true}, {Name: "three", Clusters: []string{"c"}}}
-	s := rollout.Strategy{Waves: waves}
-	for _, tc := range []struct {
-		st   rollout.State
-		aRev string // what the first wave's cluster conforms to, so that the step keeps the state
-	}{
-		{rollout.State{Target: "2", Stable: "1", Phase: rollout.Progressing, Wave: 0}, "1"},
-		{rollout.State{Target: "2", Stable: "1", Phase: rollout.Soaking, Wave: 0, SoakStarted: t0}, "2"},
-		{rollout.State{Target: "2", Stable: "1", Phase: rollout.WaitingForApproval, Wave: 1}, "2"},
-		{rollout.State{Target: "2", Stable: "1", Phase: rollout.Paused, Wave: 1, Message: "held"}, "2"},
-		{rollout.State{Target: "2", Stable: "1", Phase: rollout.Aborted, Wave: 2}, "1"},
-		{rollout.State{Target: "2", Stable: "2", Phase: rollout.Complete, Wave: 3}, "2"},
-	} {
-		observed := []rollout.Cluster{{Name: "a", Revision: tc.aRev, Available: true}, {Name: "b", Revision: "1", Available: true}, {Name: "c", Revision: "1", Available: true}}
-		// A step that changes nothing: the revisions it gives are those of the state as it is.
-		d := rollout.Step(s, tc.st, tc.st.Target, observed, rollout.Commands{Approved: -1}, t0)
-		if d.State.Phase != tc.st.Phase || d.State.Wave != tc.st.Wave {
-			t.Fatalf("%s: the step moved to %s wave %d; pick a state it keeps", describe(tc.st), d.State.Phase, d.State.Wave)
-		}
-		if got := targetsOf(tc.st, waves); !maps.Equal(got, d.Revisions) {
-			t.Errorf("%s: targetsOf = %v, rollout.Step gives %v", describe(tc.st), got, d.Revisions)
-		}
-	}
 }

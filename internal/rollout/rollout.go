@@ -4,7 +4,8 @@
 // cluster should run, the events to record and when to look again come out. It never calls a
 // client or reads a clock: a wave's metric gate comes in as the reading the caller took
 // (Metric, Reading). It also owns the state's persisted form (FromStatus, Status).
-// internal/plan is its only caller.
+// internal/plan steps it for Placements and internal/profile for ClusterProfiles' update runs;
+// internal/controller/profile reads and writes its persisted form.
 package rollout
 
 import (
@@ -138,7 +139,7 @@ type Decision struct {
 
 // Step advances the rollout. latest is the revision of the templates as they are now.
 func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands, now time.Time) Decision {
-	d := Decision{State: st, Revisions: map[string]string{}}
+	d := Decision{State: st}
 	by := map[string]Cluster{}
 	for _, c := range clusters {
 		by[c.Name] = c
@@ -303,22 +304,33 @@ func Step(s Strategy, st State, latest string, clusters []Cluster, cmd Commands,
 		}
 	}
 	d.State = st
+	d.Revisions = revisions(waves, st)
+	return d
+}
 
-	// Which revision each cluster runs: waves up to the current one get the target (all of
-	// them once complete); the rest, and everyone when aborted, the stable revision.
+// Revisions says which revision each cluster runs in state st, by the rule Step's decision ends
+// with. internal/profile compares it before and after a step to see whom the step sets moving.
+func Revisions(s Strategy, st State, clusters []Cluster) map[string]string {
+	return revisions(resolve(s.Waves, clusters), st)
+}
+
+// revisions: waves up to the current one get the target (all of them once complete, but not a
+// wave waiting for its approval); the rest, and everyone when aborted, the stable revision.
+func revisions(waves []Wave, st State) map[string]string {
+	out := map[string]string{}
 	for i, w := range waves {
 		for _, c := range w.Clusters {
 			switch {
 			case st.Phase == Aborted:
-				d.Revisions[c] = st.Stable
+				out[c] = st.Stable
 			case st.Phase == Complete || i < st.Wave || (i == st.Wave && st.Phase != WaitingForApproval):
-				d.Revisions[c] = st.Target
+				out[c] = st.Target
 			default:
-				d.Revisions[c] = st.Stable
+				out[c] = st.Stable
 			}
 		}
 	}
-	return d
+	return out
 }
 
 // resolve keeps each wave's clusters that exist, in name order, and makes sure every cluster

@@ -27,17 +27,13 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	pure "github.com/convoy-dev/convoy/internal/profile"
 	"github.com/convoy-dev/convoy/internal/rollout"
 )
-
-// ReasonUpgradeBlocked is the reason of a Cluster's Provisioned condition when its upgrade
-// cannot go on without help (a PodDisruptionBudget that blocks a drain, a node that did not
-// come back); its message says what blocks it, and the update run pauses with it.
-const ReasonUpgradeBlocked = "UpgradeBlocked"
 
 // Reconciler reconciles ClusterProfiles.
 type Reconciler struct {
@@ -75,15 +71,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !p.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil // its revisions go with it (owner references)
-	}
-	before := p.DeepCopy()
-
 	var all v1alpha1.ClusterList
 	if err := r.Client.List(ctx, &all); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list clusters: %w", err)
 	}
+	if !p.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.release(ctx, p, all.Items)
+	}
+	if !controllerutil.ContainsFinalizer(p, Finalizer) {
+		controllerutil.AddFinalizer(p, Finalizer)
+		if err := r.Client.Update(ctx, p); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
+		}
+	}
+	before := p.DeepCopy()
+
 	var clusters []*v1alpha1.Cluster
 	keep := map[int64]bool{}
 	for i := range all.Items {
@@ -117,7 +119,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	st := &p.Status
 	st.ObservedGeneration, st.Revision = p.Generation, current
 	st.History = st.History[:0]
-	for _, rev := range revs {
+	// Revisions clusters are held to are kept beyond the limit; the history lists the newest.
+	for _, rev := range revs[max(0, len(revs)-historyLimit):] {
 		st.History = append(st.History, v1alpha1.ProfileRevision{Revision: rev.Number, KubernetesVersion: rev.Spec.KubernetesVersion, Created: rev.Created})
 	}
 
@@ -152,6 +155,36 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{RequeueAfter: recheck}, nil
 }
 
+// Finalizer keeps a ClusterProfile, and with it its revisions, while a Cluster names it: a
+// profile deleted and made again would start from a revision 1 of another spec, and move
+// every cluster to it at once.
+const Finalizer = "convoy.dev/profile"
+
+// release lets a deleted profile go once no Cluster names it; until then it says which do.
+func (r *Reconciler) release(ctx context.Context, p *v1alpha1.ClusterProfile, clusters []v1alpha1.Cluster) error {
+	var users []string
+	for _, c := range clusters {
+		if c.Spec.Profile != nil && c.Spec.Profile.Name == p.Name {
+			users = append(users, c.Name)
+		}
+	}
+	if len(users) > 0 {
+		before := p.DeepCopy()
+		r.setCondition(p, v1alpha1.ProfileAccepted, metav1.ConditionFalse, "InUse",
+			fmt.Sprintf("the profile is deleted once no cluster names it; %s still do: delete them or point them at another profile", strings.Join(users, ", ")))
+		if err := r.Client.Status().Patch(ctx, p, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		return nil // a Cluster's change wakes the profile again
+	}
+	if controllerutil.RemoveFinalizer(p, Finalizer) {
+		if err := r.Client.Update(ctx, p); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("remove finalizer: %w", err)
+		}
+	}
+	return nil
+}
+
 // step advances the update run toward revision latest and writes its state and the clusters'
 // targets into the status. It returns when the run changes by itself.
 func (r *Reconciler) step(p *v1alpha1.ClusterProfile, clusters []*v1alpha1.Cluster, latest int64) time.Duration {
@@ -163,12 +196,17 @@ func (r *Reconciler) step(p *v1alpha1.ClusterProfile, clusters []*v1alpha1.Clust
 		Commands: commands(p, state, latest),
 		Now:      r.now(),
 	}
+	if p.Status.Run != nil {
+		in.WaveName = p.Status.Run.WaveName
+	}
 	for _, c := range clusters {
 		rc := pure.RunCluster{Cluster: c, Lost: lost(c)}
 		if s := c.Status.Profile; s != nil {
-			rc.Revision, rc.Conformant = s.Revision, s.Conformant
+			// Done when it matches the revision and its provider has finished with it: a
+			// node may still be cordoned, or a pool changing, while the versions match.
+			rc.Revision, rc.Conformant = s.Revision, s.Conformant && provisioned(c)
 		}
-		if cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterProvisioned); cond != nil && cond.Reason == ReasonUpgradeBlocked {
+		if cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterProvisioned); cond != nil && cond.Reason == v1alpha1.ReasonUpgradeBlocked {
 			rc.Blocked = cond.Message
 		}
 		in.Clusters = append(in.Clusters, rc)
@@ -213,6 +251,13 @@ func commands(p *v1alpha1.ClusterProfile, state rollout.State, latest int64) rol
 		cmd.Abort = rev == cmd.For
 	}
 	return cmd
+}
+
+// provisioned says whether the cluster's provider has it as its spec says, at the spec's
+// generation.
+func provisioned(c *v1alpha1.Cluster) bool {
+	cond := meta.FindStatusCondition(c.Status.Conditions, v1alpha1.ClusterProvisioned)
+	return cond != nil && cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == c.Generation
 }
 
 // lost says whether a cluster cannot be counted on: not Ready, or Unreachable.
