@@ -55,6 +55,11 @@ type config struct {
 	Region    string              `json:"region,omitempty"`
 	Zones     []string            `json:"zones,omitempty"`
 	NodePools []v1alpha1.NodePool `json:"nodePools,omitempty"`
+	// APIServer holds the settings the control plane runs with (feature gates, admission
+	// plugins, an audit policy).
+	APIServer *v1alpha1.APIServerSettings `json:"apiServer,omitempty"`
+	// Namespaces the runtime makes when they are missing.
+	Namespaces []string `json:"namespaces,omitempty"`
 }
 
 // agentConfig is how the cluster's agent reaches the hub.

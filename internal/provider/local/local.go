@@ -133,7 +133,10 @@ func (p *Provider) Validate(_ context.Context, c *v1alpha1.Cluster) error {
 func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	d := p.dir(c.Name)
 	if _, running := kubeproc.LockHolder(d.lock()); running {
-		return p.writeAuthentication(d)
+		if err := p.writeAuthentication(d); err != nil {
+			return err
+		}
+		return applySettings(d, c)
 	}
 	if err := os.MkdirAll(d.logs(), 0o700); err != nil {
 		return fmt.Errorf("create cluster dir: %w", err)
@@ -144,7 +147,7 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	var cfg config
 	switch err := readJSON(d.config(), &cfg); {
 	case errors.Is(err, os.ErrNotExist):
-		cfg = config{Name: c.Name, KubernetesVersion: versionOf(c), Region: c.Spec.Region, Zones: c.Spec.Zones, NodePools: c.Spec.NodePools}
+		cfg = config{Name: c.Name, KubernetesVersion: versionOf(c), Region: c.Spec.Region, Zones: c.Spec.Zones, NodePools: c.Spec.NodePools, APIServer: c.Spec.APIServer, Namespaces: c.Spec.Namespaces}
 		if err := seedDatastore(p.Templates, cfg.KubernetesVersion, d); err != nil {
 			return fmt.Errorf("seed datastore: %w", err)
 		}
@@ -156,6 +159,7 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	if cfg.RegistryPull == "" {
 		cfg.RegistryPull = p.Registry
 	}
+	cfg.APIServer, cfg.Namespaces = c.Spec.APIServer, c.Spec.Namespaces
 	cfg.Agent = nil
 	if p.HubURL != "" {
 		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile, DeliveryPort: p.DeliveryPort, Metrics: p.Metrics, Logs: p.Logs}
@@ -167,6 +171,24 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 		return err
 	}
 	return p.startRuntime(ctx, d)
+}
+
+// applySettings has a running cluster take the spec's API server settings and namespaces,
+// when they changed: for new settings the runtime restarts its control plane, one component
+// at a time. A stopped cluster takes them when it starts.
+func applySettings(d dir, c *v1alpha1.Cluster) error {
+	var cfg config
+	if err := readJSON(d.config(), &cfg); err != nil {
+		return err
+	}
+	if equality.Semantic.DeepEqual(cfg.APIServer, c.Spec.APIServer) && slices.Equal(cfg.Namespaces, c.Spec.Namespaces) {
+		return nil
+	}
+	cfg.APIServer, cfg.Namespaces = c.Spec.APIServer, c.Spec.Namespaces
+	if err := writeJSON(d.config(), cfg); err != nil {
+		return err
+	}
+	return signalRuntime(d)
 }
 
 // writeAuthentication writes the cluster's AuthenticationConfiguration when it differs from

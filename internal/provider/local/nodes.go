@@ -319,7 +319,7 @@ func drainAndDelete(ctx context.Context, cs kubernetes.Interface, name string) e
 	}
 	deadline := time.Now().Add(drainTimeout)
 	for {
-		left, blocked, err := evictPods(ctx, cs, name)
+		left, blocked, err := evictPods(ctx, cs, name, false)
 		if err != nil {
 			return err
 		}
@@ -344,27 +344,18 @@ func drainAndDelete(ctx context.Context, cs kubernetes.Interface, name string) e
 	return nil
 }
 
-// evictPods is one pass of a drain. It asks the Eviction API to evict each pod on the node that
-// a drain moves (not a DaemonSet's, which would come back, nor a mirror pod, which the kubelet
-// owns, nor a finished one) and that is not terminating yet. It returns how many of those are
-// still on the node, terminating ones included, and why evictions were refused: an eviction is
-// only ever asked for again, never forced past a PodDisruptionBudget.
-func evictPods(ctx context.Context, cs kubernetes.Interface, node string) (left int, blocked error, err error) {
+// evictPods is one pass of a drain: it asks the Eviction API to evict the pods on the node that
+// podsToEvict picks. It returns how many pods the drain still waits for, terminating ones
+// included, and why evictions were refused or not asked for: an eviction is only ever asked
+// for again, never forced past a PodDisruptionBudget. keepBare is podsToEvict's.
+func evictPods(ctx context.Context, cs kubernetes.Interface, node string, keepBare bool) (left int, blocked error, err error) {
 	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
 	if err != nil {
 		return 0, nil, fmt.Errorf("list pods on node %s: %w", node, err)
 	}
-	var refused []error
-	for i := range pods.Items {
-		pod := &pods.Items[i]
-		if ownedByDaemonSet(pod) || pod.Annotations[corev1.MirrorPodAnnotationKey] != "" ||
-			pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-			continue
-		}
-		left++
-		if pod.DeletionTimestamp != nil {
-			continue
-		}
+	evict, left, bare := podsToEvict(pods.Items, keepBare)
+	refused := []error{bare}
+	for _, pod := range evict {
 		ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name}}
 		switch err := cs.CoreV1().Pods(pod.Namespace).EvictV1(ctx, ev); {
 		case err == nil || apierrors.IsNotFound(err):
@@ -375,6 +366,35 @@ func evictPods(ctx context.Context, cs kubernetes.Interface, node string) (left 
 		}
 	}
 	return left, errors.Join(refused...), nil
+}
+
+// podsToEvict decides one pass of a drain over the pods on a node: which to evict, and how many
+// the drain waits for (those, the terminating ones, and any it keeps). A drain leaves alone a
+// DaemonSet's pod, which would come back, a mirror pod, which its kubelet owns, and a finished
+// one. With keepBare (an upgrade's drain), a pod that no controller owns would be evicted for
+// good: like kubectl drain without --force, the pass then evicts nothing, and bare names those
+// pods. The node goes away after a scale-down's drain, which therefore evicts them.
+func podsToEvict(pods []corev1.Pod, keepBare bool) (evict []*corev1.Pod, left int, bare error) {
+	var kept []error
+	for i := range pods {
+		pod := &pods[i]
+		if ownedByDaemonSet(pod) || pod.Annotations[corev1.MirrorPodAnnotationKey] != "" ||
+			pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		left++
+		switch {
+		case pod.DeletionTimestamp != nil:
+		case keepBare && metav1.GetControllerOf(pod) == nil:
+			kept = append(kept, fmt.Errorf("pod %s/%s has no controller and would not come back; delete it or move it, then the upgrade goes on", pod.Namespace, pod.Name))
+		default:
+			evict = append(evict, pod)
+		}
+	}
+	if len(kept) > 0 {
+		return nil, left, errors.Join(kept...)
+	}
+	return evict, left, nil
 }
 
 // budgetRefusal explains an eviction refused with 429, naming the PodDisruptionBudgets of the

@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -75,5 +76,59 @@ func TestSyncNodesRemovesANodeStartedAheadThatIsNoLongerWanted(t *testing.T) {
 	}
 	if want := []string{"c-real-1"}; !slices.Equal(host.removed, want) {
 		t.Errorf("removed %v, want %v", host.removed, want)
+	}
+}
+
+// An upgrade's drain evicts nothing while a pod that no controller owns is on the node, and names
+// it; a scale-down's drain, after which the node goes away, evicts it with the others.
+func TestEvictDecision(t *testing.T) {
+	pod := func(name string, modify func(*corev1.Pod)) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, OwnerReferences: []metav1.OwnerReference{
+			{Kind: "ReplicaSet", Name: "rs", Controller: new(true)}}}}
+		p.Status.Phase = corev1.PodRunning
+		if modify != nil {
+			modify(&p)
+		}
+		return p
+	}
+	bare := func(p *corev1.Pod) { p.OwnerReferences = nil }
+	daemon := func(p *corev1.Pod) { p.OwnerReferences[0].Kind = "DaemonSet" }
+	mirror := func(p *corev1.Pod) {
+		p.OwnerReferences = nil
+		p.Annotations = map[string]string{corev1.MirrorPodAnnotationKey: "x"}
+	}
+	finished := func(p *corev1.Pod) { p.OwnerReferences, p.Status.Phase = nil, corev1.PodSucceeded }
+	terminating := func(p *corev1.Pod) { p.OwnerReferences, p.DeletionTimestamp = nil, new(metav1.Now()) }
+	ownedNotControlled := func(p *corev1.Pod) { p.OwnerReferences[0].Controller = nil }
+
+	for _, tc := range []struct {
+		name      string
+		pods      []corev1.Pod
+		keepBare  bool
+		wantEvict []string
+		wantLeft  int
+		wantBare  string // the error; "" for none
+	}{
+		{"controlled pods", []corev1.Pod{pod("a", nil), pod("b", nil)}, true, []string{"a", "b"}, 2, ""},
+		{"left alone", []corev1.Pod{pod("d", daemon), pod("m", mirror), pod("f", finished)}, true, nil, 0, ""},
+		{"terminating, waited for", []corev1.Pod{pod("t", terminating), pod("a", nil)}, true, []string{"a"}, 2, ""},
+		{"upgrade, a bare pod", []corev1.Pod{pod("a", nil), pod("x", bare), pod("y", ownedNotControlled)}, true, nil, 3,
+			"pod ns/x has no controller and would not come back; delete it or move it, then the upgrade goes on\n" +
+				"pod ns/y has no controller and would not come back; delete it or move it, then the upgrade goes on"},
+		{"scale-down, a bare pod", []corev1.Pod{pod("a", nil), pod("x", bare)}, false, []string{"a", "x"}, 2, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evict, left, bareErr := podsToEvict(tc.pods, tc.keepBare)
+			var names []string
+			for _, p := range evict {
+				names = append(names, p.Name)
+			}
+			if !slices.Equal(names, tc.wantEvict) || left != tc.wantLeft {
+				t.Errorf("evict %v, left %d; want %v, %d", names, left, tc.wantEvict, tc.wantLeft)
+			}
+			if got := fmt.Sprint(bareErr); (bareErr != nil || tc.wantBare != "") && got != tc.wantBare {
+				t.Errorf("bare = %q, want %q", got, tc.wantBare)
+			}
+		})
 	}
 }

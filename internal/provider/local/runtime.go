@@ -6,20 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	utilversion "k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/node"
 	"github.com/convoy-dev/convoy/internal/registry"
@@ -162,6 +166,7 @@ func (r *Runtime) syncNodesSoon() {
 func (r *Runtime) nodeLoop(ctx context.Context) {
 	var retry <-chan time.Time
 	var cs kubernetes.Interface
+	joinWait := map[string]time.Time{} // see upgradeNodes
 	for {
 		select {
 		case <-ctx.Done():
@@ -175,10 +180,12 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 			cs, err = r.memberClient()
 		}
 		if err == nil {
-			changed, err = r.syncNodes(ctx, cs)
-		}
-		if err == nil {
-			upgrading, err = r.upgradeNodes(ctx, cs)
+			// The upgrade takes its step even when the sync failed: a node that does not join
+			// then blocks it, saying why, rather than stalling it unseen.
+			var syncErr error
+			changed, syncErr = r.syncNodes(ctx, cs)
+			upgrading, err = r.upgradeNodes(ctx, cs, joinWait, syncErr)
+			err = errors.Join(syncErr, err)
 		}
 		if ctx.Err() != nil {
 			return
@@ -205,7 +212,8 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 }
 
 // addonLoop applies the add-ons of a cluster with real nodes (see addons.go) when it has
-// them, and again every addonsInterval; their images go to the fleet registry first.
+// them, and again every addonsInterval; their images go to the fleet registry first. It makes
+// the cluster's namespaces (a profile's) as well, real nodes or not.
 func (r *Runtime) addonLoop(ctx context.Context) {
 	pushed := false
 	var applier *addonApplier
@@ -225,6 +233,15 @@ func (r *Runtime) addonLoop(ctx context.Context) {
 			}
 			if err == nil {
 				err = applier.apply(ctx)
+			}
+		}
+		r.mu.Lock()
+		namespaces := r.cfg.Namespaces
+		r.mu.Unlock()
+		if len(namespaces) > 0 && err == nil {
+			cs, cerr := r.memberClient()
+			if err = cerr; err == nil {
+				err = ensureNamespaces(ctx, cs, namespaces)
 			}
 		}
 		if ctx.Err() != nil {
@@ -282,7 +299,13 @@ func (r *Runtime) memberClient() (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, err
 	}
-	return kubernetes.NewForConfig(cfg)
+	// Not NewForConfig's (nil, err) as is: a nil *Clientset in the interface is not nil, and
+	// the node loop keeps and uses any client that is not.
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return cs, nil
 }
 
 func (r *Runtime) syncNodes(ctx context.Context, cs kubernetes.Interface) (bool, error) {
@@ -296,7 +319,7 @@ func (r *Runtime) syncNodes(ctx context.Context, cs kubernetes.Interface) (bool,
 
 // upgradeNodes moves the real nodes to the config's version once the control plane runs it
 // (upgradeNodes), and keeps what that does for the status. It reports whether it is not done.
-func (r *Runtime) upgradeNodes(ctx context.Context, cs kubernetes.Interface) (bool, error) {
+func (r *Runtime) upgradeNodes(ctx context.Context, cs kubernetes.Interface, joinWait map[string]time.Time, syncErr error) (bool, error) {
 	r.mu.Lock()
 	want, cp := r.cfg.KubernetesVersion, r.cpVersion
 	r.mu.Unlock()
@@ -308,7 +331,7 @@ func (r *Runtime) upgradeNodes(ctx context.Context, cs kubernetes.Interface) (bo
 	if r.hasRealNodes() {
 		var wantKubelet string
 		if wantKubelet, err = r.real.reportedVersion(want, "kubelet"); err == nil {
-			st, err = upgradeNodes(ctx, cs, r.real, want, wantKubelet, time.Now())
+			st, err = upgradeNodes(ctx, cs, r.real, want, wantKubelet, time.Now(), joinWait, syncErr)
 		}
 	}
 	r.mu.Lock()
@@ -411,12 +434,13 @@ func (r *Runtime) components() ([]component, error) {
 			Advertise: node.Gateway.String(),
 			// The hub's OIDC issuers; a cluster made before the hub wrote it has none.
 			AuthenticationConfig: r.authenticationConfig(),
+			Extra:                r.apiServerSettings(),
 		}.Args()),
 		add(kube, kubeproc.KubeControllerManager, r.controllerManager()),
-		add(kube, kubeproc.KubeScheduler, []string{
+		add(kube, kubeproc.KubeScheduler, append([]string{
 			"--kubeconfig=" + filepath.Join(internal, "scheduler.kubeconfig"),
 			"--leader-elect=false", "--secure-port=0", "--profiling=false",
-		}),
+		}, featureGates(r.cfg.APIServer)...)),
 		add(always, kubeproc.Kwok, []string{
 			"--kubeconfig=" + filepath.Join(internal, "kwok.kubeconfig"),
 			"--config=" + filepath.Join(internal, "kwok.yaml"),
@@ -501,7 +525,44 @@ func (r *Runtime) controllerManager() []string {
 			cfg.Extra = []string{"--allocate-node-cidrs=true", "--cluster-cidr=" + network.String(), "--node-cidr-mask-size=24"}
 		}
 	}
+	cfg.Extra = append(cfg.Extra, featureGates(r.cfg.APIServer)...)
 	return cfg.Args()
+}
+
+// featureGates is the --feature-gates flag of the settings' gates, sorted, or nothing.
+func featureGates(s *v1alpha1.APIServerSettings) []string {
+	if s == nil || len(s.FeatureGates) == 0 {
+		return nil
+	}
+	gates := make([]string, 0, len(s.FeatureGates))
+	for _, name := range slices.Sorted(maps.Keys(s.FeatureGates)) {
+		gates = append(gates, fmt.Sprintf("%s=%t", name, s.FeatureGates[name]))
+	}
+	return []string{"--feature-gates=" + strings.Join(gates, ",")}
+}
+
+// apiServerSettings are the API server's flags for the cluster's settings: its feature gates,
+// the admission plugins it enables besides the defaults, and its audit policy, written into
+// the cluster's directory, with the log beside the others (rotated at 100 MB, one kept).
+func (r *Runtime) apiServerSettings() []string {
+	s := r.cfg.APIServer
+	if s == nil {
+		return nil
+	}
+	args := featureGates(s)
+	if len(s.AdmissionPlugins) > 0 {
+		args = append(args, "--enable-admission-plugins="+strings.Join(s.AdmissionPlugins, ","))
+	}
+	if s.AuditPolicy != "" {
+		policy := filepath.Join(r.dir.internal(), "audit-policy.yaml")
+		if err := kubeproc.WriteFileAtomic(policy, []byte(s.AuditPolicy), 0o600); err != nil {
+			r.log.Error("cannot write the audit policy; the API server runs without one", "err", err)
+			return args
+		}
+		args = append(args, "--audit-policy-file="+policy, "--audit-log-path="+filepath.Join(r.dir.logs(), "audit.log"),
+			"--audit-log-maxsize=100", "--audit-log-maxbackup=1")
+	}
+	return args
 }
 
 // stopFleetForward takes away what the runtime added to the host for its real nodes.
@@ -629,6 +690,7 @@ func (r *Runtime) reload(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	from, moved := r.cpVersion, r.cfg.KubernetesVersion != cfg.KubernetesVersion
+	settings := !equality.Semantic.DeepEqual(r.cfg.APIServer, cfg.APIServer)
 	r.cfg = cfg
 	if moved {
 		// What the nodes' upgrade to the version before found no longer holds.
@@ -637,6 +699,13 @@ func (r *Runtime) reload(ctx context.Context) error {
 	failed := r.cpErr != ""
 	r.mu.Unlock()
 	r.syncNodesSoon()
+	if cfg.KubernetesVersion == from && !failed && settings {
+		// New API server settings: the control plane restarts on them, one component at a
+		// time, on the binaries it runs.
+		err := r.upgradeControlPlane(ctx, from, from, true)
+		r.setPhase("running")
+		return err
+	}
 	if cfg.KubernetesVersion == from && !failed {
 		if real := r.hasRealNodes(); real != r.kcmReal {
 			// The first real pool (or the last one gone): the controller-manager allocates
@@ -661,7 +730,7 @@ func (r *Runtime) reload(ctx context.Context) error {
 		}
 		return nil
 	}
-	err := r.upgradeControlPlane(ctx, from, cfg.KubernetesVersion)
+	err := r.upgradeControlPlane(ctx, from, cfg.KubernetesVersion, false)
 	r.mu.Lock()
 	r.cpErr = ""
 	if err != nil {
@@ -674,8 +743,8 @@ func (r *Runtime) reload(ctx context.Context) error {
 
 // upgradeControlPlane restarts the API server, the controller-manager and the scheduler on
 // version to's binaries, in that order, which the version skew policy asks for; those that
-// run them already stay.
-func (r *Runtime) upgradeControlPlane(ctx context.Context, from, to string) error {
+// run them already stay, unless all restart for new settings.
+func (r *Runtime) upgradeControlPlane(ctx context.Context, from, to string, all bool) error {
 	comps, err := r.components()
 	if err != nil {
 		return err
@@ -687,7 +756,7 @@ func (r *Runtime) upgradeControlPlane(ctx context.Context, from, to string) erro
 		}
 		r.mu.Lock()
 		p := r.procs[c.name]
-		current := r.bins[c.name] == c.bin // an earlier reload moved it, and then failed
+		current := r.bins[c.name] == c.bin && !all // an earlier reload moved it, and then failed
 		r.mu.Unlock()
 		if !current {
 			r.setPhase("restarting " + c.name)

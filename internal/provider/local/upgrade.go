@@ -94,13 +94,25 @@ func readySince(n *corev1.Node, since time.Time) bool {
 // through the Eviction API, restarts its kubelet and kube-proxy on want's binaries, waits until
 // it is Ready and reports wantKubelet, and uncordons it. It never forces an eviction: one that a
 // PodDisruptionBudget refuses is asked for again at the next pass, and reported as blocked.
-func upgradeNodes(ctx context.Context, cs kubernetes.Interface, host nodeUpgrader, want, wantKubelet string, now time.Time) (upgradeState, error) {
+//
+// joinWait, which the caller keeps across passes, is when each node that has not joined was
+// first found so: such a node has no kubelet to say since when it is waited for. syncErr is why
+// the last syncNodes failed, if it did, which is why a node does not join.
+func upgradeNodes(ctx context.Context, cs kubernetes.Interface, host nodeUpgrader, want, wantKubelet string, now time.Time, joinWait map[string]time.Time, syncErr error) (upgradeState, error) {
 	list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: provider.LabelNodeKind + "=real"})
 	if err != nil {
 		return upgradeState{upgrading: "upgrading the nodes to " + want}, fmt.Errorf("list nodes: %w", err)
 	}
 	nodes := list.Items
 	slices.SortFunc(nodes, func(a, b corev1.Node) int { return strings.Compare(a.Name, b.Name) })
+	// A node that joined, or left, is waited for afresh if it is found not joined again.
+	notJoined := map[string]bool{}
+	for _, n := range nodes {
+		if v, _ := host.runs(n.Name); v == "" {
+			notJoined[n.Name] = true
+		}
+	}
+	maps.DeleteFunc(joinWait, func(name string, _ time.Time) bool { return !notJoined[name] })
 	for i := range nodes {
 		n := &nodes[i]
 		running, since := host.runs(n.Name)
@@ -109,7 +121,19 @@ func upgradeNodes(ctx context.Context, cs kubernetes.Interface, host nodeUpgrade
 		case nodeDone:
 			continue
 		case nodeStarting:
-			return upgradeState{upgrading: doing + ": waiting for it to join"}, nil
+			st := upgradeState{upgrading: doing + ": waiting for it to join"}
+			if _, ok := joinWait[n.Name]; !ok {
+				joinWait[n.Name] = now
+			}
+			if now.Sub(joinWait[n.Name]) > nodeComeBack {
+				why := "its kubelet has not started"
+				if syncErr != nil {
+					why = syncErr.Error()
+				}
+				st.blocked = fmt.Sprintf("node %s has not joined within %s, and the upgrade to %s waits for it: %s; fix that, or take the node out of its pool",
+					n.Name, nodeComeBack, want, why)
+			}
+			return st, nil
 		case nodeUncordon:
 			if err := patchNode(ctx, cs, n, nil, nil); err != nil {
 				return upgradeState{upgrading: doing + ": uncordoning"}, unlessConflict(err)
@@ -139,7 +163,8 @@ func drainAndUpgrade(ctx context.Context, cs kubernetes.Interface, host nodeUpgr
 			return upgradeState{upgrading: doing + ": cordoning"}, unlessConflict(err)
 		}
 	}
-	left, refused, err := evictPods(ctx, cs, n.Name)
+	// A pod no controller owns would not come back elsewhere: the upgrade waits for its owner.
+	left, refused, err := evictPods(ctx, cs, n.Name, true)
 	if err != nil {
 		return upgradeState{upgrading: doing + ": draining"}, err
 	}
@@ -205,8 +230,9 @@ const maxKubeletSkew = 3
 
 // checkSkew explains why the control plane may not move from the versions in from (what it
 // runs, and what it was last asked to run) to to, with nodes whose kubelets report the versions
-// in kubelets (by node), or returns nil. The control plane moves one minor version at a time,
-// and never below a kubelet or more than maxKubeletSkew minor versions above one: its
+// in kubelets (by node), or returns nil. The control plane never moves back, not even a patch
+// (an API server may have written what an older one cannot read), and moves one minor version
+// at a time, never below a kubelet or more than maxKubeletSkew minor versions above one: its
 // kube-controller-manager and kube-scheduler, which restart after the API server, and its nodes,
 // which move after it, stay within the skew policy throughout.
 func checkSkew(from []string, to string, kubelets map[string]string) error {
@@ -217,13 +243,13 @@ func checkSkew(from []string, to string, kubelets map[string]string) error {
 	minor := func(v *utilversion.Version) string { return fmt.Sprintf("v%d.%d", v.Major(), v.Minor()) }
 	for _, f := range from {
 		v, err := utilversion.ParseGeneric(f)
-		if err != nil || v.Major() != target.Major() {
+		if err != nil {
 			continue
 		}
 		switch {
-		case v.Minor() > target.Minor():
-			return fmt.Errorf("the control plane runs %s and Kubernetes does not support moving it back to an older minor version (%s); pick %s.x or newer", f, to, minor(v))
-		case target.Minor() > v.Minor()+1:
+		case target.LessThan(v):
+			return fmt.Errorf("the control plane runs or is moving to %s, and Kubernetes has no downgrades: it cannot go back to %s; pick %s or newer", f, to, f)
+		case v.Major() == target.Major() && target.Minor() > v.Minor()+1:
 			return fmt.Errorf("the control plane runs %s and moves one minor version at a time: upgrade to v%d.%d first, then to %s", f, v.Major(), v.Minor()+1, to)
 		}
 	}

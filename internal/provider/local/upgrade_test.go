@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -73,7 +74,12 @@ func TestCheckSkew(t *testing.T) {
 		{"a patch", []string{"v1.37.1"}, "v1.37.2", map[string]string{"a": "v1.37.1"}, ""},
 		{"two minors at once", []string{"v1.35.0"}, "v1.37.2", nil, "upgrade to v1.36 first"},
 		{"mid-upgrade, the control plane behind its config", []string{"v1.37.2", "v1.36.3"}, "v1.38.0", nil, "upgrade to v1.37 first"},
-		{"back a minor", []string{"v1.37.2"}, "v1.36.3", nil, "older minor version"},
+		{"back a minor", []string{"v1.37.2"}, "v1.36.3", nil, "Kubernetes has no downgrades"},
+		{"back a patch", []string{"v1.37.3"}, "v1.37.2", nil, "Kubernetes has no downgrades: it cannot go back to v1.37.2; pick v1.37.3 or newer"},
+		// The API server may have restarted on what it was asked to run already.
+		{"back below what it was asked to run", []string{"v1.37.3", "v1.37.2"}, "v1.37.2", nil, "Kubernetes has no downgrades"},
+		{"back a major", []string{"v2.0.0"}, "v1.37.2", nil, "Kubernetes has no downgrades"},
+		{"the same version", []string{"v1.37.2"}, "v1.37.2", nil, ""},
 		{"below a kubelet", []string{"v1.36.3"}, "v1.36.3", map[string]string{"a": "v1.37.0"}, "node a runs kubelet v1.37.0"},
 		{"kubelets too far behind", []string{"v1.37.2"}, "v1.38.0", map[string]string{"a": "v1.37.2", "b": "v1.34.1"}, "node b runs kubelet v1.34.1"},
 		{"kubelets at the limit", []string{"v1.37.2"}, "v1.38.0", map[string]string{"b": "v1.35.1"}, ""},
@@ -132,7 +138,7 @@ func TestUpgradeNodes(t *testing.T) {
 
 	cs := fake.NewClientset(realNode("c-real-0", "v1.37.2", nil), realNode("c-real-1", "v1.36.3", userCordoned), realNode("c-real-2", "v1.36.3", nil))
 	host := &fakeUpgrader{versions: map[string]string{"c-real-0": "v1.37.2", "c-real-1": "v1.36.3", "c-real-2": "v1.36.3"}, since: now.Add(-time.Hour)}
-	st, err := upgradeNodes(ctx, cs, host, "v1.37.2", "v1.37.2", now)
+	st, err := upgradeNodes(ctx, cs, host, "v1.37.2", "v1.37.2", now, map[string]time.Time{}, nil)
 	if err != nil || st.upgrading != "upgrading node c-real-1 (2 of 3): restarted on v1.37.2" || st.blocked != "" {
 		t.Fatalf("first pass: %+v, %v", st, err)
 	}
@@ -147,7 +153,7 @@ func TestUpgradeNodes(t *testing.T) {
 	// Its kubelet has not reported the version yet: the others wait, and after nodeComeBack
 	// the upgrade is blocked.
 	host.since = now.Add(-nodeComeBack - time.Second)
-	st, err = upgradeNodes(ctx, cs, host, "v1.37.2", "v1.37.2", now)
+	st, err = upgradeNodes(ctx, cs, host, "v1.37.2", "v1.37.2", now, map[string]time.Time{}, nil)
 	if err != nil || !strings.HasPrefix(st.upgrading, "upgrading node c-real-1 (2 of 3): waiting") ||
 		st.blocked != "node c-real-1 did not come back Ready on v1.37.2 within 5m0s: its kubelet logs: I1205 started | E1205 failed to run Kubelet: no such cgroup" {
 		t.Fatalf("a node that does not come back: %+v, %v", st, err)
@@ -159,11 +165,83 @@ func TestUpgradeNodes(t *testing.T) {
 	// A runtime started since finds the node it cordoned Ready on the version: it uncordons it.
 	cs = fake.NewClientset(realNode("c-real-0", "v1.37.2", ours))
 	host = &fakeUpgrader{versions: map[string]string{"c-real-0": "v1.37.2"}, since: now.Add(-time.Minute)}
-	if st, err := upgradeNodes(ctx, cs, host, "v1.37.2", "v1.37.2", now); err != nil || st != (upgradeState{}) {
+	if st, err := upgradeNodes(ctx, cs, host, "v1.37.2", "v1.37.2", now, map[string]time.Time{}, nil); err != nil || st != (upgradeState{}) {
 		t.Fatalf("resumed pass: %+v, %v", st, err)
 	}
 	n, _ = cs.CoreV1().Nodes().Get(ctx, "c-real-0", metav1.GetOptions{})
 	if n.Spec.Unschedulable || n.Annotations[annotationUpgradeCordoned] != "" {
 		t.Errorf("the upgraded node: unschedulable %v, annotations %v; want it uncordoned", n.Spec.Unschedulable, n.Annotations)
+	}
+}
+
+// A node that does not join holds the upgrade for nodeComeBack from when the upgrade first found
+// it so, then blocks it with why the sync failed; found joined, it is waited for afresh.
+func TestUpgradeNodesWaitsForANodeToJoin(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "c-real-0", Labels: map[string]string{provider.LabelNodeKind: "real"}}}
+	n.Status.NodeInfo.KubeletVersion = "v1.36.3"
+	cs := fake.NewClientset(n)
+	host := &fakeUpgrader{versions: map[string]string{}}
+	joinWait := map[string]time.Time{}
+	syncErr := errors.New("node c-real-0: containerd did not start")
+
+	pass := func(at time.Time) upgradeState {
+		t.Helper()
+		st, err := upgradeNodes(ctx, cs, host, "v1.37.2", "v1.37.2", at, joinWait, syncErr)
+		if err != nil || st.upgrading != "upgrading node c-real-0 (1 of 1): waiting for it to join" {
+			t.Fatalf("pass at %s: %+v, %v", at, st, err)
+		}
+		return st
+	}
+	if st := pass(now); st.blocked != "" {
+		t.Errorf("first pass blocked: %q", st.blocked)
+	}
+	if st := pass(now.Add(nodeComeBack)); st.blocked != "" {
+		t.Errorf("blocked at the limit: %q", st.blocked)
+	}
+	if st := pass(now.Add(nodeComeBack + time.Second)); st.blocked != "node c-real-0 has not joined within 5m0s, and the upgrade to v1.37.2 waits for it: "+
+		"node c-real-0: containerd did not start; fix that, or take the node out of its pool" {
+		t.Errorf("past the limit: blocked %q", st.blocked)
+	}
+
+	// It joins, on its old version, and later drops out again.
+	host.versions["c-real-0"] = "v1.36.3"
+	if _, err := upgradeNodes(ctx, cs, host, "v1.37.2", "v1.37.2", now.Add(time.Hour), joinWait, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(joinWait) != 0 {
+		t.Errorf("joinWait = %v after the node joined, want it empty", joinWait)
+	}
+	delete(host.versions, "c-real-0")
+	if st := pass(now.Add(2 * time.Hour)); st.blocked != "" {
+		t.Errorf("a node that dropped out again is blocked at once: %q", st.blocked)
+	}
+}
+
+// A pod that no controller owns holds the upgrade's drain, named in blocked, and none of the
+// node's pods is evicted meanwhile.
+func TestUpgradeNodesKeepsABarePod(t *testing.T) {
+	ctx := context.Background()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "c-real-0", Labels: map[string]string{provider.LabelNodeKind: "real"}}}
+	n.Status.NodeInfo.KubeletVersion = "v1.36.3"
+	onNode := func(name string, owners ...metav1.OwnerReference) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, OwnerReferences: owners}}
+		p.Spec.NodeName, p.Status.Phase = n.Name, corev1.PodRunning
+		return p
+	}
+	cs := fake.NewClientset(n, onNode("bare"), onNode("web", metav1.OwnerReference{Kind: "ReplicaSet", Name: "web", Controller: new(true)}))
+	host := &fakeUpgrader{versions: map[string]string{"c-real-0": "v1.36.3"}}
+	st, err := upgradeNodes(ctx, cs, host, "v1.37.2", "v1.37.2", time.Now(), map[string]time.Time{}, nil)
+	if err != nil || !strings.Contains(st.blocked, "pod ns/bare has no controller and would not come back; delete it or move it, then the upgrade goes on") {
+		t.Fatalf("pass: %+v, %v", st, err)
+	}
+	if len(host.upgraded) != 0 {
+		t.Errorf("upgraded %v with a pod still on the node", host.upgraded)
+	}
+	for _, a := range cs.Actions() {
+		if a.GetSubresource() == "eviction" {
+			t.Errorf("evicted %v while a bare pod holds the drain", a)
+		}
 	}
 }
