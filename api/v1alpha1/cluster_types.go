@@ -66,6 +66,8 @@ type Cluster struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.nodePools) || !has(self.zones) || self.nodePools.all(p, !has(p.zone) || p.zone in self.zones)",message="every spec.nodePools[].zone must be one of spec.zones"
 // +kubebuilder:validation:XValidation:rule="!has(self.nodePools) || self.nodePools.map(p, p.count).sum() <= 1000",message="a cluster may have at most 1000 nodes in all its pools together"
 // +kubebuilder:validation:XValidation:rule="!has(self.profile) || !has(self.kubernetesVersion) || self.kubernetesVersion.size() == 0",message="a cluster built from a profile runs the profile's Kubernetes version: remove spec.kubernetesVersion, or change the profile"
+// +kubebuilder:validation:XValidation:rule="!has(self.profile) || !has(self.namespaces)",message="a cluster built from a profile has its profile's namespaces: remove spec.namespaces, or change the profile"
+// +kubebuilder:validation:XValidation:rule="!has(self.profile) || !has(self.apiServer)",message="a cluster built from a profile has its profile's API server settings: remove spec.apiServer, or change the profile"
 // +kubebuilder:validation:XValidation:rule="has(self.profile) || !has(oldSelf.profile)",message="spec.profile cannot be removed; point the cluster at another profile instead"
 type ClusterSpec struct {
 	// Provider owns the cluster's lifecycle: "local" (a control plane on the hub's machine with
@@ -107,6 +109,21 @@ type ClusterSpec struct {
 	// +optional
 	// +kubebuilder:validation:Pattern=`^v[0-9]+\.[0-9]+\.[0-9]+$`
 	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+
+	// APIServer holds the API server settings Convoy allows (feature gates, admission plugins,
+	// an audit policy), for a local cluster. A cluster built from a profile gets its profile's:
+	// leave it out then.
+	// +optional
+	APIServer *APIServerSettings `json:"apiServer,omitempty"`
+
+	// Namespaces the cluster has, for a local cluster: its runtime makes them. A cluster
+	// built from a profile gets its profile's: leave it out then.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespaces []string `json:"namespaces,omitempty"`
 
 	// NodePools are groups of identical nodes.
 	// +optional

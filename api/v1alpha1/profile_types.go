@@ -53,7 +53,8 @@ type ClusterProfileSpec struct {
 	// +optional
 	APIServer *APIServerSettings `json:"apiServer,omitempty"`
 
-	// Namespaces every cluster has.
+	// Namespaces every cluster has: a local cluster's runtime makes them (and keeps them, as
+	// it keeps its add-ons); an imported cluster is checked for them.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
@@ -123,9 +124,12 @@ type APIServerSettings struct {
 // with the rollout engine's gates, soak, pause, resume and abort, inside maintenance windows.
 type ProfileUpdate struct {
 	// Waves of clusters, in order; clusters in no wave form a last wave. Without waves, each
-	// cluster is a wave of its own, in name order: the run goes cluster by cluster.
+	// cluster is a wave of its own, in name order: the run goes cluster by cluster. A wave's
+	// gate is the clusters' conformance: requireApproval, gate and metric are for Placements.
 	// +optional
 	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(w, !has(w.requireApproval) || !w.requireApproval)",message="an update run's waves take no requireApproval; pause the run (spec.update.paused) and resume it instead"
+	// +kubebuilder:validation:XValidation:rule="self.all(w, !has(w.gate) && !has(w.metric))",message="an update run's waves take no gate or metric: a cluster passes when it conforms to the revision"
 	Waves []RolloutWave `json:"waves,omitempty"`
 
 	// ProgressDeadlineSeconds is how long one wave may take before the run pauses itself
@@ -266,6 +270,11 @@ type ProfileDrift struct {
 	// +optional
 	Have string `json:"have,omitempty"`
 }
+
+// ReasonUpgradeBlocked is the reason of a Cluster's Provisioned condition when its upgrade
+// cannot go on without help (a PodDisruptionBudget that blocks a drain, a node that did not
+// come back); its message says what blocks it, and the update run pauses with it.
+const ReasonUpgradeBlocked = "UpgradeBlocked"
 
 // ClusterProfileConformant is the Cluster condition that says whether the cluster matches its
 // profile's revision.

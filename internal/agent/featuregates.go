@@ -108,8 +108,17 @@ func parseFeatureGates(r io.Reader) ([]string, error) {
 		}
 	}
 	slices.Sort(enabled)
-	return slices.Compact(enabled), nil
+	enabled = slices.Compact(enabled)
+	// The inventory holds at most maxGates (the API's bound, about three times the gates an
+	// API server has today): past it the list is not known to be whole, which fails static.
+	if len(enabled) > maxGates {
+		return nil, fmt.Errorf("the API server has %d feature gates on, more than the %d an inventory holds", len(enabled), maxGates)
+	}
+	return enabled, nil
 }
+
+// maxGates is Inventory.EnabledFeatureGates' MaxItems.
+const maxGates = 512
 
 // maxLine is the longest line parseFeatureGates looks at; the rest of a longer one is skipped
 // (no line of featureMetric is that long).

@@ -341,8 +341,8 @@ func steerProfile(ctx context.Context, hc client.Client, name, action string) (s
 			p.Spec.Update.Paused, msg = false, "resumed"
 			metaSet(&p.Annotations, v1alpha1.AnnotationRolloutResume, token)
 		case "abort":
-			if p.Status.Run == nil || p.Status.Run.Target == "" {
-				return fmt.Errorf("profile %s has no update run to abort", p.Name)
+			if r := p.Status.Run; r == nil || r.Target == "" || r.Phase == v1alpha1.RolloutComplete || r.Phase == v1alpha1.RolloutAborted {
+				return fmt.Errorf("profile %s has no update run in progress to abort", p.Name)
 			}
 			metaSet(&p.Annotations, v1alpha1.AnnotationRolloutAbort, p.Status.Run.Target+"@"+token)
 			msg = "aborted; clusters not yet moved stay on revision " + p.Status.Run.Stable

@@ -87,7 +87,8 @@ func (o *upOptions) ensureProfile(ctx context.Context, hc client.Client, out io.
 	err := hc.Get(ctx, client.ObjectKey{Name: fleetProfile}, p)
 	switch {
 	case err == nil:
-		fmt.Fprintf(out, "  %6.1fs  profile %s exists (Kubernetes %s); reusing it\n", time.Since(start).Seconds(), fleetProfile, p.Spec.KubernetesVersion)
+		fmt.Fprintf(out, "  %6.1fs  profile %s exists (Kubernetes %s); reusing it as it is (change it with convoy profile upgrade, or kubectl edit clusterprofile %s)\n",
+			time.Since(start).Seconds(), fleetProfile, p.Spec.KubernetesVersion, fleetProfile)
 		return nil
 	case !apierrors.IsNotFound(err):
 		return hubError("the hub", err)

@@ -3,6 +3,8 @@ package hub_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,7 +131,12 @@ func waitProfile(t *testing.T, h *hubtest.Hub, what string, ok func(*v1alpha1.Cl
 
 func eventuallyCluster(t *testing.T, h *hubtest.Hub, name string, check func(*v1alpha1.Cluster) error) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	eventuallyClusterWithin(t, h, name, time.Minute, check)
+}
+
+func eventuallyClusterWithin(t *testing.T, h *hubtest.Hub, name string, within time.Duration, check func(*v1alpha1.Cluster) error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for {
 		c := &v1alpha1.Cluster{}
 		err := h.Client.Get(context.Background(), client.ObjectKey{Name: name}, c)
@@ -144,4 +151,73 @@ func eventuallyCluster(t *testing.T, h *hubtest.Hub, name string, check func(*v1
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestClusterBuiltFromProfile builds a local cluster from a profile and moves it to the
+// profile's next revision: its node pool and API server settings come from the revision, its
+// agent's report makes it conformant, and a change of the profile's feature gate reaches its
+// API server through an update run.
+func TestClusterBuiltFromProfile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a local cluster")
+	}
+	t.Parallel()
+	h := hubtest.Start(t)
+	ctx := context.Background()
+	const gate = "APIServingWithRoutine" // alpha: off unless a profile turns it on
+	p := &v1alpha1.ClusterProfile{
+		ObjectMeta: metav1.ObjectMeta{Name: "prod"},
+		Spec: v1alpha1.ClusterProfileSpec{
+			KubernetesVersion: version.Kubernetes,
+			APIServer:         &v1alpha1.APIServerSettings{FeatureGates: map[string]bool{gate: true}},
+			Namespaces:        []string{"team-a"},
+			NodePools:         []v1alpha1.NodePool{{Name: "default", Count: 1}},
+		},
+	}
+	must(t, h.Client.Create(ctx, p))
+	must(t, h.Client.Create(ctx, cluster("built", v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, Profile: &v1alpha1.ProfileRef{Name: "prod"}})))
+	conformant := func(revision int64, gateOn bool) func(c *v1alpha1.Cluster) error {
+		return func(c *v1alpha1.Cluster) error {
+			s, inv := c.Status.Profile, c.Status.Inventory
+			if s == nil || inv == nil || s.Revision != revision || !s.Conformant || s.Nodes != 1 || inv.Nodes.Ready != 1 {
+				return fmt.Errorf("profile state %+v, inventory %+v", s, inv)
+			}
+			if !slices.Contains(inv.Namespaces, "team-a") {
+				return fmt.Errorf("namespaces %v lack the profile's team-a", inv.Namespaces)
+			}
+			if on := slices.Contains(inv.EnabledFeatureGates, gate); on != gateOn {
+				return fmt.Errorf("feature gate %s on: %t, want %t", gate, on, gateOn)
+			}
+			if !meta.IsStatusConditionTrue(c.Status.Conditions, v1alpha1.ClusterProfileConformant) {
+				return fmt.Errorf("conditions %+v", c.Status.Conditions)
+			}
+			return nil
+		}
+	}
+	eventuallyClusterWithin(t, h, "built", 3*time.Minute, conformant(1, true))
+
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		must(t, h.Client.Get(ctx, client.ObjectKey{Name: "prod"}, p))
+		p.Spec.APIServer.FeatureGates[gate] = false
+		return h.Client.Update(ctx, p)
+	}))
+	eventuallyClusterWithin(t, h, "built", 3*time.Minute, conformant(2, false))
+	got := waitProfile(t, h, "the run complete", func(p *v1alpha1.ClusterProfile) bool {
+		return p.Status.Run != nil && p.Status.Run.Phase == v1alpha1.RolloutComplete && p.Status.Run.Target == "2"
+	})
+	if got.Status.Conformant != 1 || got.Status.Clusters != 1 {
+		t.Errorf("profile status counts %d of %d clusters conformant, want 1 of 1", got.Status.Conformant, got.Status.Clusters)
+	}
+
+	// A profile a cluster names stays until the cluster is gone.
+	must(t, h.Client.Delete(ctx, p))
+	waitProfile(t, h, "kept while in use", func(p *v1alpha1.ClusterProfile) bool {
+		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ProfileAccepted)
+		return !p.DeletionTimestamp.IsZero() && c != nil && c.Reason == "InUse" && strings.Contains(c.Message, "built")
+	})
+	must(t, h.Client.Delete(ctx, &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "built"}}))
+	hubtest.Eventually(t, "the profile gone with its last cluster", 2*time.Minute, func() (bool, error) {
+		err := h.Client.Get(ctx, client.ObjectKey{Name: "prod"}, &v1alpha1.ClusterProfile{})
+		return apierrors.IsNotFound(err), err
+	})
 }

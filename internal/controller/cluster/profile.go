@@ -29,7 +29,8 @@ type held struct {
 // revision says (the Kubernetes version, the node pools) into c's spec, in memory only, for the
 // provider to build from; it returns nil for a cluster without a profile. The revision is the
 // cluster's pin, else its target in the profile's update run, else (a cluster the run has not
-// seen yet) the run's stable revision, else the newest. A profile or revision that cannot be
+// seen yet) the run's stable revision, else the newest. Its API server settings come from the
+// revision too, and so do its namespaces. A profile or revision that cannot be
 // found is an error the Accepted condition shows, and the cluster is left as it is.
 func (r *Reconciler) holdToProfile(ctx context.Context, c *v1alpha1.Cluster) (*held, error) {
 	ref := c.Spec.Profile
@@ -69,6 +70,7 @@ func (r *Reconciler) holdToProfile(ctx context.Context, c *v1alpha1.Cluster) (*h
 		return nil, fmt.Errorf("revision %d of profile %q is not stored (it keeps %d); pin another revision or none", n, ref.Name, len(revs))
 	}
 	c.Spec.KubernetesVersion, c.Spec.NodePools = profile.Effective(rev.Spec, c)
+	c.Spec.APIServer, c.Spec.Namespaces = rev.Spec.APIServer.DeepCopy(), rev.Spec.Namespaces
 	h := &held{revision: n, spec: rev.Spec}
 	// A revision older than what the cluster runs (an aborted update run goes back to the
 	// stable revision) never takes its version down: Kubernetes has no downgrades. The

@@ -50,7 +50,6 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/clusterphase"
-	profilecontroller "github.com/convoy-dev/convoy/internal/controller/profile"
 	"github.com/convoy-dev/convoy/internal/health"
 	"github.com/convoy-dev/convoy/internal/join"
 	"github.com/convoy-dev/convoy/internal/provider"
@@ -705,7 +704,7 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 			if r.converging(c.Name, convergeTarget(c)) {
 				r.event(c, corev1.EventTypeNormal, "Converging", "Converge", "%s", now.Message)
 			}
-		case now.Reason == "Failed" || now.Reason == "ControlPlaneStopped" || now.Reason == profilecontroller.ReasonUpgradeBlocked:
+		case now.Reason == "Failed" || now.Reason == "ControlPlaneStopped" || now.Reason == v1alpha1.ReasonUpgradeBlocked:
 			r.event(c, corev1.EventTypeWarning, now.Reason, "Provision", "%s", now.Message)
 		}
 	}()
@@ -717,7 +716,7 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 		r.setCondition(c, v1alpha1.ClusterProvisioned, false, "Failed", st.Failure)
 	case st.Blocked != "":
 		// Not forced: the update run pauses with what blocks it named.
-		r.setCondition(c, v1alpha1.ClusterProvisioned, false, profilecontroller.ReasonUpgradeBlocked, st.Blocked)
+		r.setCondition(c, v1alpha1.ClusterProvisioned, false, v1alpha1.ReasonUpgradeBlocked, st.Blocked)
 	case !st.Exists:
 		msg := "the provider is creating the cluster"
 		if st.Progress != "" {
