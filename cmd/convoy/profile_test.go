@@ -1,17 +1,14 @@
 package main_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/version"
 )
 
@@ -41,25 +38,30 @@ func checkFleetUpgrade(t *testing.T, env []string, kubectl string, kubeconfigs m
 		t.Errorf("convoy profile upgrade fleet v1.39.0: err=%v\n%s", err, out)
 	}
 
-	load := startLoad(edgeURL)
+	load := hubtest.StartLoad(edgeURL)
 	start := time.Now()
 	out = run(t, env, convoyBin, "profile", "upgrade", "fleet", version.Kubernetes, "--timeout", "20m")
 	took := time.Since(start)
-	requests, failed, p99, failures := load.stop()
-	t.Logf("fleet upgraded from %s to %s in %s; %d requests through the edge, %d failed, p99 %s", version.KubernetesPrevious, version.Kubernetes, took.Round(time.Second), requests, failed, p99)
-	if failed > 0 {
-		t.Errorf("%d of %d requests through the edge failed during the upgrade; first: %v", failed, requests, failures)
+	r := load.Stop()
+	t.Logf("fleet upgraded from %s to %s in %s; %d requests through the edge, %d failed, p99 %s", version.KubernetesPrevious, version.Kubernetes, took.Round(time.Second), r.Requests, len(r.Failures), r.P99)
+	if len(r.Failures) > 0 {
+		t.Errorf("%d of %d requests through the edge failed during the upgrade; first: %v", len(r.Failures), r.Requests, r.Failures[:min(5, len(r.Failures))])
 	}
 	if !strings.Contains(out, "every cluster of fleet conforms to revision 2") {
 		t.Errorf("convoy profile upgrade fleet did not finish:\n%s", out)
 	}
-	// Cluster by cluster: none starts before the one before it conforms.
-	var order []int
-	for _, c := range clusters {
-		order = append(order, strings.Index(out, "  "+c+": conformant at revision 2"))
-	}
-	if slices.Contains(order, -1) || !slices.IsSorted(order) {
-		t.Errorf("the update run did not go cluster by cluster (%v; positions %v):\n%s", clusters, order, out)
+	// Cluster by cluster: none starts moving before the one before it conforms.
+	lines := strings.Split(out, "\n")
+	at := func(match func(string) bool) int { return slices.IndexFunc(lines, match) }
+	for i := 1; i < len(clusters); i++ {
+		prev, next := clusters[i-1], clusters[i]
+		done := at(func(l string) bool { return l == "  "+prev+": conformant at revision 2 (Kubernetes "+version.Kubernetes+")" })
+		began := at(func(l string) bool {
+			return strings.HasPrefix(l, "  "+next+": ") && !strings.Contains(l, "conformant at revision 1")
+		})
+		if done < 0 || began < 0 || began < done {
+			t.Errorf("the update run did not go cluster by cluster: %s moved (line %d) before %s conformed (line %d):\n%s", next, began, prev, done, out)
+		}
 	}
 	for _, c := range clusters {
 		nodes := run(t, nil, kubectl, "--kubeconfig", kubeconfigs[c], "get", "nodes", "-o", "jsonpath={range .items[*]}{.status.nodeInfo.kubeletVersion} {.spec.unschedulable}{\"\\n\"}{end}")
@@ -79,56 +81,4 @@ func convoyOutput(env []string, args ...string) (string, error) {
 	cmd.Env = append(cmd.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
-}
-
-// load sends requests through the edge one after another, and counts them.
-type load struct {
-	cancel   context.CancelFunc
-	done     chan struct{}
-	mu       sync.Mutex
-	latency  []time.Duration
-	failures []string
-}
-
-func startLoad(url string) *load {
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{cancel: cancel, done: make(chan struct{})}
-	client := &http.Client{Timeout: 5 * time.Second}
-	go func() {
-		defer close(l.done)
-		for ctx.Err() == nil {
-			t0 := time.Now()
-			resp, err := client.Get(url)
-			d := time.Since(t0)
-			failure := ""
-			switch {
-			case err != nil:
-				failure = err.Error()
-			default:
-				raw, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(raw), "web: cluster ") {
-					failure = fmt.Sprintf("%d %q", resp.StatusCode, raw)
-				}
-			}
-			l.mu.Lock()
-			l.latency = append(l.latency, d)
-			if failure != "" {
-				l.failures = append(l.failures, time.Now().Format(time.TimeOnly)+" "+failure)
-			}
-			l.mu.Unlock()
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	return l
-}
-
-func (l *load) stop() (requests, failed int, p99 time.Duration, failures []string) {
-	l.cancel()
-	<-l.done
-	slices.Sort(l.latency)
-	if n := len(l.latency); n > 0 {
-		p99 = l.latency[min(n-1, n*99/100)]
-	}
-	return len(l.latency), len(l.failures), p99, l.failures[:min(len(l.failures), 5)]
 }

@@ -2,9 +2,7 @@ package bench
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -55,7 +53,7 @@ func BenchmarkFleetUpgrade(b *testing.B) {
 	const url = "http://127.74.0.1:8080/"
 	seen := map[string]bool{}
 	hubtest.Eventually(b, "the edge answering from all three clusters", 3*time.Minute, func() (bool, error) {
-		body, err := get(url)
+		body, err := hubtest.DemoPage(http.DefaultClient, url)
 		if err == nil {
 			if m := regexp.MustCompile(`^web: cluster ([a-z-]+),`).FindStringSubmatch(body); m != nil {
 				seen[m[1]] = true
@@ -64,9 +62,7 @@ func BenchmarkFleetUpgrade(b *testing.B) {
 		return len(seen) == 3, fmt.Errorf("%v; seen %v", err, seen)
 	})
 
-	ctx, cancel := context.WithCancel(context.Background())
-	results := make(chan loadResult, 1)
-	go func() { results <- sendLoad(ctx, url) }()
+	load := hubtest.StartLoad(url)
 	cmd := exec.Command(convoy, "profile", "upgrade", "fleet", version.Kubernetes, "--timeout", "30m")
 	cmd.Env = env
 	stdout, err := cmd.StdoutPipe()
@@ -89,8 +85,7 @@ func BenchmarkFleetUpgrade(b *testing.B) {
 	}
 	err = cmd.Wait()
 	took := time.Since(start)
-	cancel()
-	load := <-results
+	r := load.Stop()
 	var transcript strings.Builder
 	for _, l := range lines {
 		fmt.Fprintf(&transcript, "%6.1fs %s\n", l.at.Seconds(), l.text)
@@ -130,8 +125,8 @@ func BenchmarkFleetUpgrade(b *testing.B) {
 		fmt.Printf("per node (%d): median %s, max %s\n", len(perNode), Median(perNode).Round(100*time.Millisecond), perNode[len(perNode)-1].Round(100*time.Millisecond))
 	}
 	fmt.Printf("requests through the edge during the upgrade, one client, one after another: %d, failed %d (target 0); latency p50 %s, p99 %s, max %s\n",
-		load.requests, len(load.failures), load.p50, load.p99, load.max)
-	for _, f := range load.failures[:min(len(load.failures), 5)] {
+		r.Requests, len(r.Failures), r.P50, r.P99, r.Max)
+	for _, f := range r.Failures[:min(len(r.Failures), 5)] {
 		fmt.Printf("  failed: %s\n", f)
 	}
 	if raw, err := os.ReadFile(filepath.Join(hubtest.BinDir(b), ".versions", "kubernetes", version.KubernetesPrevious, "build-seconds")); err == nil {
@@ -139,47 +134,5 @@ func BenchmarkFleetUpgrade(b *testing.B) {
 			version.KubernetesPrevious, version.Kubernetes, strings.TrimSpace(string(raw)))
 	}
 	b.ReportMetric(took.Seconds(), "s-fleet-upgrade")
-	b.ReportMetric(float64(len(load.failures)), "failed-requests")
-}
-
-type loadResult struct {
-	requests      int
-	failures      []string
-	p50, p99, max time.Duration
-}
-
-// sendLoad sends requests to url one after another, 20 ms apart, until ctx ends.
-func sendLoad(ctx context.Context, url string) loadResult {
-	var r loadResult
-	var lat []time.Duration
-	for ctx.Err() == nil {
-		t0 := time.Now()
-		_, err := get(url)
-		lat = append(lat, time.Since(t0))
-		if err != nil {
-			r.failures = append(r.failures, time.Now().Format(time.TimeOnly)+" "+err.Error())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	slices.Sort(lat)
-	if n := len(lat); n > 0 {
-		r.requests, r.p50, r.p99, r.max = n, lat[n/2], lat[n*99/100], lat[n-1]
-	}
-	return r
-}
-
-var edgeClient = &http.Client{Timeout: 5 * time.Second}
-
-// get asks url for the demo's page: an error unless it answers 200 with it.
-func get(url string) (string, error) {
-	resp, err := edgeClient.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(raw), "web: cluster ") {
-		return "", fmt.Errorf("%d %q", resp.StatusCode, raw)
-	}
-	return string(raw), nil
+	b.ReportMetric(float64(len(r.Failures)), "failed-requests")
 }
