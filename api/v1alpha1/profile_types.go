@@ -138,12 +138,13 @@ type ProfileUpdate struct {
 	// +kubebuilder:validation:Minimum=60
 	ProgressDeadlineSeconds *int32 `json:"progressDeadlineSeconds,omitempty"`
 
-	// Paused holds the run where it is.
+	// Paused holds the run where it is: no further cluster starts moving (one that has begun
+	// finishes its nodes).
 	// +optional
 	Paused bool `json:"paused,omitempty"`
 
 	// MaintenanceWindows bound when a run may progress: a cluster starts moving only inside
-	// one (a node that is being upgraded finishes). None means at any time.
+	// one (a cluster that has begun moving finishes, node by node). None means at any time.
 	// +optional
 	// +kubebuilder:validation:MaxItems=16
 	MaintenanceWindows []MaintenanceWindow `json:"maintenanceWindows,omitempty"`

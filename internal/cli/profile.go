@@ -34,7 +34,7 @@ otherwise), each cluster's control plane first, then its nodes one at a time.`,
 	}
 	cmd.AddCommand(newProfileListCmd(g), newProfileStatusCmd(g), newProfileHistoryCmd(g), newProfileUpgradeCmd(g))
 	for _, a := range []struct{ name, short string }{
-		{"pause", "Hold the update run where it is (a node being upgraded finishes)"},
+		{"pause", "Hold the update run where it is: no further cluster starts moving (one already moving finishes its nodes)"},
 		{"resume", "Go on after a pause, also one the run made itself (a PodDisruptionBudget that blocked a drain)"},
 		{"abort", "Stop the update run; clusters not yet moved stay on the stable revision"},
 	} {

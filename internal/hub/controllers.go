@@ -68,7 +68,7 @@ func newScheme() (*runtime.Scheme, error) {
 }
 
 // watched lists the types the hub's controllers watch.
-var watched = []client.Object{&v1alpha1.Cluster{}, &corev1.Secret{}, &corev1.ServiceAccount{}, &coordinationv1.Lease{}, &v1alpha1.Work{}, &v1alpha1.Placement{}}
+var watched = []client.Object{&v1alpha1.Cluster{}, &corev1.Secret{}, &corev1.ServiceAccount{}, &coordinationv1.Lease{}, &v1alpha1.Work{}, &v1alpha1.Placement{}, &v1alpha1.ClusterProfile{}}
 
 // clusterLabelled selects the hub objects that belong to one cluster.
 var clusterLabelled = mustSelector(v1alpha1.LabelCluster)
@@ -219,6 +219,7 @@ func (h *Hub) startControllers(ctx context.Context, cfg *rest.Config, scheme *ru
 		Heard:            heard,
 		UnreachableAfter: h.opts.UnreachableAfter,
 		Shipped:          version.Addons(),
+		Reader:           mgr.GetAPIReader(),
 		Clock:            clock.RealClock{},
 		Since:            time.Now(),
 	}

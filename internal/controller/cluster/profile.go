@@ -61,15 +61,18 @@ func (r *Reconciler) holdToProfile(ctx context.Context, c *v1alpha1.Cluster) (*h
 	if n == 0 {
 		return nil, fmt.Errorf("profile %q has no revision yet: the hub stores one in a moment", ref.Name)
 	}
-	revs, err := profilecontroller.Revisions(ctx, r.Client, ref.Name)
+	rev, ok, err := profilecontroller.Get(ctx, r.Client, r.Reader, ref.Name, n)
 	if err != nil {
 		return nil, err
 	}
-	rev, ok := profilecontroller.Find(revs, n)
 	if !ok {
-		return nil, fmt.Errorf("revision %d of profile %q is not stored (it keeps %d); pin another revision or none", n, ref.Name, len(revs))
+		return nil, fmt.Errorf("revision %d of profile %q is not stored (`convoy profile history %s` lists those kept); pin another revision or none", n, ref.Name, ref.Name)
 	}
-	c.Spec.KubernetesVersion, c.Spec.NodePools = profile.Effective(rev.Spec, c)
+	version, pools := profile.Effective(rev.Spec, c)
+	c.Spec.KubernetesVersion = version
+	if c.Spec.Provider != v1alpha1.ProviderImport { // an imported cluster's nodes are its owners'
+		c.Spec.NodePools = pools
+	}
 	c.Spec.APIServer, c.Spec.Namespaces = rev.Spec.APIServer.DeepCopy(), rev.Spec.Namespaces
 	h := &held{revision: n, spec: rev.Spec}
 	// A revision older than what the cluster runs (an aborted update run goes back to the

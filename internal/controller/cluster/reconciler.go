@@ -76,6 +76,9 @@ type Reconciler struct {
 	// verdict or inventory may change, so they are reconciled at once, without asking the
 	// provider (Changes does).
 	Heard <-chan event.TypedGenericEvent[*v1alpha1.Cluster]
+	// Reader, when set, reads from the API server itself what the cache may not hold yet: a
+	// profile's revision stored a moment ago.
+	Reader client.Reader
 	// Shipped are the versions of the add-ons this hub ships, by add-on name: what a profile's
 	// add-on without a version means.
 	Shipped map[string]string

@@ -25,10 +25,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	pure "github.com/convoy-dev/convoy/internal/profile"
@@ -60,8 +64,34 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 				return nil
 			}
 			return []ctrl.Request{{NamespacedName: client.ObjectKey{Name: c.Spec.Profile.Name}}}
-		})).
+		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*v1alpha1.Cluster)
+			n, ok2 := e.ObjectNew.(*v1alpha1.Cluster)
+			return !ok1 || !ok2 || runView(o) != runView(n)
+		}})).
 		Complete(r)
+}
+
+// runView is what the update run reads of a cluster, as one comparable string: a heartbeat's
+// or an inventory's write changes none of it, and wakes no profile.
+func runView(c *v1alpha1.Cluster) string {
+	var b strings.Builder
+	if p := c.Spec.Profile; p != nil {
+		fmt.Fprintf(&b, "%s/%v;", p.Name, ptr.Deref(p.Revision, 0))
+	}
+	if s := c.Status.Profile; s != nil {
+		fmt.Fprintf(&b, "%d/%t;", s.Revision, s.Conformant)
+	}
+	for _, t := range []string{v1alpha1.ClusterReadyCondition, v1alpha1.ClusterUnreachableCondition, v1alpha1.ClusterProvisioned} {
+		if cond := meta.FindStatusCondition(c.Status.Conditions, t); cond != nil {
+			fmt.Fprintf(&b, "%s=%s/%s/%d;", t, cond.Status, cond.Reason, cond.ObservedGeneration)
+			if cond.Reason == v1alpha1.ReasonUpgradeBlocked {
+				b.WriteString(cond.Message)
+			}
+		}
+	}
+	fmt.Fprintf(&b, "%d;%v;%v", c.Generation, c.Labels, c.DeletionTimestamp)
+	return b.String()
 }
 
 // Reconcile stores the profile's revision, judges it and steps its update run. It is safe to

@@ -60,14 +60,46 @@ func Revisions(ctx context.Context, c client.Reader, profile string) ([]Revision
 	}
 	out := make([]Revision, 0, len(list.Items))
 	for _, cr := range list.Items {
-		var spec v1alpha1.ClusterProfileSpec
-		if err := json.Unmarshal(cr.Data.Raw, &spec); err != nil {
-			return nil, fmt.Errorf("revision %d of profile %s: %w", cr.Revision, profile, err)
+		rev, err := decode(&cr)
+		if err != nil {
+			return nil, fmt.Errorf("profile %s: %w", profile, err)
 		}
-		out = append(out, Revision{Number: cr.Revision, Spec: spec, Created: cr.CreationTimestamp})
+		out = append(out, rev)
 	}
 	slices.SortFunc(out, func(a, b Revision) int { return int(a.Number - b.Number) })
 	return out, nil
+}
+
+// Get reads revision n of a profile: from c (a cache), and when it is not there yet (a revision
+// stored a moment ago), from direct, the API server itself, if given. It returns false when
+// the revision is not stored.
+func Get(ctx context.Context, c, direct client.Reader, profile string, n int64) (Revision, bool, error) {
+	key := client.ObjectKey{Namespace: v1alpha1.SystemNamespace, Name: revisionName(profile, n)}
+	cr := &appsv1.ControllerRevision{}
+	err := c.Get(ctx, key, cr)
+	if apierrors.IsNotFound(err) && direct != nil {
+		err = direct.Get(ctx, key, cr)
+	}
+	if apierrors.IsNotFound(err) {
+		return Revision{}, false, nil
+	}
+	if err != nil {
+		return Revision{}, false, fmt.Errorf("read revision %d of profile %s: %w", n, profile, err)
+	}
+	rev, err := decode(cr)
+	return rev, err == nil, err
+}
+
+// revisionName names revision n of a profile's ControllerRevisions.
+func revisionName(profile string, n int64) string { return fmt.Sprintf("profile-%s-%d", profile, n) }
+
+// decode reads the spec a profile's ControllerRevision keeps.
+func decode(cr *appsv1.ControllerRevision) (Revision, error) {
+	var spec v1alpha1.ClusterProfileSpec
+	if err := json.Unmarshal(cr.Data.Raw, &spec); err != nil {
+		return Revision{}, fmt.Errorf("revision %d: %w", cr.Revision, err)
+	}
+	return Revision{Number: cr.Revision, Spec: spec, Created: cr.CreationTimestamp}, nil
 }
 
 // Find returns revision n of revs, or false.
@@ -108,7 +140,7 @@ func (r *Reconciler) ensureRevision(ctx context.Context, p *v1alpha1.ClusterProf
 		cr := &appsv1.ControllerRevision{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace: v1alpha1.SystemNamespace,
-				Name:      fmt.Sprintf("profile-%s-%d", p.Name, newest.Revision+1),
+				Name:      revisionName(p.Name, newest.Revision+1),
 				Labels:    map[string]string{v1alpha1.LabelProfile: p.Name, labelHash: hash},
 			},
 			Data:     runtime.RawExtension{Raw: raw},
@@ -137,11 +169,11 @@ func (r *Reconciler) ensureRevision(ctx context.Context, p *v1alpha1.ClusterProf
 	}
 	revs := make([]Revision, 0, len(kept))
 	for _, cr := range kept {
-		var spec v1alpha1.ClusterProfileSpec
-		if err := json.Unmarshal(cr.Data.Raw, &spec); err != nil {
-			return nil, 0, fmt.Errorf("revision %d: %w", cr.Revision, err)
+		rev, err := decode(&cr)
+		if err != nil {
+			return nil, 0, err
 		}
-		revs = append(revs, Revision{Number: cr.Revision, Spec: spec, Created: cr.CreationTimestamp})
+		revs = append(revs, rev)
 	}
 	return revs, current, nil
 }
