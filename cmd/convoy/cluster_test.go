@@ -337,7 +337,7 @@ func TestClusterBadInput(t *testing.T) {
 		{[]string{"cluster", "create", "neg", "--nodes", "-1"}, "--nodes -1 is out of range; use 0 to 500"},
 		{[]string{"cluster", "create", "huge", "--nodes", "501"}, "--nodes 501 is out of range"},
 		{[]string{"cluster", "create", "cloudy", "--provider", "gke"}, `provider "gke" is unknown`},
-		{[]string{"cluster", "create", "ancient", "--version", "v1.20.0"}, "Kubernetes v1.20.0 is not available on this hub (available: v1.37.2)"},
+		{[]string{"cluster", "create", "ancient", "--version", "v1.20.0"}, "Kubernetes v1.20.0 is not available on this hub (available: " + version.KubernetesPrevious + ", " + version.Kubernetes + ")"},
 		{[]string{"cluster", "scale", "ghost", "--nodes", "2"}, `cluster "ghost" not found`},
 	}
 	for _, r := range refusals {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -430,10 +431,16 @@ func TestRealNodeUpgradeWaitsForItsDisruptionBudget(t *testing.T) {
 		t.Fatalf("the node's kubelet runs %q, want %q", got, want)
 	}
 
-	// A pod that its budget allows no disruption of.
-	_, err = cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "pinned", Labels: map[string]string{"app": "pinned"}},
-		Spec:       corev1.PodSpec{NodeName: name, Containers: []corev1.Container{{Name: "pause", Image: local.PauseImage}}},
+	// A pod (a ReplicaSet's: a pod without a controller blocks a drain on its own) that its
+	// budget allows no disruption of.
+	labels := map[string]string{"app": "pinned"}
+	_, err = cs.AppsV1().ReplicaSets("default").Create(ctx, &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "pinned"},
+		Spec: appsv1.ReplicaSetSpec{Replicas: new(int32(1)), Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{"kubernetes.io/hostname": name},
+				Containers:   []corev1.Container{{Name: "pause", Image: local.PauseImage}},
+			}}},
 	}, metav1.CreateOptions{})
 	must(t, err)
 	_, err = cs.PolicyV1().PodDisruptionBudgets("default").Create(ctx, &policyv1.PodDisruptionBudget{
@@ -442,9 +449,14 @@ func TestRealNodeUpgradeWaitsForItsDisruptionBudget(t *testing.T) {
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "pinned"}}},
 	}, metav1.CreateOptions{})
 	must(t, err)
+	var pinned string
 	hubtest.Eventually(t, "the pinned pod Running", 2*time.Minute, func() (bool, error) {
-		pod, err := cs.CoreV1().Pods("default").Get(ctx, "pinned", metav1.GetOptions{})
-		return err == nil && pod.Status.Phase == corev1.PodRunning, fmt.Errorf("%v %v", pod.Status.Phase, err)
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=pinned"})
+		if err != nil || len(pods.Items) != 1 {
+			return false, fmt.Errorf("%v %v", pods, err)
+		}
+		pinned = pods.Items[0].Name
+		return pods.Items[0].Status.Phase == corev1.PodRunning, fmt.Errorf("%v", pods.Items[0].Status.Phase)
 	})
 
 	c.Spec.KubernetesVersion = to
@@ -453,7 +465,7 @@ func TestRealNodeUpgradeWaitsForItsDisruptionBudget(t *testing.T) {
 	var st provider.Status
 	hubtest.Eventually(t, "the upgrade blocked by the budget", 3*time.Minute, func() (bool, error) {
 		st, err = p.Status(ctx, c)
-		return err == nil && strings.Contains(st.Blocked, "PodDisruptionBudget default/keep-pinned") && strings.Contains(st.Blocked, "pod default/pinned"),
+		return err == nil && strings.Contains(st.Blocked, "PodDisruptionBudget default/keep-pinned") && strings.Contains(st.Blocked, "pod default/"+pinned),
 			fmt.Errorf("%+v %v", st, err)
 	})
 	t.Logf("blocked after %s: %s (upgrading: %s)", time.Since(start).Round(time.Second), st.Blocked, st.Upgrading)
@@ -474,7 +486,7 @@ func TestRealNodeUpgradeWaitsForItsDisruptionBudget(t *testing.T) {
 	if now := runs(); now != kubeletOfVersion(from) {
 		t.Errorf("the kubelet moved to %s before its node was drained", now)
 	}
-	if pod, err := cs.CoreV1().Pods("default").Get(ctx, "pinned", metav1.GetOptions{}); err != nil || pod.DeletionTimestamp != nil {
+	if pod, err := cs.CoreV1().Pods("default").Get(ctx, pinned, metav1.GetOptions{}); err != nil || pod.DeletionTimestamp != nil {
 		t.Errorf("the protected pod was evicted anyway: %v, %v", err, pod.DeletionTimestamp)
 	}
 
@@ -498,7 +510,7 @@ func TestRealNodeUpgradeWaitsForItsDisruptionBudget(t *testing.T) {
 	if got, want := runs(), kubeletOfVersion(to); got != want {
 		t.Errorf("the node's kubelet runs %q, want %q", got, want)
 	}
-	if _, err := cs.CoreV1().Pods("default").Get(ctx, "pinned", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := cs.CoreV1().Pods("default").Get(ctx, pinned, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the pinned pod is still there once its budget was gone: %v", err)
 	}
 	// A second Upgrade to the same version changes nothing.
