@@ -55,7 +55,9 @@ func checkFleetUpgrade(t *testing.T, env []string, kubectl string, kubeconfigs m
 	at := func(match func(string) bool) int { return slices.IndexFunc(lines, match) }
 	for i := 1; i < len(clusters); i++ {
 		prev, next := clusters[i-1], clusters[i]
-		done := at(func(l string) bool { return l == "  "+prev+": conformant at revision 2 (Kubernetes "+version.Kubernetes+")" })
+		done := at(func(l string) bool {
+			return l == "  "+prev+": conformant at revision 2 (Kubernetes "+version.Kubernetes+")"
+		})
 		began := at(func(l string) bool {
 			return strings.HasPrefix(l, "  "+next+": ") && !strings.Contains(l, "conformant at revision 1")
 		})
