@@ -116,17 +116,11 @@ func TestClusterProfileRevisions(t *testing.T) {
 func waitProfile(t *testing.T, h *hubtest.Hub, what string, ok func(*v1alpha1.ClusterProfile) bool) *v1alpha1.ClusterProfile {
 	t.Helper()
 	p := &v1alpha1.ClusterProfile{}
-	deadline := time.Now().Add(time.Minute)
-	for {
+	hubtest.Eventually(t, "profile prod: "+what, time.Minute, func() (bool, error) {
 		err := h.Client.Get(context.Background(), client.ObjectKey{Name: "prod"}, p)
-		if err == nil && ok(p) {
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("profile prod: %s not reached in a minute (status %+v, err %v)", what, p.Status, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil && ok(p), fmt.Errorf("status %+v, err %v", p.Status, err)
+	})
+	return p
 }
 
 func eventuallyCluster(t *testing.T, h *hubtest.Hub, name string, check func(*v1alpha1.Cluster) error) {
@@ -136,21 +130,14 @@ func eventuallyCluster(t *testing.T, h *hubtest.Hub, name string, check func(*v1
 
 func eventuallyClusterWithin(t *testing.T, h *hubtest.Hub, name string, within time.Duration, check func(*v1alpha1.Cluster) error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	hubtest.Eventually(t, "cluster "+name, within, func() (bool, error) {
 		c := &v1alpha1.Cluster{}
 		err := h.Client.Get(context.Background(), client.ObjectKey{Name: name}, c)
 		if err == nil {
 			err = check(c)
 		}
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster %s: %v", name, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil, err
+	})
 }
 
 // TestClusterBuiltFromProfile builds a local cluster from a profile and moves it to the
