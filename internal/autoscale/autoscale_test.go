@@ -1,0 +1,66 @@
+package autoscale
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	pool := Pool{
+		Name: "real", Min: 1, Max: 3, Count: 2, Idle: 2 * time.Minute,
+		Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi")},
+		Labels:      map[string]string{"convoy.dev/pool": "real"},
+	}
+	busy := []Node{{Index: 0, Ready: true}, {Index: 1, Ready: true}}
+	idle := func(since time.Duration) []Node {
+		return []Node{{Index: 0, Ready: true}, {Index: 1, Ready: true, IdleSince: t0.Add(-since)}}
+	}
+	small := Pending{Name: "demo/web-1", Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m")}}
+	huge := Pending{Name: "demo/big", Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8")}}
+	elsewhere := Pending{Name: "demo/gpu", NodeSelector: map[string]string{"convoy.dev/pool": "gpu"}}
+	tainted := pool
+	tainted.Taints = []corev1.Taint{{Key: "dedicated", Value: "db", Effect: corev1.TaintEffectNoSchedule}}
+	tolerant := small
+	tolerant.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "db", Effect: corev1.TaintEffectNoSchedule}}
+	at := func(p Pool, count int32) Pool { p.Count = count; return p }
+
+	for _, tc := range []struct {
+		name    string
+		pool    Pool
+		nodes   []Node
+		pending []Pending
+		want    int32
+		recheck time.Duration
+	}{
+		{"steady", pool, busy, nil, 2, 0},
+		{"a pod that fits: one more", pool, busy, []Pending{small}, 3, 0},
+		{"at max: none more", at(pool, 3), append(busy, Node{Index: 2, Ready: true}), []Pending{small}, 3, 0},
+		{"a pod no node of the pool could run", pool, busy, []Pending{huge}, 2, 0},
+		{"a pod for another pool", pool, busy, []Pending{elsewhere}, 2, 0},
+		{"a taint the pod does not tolerate", tainted, busy, []Pending{small}, 2, 0},
+		{"a taint the pod tolerates", tainted, busy, []Pending{tolerant}, 3, 0},
+		{"a node not Ready yet holds it", pool, []Node{{Index: 0, Ready: true}, {Index: 1}}, []Pending{small}, 2, 0},
+		{"last node idle, not long enough", pool, idle(time.Minute), nil, 2, time.Minute},
+		{"last node idle long enough: one fewer", pool, idle(3 * time.Minute), nil, 1, 0},
+		{"idle, but a pod that fits waits", pool, idle(3 * time.Minute), []Pending{small}, 3, 0},
+		{"at min: none fewer", at(pool, 1), []Node{{Index: 0, Ready: true, IdleSince: t0.Add(-time.Hour)}}, nil, 1, 0},
+		{"an idle node that is not the last stays", pool, []Node{{Index: 0, Ready: true, IdleSince: t0.Add(-time.Hour)}, {Index: 1, Ready: true}}, nil, 2, 0},
+		{"below min: up to min", at(pool, 0), nil, nil, 1, 0},
+		{"above max: down to max", at(pool, 5), nil, nil, 3, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(tc.pool, tc.nodes, tc.pending, t0)
+			if d.Count != tc.want || d.RecheckAfter != tc.recheck {
+				t.Errorf("Decide = %d (recheck %s, %q), want %d (recheck %s)", d.Count, d.RecheckAfter, d.Reason, tc.want, tc.recheck)
+			}
+			if (d.Count != tc.pool.Count) != (d.Reason != "") {
+				t.Errorf("count %d from %d with reason %q: a move needs a reason, and only a move", d.Count, tc.pool.Count, d.Reason)
+			}
+		})
+	}
+}
