@@ -163,6 +163,7 @@ type SecretReference struct {
 
 // NodePool is a group of identical nodes.
 //
+// +kubebuilder:validation:XValidation:rule="!has(self.kind) || self.kind != 'Real' || !has(self.autoscale) || self.autoscale.max <= 10",message="a Real node pool autoscales to at most 10 nodes"
 // +kubebuilder:validation:XValidation:rule="!has(self.kind) || self.kind != 'Real' || self.count <= 10",message="a Real node pool has at most 10 nodes: each is a kubelet and a containerd on the hub's machine; use a Simulated pool for more"
 type NodePool struct {
 	// Name of the pool, unique in the cluster.
@@ -216,6 +217,31 @@ type NodePool struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=32
 	Taints []corev1.Taint `json:"taints,omitempty"`
+
+	// Autoscale lets the pool's node count move between min and max on its own, as
+	// cluster-autoscaler does: one node more when a pod waits for room a node of the pool
+	// would give, one fewer (drained first) when the pool's last node has run nothing but
+	// DaemonSet pods for idleSeconds. count is then where it starts.
+	// +optional
+	Autoscale *NodePoolAutoscale `json:"autoscale,omitempty"`
+}
+
+// NodePoolAutoscale bounds an autoscaled node pool.
+//
+// +kubebuilder:validation:XValidation:rule="self.min <= self.max",message="autoscale.min must not be above autoscale.max"
+type NodePoolAutoscale struct {
+	// Min is the fewest nodes the pool keeps.
+	// +kubebuilder:validation:Minimum=0
+	Min int32 `json:"min"`
+	// Max is the most nodes the pool grows to.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=500
+	Max int32 `json:"max"`
+	// IdleSeconds is how long the pool's last node runs nothing but DaemonSet pods before it
+	// is removed (default 120).
+	// +optional
+	// +kubebuilder:validation:Minimum=10
+	IdleSeconds *int32 `json:"idleSeconds,omitempty"`
 }
 
 // NodeKind says what a node pool's nodes are.

@@ -656,11 +656,20 @@ func (r *Reconciler) converge(ctx context.Context, c *v1alpha1.Cluster, p provid
 	return "", nil
 }
 
+// poolsMatch says whether the provider's nodes are the spec's: each pool at its count, or, for
+// one that autoscales, inside its bounds (the provider chooses where), and no other pool.
 func poolsMatch(c *v1alpha1.Cluster, st provider.Status) bool {
 	want := map[string]int32{}
 	for _, p := range c.Spec.NodePools {
-		if p.Count > 0 {
-			want[p.Name] = p.Count
+		count := p.Count
+		if a := p.Autoscale; a != nil {
+			if have := st.Pools[p.Name]; have < a.Min || have > a.Max {
+				return false
+			}
+			count = st.Pools[p.Name]
+		}
+		if count > 0 {
+			want[p.Name] = count
 		}
 	}
 	return maps.Equal(want, st.Pools)
@@ -713,6 +722,11 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 	}()
 
 	want := desiredNodes(c)
+	for _, p := range c.Spec.NodePools {
+		if p.Autoscale != nil { // its count is the provider's to choose
+			want += st.Pools[p.Name] - p.Count
+		}
+	}
 	done := false
 	switch {
 	case st.Failure != "":

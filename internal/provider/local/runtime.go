@@ -59,6 +59,7 @@ type Runtime struct {
 
 	nodes chan struct{} // asks the node loop to sync the nodes
 	real  *realNodes
+	scale scaler // the counts of autoscaled pools (autoscale.go)
 	// kcmReal says whether the running controller-manager allocates pod ranges to nodes,
 	// which only clusters with real nodes need.
 	kcmReal bool
@@ -72,6 +73,9 @@ type Runtime struct {
 func RunRuntime(ctx context.Context, clusterDir string, reload <-chan struct{}, log *slog.Logger) error {
 	r := &Runtime{dir: dir(clusterDir), log: log, procs: map[string]*kubeproc.Process{}, nodes: make(chan struct{}, 1)}
 	r.real = &realNodes{r: r}
+	if err := r.scale.load(r.dir.autoscale()); err != nil {
+		return fmt.Errorf("read the autoscaled counts: %w", err)
+	}
 	if err := readJSON(r.dir.config(), &r.cfg); err != nil {
 		return fmt.Errorf("read cluster config: %w", err)
 	}
@@ -183,7 +187,10 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 			// The upgrade takes its step even when the sync failed: a node that does not join
 			// then blocks it, saying why, rather than stalling it unseen.
 			var syncErr error
+			scaled, scaleErr := r.autoscalePools(ctx, cs, time.Now())
 			changed, syncErr = r.syncNodes(ctx, cs)
+			changed = changed || scaled
+			syncErr = errors.Join(scaleErr, syncErr)
 			upgrading, err = r.upgradeNodes(ctx, cs, joinWait, syncErr)
 			err = errors.Join(syncErr, err)
 		}
@@ -207,6 +214,12 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 			retry = time.After(2 * time.Second) // pods leaving, a refused eviction, a node coming back
 		default:
 			retry = nil
+		}
+		r.mu.Lock()
+		watch := autoscaled(r.cfg.cluster())
+		r.mu.Unlock()
+		if retry == nil && watch {
+			retry = time.After(autoscaleEvery) // pods waiting for room, nodes going idle
 		}
 	}
 }
@@ -314,6 +327,7 @@ func (r *Runtime) syncNodes(ctx context.Context, cs kubernetes.Interface) (bool,
 	// Simulated nodes report the control plane's version, which nodes never pass.
 	c.Spec.KubernetesVersion = r.cpVersion
 	r.mu.Unlock()
+	r.scale.apply(c)
 	return syncNodes(ctx, cs, c, r.real, r.log)
 }
 

@@ -1,0 +1,218 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/autoscale"
+	"github.com/convoy-dev/convoy/internal/provider"
+)
+
+// defaultIdle is how long an autoscaled pool's last node runs nothing but DaemonSet pods
+// before it goes, when the pool does not say.
+const defaultIdle = 2 * time.Minute
+
+// autoscaleEvery is how often the runtime looks at an autoscaled cluster's pending pods and
+// idle nodes: nothing signals the runtime when a pod finds no room.
+const autoscaleEvery = 5 * time.Second
+
+// scaler keeps the counts the runtime chose for its autoscaled pools (in autoscale.json, so
+// that a restarted runtime keeps them) and since when each node has been idle (in memory: a
+// restart only makes a node wait its idle time again).
+type scaler struct {
+	mu     sync.Mutex
+	counts map[string]int32
+	idle   map[string]time.Time
+}
+
+func (d dir) autoscale() string { return filepath.Join(string(d), "autoscale.json") }
+
+// autoscaled says whether the cluster has an autoscaled pool.
+func autoscaled(c *v1alpha1.Cluster) bool {
+	for _, p := range c.Spec.NodePools {
+		if p.Autoscale != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// apply gives c's autoscaled pools the counts the runtime chose (a pool it has not looked at
+// yet keeps its spec's count, inside its bounds).
+func (s *scaler) apply(c *v1alpha1.Cluster) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range c.Spec.NodePools {
+		if a := p.Autoscale; a != nil {
+			n, ok := s.counts[p.Name]
+			if !ok {
+				n = p.Count
+			}
+			c.Spec.NodePools[i].Count = min(max(n, a.Min), a.Max)
+		}
+	}
+}
+
+// load reads the counts a runtime before this one chose.
+func (s *scaler) load(path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counts = map[string]int32{}
+	if err := readJSON(path, &s.counts); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// autoscalePools decides each autoscaled pool's count from the member's pending pods and
+// idle nodes (autoscale.Decide), keeps the new counts, and says whether one moved.
+func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, now time.Time) (bool, error) {
+	r.mu.Lock()
+	c := r.cfg.cluster()
+	r.mu.Unlock()
+	if !autoscaled(c) {
+		return false, nil
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return false, err
+	}
+	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return false, err
+	}
+	busy := map[string]bool{}
+	var pending []autoscale.Pending
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		if p.Spec.NodeName != "" {
+			if !daemonOrMirror(&p) {
+				busy[p.Spec.NodeName] = true
+			}
+			continue
+		}
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
+				pending = append(pending, autoscale.Pending{Name: p.Namespace + "/" + p.Name, Requests: requestsOf(&p),
+					NodeSelector: p.Spec.NodeSelector, Tolerations: p.Spec.Tolerations})
+			}
+		}
+	}
+	r.scale.mu.Lock()
+	defer r.scale.mu.Unlock()
+	if r.scale.idle == nil {
+		r.scale.idle = map[string]time.Time{}
+	}
+	moved := false
+	shapes := desiredNodes(c)
+	for _, pool := range c.Spec.NodePools {
+		a := pool.Autoscale
+		if a == nil {
+			continue
+		}
+		count, ok := r.scale.counts[pool.Name]
+		if !ok {
+			count = pool.Count
+		}
+		in := autoscale.Pool{Name: pool.Name, Min: a.Min, Max: a.Max, Count: count, Idle: defaultIdle}
+		if a.IdleSeconds != nil {
+			in.Idle = time.Duration(*a.IdleSeconds) * time.Second
+		}
+		for _, w := range shapes {
+			if w.pool == pool.Name {
+				in.Allocatable, in.Labels, in.Taints = w.allocatable, w.labels, w.taints
+				break
+			}
+		}
+		var members []autoscale.Node
+		for _, n := range nodes.Items {
+			if n.Labels[provider.LabelPool] != pool.Name {
+				continue
+			}
+			i, err := strconv.Atoi(n.Name[strings.LastIndex(n.Name, "-")+1:])
+			if err != nil {
+				continue
+			}
+			node := autoscale.Node{Index: i, Ready: nodeIsReady(&n) && !n.Spec.Unschedulable}
+			switch since, seen := r.scale.idle[n.Name]; {
+			case busy[n.Name]:
+				delete(r.scale.idle, n.Name)
+			case seen:
+				node.IdleSince = since
+			default:
+				r.scale.idle[n.Name], node.IdleSince = now, now
+			}
+			members = append(members, node)
+		}
+		d := autoscale.Decide(in, members, pending, now)
+		if d.Count != count {
+			r.log.Info("autoscaling a node pool", "pool", pool.Name, "from", count, "to", d.Count, "why", d.Reason)
+			moved = true
+		}
+		r.scale.counts[pool.Name] = d.Count
+	}
+	if moved {
+		if err := writeJSON(r.dir.autoscale(), r.scale.counts); err != nil {
+			return moved, fmt.Errorf("keep the autoscaled counts: %w", err)
+		}
+	}
+	return moved, nil
+}
+
+// daemonOrMirror says whether a pod belongs to its node (a DaemonSet's, or a static pod's
+// mirror), and so leaves the node idle.
+func daemonOrMirror(p *corev1.Pod) bool {
+	if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
+		return true
+	}
+	for _, o := range p.OwnerReferences {
+		if o.Controller != nil && *o.Controller && o.Kind == "DaemonSet" {
+			return true
+		}
+	}
+	return false
+}
+
+// requestsOf is what a pod asks for: its containers' requests, or its largest init
+// container's when that is more.
+func requestsOf(p *corev1.Pod) corev1.ResourceList {
+	sum := corev1.ResourceList{}
+	for _, c := range p.Spec.Containers {
+		for k, v := range c.Resources.Requests {
+			q := sum[k]
+			q.Add(v)
+			sum[k] = q
+		}
+	}
+	for _, c := range p.Spec.InitContainers {
+		for k, v := range c.Resources.Requests {
+			if q, ok := sum[k]; !ok || v.Cmp(q) > 0 {
+				sum[k] = v
+			}
+		}
+	}
+	return sum
+}
+
+func nodeIsReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
