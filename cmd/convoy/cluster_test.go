@@ -699,6 +699,7 @@ func TestUpAndDown(t *testing.T) {
 	metricGatedRollout(t, env, hubKubeconfig, kubectl, kubeconfigs)
 	checkCatalog(t, env, kubectl, dataDir, kubeconfigs)
 	checkFleetUpgrade(t, env, kubectl, kubeconfigs, []string{"eu-west", "us-east", "us-west"}, "http://127.76.0.1:8080/")
+	checkAutoscale(t, env, kubectl, kubeconfigs["us-west"], "us-west", dataDir)
 
 	out = run(t, env, convoyBin, "down", "--purge")
 	for _, want := range []string{"Stopping the hub", "Stopped local cluster us-east", "Removed " + dataDir, "Convoy is down."} {

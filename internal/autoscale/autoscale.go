@@ -54,12 +54,16 @@ type Decision struct {
 	RecheckAfter time.Duration
 }
 
-// Decide is the pool's count now. A node that is not Ready yet holds every change: it may be
-// the one just added, and the pending pods may fit on it once it is.
+// Decide is the pool's count now. A pool that is not at its count yet (a node still to join,
+// or one still draining), or a node that is not Ready, holds every change: the pending pods
+// may fit on the node that is coming once it is Ready.
 func Decide(p Pool, nodes []Node, pending []Pending, now time.Time) Decision {
 	d := Decision{Count: min(max(p.Count, p.Min), p.Max)}
 	if d.Count != p.Count {
 		d.Reason = fmt.Sprintf("pool %s has %d nodes, outside its bounds %d to %d", p.Name, p.Count, p.Min, p.Max)
+		return d
+	}
+	if len(nodes) != int(d.Count) {
 		return d
 	}
 	for _, n := range nodes {

@@ -568,20 +568,28 @@ func quantity(q *resource.Quantity) string {
 
 func newClusterScaleCmd(g *globals) *cobra.Command {
 	var pool string
-	var nodes int32
+	var nodes, minNodes, maxNodes int32
 	var wait bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:     "scale NAME --nodes N",
-		Short:   "Change the number of nodes in a node pool; removed nodes are drained first",
-		Example: `  convoy cluster scale us-east --nodes 5`,
-		Args:    cobra.ExactArgs(1),
+		Use:   "scale NAME (--nodes N | --min MIN --max MAX)",
+		Short: "Change the number of nodes in a node pool, or the bounds it autoscales within; removed nodes are drained first",
+		Example: `  convoy cluster scale us-east --nodes 5
+  convoy cluster scale us-east --min 2 --max 4   # autoscale from pending pods and idle nodes`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if !cmd.Flags().Changed("nodes") {
-				return usageError("--nodes N is required")
-			}
-			if nodes < 0 || nodes > v1alpha1.MaxNodesPerPool {
+			fixed, bounds := cmd.Flags().Changed("nodes"), cmd.Flags().Changed("min") || cmd.Flags().Changed("max")
+			switch {
+			case fixed && bounds:
+				return usageError("pass --nodes N for a fixed count, or --min and --max for an autoscaled pool, not both")
+			case !fixed && !bounds:
+				return usageError("--nodes N, or --min MIN --max MAX, is required")
+			case bounds && (!cmd.Flags().Changed("min") || !cmd.Flags().Changed("max")):
+				return usageError("--min and --max go together")
+			case bounds && (minNodes < 0 || maxNodes < 1 || minNodes > maxNodes || maxNodes > v1alpha1.MaxNodesPerPool):
+				return usageError("--min %d --max %d is out of range; use 0 <= min <= max, 1 <= max <= %d", minNodes, maxNodes, v1alpha1.MaxNodesPerPool)
+			case fixed && (nodes < 0 || nodes > v1alpha1.MaxNodesPerPool):
 				return usageError("--nodes %d is out of range; use 0 to %d", nodes, v1alpha1.MaxNodesPerPool)
 			}
 			hc, err := g.hubClient()
@@ -618,8 +626,20 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 					}
 					return fmt.Errorf("cluster %q has no node pool %q (pools: %s); pass --pool", name, pool, dash(strings.Join(names, ", ")))
 				}
-				from = c.Spec.NodePools[i].Count
-				c.Spec.NodePools[i].Count = nodes
+				np := &c.Spec.NodePools[i]
+				from = np.Count
+				if a := np.Autoscale; fixed && a != nil {
+					return fmt.Errorf("pool %q of cluster %q autoscales between %d and %d nodes; move its bounds with --min and --max", pool, name, a.Min, a.Max)
+				}
+				if fixed {
+					np.Count = nodes
+					return hc.Update(ctx, c)
+				}
+				if np.Autoscale == nil {
+					np.Autoscale = &v1alpha1.NodePoolAutoscale{}
+				}
+				np.Autoscale.Min, np.Autoscale.Max = minNodes, maxNodes
+				np.Count = min(max(np.Count, minNodes), maxNodes)
 				return hc.Update(ctx, c)
 			})
 			if err != nil {
@@ -627,7 +647,11 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 			}
 			out := g.streams.Out
 			start := time.Now()
-			fmt.Fprintf(out, "Scaling pool %q of cluster %q from %d to %d nodes\n", pool, name, from, nodes)
+			if bounds {
+				fmt.Fprintf(out, "Pool %q of cluster %q autoscales between %d and %d nodes (it had %d)\n", pool, name, minNodes, maxNodes, from)
+			} else {
+				fmt.Fprintf(out, "Scaling pool %q of cluster %q from %d to %d nodes\n", pool, name, from, nodes)
+			}
 			if !wait {
 				return nil
 			}
@@ -642,6 +666,8 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&pool, "pool", "default", "node pool to scale")
 	f.Int32Var(&nodes, "nodes", 0, "number of nodes (0 to 500)")
+	f.Int32Var(&minNodes, "min", 0, "fewest nodes the pool autoscales down to")
+	f.Int32Var(&maxNodes, "max", 0, "most nodes the pool autoscales up to")
 	f.BoolVar(&wait, "wait", true, "wait until the cluster is Ready again")
 	f.DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait")
 	return cmd

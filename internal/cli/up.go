@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -43,7 +44,7 @@ var fleet = []struct{ name, region string }{
 type upOptions struct {
 	dataDir, binDir, healthAddr string
 	edgeAddresses               string
-	nodes                       int32
+	nodes, maxNodes             int32
 	nodeKind                    string
 	version                     string
 	timeout                     time.Duration
@@ -51,6 +52,10 @@ type upOptions struct {
 
 // fleetProfile is the ClusterProfile `convoy up` builds its clusters from.
 const fleetProfile = "fleet"
+
+// fleetIdle is how long the last node of a fleet cluster's pool runs nothing but DaemonSet
+// pods before it goes.
+const fleetIdle = 30 * time.Second
 
 func newUpCmd(g *globals) *cobra.Command {
 	o := &upOptions{}
@@ -60,7 +65,8 @@ func newUpCmd(g *globals) *cobra.Command {
 		Long: `Start a hub in the background (unless one runs on the data dir already) and the clusters
 us-east, us-west and eu-west (environment prod), then wait until all are Ready. Each has two real
 nodes in zones a and b (containerd and a kubelet each, on this machine; needs root), or, with
---node-kind simulated, three kwok nodes in zones a, b and c. All three are built from one
+--node-kind simulated, three kwok nodes in zones a, b and c; the pool adds a node when a pod
+waits for room, up to --max-nodes, and gives it back once idle for 30s. All three are built from one
 ClusterProfile, fleet, which holds their Kubernetes version and node pool: change it (convoy
 profile upgrade fleet VERSION) and they move together, cluster by cluster. Running it again
 reuses what exists.
@@ -73,6 +79,7 @@ reuses what exists.
 	f.StringVar(&o.binDir, "bin-dir", kubeproc.DefaultBinDir(), "directory with the upstream binaries ($CONVOY_BIN_DIR)")
 	f.StringVar(&o.healthAddr, "health-addr", "127.0.0.1:9440", "health address of the hub")
 	f.Int32Var(&o.nodes, "nodes", 0, "nodes per cluster (default 2 real, or 3 simulated)")
+	f.Int32Var(&o.maxNodes, "max-nodes", 0, "most nodes per cluster: the pool autoscales between --nodes and this from pending pods and idle nodes (default one more than --nodes)")
 	f.StringVar(&o.nodeKind, "node-kind", "real", "real or simulated (kwok: nothing runs, thousands fit)")
 	f.StringVar(&o.version, "kubernetes-version", version.Kubernetes, "the Kubernetes version of the fleet's profile, when up creates it (this hub has "+version.Kubernetes+" and "+version.KubernetesPrevious+")")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Minute, "how long to wait for the fleet")
@@ -98,6 +105,10 @@ func (o *upOptions) ensureProfile(ctx context.Context, hc client.Client, out io.
 	if err != nil {
 		return err
 	}
+	// The pool grows by a node when a pod waits for room, and gives an idle node back after
+	// fleetIdle: on one machine, memory is worth returning soon (cluster-autoscaler's default
+	// is 10 minutes, for clouds that bill by the hour).
+	shape.Spec.NodePools[0].Autoscale = &v1alpha1.NodePoolAutoscale{Min: o.nodes, Max: o.maxNodes, IdleSeconds: ptr.To(int32(fleetIdle / time.Second))}
 	// The add-ons the clusters run, at the versions this Convoy ships: the metrics collector
 	// on every cluster, and on real nodes CoreDNS, kube-proxy and the storage provisioner.
 	addons := []v1alpha1.Addon{{Name: v1alpha1.AddonMetrics}}
@@ -115,7 +126,7 @@ func (o *upOptions) ensureProfile(ctx context.Context, hc client.Client, out io.
 	if err := hc.Create(ctx, p); err != nil && !apierrors.IsAlreadyExists(err) {
 		return hubError("the hub", err)
 	}
-	fmt.Fprintf(out, "  %6.1fs  profile %s created (Kubernetes %s, %d %s nodes per cluster)\n", time.Since(start).Seconds(), fleetProfile, o.version, o.nodes, o.nodeKind)
+	fmt.Fprintf(out, "  %6.1fs  profile %s created (Kubernetes %s, %d %s nodes per cluster, autoscaling to %d)\n", time.Since(start).Seconds(), fleetProfile, o.version, o.nodes, o.nodeKind, o.maxNodes)
 	return nil
 }
 
@@ -147,6 +158,15 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 		zones = []string{"a", "b", "c"}
 	default:
 		return usageError("--node-kind %q: use real or simulated", o.nodeKind)
+	}
+	if o.maxNodes == 0 {
+		o.maxNodes = o.nodes + 1
+	}
+	if o.maxNodes < o.nodes {
+		return usageError("--max-nodes %d is below --nodes %d; the pool autoscales between them", o.maxNodes, o.nodes)
+	}
+	if o.nodeKind == "real" && o.maxNodes > 10 {
+		return usageError("--max-nodes %d: a real node pool has at most 10 nodes", o.maxNodes)
 	}
 	start := time.Now()
 	if pid, running := kubeproc.LockHolder(layout.Lock()); running {

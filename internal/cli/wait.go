@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -118,10 +119,17 @@ func isUp(cl *v1alpha1.Cluster) bool {
 	if cl.Spec.Provider == v1alpha1.ProviderImport {
 		return true
 	}
+	inv := inventory(cl)
+	if autoscales(cl) || (cl.Spec.Profile != nil && cl.Status.Profile != nil && cl.Status.Profile.Autoscaled) {
+		// The provider chooses how many nodes its autoscaled pools have: the hub says they
+		// are in line with the spec as it is now, and the agent that all of them are Ready.
+		return isProvisioned(cl) && cl.Status.ObservedGeneration == cl.Generation &&
+			inv.Nodes.Total > 0 && inv.Nodes.Ready == inv.Nodes.Total
+	}
 	if cl.Spec.Profile != nil {
 		// Its node pools come from its profile's revision: the hub, which reads it, says how
 		// many nodes they have, once it has seen the spec as it is now.
-		inv, s := inventory(cl), cl.Status.Profile
+		s := cl.Status.Profile
 		return isProvisioned(cl) && cl.Status.ObservedGeneration == cl.Generation && s != nil &&
 			inv.Nodes.Total == s.Nodes && inv.Nodes.Ready == s.Nodes
 	}
@@ -129,12 +137,16 @@ func isUp(cl *v1alpha1.Cluster) bool {
 	for _, p := range cl.Spec.NodePools {
 		want += p.Count
 	}
-	inv := inventory(cl)
 	return inv.Nodes.Total == want && inv.Nodes.Ready == want
 }
 
 // isProvisioned reports whether the provider has a cluster in line with its current spec,
 // whether or not its agent has joined.
+// autoscales says whether one of the cluster's own node pools autoscales.
+func autoscales(cl *v1alpha1.Cluster) bool {
+	return slices.ContainsFunc(cl.Spec.NodePools, func(p v1alpha1.NodePool) bool { return p.Autoscale != nil })
+}
+
 func isProvisioned(cl *v1alpha1.Cluster) bool {
 	if cl == nil {
 		return false

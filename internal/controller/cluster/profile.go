@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -97,7 +98,8 @@ func (r *Reconciler) judgeProfile(c *v1alpha1.Cluster, h *held) {
 	if len(drift) > maxDrift {
 		drift = drift[:maxDrift]
 	}
-	c.Status.Profile = &v1alpha1.ClusterProfileState{Revision: h.revision, Conformant: len(drift) == 0, Drift: drift, Nodes: desiredNodes(c)}
+	c.Status.Profile = &v1alpha1.ClusterProfileState{Revision: h.revision, Conformant: len(drift) == 0, Drift: drift, Nodes: desiredNodes(c),
+		Autoscaled: slices.ContainsFunc(c.Spec.NodePools, func(p v1alpha1.NodePool) bool { return p.Autoscale != nil })}
 	if len(drift) == 0 {
 		r.setCondition(c, v1alpha1.ClusterProfileConformant, true, "Conformant",
 			fmt.Sprintf("the cluster matches revision %d of profile %s", h.revision, c.Spec.Profile.Name))

@@ -651,7 +651,7 @@ func (r *Reconciler) converge(ctx context.Context, c *v1alpha1.Cluster, p provid
 		if err := p.ScalePools(ctx, c); err != nil {
 			return "", fmt.Errorf("scale node pools: %w", err)
 		}
-		return fmt.Sprintf("scaling the node pools from %d to %d nodes", from, desiredNodes(c)), nil
+		return fmt.Sprintf("scaling the node pools from %d to %d nodes", from, wantedNodes(c, st)), nil
 	}
 	return "", nil
 }
@@ -684,9 +684,28 @@ func convergeTarget(c *v1alpha1.Cluster) string {
 	return c.Spec.KubernetesVersion + " " + strings.Join(pools, ",")
 }
 
+// desiredNodes is how many nodes the spec's pools start with: an autoscaled pool counts its
+// count held inside its bounds, whatever its provider has chosen since (wantedNodes).
 func desiredNodes(c *v1alpha1.Cluster) int32 {
 	var n int32
 	for _, p := range c.Spec.NodePools {
+		n += p.Count
+		if a := p.Autoscale; a != nil {
+			n += min(max(p.Count, a.Min), a.Max) - p.Count
+		}
+	}
+	return n
+}
+
+// wantedNodes is how many nodes the cluster should have now: each pool's count, or for a pool
+// that autoscales, the count its provider chose (the nodes it has), held inside its bounds.
+func wantedNodes(c *v1alpha1.Cluster, st provider.Status) int32 {
+	var n int32
+	for _, p := range c.Spec.NodePools {
+		if a := p.Autoscale; a != nil {
+			n += min(max(st.Pools[p.Name], a.Min), a.Max)
+			continue
+		}
 		n += p.Count
 	}
 	return n
@@ -721,12 +740,7 @@ func (r *Reconciler) report(c *v1alpha1.Cluster, p provider.Provider, st provide
 		}
 	}()
 
-	want := desiredNodes(c)
-	for _, p := range c.Spec.NodePools {
-		if p.Autoscale != nil { // its count is the provider's to choose
-			want += st.Pools[p.Name] - p.Count
-		}
-	}
+	want := wantedNodes(c, st)
 	done := false
 	switch {
 	case st.Failure != "":

@@ -107,6 +107,9 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 		}
 		for _, cond := range p.Status.Conditions {
 			if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
+				if tied, err := tiedToNode(ctx, cs, &p); err != nil || tied {
+					continue // a new node does not help a pod whose volume lives on another
+				}
 				pending = append(pending, autoscale.Pending{Name: p.Namespace + "/" + p.Name, Requests: requestsOf(&p),
 					NodeSelector: p.Spec.NodeSelector, Tolerations: p.Spec.Tolerations})
 			}
@@ -116,6 +119,15 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 	defer r.scale.mu.Unlock()
 	if r.scale.idle == nil {
 		r.scale.idle = map[string]time.Time{}
+	}
+	present := map[string]bool{}
+	for _, n := range nodes.Items {
+		present[n.Name] = true
+	}
+	for name := range r.scale.idle {
+		if !present[name] { // gone: a node of that name that comes back starts its idle time anew
+			delete(r.scale.idle, name)
+		}
 	}
 	moved := false
 	shapes := desiredNodes(c)
@@ -148,6 +160,11 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 				continue
 			}
 			node := autoscale.Node{Index: i, Ready: nodeIsReady(&n) && !n.Spec.Unschedulable}
+			if node.Ready && len(n.Status.Allocatable) > 0 {
+				// What a node of the pool offers is what one reports: a real node's kubelet
+				// offers this machine's, not the pool's declared shape.
+				in.Allocatable = n.Status.Allocatable
+			}
 			switch since, seen := r.scale.idle[n.Name]; {
 			case busy[n.Name]:
 				delete(r.scale.idle, n.Name)
@@ -171,6 +188,31 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 		}
 	}
 	return moved, nil
+}
+
+// tiedToNode says whether a pod mounts a claim bound to a volume that only some nodes reach
+// (the storage provisioner's volumes live on one node): a new node would not run it.
+func tiedToNode(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) (bool, error) {
+	for _, v := range p.Spec.Volumes {
+		if v.PersistentVolumeClaim == nil {
+			continue
+		}
+		pvc, err := cs.CoreV1().PersistentVolumeClaims(p.Namespace).Get(ctx, v.PersistentVolumeClaim.ClaimName, metav1.GetOptions{})
+		if err != nil {
+			return false, fmt.Errorf("get claim %s/%s: %w", p.Namespace, v.PersistentVolumeClaim.ClaimName, err)
+		}
+		if pvc.Spec.VolumeName == "" {
+			continue // bound where the pod is scheduled
+		}
+		pv, err := cs.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
+		if err != nil {
+			return false, fmt.Errorf("get volume %s: %w", pvc.Spec.VolumeName, err)
+		}
+		if pv.Spec.NodeAffinity != nil && pv.Spec.NodeAffinity.Required != nil {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // daemonOrMirror says whether a pod belongs to its node (a DaemonSet's, or a static pod's
