@@ -8,40 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// burst is three pods that will not share a node, each asking for a little CPU: on a cluster
-// of two nodes, one of them waits for room.
-const burst = `apiVersion: v1
-kind: Namespace
-metadata:
-  name: burst
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: burst
-  namespace: burst
-spec:
-  replicas: 3
-  selector:
-    matchLabels: {app: burst}
-  template:
-    metadata:
-      labels: {app: burst}
-    spec:
-      affinity:
-        podAntiAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-          - labelSelector:
-              matchLabels: {app: burst}
-            topologyKey: kubernetes.io/hostname
-      containers:
-      - name: web
-        image: registry.convoy.local/examples/web:1
-        resources:
-          requests: {cpu: 100m, memory: 32Mi}
-`
+	"github.com/convoy-dev/convoy/internal/hubtest"
+)
 
 // checkAutoscale runs on the fleet of `convoy up`, whose profile's pool autoscales between 2
 // and 3 nodes: a pod that finds no room on cluster's two nodes makes its runtime add a third
@@ -57,10 +26,7 @@ func checkAutoscale(t *testing.T, env []string, kubectl, kubeconfig, cluster, da
 		t.Errorf("convoy cluster scale %s --nodes 3 on an autoscaled pool: err=%v\n%s", cluster, err, out)
 	}
 
-	manifest := filepath.Join(t.TempDir(), "burst.yaml")
-	if err := os.WriteFile(manifest, []byte(burst), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	manifest := filepath.Join(hubtest.RepoRoot(t), "examples", "web", "burst.yaml")
 	start := time.Now()
 	run(t, nil, kubectl, "--kubeconfig", kubeconfig, "apply", "-f", manifest)
 	third := cluster + "-default-2"
@@ -87,7 +53,7 @@ func checkAutoscale(t *testing.T, env []string, kubectl, kubeconfig, cluster, da
 		t.Fatal(err)
 	}
 	log := string(raw)
-	for _, want := range []string{`msg="autoscaling a node pool" pool=default from=2 to=3`, `msg="autoscaling a node pool" pool=default from=3 to=2`, `msg="node removed" node=` + third} {
+	for _, want := range []string{`msg="autoscaling a node pool" cluster=` + cluster + ` pool=default from=2 to=3`, `msg="autoscaling a node pool" cluster=` + cluster + ` pool=default from=3 to=2`, `msg="node removed" cluster=` + cluster + ` node=` + third} {
 		if !strings.Contains(log, want) {
 			t.Errorf("%s's runtime log lacks %s", cluster, want)
 		}

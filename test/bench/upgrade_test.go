@@ -24,7 +24,9 @@ import (
 // version while one client sends requests through the edge, one after another. It prints the
 // whole fleet's time, each node's (from the command's first line about it to its first line
 // about the next step), the requests that failed (the target is none) and their latency, and
-// what building the second version cost when `make tools` built it.
+// what building the second version cost when `make tools` built it. Then it measures the
+// autoscaler on us-west: how long a pod that finds no room waits for a new real node, and how
+// long an idle node takes to go.
 func BenchmarkFleetUpgrade(b *testing.B) {
 	hubtest.RealNodes(b, local.MissingForRealNodes)
 	root := hubtest.RepoRoot(b)
@@ -135,4 +137,30 @@ func BenchmarkFleetUpgrade(b *testing.B) {
 	}
 	b.ReportMetric(took.Seconds(), "s-fleet-upgrade")
 	b.ReportMetric(float64(len(r.Failures)), "failed-requests")
+
+	// Capacity: the fleet's pool autoscales from 2 to 3 real nodes. Three pods that will not
+	// share a node go to us-west; the one that waits makes its runtime add a node.
+	kubectl := filepath.Join(hubtest.BinDir(b), "kubectl")
+	kubeconfig := filepath.Join(b.TempDir(), "us-west.kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(run(convoy, "cluster", "kubeconfig", "us-west")), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	start = time.Now()
+	run(kubectl, "--kubeconfig", kubeconfig, "apply", "-f", filepath.Join(root, "examples", "web", "burst.yaml"))
+	hubtest.Eventually(b, "the pod that waited running on a third real node", 5*time.Minute, func() (bool, error) {
+		out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "-n", "burst", "get", "pods", "-o", `jsonpath={range .items[*]}{.spec.nodeName}={.status.phase}{" "}{end}`).Output()
+		return err == nil && strings.Contains(string(out), "us-west-default-2=Running"), fmt.Errorf("%s %v", out, err)
+	})
+	out := time.Since(start)
+	start = time.Now()
+	run(kubectl, "--kubeconfig", kubeconfig, "delete", "namespace", "burst", "--wait=false")
+	hubtest.Eventually(b, "the idle third node removed", 5*time.Minute, func() (bool, error) {
+		raw, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").Output()
+		return err == nil && !strings.Contains(string(raw), "us-west-default-2"), fmt.Errorf("%s %v", raw, err)
+	})
+	in := time.Since(start)
+	fmt.Printf("autoscaling (pool of 2 to 3 real nodes, idle time 30s): a pod that found no room ran on a new real node %s after it was applied; the node, idle, was drained and removed %s after the pods were deleted\n",
+		out.Round(100*time.Millisecond), in.Round(100*time.Millisecond))
+	b.ReportMetric(out.Seconds(), "s-scale-out")
+	b.ReportMetric(in.Seconds(), "s-scale-in")
 }
