@@ -648,7 +648,7 @@ func newClusterScaleCmd(g *globals) *cobra.Command {
 			out := g.streams.Out
 			start := time.Now()
 			if bounds {
-				fmt.Fprintf(out, "Pool %q of cluster %q autoscales between %d and %d nodes (it had %d)\n", pool, name, minNodes, maxNodes, from)
+				fmt.Fprintf(out, "Pool %q of cluster %q autoscales between %d and %d nodes\n", pool, name, minNodes, maxNodes)
 			} else {
 				fmt.Fprintf(out, "Scaling pool %q of cluster %q from %d to %d nodes\n", pool, name, from, nodes)
 			}
