@@ -68,6 +68,8 @@ type Cluster struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.profile) || !has(self.kubernetesVersion) || self.kubernetesVersion.size() == 0",message="a cluster built from a profile runs the profile's Kubernetes version: remove spec.kubernetesVersion, or change the profile"
 // +kubebuilder:validation:XValidation:rule="!has(self.profile) || !has(self.namespaces)",message="a cluster built from a profile has its profile's namespaces: remove spec.namespaces, or change the profile"
 // +kubebuilder:validation:XValidation:rule="!has(self.profile) || !has(self.apiServer)",message="a cluster built from a profile has its profile's API server settings: remove spec.apiServer, or change the profile"
+// +kubebuilder:validation:XValidation:rule="!has(self.profile) || !has(self.rbac)",message="a cluster built from a profile has its profile's default RBAC: remove spec.rbac, or change the profile"
+// +kubebuilder:validation:XValidation:rule="!has(self.profile) || !has(self.admissionPolicies)",message="a cluster built from a profile has its profile's admission policies: remove spec.admissionPolicies, or change the profile"
 // +kubebuilder:validation:XValidation:rule="has(self.profile) || !has(oldSelf.profile)",message="spec.profile cannot be removed; point the cluster at another profile instead"
 type ClusterSpec struct {
 	// Provider owns the cluster's lifecycle: "local" (a control plane on the hub's machine with
@@ -124,6 +126,22 @@ type ClusterSpec struct {
 	// +kubebuilder:validation:items:MaxLength=63
 	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Namespaces []string `json:"namespaces,omitempty"`
+
+	// RBAC is the cluster's default RBAC (ClusterRoles and ClusterRoleBindings), for a local
+	// cluster: its runtime applies them, labelled convoy.dev/profile-managed, and deletes those
+	// so labelled that the spec no longer lists. A cluster built from a profile gets its
+	// profile's: leave it out then.
+	// +optional
+	RBAC *RBACSettings `json:"rbac,omitempty"`
+
+	// AdmissionPolicies the cluster enforces (ValidatingAdmissionPolicies and their bindings),
+	// for a local cluster, made and kept as RBAC is. A cluster built from a profile gets its
+	// profile's: leave it out then.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	AdmissionPolicies []AdmissionPolicy `json:"admissionPolicies,omitempty"`
 
 	// NodePools are groups of identical nodes.
 	// +optional
@@ -356,6 +374,12 @@ type Inventory struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=256
 	Namespaces []string `json:"namespaces,omitempty"`
+	// ProfileObjects are the member's objects a profile made (those labelled
+	// convoy.dev/profile-managed: ClusterRoles, ClusterRoleBindings, ValidatingAdmissionPolicies
+	// and their bindings), each with a digest of its content; absent when the agent could not
+	// list them.
+	// +optional
+	ProfileObjects *ObservedProfileObjects `json:"profileObjects,omitempty"`
 	// AgentVersion is the version of the reporting agent.
 	// +optional
 	AgentVersion string `json:"agentVersion,omitempty"`

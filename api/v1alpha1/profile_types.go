@@ -1,15 +1,17 @@
 package v1alpha1
 
 import (
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // ClusterProfile is the bill of materials clusters are built from and held to: the Kubernetes
-// version, the add-ons and their versions, the API server settings Convoy allows, and node
-// pool templates. Each change of the spec is a new revision (a ControllerRevision in
-// convoy-system, labelled convoy.dev/profile), and the history is kept. Clusters that name the
-// profile (spec.profile) move to a new revision in an update run: wave by wave, as the
-// strategy says, inside the maintenance windows.
+// version, the add-ons and their versions, the API server settings Convoy allows, namespaces,
+// default RBAC, admission policies, and node pool templates. Each change of the spec is a new
+// revision (a ControllerRevision in convoy-system, labelled convoy.dev/profile), and the history
+// is kept. Clusters that name the profile (spec.profile) move to a new revision in an update
+// run: wave by wave, as the strategy says, inside the maintenance windows.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster,categories=convoy,shortName=profile
@@ -61,6 +63,21 @@ type ClusterProfileSpec struct {
 	// +kubebuilder:validation:items:MaxLength=63
 	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Namespaces []string `json:"namespaces,omitempty"`
+
+	// RBAC is the default RBAC every cluster has: ClusterRoles and ClusterRoleBindings. A
+	// local cluster's runtime applies them (and deletes those it made that the profile no
+	// longer lists); an imported cluster is checked for them.
+	// +optional
+	RBAC *RBACSettings `json:"rbac,omitempty"`
+
+	// AdmissionPolicies every cluster enforces: each a ValidatingAdmissionPolicy and its
+	// binding, of the same name. A local cluster's runtime applies them (and deletes those it
+	// made that the profile no longer lists); an imported cluster is checked for them.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	AdmissionPolicies []AdmissionPolicy `json:"admissionPolicies,omitempty"`
 
 	// NodePools are the node pool templates of a local cluster built from the profile. A
 	// cluster's own spec.nodePools entry of the same name takes the template's place (to
@@ -118,6 +135,97 @@ type APIServerSettings struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=65536
 	AuditPolicy string `json:"auditPolicy,omitempty"`
+}
+
+// RBACSettings are the ClusterRoles and ClusterRoleBindings a cluster has. Convoy labels the
+// objects it makes LabelProfileManaged, and never changes or deletes one without the label.
+type RBACSettings struct {
+	// ClusterRoles, each by name.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	ClusterRoles []ClusterRoleTemplate `json:"clusterRoles,omitempty"`
+	// ClusterRoleBindings, each by name.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	ClusterRoleBindings []ClusterRoleBindingTemplate `json:"clusterRoleBindings,omitempty"`
+}
+
+// ClusterRoleTemplate is a ClusterRole: a name and its rules.
+type ClusterRoleTemplate struct {
+	// Name of the ClusterRole. Names starting with system: are Kubernetes' own.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.:]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// Rules of the role, as a ClusterRole's.
+	// +required
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	Rules []rbacv1.PolicyRule `json:"rules"`
+}
+
+// ClusterRoleBindingTemplate is a ClusterRoleBinding: a name, the ClusterRole it grants, and
+// to whom.
+// +kubebuilder:validation:XValidation:rule="self.roleRef.kind == 'ClusterRole' && (self.roleRef.apiGroup.size() == 0 || self.roleRef.apiGroup == 'rbac.authorization.k8s.io')",message="a ClusterRoleBinding grants a ClusterRole: set roleRef.kind to ClusterRole and roleRef.apiGroup to rbac.authorization.k8s.io"
+type ClusterRoleBindingTemplate struct {
+	// Name of the ClusterRoleBinding.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.:]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// RoleRef names the ClusterRole granted (a profile's, or one the cluster has). Kubernetes
+	// does not let a binding's roleRef change: Convoy replaces the binding when it does.
+	// +required
+	RoleRef rbacv1.RoleRef `json:"roleRef"`
+	// Subjects the role is granted to.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	Subjects []rbacv1.Subject `json:"subjects,omitempty"`
+}
+
+// AdmissionPolicy is a ValidatingAdmissionPolicy and its ValidatingAdmissionPolicyBinding, both
+// called Name.
+// +kubebuilder:validation:XValidation:rule="!has(self.binding.policyName) || self.binding.policyName.size() == 0 || self.binding.policyName == self.name",message="binding.policyName is set by Convoy to the policy's name: leave it out (or set it to the policy's name)"
+type AdmissionPolicy struct {
+	// Name of the policy and of its binding.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// Policy is the ValidatingAdmissionPolicy's spec.
+	// +required
+	Policy admissionregistrationv1.ValidatingAdmissionPolicySpec `json:"policy"`
+	// Binding is its binding's spec; policyName is the policy's name.
+	// +required
+	Binding AdmissionPolicyBindingSpec `json:"binding"`
+}
+
+// AdmissionPolicyBindingSpec is a ValidatingAdmissionPolicyBinding's spec (admissionregistration
+// v1, field for field) but for policyName, which Convoy sets to the policy's name and which may
+// be left out here.
+type AdmissionPolicyBindingSpec struct {
+	// PolicyName is the policy's name, the only one allowed; leave it out.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	PolicyName string `json:"policyName,omitempty"`
+	// ParamRef is the parameter resource of a policy that takes one (paramKind).
+	// +optional
+	ParamRef *admissionregistrationv1.ParamRef `json:"paramRef,omitempty"`
+	// MatchResources narrows the requests the policy checks, as a binding's does.
+	// +optional
+	MatchResources *admissionregistrationv1.MatchResources `json:"matchResources,omitempty"`
+	// ValidationActions say what a failed validation does: Deny, Warn or Audit.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=3
+	ValidationActions []admissionregistrationv1.ValidationAction `json:"validationActions"`
 }
 
 // ProfileUpdate is how clusters move to a profile's new revision: an update run, in waves,
@@ -252,9 +360,14 @@ type ClusterProfileState struct {
 	// Conformant is true when nothing differs.
 	Conformant bool `json:"conformant"`
 	// Nodes is how many nodes the cluster's node pools have: the revision's templates, and
-	// the cluster's own pools.
+	// the cluster's own pools. An autoscaled pool counts the nodes it starts with; how many it
+	// has now is its provider's choice, inside its bounds.
 	// +optional
 	Nodes int32 `json:"nodes,omitempty"`
+	// Autoscaled says whether one of those pools autoscales, so that Nodes is only where it
+	// started.
+	// +optional
+	Autoscaled bool `json:"autoscaled,omitempty"`
 	// Drift lists, field by field, where the cluster differs from the revision.
 	// +optional
 	// +kubebuilder:validation:MaxItems=64
@@ -288,3 +401,46 @@ const LabelKubeProxyVersion = "convoy.dev/kube-proxy-version"
 
 // LabelProfile on a ControllerRevision names the ClusterProfile whose spec it keeps.
 const LabelProfile = "convoy.dev/profile"
+
+// LabelProfileManaged ("true") is on each object of a member that a local cluster's runtime
+// made from its spec's (its profile's) default RBAC and admission policies: the runtime deletes
+// such an object once the spec no longer lists it, and never changes or deletes one without
+// the label; the cluster's agent reports the labelled ones (Inventory.ProfileObjects).
+const LabelProfileManaged = "convoy.dev/profile-managed"
+
+// ProfileFieldManager is the field manager with which a local cluster's runtime applies the
+// objects it labels LabelProfileManaged.
+const ProfileFieldManager = "convoy-profile"
+
+// The kinds of the objects a profile makes on a member (ObservedProfileObject.Kind).
+const (
+	KindClusterRole                      = "ClusterRole"
+	KindClusterRoleBinding               = "ClusterRoleBinding"
+	KindValidatingAdmissionPolicy        = "ValidatingAdmissionPolicy"
+	KindValidatingAdmissionPolicyBinding = "ValidatingAdmissionPolicyBinding"
+)
+
+// ObservedProfileObjects are the objects of a member labelled LabelProfileManaged, as its agent
+// saw them. A nil *ObservedProfileObjects is what the agent could not see (no drift is judged
+// from it); a non-nil one with no Items is a member without such objects.
+type ObservedProfileObjects struct {
+	// Items by kind, then name: the first 256.
+	// +optional
+	// +kubebuilder:validation:MaxItems=256
+	Items []ObservedProfileObject `json:"items,omitempty"`
+}
+
+// ObservedProfileObject is one object a profile made, and a digest of its content.
+type ObservedProfileObject struct {
+	// Kind is ClusterRole, ClusterRoleBinding, ValidatingAdmissionPolicy or
+	// ValidatingAdmissionPolicyBinding.
+	// +kubebuilder:validation:MaxLength=64
+	Kind string `json:"kind"`
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Digest is a short hash of the content, with the API server's defaults applied: a
+	// ClusterRole's rules, a ClusterRoleBinding's roleRef and subjects, a policy's or binding's
+	// spec (internal/profile's Digest functions).
+	// +kubebuilder:validation:MaxLength=64
+	Digest string `json:"digest"`
+}

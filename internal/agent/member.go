@@ -61,8 +61,9 @@ type Member interface {
 	Delete(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) error
 	// Observe describes the cluster for the inventory: API health, version, nodes, zones,
 	// allocatable and requested capacity, and what a cluster profile checks (kubelet versions,
-	// add-on versions, enabled feature gates, namespaces) as far as it knows them. The agent
-	// fills in its own version, its metrics collector's, and the time.
+	// add-on versions, enabled feature gates, namespaces, the objects a profile made and their
+	// digests) as far as it knows them. The agent fills in its own version, its metrics
+	// collector's, and the time.
 	Observe(ctx context.Context) v1alpha1.Inventory
 	// Reach says how a Service (as the member stores it) is reached from outside the member,
 	// or nil when it has no NodePort. The first call starts watches of the member's nodes and
@@ -269,9 +270,9 @@ func (m *kubeMember) clientset() kubernetes.Interface { return m.cs }
 
 func (m *kubeMember) restConfig() *rest.Config { return m.cfg }
 
-// Observe builds the inventory from watches of the member's nodes and pods, of its add-ons and
-// namespaces, started on the first call, a readiness check, and the API server's metrics (at
-// most once a minute).
+// Observe builds the inventory from watches of the member's nodes and pods, of its add-ons,
+// namespaces and the objects a profile made, started on the first call, a readiness check, and
+// the API server's metrics (at most once a minute).
 func (m *kubeMember) Observe(ctx context.Context) v1alpha1.Inventory {
 	m.inventoryOnce.Do(func() {
 		nodes := m.core.Core().V1().Nodes()
@@ -291,6 +292,7 @@ func (m *kubeMember) Observe(ctx context.Context) v1alpha1.Inventory {
 	nodes, _ := m.nodes.List(labels.Everything())
 	inv.Addons = m.profile.addons(nodes)
 	inv.Namespaces = m.profile.namespaceNames()
+	inv.ProfileObjects = m.profile.profileObjects()
 	inv.EnabledFeatureGates = m.gates.get(ctx, m.cs)
 	return inv
 }

@@ -6,8 +6,10 @@ import (
 	"strings"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
@@ -15,10 +17,12 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
+	"github.com/convoy-dev/convoy/internal/profile"
 )
 
 // What a cluster profile checks of a member, beyond nodes and pods: the versions of its
-// add-ons, its namespaces, and (featuregates.go) its API server's enabled feature gates.
+// add-ons, its namespaces, the objects a profile made (its default RBAC and admission
+// policies), and (featuregates.go) its API server's enabled feature gates.
 const (
 	// coreDNS is the Deployment kube-system/coredns, and the container in it that is CoreDNS.
 	coreDNS = "coredns"
@@ -32,16 +36,22 @@ const (
 	kubeProxy = "kube-proxy"
 	// maxNamespaces is how many namespaces the inventory lists (Inventory.Namespaces).
 	maxNamespaces = 256
+	// maxProfileObjects is how many objects a profile made the inventory lists
+	// (Inventory.ProfileObjects.Items).
+	maxProfileObjects = 256
 	// profileSyncWait is how long the first inventory waits for these watches' first lists; a
 	// watch that has not listed yet leaves its part of the inventory out.
 	profileSyncWait = 5 * time.Second
 )
 
 // profileWatch watches what the add-ons' versions are read from, each by name or label only,
-// and the member's namespaces.
+// the member's namespaces, and the objects labelled v1alpha1.LabelProfileManaged.
 type profileWatch struct {
 	coreDNS, localPath, storage, kubeProxy, namespaces toolscache.SharedIndexInformer
-	factories                                          []informers.SharedInformerFactory
+	// clusterRoles, clusterRoleBindings, policies and policyBindings hold the objects a
+	// profile made (those labelled v1alpha1.LabelProfileManaged).
+	clusterRoles, clusterRoleBindings, policies, policyBindings toolscache.SharedIndexInformer
+	factories                                                   []informers.SharedInformerFactory
 }
 
 // newProfileWatch starts the watches until ctx ends; they list in the background.
@@ -71,6 +81,19 @@ func newProfileWatch(ctx context.Context, cs kubernetes.Interface) *profileWatch
 	w.namespaces = watch(metav1.NamespaceAll, nil, func(f informers.SharedInformerFactory) toolscache.SharedIndexInformer {
 		return f.Core().V1().Namespaces().Informer()
 	})
+	managed := func(o *metav1.ListOptions) { o.LabelSelector = v1alpha1.LabelProfileManaged + "=true" }
+	w.clusterRoles = watch(metav1.NamespaceAll, managed, func(f informers.SharedInformerFactory) toolscache.SharedIndexInformer {
+		return f.Rbac().V1().ClusterRoles().Informer()
+	})
+	w.clusterRoleBindings = watch(metav1.NamespaceAll, managed, func(f informers.SharedInformerFactory) toolscache.SharedIndexInformer {
+		return f.Rbac().V1().ClusterRoleBindings().Informer()
+	})
+	w.policies = watch(metav1.NamespaceAll, managed, func(f informers.SharedInformerFactory) toolscache.SharedIndexInformer {
+		return f.Admissionregistration().V1().ValidatingAdmissionPolicies().Informer()
+	})
+	w.policyBindings = watch(metav1.NamespaceAll, managed, func(f informers.SharedInformerFactory) toolscache.SharedIndexInformer {
+		return f.Admissionregistration().V1().ValidatingAdmissionPolicyBindings().Informer()
+	})
 	for _, f := range w.factories {
 		f.Start(ctx.Done())
 	}
@@ -87,7 +110,8 @@ func newProfileWatch(ctx context.Context, cs kubernetes.Interface) *profileWatch
 func (w *profileWatch) waitSynced(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, profileSyncWait)
 	defer cancel()
-	toolscache.WaitForCacheSync(ctx.Done(), w.coreDNS.HasSynced, w.localPath.HasSynced, w.storage.HasSynced, w.kubeProxy.HasSynced, w.namespaces.HasSynced)
+	toolscache.WaitForCacheSync(ctx.Done(), w.coreDNS.HasSynced, w.localPath.HasSynced, w.storage.HasSynced, w.kubeProxy.HasSynced, w.namespaces.HasSynced,
+		w.clusterRoles.HasSynced, w.clusterRoleBindings.HasSynced, w.policies.HasSynced, w.policyBindings.HasSynced)
 }
 
 // addons are the add-ons' versions from what the watches hold, and the member's nodes.
@@ -111,6 +135,38 @@ func (w *profileWatch) addons(nodes []*corev1.Node) map[string]string {
 func (w *profileWatch) namespaceNames() []string {
 	nss, _ := listed[corev1.Namespace](w.namespaces)
 	return namespaceNames(nss)
+}
+
+// profileObjects are the objects labelled v1alpha1.LabelProfileManaged, each with the digest
+// of its content (profile.Observed, which the hub's profile.Diff compares with the digests of
+// the profile's objects), the first maxProfileObjects by kind and name; nil until every one of
+// their watches has listed (a member that does not serve a kind's API never lists it).
+func (w *profileWatch) profileObjects() *v1alpha1.ObservedProfileObjects {
+	roles, ok1 := listed[rbacv1.ClusterRole](w.clusterRoles)
+	bindings, ok2 := listed[rbacv1.ClusterRoleBinding](w.clusterRoleBindings)
+	policies, ok3 := listed[admissionregistrationv1.ValidatingAdmissionPolicy](w.policies)
+	policyBindings, ok4 := listed[admissionregistrationv1.ValidatingAdmissionPolicyBinding](w.policyBindings)
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		return nil
+	}
+	var o profile.MemberObjects
+	for _, r := range roles {
+		o.ClusterRoles = append(o.ClusterRoles, *r)
+	}
+	for _, b := range bindings {
+		o.ClusterRoleBindings = append(o.ClusterRoleBindings, *b)
+	}
+	for _, p := range policies {
+		o.Policies = append(o.Policies, *p)
+	}
+	for _, b := range policyBindings {
+		o.PolicyBindings = append(o.PolicyBindings, *b)
+	}
+	items := profile.Observed(o)
+	if len(items) > maxProfileObjects {
+		items = items[:maxProfileObjects]
+	}
+	return &v1alpha1.ObservedProfileObjects{Items: items}
 }
 
 // listed is what inf holds, and false until it has listed.
@@ -253,8 +309,9 @@ func namespaceNames(nss []*corev1.Namespace) []string {
 	return names
 }
 
-// slimProfileObject keeps only what profileWatch reads of an object in memory: names, and the
-// containers' names and images.
+// slimProfileObject keeps only what profileWatch reads of an object in memory: names, the
+// containers' names and images, and the content of the objects a profile made (without their
+// managed fields, annotations and status).
 func slimProfileObject(o any) (any, error) {
 	meta := func(m metav1.ObjectMeta) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion}
@@ -277,6 +334,14 @@ func slimProfileObject(o any) (any, error) {
 		return d, nil
 	case *corev1.Namespace:
 		return &corev1.Namespace{ObjectMeta: meta(t.ObjectMeta)}, nil
+	case *rbacv1.ClusterRole:
+		return &rbacv1.ClusterRole{ObjectMeta: meta(t.ObjectMeta), Rules: t.Rules}, nil
+	case *rbacv1.ClusterRoleBinding:
+		return &rbacv1.ClusterRoleBinding{ObjectMeta: meta(t.ObjectMeta), RoleRef: t.RoleRef, Subjects: t.Subjects}, nil
+	case *admissionregistrationv1.ValidatingAdmissionPolicy:
+		return &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: meta(t.ObjectMeta), Spec: t.Spec}, nil
+	case *admissionregistrationv1.ValidatingAdmissionPolicyBinding:
+		return &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: meta(t.ObjectMeta), Spec: t.Spec}, nil
 	}
 	return o, nil
 }

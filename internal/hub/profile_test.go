@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -94,6 +96,31 @@ func TestClusterProfileRevisions(t *testing.T) {
 	expectInvalid(t, h.Client.Create(ctx, cluster("both", v1alpha1.ClusterSpec{
 		Provider: v1alpha1.ProviderLocal, Profile: &v1alpha1.ProfileRef{Name: "prod"}, KubernetesVersion: version.Kubernetes,
 	})), "remove spec.kubernetesVersion")
+	// And its default RBAC and admission policies.
+	expectInvalid(t, h.Client.Create(ctx, cluster("rbac", v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderLocal, Profile: &v1alpha1.ProfileRef{Name: "prod"}, RBAC: &v1alpha1.RBACSettings{},
+	})), "remove spec.rbac")
+	expectInvalid(t, h.Client.Create(ctx, cluster("policies", v1alpha1.ClusterSpec{
+		Provider: v1alpha1.ProviderLocal, Profile: &v1alpha1.ProfileRef{Name: "prod"}, AdmissionPolicies: []v1alpha1.AdmissionPolicy{maxReplicas()},
+	})), "remove spec.admissionPolicies")
+	// A binding of a Role, and a policy binding that names another policy, are refused by the
+	// API; a ClusterRole of Kubernetes' own name by the profile's Accepted condition.
+	expectInvalid(t, update(func(p *v1alpha1.ClusterProfile) {
+		p.Spec.RBAC = &v1alpha1.RBACSettings{ClusterRoleBindings: []v1alpha1.ClusterRoleBindingTemplate{{Name: "b", RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "r"}}}}
+	}), "a ClusterRoleBinding grants a ClusterRole")
+	expectInvalid(t, update(func(p *v1alpha1.ClusterProfile) {
+		policy := maxReplicas()
+		policy.Binding.PolicyName = "another"
+		p.Spec.AdmissionPolicies = []v1alpha1.AdmissionPolicy{policy}
+	}), "binding.policyName is set by Convoy to the policy's name")
+	must(t, update(func(p *v1alpha1.ClusterProfile) {
+		p.Spec.RBAC = &v1alpha1.RBACSettings{ClusterRoles: []v1alpha1.ClusterRoleTemplate{{Name: "view", Rules: []rbacv1.PolicyRule{{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"pods"}}}}}}
+	}))
+	waitProfile(t, h, "revision 3 refused", func(p *v1alpha1.ClusterProfile) bool {
+		c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ProfileAccepted)
+		return p.Status.Revision == 3 && c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "view is one of Kubernetes' own ClusterRoles")
+	})
+
 	// One that names a missing profile is not built, and says why.
 	orphan := cluster("orphan", v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, Profile: &v1alpha1.ProfileRef{Name: "nope"}})
 	must(t, h.Client.Create(ctx, orphan))
@@ -110,6 +137,21 @@ func TestClusterProfileRevisions(t *testing.T) {
 		return h.Client.Update(ctx, orphan)
 	}); err == nil || !apierrors.IsInvalid(err) {
 		t.Errorf("removing spec.profile: %v, want it refused", err)
+	}
+}
+
+// maxReplicas is an admission policy: at most 5 replicas in a Deployment.
+func maxReplicas() v1alpha1.AdmissionPolicy {
+	return v1alpha1.AdmissionPolicy{
+		Name: "max-replicas",
+		Policy: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{"apps"}, APIVersions: []string{"v1"}, Resources: []string{"deployments"}},
+			}}}},
+			Validations: []admissionregistrationv1.Validation{{Expression: "object.spec.replicas <= 5", Message: "at most 5 replicas"}},
+		},
+		Binding: v1alpha1.AdmissionPolicyBindingSpec{ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}},
 	}
 }
 
@@ -141,9 +183,10 @@ func eventuallyClusterWithin(t *testing.T, h *hubtest.Hub, name string, within t
 }
 
 // TestClusterBuiltFromProfile builds a local cluster from a profile and moves it to the
-// profile's next revision: its node pool and API server settings come from the revision, its
-// agent's report makes it conformant, and a change of the profile's feature gate reaches its
-// API server through an update run.
+// profile's next revision: its node pool, API server settings, namespaces, default RBAC and
+// admission policy come from the revision, its agent's report makes it conformant, and a change
+// of the profile's feature gate reaches its API server through an update run, as the removal of
+// its RBAC reaches the member.
 func TestClusterBuiltFromProfile(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a local cluster")
@@ -158,12 +201,18 @@ func TestClusterBuiltFromProfile(t *testing.T) {
 			KubernetesVersion: version.Kubernetes,
 			APIServer:         &v1alpha1.APIServerSettings{FeatureGates: map[string]bool{gate: true}},
 			Namespaces:        []string{"team-a"},
+			RBAC: &v1alpha1.RBACSettings{
+				ClusterRoles: []v1alpha1.ClusterRoleTemplate{{Name: "team-a:reader", Rules: []rbacv1.PolicyRule{{Verbs: []string{"get", "list"}, APIGroups: []string{""}, Resources: []string{"pods"}}}}},
+				ClusterRoleBindings: []v1alpha1.ClusterRoleBindingTemplate{{Name: "team-a:readers", RoleRef: rbacv1.RoleRef{Kind: "ClusterRole", Name: "team-a:reader"},
+					Subjects: []rbacv1.Subject{{Kind: "Group", Name: "team-a"}}}},
+			},
+			AdmissionPolicies: []v1alpha1.AdmissionPolicy{maxReplicas()},
 			NodePools:         []v1alpha1.NodePool{{Name: "default", Count: 1}},
 		},
 	}
 	must(t, h.Client.Create(ctx, p))
 	must(t, h.Client.Create(ctx, cluster("built", v1alpha1.ClusterSpec{Provider: v1alpha1.ProviderLocal, Profile: &v1alpha1.ProfileRef{Name: "prod"}})))
-	conformant := func(revision int64, gateOn bool) func(c *v1alpha1.Cluster) error {
+	conformant := func(revision int64, gateOn bool, objects ...string) func(c *v1alpha1.Cluster) error {
 		return func(c *v1alpha1.Cluster) error {
 			s, inv := c.Status.Profile, c.Status.Inventory
 			if s == nil || inv == nil || s.Revision != revision || !s.Conformant || s.Nodes != 1 || inv.Nodes.Ready != 1 {
@@ -171,6 +220,15 @@ func TestClusterBuiltFromProfile(t *testing.T) {
 			}
 			if !slices.Contains(inv.Namespaces, "team-a") {
 				return fmt.Errorf("namespaces %v lack the profile's team-a", inv.Namespaces)
+			}
+			var have []string
+			if inv.ProfileObjects != nil {
+				for _, o := range inv.ProfileObjects.Items {
+					have = append(have, o.Kind+"/"+o.Name)
+				}
+			}
+			if inv.ProfileObjects == nil || !slices.Equal(have, objects) {
+				return fmt.Errorf("profile objects %v, want %v", have, objects)
 			}
 			if on := slices.Contains(inv.EnabledFeatureGates, gate); on != gateOn {
 				return fmt.Errorf("feature gate %s on: %t, want %t", gate, on, gateOn)
@@ -181,14 +239,16 @@ func TestClusterBuiltFromProfile(t *testing.T) {
 			return nil
 		}
 	}
-	eventuallyClusterWithin(t, h, "built", 3*time.Minute, conformant(1, true))
+	eventuallyClusterWithin(t, h, "built", 3*time.Minute, conformant(1, true, "ClusterRole/team-a:reader", "ClusterRoleBinding/team-a:readers",
+		"ValidatingAdmissionPolicy/max-replicas", "ValidatingAdmissionPolicyBinding/max-replicas"))
 
 	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		must(t, h.Client.Get(ctx, client.ObjectKey{Name: "prod"}, p))
 		p.Spec.APIServer.FeatureGates[gate] = false
+		p.Spec.RBAC = nil
 		return h.Client.Update(ctx, p)
 	}))
-	eventuallyClusterWithin(t, h, "built", 3*time.Minute, conformant(2, false))
+	eventuallyClusterWithin(t, h, "built", 3*time.Minute, conformant(2, false, "ValidatingAdmissionPolicy/max-replicas", "ValidatingAdmissionPolicyBinding/max-replicas"))
 	got := waitProfile(t, h, "the run complete", func(p *v1alpha1.ClusterProfile) bool {
 		return p.Status.Run != nil && p.Status.Run.Phase == v1alpha1.RolloutComplete && p.Status.Run.Target == "2"
 	})

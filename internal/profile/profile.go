@@ -1,10 +1,13 @@
 // Package profile owns the decisions about ClusterProfiles: whether a profile's Kubernetes
 // version may change (the version skew policy) and whether the hub can build it, what a cluster
-// built from a revision should be (Effective) and where what its agent observed differs from it
-// (Diff), the weekly maintenance windows, and the update run that moves the profile's clusters to
-// a new revision wave by wave (Run, on internal/rollout's state machine). It is pure: no client,
-// no clock, no IO; the time and what was observed come in as arguments. internal/controller/profile,
-// internal/controller/cluster and internal/cli import it.
+// built from a revision should be (Effective; the objects of its default RBAC and admission
+// policies, Objects) and where what its agent observed differs from it (Diff, comparing those
+// objects by the digests of Observed, which the agent reports), the weekly maintenance windows,
+// and the update run that moves the profile's clusters to a new revision wave by wave (Run, on
+// internal/rollout's state machine). It is pure: no client, no clock, no IO; the time and what
+// was observed come in as arguments. internal/controller/profile, internal/controller/cluster and
+// internal/cli import it; internal/provider/local (the objects it applies) and internal/agent
+// (the digests it reports) too.
 package profile
 
 import (
@@ -125,7 +128,8 @@ func sameVersion(a, b string) bool {
 // Validate returns the reasons no cluster could satisfy the spec, each saying what to change
 // (none: the hub can build it): the Kubernetes version well-formed and available; each add-on
 // one the hub ships, at the version it ships (kube-proxy at the Kubernetes version: it is built
-// with it); each feature gate named. shipped maps an add-on's name to the version the hub ships.
+// with it); each feature gate named; the default RBAC and admission policies well-formed
+// (ValidateObjects). shipped maps an add-on's name to the version the hub ships.
 func Validate(spec v1alpha1.ClusterProfileSpec, available []string, shipped map[string]string) []string {
 	var reasons []string
 	if err := CheckVersionChange("", spec.KubernetesVersion); err != nil {
@@ -154,6 +158,7 @@ func Validate(spec v1alpha1.ClusterProfileSpec, available []string, shipped map[
 			reasons = append(reasons, "spec.apiServer.featureGates has an entry without a name; name the gate or remove the entry")
 		}
 	}
+	reasons = append(reasons, ValidateObjects(spec.RBAC, spec.AdmissionPolicies)...)
 	return reasons
 }
 
@@ -198,6 +203,12 @@ func Effective(spec v1alpha1.ClusterProfileSpec, c *v1alpha1.Cluster) (version s
 //	                             list (nil)
 //	namespaces[NAME]             want "present", have "" when missing; none when the agent's
 //	                             list is full (inventoryNamespaces), which may have left it out
+//	rbac.clusterRoles[NAME]      the member's object labelled convoy.dev/profile-managed of
+//	rbac.clusterRoleBindings[NAME]   the spec's name, compared by digest (Observed): want
+//	admissionPolicies[NAME].policy   "present", have "" when missing (none when the agent's
+//	admissionPolicies[NAME].binding  list is full), "differs" when its content does; want
+//	                             "absent", have "present" for a labelled one the spec does not
+//	                             list; none when the agent could not list them (nil)
 //
 // What the agent could not observe is no drift (fail static): the cluster is not judged, and
 // so not changed, on what nobody knows.
@@ -247,9 +258,64 @@ func Diff(spec v1alpha1.ClusterProfileSpec, shipped map[string]string, inv *v1al
 			differ("namespaces["+ns+"]", "present", "")
 		}
 	}
+	if obs := inv.ProfileObjects; obs != nil {
+		drift = append(drift, objectDrift(Observed(Objects(spec.RBAC, spec.AdmissionPolicies)), obs.Items)...)
+	}
 	slices.SortFunc(drift, func(a, b v1alpha1.ProfileDrift) int { return strings.Compare(a.Field, b.Field) })
 	return drift
 }
+
+// objectDrift compares the member objects a spec wants with those the agent found labelled as
+// a profile's (each kind, name and digest): one wanted but not found is absent (unless the
+// agent's list is full, inventoryProfileObjects, which may have left it out), one with another
+// digest differs, and one found but not wanted is present.
+func objectDrift(want, have []v1alpha1.ObservedProfileObject) []v1alpha1.ProfileDrift {
+	type key struct{ kind, name string }
+	found := map[key]string{}
+	for _, o := range have {
+		found[key{o.Kind, o.Name}] = o.Digest
+	}
+	full := len(have) >= inventoryProfileObjects
+	var drift []v1alpha1.ProfileDrift
+	for _, o := range want {
+		k := key{o.Kind, o.Name}
+		d, ok := found[k]
+		delete(found, k)
+		switch {
+		case !ok && !full:
+			drift = append(drift, v1alpha1.ProfileDrift{Field: objectField(o.Kind, o.Name), Want: "present"})
+		case ok && d != o.Digest:
+			drift = append(drift, v1alpha1.ProfileDrift{Field: objectField(o.Kind, o.Name), Want: "present", Have: "differs"})
+		}
+	}
+	for _, o := range have {
+		if _, extra := found[key{o.Kind, o.Name}]; extra {
+			drift = append(drift, v1alpha1.ProfileDrift{Field: objectField(o.Kind, o.Name), Want: "absent", Have: "present"})
+		}
+	}
+	return drift
+}
+
+// objectField is the profile's field of a member object: rbac.clusterRoles[NAME],
+// rbac.clusterRoleBindings[NAME], admissionPolicies[NAME].policy or
+// admissionPolicies[NAME].binding.
+func objectField(kind, name string) string {
+	switch kind {
+	case v1alpha1.KindClusterRole:
+		return "rbac.clusterRoles[" + name + "]"
+	case v1alpha1.KindClusterRoleBinding:
+		return "rbac.clusterRoleBindings[" + name + "]"
+	case v1alpha1.KindValidatingAdmissionPolicy:
+		return "admissionPolicies[" + name + "].policy"
+	case v1alpha1.KindValidatingAdmissionPolicyBinding:
+		return "admissionPolicies[" + name + "].binding"
+	}
+	return kind + "[" + name + "]"
+}
+
+// inventoryProfileObjects is how many profile objects an agent lists at most
+// (ObservedProfileObjects.Items' MaxItems): a list that long may have left some out.
+const inventoryProfileObjects = 256
 
 // inventoryNamespaces is how many namespaces an agent lists at most (Inventory.Namespaces'
 // MaxItems; internal/agent's maxNamespaces): a list that long may have left some out.

@@ -35,6 +35,8 @@ var t0 = time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)
 //	                                      (any number of lines; blocked= takes the rest of the line)
 //	step at=DURATION latest=N [pause] [resume] [abort] [approved=N]   at: time since t0, a Monday
 //	restart                               forget everything but the state the status keeps
+//	spec, member [unobserved], diff       a spec's default RBAC and admission policies against a
+//	                                      member's objects (objects_test.go)
 //
 // The run's state and targets carry from one step to the next, as the profile's status does.
 // go test -run TestTranscripts -update rewrites the expected output; review the diff.
@@ -46,6 +48,7 @@ func TestTranscripts(t *testing.T) {
 			strategy rollout.Strategy
 			waveName string // status.run.waveName
 			clusters = map[string]RunCluster{}
+			objects  objectTranscript // spec, member and diff (objects_test.go)
 		)
 		return func(input []string) string {
 			cmd, args := parse(input[0])
@@ -136,6 +139,9 @@ func TestTranscripts(t *testing.T) {
 				state, strategy = d.State, d.Strategy
 				waveName = d.State.Status(d.Strategy).WaveName
 				return render(d)
+			}
+			if out, ok := objects.do(t, cmd, input); ok {
+				return out
 			}
 			t.Fatalf("transcript: unknown command %q", cmd)
 			return ""

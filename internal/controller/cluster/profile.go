@@ -31,8 +31,9 @@ type held struct {
 // provider to build from; it returns nil for a cluster without a profile. The revision is the
 // cluster's pin, else its target in the profile's update run, else (a cluster the run has not
 // seen yet) the run's stable revision, else the newest. Its API server settings come from the
-// revision too, and so do its namespaces. A profile or revision that cannot be
-// found is an error the Accepted condition shows, and the cluster is left as it is.
+// revision too, and so do its namespaces, default RBAC and admission policies. A profile or
+// revision that cannot be found is an error the Accepted condition shows, and the cluster is
+// left as it is.
 func (r *Reconciler) holdToProfile(ctx context.Context, c *v1alpha1.Cluster) (*held, error) {
 	ref := c.Spec.Profile
 	if ref == nil {
@@ -75,6 +76,7 @@ func (r *Reconciler) holdToProfile(ctx context.Context, c *v1alpha1.Cluster) (*h
 		c.Spec.NodePools = pools
 	}
 	c.Spec.APIServer, c.Spec.Namespaces = rev.Spec.APIServer.DeepCopy(), rev.Spec.Namespaces
+	c.Spec.RBAC, c.Spec.AdmissionPolicies = rev.Spec.RBAC.DeepCopy(), rev.Spec.AdmissionPolicies
 	h := &held{revision: n, spec: rev.Spec}
 	// A revision older than what the cluster runs (an aborted update run goes back to the
 	// stable revision) never takes its version down: Kubernetes has no downgrades. The

@@ -60,6 +60,10 @@ type config struct {
 	APIServer *v1alpha1.APIServerSettings `json:"apiServer,omitempty"`
 	// Namespaces the runtime makes when they are missing.
 	Namespaces []string `json:"namespaces,omitempty"`
+	// RBAC and AdmissionPolicies are the objects the runtime applies, labelled as a profile's,
+	// deleting those so labelled that they no longer list (profileobjects.go).
+	RBAC              *v1alpha1.RBACSettings     `json:"rbac,omitempty"`
+	AdmissionPolicies []v1alpha1.AdmissionPolicy `json:"admissionPolicies,omitempty"`
 }
 
 // agentConfig is how the cluster's agent reaches the hub.
@@ -129,8 +133,8 @@ type RuntimeStatus struct {
 	Blocked string `json:"blocked,omitempty"`
 	// NodesError is why the nodes do not match the config yet, if they failed to.
 	NodesError string `json:"nodesError,omitempty"`
-	// AddonsError is why the add-ons of a cluster with real nodes are not applied, if they
-	// failed to be.
+	// AddonsError is why the add-ons of a cluster with real nodes, or its namespaces, default
+	// RBAC and admission policies, are not applied, if they failed to be.
 	AddonsError string `json:"addonsError,omitempty"`
 }
 

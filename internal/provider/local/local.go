@@ -147,7 +147,7 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	var cfg config
 	switch err := readJSON(d.config(), &cfg); {
 	case errors.Is(err, os.ErrNotExist):
-		cfg = config{Name: c.Name, KubernetesVersion: versionOf(c), Region: c.Spec.Region, Zones: c.Spec.Zones, NodePools: c.Spec.NodePools, APIServer: c.Spec.APIServer, Namespaces: c.Spec.Namespaces}
+		cfg = config{Name: c.Name, KubernetesVersion: versionOf(c), Region: c.Spec.Region, Zones: c.Spec.Zones, NodePools: c.Spec.NodePools}
 		if err := seedDatastore(p.Templates, cfg.KubernetesVersion, d); err != nil {
 			return fmt.Errorf("seed datastore: %w", err)
 		}
@@ -159,7 +159,7 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	if cfg.RegistryPull == "" {
 		cfg.RegistryPull = p.Registry
 	}
-	cfg.APIServer, cfg.Namespaces = c.Spec.APIServer, c.Spec.Namespaces
+	cfg.takeSettings(c)
 	cfg.Agent = nil
 	if p.HubURL != "" {
 		cfg.Agent = &agentConfig{HubURL: p.HubURL, HubCAFile: p.HubCAFile, DeliveryPort: p.DeliveryPort, Metrics: p.Metrics, Logs: p.Logs}
@@ -173,22 +173,30 @@ func (p *Provider) Create(ctx context.Context, c *v1alpha1.Cluster) error {
 	return p.startRuntime(ctx, d)
 }
 
-// applySettings has a running cluster take the spec's API server settings and namespaces,
-// when they changed: for new settings the runtime restarts its control plane, one component
-// at a time. A stopped cluster takes them when it starts.
+// applySettings has a running cluster take the spec's API server settings, namespaces, default
+// RBAC and admission policies, when they changed: for new API server settings the runtime
+// restarts its control plane, one component at a time; the others its add-on loop applies. A
+// stopped cluster takes them when it starts.
 func applySettings(d dir, c *v1alpha1.Cluster) error {
 	var cfg config
 	if err := readJSON(d.config(), &cfg); err != nil {
 		return err
 	}
-	if equality.Semantic.DeepEqual(cfg.APIServer, c.Spec.APIServer) && slices.Equal(cfg.Namespaces, c.Spec.Namespaces) {
+	before := cfg
+	cfg.takeSettings(c)
+	if equality.Semantic.DeepEqual(before, cfg) {
 		return nil
 	}
-	cfg.APIServer, cfg.Namespaces = c.Spec.APIServer, c.Spec.Namespaces
 	if err := writeJSON(d.config(), cfg); err != nil {
 		return err
 	}
 	return signalRuntime(d)
+}
+
+// takeSettings copies the settings of c's spec (its profile's) that a running cluster takes.
+func (cfg *config) takeSettings(c *v1alpha1.Cluster) {
+	cfg.APIServer, cfg.Namespaces = c.Spec.APIServer, c.Spec.Namespaces
+	cfg.RBAC, cfg.AdmissionPolicies = c.Spec.RBAC, c.Spec.AdmissionPolicies
 }
 
 // writeAuthentication writes the cluster's AuthenticationConfiguration when it differs from

@@ -26,6 +26,7 @@ import (
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
 	"github.com/convoy-dev/convoy/internal/node"
+	"github.com/convoy-dev/convoy/internal/profile"
 	"github.com/convoy-dev/convoy/internal/registry"
 )
 
@@ -226,7 +227,8 @@ func (r *Runtime) nodeLoop(ctx context.Context) {
 
 // addonLoop applies the add-ons of a cluster with real nodes (see addons.go) when it has
 // them, and again every addonsInterval; their images go to the fleet registry first. It makes
-// the cluster's namespaces (a profile's) as well, real nodes or not.
+// the cluster's namespaces (a profile's) as well, real nodes or not, and applies its default
+// RBAC and admission policies (ApplyProfileObjects).
 func (r *Runtime) addonLoop(ctx context.Context) {
 	pushed := false
 	var applier *addonApplier
@@ -250,12 +252,17 @@ func (r *Runtime) addonLoop(ctx context.Context) {
 		}
 		r.mu.Lock()
 		namespaces := r.cfg.Namespaces
+		objects := profile.Objects(r.cfg.RBAC, r.cfg.AdmissionPolicies)
 		r.mu.Unlock()
-		if len(namespaces) > 0 && err == nil {
-			cs, cerr := r.memberClient()
-			if err = cerr; err == nil {
+		if cs, cerr := r.memberClient(); cerr != nil {
+			err = errors.Join(err, cerr)
+		} else {
+			if len(namespaces) > 0 && err == nil {
 				err = ensureNamespaces(ctx, cs, namespaces)
 			}
+			// The default RBAC and admission policies, whatever became of the rest: with none
+			// in the spec, those made before are deleted.
+			err = errors.Join(err, ApplyProfileObjects(ctx, cs, objects))
 		}
 		if ctx.Err() != nil {
 			return
