@@ -171,7 +171,7 @@ type ClusterRoleTemplate struct {
 
 // ClusterRoleBindingTemplate is a ClusterRoleBinding: a name, the ClusterRole it grants, and
 // to whom.
-// +kubebuilder:validation:XValidation:rule="self.roleRef.kind == 'ClusterRole' && (self.roleRef.apiGroup.size() == 0 || self.roleRef.apiGroup == 'rbac.authorization.k8s.io')",message="a ClusterRoleBinding grants a ClusterRole: set roleRef.kind to ClusterRole and roleRef.apiGroup to rbac.authorization.k8s.io"
+// +kubebuilder:validation:XValidation:rule="self.roleRef.kind == 'ClusterRole' && (!has(self.roleRef.apiGroup) || self.roleRef.apiGroup.size() == 0 || self.roleRef.apiGroup == 'rbac.authorization.k8s.io')",message="a ClusterRoleBinding grants a ClusterRole: set roleRef.kind to ClusterRole and roleRef.apiGroup to rbac.authorization.k8s.io"
 type ClusterRoleBindingTemplate struct {
 	// Name of the ClusterRoleBinding.
 	// +required

@@ -143,12 +143,25 @@ func TestObserveProfileObjects(t *testing.T) {
 		return nil
 	})
 
+	// A field the profile leaves to its default, edited by hand, is put back by the next apply:
+	// the applied object writes the defaults out, so Convoy's field manager owns them.
+	ignore := admissionregistrationv1.Ignore
+	stored.Spec.FailurePolicy = &ignore
+	_, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Update(ctx, stored, metav1.UpdateOptions{})
+	must(err)
+	must(local.ApplyProfileObjects(ctx, cs, profile.Objects(spec.RBAC, spec.AdmissionPolicies)))
+	stored, err = cs.AdmissionregistrationV1().ValidatingAdmissionPolicies().Get(ctx, "max-replicas", metav1.GetOptions{})
+	must(err)
+	if fp := stored.Spec.FailurePolicy; fp == nil || *fp != admissionregistrationv1.Fail {
+		t.Errorf("failurePolicy after the apply: %v, want Fail put back", fp)
+	}
+
 	// The next revision drops a role, binds another, and asks for a role of a name taken.
 	next := *spec.DeepCopy()
 	next.RBAC.ClusterRoles = []v1alpha1.ClusterRoleTemplate{spec.RBAC.ClusterRoles[0], {Name: "theirs", Rules: spec.RBAC.ClusterRoles[0].Rules}}
 	next.RBAC.ClusterRoleBindings[0].RoleRef.Name = "view"
 	err = local.ApplyProfileObjects(ctx, cs, profile.Objects(next.RBAC, next.AdmissionPolicies))
-	if err == nil || !strings.Contains(err.Error(), `ClusterRole "theirs" exists without the label convoy.dev/profile-managed=true`) {
+	if err == nil || !strings.Contains(err.Error(), `ClusterRole "theirs" exists and is not Convoy's`) {
 		t.Errorf("applying over an unlabelled role: %v, want an error that says so", err)
 	}
 	if _, err := cs.RbacV1().ClusterRoles().Get(ctx, "convoy:old", metav1.GetOptions{}); !apierrors.IsNotFound(err) {

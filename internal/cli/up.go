@@ -168,6 +168,9 @@ func (o *upOptions) run(ctx context.Context, g *globals) error {
 	if o.nodeKind == "real" && o.maxNodes > 10 {
 		return usageError("--max-nodes %d: a real node pool has at most 10 nodes", o.maxNodes)
 	}
+	if o.maxNodes > v1alpha1.MaxNodesPerPool {
+		return usageError("--max-nodes %d: a node pool has at most %d nodes", o.maxNodes, v1alpha1.MaxNodesPerPool)
+	}
 	start := time.Now()
 	if pid, running := kubeproc.LockHolder(layout.Lock()); running {
 		fmt.Fprintf(out, "  %6.1fs  hub already running (pid %d); reusing it, with the edge addresses it started with\n", 0.0, pid)

@@ -123,8 +123,20 @@ func isUp(cl *v1alpha1.Cluster) bool {
 	if autoscales(cl) || (cl.Spec.Profile != nil && cl.Status.Profile != nil && cl.Status.Profile.Autoscaled) {
 		// The provider chooses how many nodes its autoscaled pools have: the hub says they
 		// are in line with the spec as it is now, and the agent that all of them are Ready.
+		// At least the fewest nodes the pools keep, so that an inventory from before the
+		// nodes joined does not count.
+		var fewest int32
+		for _, p := range cl.Spec.NodePools {
+			fewest += p.Count
+			if a := p.Autoscale; a != nil {
+				fewest += a.Min - p.Count
+			}
+		}
+		if s := cl.Status.Profile; cl.Spec.Profile != nil && s != nil && s.Nodes > 0 {
+			fewest = max(fewest, 1)
+		}
 		return isProvisioned(cl) && cl.Status.ObservedGeneration == cl.Generation &&
-			inv.Nodes.Total > 0 && inv.Nodes.Ready == inv.Nodes.Total
+			inv.Nodes.Total >= fewest && inv.Nodes.Ready == inv.Nodes.Total
 	}
 	if cl.Spec.Profile != nil {
 		// Its node pools come from its profile's revision: the hub, which reads it, says how
@@ -140,13 +152,13 @@ func isUp(cl *v1alpha1.Cluster) bool {
 	return inv.Nodes.Total == want && inv.Nodes.Ready == want
 }
 
-// isProvisioned reports whether the provider has a cluster in line with its current spec,
-// whether or not its agent has joined.
 // autoscales says whether one of the cluster's own node pools autoscales.
 func autoscales(cl *v1alpha1.Cluster) bool {
 	return slices.ContainsFunc(cl.Spec.NodePools, func(p v1alpha1.NodePool) bool { return p.Autoscale != nil })
 }
 
+// isProvisioned reports whether the provider has a cluster in line with its current spec,
+// whether or not its agent has joined.
 func isProvisioned(cl *v1alpha1.Cluster) bool {
 	if cl == nil {
 		return false

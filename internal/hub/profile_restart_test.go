@@ -16,10 +16,10 @@ import (
 )
 
 // TestUpdateRunGoesOnAfterAHubRestart moves two local clusters of one profile to the next
-// Kubernetes version in two waves, the first (r1) soaking for a while, and restarts the hub
-// during the soak: the run's state is the profile's status, so the hub that comes back finds
+// Kubernetes version in two waves, the first (r1) soaking for an hour, and restarts the hub
+// during the soak: the run's state is the profile's status, so the hub that comes back keeps
 // the run soaking on the same wave since the same moment, with r2 not started and r1 not moved
-// again, and finishes the run.
+// again; once the soak is shortened, it finishes the run.
 func TestUpdateRunGoesOnAfterAHubRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts local clusters")
@@ -33,7 +33,7 @@ func TestUpdateRunGoesOnAfterAHubRestart(t *testing.T) {
 			KubernetesVersion: version.KubernetesPrevious,
 			NodePools:         []v1alpha1.NodePool{{Name: "default", Count: 1}},
 			Update: v1alpha1.ProfileUpdate{Waves: []v1alpha1.RolloutWave{
-				{Name: "first", Clusters: v1alpha1.WaveClusters{Names: []string{"r1"}}, SoakSeconds: 40},
+				{Name: "first", Clusters: v1alpha1.WaveClusters{Names: []string{"r1"}}, SoakSeconds: 3600},
 				{Name: "second", Clusters: v1alpha1.WaveClusters{Names: []string{"r2"}}},
 			}},
 		},
@@ -71,8 +71,21 @@ func TestUpdateRunGoesOnAfterAHubRestart(t *testing.T) {
 	eventuallyClusterWithin(t, h, "r1", time.Minute, on(2, version.Kubernetes))
 
 	h.Restart()
-	// The first word of the hub that came back: the same soak of the same wave, r2 held.
-	must(t, h.Client.Get(ctx, client.ObjectKey{Name: "prod"}, p))
+	// The hub that came back has stepped the run once it has seen a change of the strategy
+	// (a longer soak: no new revision): the same soak of the same wave, r2 held.
+	setSoak := func(seconds int32) int64 {
+		must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			must(t, h.Client.Get(ctx, client.ObjectKey{Name: "prod"}, p))
+			p.Spec.Update.Waves[0].SoakSeconds = seconds
+			return h.Client.Update(ctx, p)
+		}))
+		return p.Generation
+	}
+	gen := setSoak(3601)
+	hubtest.Eventually(t, "the restarted hub's controller at the new generation", time.Minute, func() (bool, error) {
+		must(t, h.Client.Get(ctx, client.ObjectKey{Name: "prod"}, p))
+		return p.Status.ObservedGeneration >= gen, fmt.Errorf("observed generation %d, want %d", p.Status.ObservedGeneration, gen)
+	})
 	if r := p.Status.Run; r == nil || r.WaveName != "first" || r.SoakStarted == nil || !r.SoakStarted.Equal(soaking.SoakStarted) {
 		t.Fatalf("after the restart the run is %+v, want it soaking on wave first since %v", r, soaking.SoakStarted)
 	}
@@ -86,6 +99,7 @@ func TestUpdateRunGoesOnAfterAHubRestart(t *testing.T) {
 	if inv := r1.Status.Inventory; inv == nil || inv.KubernetesVersion != version.Kubernetes {
 		t.Errorf("r1 after the restart: %+v", inv)
 	}
+	setSoak(1) // the soak is over: the run goes on to r2
 	hubtest.Eventually(t, "the run complete after the restart", 3*time.Minute, func() (bool, error) {
 		if err := h.Client.Get(ctx, client.ObjectKey{Name: "prod"}, p); err != nil {
 			return false, err

@@ -29,7 +29,8 @@ type MemberObjects struct {
 // Objects are the member objects of a spec's default RBAC and admission policies: a
 // ClusterRole and a ClusterRoleBinding per entry, and per admission policy a
 // ValidatingAdmissionPolicy and its binding, both of the policy's name, the binding's policyName
-// set to it. They are copies.
+// set to it. They are copies, with the API server's defaults written out (normalize), so that
+// whoever applies them owns those fields too and puts back an edit of one.
 func Objects(rbac *v1alpha1.RBACSettings, policies []v1alpha1.AdmissionPolicy) MemberObjects {
 	meta := func(name string) metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: name, Labels: map[string]string{v1alpha1.LabelProfileManaged: "true"}}
@@ -49,6 +50,7 @@ func Objects(rbac *v1alpha1.RBACSettings, policies []v1alpha1.AdmissionPolicy) M
 		for _, b := range rbac.ClusterRoleBindings {
 			b := b.DeepCopy()
 			o.ClusterRoleBindings = append(o.ClusterRoleBindings, rbacv1.ClusterRoleBinding{TypeMeta: rbacType(v1alpha1.KindClusterRoleBinding), ObjectMeta: meta(b.Name), RoleRef: b.RoleRef, Subjects: b.Subjects})
+			normalizeClusterRoleBinding(&o.ClusterRoleBindings[len(o.ClusterRoleBindings)-1])
 		}
 	}
 	for _, p := range policies {
@@ -57,6 +59,8 @@ func Objects(rbac *v1alpha1.RBACSettings, policies []v1alpha1.AdmissionPolicy) M
 		binding := admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: p.Name, ParamRef: p.Binding.ParamRef,
 			MatchResources: p.Binding.MatchResources, ValidationActions: p.Binding.ValidationActions}
 		o.PolicyBindings = append(o.PolicyBindings, admissionregistrationv1.ValidatingAdmissionPolicyBinding{TypeMeta: admissionType(v1alpha1.KindValidatingAdmissionPolicyBinding), ObjectMeta: meta(p.Name), Spec: binding})
+		normalizePolicy(&o.Policies[len(o.Policies)-1])
+		normalizePolicyBinding(&o.PolicyBindings[len(o.PolicyBindings)-1])
 	}
 	return o
 }

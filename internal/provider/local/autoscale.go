@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +82,8 @@ func (s *scaler) load(path string) error {
 func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, now time.Time) (bool, error) {
 	r.mu.Lock()
 	c := r.cfg.cluster()
+	// Nodes come and go in an upgrade: the autoscaler waits until it is done.
+	upgrading := r.nodesUpgrading != "" || r.cpVersion != r.cfg.KubernetesVersion
 	r.mu.Unlock()
 	if !autoscaled(c) {
 		return false, nil
@@ -105,13 +108,16 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 			}
 			continue
 		}
+		if daemonOrMirror(&p) {
+			continue // it waits for its own node, not for room
+		}
 		for _, cond := range p.Status.Conditions {
 			if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
 				if tied, err := tiedToNode(ctx, cs, &p); err != nil || tied {
 					continue // a new node does not help a pod whose volume lives on another
 				}
 				pending = append(pending, autoscale.Pending{Name: p.Namespace + "/" + p.Name, Requests: requestsOf(&p),
-					NodeSelector: p.Spec.NodeSelector, Tolerations: p.Spec.Tolerations})
+					NodeSelector: p.Spec.NodeSelector, Affinity: p.Spec.Affinity, Tolerations: p.Spec.Tolerations})
 			}
 		}
 	}
@@ -130,8 +136,7 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 		}
 	}
 	moved := false
-	shapes := desiredNodes(c)
-	for _, pool := range c.Spec.NodePools {
+	for i, pool := range c.Spec.NodePools {
 		a := pool.Autoscale
 		if a == nil {
 			continue
@@ -140,14 +145,17 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 		if !ok {
 			count = pool.Count
 		}
-		in := autoscale.Pool{Name: pool.Name, Min: a.Min, Max: a.Max, Count: count, Idle: defaultIdle}
+		in := autoscale.Pool{Name: pool.Name, Min: a.Min, Max: a.Max, Count: count, Idle: defaultIdle, Hold: upgrading}
 		if a.IdleSeconds != nil {
 			in.Idle = time.Duration(*a.IdleSeconds) * time.Second
 		}
-		for _, w := range shapes {
-			if w.pool == pool.Name {
-				in.Allocatable, in.Labels, in.Taints = w.allocatable, w.labels, w.taints
-				break
+		// The next node's shape: the pool one node larger, and its last node.
+		grown := c.DeepCopy()
+		grown.Spec.NodePools[i].Count = count + 1
+		next := nodeName(c.Name, pool.Name, int(count))
+		for _, w := range desiredNodes(grown) {
+			if w.name == next {
+				in.Allocatable, in.NodeName, in.Labels, in.Taints = w.allocatable, w.name, w.labels, w.taints
 			}
 		}
 		var members []autoscale.Node
@@ -159,7 +167,8 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 			if err != nil {
 				continue
 			}
-			node := autoscale.Node{Index: i, Ready: nodeIsReady(&n) && !n.Spec.Unschedulable}
+			ready, since := nodeReady(&n)
+			node := autoscale.Node{Index: i, Ready: ready, ReadySince: since}
 			if node.Ready && len(n.Status.Allocatable) > 0 {
 				// What a node of the pool offers is what one reports: a real node's kubelet
 				// offers this machine's, not the pool's declared shape.
@@ -179,6 +188,9 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 		if d.Count != count {
 			r.log.Info("autoscaling a node pool", "pool", pool.Name, "from", count, "to", d.Count, "why", d.Reason)
 			moved = true
+		}
+		if d.For != "" { // one new node for a pod, not one in every pool it fits
+			pending = slices.DeleteFunc(pending, func(p autoscale.Pending) bool { return p.Name == d.For })
 		}
 		r.scale.counts[pool.Name] = d.Count
 	}
@@ -250,11 +262,22 @@ func requestsOf(p *corev1.Pod) corev1.ResourceList {
 	return sum
 }
 
-func nodeIsReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
+// nodeReady says whether a node takes pods: schedulable, its kubelet Ready, and without a
+// taint that keeps pods off a node that is not (yet); and since when it has been Ready.
+func nodeReady(n *corev1.Node) (bool, time.Time) {
+	if n.Spec.Unschedulable {
+		return false, time.Time{}
+	}
+	for _, t := range n.Spec.Taints {
+		switch t.Key {
+		case corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable, "node.cloudprovider.kubernetes.io/uninitialized":
+			return false, time.Time{}
 		}
 	}
-	return false
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue, c.LastTransitionTime.Time
+		}
+	}
+	return false, time.Time{}
 }

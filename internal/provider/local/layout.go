@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -84,7 +85,7 @@ func (c config) cluster() *v1alpha1.Cluster {
 		ObjectMeta: metav1.ObjectMeta{Name: c.Name},
 		Spec: v1alpha1.ClusterSpec{
 			Provider: v1alpha1.ProviderLocal, KubernetesVersion: c.KubernetesVersion,
-			Region: c.Region, Zones: c.Zones, NodePools: c.NodePools,
+			Region: c.Region, Zones: c.Zones, NodePools: slices.Clone(c.NodePools), // its own: callers change counts
 		},
 	}
 }

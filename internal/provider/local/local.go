@@ -32,6 +32,7 @@ import (
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/kubeproc"
+	"github.com/convoy-dev/convoy/internal/profile"
 	"github.com/convoy-dev/convoy/internal/provider"
 	"github.com/convoy-dev/convoy/internal/version"
 )
@@ -119,6 +120,10 @@ func (p *Provider) dir(name string) dir { return dir(filepath.Join(p.Root, name)
 func (p *Provider) Validate(_ context.Context, c *v1alpha1.Cluster) error {
 	if err := checkVersion(p.BinDir, c.Spec.KubernetesVersion); err != nil {
 		return err
+	}
+	// A cluster's own default RBAC and admission policies (a profile's are checked with it).
+	if problems := profile.ValidateObjects(c.Spec.RBAC, c.Spec.AdmissionPolicies); len(problems) > 0 {
+		return fmt.Errorf("spec: %s", strings.Join(problems, "; "))
 	}
 	if !slices.ContainsFunc(c.Spec.NodePools, func(np v1alpha1.NodePool) bool { return np.Kind == v1alpha1.NodeReal }) {
 		return nil

@@ -45,7 +45,7 @@ func syncKinds(ctx context.Context, kinds []profileKind) error {
 		}
 		p := planObjects(k.want, have)
 		for _, name := range p.foreign {
-			errs = append(errs, fmt.Errorf("%s %q exists without the label %s=true, so Convoy leaves it alone; delete it, or give the profile's %s another name", k.kind, name, v1alpha1.LabelProfileManaged, k.kind))
+			errs = append(errs, fmt.Errorf("%s %q exists and is not Convoy's (no label %s=true, or not applied by %s), so Convoy leaves it alone; delete it, or give the profile's %s another name", k.kind, name, v1alpha1.LabelProfileManaged, v1alpha1.ProfileFieldManager, k.kind))
 		}
 		for _, old := range p.replace {
 			// A field the API server does not let change (a binding's roleRef): the object goes,
@@ -76,7 +76,7 @@ func syncKinds(ctx context.Context, kinds []profileKind) error {
 type existingObject struct {
 	name     string
 	uid      types.UID
-	labelled bool   // carries v1alpha1.LabelProfileManaged=true
+	labelled bool   // Convoy's: carries v1alpha1.LabelProfileManaged=true and its field manager applied it
 	fixed    string // the fields the API server does not let change (a binding's roleRef), as text
 }
 
@@ -151,7 +151,12 @@ func profileKinds(cs kubernetes.Interface, o profile.MemberObjects) ([]profileKi
 		return err
 	}
 	meta := func(m metav1.ObjectMeta) existingObject {
-		return existingObject{name: m.Name, uid: m.UID, labelled: m.Labels[v1alpha1.LabelProfileManaged] == "true"}
+		// Convoy's own: labelled, and applied by its field manager (a copy of one, label and
+		// all, made by someone else is not).
+		ours := m.Labels[v1alpha1.LabelProfileManaged] == "true" && slices.ContainsFunc(m.ManagedFields, func(f metav1.ManagedFieldsEntry) bool {
+			return f.Manager == v1alpha1.ProfileFieldManager && f.Operation == metav1.ManagedFieldsOperationApply
+		})
+		return existingObject{name: m.Name, uid: m.UID, labelled: ours}
 	}
 	var err error
 	want := func(name, fixed string, obj any) wantedObject {

@@ -104,7 +104,7 @@ func TestSyncKindsFailStatic(t *testing.T) {
 	}
 	for _, says := range []string{
 		"list the ValidatingAdmissionPolicy objects (none applied or deleted): connection refused",
-		fmt.Sprintf("ClusterRole %q exists without the label convoy.dev/profile-managed=true, so Convoy leaves it alone; delete it, or give the profile's ClusterRole another name", "view"),
+		fmt.Sprintf("ClusterRole %q exists and is not Convoy's (no label convoy.dev/profile-managed=true, or not applied by convoy-profile), so Convoy leaves it alone; delete it, or give the profile's ClusterRole another name", "view"),
 	} {
 		if err == nil || !strings.Contains(err.Error(), says) {
 			t.Errorf("error %v does not say %q", err, says)

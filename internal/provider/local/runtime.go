@@ -149,6 +149,7 @@ func (r *Runtime) startNodesEarly(ctx context.Context) {
 	r.mu.Lock()
 	c := r.cfg.cluster()
 	r.mu.Unlock()
+	r.scale.apply(c) // an autoscaled pool's nodes are those its runtime chose
 	var real []nodeShape
 	for _, w := range desiredNodes(c) {
 		if w.real {
