@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -136,123 +138,87 @@ type profileKind struct {
 	delete func(ctx context.Context, name string, uid types.UID) error
 }
 
+// typedClient is what a kind's typed client offers that profileKinds uses.
+type typedClient[O, L any] interface {
+	List(ctx context.Context, opts metav1.ListOptions) (L, error)
+	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (O, error)
+	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
+}
+
+// kindOf is how the objects of one kind are listed (each as items says), applied server-side
+// by Convoy's field manager, and deleted (only the object listed: not one made again meanwhile,
+// perhaps by someone else).
+func kindOf[O, L any](kind string, c typedClient[O, L], items func(L) []existingObject) profileKind {
+	applyOpts := metav1.PatchOptions{FieldManager: v1alpha1.ProfileFieldManager, Force: ptr.To(true)}
+	return profileKind{
+		kind: kind,
+		list: func(ctx context.Context) ([]existingObject, error) {
+			l, err := c.List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return nil, err
+			}
+			return items(l), nil
+		},
+		apply: func(ctx context.Context, name string, body []byte) error {
+			_, err := c.Patch(ctx, name, types.ApplyPatchType, body, applyOpts)
+			return err
+		},
+		delete: func(ctx context.Context, name string, uid types.UID) error {
+			err := c.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+			if apierrors.IsNotFound(err) || apierrors.IsConflict(err) { // gone, or another object now
+				return nil
+			}
+			return err
+		},
+	}
+}
+
+// existing is an object as the plan sees it. Convoy's own are labelled and applied by its field
+// manager (a copy of one, label and all, made by someone else is not).
+func existing(m metav1.ObjectMeta) existingObject {
+	ours := m.Labels[v1alpha1.LabelProfileManaged] == "true" && slices.ContainsFunc(m.ManagedFields, func(f metav1.ManagedFieldsEntry) bool {
+		return f.Manager == v1alpha1.ProfileFieldManager && f.Operation == metav1.ManagedFieldsOperationApply
+	})
+	return existingObject{name: m.Name, uid: m.UID, labelled: ours}
+}
+
 // profileKinds are the kinds of o's objects, in the order they are applied: what is bound
 // before its bindings.
 func profileKinds(cs kubernetes.Interface, o profile.MemberObjects) ([]profileKind, error) {
-	applyOpts := metav1.PatchOptions{FieldManager: v1alpha1.ProfileFieldManager, Force: ptr.To(true)}
-	deleteOpts := func(uid types.UID) metav1.DeleteOptions {
-		// Only the object listed: not one made again meanwhile, perhaps by someone else.
-		return metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}
-	}
-	gone := func(err error) error {
-		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) { // gone, or another object now
-			return nil
-		}
-		return err
-	}
-	meta := func(m metav1.ObjectMeta) existingObject {
-		// Convoy's own: labelled, and applied by its field manager (a copy of one, label and
-		// all, made by someone else is not).
-		ours := m.Labels[v1alpha1.LabelProfileManaged] == "true" && slices.ContainsFunc(m.ManagedFields, func(f metav1.ManagedFieldsEntry) bool {
-			return f.Manager == v1alpha1.ProfileFieldManager && f.Operation == metav1.ManagedFieldsOperationApply
-		})
-		return existingObject{name: m.Name, uid: m.UID, labelled: ours}
-	}
 	var err error
 	want := func(name, fixed string, obj any) wantedObject {
 		body, merr := json.Marshal(obj)
 		err = errors.Join(err, merr)
 		return wantedObject{name: name, fixed: fixed, body: body}
 	}
-	roles, bindings := cs.RbacV1().ClusterRoles(), cs.RbacV1().ClusterRoleBindings()
-	policies, policyBindings := cs.AdmissionregistrationV1().ValidatingAdmissionPolicies(), cs.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings()
+	rbac, admission := cs.RbacV1(), cs.AdmissionregistrationV1()
 	kinds := []profileKind{
-		{
-			kind: v1alpha1.KindClusterRole,
-			list: func(ctx context.Context) ([]existingObject, error) {
-				l, err := roles.List(ctx, metav1.ListOptions{})
-				if err != nil {
-					return nil, err
-				}
-				var out []existingObject
-				for _, o := range l.Items {
-					out = append(out, meta(o.ObjectMeta))
-				}
-				return out, nil
-			},
-			apply: func(ctx context.Context, name string, body []byte) error {
-				_, err := roles.Patch(ctx, name, types.ApplyPatchType, body, applyOpts)
-				return err
-			},
-			delete: func(ctx context.Context, name string, uid types.UID) error {
-				return gone(roles.Delete(ctx, name, deleteOpts(uid)))
-			},
-		},
-		{
-			kind: v1alpha1.KindValidatingAdmissionPolicy,
-			list: func(ctx context.Context) ([]existingObject, error) {
-				l, err := policies.List(ctx, metav1.ListOptions{})
-				if err != nil {
-					return nil, err
-				}
-				var out []existingObject
-				for _, o := range l.Items {
-					out = append(out, meta(o.ObjectMeta))
-				}
-				return out, nil
-			},
-			apply: func(ctx context.Context, name string, body []byte) error {
-				_, err := policies.Patch(ctx, name, types.ApplyPatchType, body, applyOpts)
-				return err
-			},
-			delete: func(ctx context.Context, name string, uid types.UID) error {
-				return gone(policies.Delete(ctx, name, deleteOpts(uid)))
-			},
-		},
-		{
-			kind: v1alpha1.KindClusterRoleBinding,
-			list: func(ctx context.Context) ([]existingObject, error) {
-				l, err := bindings.List(ctx, metav1.ListOptions{})
-				if err != nil {
-					return nil, err
-				}
-				var out []existingObject
-				for _, o := range l.Items {
-					e := meta(o.ObjectMeta)
-					e.fixed = roleRefText(o.RoleRef.APIGroup, o.RoleRef.Kind, o.RoleRef.Name)
-					out = append(out, e)
-				}
-				return out, nil
-			},
-			apply: func(ctx context.Context, name string, body []byte) error {
-				_, err := bindings.Patch(ctx, name, types.ApplyPatchType, body, applyOpts)
-				return err
-			},
-			delete: func(ctx context.Context, name string, uid types.UID) error {
-				return gone(bindings.Delete(ctx, name, deleteOpts(uid)))
-			},
-		},
-		{
-			kind: v1alpha1.KindValidatingAdmissionPolicyBinding,
-			list: func(ctx context.Context) ([]existingObject, error) {
-				l, err := policyBindings.List(ctx, metav1.ListOptions{})
-				if err != nil {
-					return nil, err
-				}
-				var out []existingObject
-				for _, o := range l.Items {
-					out = append(out, meta(o.ObjectMeta))
-				}
-				return out, nil
-			},
-			apply: func(ctx context.Context, name string, body []byte) error {
-				_, err := policyBindings.Patch(ctx, name, types.ApplyPatchType, body, applyOpts)
-				return err
-			},
-			delete: func(ctx context.Context, name string, uid types.UID) error {
-				return gone(policyBindings.Delete(ctx, name, deleteOpts(uid)))
-			},
-		},
+		kindOf(v1alpha1.KindClusterRole, rbac.ClusterRoles(), func(l *rbacv1.ClusterRoleList) (out []existingObject) {
+			for _, o := range l.Items {
+				out = append(out, existing(o.ObjectMeta))
+			}
+			return out
+		}),
+		kindOf(v1alpha1.KindValidatingAdmissionPolicy, admission.ValidatingAdmissionPolicies(), func(l *admissionregistrationv1.ValidatingAdmissionPolicyList) (out []existingObject) {
+			for _, o := range l.Items {
+				out = append(out, existing(o.ObjectMeta))
+			}
+			return out
+		}),
+		kindOf(v1alpha1.KindClusterRoleBinding, rbac.ClusterRoleBindings(), func(l *rbacv1.ClusterRoleBindingList) (out []existingObject) {
+			for _, o := range l.Items {
+				e := existing(o.ObjectMeta)
+				e.fixed = roleRefText(o.RoleRef.APIGroup, o.RoleRef.Kind, o.RoleRef.Name)
+				out = append(out, e)
+			}
+			return out
+		}),
+		kindOf(v1alpha1.KindValidatingAdmissionPolicyBinding, admission.ValidatingAdmissionPolicyBindings(), func(l *admissionregistrationv1.ValidatingAdmissionPolicyBindingList) (out []existingObject) {
+			for _, o := range l.Items {
+				out = append(out, existing(o.ObjectMeta))
+			}
+			return out
+		}),
 	}
 	for _, r := range o.ClusterRoles {
 		kinds[0].want = append(kinds[0].want, want(r.Name, "", r))
