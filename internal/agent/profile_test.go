@@ -304,13 +304,8 @@ func TestObserveProfile(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an API server")
 	}
-	h := hubtest.Start(t)
-	cs, err := kubernetes.NewForConfig(h.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
+	h, cs, ctx := memberAPI(t)
+	var err error
 	create := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -404,4 +399,18 @@ func TestObserveProfile(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// memberAPI starts a real API server (a hub's, standing in for a member) and a client of it,
+// with a context that ends with the test.
+func memberAPI(t *testing.T) (*hubtest.Hub, kubernetes.Interface, context.Context) {
+	t.Helper()
+	h := hubtest.Start(t)
+	cs, err := kubernetes.NewForConfig(h.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	return h, cs, ctx
 }

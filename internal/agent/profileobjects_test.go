@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"reflect"
 	"strings"
@@ -12,10 +11,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
-	"github.com/convoy-dev/convoy/internal/hubtest"
 	"github.com/convoy-dev/convoy/internal/profile"
 	"github.com/convoy-dev/convoy/internal/provider/local"
 )
@@ -29,13 +26,8 @@ func TestObserveProfileObjects(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an API server")
 	}
-	h := hubtest.Start(t)
-	cs, err := kubernetes.NewForConfig(h.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
+	h, cs, ctx := memberAPI(t)
+	var err error
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
