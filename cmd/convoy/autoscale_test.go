@@ -48,16 +48,20 @@ func checkAutoscale(t *testing.T, env []string, kubectl, kubeconfig, cluster, da
 		return err == nil && !strings.Contains(out, third) && len(strings.Fields(out)) == 2, fmt.Errorf("%s %v", out, err)
 	})
 	t.Logf("%s: the idle third node was removed %s after its pods were deleted", cluster, time.Since(start).Round(time.Second))
-	raw, err := os.ReadFile(filepath.Join(dataDir, "clusters", cluster, "logs", "runtime.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := string(raw)
-	for _, want := range []string{`msg="autoscaling a node pool" cluster=` + cluster + ` pool=default from=2 to=3`, `msg="autoscaling a node pool" cluster=` + cluster + ` pool=default from=3 to=2`, `msg="node removed" cluster=` + cluster + ` node=` + third} {
-		if !strings.Contains(log, want) {
-			t.Errorf("%s's runtime log lacks %s", cluster, want)
+	// The runtime logged both decisions, and the node's removal from the host once its
+	// processes and network namespace are gone (after the Node object).
+	eventually(t, cluster+"'s runtime log of the scale-out, the scale-in and the node's removal", time.Minute, func() (bool, error) {
+		raw, err := os.ReadFile(filepath.Join(dataDir, "clusters", cluster, "logs", "runtime.log"))
+		if err != nil {
+			return false, err
 		}
-	}
+		for _, want := range []string{`msg="autoscaling a node pool" cluster=` + cluster + ` pool=default from=2 to=3`, `msg="autoscaling a node pool" cluster=` + cluster + ` pool=default from=3 to=2`, `msg="node removed" cluster=` + cluster + ` node=` + third} {
+			if !strings.Contains(string(raw), want) {
+				return false, fmt.Errorf("no %s", want)
+			}
+		}
+		return true, nil
+	})
 	// The hub sees the cluster whole again, at the pool's two nodes.
 	eventually(t, cluster+" Ready with its 2 nodes in convoy get clusters", 2*time.Minute, func() (bool, error) {
 		out, err := convoyOutput(env, "get", "clusters")
