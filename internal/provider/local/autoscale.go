@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	resourcehelper "k8s.io/component-helpers/resource"
 
 	"github.com/convoy-dev/convoy/api/v1alpha1"
 	"github.com/convoy-dev/convoy/internal/autoscale"
@@ -103,12 +104,12 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 			continue
 		}
 		if p.Spec.NodeName != "" {
-			if !daemonOrMirror(&p) {
+			if !belongsToNode(&p) {
 				busy[p.Spec.NodeName] = true
 			}
 			continue
 		}
-		if daemonOrMirror(&p) {
+		if belongsToNode(&p) {
 			continue // it waits for its own node, not for room
 		}
 		for _, cond := range p.Status.Conditions {
@@ -116,7 +117,7 @@ func (r *Runtime) autoscalePools(ctx context.Context, cs kubernetes.Interface, n
 				if tied, err := tiedToNode(ctx, cs, &p); err != nil || tied {
 					continue // a new node does not help a pod whose volume lives on another
 				}
-				pending = append(pending, autoscale.Pending{Name: p.Namespace + "/" + p.Name, Requests: requestsOf(&p),
+				pending = append(pending, autoscale.Pending{Name: p.Namespace + "/" + p.Name, Requests: resourcehelper.PodRequests(&p, resourcehelper.PodResourcesOptions{}),
 					NodeSelector: p.Spec.NodeSelector, Affinity: p.Spec.Affinity, Tolerations: p.Spec.Tolerations})
 			}
 		}
@@ -225,41 +226,6 @@ func tiedToNode(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) (bo
 		}
 	}
 	return false, nil
-}
-
-// daemonOrMirror says whether a pod belongs to its node (a DaemonSet's, or a static pod's
-// mirror), and so leaves the node idle.
-func daemonOrMirror(p *corev1.Pod) bool {
-	if _, mirror := p.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
-		return true
-	}
-	for _, o := range p.OwnerReferences {
-		if o.Controller != nil && *o.Controller && o.Kind == "DaemonSet" {
-			return true
-		}
-	}
-	return false
-}
-
-// requestsOf is what a pod asks for: its containers' requests, or its largest init
-// container's when that is more.
-func requestsOf(p *corev1.Pod) corev1.ResourceList {
-	sum := corev1.ResourceList{}
-	for _, c := range p.Spec.Containers {
-		for k, v := range c.Resources.Requests {
-			q := sum[k]
-			q.Add(v)
-			sum[k] = q
-		}
-	}
-	for _, c := range p.Spec.InitContainers {
-		for k, v := range c.Resources.Requests {
-			if q, ok := sum[k]; !ok || v.Cmp(q) > 0 {
-				sum[k] = v
-			}
-		}
-	}
-	return sum
 }
 
 // nodeReady says whether a node takes pods: schedulable, its kubelet Ready, and without a

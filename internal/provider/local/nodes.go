@@ -378,8 +378,7 @@ func podsToEvict(pods []corev1.Pod, keepBare bool) (evict []*corev1.Pod, left in
 	var kept []error
 	for i := range pods {
 		pod := &pods[i]
-		if ownedByDaemonSet(pod) || pod.Annotations[corev1.MirrorPodAnnotationKey] != "" ||
-			pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		if belongsToNode(pod) || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			continue
 		}
 		left++
@@ -419,7 +418,12 @@ func budgetRefusal(ctx context.Context, cs kubernetes.Interface, pod *corev1.Pod
 		pod.Namespace, pod.Name, strings.Join(names, ", "))
 }
 
-func ownedByDaemonSet(pod *corev1.Pod) bool {
+// belongsToNode says whether a pod is its node's own, a DaemonSet's or a static pod's mirror: a
+// drain leaves it, and it leaves its node idle.
+func belongsToNode(pod *corev1.Pod) bool {
+	if _, mirror := pod.Annotations[corev1.MirrorPodAnnotationKey]; mirror {
+		return true
+	}
 	for _, o := range pod.OwnerReferences {
 		if o.Kind == "DaemonSet" {
 			return true
